@@ -7,10 +7,10 @@ copy (jessicali9530/celeba-dataset); see ``design.md`` section 3.
 
 Official txt files::
 
-    list_attr_celeba.txt           202599\\n<40 names>\\n000001.jpg -1  1  1 -1 ...
-    list_bbox_celeba.txt           202599\\nimage_id x_1 y_1 width height\\n000001.jpg    95   71  226  313
-    list_landmarks_celeba.txt      202599\\nlefteye_x ... rightmouth_y\\n000001.jpg 165 184 244 176 ...
-    list_landmarks_align_celeba.txt  same, in the 178x218 aligned frame
+    list_attr_celeba.txt     count / 40 names / 000001.jpg -1  1  1 -1 ...
+    list_bbox_celeba.txt     count / image_id x_1 y_1 width height / 000001.jpg    95   71  226  313
+    list_landmarks_celeba.txt        count / lefteye_x ... rightmouth_y / 000001.jpg   165  184 ...
+    list_landmarks_align_celeba.txt  the same, in the 178x218 aligned frame
     identity_CelebA.txt            000001.jpg 2880           (no count, no header)
     list_eval_partition.txt        000001.jpg 0              (no count, no header)
 
@@ -93,7 +93,9 @@ TXT_FILES: tuple[FileSpec, ...] = (
 CSV_FILES: tuple[FileSpec, ...] = (
     FileSpec("list_attr_celeba.csv", "attributes", ATTRIBUTES, "attr", "csv"),
     FileSpec("list_bbox_celeba.csv", "bboxes", BBOX_COLUMNS, "int", "csv"),
-    FileSpec("list_landmarks_align_celeba.csv", "landmarks_aligned", LANDMARK_COLUMNS, "int", "csv"),
+    FileSpec(
+        "list_landmarks_align_celeba.csv", "landmarks_aligned", LANDMARK_COLUMNS, "int", "csv"
+    ),
     FileSpec("list_eval_partition.csv", "partitions", ("partition",), "partition", "csv"),
 )
 
