@@ -250,8 +250,6 @@ def load_annotation(con: duckdb.DuckDBPyConnection, found: AnnotationFile) -> in
     Runs inside the caller's transaction. Raises :class:`AnnotationError` naming the
     first bad line when anything is wrong with the file.
     """
-    import duckdb
-
     spec, path = found.spec, found.path
     preamble = read_preamble(spec, path)
     skip = spec.first_data_line - 1
@@ -273,14 +271,17 @@ def load_annotation(con: duckdb.DuckDBPyConnection, found: AnnotationFile) -> in
             find_problem(spec, path)  # raises with the line
             raise AnnotationError(path, None, f"{bad} lines do not match the {spec.name} layout")
         # Bulk create, then index: adding the key afterwards is several times faster
-        # than inserting row by row into a keyed table, and a duplicate id fails here.
+        # than inserting into a keyed table. DuckDB only enforces a key added inside a
+        # transaction at commit, so duplicates are looked for here, where we can name them.
         select = _select_sql(spec, preamble.columns, stage, tabs > 0)
         con.execute(f"CREATE TABLE {spec.table} AS {select}")
-        try:
-            con.execute(f"ALTER TABLE {spec.table} ADD PRIMARY KEY (image_id)")
-        except duckdb.ConstraintException as exc:
+        dupes = con.execute(
+            f"SELECT count(*) - count(DISTINCT image_id) FROM {spec.table}"
+        ).fetchone()[0]
+        if dupes:
             find_problem(spec, path)
-            raise AnnotationError(path, None, f"could not be loaded: {exc}") from exc
+            raise AnnotationError(path, None, f"{dupes} duplicate image ids")
+        con.execute(f"ALTER TABLE {spec.table} ADD PRIMARY KEY (image_id)")
     finally:
         con.execute(f"DROP TABLE IF EXISTS {stage}")
     return int(rows)

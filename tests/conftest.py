@@ -1,0 +1,78 @@
+"""Shared helpers: tiny hand-written CelebA files in the real byte formats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from catalog.formats import ATTRIBUTES, LANDMARK_COLUMNS
+
+
+def attr_row(image_id: str, positives: set[str] = frozenset()) -> str:
+    """One list_attr_celeba.txt row, spaced like the real file ('-1  1 -1')."""
+    return f"{image_id} " + " ".join(" 1" if a in positives else "-1" for a in ATTRIBUTES)
+
+
+def attr_txt(rows: list[str], count: int | None = None, eol: str = "\n") -> str:
+    count = len(rows) if count is None else count
+    lines = [str(count), " ".join(ATTRIBUTES) + " ", *rows]
+    return eol.join(lines) + eol
+
+
+def bbox_txt(boxes: dict[str, tuple[int, int, int, int]], eol: str = "\n") -> str:
+    lines = [str(len(boxes)), "image_id x_1 y_1 width height"]
+    lines += [f"{i} " + "".join(f"{v:>5d}" for v in box) for i, box in boxes.items()]
+    return eol.join(lines) + eol
+
+
+def landmarks_txt(points: dict[str, tuple[int, ...]]) -> str:
+    lines = [str(len(points)), " ".join(LANDMARK_COLUMNS)]
+    lines += [f"{i} " + "".join(f"{v:>5d}" for v in p) for i, p in points.items()]
+    return "\n".join(lines) + "\n"
+
+
+def pairs_txt(values: dict[str, int]) -> str:
+    """identity_CelebA.txt / list_eval_partition.txt: no count, no header."""
+    return "".join(f"{i} {v}\n" for i, v in values.items())
+
+
+def write(folder: Path, files: dict[str, str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_bytes(text.encode())
+    return folder
+
+
+@pytest.fixture
+def small_celeba(tmp_path: Path) -> Path:
+    """Three images, all six official txt files, consistent with each other."""
+    ids = ["000001.jpg", "000002.jpg", "000003.jpg"]
+    return write(
+        tmp_path / "celeba",
+        {
+            "list_attr_celeba.txt": attr_txt(
+                [attr_row(ids[0], {"Male", "Smiling"}), attr_row(ids[1]),
+                 attr_row(ids[2], {"Young", "5_o_Clock_Shadow"})]
+            ),
+            "list_bbox_celeba.txt": bbox_txt(
+                {ids[0]: (95, 71, 226, 313), ids[1]: (72, 94, 221, 306), ids[2]: (10, 20, 30, 40)}
+            ),
+            "list_landmarks_celeba.txt": landmarks_txt(
+                {
+                    ids[0]: (165, 184, 244, 176, 196, 249, 194, 271, 266, 260),
+                    ids[1]: (140, 204, 220, 204, 168, 254, 146, 289, 226, 289),
+                    ids[2]: (15, 30, 30, 30, 22, 40, 16, 50, 28, 50),
+                }
+            ),
+            "list_landmarks_align_celeba.txt": landmarks_txt(
+                {
+                    ids[0]: (69, 109, 106, 113, 77, 142, 73, 152, 108, 154),
+                    ids[1]: (69, 110, 107, 112, 81, 135, 70, 151, 108, 153),
+                    ids[2]: (76, 112, 104, 106, 108, 128, 74, 156, 98, 158),
+                }
+            ),
+            "identity_CelebA.txt": pairs_txt({ids[0]: 2880, ids[1]: 2937, ids[2]: 2880}),
+            "list_eval_partition.txt": pairs_txt({ids[0]: 0, ids[1]: 1, ids[2]: 2}),
+        },
+    )

@@ -1,0 +1,214 @@
+"""Parsing the CelebA annotation files: real formats in, clear errors for bad input."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import duckdb
+import pytest
+from conftest import attr_row, attr_txt, bbox_txt, pairs_txt, write
+
+from catalog.annotations import AnnotationError, find_annotation_files, find_problem
+from catalog.formats import ATTRIBUTES, TXT_FILES
+from catalog.ingest import ingest
+
+ATTR_SPEC = TXT_FILES[0]
+
+
+def load(folder: Path, tmp_path: Path) -> duckdb.DuckDBPyConnection:
+    db = tmp_path / "cat.duckdb"
+    ingest(folder, db, scan_images=False)
+    return duckdb.connect(str(db), read_only=True)
+
+
+def test_official_txt_files_load_with_their_spacing(small_celeba: Path, tmp_path: Path) -> None:
+    con = load(small_celeba, tmp_path)
+    assert con.execute("SELECT count(*) FROM attributes").fetchone()[0] == 3
+    male, smiling, young = con.execute(
+        "SELECT Male, Smiling, Young FROM attributes WHERE image_id = '000001.jpg'"
+    ).fetchone()
+    assert (male, smiling, young) == (True, True, False)
+    assert con.execute(
+        "SELECT \"5_o_Clock_Shadow\" FROM attributes WHERE image_id = '000003.jpg'"
+    ).fetchone()[0] is True
+    assert con.execute("SELECT * FROM bboxes ORDER BY image_id LIMIT 1").fetchone() == (
+        "000001.jpg", 95, 71, 226, 313,
+    )
+    assert con.execute(
+        "SELECT lefteye_x, rightmouth_y FROM landmarks WHERE image_id = '000002.jpg'"
+    ).fetchone() == (140, 289)
+    assert con.execute(
+        "SELECT lefteye_x FROM landmarks_aligned WHERE image_id = '000001.jpg'"
+    ).fetchone() == (69,)
+    assert con.execute("SELECT identity FROM identities ORDER BY image_id").fetchall() == [
+        (2880,), (2937,), (2880,),
+    ]
+    assert con.execute(
+        "SELECT partition, partition_name FROM partitions ORDER BY image_id"
+    ).fetchall() == [(0, "train"), (1, "valid"), (2, "test")]
+    # 40 BOOLEAN attribute columns plus the key, in CelebA's order.
+    cols = con.execute("DESCRIBE attributes").fetchall()
+    assert [c[0] for c in cols] == ["image_id", *ATTRIBUTES]
+    assert {c[1] for c in cols[1:]} == {"BOOLEAN"}
+    assert cols[0][3] == "PRI"
+
+
+def test_crlf_blank_lines_tabs_and_trailing_whitespace(tmp_path: Path) -> None:
+    rows = [attr_row("a.jpg", {"Male"}) + "  ", attr_row("b.jpg").replace(" ", "\t", 1)]
+    text = attr_txt(rows, eol="\r\n") + "\r\n"  # a blank line at the end too
+    folder = write(tmp_path / "d", {"list_attr_celeba.txt": text})
+    con = load(folder, tmp_path)
+    assert con.execute("SELECT image_id, Male FROM attributes ORDER BY 1").fetchall() == [
+        ("a.jpg", True), ("b.jpg", False),
+    ]
+
+
+def test_header_order_is_matched_by_name(tmp_path: Path) -> None:
+    text = "2\nimage_id width height x_1 y_1\na.jpg 10 20 1 2\nb.jpg 30 40 3 4\n"
+    folder = write(tmp_path / "d", {"list_bbox_celeba.txt": text})
+    con = load(folder, tmp_path)
+    assert con.execute("SELECT x_1, y_1, width, height FROM bboxes ORDER BY 1").fetchall() == [
+        (1, 2, 10, 20), (3, 4, 30, 40),
+    ]
+
+
+def test_kaggle_csvs_and_a_mix_of_layouts(tmp_path: Path) -> None:
+    header = "image_id," + ",".join(ATTRIBUTES)
+    row = "000001.jpg," + ",".join("1" if a == "Eyeglasses" else "-1" for a in ATTRIBUTES)
+    folder = write(
+        tmp_path / "d",
+        {
+            "list_attr_celeba.csv": f"{header}\n{row}\n",
+            "list_bbox_celeba.csv": "image_id,x_1,y_1,width,height\n000001.jpg,95,71,226,313\n",
+            "list_eval_partition.csv": "image_id,partition\r\n000001.jpg,2\r\n",
+            "list_landmarks_align_celeba.csv": "image_id,lefteye_x,lefteye_y,righteye_x,"
+            "righteye_y,nose_x,nose_y,leftmouth_x,leftmouth_y,rightmouth_x,rightmouth_y\n"
+            "000001.jpg,69,109,106,113,77,142,73,152,108,154\n",
+            "identity_CelebA.txt": "000001.jpg 2880\n",  # official txt beside the CSVs
+        },
+    )
+    con = load(folder, tmp_path)
+    assert con.execute("SELECT Eyeglasses, Male FROM attributes").fetchone() == (True, False)
+    assert con.execute("SELECT width FROM bboxes").fetchone() == (226,)
+    assert con.execute("SELECT partition_name FROM partitions").fetchone() == ("test",)
+    assert con.execute("SELECT rightmouth_y FROM landmarks_aligned").fetchone() == (154,)
+    assert con.execute("SELECT identity FROM identities").fetchone() == (2880,)
+    layouts = dict(con.execute("SELECT table_name, layout FROM ingested_files").fetchall())
+    assert layouts == {
+        "attributes": "csv", "bboxes": "csv", "partitions": "csv",
+        "landmarks_aligned": "csv", "identities": "txt",
+    }
+
+
+def test_txt_wins_over_csv_and_the_csv_is_named(small_celeba: Path) -> None:
+    (small_celeba / "list_eval_partition.csv").write_text("image_id,partition\na.jpg,0\n")
+    found, notes = find_annotation_files(small_celeba)
+    assert found["partitions"].path.name == "list_eval_partition.txt"
+    assert any("list_eval_partition.csv" in n for n in notes)
+
+
+def test_files_in_official_subfolders_are_found(small_celeba: Path, tmp_path: Path) -> None:
+    root = tmp_path / "official"
+    (root / "Anno").mkdir(parents=True)
+    (root / "Eval").mkdir()
+    for f in small_celeba.iterdir():
+        sub = "Eval" if "partition" in f.name else "Anno"
+        (root / sub / f.name).write_bytes(f.read_bytes())
+    found, _ = find_annotation_files(root)
+    assert set(found) == {
+        "attributes", "bboxes", "landmarks", "landmarks_aligned", "identities", "partitions",
+    }
+
+
+def test_absent_files_leave_empty_tables(tmp_path: Path) -> None:
+    folder = write(tmp_path / "d", {"identity_CelebA.txt": pairs_txt({"a.jpg": 1})})
+    con = load(folder, tmp_path)
+    assert con.execute("SELECT count(*) FROM identities").fetchone() == (1,)
+    for table in ("attributes", "bboxes", "landmarks", "landmarks_aligned", "partitions"):
+        assert con.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+    assert [c[0] for c in con.execute("DESCRIBE attributes").fetchall()][:2] == [
+        "image_id", "5_o_Clock_Shadow",
+    ]
+
+
+# --- bad input: file, line and problem named ------------------------------------------
+
+
+def _error(tmp_path: Path, name: str, text: str) -> AnnotationError:
+    folder = write(Path(tempfile.mkdtemp(dir=tmp_path)), {name: text})
+    with pytest.raises(AnnotationError) as info:
+        ingest(folder, tmp_path / "cat.duckdb", scan_images=False)
+    err = info.value
+    assert err.path.name == name
+    assert name in str(err)
+    return err
+
+
+def test_wrong_column_count_names_the_line(tmp_path: Path) -> None:
+    rows = [attr_row("a.jpg"), attr_row("b.jpg").rsplit(" ", 2)[0], attr_row("c.jpg")]
+    err = _error(tmp_path, "list_attr_celeba.txt", attr_txt(rows))
+    assert err.line == 4
+    assert "expected 41 fields" in err.problem and "found 39" in err.problem
+    assert "line 4" in str(err)
+
+
+def test_non_numeric_value(tmp_path: Path) -> None:
+    text = bbox_txt({"a.jpg": (1, 2, 3, 4)}) + "b.jpg 1 2 x3 4\n"
+    text = text.replace("\n", "\n", 1).replace("1\nimage_id", "2\nimage_id")
+    err = _error(tmp_path, "list_bbox_celeba.txt", text)
+    assert err.line == 4
+    assert "width of b.jpg is 'x3', expected an integer" in err.problem
+
+
+@pytest.mark.parametrize("value", ["0", "2", "-2", "1.0", "+1"])
+def test_attribute_values_other_than_minus_one_and_one(tmp_path: Path, value: str) -> None:
+    row = attr_row("b.jpg").split(" ")
+    row[-1] = value  # Young
+    err = _error(tmp_path, "list_attr_celeba.txt", attr_txt([attr_row("a.jpg"), " ".join(row)]))
+    assert err.line == 4
+    assert f"Young of b.jpg is '{value}', expected -1 or 1" in err.problem
+
+
+def test_duplicate_image_id_names_both_lines(tmp_path: Path) -> None:
+    text = pairs_txt({"a.jpg": 1, "b.jpg": 2}) + "a.jpg 3\n"
+    err = _error(tmp_path, "identity_CelebA.txt", text)
+    assert err.line == 3
+    assert "duplicate image_id a.jpg (first on line 1)" in err.problem
+
+
+def test_truncated_file_by_count_line(tmp_path: Path) -> None:
+    err = _error(tmp_path, "list_attr_celeba.txt", attr_txt([attr_row("a.jpg")], count=5))
+    assert "declares 5 rows but the file has 1" in err.problem
+    assert "truncated" in err.problem
+
+
+def test_truncated_file_cut_mid_line(tmp_path: Path) -> None:
+    text = attr_txt([attr_row("a.jpg"), attr_row("b.jpg")])[:-40]
+    err = _error(tmp_path, "list_attr_celeba.txt", text)
+    assert err.line == 4
+    assert "cut short" in err.problem
+
+
+def test_bad_count_line_header_and_partition(tmp_path: Path) -> None:
+    err = _error(tmp_path, "list_attr_celeba.txt", "lots\n" + attr_txt([])[2:])
+    assert err.line == 1 and "row count" in err.problem
+    bad_header = attr_txt([attr_row("a.jpg")]).replace("Smiling", "Smiley")
+    err = _error(tmp_path, "list_attr_celeba.txt", bad_header)
+    assert err.line == 2 and "missing Smiling" in err.problem and "'Smiley'" in err.problem
+    err = _error(tmp_path, "list_eval_partition.txt", "a.jpg 0\nb.jpg 3\n")
+    assert err.line == 2 and "expected 0, 1 or 2" in err.problem
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    err = _error(tmp_path, "list_bbox_celeba.txt", "")
+    assert "empty" in err.problem
+
+
+def test_reference_reader_accepts_good_files(small_celeba: Path) -> None:
+    # find_problem is the slow path's reader: on a good file it must find nothing.
+    find_problem(ATTR_SPEC, small_celeba / "list_attr_celeba.txt")
+    text = (small_celeba / "list_bbox_celeba.txt").read_text()
+    (small_celeba / "list_bbox_celeba.txt").write_text(text + "000004.jpg 1 2 3\n")
+    with pytest.raises(AnnotationError, match="line 6"):
+        find_problem(TXT_FILES[1], small_celeba / "list_bbox_celeba.txt")
