@@ -1,0 +1,115 @@
+"""The celebcat CLI: thin commands, readable output, clear errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import cli
+
+runner = CliRunner()
+
+
+def celebcat(*args: str) -> tuple[int, str]:
+    """Run a command through the same entry point users get (errors included)."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import cli; cli.main()", *args],
+        capture_output=True, text=True, timeout=120,
+        env={"COLUMNS": "200", "PATH": "", "PYTHONPATH": str(Path(cli.__file__).parent)},
+    )
+    return result.returncode, result.stdout + result.stderr
+
+
+@pytest.fixture
+def catalog_db(small_celeba: Path, tmp_path: Path) -> Path:
+    db = tmp_path / "c.duckdb"
+    result = runner.invoke(cli.app, ["ingest", str(small_celeba), "--db", str(db), "--no-images"])
+    assert result.exit_code == 0, result.output
+    assert "attributes" in result.output and "problems: 0" in result.output
+    return db
+
+
+def test_help_is_fast_and_imports_no_heavy_modules() -> None:
+    code = (
+        "import sys, cli\n"
+        "try:\n    cli.app(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'duckdb', 'pandas', 'numpy') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    assert "HEAVY []" in out
+    assert "ingest" in out and "synth" in out and "demo" in out
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    for command in ("ingest", "synth", "tables", "schema", "sql", "check", "demo"):
+        result = runner.invoke(cli.app, [command, "--help"])
+        assert result.exit_code == 0
+        assert "Example" in result.output, command
+
+
+def test_tables_counts_and_formats(catalog_db: Path) -> None:
+    result = runner.invoke(cli.app, ["tables", "--counts", "--csv", "--db", str(catalog_db)])
+    rows = {r["name"]: r for r in csv.DictReader(io.StringIO(result.output))}
+    assert rows["attributes"]["rows"] == "3" and rows["images"]["rows"] == "0"
+    assert rows["partitions"]["kind"] == "table"
+
+
+def test_sql_json_csv_and_read_only(catalog_db: Path) -> None:
+    q = "select image_id, Male from attributes order by 1"
+    result = runner.invoke(cli.app, ["sql", q, "--json", "--db", str(catalog_db)])
+    assert json.loads(result.output)[0] == {"image_id": "000001.jpg", "Male": True}
+    result = runner.invoke(cli.app, ["sql", q, "--csv", "--db", str(catalog_db)])
+    assert result.output.splitlines()[:2] == ["image_id,Male", "000001.jpg,True"]
+    code, out = celebcat("sql", "delete from attributes", "--db", str(catalog_db))
+    assert code == 1 and "read-only" in out.lower()
+    code, out = celebcat("sql", "delete from attributes", "--write", "--db", str(catalog_db))
+    assert code == 0
+    result = runner.invoke(cli.app, ["sql", "select count(*) n from attributes", "--json",
+                                     "--db", str(catalog_db)])
+    assert json.loads(result.output) == [{"n": 0}]
+
+
+def test_schema_and_unknown_table(catalog_db: Path) -> None:
+    result = runner.invoke(cli.app, ["schema", "bboxes", "--json", "--db", str(catalog_db)])
+    names = [c["column_name"] for c in json.loads(result.output)]
+    assert names == ["image_id", "x_1", "y_1", "width", "height"]
+    code, out = celebcat("schema", "nope", "--db", str(catalog_db))
+    assert code == 1 and "No table or view 'nope'" in out and "attributes" in out
+
+
+def test_check_groups_problems(small_celeba: Path, tmp_path: Path) -> None:
+    ident = small_celeba / "identity_CelebA.txt"
+    ident.write_text(ident.read_text() + "zzz.jpg 7\nyyy.jpg 8\n")
+    db = tmp_path / "c.duckdb"
+    runner.invoke(cli.app, ["ingest", str(small_celeba), "--db", str(db), "--no-images"])
+    result = runner.invoke(cli.app, ["check", "--json", "--db", str(db)])
+    groups = json.loads(result.output)
+    by_source = {(g["check"], g["source"]): g for g in groups}
+    assert by_source[("missing_annotation", "attributes")]["count"] == 2
+    assert by_source[("missing_annotation", "attributes")]["examples"] == "yyy.jpg, zzz.jpg"
+    assert runner.invoke(cli.app, ["check", "--strict", "--db", str(db)]).exit_code == 1
+
+
+def test_errors_are_one_clear_line(tmp_path: Path, small_celeba: Path) -> None:
+    code, out = celebcat("tables", "--db", str(tmp_path / "none.duckdb"))
+    assert code == 1 and "No catalog at" in out and "celebcat ingest" in out
+    assert "Traceback" not in out
+    attr = small_celeba / "list_attr_celeba.txt"
+    attr.write_text(attr.read_text().replace("000002.jpg -1", "000002.jpg  0", 1))
+    code, out = celebcat("ingest", str(small_celeba), "--db", str(tmp_path / "c.duckdb"))
+    assert code == 1 and "Traceback" not in out
+    assert "list_attr_celeba.txt, line 4" in " ".join(out.split())
+
+
+def test_db_from_environment(catalog_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CELEBCAT_DB", str(catalog_db))
+    result = runner.invoke(cli.app, ["sql", "select count(*) n from identities", "--json"])
+    assert json.loads(result.output) == [{"n": 3}]
