@@ -31,6 +31,7 @@ from catalog.annotations import (
 from catalog.db import connect, resolve_db
 from catalog.formats import ALL_FILES, ANNOTATION_TABLES
 from catalog.problems import PROBLEMS_DDL, run_checks
+from catalog.views import apply_views
 
 if TYPE_CHECKING:
     import duckdb
@@ -140,6 +141,7 @@ def ingest(
         progress.step("checking across files")
         result.problems = run_checks(con, set(scans))
         _record(con, result, found)
+        apply_views(con)  # parameters survive a re-ingest; views are rebuilt on the new data
         for table in ANNOTATION_TABLES:
             result.rows.setdefault(table, 0)
         con.execute("COMMIT")

@@ -1,0 +1,123 @@
+"""``celebcat select``: set the selection parameters, check they can be met, summarise.
+
+The rules themselves are the views in ``sql/``; this module only changes their
+parameters (``catalog.views``) and refuses settings the data cannot satisfy, saying
+which parameter and by how much, instead of letting a view return fewer rows.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from catalog.db import connect
+from catalog.views import apply_views, get_params, set_params
+
+if TYPE_CHECKING:
+    import duckdb
+
+
+class InfeasibleSelection(ValueError):
+    """The parameters ask for more than the data (or each other) allow."""
+
+
+@dataclass
+class SelectionSummary:
+    params: dict[str, float]
+    clean_images: int
+    eligible_identities: int
+    selected_identities: int
+    selected_images: int
+    splits: dict[str, tuple[int, int]] = field(default_factory=dict)  # split -> (images, ids)
+    shift: list[tuple[str, float, float, float]] = field(default_factory=list)
+
+
+def problems_with(p: dict[str, float], eligible: int) -> list[str]:
+    """Why these parameters cannot be met (empty when they can)."""
+    out = []
+    if p["n_ids"] > eligible:
+        out.append(
+            f"n_ids = {p['n_ids']} but only {eligible} identities have at least "
+            f"{p['min_images_per_id']} clean images (short by {p['n_ids'] - eligible}); "
+            "lower --n-ids, --min-images-per-id or --min-box"
+        )
+    if p["images_per_id"] > p["min_images_per_id"]:
+        out.append(
+            f"images_per_id = {p['images_per_id']} exceeds min_images_per_id = "
+            f"{p['min_images_per_id']} (by {p['images_per_id'] - p['min_images_per_id']}): "
+            "an eligible identity may not have that many clean images"
+        )
+    per_id = p["train_per_id"] + p["val_per_id"] + p["test_per_id"]
+    if per_id > p["images_per_id"]:
+        out.append(
+            f"train_per_id + val_per_id + test_per_id = {per_id} exceeds images_per_id = "
+            f"{p['images_per_id']} (by {per_id - p['images_per_id']})"
+        )
+    for role in ("query", "distractor"):
+        if p[f"{role}_images"] > p["images_per_id"]:
+            out.append(
+                f"{role}_images = {p[f'{role}_images']} exceeds images_per_id = "
+                f"{p['images_per_id']} (by {p[f'{role}_images'] - p['images_per_id']})"
+            )
+    held = p["query_ids"] + p["distractor_ids"]
+    if held > p["holdout_ids"]:
+        out.append(
+            f"query_ids + distractor_ids = {held} exceeds holdout_ids = {p['holdout_ids']} "
+            f"(by {held - p['holdout_ids']})"
+        )
+    if p["holdout_ids"] > p["n_ids"]:
+        out.append(
+            f"holdout_ids = {p['holdout_ids']} exceeds n_ids = {p['n_ids']} "
+            f"(by {p['holdout_ids'] - p['n_ids']})"
+        )
+    return out
+
+
+def _count(con: duckdb.DuckDBPyConnection, view: str) -> int:
+    return con.execute(f"SELECT count(*) FROM {view}").fetchone()[0]
+
+
+def check_feasible(con: duckdb.DuckDBPyConnection) -> None:
+    """Raise :class:`InfeasibleSelection` listing every parameter that cannot be met."""
+    found = problems_with(get_params(con), _count(con, "eligible_identities"))
+    if found:
+        raise InfeasibleSelection("The selection cannot be met:\n  - " + "\n  - ".join(found))
+
+
+def summarise(con: duckdb.DuckDBPyConnection) -> SelectionSummary:
+    summary = SelectionSummary(
+        params=get_params(con),
+        clean_images=_count(con, "clean_images"),
+        eligible_identities=_count(con, "eligible_identities"),
+        selected_identities=_count(con, "selected_identities"),
+        selected_images=_count(con, "selection"),
+    )
+    rows = con.execute(
+        "SELECT split, count(*), count(DISTINCT identity) FROM recognition_split "
+        "GROUP BY split ORDER BY min(CASE split WHEN 'train' THEN 1 WHEN 'val' THEN 2 "
+        "WHEN 'test' THEN 3 WHEN 'query' THEN 4 ELSE 5 END)"
+    ).fetchall()
+    summary.splits = {split: (n, ids) for split, n, ids in rows}
+    summary.shift = con.execute("SELECT * FROM attribute_shift LIMIT 10").fetchall()
+    return summary
+
+
+def select(
+    db: str | os.PathLike[str] | None = None, **params: float
+) -> SelectionSummary:
+    """Set parameters (all or none: an infeasible set is rolled back) and summarise."""
+    con = connect(db)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        apply_views(con)
+        set_params(con, **params)
+        try:
+            check_feasible(con)
+        except InfeasibleSelection:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+        return summarise(con)
+    finally:
+        con.close()

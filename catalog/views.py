@@ -1,0 +1,153 @@
+"""The selection views: ``sql/*.sql`` applied in dependency order, and their parameters.
+
+Each file in ``sql/`` holds one ``SELECT`` and is created as the view named after
+the file. The order of creation comes from the files themselves: a view that names
+another view in its text is created after it, so nobody keeps a numbered list.
+Applying the views twice changes nothing (``CREATE OR REPLACE VIEW``).
+
+Parameters live in the ``params`` table (name, value, description), read by the
+views through the ``param(name)`` macro; changing one changes every view at once,
+without editing SQL. This module owns ``params`` and the macro.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sql import sql_files
+
+if TYPE_CHECKING:
+    import duckdb
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: float
+    description: str
+    integer: bool = True
+
+
+#: The selection parameters and their defaults: the reference workflow's (design.md §2).
+PARAMS: tuple[Param, ...] = (
+    Param("drop_blurry", 1, "1: drop images marked Blurry; 0: keep them"),
+    Param("min_box_w", 100, "minimum face box width in pixels"),
+    Param("min_box_h", 100, "minimum face box height in pixels"),
+    Param("min_images_per_id", 25, "clean images an identity needs to be eligible"),
+    Param("n_ids", 1000, "identities to sample from the eligible ones"),
+    Param("images_per_id", 25, "clean images to sample per selected identity"),
+    Param("seed", 21, "seed of every sampling step (md5 of seed and key, never random())"),
+    Param("box_shrink", 0.05, "shrink each face box by this share about its centre", False),
+    Param("holdout_ids", 200, "selected identities held out of training for open-set tests"),
+    Param("query_ids", 100, "held-out identities used as queries"),
+    Param("query_images", 2, "images per query identity"),
+    Param("distractor_ids", 100, "held-out identities used as distractors"),
+    Param("distractor_images", 5, "images per distractor identity"),
+    Param("train_per_id", 18, "training images per (non-held-out) identity"),
+    Param("val_per_id", 4, "validation images per identity"),
+    Param("test_per_id", 3, "test images per identity"),
+)
+PARAM_NAMES = {p.name: p for p in PARAMS}
+
+PARAMS_DDL = """
+CREATE TABLE IF NOT EXISTS params (
+    name VARCHAR PRIMARY KEY, value DOUBLE NOT NULL, description VARCHAR
+);
+CREATE TABLE IF NOT EXISTS quotas (
+    attribute VARCHAR PRIMARY KEY, share DOUBLE NOT NULL
+);
+CREATE OR REPLACE MACRO param(key) AS (SELECT value FROM params WHERE name = key);
+"""
+
+
+@dataclass(frozen=True)
+class ViewFile:
+    name: str
+    sql: str
+    comment: str  # the leading comment block: what the view selects and why
+    depends_on: tuple[str, ...]
+
+
+def view_files() -> list[ViewFile]:
+    """Every view in ``sql/``, in an order where dependencies come first."""
+    raw = {f.name[: -len(".sql")]: f.read_text(encoding="utf-8") for f in sql_files()}
+    views = {}
+    for name, text in raw.items():
+        body = _strip_comments(text)
+        deps = tuple(
+            sorted(other for other in raw if other != name and re.search(rf"\b{other}\b", body))
+        )
+        comment = "\n".join(
+            line.strip()[2:].strip() for line in text.splitlines() if line.strip().startswith("--")
+        )
+        views[name] = ViewFile(name, text.strip().rstrip(";"), comment, deps)
+    ordered: list[ViewFile] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, chain: tuple[str, ...]) -> None:
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "visiting":
+            raise ValueError("views depend on each other in a cycle: " + " -> ".join(chain))
+        state[name] = "visiting"
+        for dep in views[name].depends_on:
+            visit(dep, chain + (dep,))
+        state[name] = "done"
+        ordered.append(views[name])
+
+    for name in sorted(views):
+        visit(name, (name,))
+    return ordered
+
+
+def _strip_comments(text: str) -> str:
+    return "\n".join(line.split("--", 1)[0] for line in text.splitlines())
+
+
+def ensure_params(con: duckdb.DuckDBPyConnection) -> None:
+    """Create ``params``/``quotas`` and the macro; fill in defaults for missing params."""
+    con.execute(PARAMS_DDL)
+    con.executemany(
+        "INSERT INTO params VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+        [(p.name, float(p.default), p.description) for p in PARAMS],
+    )
+
+
+def apply_views(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """(Re)create every view of ``sql/``; returns their names in creation order."""
+    ensure_params(con)
+    names = []
+    for view in view_files():
+        con.execute(f"CREATE OR REPLACE VIEW {view.name} AS\n{view.sql}")
+        names.append(view.name)
+    return names
+
+
+def get_params(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
+    """Parameters in force (integers as int)."""
+    values = dict(con.execute("SELECT name, value FROM params").fetchall())
+    return {
+        name: int(value) if PARAM_NAMES.get(name, Param(name, 0, "")).integer else value
+        for name, value in values.items()
+    }
+
+
+def set_params(con: duckdb.DuckDBPyConnection, **values: float) -> None:
+    """Change parameters (unknown names and wrong types are refused, naming the problem)."""
+    for name, value in values.items():
+        if name not in PARAM_NAMES:
+            raise ValueError(f"Unknown parameter {name!r}. Known: {', '.join(PARAM_NAMES)}")
+        spec = PARAM_NAMES[name]
+        if spec.integer and float(value) != int(value):
+            raise ValueError(f"Parameter {name} must be a whole number, got {value}")
+        if float(value) < 0:
+            raise ValueError(f"Parameter {name} must not be negative, got {value}")
+    ensure_params(con)
+    if not values:
+        return
+    con.executemany(
+        "UPDATE params SET value = ? WHERE name = ?",
+        [(float(v), k) for k, v in values.items()],
+    )
