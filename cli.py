@@ -372,6 +372,228 @@ def demo(
             temp.cleanup()
 
 
+views_app = typer.Typer(
+    help="The selection views of sql/ (one per file).\n\nExample: celebcat views",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+app.add_typer(views_app, name="views")
+
+
+@views_app.callback()
+def views_list(
+    ctx: typer.Context,
+    as_csv: CsvOption = False,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """List the selection views with their row counts and what each selects.
+
+    Example: celebcat views
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from catalog.info import list_views
+
+    result = list_views(db)
+    _print_rows(result.columns, result.rows, as_csv=as_csv, as_json=as_json)
+
+
+@views_app.command("apply")
+def views_apply(db: DbOption = None) -> None:
+    """(Re)create every view from sql/; running it twice changes nothing.
+
+    Example: celebcat views apply
+    """
+    from catalog.views import apply_to
+
+    names = apply_to(db)
+    _console().print(f"applied {len(names)} views: {', '.join(names)}")
+
+
+@app.command()
+def params(as_csv: CsvOption = False, as_json: JsonOption = False, db: DbOption = None) -> None:
+    """Show the selection parameters in force (change them with `celebcat select`).
+
+    Example: celebcat params --json
+    """
+    from catalog.info import run_query
+
+    result = run_query("SELECT name, value, description FROM params ORDER BY name", db)
+    _print_rows(result.columns, result.rows, as_csv=as_csv, as_json=as_json)
+
+
+@app.command("select")
+def select_cmd(
+    n_ids: Annotated[int | None, typer.Option(help="Identities to sample (default 1000).")] = None,
+    images_per_id: Annotated[
+        int | None, typer.Option(help="Clean images per identity (default 25).")
+    ] = None,
+    min_images_per_id: Annotated[
+        int | None, typer.Option(help="Clean images an identity needs (default 25).")
+    ] = None,
+    min_box: Annotated[
+        tuple[int, int] | None,
+        typer.Option(help="Minimum face box W H in pixels (default 100 100).", show_default=False),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed (default 21).")] = None,
+    keep_blurry: Annotated[
+        bool | None, typer.Option("--keep-blurry/--drop-blurry", help="Keep Blurry images.")
+    ] = None,
+    holdout_ids: Annotated[
+        int | None, typer.Option(help="Identities held out for open-set tests (default 200).")
+    ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(help="Images per identity for train/val/test, e.g. 18/4/3.", metavar="T/V/T"),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Any parameter as NAME=VALUE (see `celebcat params`)."),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Set selection parameters and summarise the selection they give.
+
+    Parameters are stored in the catalog and read by the views; anything the data
+    cannot satisfy is refused, naming the parameter and by how much.
+
+    Example: celebcat select --n-ids 500 --min-box 80 80 --seed 7
+    """
+    from catalog.selection import select
+
+    values: dict[str, float] = {}
+    for name, value in (
+        ("n_ids", n_ids), ("images_per_id", images_per_id),
+        ("min_images_per_id", min_images_per_id), ("seed", seed), ("holdout_ids", holdout_ids),
+    ):
+        if value is not None:
+            values[name] = value
+    if min_box is not None:
+        values["min_box_w"], values["min_box_h"] = min_box
+    if keep_blurry is not None:
+        values["drop_blurry"] = 0 if keep_blurry else 1
+    if split is not None:
+        parts = split.split("/")
+        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+            raise UserError(f"--split {split!r}: expected three whole numbers like 18/4/3")
+        values["train_per_id"], values["val_per_id"], values["test_per_id"] = map(int, parts)
+    for item in set_ or []:
+        name, sep, value = item.partition("=")
+        try:
+            values[name.strip()] = float(value)
+        except ValueError:
+            raise UserError(f"--set {item!r}: expected NAME=NUMBER") from None
+        if not sep:
+            raise UserError(f"--set {item!r}: expected NAME=NUMBER")
+    summary = select(db, **values)
+    console = _console()
+    console.print(
+        f"clean images {summary.clean_images:,}; eligible identities "
+        f"{summary.eligible_identities:,}; selected {summary.selected_identities:,} identities, "
+        f"{summary.selected_images:,} images"
+    )
+    _print_rows(
+        ["split", "images", "identities"],
+        [(k, n, i) for k, (n, i) in summary.splits.items()],
+        title="recognition split",
+    )
+    _print_rows(
+        ["attribute", "share_all", "share_selected", "diff_points"], summary.shift,
+        title="largest attribute shifts (selection vs all)",
+    )
+
+
+snapshot_app = typer.Typer(
+    help="Frozen selections: what a model was trained on.\n\nExample: celebcat snapshot list",
+    no_args_is_help=True,
+)
+app.add_typer(snapshot_app, name="snapshot")
+
+
+@snapshot_app.command("create")
+def snapshot_create(
+    name: Annotated[str, typer.Argument(help="A new snapshot name.")], db: DbOption = None
+) -> None:
+    """Freeze the current selection, its split and parameters under NAME.
+
+    Example: celebcat snapshot create base-v1
+    """
+    from catalog.snapshots import create
+
+    snap = create(name, db)
+    _console().print(
+        f"snapshot {snap.name}: {snap.n_images:,} images of {snap.n_identities:,} identities, "
+        f"hash {snap.hash[:16]}"
+    )
+
+
+@snapshot_app.command("list")
+def snapshot_list(as_csv: CsvOption = False, as_json: JsonOption = False, db: DbOption = None):
+    """List snapshots.
+
+    Example: celebcat snapshot list
+    """
+    from catalog.snapshots import list_snapshots
+
+    rows = [
+        (s.name, s.created_at, s.n_images, s.n_identities, s.hash[:16]) for s in list_snapshots(db)
+    ]
+    _print_rows(["name", "created_at", "images", "identities", "hash"], rows,
+                as_csv=as_csv, as_json=as_json)
+
+
+@snapshot_app.command("show")
+def snapshot_show(name: str, db: DbOption = None) -> None:
+    """Show a snapshot: hash, parameters and split sizes.
+
+    Example: celebcat snapshot show base-v1
+    """
+    from catalog.snapshots import show
+
+    snap, splits = show(name, db)
+    console = _console()
+    console.print(f"snapshot {snap.name}, created {snap.created_at} UTC\nhash {snap.hash}")
+    _print_rows(["split", "images", "identities"], [(k, *v) for k, v in splits.items()])
+    _print_rows(["parameter", "value"], sorted(snap.params.items()))
+    if snap.quotas:
+        _print_rows(["quota", "share"], sorted(snap.quotas.items()))
+
+
+@snapshot_app.command("diff")
+def snapshot_diff(a: str, b: str, db: DbOption = None) -> None:
+    """Compare two snapshots: images only in one, split changes, parameter changes.
+
+    Example: celebcat snapshot diff base-v1 base-v2
+    """
+    from catalog.snapshots import diff
+
+    d = diff(a, b, db)
+    console = _console()
+    console.print(
+        f"only in {a}: {len(d.only_a)}; only in {b}: {len(d.only_b)}; "
+        f"split changed: {len(d.split_changed)}"
+    )
+    if d.params_changed:
+        _print_rows(["parameter", a, b], [(k, *v) for k, v in d.params_changed.items()])
+    for title, ids in ((f"only in {a}", d.only_a), (f"only in {b}", d.only_b)):
+        if ids:
+            more = f" ... (+{len(ids) - 10})" if len(ids) > 10 else ""
+            console.print(f"{title}: {', '.join(ids[:10])}{more}")
+
+
+@snapshot_app.command("drop")
+def snapshot_drop(name: str, db: DbOption = None) -> None:
+    """Delete a snapshot (the only way one changes).
+
+    Example: celebcat snapshot drop base-v1
+    """
+    from catalog.snapshots import drop
+
+    drop(name, db)
+    _console().print(f"dropped snapshot {name}")
+
+
 # ---------------------------------------------------------------------------
 # Entry point: known errors become one red line, not a traceback
 # ---------------------------------------------------------------------------
@@ -382,6 +604,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from catalog.db import CatalogNotFoundError
     from catalog.ingest import IngestError
 
+    # ValueError covers InfeasibleSelection and SnapshotError.
     known: list[type[BaseException]] = [
         UserError, AnnotationError, IngestError, CatalogNotFoundError, LookupError,
         FileNotFoundError, ValueError,

@@ -108,3 +108,22 @@ def problem_summary(db: DbArg = None) -> QueryResult:
         for g in groups
     ]
     return QueryResult(columns, rows)
+
+
+def list_views(db: DbArg = None) -> QueryResult:
+    """The views of ``sql/`` with row counts and the first line of their comment."""
+    from catalog.views import view_files
+
+    con = connect(db, read_only=True)
+    try:
+        rows = []
+        for view in view_files():
+            try:
+                n: Any = con.execute(f"SELECT count(*) FROM {view.name}").fetchone()[0]
+            except Exception as exc:  # noqa: BLE001 - show the view, say why it fails
+                n = f"error: {str(exc).splitlines()[0][:60]}"
+            first = view.comment.splitlines()[0].split(":", 1)[-1].strip() if view.comment else ""
+            rows.append((view.name, n, ", ".join(view.depends_on), first))
+    finally:
+        con.close()
+    return QueryResult(["view", "rows", "depends on", "selects"], rows)

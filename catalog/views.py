@@ -12,6 +12,7 @@ without editing SQL. This module owns ``params`` and the macro.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -151,3 +152,17 @@ def set_params(con: duckdb.DuckDBPyConnection, **values: float) -> None:
         "UPDATE params SET value = ? WHERE name = ?",
         [(float(v), k) for k, v in values.items()],
     )
+
+
+def apply_to(db: str | os.PathLike[str] | None = None) -> list[str]:
+    """Open the catalog, apply the views in one transaction, close it."""
+    from catalog.db import connect
+
+    con = connect(db)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        names = apply_views(con)
+        con.execute("COMMIT")
+        return names
+    finally:
+        con.close()
