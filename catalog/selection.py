@@ -55,7 +55,7 @@ def problems_with(p: dict[str, float], eligible: int) -> list[str]:
             f"{p['images_per_id']} (by {per_id - p['images_per_id']})"
         )
     for role in ("query", "distractor"):
-        if p[f"{role}_images"] > p["images_per_id"]:
+        if p[f"{role}_ids"] and p[f"{role}_images"] > p["images_per_id"]:
             out.append(
                 f"{role}_images = {p[f'{role}_images']} exceeds images_per_id = "
                 f"{p['images_per_id']} (by {p[f'{role}_images'] - p['images_per_id']})"
