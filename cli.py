@@ -451,15 +451,26 @@ def select_cmd(
         list[str] | None,
         typer.Option("--set", help="Any parameter as NAME=VALUE (see `celebcat params`)."),
     ] = None,
+    quota: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Attribute share to meet within 1 point, e.g. Male=0.5 (repeat; replaces "
+            "the stored quotas)."
+        ),
+    ] = None,
+    clear_quotas: Annotated[
+        bool, typer.Option("--clear-quotas", help="Remove every stored quota.")
+    ] = False,
     db: DbOption = None,
 ) -> None:
-    """Set selection parameters and summarise the selection they give.
+    """Set selection parameters and quotas; summarise the selection they give.
 
-    Parameters are stored in the catalog and read by the views; anything the data
-    cannot satisfy is refused, naming the parameter and by how much.
+    Parameters and quotas are stored in the catalog and read by the views; anything
+    the data cannot satisfy is refused, naming the parameter or quota and by how much.
 
-    Example: celebcat select --n-ids 500 --min-box 80 80 --seed 7
+    Example: celebcat select --n-ids 500 --min-box 80 80 --seed 7 --quota Male=0.5
     """
+    from catalog.quotas import parse_quota
     from catalog.selection import select
 
     values: dict[str, float] = {}
@@ -486,7 +497,12 @@ def select_cmd(
             raise UserError(f"--set {item!r}: expected NAME=NUMBER") from None
         if not sep:
             raise UserError(f"--set {item!r}: expected NAME=NUMBER")
-    summary = select(db, **values)
+    quotas = None
+    if clear_quotas:
+        quotas = {}
+    if quota:
+        quotas = dict(parse_quota(q) for q in quota)
+    summary = select(db, quotas=quotas, **values)
     console = _console()
     console.print(
         f"clean images {summary.clean_images:,}; eligible identities "
@@ -498,6 +514,8 @@ def select_cmd(
         [(k, n, i) for k, (n, i) in summary.splits.items()],
         title="recognition split",
     )
+    if summary.quotas:
+        _print_rows(["quota", "target", "selected"], summary.quotas, title="quotas")
     _print_rows(
         ["attribute", "share_all", "share_selected", "diff_points"], summary.shift,
         title="largest attribute shifts (selection vs all)",

@@ -141,7 +141,7 @@ def ingest(
         progress.step("checking across files")
         result.problems = run_checks(con, set(scans))
         _record(con, result, found)
-        apply_views(con)  # parameters survive a re-ingest; views are rebuilt on the new data
+        _rebuild_views(con, result)
         for table in ANNOTATION_TABLES:
             result.rows.setdefault(table, 0)
         con.execute("COMMIT")
@@ -216,6 +216,23 @@ def _load_images(con: duckdb.DuckDBPyConnection, scans: dict[str, pd.DataFrame])
             f"FROM _scan_{key} QUALIFY row_number() OVER (PARTITION BY image_id ORDER BY path) = 1"
         ).fetchone()[0]
     return rows
+
+
+def _rebuild_views(con: duckdb.DuckDBPyConnection, result: IngestResult) -> None:
+    """Views on the new data; parameters and quotas survive a re-ingest.
+
+    Quotas the new data cannot meet are dropped with a note rather than failing the
+    ingest: the data are fine, the quota is what no longer fits.
+    """
+    from catalog.quotas import QuotaError, refresh
+
+    apply_views(con, quotas=False)
+    try:
+        refresh(con)
+    except QuotaError as exc:
+        con.execute("DELETE FROM quotas")
+        refresh(con)
+        result.notes.append(f"quotas removed: {exc}")
 
 
 def _record(

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from catalog.db import connect
-from catalog.views import apply_views, get_params, set_params
+from catalog.quotas import refresh, set_quotas
+from catalog.views import apply_views, ensure_params, get_params, set_params
 
 if TYPE_CHECKING:
     import duckdb
@@ -31,6 +32,7 @@ class SelectionSummary:
     selected_images: int
     splits: dict[str, tuple[int, int]] = field(default_factory=dict)  # split -> (images, ids)
     shift: list[tuple[str, float, float, float]] = field(default_factory=list)
+    quotas: list[tuple[str, float, float]] = field(default_factory=list)
 
 
 def problems_with(p: dict[str, float], eligible: int) -> list[str]:
@@ -78,6 +80,13 @@ def _count(con: duckdb.DuckDBPyConnection, view: str) -> int:
     return con.execute(f"SELECT count(*) FROM {view}").fetchone()[0]
 
 
+def rebuild(con: duckdb.DuckDBPyConnection) -> None:
+    """Views, then the feasibility check, then the quota sample (which needs both)."""
+    apply_views(con, quotas=False)
+    check_feasible(con)
+    refresh(con)
+
+
 def check_feasible(con: duckdb.DuckDBPyConnection) -> None:
     """Raise :class:`InfeasibleSelection` listing every parameter that cannot be met."""
     found = problems_with(get_params(con), _count(con, "eligible_identities"))
@@ -104,20 +113,41 @@ def summarise(con: duckdb.DuckDBPyConnection) -> SelectionSummary:
 
 
 def select(
-    db: str | os.PathLike[str] | None = None, **params: float
+    db: str | os.PathLike[str] | None = None,
+    *,
+    quotas: dict[str, float] | None = None,
+    **params: float,
 ) -> SelectionSummary:
-    """Set parameters (all or none: an infeasible set is rolled back) and summarise."""
+    """Set parameters and quotas, check them, summarise the selection they give.
+
+    All or nothing: parameters or quotas that cannot be met are rolled back and the
+    error names them. ``quotas=None`` keeps the stored quotas; ``{}`` clears them.
+    """
     con = connect(db)
     try:
         con.execute("BEGIN TRANSACTION")
-        apply_views(con)
-        set_params(con, **params)
         try:
-            check_feasible(con)
-        except InfeasibleSelection:
+            ensure_params(con)
+            set_params(con, **params)
+            set_quotas(con, quotas)
+            rebuild(con)
+        except BaseException:
             con.execute("ROLLBACK")
             raise
         con.execute("COMMIT")
-        return summarise(con)
+        summary = summarise(con)
+        summary.quotas = quota_shares(con)
+        return summary
     finally:
         con.close()
+
+
+def quota_shares(con: duckdb.DuckDBPyConnection) -> list[tuple[str, float, float]]:
+    """(attribute, target share, share in the selection) for each stored quota."""
+    result = []
+    for attribute, share in con.execute("SELECT * FROM quotas ORDER BY 1").fetchall():
+        reached = con.execute(
+            f'SELECT avg(a."{attribute}"::INT) FROM selection JOIN attributes a USING (image_id)'
+        ).fetchone()[0]
+        result.append((attribute, share, reached))
+    return result

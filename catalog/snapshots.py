@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from catalog.db import connect
-from catalog.selection import check_feasible
-from catalog.views import apply_views, get_params
+from catalog.selection import rebuild
+from catalog.views import get_params
 
 if TYPE_CHECKING:
     import duckdb
@@ -96,8 +96,7 @@ def create(name: str, db: str | os.PathLike[str] | None = None) -> Snapshot:
                 f"Snapshot {name!r} exists and snapshots never change. "
                 f"Choose another name, or `celebcat snapshot drop {name}` first."
             )
-        apply_views(con)
-        check_feasible(con)
+        rebuild(con)
         has_boxes = con.execute("SELECT count(*) FROM images").fetchone()[0] > 0
         boxes = (
             "LEFT JOIN face_boxes AS f USING (image_id)" if has_boxes

@@ -59,6 +59,9 @@ CREATE TABLE IF NOT EXISTS params (
 CREATE TABLE IF NOT EXISTS quotas (
     attribute VARCHAR PRIMARY KEY, share DOUBLE NOT NULL
 );
+-- The quota-balanced sample (catalog/quotas.py); empty when there are no quotas.
+CREATE TABLE IF NOT EXISTS quota_identities (identity INTEGER PRIMARY KEY, pick INTEGER);
+CREATE TABLE IF NOT EXISTS quota_images (image_id VARCHAR PRIMARY KEY, pick_in_id INTEGER);
 CREATE OR REPLACE MACRO param(key) AS (SELECT value FROM params WHERE name = key);
 """
 
@@ -116,13 +119,21 @@ def ensure_params(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def apply_views(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """(Re)create every view of ``sql/``; returns their names in creation order."""
+def apply_views(con: duckdb.DuckDBPyConnection, *, quotas: bool = True) -> list[str]:
+    """(Re)create every view of ``sql/``; with ``quotas``, recompute the quota sample.
+
+    Returns the view names in creation order. Raises ``QuotaError`` when the stored
+    quotas cannot be met on the current data and parameters.
+    """
     ensure_params(con)
     names = []
     for view in view_files():
         con.execute(f"CREATE OR REPLACE VIEW {view.name} AS\n{view.sql}")
         names.append(view.name)
+    if quotas:
+        from catalog.quotas import refresh
+
+        refresh(con)
     return names
 
 
