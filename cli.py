@@ -522,6 +522,43 @@ def select_cmd(
     )
 
 
+@app.command()
+def stats(
+    snapshot: Annotated[
+        str | None, typer.Option(help="Only this snapshot's images (default: everything).")
+    ] = None,
+    plots: Annotated[
+        Path | None, typer.Option(help="Also write PNG charts into this folder.")
+    ] = None,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Dataset statistics: attribute shares, images per identity, box and image sizes.
+
+    Example: celebcat stats --snapshot base-v1 --plots plots/
+    """
+    from catalog.stats import compute_stats, write_plots
+
+    result = compute_stats(db, snapshot)
+    console = _console()
+    if as_json:
+        sys.stdout.write(json.dumps(result.as_dict(), indent=2) + "\n")
+    else:
+        for title, table in result.tables().items():
+            _print_rows(table.columns, table.rows, title=title)
+        for note in result.notes:
+            console.print(f"[yellow]note:[/yellow] {note}")
+    if plots is not None:
+        try:
+            written = write_plots(result, plots)
+        except ImportError as exc:
+            raise UserError(
+                f"Plots need matplotlib ({exc}): pip install -e '.[plots]'"
+            ) from None
+        for path in written:
+            _console(stderr=as_json).print(f"wrote {path}")
+
+
 snapshot_app = typer.Typer(
     help="Frozen selections: what a model was trained on.\n\nExample: celebcat snapshot list",
     no_args_is_help=True,

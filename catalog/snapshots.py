@@ -70,11 +70,22 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(SNAPSHOT_DDL)
 
 
-def _get(con: duckdb.DuckDBPyConnection, name: str) -> Snapshot:
-    ensure_tables(con)
-    row = con.execute("SELECT * FROM snapshots WHERE name = ?", [name]).fetchone()
+def _has_tables(con: duckdb.DuckDBPyConnection) -> bool:
+    return bool(con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' "
+        "AND table_name = 'snapshots'"
+    ).fetchone()[0])
+
+
+def get(con: duckdb.DuckDBPyConnection, name: str) -> Snapshot:
+    """The snapshot ``name``, or SnapshotError listing the known ones (read-only safe)."""
+    row = None
+    if _has_tables(con):
+        row = con.execute("SELECT * FROM snapshots WHERE name = ?", [name]).fetchone()
     if row is None:
-        known = [r[0] for r in con.execute("SELECT name FROM snapshots ORDER BY 1").fetchall()]
+        known = [
+            r[0] for r in con.execute("SELECT name FROM snapshots ORDER BY 1").fetchall()
+        ] if _has_tables(con) else []
         hint = f"Known: {', '.join(known)}" if known else "There are none yet"
         raise SnapshotError(f"No snapshot {name!r}. {hint} (celebcat snapshot create NAME).")
     name, hash_, created, params, quotas, n_images, n_ids = row
@@ -135,7 +146,7 @@ def create(name: str, db: str | os.PathLike[str] | None = None) -> Snapshot:
             [name, digest, json.dumps(get_params(con)), json.dumps(quotas), n_images, n_ids],
         )
         con.execute("COMMIT")
-        return _get(con, name)
+        return get(con, name)
     except BaseException:
         con.execute("ROLLBACK")
         raise
@@ -144,12 +155,13 @@ def create(name: str, db: str | os.PathLike[str] | None = None) -> Snapshot:
 
 
 def list_snapshots(db: str | os.PathLike[str] | None = None) -> list[Snapshot]:
-    con = connect(db)
+    con = connect(db, read_only=True)
     try:
-        ensure_tables(con)
+        if not _has_tables(con):
+            return []
         names = [r[0] for r in con.execute("SELECT name FROM snapshots ORDER BY created_at, name")
                  .fetchall()]
-        return [_get(con, n) for n in names]
+        return [get(con, n) for n in names]
     finally:
         con.close()
 
@@ -158,9 +170,9 @@ def show(
     name: str, db: str | os.PathLike[str] | None = None
 ) -> tuple[Snapshot, dict[str, tuple[int, int]]]:
     """The snapshot and its split sizes (split -> (images, identities))."""
-    con = connect(db)
+    con = connect(db, read_only=True)
     try:
-        snap = _get(con, name)
+        snap = get(con, name)
         rows = con.execute(
             "SELECT coalesce(split, 'unused'), count(*), count(DISTINCT identity) "
             "FROM snapshot_images WHERE snapshot = ? GROUP BY 1 ORDER BY 1",
@@ -180,9 +192,9 @@ class SnapshotDiff:
 
 
 def diff(a: str, b: str, db: str | os.PathLike[str] | None = None) -> SnapshotDiff:
-    con = connect(db)
+    con = connect(db, read_only=True)
     try:
-        sa, sb = _get(con, a), _get(con, b)
+        sa, sb = get(con, a), get(con, b)
 
         def ids(sql: str) -> list:
             return con.execute(sql, [a, b]).fetchall()
@@ -214,7 +226,7 @@ def diff(a: str, b: str, db: str | os.PathLike[str] | None = None) -> SnapshotDi
 def drop(name: str, db: str | os.PathLike[str] | None = None) -> None:
     con = connect(db)
     try:
-        _get(con, name)
+        get(con, name)
         con.execute("BEGIN TRANSACTION")
         for table in ("snapshot_images", "snapshot_labels"):
             con.execute(f"DELETE FROM {table} WHERE snapshot = ?", [name])
