@@ -252,38 +252,36 @@ def load_annotation(con: duckdb.DuckDBPyConnection, found: AnnotationFile) -> in
     """
     spec, path = found.spec, found.path
     preamble = read_preamble(spec, path)
-    skip = spec.first_data_line - 1
-    stage = f"_lines_{spec.table}"
-    # chr(1) as delimiter: no CelebA line contains it, so each line is one field.
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {stage} AS SELECT line FROM read_csv(?, "
-        "columns={'line': 'VARCHAR'}, delim=chr(1), header=false, skip=?, quote='', "
-        "escape='', auto_detect=false) WHERE line IS NOT NULL AND trim(line) <> ''",
-        [str(path), skip],
+    # The file is read twice (check, then load) instead of being staged in a temp
+    # table: reading it again costs about as much as scanning a staged copy, and the
+    # copy would double the memory an ingest needs. chr(1) as the delimiter: no
+    # CelebA line contains it, so each line is one field.
+    lines = (
+        "(SELECT line FROM read_csv(?, columns={'line': 'VARCHAR'}, delim=chr(1), "
+        "header=false, skip=?, quote='', escape='', auto_detect=false) "
+        "WHERE line IS NOT NULL AND trim(line) <> '')"
     )
-    try:
-        rows, bad, tabs = con.execute(
-            f"SELECT count(*), count(*) FILTER (WHERE NOT regexp_full_match(line, ?)), "
-            f"count(*) FILTER (WHERE contains(line, chr(9))) FROM {stage}",
-            [line_pattern(spec)],
-        ).fetchone()
-        if bad or (preamble.declared_rows is not None and rows != preamble.declared_rows):
-            find_problem(spec, path)  # raises with the line
-            raise AnnotationError(path, None, f"{bad} lines do not match the {spec.name} layout")
-        # Bulk create, then index: adding the key afterwards is several times faster
-        # than inserting into a keyed table. DuckDB only enforces a key added inside a
-        # transaction at commit, so duplicates are looked for here, where we can name them.
-        select = _select_sql(spec, preamble.columns, stage, tabs > 0)
-        con.execute(f"CREATE TABLE {spec.table} AS {select}")
-        dupes = con.execute(
-            f"SELECT count(*) - count(DISTINCT image_id) FROM {spec.table}"
-        ).fetchone()[0]
-        if dupes:
-            find_problem(spec, path)
-            raise AnnotationError(path, None, f"{dupes} duplicate image ids")
-        con.execute(f"ALTER TABLE {spec.table} ADD PRIMARY KEY (image_id)")
-    finally:
-        con.execute(f"DROP TABLE IF EXISTS {stage}")
+    source = [str(path), spec.first_data_line - 1]
+    rows, bad, tabs = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE NOT regexp_full_match(line, ?)), "
+        f"count(*) FILTER (WHERE contains(line, chr(9))) FROM {lines}",
+        [line_pattern(spec), *source],
+    ).fetchone()
+    if bad or (preamble.declared_rows is not None and rows != preamble.declared_rows):
+        find_problem(spec, path)  # raises with the line
+        raise AnnotationError(path, None, f"{bad} lines do not match the {spec.name} layout")
+    # Bulk create, then index: adding the key afterwards is several times faster than
+    # inserting into a keyed table. DuckDB only enforces a key added inside a
+    # transaction at commit, so duplicates are looked for here, where we can name them.
+    select = _select_sql(spec, preamble.columns, lines, tabs > 0)
+    con.execute(f"CREATE TABLE {spec.table} AS {select}", source)
+    dupes = con.execute(
+        f"SELECT count(*) - count(DISTINCT image_id) FROM {spec.table}"
+    ).fetchone()[0]
+    if dupes:
+        find_problem(spec, path)
+        raise AnnotationError(path, None, f"{dupes} duplicate image ids")
+    con.execute(f"ALTER TABLE {spec.table} ADD PRIMARY KEY (image_id)")
     return int(rows)
 
 
