@@ -329,14 +329,17 @@ def demo(
 ) -> None:
     """Run the whole flow on a synthetic CelebA made on the spot.
 
-    Synthesises a small dataset, ingests it into a catalog next to it, and prints the
-    table counts and the problems summary.
+    Synthesises a small dataset, ingests it into a catalog next to it, prints the
+    table counts and the problems summary, selects with parameters that fit the
+    small dataset and freezes the selection as snapshot "demo".
 
     Example: celebcat demo --out ./celebcat-demo
     """
     from catalog.info import list_tables, problem_summary
     from catalog.ingest import IngestProgress
     from catalog.ingest import ingest as run_ingest
+    from catalog.selection import fitted_params, select
+    from catalog.snapshots import create as create_snapshot
     from catalog.synth import synthesize
 
     console = _console()
@@ -365,8 +368,25 @@ def demo(
             _print_rows(problems.columns[:5], [r[:5] for r in problems.rows], title="problems")
         else:
             console.print("No problems found.")
+        console.rule("4. select and freeze")
+        params = fitted_params(db)
+        summary = select(db, **params)
+        console.print(
+            f"{summary.selected_identities} identities x {params['images_per_id']} clean images "
+            f"(of {summary.clean_images} clean); parameters: "
+            + ", ".join(f"{k}={v}" for k, v in params.items())
+        )
+        _print_rows(
+            ["split", "images", "identities"],
+            [(k, n, i) for k, (n, i) in summary.splits.items()],
+        )
+        snap = create_snapshot("demo", db)
+        console.print(f"snapshot demo: {snap.n_images} images, hash {snap.hash[:16]}")
         if temp is None:
-            console.print(f"\nExplore it: celebcat tables --counts --db {db}")
+            console.print(
+                f"\nExplore it: celebcat views --db {db}\n"
+                f"            celebcat snapshot show demo --db {db}"
+            )
     finally:
         if temp is not None:
             temp.cleanup()

@@ -151,3 +151,41 @@ def quota_shares(con: duckdb.DuckDBPyConnection) -> list[tuple[str, float, float
         ).fetchone()[0]
         result.append((attribute, share, reached))
     return result
+
+
+def fitted_params(
+    db: str | os.PathLike[str] | None = None, *, images_per_id: int = 20, holdout_share: float = 0.2
+) -> dict[str, int]:
+    """Parameters that fit a small catalog (the demo's, a test's): every identity with
+    ``images_per_id`` clean images is selected, ``holdout_share`` of them held out
+    (half queries, half distractors), and the rest split 70/15/15.
+    """
+    con = connect(db, read_only=True)
+    try:
+        p = get_params(con)
+        eligible = con.execute(
+            "SELECT count(*) FROM (SELECT identity FROM clean_images GROUP BY identity "
+            "HAVING count(*) >= ?)",
+            [images_per_id],
+        ).fetchone()[0]
+    finally:
+        con.close()
+    if eligible == 0:
+        raise InfeasibleSelection(
+            f"No identity has {images_per_id} clean images; lower images_per_id"
+        )
+    holdout = int(eligible * holdout_share) // 2 * 2
+    val = max(1, round(images_per_id * 0.15))
+    return {
+        "n_ids": eligible,
+        "min_images_per_id": images_per_id,
+        "images_per_id": images_per_id,
+        "holdout_ids": holdout,
+        "query_ids": holdout // 2,
+        "distractor_ids": holdout // 2,
+        "query_images": min(p.get("query_images", 2), images_per_id),
+        "distractor_images": min(p.get("distractor_images", 5), images_per_id),
+        "train_per_id": images_per_id - 2 * val,
+        "val_per_id": val,
+        "test_per_id": val,
+    }
