@@ -1,0 +1,657 @@
+"""Who is in the synthetic dataset: identities, their images, attributes and poses.
+
+Everything here is vectorised with numpy and drawn from generators seeded by
+``(seed, stream)``, so a population is a pure function of ``(ids, seed, images,
+max_side)`` and costs well under a second at CelebA's full size; the renderer and the
+annotation writer both read from it.
+
+Which attributes are stable per identity and which vary per image is set by
+``IDENTITY_ATTRIBUTES``; rates follow CelebA's published positive rates, split by sex
+where CelebA's are strongly sex-linked (make-up, beards, baldness).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+import numpy as np
+
+from catalog.formats import ATTRIBUTES
+from catalog.synth import geometry
+
+#: CelebA: 202,599 images of 10,177 identities, 1 to 35 images each.
+CELEBA_IMAGES = 202_599
+CELEBA_IDENTITIES = 10_177
+MAX_IMAGES_PER_IDENTITY = 35
+
+#: Attributes constant for an identity (drawn from its traits); every other attribute
+#: is drawn per image, around a per-identity propensity.
+IDENTITY_ATTRIBUTES: tuple[str, ...] = (
+    "Arched_Eyebrows", "Attractive", "Bald", "Bangs", "Big_Lips", "Big_Nose", "Black_Hair",
+    "Blond_Hair", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin", "Goatee",
+    "Gray_Hair", "High_Cheekbones", "Male", "Mustache", "Narrow_Eyes", "No_Beard",
+    "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline", "Sideburns",
+    "Straight_Hair", "Wavy_Hair", "Young",
+)  # fmt: skip
+IMAGE_ATTRIBUTES: tuple[str, ...] = tuple(a for a in ATTRIBUTES if a not in IDENTITY_ATTRIBUTES)
+
+_COL = {name: i for i, name in enumerate(ATTRIBUTES)}
+_T = TypeVar("_T", bound="_Columns")
+
+# Hair styles (FaceTraits.hair_style).
+BALD, SHORT, MEDIUM, LONG, CURLY, BUN = range(6)
+# Hair texture (FaceTraits.hair_wave): drawn outline and the Straight/Wavy labels.
+NEITHER, STRAIGHT, WAVY = range(3)
+
+# Colour palettes, RGB. Skin tones are shared by many identities on purpose: a
+# recogniser must not be able to tell people apart by colour alone.
+_SKIN = np.array(
+    [[241, 194, 170], [228, 176, 146], [234, 188, 156], [200, 148, 112], [178, 125, 92],
+     [144, 98, 68], [112, 74, 52], [88, 58, 42]], dtype=np.float64,
+)  # fmt: skip
+_SKIN_P = np.array([0.19, 0.18, 0.17, 0.15, 0.12, 0.08, 0.06, 0.05])
+_PALE_SKIN = np.array([[250, 224, 212], [247, 230, 222]], dtype=np.float64)
+_HAIR = {  # name -> (rgb, jitter)
+    "Black_Hair": ((30, 26, 26), 6),
+    "Brown_Hair": ((104, 66, 40), 10),
+    "Blond_Hair": ((216, 184, 122), 12),
+    "Gray_Hair": ((172, 172, 174), 12),
+    "red": ((156, 64, 34), 10),
+    "auburn": ((114, 46, 32), 8),
+}
+_EYES = np.array(
+    [[72, 46, 30], [112, 82, 42], [72, 112, 164], [82, 122, 82], [112, 122, 132]],
+    dtype=np.float64,
+)
+_EYES_P = np.array([0.55, 0.15, 0.15, 0.08, 0.07])
+_LIPSTICK = np.array([[190, 30, 45], [170, 20, 60], [215, 80, 110], [140, 30, 50]], np.float64)
+_FRAMES = np.array([[20, 20, 20], [70, 40, 25], [150, 120, 60], [40, 40, 70]], np.float64)
+_JEWELS = np.array([[212, 175, 55], [196, 196, 206]], dtype=np.float64)
+
+# CelebA positive rates by sex (male, female), chosen so that with 41.7 % Male the
+# overall rates match CelebA's (e.g. Heavy_Makeup 0.387, Arched_Eyebrows 0.267).
+_ID_RATES: dict[str, tuple[float, float]] = {
+    "Attractive": (0.28, 0.68),
+    "Young": (0.66, 0.86),
+    "Pale_Skin": (0.02, 0.06),
+    "Big_Nose": (0.42, 0.10),
+    "Pointy_Nose": (0.18, 0.35),
+    "Narrow_Eyes": (0.115, 0.115),
+    "Oval_Face": (0.22, 0.33),
+    "Chubby": (0.11, 0.021),
+    "Big_Lips": (0.15, 0.31),
+    "Bushy_Eyebrows": (0.25, 0.065),
+    "Arched_Eyebrows": (0.05, 0.42),
+    "High_Cheekbones": (0.30, 0.57),
+    "Double_Chin": (0.09, 0.016),
+    "Receding_Hairline": (0.13, 0.044),
+    "Bald": (0.053, 0.0),
+    "Bangs": (0.06, 0.22),
+    "Sideburns": (0.137, 0.0),
+}
+# Per-image attributes: (male rate, female rate, concentration). The per-identity
+# propensity is Beta-distributed around the rate; a small concentration makes the
+# attribute cling to some identities (glasses wearers), a large one spreads it evenly.
+_IMG_RATES: dict[str, tuple[float, float, float]] = {
+    "Eyeglasses": (0.10, 0.04, 0.8),
+    "Wearing_Hat": (0.05, 0.047, 1.5),
+    "Heavy_Makeup": (0.01, 0.657, 3.0),
+    "Wearing_Lipstick": (0.01, 0.80, 3.0),
+    "Rosy_Cheeks": (0.005, 0.11, 2.0),
+    "Wearing_Earrings": (0.03, 0.30, 2.0),
+    "Wearing_Necklace": (0.01, 0.20, 2.0),
+    "Wearing_Necktie": (0.17, 0.004, 1.5),
+    "Bags_Under_Eyes": (0.32, 0.12, 3.0),
+    "Smiling": (0.482, 0.482, 6.0),
+}
+_MALE_RATE = 0.417
+_BLURRY_RATE = 0.051
+# Mouth_Slightly_Open given Smiling / not Smiling: overall 0.483, strongly tied to
+# smiling as in CelebA.
+_OPEN_IF_SMILING, _OPEN_IF_NOT = 0.72, 0.27
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """A table as a dataclass of equally long numpy columns (struct of arrays)."""
+
+    def take(self: _T, index: Any) -> _T:
+        """Rows selected by a numpy index (int array, slice or mask)."""
+        return type(self)(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    def row(self: _T, i: int) -> _T:
+        """Row ``i`` as a one-row table (columns of length 1)."""
+        return self.take(np.array([i]))
+
+    def columns(self) -> dict[str, np.ndarray]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def __len__(self) -> int:
+        return len(getattr(self, fields(self)[0].name))
+
+
+@dataclass(frozen=True)
+class FaceTraits(_Columns):
+    """The stable look of identities, one row per identity.
+
+    Lengths are in the face frame of :mod:`catalog.synth.geometry` (units of head
+    height, origin at the head centre, y down); angles in radians; colours RGB floats
+    (K, 3). Booleans are numpy bool arrays.
+    """
+
+    face_w: np.ndarray  # head width / head height
+    jaw: np.ndarray  # how much the lower face narrows toward the chin (0 = ellipse)
+    eye_y: np.ndarray
+    eye_dx: np.ndarray  # half the distance between the eye centres
+    eye_rx: np.ndarray  # eye half-width
+    eye_open: np.ndarray  # eye half-height / half-width (small for Narrow_Eyes)
+    brow_gap: np.ndarray  # eye centre to eyebrow
+    brow_thick: np.ndarray
+    brow_tilt: np.ndarray
+    brow_arch: np.ndarray
+    nose_len: np.ndarray  # eye line to nose tip
+    nose_w: np.ndarray  # half-width of the nose wings
+    nose_tip: np.ndarray  # roundness of the tip (small = Pointy_Nose)
+    nose_z: np.ndarray  # how far the tip stands out (moves it when the head turns)
+    mouth_drop: np.ndarray  # eye line to mouth line
+    mouth_hw: np.ndarray  # half-width of the neutral mouth
+    lip_thick: np.ndarray
+    ear_size: np.ndarray
+    skin: np.ndarray
+    hair_rgb: np.ndarray
+    brow_rgb: np.ndarray
+    eye_rgb: np.ndarray
+    lip_rgb: np.ndarray
+    hair_style: np.ndarray  # BALD, SHORT, MEDIUM, LONG, CURLY, BUN
+    hair_wave: np.ndarray  # NEITHER, STRAIGHT, WAVY
+    hair_volume: np.ndarray
+    hairline: np.ndarray  # y of the hairline at the forehead centre
+    part: np.ndarray  # -1 or 1: side of the parting / fringe sweep
+    bangs: np.ndarray
+    receding: np.ndarray
+    beard: np.ndarray
+    goatee: np.ndarray
+    mustache: np.ndarray
+    sideburns: np.ndarray
+    chubby: np.ndarray
+    double_chin: np.ndarray
+    cheekbones: np.ndarray
+    young: np.ndarray
+    mark: np.ndarray  # a mole: a small, person-specific detail
+    mark_x: np.ndarray
+    mark_y: np.ndarray
+
+
+@dataclass(frozen=True)
+class Pose(_Columns):
+    """Per-image variation, one row per image.
+
+    ``width``/``height`` are the in-the-wild image size; ``cx``, ``cy`` the head centre
+    and ``face_h`` the head height, in image pixels; ``roll`` (in-plane, clockwise on
+    screen), ``yaw`` (head turn) and ``pitch`` (nod) in radians. ``index`` and ``seed`` seed the
+    renderer's own random draws (clutter, noise), so an image depends only on its row.
+    """
+
+    index: np.ndarray
+    seed: np.ndarray
+    width: np.ndarray
+    height: np.ndarray
+    face_h: np.ndarray
+    cx: np.ndarray
+    cy: np.ndarray
+    roll: np.ndarray
+    yaw: np.ndarray
+    pitch: np.ndarray  # nod, positive looking down
+    box_jitter: np.ndarray  # (N, 4)
+    quality: np.ndarray  # JPEG quality
+    blur: np.ndarray  # Gaussian blur radius in pixels, applied iff Blurry
+    light_angle: np.ndarray
+    light_strength: np.ndarray
+    shade_side: np.ndarray
+    shade_alpha: np.ndarray
+    exposure: np.ndarray
+    white_balance: np.ndarray  # (N, 3) per-channel gains: the camera's colour cast
+    gamma: np.ndarray
+    hair_scale: np.ndarray  # today's hair volume / the identity's (hair is not rigid)
+    hair_length: np.ndarray  # today's length of medium and long hair / the identity's
+    brow_raise: np.ndarray  # expression: brows up (face units)
+    eye_squint: np.ndarray  # expression: eye opening / the identity's
+    noise: np.ndarray  # noise standard deviation, grey levels
+    bg0: np.ndarray
+    bg1: np.ndarray
+    clothes: np.ndarray
+    frame_rgb: np.ndarray
+    sunglasses: np.ndarray
+    hat_rgb: np.ndarray
+    hat_style: np.ndarray
+    lipstick_rgb: np.ndarray
+    jewel_rgb: np.ndarray
+    tie_rgb: np.ndarray
+
+
+@dataclass(frozen=True)
+class Layout(_Columns):
+    """Ground truth of each image, as written to the annotation files.
+
+    ``landmarks`` (N, 5, 2) int64 and ``bbox`` (N, 4) int64 ``x_1, y_1, width, height``
+    are in in-the-wild image pixels; ``aligned_matrix`` (N, 2, 3) maps in-the-wild
+    pixels to the 178x218 aligned frame, where ``aligned_landmarks`` (N, 5, 2) lie.
+    """
+
+    landmarks: np.ndarray
+    bbox: np.ndarray
+    aligned_matrix: np.ndarray
+    aligned_landmarks: np.ndarray
+
+
+@dataclass(frozen=True)
+class Population:
+    """A whole synthetic dataset before any pixels: identities and images in file order.
+
+    Image ``i`` (0-based) is ``f"{i + 1:06d}.jpg"``; ``identity[i]`` is its identity
+    index (0-based; the identity number in identity_CelebA.txt is ``identity + 1``).
+    ``attributes`` (N, 40) int8 holds -1/1 in ``formats.ATTRIBUTES`` order.
+    """
+
+    seed: int
+    counts: np.ndarray  # (K,) images per identity
+    identity_partition: np.ndarray  # (K,) 0 train, 1 valid, 2 test
+    traits: FaceTraits  # K rows
+    identity: np.ndarray  # (N,)
+    partition: np.ndarray  # (N,)
+    attributes: np.ndarray  # (N, 40)
+    poses: Pose  # N rows
+    layout: Layout  # N rows
+
+    @property
+    def ids(self) -> int:
+        return len(self.counts)
+
+    @property
+    def images(self) -> int:
+        return len(self.identity)
+
+    def face(self, i: int) -> tuple[FaceTraits, Pose, dict[str, bool]]:
+        """Everything :func:`catalog.synth.render_face` needs to draw image ``i``."""
+        attrs = {name: bool(v > 0) for name, v in zip(ATTRIBUTES, self.attributes[i], strict=True)}
+        return self.traits.row(int(self.identity[i])), self.poses.row(i), attrs
+
+
+def default_image_count(ids: int) -> int:
+    """CelebA's mean images per identity times ``ids`` (10,177 ids -> 202,599 images)."""
+    return round(ids * CELEBA_IMAGES / CELEBA_IDENTITIES)
+
+
+def _rng(seed: int, stream: int) -> np.random.Generator:
+    # Separate streams, so that changing how one part draws does not reshuffle the rest.
+    return np.random.default_rng([seed, stream])
+
+
+def images_per_identity(ids: int, total: int, rng: np.random.Generator) -> np.ndarray:
+    """Image counts (ids,) in 1..35 that sum to ``total``, shaped like CelebA's.
+
+    A third of identities have few images (1-19); the rest 20-35, peaking in the low
+    twenties, so about 30 % of identities reach 25 images before any filtering.
+    """
+    big = np.arange(20, MAX_IMAGES_PER_IDENTITY + 1)
+    w = np.exp(-(((big - 24.0) / 6.0) ** 2))
+    small = rng.random(ids) < 0.33
+    counts = np.where(
+        small, rng.integers(1, 20, ids), rng.choice(big, size=ids, p=w / w.sum())
+    ).astype(np.int64)
+    # Scale to the requested total, then fix the rounding remainder one image at a time
+    # on random identities that still have room.
+    counts = np.clip(np.rint(counts * (total / counts.sum())), 1, MAX_IMAGES_PER_IDENTITY)
+    counts = counts.astype(np.int64)
+    while (diff := total - int(counts.sum())) != 0:
+        room = counts < MAX_IMAGES_PER_IDENTITY if diff > 0 else counts > 1
+        cand = np.flatnonzero(room)
+        pick = rng.choice(cand, size=min(abs(diff), len(cand)), replace=False)
+        counts[pick] += 1 if diff > 0 else -1
+    return counts
+
+
+def split_identities(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Partition per identity (0 train, 1 valid, 2 test), about 80/10/10 of images.
+
+    Whole identities go to one partition, as in CelebA; with 3 or more identities every
+    partition gets at least one.
+    """
+    ids = len(counts)
+    perm = rng.permutation(ids)
+    start = np.cumsum(counts[perm]) - counts[perm]
+    frac = start / counts.sum()
+    part = np.empty(ids, dtype=np.int8)
+    part[perm] = np.where(frac < 0.8, 0, np.where(frac < 0.9, 1, 2))
+    if ids >= 3:
+        for p, who in ((2, perm[-1]), (1, perm[-2]), (0, perm[0])):
+            if not (part == p).any():
+                part[who] = p
+    return part
+
+
+def order_images(
+    counts: np.ndarray, identity_partition: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Identity index of each image in file order.
+
+    As in CelebA, the train images come first, then valid, then test, and within each
+    block the identities are interleaved (shuffled), not grouped.
+    """
+    blocks = []
+    for p in (0, 1, 2):
+        who = np.flatnonzero(identity_partition == p)
+        block = np.repeat(who, counts[who])
+        blocks.append(block[rng.permutation(len(block))])
+    return np.concatenate(blocks)
+
+
+def _pick(rng: np.random.Generator, palette: np.ndarray, p: np.ndarray | None, n: int,
+          jitter: float) -> np.ndarray:  # fmt: skip
+    idx = rng.choice(len(palette), size=n, p=p)
+    return np.clip(palette[idx] + rng.normal(0.0, jitter, (n, 3)), 0, 255)
+
+
+def draw_identities(ids: int, rng: np.random.Generator) -> tuple[np.ndarray, FaceTraits, dict]:
+    """Identity attributes (ids, 40) int8 (0 where per-image), traits, and propensities.
+
+    The propensities map each per-image attribute to a per-identity probability.
+    """
+
+    def u(lo: float, hi: float) -> np.ndarray:
+        return rng.uniform(lo, hi, ids)
+
+    male = rng.random(ids) < _MALE_RATE
+    has = {name: rng.random(ids) < np.where(male, m, f) for name, (m, f) in _ID_RATES.items()}
+    young = has["Young"]
+
+    # Hair: bald only for men; styles and textures by sex.
+    bald = has["Bald"]
+    style = np.where(
+        male,
+        rng.choice([SHORT, MEDIUM, LONG, CURLY], size=ids, p=[0.72, 0.15, 0.05, 0.08]),
+        rng.choice([SHORT, MEDIUM, LONG, CURLY, BUN], size=ids, p=[0.05, 0.22, 0.55, 0.08, 0.10]),
+    )
+    style = np.where(bald, BALD, style)
+    short = style == SHORT
+    wave = np.where(
+        rng.random(ids) < np.where(short, 0.2, 0.28), STRAIGHT,
+        np.where(rng.random(ids) < np.where(short, 0.1, 0.5), WAVY, NEITHER),
+    )  # fmt: skip
+    wave = np.where(style == CURLY, WAVY, np.where(bald, NEITHER, wave))
+    bangs = has["Bangs"] & ~bald & (style != BUN)
+    receding = has["Receding_Hairline"] & ~bald & ~bangs
+
+    # Hair colour: one category per identity; grey mostly for the not-young.
+    names = ["Black_Hair", "Brown_Hair", "Blond_Hair", "Gray_Hair", "red", "auburn"]
+    p_male = np.array([0.31, 0.19, 0.04, 0.07, 0.15, 0.24])
+    p_female = np.array([0.20, 0.23, 0.23, 0.02, 0.13, 0.19])
+    hair_cat = np.empty(ids, dtype=np.int64)
+    for sex, p in ((True, p_male), (False, p_female)):
+        for is_young, grey_factor in ((True, 0.35), (False, 3.0)):
+            sel = (male == sex) & (young == is_young)
+            q = p.copy()
+            q[3] *= grey_factor
+            hair_cat[sel] = rng.choice(len(names), size=int(sel.sum()), p=q / q.sum())
+    hair_rgb = np.empty((ids, 3))
+    for k, name in enumerate(names):
+        sel = hair_cat == k
+        base, jit = _HAIR[name]
+        hair_rgb[sel] = np.clip(np.array(base) + rng.normal(0, jit, (int(sel.sum()), 3)), 0, 255)
+    # Brows a shade darker than the hair; blond people's brows much darker.
+    brow_rgb = np.where((hair_cat == names.index("Blond_Hair"))[:, None], 0.7, 0.85) * hair_rgb
+    brow_rgb = np.where(bald[:, None], np.array([60.0, 44.0, 36.0]), brow_rgb)
+
+    # Facial hair (men only); No_Beard is false when any of it is drawn.
+    beard = male & (rng.random(ids) < 0.20)
+    goatee = male & (rng.random(ids) < 0.15)
+    mustache = male & (rng.random(ids) < 0.10)
+    sideburns = has["Sideburns"] & ~bald & male
+
+    skin = np.where(
+        has["Pale_Skin"][:, None],
+        _pick(rng, _PALE_SKIN, None, ids, 3.0),
+        _pick(rng, _SKIN, _SKIN_P, ids, 4.0),
+    )
+    lip_rgb = skin + (np.array([178.0, 76.0, 80.0]) - skin) * u(0.35, 0.55)[:, None]
+
+    chubby, oval = has["Chubby"], has["Oval_Face"]
+    face_w = np.where(oval, u(0.69, 0.74), u(0.71, 0.82)) + 0.02 * male + 0.06 * chubby
+    jaw = np.where(oval, u(0.10, 0.16), u(0.04, 0.30)) + 0.08 * has["High_Cheekbones"]
+    jaw = np.clip(jaw - 0.12 * chubby, 0.0, None)
+    nose_len = u(0.16, 0.205) + 0.02 * has["Big_Nose"]
+    traits = FaceTraits(
+        face_w=face_w,
+        jaw=jaw,
+        eye_y=u(-0.035, 0.015),
+        eye_dx=u(0.155, 0.19),
+        eye_rx=u(0.052, 0.068),
+        eye_open=np.where(has["Narrow_Eyes"], u(0.26, 0.34), u(0.42, 0.6)),
+        brow_gap=u(0.06, 0.085),
+        brow_thick=np.where(has["Bushy_Eyebrows"], u(0.028, 0.038), u(0.012, 0.02)) + 0.004 * male,
+        brow_tilt=u(-0.12, 0.12),
+        brow_arch=np.where(has["Arched_Eyebrows"], u(0.03, 0.045), u(0.0, 0.016)),
+        nose_len=nose_len,
+        nose_w=np.where(has["Big_Nose"], u(0.085, 0.1), u(0.055, 0.075)),
+        nose_tip=np.where(has["Pointy_Nose"], u(0.3, 0.5), u(0.65, 1.0)),
+        nose_z=u(0.08, 0.14),
+        mouth_drop=nose_len + u(0.09, 0.125),
+        mouth_hw=u(0.12, 0.155),
+        lip_thick=np.where(has["Big_Lips"], u(0.032, 0.042), u(0.018, 0.028)) - 0.003 * male,
+        ear_size=u(0.85, 1.15),
+        skin=skin,
+        hair_rgb=hair_rgb,
+        brow_rgb=brow_rgb,
+        eye_rgb=_pick(rng, _EYES, _EYES_P, ids, 8.0),
+        lip_rgb=lip_rgb,
+        hair_style=style.astype(np.int8),
+        hair_wave=wave.astype(np.int8),
+        hair_volume=np.where(np.isin(style, [LONG, CURLY]), u(0.05, 0.1), u(0.025, 0.05)),
+        hairline=np.where(receding, u(-0.40, -0.36), u(-0.33, -0.27)),
+        part=np.where(rng.random(ids) < 0.5, -1.0, 1.0),
+        bangs=bangs,
+        receding=receding,
+        beard=beard,
+        goatee=goatee,
+        mustache=mustache,
+        sideburns=sideburns,
+        chubby=chubby,
+        double_chin=has["Double_Chin"],
+        cheekbones=has["High_Cheekbones"],
+        young=young,
+        mark=rng.random(ids) < 0.25,
+        mark_x=u(-0.25, 0.25),
+        mark_y=u(-0.2, 0.3),
+    )
+
+    attrs = np.zeros((ids, len(ATTRIBUTES)), dtype=np.int8)
+
+    def sign(flag: np.ndarray) -> np.ndarray:
+        return np.where(flag, 1, -1).astype(np.int8)
+
+    for name in _ID_RATES:
+        attrs[:, _COL[name]] = sign(has[name])
+    attrs[:, _COL["Male"]] = sign(male)
+    attrs[:, _COL["Bangs"]] = sign(bangs)
+    attrs[:, _COL["Receding_Hairline"]] = sign(receding)
+    attrs[:, _COL["Sideburns"]] = sign(sideburns)
+    for k, name in enumerate(names[:4]):
+        attrs[:, _COL[name]] = sign((hair_cat == k) & ~bald)
+    attrs[:, _COL["Straight_Hair"]] = sign(wave == STRAIGHT)
+    attrs[:, _COL["Wavy_Hair"]] = sign(wave == WAVY)
+    attrs[:, _COL["Goatee"]] = sign(goatee)
+    attrs[:, _COL["Mustache"]] = sign(mustache)
+    attrs[:, _COL["No_Beard"]] = sign(~(beard | goatee | mustache))
+
+    propensity = {}
+    for name, (m, f, conc) in _IMG_RATES.items():
+        mean = np.where(male, m, f)
+        propensity[name] = rng.beta(mean * conc, (1.0 - mean) * conc)
+    # Stubble only on men without a full beard: 0.111 overall.
+    stubble = np.where(male & ~beard, 0.33, 0.0)
+    propensity["5_o_Clock_Shadow"] = np.where(stubble > 0, rng.beta(0.66, 1.34, ids), 0.0)
+    return attrs, traits, propensity
+
+
+def draw_poses(
+    identity: np.ndarray,
+    traits: FaceTraits,
+    smiling: np.ndarray,
+    mouth_open: np.ndarray,
+    seed: int,
+    max_side: int,
+    rng: np.random.Generator,
+) -> tuple[Pose, Layout]:
+    """Per-image size, placement, pose and photo settings, and the resulting ground truth."""
+    n = len(identity)
+    ids = len(traits)
+
+    def u(lo: float, hi: float, size: int | tuple[int, ...] = n) -> np.ndarray:
+        return rng.uniform(lo, hi, size)
+
+    def rgb(lo: float = 20, hi: float = 236) -> np.ndarray:
+        return rng.uniform(lo, hi, (n, 3))
+
+    long_side = u(0.6, 1.0) * max_side
+    aspect = np.exp(u(np.log(0.6), np.log(1.4)))  # width / height
+    width = np.rint(long_side * np.minimum(aspect, 1.0)).astype(np.int64)
+    height = np.rint(long_side * np.minimum(1.0 / aspect, 1.0)).astype(np.int64)
+
+    roll = np.deg2rad(np.clip(rng.normal(0.0, 10.0, n), -30.0, 30.0))
+    yaw = np.deg2rad(np.clip(rng.normal(0.0, 15.0, n), -35.0, 35.0))
+    pitch = np.deg2rad(np.clip(rng.normal(0.0, 8.0, n), -20.0, 20.0))
+    box_jitter = u(0.97, 1.12, (n, 4))
+
+    # Face size: each identity is mostly photographed near or far (CelebA's small faces
+    # cluster by person: event photos vs portraits), so dropping small boxes removes
+    # some identities wholesale and leaves others nearly whole.
+    far = _rng(seed, 9).random(ids) < 0.3
+    mu = np.where(far, np.log(0.22), np.log(0.58))[identity]
+    box_frac = np.clip(np.exp(mu + rng.normal(0.0, 0.12, n)), 0.12, 0.62)
+
+    cols = {k: v[identity] for k, v in traits.columns().items()}
+    # Box size per pixel of head height, measured on a big face so that the fixed pixel
+    # margin around the landmarks does not count.
+    _, big_box = geometry.relative_layout(
+        cols, roll, yaw, pitch, np.full(n, 1000.0), box_jitter, smiling, mouth_open
+    )
+    box_h_unit = (big_box[:, 3] - big_box[:, 1]) / 1000.0
+    box_w_unit = (big_box[:, 2] - big_box[:, 0]) / 1000.0
+    # Box height as a share of the image height; neither side of the box over ~60 % of
+    # the image's.
+    face_h = box_frac * height / box_h_unit
+    face_h = np.minimum(face_h, 0.62 * width / box_w_unit)
+    face_h = np.maximum(face_h, 40.0)
+    rel, box = geometry.relative_layout(
+        cols, roll, yaw, pitch, face_h, box_jitter, smiling, mouth_open
+    )
+    # The pixel margin around the landmarks can grow a tiny box past its image; shrink
+    # those faces until every box fits (rarely more than one round).
+    for _ in range(20):
+        too_big = ((box[:, 2] - box[:, 0]) > width - 2) | ((box[:, 3] - box[:, 1]) > height - 2)
+        if not too_big.any():
+            break
+        face_h = np.where(too_big, face_h * 0.9, face_h)
+        rel, box = geometry.relative_layout(
+            cols, roll, yaw, pitch, face_h, box_jitter, smiling, mouth_open
+        )
+    # Head centre: anywhere that keeps the whole box inside the image.
+    cx = -box[:, 0] + 1.0 + u(0.0, 1.0) * np.maximum(width - 2.0 - (box[:, 2] - box[:, 0]), 0.0)
+    cy = -box[:, 1] + 1.0 + u(0.0, 1.0) * np.maximum(height - 2.0 - (box[:, 3] - box[:, 1]), 0.0)
+    landmarks, bbox = geometry.place(rel, box, cx, cy)
+    matrix = geometry.similarity_to_template(landmarks)
+
+    pose = Pose(
+        index=np.arange(n, dtype=np.int64),
+        seed=np.full(n, seed, dtype=np.int64),
+        width=width,
+        height=height,
+        face_h=face_h,
+        cx=cx,
+        cy=cy,
+        roll=roll,
+        yaw=yaw,
+        pitch=pitch,
+        box_jitter=box_jitter,
+        quality=rng.integers(60, 96, n),
+        blur=np.maximum(1.6, face_h * u(0.02, 0.04)),
+        light_angle=u(0.0, 2 * np.pi),
+        light_strength=u(0.0, 0.6),
+        # Light from one side darkens the other half of the face; half the photos
+        # have none.
+        shade_side=np.where(rng.random(n) < 0.5, -1.0, 1.0),
+        shade_alpha=np.where(rng.random(n) < 0.5, 0.0, u(20.0, 100.0)),
+        exposure=u(0.82, 1.12),
+        # Colour casts and contrast differ per photo, so that an identity's skin and
+        # hair colours vary more between its photos than between similar people.
+        white_balance=np.clip(rng.normal(1.0, 0.07, (n, 3)), 0.8, 1.2),
+        gamma=np.exp(rng.normal(0.0, 0.12, n)),
+        hair_scale=u(0.75, 1.25),
+        hair_length=u(0.7, 1.2),
+        brow_raise=u(-0.008, 0.02),
+        eye_squint=u(0.8, 1.1),
+        noise=u(1.0, 5.0),
+        bg0=rgb(),
+        bg1=rgb(),
+        clothes=rgb(15, 240),
+        frame_rgb=_pick(rng, _FRAMES, None, n, 10.0),
+        sunglasses=rng.random(n) < 0.25,
+        hat_rgb=rgb(),
+        hat_style=rng.integers(0, 3, n),
+        lipstick_rgb=_pick(rng, _LIPSTICK, None, n, 10.0),
+        jewel_rgb=_pick(rng, _JEWELS, None, n, 6.0),
+        tie_rgb=rgb(),
+    )
+    layout = Layout(
+        landmarks=landmarks,
+        bbox=bbox,
+        aligned_matrix=matrix,
+        aligned_landmarks=geometry.aligned_landmarks(matrix, landmarks),
+    )
+    return pose, layout
+
+
+def make_population(
+    ids: int, seed: int = 0, images: int | None = None, max_side: int = 500
+) -> Population:
+    """Draw a complete synthetic population (no pixels). See :class:`Population`.
+
+    ``synthesize`` checks its arguments with friendlier messages; this only refuses
+    what would make no population at all.
+    """
+    total = default_image_count(ids) if images is None else images
+    if ids < 1 or not ids <= total <= MAX_IMAGES_PER_IDENTITY * ids:
+        raise ValueError(f"cannot give {ids} identities {total} images (1 to 35 each)")
+    counts = images_per_identity(ids, total, _rng(seed, 1))
+    identity_partition = split_identities(counts, _rng(seed, 2))
+    identity = order_images(counts, identity_partition, _rng(seed, 3))
+    id_attrs, traits, propensity = draw_identities(ids, _rng(seed, 4))
+
+    n = len(identity)
+    rng = _rng(seed, 5)
+    attrs = id_attrs[identity]
+    for name in IMAGE_ATTRIBUTES:
+        if name == "Blurry":
+            on = rng.random(n) < _BLURRY_RATE
+        elif name == "Mouth_Slightly_Open":
+            continue  # depends on Smiling, below
+        else:
+            on = rng.random(n) < propensity[name][identity]
+        attrs[:, _COL[name]] = np.where(on, 1, -1)
+    smiling = attrs[:, _COL["Smiling"]] > 0
+    mouth_open = rng.random(n) < np.where(smiling, _OPEN_IF_SMILING, _OPEN_IF_NOT)
+    attrs[:, _COL["Mouth_Slightly_Open"]] = np.where(mouth_open, 1, -1)
+
+    poses, layout = draw_poses(identity, traits, smiling, mouth_open, seed, max_side, _rng(seed, 6))
+    return Population(
+        seed=seed,
+        counts=counts,
+        identity_partition=identity_partition,
+        traits=traits,
+        identity=identity,
+        partition=identity_partition[identity],
+        attributes=attrs,
+        poses=poses,
+        layout=layout,
+    )
