@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from catalog.formats import ATTRIBUTES, LANDMARK_COLUMNS
@@ -35,6 +36,15 @@ def landmarks_txt(points: dict[str, tuple[int, ...]]) -> str:
 def pairs_txt(values: dict[str, int]) -> str:
     """identity_CelebA.txt / list_eval_partition.txt: no count, no header."""
     return "".join(f"{i} {v}\n" for i, v in values.items())
+
+
+def query(db: Path, sql: str, params: list | None = None) -> list[tuple]:
+    """Rows of one query on a catalog, through a read-only connection closed at once."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
 
 
 def write(folder: Path, files: dict[str, str]) -> Path:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
 import pytest
+from conftest import query
 
 from catalog import snapshots
 from catalog.ingest import ingest
@@ -29,22 +29,15 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def q(db: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
 
 def shares(db: Path) -> dict[str, float]:
-    row = q(db, "SELECT avg(Male::int), avg(Eyeglasses::int), avg(Wearing_Hat::int) "
+    row = query(db, "SELECT avg(Male::int), avg(Eyeglasses::int), avg(Wearing_Hat::int) "
                 "FROM selection JOIN attributes USING (image_id)")[0]
     return dict(zip(["Male", "Eyeglasses", "Wearing_Hat"], row, strict=True))
 
 
 def identity_male_share(db: Path) -> float:
-    return q(db, "SELECT avg(m) FROM (SELECT identity, (avg(Male::int) >= 0.5)::int AS m "
+    return query(db, "SELECT avg(m) FROM (SELECT identity, (avg(Male::int) >= 0.5)::int AS m "
                  "FROM selection JOIN attributes USING (image_id) GROUP BY identity)")[0][0]
 
 
@@ -60,7 +53,7 @@ def test_quotas_are_met_within_one_point(db: Path) -> None:
     assert abs(plain["Eyeglasses"] - 0.15) > 0.01 or abs(plain["Male"] - 0.5) > 0.01
     # every selected identity still gives exactly images_per_id images, and the
     # split sizes are those of the parameters
-    assert q(db, "SELECT DISTINCT count(*) FROM selection GROUP BY identity") == [(20,)]
+    assert query(db, "SELECT DISTINCT count(*) FROM selection GROUP BY identity") == [(20,)]
     assert summary.selected_identities == 40 and summary.splits["train"] == (14 * 30, 30)
     assert [r[0] for r in summary.quotas] == ["Eyeglasses", "Male", "Wearing_Hat"]
 
@@ -68,32 +61,32 @@ def test_quotas_are_met_within_one_point(db: Path) -> None:
 def test_quotas_are_deterministic_and_survive_reingest(db: Path, tmp_path: Path) -> None:
     quotas = {"Male": 0.5, "Eyeglasses": 0.15}
     select(db, quotas=quotas)
-    first = q(db, "SELECT image_id FROM selection ORDER BY 1")
+    first = query(db, "SELECT image_id FROM selection ORDER BY 1")
     select(db, quotas=quotas)
-    assert q(db, "SELECT image_id FROM selection ORDER BY 1") == first
-    data = Path(q(db, "SELECT value FROM catalog_info WHERE key = 'data_dir'")[0][0])
+    assert query(db, "SELECT image_id FROM selection ORDER BY 1") == first
+    data = Path(query(db, "SELECT value FROM catalog_info WHERE key = 'data_dir'")[0][0])
     again = tmp_path / "again.duckdb"
     ingest(data, again, scan_images=False)
     select(again, quotas=quotas, **PARAMS)
-    assert q(again, "SELECT image_id FROM selection ORDER BY 1") == first
+    assert query(again, "SELECT image_id FROM selection ORDER BY 1") == first
 
 
 def test_impossible_quota_is_named_and_changes_nothing(db: Path) -> None:
     select(db, quotas={})
-    before = q(db, "SELECT image_id FROM selection ORDER BY 1")
+    before = query(db, "SELECT image_id FROM selection ORDER BY 1")
     with pytest.raises(QuotaError, match=r"Quota Eyeglasses=0.9 cannot be met: .* reaches"):
         select(db, quotas={"Eyeglasses": 0.9})
-    assert q(db, "SELECT image_id FROM selection ORDER BY 1") == before
-    assert q(db, "SELECT count(*) FROM quotas") == [(0,)]
+    assert query(db, "SELECT image_id FROM selection ORDER BY 1") == before
+    assert query(db, "SELECT count(*) FROM quotas") == [(0,)]
 
 
 def test_clearing_quotas_restores_the_plain_sample(db: Path) -> None:
     select(db, quotas={})
-    plain = q(db, "SELECT image_id FROM selection ORDER BY 1")
+    plain = query(db, "SELECT image_id FROM selection ORDER BY 1")
     select(db, quotas={"Male": 0.5})
-    assert q(db, "SELECT image_id FROM selection ORDER BY 1") != plain
+    assert query(db, "SELECT image_id FROM selection ORDER BY 1") != plain
     select(db, quotas={})
-    assert q(db, "SELECT image_id FROM selection ORDER BY 1") == plain
+    assert query(db, "SELECT image_id FROM selection ORDER BY 1") == plain
 
 
 def test_snapshot_records_quotas(db: Path) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pytest
+from conftest import query
 
 from catalog.formats import ATTRIBUTES, LANDMARK_COLUMNS
 from catalog.ingest import ingest
@@ -23,13 +23,6 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def table(db: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
 
 def test_ingest_gives_back_the_ground_truth(synth_dir: Path, tmp_path: Path) -> None:
     db = tmp_path / "c.duckdb"
@@ -42,23 +35,23 @@ def test_ingest_gives_back_the_ground_truth(synth_dir: Path, tmp_path: Path) -> 
     assert result.problems == {}
 
     cols = ", ".join(f'"{a}"' for a in ATTRIBUTES)
-    attrs = np.array(table(db, f"SELECT {cols} FROM attributes ORDER BY image_id"))
+    attrs = np.array(query(db, f"SELECT {cols} FROM attributes ORDER BY image_id"))
     assert (attrs == (truth.attributes > 0)).all()
-    boxes = np.array(table(db, "SELECT x_1, y_1, width, height FROM bboxes ORDER BY image_id"))
+    boxes = np.array(query(db, "SELECT x_1, y_1, width, height FROM bboxes ORDER BY image_id"))
     assert (boxes == truth.layout.bbox).all()
     lm_cols = ", ".join(LANDMARK_COLUMNS)
-    marks = np.array(table(db, f"SELECT {lm_cols} FROM landmarks ORDER BY image_id"))
+    marks = np.array(query(db, f"SELECT {lm_cols} FROM landmarks ORDER BY image_id"))
     assert (marks == truth.layout.landmarks.reshape(n, 10)).all()
-    aligned = np.array(table(db, f"SELECT {lm_cols} FROM landmarks_aligned ORDER BY image_id"))
+    aligned = np.array(query(db, f"SELECT {lm_cols} FROM landmarks_aligned ORDER BY image_id"))
     assert (aligned == truth.layout.aligned_landmarks.reshape(n, 10)).all()
-    ident = table(db, "SELECT image_id, identity FROM identities ORDER BY image_id")
+    ident = query(db, "SELECT image_id, identity FROM identities ORDER BY image_id")
     assert ident == [(names[i], int(truth.identity[i]) + 1) for i in range(n)]
-    part = table(db, "SELECT partition FROM partitions ORDER BY image_id")
+    part = query(db, "SELECT partition FROM partitions ORDER BY image_id")
     assert [p for (p,) in part] == [int(p) for p in truth.partition]
-    sizes = table(db, "SELECT width, height FROM images ORDER BY image_id")
+    sizes = query(db, "SELECT width, height FROM images ORDER BY image_id")
     assert sizes == [(int(w), int(h)) for w, h in zip(truth.poses.width, truth.poses.height,
                                                         strict=True)]
-    assert table(db, "SELECT DISTINCT width, height FROM images_aligned") == [(178, 218)]
+    assert query(db, "SELECT DISTINCT width, height FROM images_aligned") == [(178, 218)]
 
 
 def test_the_txt_and_kaggle_layouts_load_the_same_tables(synth_dir: Path, tmp_path: Path):
@@ -70,9 +63,9 @@ def test_the_txt_and_kaggle_layouts_load_the_same_tables(synth_dir: Path, tmp_pa
         if f.suffix == ".csv" or f.name in ("identity_CelebA.txt", "list_landmarks_celeba.txt"):
             (kaggle / f.name).write_bytes(f.read_bytes())
     ingest(kaggle, csv_db, scan_images=False)
-    layouts = dict(table(csv_db, "SELECT table_name, layout FROM ingested_files"))
+    layouts = dict(query(csv_db, "SELECT table_name, layout FROM ingested_files"))
     assert layouts["attributes"] == "csv" and layouts["identities"] == "txt"
     for name in ("attributes", "bboxes", "landmarks", "landmarks_aligned", "identities",
                  "partitions"):
         sql = f"SELECT * FROM {name} ORDER BY image_id"
-        assert table(txt_db, sql) == table(csv_db, sql), name
+        assert query(txt_db, sql) == query(csv_db, sql), name

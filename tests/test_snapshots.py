@@ -6,9 +6,8 @@ import hashlib
 import math
 from pathlib import Path
 
-import duckdb
 import pytest
-from conftest import attr_row, attr_txt, bbox_txt, pairs_txt, write
+from conftest import attr_row, attr_txt, bbox_txt, pairs_txt, query, write
 from PIL import Image
 
 from catalog import snapshots
@@ -36,30 +35,23 @@ def half_up(value: float) -> int:
     return math.floor(value + 0.5)
 
 
-def rows(db: Path, sql: str, params: list | None = None) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
-
 
 def test_snapshot_freezes_selection_split_and_labels(db: Path) -> None:
     snap = snapshots.create("base", db)
-    frozen = rows(db, "SELECT image_id, identity, split FROM snapshot_images "
+    frozen = query(db, "SELECT image_id, identity, split FROM snapshot_images "
                       "WHERE snapshot = 'base' ORDER BY 1")
-    current = rows(db, "SELECT s.image_id, s.identity, r.split FROM selection s "
+    current = query(db, "SELECT s.image_id, s.identity, r.split FROM selection s "
                        "LEFT JOIN recognition_split r USING (image_id) ORDER BY 1")
     assert frozen == current
     assert snap.n_images == len(frozen) == 200 and snap.n_identities == 10
     lines = "\n".join(f"{i}:{s or ''}" for i, _, s in frozen)
     assert snap.hash == hashlib.sha256(lines.encode()).hexdigest()
     # labels: contiguous 0..C-1 over the closed-set identities, none for held-out ones
-    labels = rows(db, "SELECT identity, label FROM snapshot_labels WHERE snapshot = 'base' "
+    labels = query(db, "SELECT identity, label FROM snapshot_labels WHERE snapshot = 'base' "
                       "ORDER BY label")
     assert [lab for _, lab in labels] == list(range(6))
     assert [k for k, _ in labels] == sorted(k for k, _ in labels)
-    held = rows(db, "SELECT DISTINCT label FROM snapshot_images WHERE snapshot = 'base' "
+    held = query(db, "SELECT DISTINCT label FROM snapshot_images WHERE snapshot = 'base' "
                     "AND split IN ('query', 'distractor')")
     assert held == [(None,)]
     assert snap.params["n_ids"] == 10 and snap.params["seed"] == 21
@@ -67,14 +59,14 @@ def test_snapshot_freezes_selection_split_and_labels(db: Path) -> None:
 
 def test_snapshots_never_change(db: Path, tmp_path: Path) -> None:
     snap = snapshots.create("base", db)
-    before = rows(db, "SELECT * FROM snapshot_images ORDER BY ALL")
+    before = query(db, "SELECT * FROM snapshot_images ORDER BY ALL")
     select(db, seed=99)
     data = tmp_path / "data"
     (data / "identity_CelebA.txt").write_text(
         (data / "identity_CelebA.txt").read_text().replace(" 1\n", " 2\n")
     )
     ingest(data, db, scan_images=False)
-    assert rows(db, "SELECT * FROM snapshot_images ORDER BY ALL") == before
+    assert query(db, "SELECT * FROM snapshot_images ORDER BY ALL") == before
     assert snapshots.show("base", db)[0].hash == snap.hash
     with pytest.raises(snapshots.SnapshotError, match="exists and snapshots never change"):
         snapshots.create("base", db)
@@ -101,7 +93,7 @@ def test_list_show_drop_and_unknown_names(db: Path) -> None:
     assert splits["train"] == (84, 6) and splits["query"] == (4, 2)
     snapshots.drop("one", db)
     assert [s.name for s in snapshots.list_snapshots(db)] == ["two"]
-    assert rows(db, "SELECT count(*) FROM snapshot_images WHERE snapshot = 'one'") == [(0,)]
+    assert query(db, "SELECT count(*) FROM snapshot_images WHERE snapshot = 'one'") == [(0,)]
     with pytest.raises(snapshots.SnapshotError, match="No snapshot 'one'. Known: two"):
         snapshots.show("one", db)
     with pytest.raises(snapshots.SnapshotError, match="letters, digits"):
@@ -128,7 +120,7 @@ def test_face_boxes_shrink_and_clamp(tmp_path: Path) -> None:
     ingest(folder, db, workers=1)
     select(db, n_ids=2, min_images_per_id=2, images_per_id=2, holdout_ids=0, query_ids=0,
            distractor_ids=0, train_per_id=2, val_per_id=0, test_per_id=0)
-    got = {r[0]: r[1:] for r in rows(db, "SELECT image_id, x_1, y_1, x_2, y_2 FROM face_boxes")}
+    got = {r[0]: r[1:] for r in query(db, "SELECT image_id, x_1, y_1, x_2, y_2 FROM face_boxes")}
     for name, (x, y, w, h) in boxes.items():
         expect = (
             max(half_up(x + w * 0.05 / 2), 0), max(half_up(y + h * 0.05 / 2), 0),
@@ -137,5 +129,5 @@ def test_face_boxes_shrink_and_clamp(tmp_path: Path) -> None:
         assert got[name] == expect, name
     assert got["000002.jpg"][2:] == (400, 400)
     snapshots.create("s", db)
-    frozen = rows(db, "SELECT image_id, x_1, y_1, x_2, y_2 FROM snapshot_images ORDER BY 1")
+    frozen = query(db, "SELECT image_id, x_1, y_1, x_2, y_2 FROM snapshot_images ORDER BY 1")
     assert {r[0]: r[1:] for r in frozen} == got

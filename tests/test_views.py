@@ -8,7 +8,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import attr_row, attr_txt, bbox_txt, pairs_txt, write
+from conftest import attr_row, attr_txt, bbox_txt, pairs_txt, query, write
 
 from catalog.ingest import ingest
 from catalog.selection import InfeasibleSelection, select
@@ -36,19 +36,12 @@ def synth_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
-def rows(db: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
 
 def reference(db: Path, p: dict) -> dict[str, object]:
     """The selection recomputed in plain Python from the raw tables."""
-    blurry = dict(rows(db, "SELECT image_id, Blurry FROM attributes"))
-    identity = dict(rows(db, "SELECT image_id, identity FROM identities"))
-    boxes = {r[0]: r[1:] for r in rows(db, "SELECT image_id, width, height FROM bboxes")}
+    blurry = dict(query(db, "SELECT image_id, Blurry FROM attributes"))
+    identity = dict(query(db, "SELECT image_id, identity FROM identities"))
+    boxes = {r[0]: r[1:] for r in query(db, "SELECT image_id, width, height FROM bboxes")}
     clean = sorted(
         i for i in blurry
         if not blurry[i] and i in identity and i in boxes
@@ -100,32 +93,34 @@ def reference(db: Path, p: dict) -> dict[str, object]:
 
 def test_views_match_a_python_reference(synth_db: Path) -> None:
     ref = reference(synth_db, PARAMS)
-    assert [r[0] for r in rows(synth_db, "SELECT image_id FROM clean_images ORDER BY 1")] == (
+    assert [r[0] for r in query(synth_db, "SELECT image_id FROM clean_images ORDER BY 1")] == (
         ref["clean"]
     )
-    assert rows(synth_db, "SELECT identity, n_clean FROM eligible_identities ORDER BY 1") == (
+    assert query(synth_db, "SELECT identity, n_clean FROM eligible_identities ORDER BY 1") == (
         ref["eligible"]
     )
-    assert [r[0] for r in rows(synth_db, "SELECT identity FROM selected_identities ORDER BY 1")] \
+    assert [r[0] for r in query(synth_db, "SELECT identity FROM selected_identities ORDER BY 1")] \
         == ref["selected"]
-    assert rows(synth_db, "SELECT image_id, identity, pick_in_id FROM selection ORDER BY 1") == (
+    assert query(synth_db, "SELECT image_id, identity, pick_in_id FROM selection ORDER BY 1") == (
         ref["selection"]
     )
-    assert rows(synth_db, "SELECT image_id, split FROM recognition_split ORDER BY 1") == (
+    assert query(synth_db, "SELECT image_id, split FROM recognition_split ORDER BY 1") == (
         ref["split"]
     )
     assert len(ref["selected"]) == PARAMS["n_ids"]
 
 
 def test_split_sizes_and_no_identity_crosses_into_the_holdout(synth_db: Path) -> None:
-    sizes = dict(rows(synth_db, "SELECT split, count(DISTINCT identity) FROM recognition_split "
+    sizes = dict(query(synth_db, "SELECT split, count(DISTINCT identity) FROM recognition_split "
                                 "GROUP BY 1"))
     assert sizes == {"train": 8, "val": 8, "test": 8, "query": 2, "distractor": 2}
-    per_id = rows(synth_db, "SELECT identity, split, count(*) FROM recognition_split GROUP BY 1, 2")
+    per_id = query(
+        synth_db, "SELECT identity, split, count(*) FROM recognition_split GROUP BY 1, 2"
+    )
     counts = {(k, s): n for k, s, n in per_id}
     for (k, s), n in counts.items():
         assert n == {"train": 14, "val": 3, "test": 3, "query": 2, "distractor": 5}[s], (k, s)
-    mixed = rows(
+    mixed = query(
         synth_db,
         "SELECT identity FROM recognition_split GROUP BY 1 HAVING "
         "count(DISTINCT CASE WHEN split IN ('query', 'distractor') THEN 'open' ELSE 'closed' END)"
@@ -135,29 +130,29 @@ def test_split_sizes_and_no_identity_crosses_into_the_holdout(synth_db: Path) ->
 
 
 def test_attribute_shift_matches_python(synth_db: Path) -> None:
-    shift = {r[0]: r[1:] for r in rows(synth_db, "SELECT * FROM attribute_shift")}
+    shift = {r[0]: r[1:] for r in query(synth_db, "SELECT * FROM attribute_shift")}
     assert len(shift) == 40
-    male_all = rows(synth_db, "SELECT avg(Male::int) FROM attributes")[0][0]
-    selected = {r[0] for r in rows(synth_db, "SELECT image_id FROM selection")}
-    male = dict(rows(synth_db, "SELECT image_id, Male FROM attributes"))
+    male_all = query(synth_db, "SELECT avg(Male::int) FROM attributes")[0][0]
+    selected = {r[0] for r in query(synth_db, "SELECT image_id FROM selection")}
+    male = dict(query(synth_db, "SELECT image_id, Male FROM attributes"))
     male_sel = sum(male[i] for i in selected) / len(selected)
     assert shift["Male"][0] == pytest.approx(male_all, abs=1e-4)
     assert shift["Male"][1] == pytest.approx(male_sel, abs=1e-4)
     assert shift["Male"][2] == pytest.approx(100 * (male_sel - male_all), abs=0.01)
     assert shift["Blurry"][1] == 0  # blurry images never reach the selection
-    diffs = [abs(r[3]) for r in rows(synth_db, "SELECT * FROM attribute_shift")]
+    diffs = [abs(r[3]) for r in query(synth_db, "SELECT * FROM attribute_shift")]
     assert diffs == sorted(diffs, reverse=True)
 
 
 def test_same_parameters_same_rows_after_reingest(synth_db: Path, tmp_path: Path) -> None:
-    before = rows(synth_db, "SELECT * FROM recognition_split ORDER BY 1")
+    before = query(synth_db, "SELECT * FROM recognition_split ORDER BY 1")
     db = tmp_path / "again.duckdb"
-    data = Path(rows(synth_db, "SELECT value FROM catalog_info WHERE key = 'data_dir'")[0][0])
+    data = Path(query(synth_db, "SELECT value FROM catalog_info WHERE key = 'data_dir'")[0][0])
     ingest(data, db, scan_images=False)
     select(db, **PARAMS)
-    assert rows(db, "SELECT * FROM recognition_split ORDER BY 1") == before
+    assert query(db, "SELECT * FROM recognition_split ORDER BY 1") == before
     select(db, seed=8)
-    assert rows(db, "SELECT * FROM recognition_split ORDER BY 1") != before
+    assert query(db, "SELECT * FROM recognition_split ORDER BY 1") != before
 
 
 def test_applying_views_twice_changes_nothing(synth_db: Path) -> None:
@@ -203,14 +198,14 @@ def test_boundaries_24_25_images_and_100px_boxes(tmp_path: Path) -> None:
     })
     db = tmp_path / "c.duckdb"
     ingest(folder, db, scan_images=False)
-    assert rows(db, "SELECT identity, n_clean FROM eligible_identities") == [(1, 25)]
-    assert rows(db, "SELECT count(*) FROM clean_images")[0][0] == 25 + 24 + 24
+    assert query(db, "SELECT identity, n_clean FROM eligible_identities") == [(1, 25)]
+    assert query(db, "SELECT count(*) FROM clean_images")[0][0] == 25 + 24 + 24
     select(db, min_box_w=99, n_ids=2, holdout_ids=0, query_ids=0, distractor_ids=0)
-    assert rows(db, "SELECT identity FROM eligible_identities ORDER BY 1") == [(1,), (3,)]
+    assert query(db, "SELECT identity FROM eligible_identities ORDER BY 1") == [(1,), (3,)]
 
 
 def test_infeasible_parameters_name_the_parameter_and_change_nothing(synth_db: Path) -> None:
-    before = rows(synth_db, "SELECT * FROM params ORDER BY 1")
+    before = query(synth_db, "SELECT * FROM params ORDER BY 1")
     with pytest.raises(InfeasibleSelection, match=r"n_ids = 100000 but only \d+ identities"):
         select(synth_db, n_ids=100000)
     with pytest.raises(InfeasibleSelection, match=r"exceeds images_per_id = 20 \(by 5\)"):
@@ -219,4 +214,4 @@ def test_infeasible_parameters_name_the_parameter_and_change_nothing(synth_db: P
         select(synth_db, query_ids=3, distractor_ids=2)
     with pytest.raises(ValueError, match="Unknown parameter 'n_idz'"):
         select(synth_db, n_idz=3)
-    assert rows(synth_db, "SELECT * FROM params ORDER BY 1") == before
+    assert query(synth_db, "SELECT * FROM params ORDER BY 1") == before
