@@ -48,11 +48,26 @@ def test_help_is_fast_and_imports_no_heavy_modules() -> None:
     assert "ingest" in out and "synth" in out and "demo" in out
 
 
+def _all_commands() -> list[list[str]]:
+    """Every command path of the app, sub-apps included (e.g. ['snapshot', 'create'])."""
+    import typer.main
+
+    group = typer.main.get_command(cli.app)
+    paths = []
+    for name, command in group.commands.items():
+        paths.append([name])
+        for sub in getattr(command, "commands", {}):
+            paths.append([name, sub])
+    return paths
+
+
 def test_every_command_has_help_with_an_example() -> None:
-    for command in ("ingest", "synth", "tables", "schema", "sql", "check", "demo"):
-        result = runner.invoke(cli.app, [command, "--help"])
-        assert result.exit_code == 0
-        assert "Example" in result.output, command
+    paths = _all_commands()
+    assert ["snapshot", "create"] in paths and ["ingest"] in paths and ["views", "apply"] in paths
+    for path in paths:
+        result = runner.invoke(cli.app, [*path, "--help"])
+        assert result.exit_code == 0, path
+        assert "Example" in result.output, path
 
 
 def test_tables_counts_and_formats(catalog_db: Path) -> None:
@@ -113,3 +128,35 @@ def test_db_from_environment(catalog_db: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("CELEBCAT_DB", str(catalog_db))
     result = runner.invoke(cli.app, ["sql", "select count(*) n from identities", "--json"])
     assert json.loads(result.output) == [{"n": 3}]
+
+
+def test_select_snapshot_views_and_stats_commands(tmp_path: Path) -> None:
+    from catalog.synth import synthesize
+
+    synthesize(tmp_path / "data", ids=40, seed=2, annotations_only=True)
+    db = str(tmp_path / "c.duckdb")
+    assert runner.invoke(cli.app, ["ingest", str(tmp_path / "data"), "--db", db]).exit_code == 0
+    views = json.loads(runner.invoke(cli.app, ["views", "--json", "--db", db]).output)
+    assert {v["view"] for v in views} >= {"clean_images", "selection", "recognition_split"}
+    code, out = celebcat("select", "--n-ids", "5000", "--db", db)
+    assert code == 1 and "n_ids = 5000 but only" in " ".join(out.split())
+    result = runner.invoke(cli.app, [
+        "select", "--n-ids", "6", "--min-images-per-id", "20", "--images-per-id", "20",
+        "--split", "14/3/3", "--set", "holdout_ids=2", "--set", "query_ids=1",
+        "--set", "distractor_ids=1", "--quota", "Male=0.5", "--db", db,
+    ])
+    assert result.exit_code == 0, result.output
+    assert "selected 6 identities, 120 images" in " ".join(result.output.split())
+    params = {p["name"]: p["value"] for p in json.loads(
+        runner.invoke(cli.app, ["params", "--json", "--db", db]).output)}
+    assert params["n_ids"] == 6 and params["train_per_id"] == 14
+    assert runner.invoke(cli.app, ["snapshot", "create", "v1", "--db", db]).exit_code == 0
+    listed = json.loads(runner.invoke(cli.app, ["snapshot", "list", "--json", "--db", db]).output)
+    assert [s["name"] for s in listed] == ["v1"] and listed[0]["images"] == 120
+    code, out = celebcat("snapshot", "create", "v1", "--db", db)
+    assert code == 1 and "exists" in out
+    stats = json.loads(runner.invoke(cli.app, ["stats", "--snapshot", "v1", "--json",
+                                               "--db", db]).output)
+    assert stats["images"] == 120 and stats["identities"] == 6
+    code, out = celebcat("stats", "--snapshot", "nope", "--db", db)
+    assert code == 1 and "No snapshot 'nope'. Known: v1" in " ".join(out.split())
