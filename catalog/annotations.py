@@ -255,13 +255,16 @@ def _select_sql(spec: FileSpec, columns: tuple[str, ...], lines: str, tabs: bool
     return f"SELECT {', '.join(exprs)} FROM (SELECT {fields} AS f FROM {lines})"
 
 
-def load_annotation(con: duckdb.DuckDBPyConnection, found: AnnotationFile) -> int:
-    """Create the file's table from it (the table must not exist); return the row count.
+def load_annotation(
+    con: duckdb.DuckDBPyConnection, found: AnnotationFile, table: str | None = None
+) -> int:
+    """Create ``table`` (default: the file's own table) from the file; return its rows.
 
-    Runs inside the caller's transaction. Raises :class:`AnnotationError` naming the
-    first bad line when anything is wrong with the file.
+    The table must not exist. Runs inside the caller's transaction. Raises
+    :class:`AnnotationError` naming the first bad line when anything is wrong.
     """
     spec, path = found.spec, found.path
+    table = table or spec.table
     preamble = read_preamble(spec, path)
     # Integer files are read twice (regex check, then load) rather than staged in a
     # temp table: a second read costs about as much as scanning a staged copy, and
@@ -274,7 +277,7 @@ def load_annotation(con: duckdb.DuckDBPyConnection, found: AnnotationFile) -> in
     )
     source = [str(path), spec.first_data_line - 1]
     if spec.kind in _CHECKED_IN_TABLE:
-        rows = _load_checked_in_table(con, spec, path, preamble, lines, source)
+        rows = _load_checked_in_table(con, spec, table, path, preamble, lines, source)
     else:
         rows, bad, tabs = con.execute(
             "SELECT count(*), count(*) FILTER (WHERE NOT regexp_full_match(line, ?)), "
@@ -285,7 +288,7 @@ def load_annotation(con: duckdb.DuckDBPyConnection, found: AnnotationFile) -> in
             find_problem(spec, path)  # raises with the line
             raise AnnotationError(path, None, f"{bad} lines do not match the {spec.name} layout")
         select = _select_sql(spec, preamble.columns, lines, tabs > 0)
-        con.execute(f"CREATE TABLE {spec.table} AS {select}", source)
+        con.execute(f"CREATE TABLE {table} AS {select}", source)
     if preamble.declared_rows is not None and rows != preamble.declared_rows:
         find_problem(spec, path)
         raise AnnotationError(path, 1, f"line 1 declares {preamble.declared_rows} rows, "
@@ -294,18 +297,19 @@ def load_annotation(con: duckdb.DuckDBPyConnection, found: AnnotationFile) -> in
     # inserting into a keyed table. DuckDB only enforces a key added inside a
     # transaction at commit, so duplicates are looked for here, where we can name them.
     dupes = con.execute(
-        f"SELECT count(*) - count(DISTINCT image_id) FROM {spec.table}"
+        f"SELECT count(*) - count(DISTINCT image_id) FROM {table}"
     ).fetchone()[0]
     if dupes:
         find_problem(spec, path)
         raise AnnotationError(path, None, f"{dupes} duplicate image ids")
-    con.execute(f"ALTER TABLE {spec.table} ADD PRIMARY KEY (image_id)")
+    con.execute(f"ALTER TABLE {table} ADD PRIMARY KEY (image_id)")
     return int(rows)
 
 
 def _load_checked_in_table(
     con: duckdb.DuckDBPyConnection,
     spec: FileSpec,
+    table: str,
     path: Path,
     preamble: Preamble,
     lines: str,
@@ -320,19 +324,19 @@ def _load_checked_in_table(
     values = [f'"{c}" IS NULL' for c in ANNOTATION_TABLES[spec.table]]
     check = (
         f"SELECT count(*), count(*) FILTER (WHERE _fields <> {len(spec.columns) + 1} "
-        f"OR image_id = '' OR {' OR '.join(values)}) FROM {spec.table}"
+        f"OR image_id = '' OR {' OR '.join(values)}) FROM {table}"
     )
     for tabs in (False, True):
         con.execute(
-            f"CREATE TABLE {spec.table} AS "
+            f"CREATE TABLE {table} AS "
             f"{_select_sql(spec, preamble.columns, lines, tabs)}",
             source,
         )
         rows, bad = con.execute(check).fetchone()
         if not bad:
-            con.execute(f"ALTER TABLE {spec.table} DROP COLUMN _fields")
+            con.execute(f"ALTER TABLE {table} DROP COLUMN _fields")
             return int(rows)
-        con.execute(f"DROP TABLE {spec.table}")
+        con.execute(f"DROP TABLE {table}")
     find_problem(spec, path)
     raise AnnotationError(path, None, f"{bad} lines do not match {spec.name}")
 

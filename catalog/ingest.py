@@ -5,10 +5,17 @@ Order of work:
 1. find the annotation files and image roots under the data folder;
 2. scan the image roots (headers only, in parallel) *before* touching the catalog,
    since that is the slow part and needs no transaction;
-3. in one DuckDB transaction: drop and recreate every catalog table, load each
-   annotation file, load the image index, run the cross-file checks, record what
-   was loaded; commit. Any error or Ctrl-C rolls back, leaving the previous
-   catalog exactly as it was.
+3. load each annotation file into a hidden shadow table (``_ingest_<table>``),
+   several files at once, each in its own transaction on its own connection:
+   DuckDB runs one statement on barely more than one core here, and building a
+   table's key is single-threaded, so files in parallel are what use both cores;
+4. in one transaction: drop the old tables, rename the shadows into place, load
+   the image index, run the cross-file checks, record what was loaded, rebuild
+   the views; commit.
+
+Until that last commit the catalog's tables are untouched. Any error or Ctrl-C
+drops the shadows and rolls back, leaving the previous catalog as it was; a
+killed process can leave shadow tables behind, which the next ingest removes.
 """
 
 from __future__ import annotations
@@ -132,11 +139,13 @@ def ingest(
     t0 = time.perf_counter()
     con = connect(db)
     try:
+        _drop_shadows(con)  # left by a killed run
+        progress.step(f"loading {len(found)} annotation files")
+        result.rows.update(_load_shadows(con, found, workers))
         con.execute("BEGIN TRANSACTION")
         _create_tables(con, empty=[t for t in ANNOTATION_TABLES if t not in found])
-        for table, annotation in found.items():
-            progress.step(f"loading {annotation.path.name}")
-            result.rows[table] = load_annotation(con, annotation)
+        for table in found:
+            con.execute(f"ALTER TABLE {SHADOW_PREFIX}{table} RENAME TO {table}")
         result.rows.update(_load_images(con, scans))
         progress.step("checking across files")
         result.problems = run_checks(con, set(scans))
@@ -149,13 +158,84 @@ def ingest(
         # Also on KeyboardInterrupt: nothing of this run may reach the catalog.
         try:
             con.execute("ROLLBACK")
-        except Exception:  # noqa: BLE001 - the transaction may already be gone
+        except Exception:  # noqa: BLE001 - no transaction may be open
             pass
+        _drop_shadows(con)
         raise
     finally:
         con.close()
     result.load_seconds = time.perf_counter() - t0
     return result
+
+
+SHADOW_PREFIX = "_ingest_"
+
+
+def _drop_shadows(con: duckdb.DuckDBPyConnection) -> None:
+    names = con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' "
+        "AND starts_with(table_name, ?)",
+        [SHADOW_PREFIX],
+    ).fetchall()
+    for (name,) in names:
+        con.execute(f'DROP TABLE IF EXISTS "{name}"')
+
+
+def _load_shadows(
+    con: duckdb.DuckDBPyConnection, found: dict[str, AnnotationFile], workers: int | None
+) -> dict[str, int]:
+    """Load every file into its shadow table, in parallel; return rows per table.
+
+    Each file gets its own cursor (connection) and transaction. On any error the
+    other loads are interrupted, and the error of the first failing file (in file
+    order, so the message does not depend on timing) is raised.
+    """
+    from concurrent.futures import CancelledError, ThreadPoolExecutor
+
+    n_threads = max(1, min(workers or os.cpu_count() or 1, len(found), 4))
+    cursors: dict[str, duckdb.DuckDBPyConnection] = {}
+
+    def load(table: str) -> int:
+        cur = cursors[table]
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            rows = load_annotation(cur, found[table], SHADOW_PREFIX + table)
+            cur.execute("COMMIT")
+            return rows
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
+    # Largest files first, so the long ones do not start last.
+    order = sorted(found, key=lambda t: -found[t].path.stat().st_size)
+    for table in order:
+        cursors[table] = con.cursor()
+    errors: dict[str, BaseException] = {}
+    rows: dict[str, int] = {}
+    try:
+        with ThreadPoolExecutor(max_workers=n_threads) as pool:
+            futures = {table: pool.submit(load, table) for table in order}
+            try:
+                for table, future in futures.items():
+                    try:
+                        rows[table] = future.result()
+                    except CancelledError:
+                        pass  # not started because another file failed
+                    except Exception as exc:  # noqa: BLE001 - collected, re-raised below
+                        errors[table] = exc
+                        for other in futures.values():
+                            other.cancel()
+            except BaseException:  # Ctrl-C: stop the running loads, then unwind
+                for cur in cursors.values():
+                    cur.interrupt()
+                raise
+    finally:
+        for cur in cursors.values():
+            cur.close()
+    if errors:
+        first = next(t for t in found if t in errors)
+        raise errors[first]
+    return rows
 
 
 def _scan(

@@ -174,3 +174,28 @@ def test_nothing_to_load_is_an_error_and_writes_nothing(tmp_path: Path):
         shutil.copytree(Path(__file__).parent, tmp_path / "x", dirs_exist_ok=True)
         (tmp_path / "x" / "identity_CelebA.txt").write_text("a.jpg 1\n")
         ingest(tmp_path / "x", db, images=tmp_path / "nope")
+
+
+def test_interrupt_while_files_load_in_parallel_leaves_no_trace(
+    small_celeba: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "c.duckdb"
+    ingest(small_celeba, db, scan_images=False)
+    before = _dump(db)
+    real = ingest_module.load_annotation
+
+    def flaky(con, found, table=None):
+        if found.spec.table == "partitions":
+            raise KeyboardInterrupt
+        return real(con, found, table)
+
+    monkeypatch.setattr(ingest_module, "load_annotation", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        ingest(small_celeba, db, scan_images=False, workers=2)
+    assert _dump(db) == before  # no shadow tables left, old tables untouched
+    monkeypatch.setattr(ingest_module, "load_annotation", real)
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE _ingest_attributes (x INTEGER)")  # as a killed run leaves it
+    con.close()
+    ingest(small_celeba, db, scan_images=False)
+    assert "_ingest_attributes" not in _dump(db)
