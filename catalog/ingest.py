@@ -151,8 +151,9 @@ def ingest(
         result.problems = run_checks(con, set(scans))
         _record(con, result, found)
         _rebuild_views(con, result)
-        for table in ANNOTATION_TABLES:
-            result.rows.setdefault(table, 0)
+        result.rows = {  # in table order, whatever order the parallel loads finished in
+            t: result.rows.get(t, 0) for t in (*ANNOTATION_TABLES, "images", "images_aligned")
+        }
         con.execute("COMMIT")
     except BaseException:
         # Also on KeyboardInterrupt: nothing of this run may reach the catalog.
