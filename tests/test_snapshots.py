@@ -131,3 +131,11 @@ def test_face_boxes_shrink_and_clamp(tmp_path: Path) -> None:
     snapshots.create("s", db)
     frozen = query(db, "SELECT image_id, x_1, y_1, x_2, y_2 FROM snapshot_images ORDER BY 1")
     assert {r[0]: r[1:] for r in frozen} == got
+
+
+def test_same_files_same_parameters_same_hash_in_a_new_catalog(db: Path, tmp_path: Path) -> None:
+    first = snapshots.create("base", db)
+    again = tmp_path / "again.duckdb"
+    ingest(tmp_path / "data", again, scan_images=False)
+    select(again, **PARAMS)
+    assert snapshots.create("base", again).hash == first.hash
