@@ -1,0 +1,135 @@
+"""Transforms: one affine for pixels and points, flips that swap sides, exact frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from catalog import transforms as T
+
+COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255)]
+
+
+def dotted(size: tuple[int, int], points: np.ndarray, radius: int = 3) -> Image.Image:
+    """A grey image with a coloured dot (one colour per point) centred on each point."""
+    image = Image.new("RGB", size, (90, 90, 90))
+    draw = ImageDraw.Draw(image)
+    for (x, y), colour in zip(points, COLOURS, strict=False):
+        draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=colour)
+    return image
+
+
+def centre_of(image: Image.Image, colour: tuple[int, int, int]) -> np.ndarray:
+    a = np.asarray(image, dtype=np.int32)
+    close = np.abs(a - np.array(colour)).sum(axis=2) < 120
+    ys, xs = np.nonzero(close)
+    assert len(xs), f"colour {colour} not found"
+    return np.array([xs.mean(), ys.mean()])
+
+
+def test_box_edges_land_on_output_edges() -> None:
+    m = T.box_to_square((100, 50, 300, 450), 256)
+    corners = T.apply(m, np.array([[99.5, 49.5], [299.5, 449.5]]))
+    assert np.allclose(corners, [[-0.5, -0.5], [255.5, 255.5]])
+    # the same formula the export uses: (x + 0.5 - x_1) * s - 0.5
+    p = T.apply(m, np.array([[180.0, 200.0]]))[0]
+    assert np.allclose(p, [(180.5 - 100) * 256 / 200 - 0.5, (200.5 - 50) * 256 / 400 - 0.5])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pixels_and_points_move_together(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    points = np.array([[150, 160], [230, 150], [190, 210], [160, 260], [225, 262]], float)
+    image = dotted((400, 360), points)
+    crop = T.box_to_square((110, 100, 270, 320), 256)
+    aug, flipped = T.augment_matrix(256, T.Augment(rotate=30, scale=0.15, flip=0.5), rng)
+    m = aug @ crop
+    out = T.warp(image, m, 256)
+    mapped = T.apply(m, points)
+    for k, colour in enumerate(COLOURS):
+        assert np.abs(centre_of(out, colour) - mapped[k]).max() < 1.0, (k, flipped)
+
+
+def test_flip_swaps_left_and_right_on_a_synthetic_face() -> None:
+    from catalog.synth import render_face
+    from catalog.synth.population import make_population
+
+    pop = make_population(3, seed=1)
+    rendered = render_face(*pop.face(0))
+    truth = np.asarray(rendered.landmarks, float)
+    assert truth[0, 0] < truth[1, 0] and truth[3, 0] < truth[4, 0]  # CelebA's convention
+    x, y, w, h = rendered.bbox
+    crop = T.box_to_square((x, y, x + w, y + h), 128)
+    c = 127 / 2
+    mirror = T.translate(c, 0) @ T.scale(-1, 1) @ T.translate(-c, 0)
+    m = mirror @ crop
+    flipped = T.flip_landmarks(T.apply(m, truth))
+    # still "left eye = smaller x" after the swap, and each point is the mirror of
+    # the other side's point in the unflipped crop
+    assert flipped[0, 0] < flipped[1, 0] and flipped[3, 0] < flipped[4, 0]
+    plain = T.apply(crop, truth)
+    assert np.allclose(flipped[0], [127 - plain[1, 0], plain[1, 1]])
+    assert np.allclose(flipped[3], [127 - plain[4, 0], plain[4, 1]])
+    # and the pixels agree: the flipped crop is the mirror image of the plain one
+    a = np.asarray(T.warp(rendered.image, crop, 128), dtype=np.int16)
+    b = np.asarray(T.warp(rendered.image, m, 128), dtype=np.int16)
+    assert np.abs(a[:, ::-1] - b).mean() < 2.0
+
+
+def test_flip_order_maps_dot_colours() -> None:
+    points = np.array([[60, 80], [140, 80], [100, 120], [70, 160], [130, 160]], float)
+    image = dotted((200, 200), points)
+    c = 199 / 2
+    m = T.translate(c, 0) @ T.scale(-1, 1) @ T.translate(-c, 0)
+    out = T.warp(image, m, 200)
+    flipped = T.flip_landmarks(T.apply(m, points))
+    for k in range(5):
+        colour = COLOURS[T.FLIP_ORDER[k]]
+        assert np.abs(centre_of(out, colour) - flipped[k]).max() < 1.0
+
+
+def test_inverse_maps_back_to_the_original_image() -> None:
+    rng = np.random.default_rng(0)
+    m = T.augment_matrix(256, T.Augment(), rng)[0] @ T.box_to_square((10, 20, 210, 260), 256)
+    pts = np.array([[50.0, 60.0], [123.4, 200.1]])
+    assert np.allclose(T.apply(T.invert(m), T.apply(m, pts)), pts)
+
+
+def test_draft_decoding_keeps_points_in_place(tmp_path: Path) -> None:
+    points = np.array([[800, 700], [1100, 690], [950, 900], [840, 1050], [1080, 1060]], float)
+    path = tmp_path / "big.jpg"
+    dotted((1600, 1600), points, radius=12).save(path, quality=95)
+    box = (600, 500, 1300, 1300)  # 700 px of face for a 128 px output: decoded at 1/4
+    image, m_decode = T.open_for_crop(str(path), box, 128)
+    assert image.size == (400, 400)
+    m = T.box_to_square(box, 128) @ T.invert(m_decode)
+    out = T.warp(image, m, 128)
+    full = T.apply(T.box_to_square(box, 128), points)
+    for k, colour in enumerate(COLOURS):
+        assert np.abs(centre_of(out, colour) - full[k]).max() < 1.0
+    small, m_small = T.open_for_crop(str(path), box, 512)  # needs full resolution
+    assert small.size == (1600, 1600) and np.allclose(m_small, np.eye(3))
+
+
+def test_heatmaps_peak_at_the_points() -> None:
+    pts = T.input_to_heatmap(np.array([[127.5, 63.5], [0.0, 255.0]]), 256, 64)
+    assert np.allclose(pts, [[31.5, 15.5], [-0.375, 63.375]])  # (x + 0.5) / 4 - 0.5
+    maps = T.gaussian_heatmaps(np.array([[10.0, 20.0], [40.0, 5.0]]), 64, sigma=1.5)
+    assert maps.shape == (2, 64, 64) and maps.dtype == np.float32
+    assert np.unravel_index(maps[0].argmax(), maps[0].shape) == (20, 10)
+    assert maps[0].max() == pytest.approx(1.0)
+    assert maps[1, 5, 41] == pytest.approx(np.exp(-1 / (2 * 1.5**2)), rel=1e-5)
+
+
+def test_colour_jitter_and_tensor() -> None:
+    image = Image.new("RGB", (32, 32), (100, 150, 200))
+    same = T.jitter_colour(image, T.NO_AUGMENT, np.random.default_rng(0))
+    assert np.array_equal(np.asarray(same), np.asarray(image))
+    changed = T.jitter_colour(image, T.Augment(), np.random.default_rng(1))
+    assert not np.array_equal(np.asarray(changed), np.asarray(image))
+    tensor = T.to_tensor(image)
+    assert tuple(tensor.shape) == (3, 32, 32) and str(tensor.dtype) == "torch.float32"
+    assert float(tensor[0, 0, 0]) == pytest.approx((100 / 255 - T.MEAN[0]) / T.STD[0], rel=1e-5)
