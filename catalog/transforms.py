@@ -158,12 +158,13 @@ def warp(
 def open_for_crop(
     path: str, box: Sequence[float], size: int
 ) -> tuple[Image.Image, np.ndarray]:
-    """Open an image, decoding a large JPEG at reduced scale where the crop allows.
+    """Open an image at the smallest scale that still gives the box ``size`` pixels.
 
-    Pillow's draft mode lets libjpeg decode at 1/2, 1/4 or 1/8 scale, which is much
-    faster than a full decode; the largest reduction that still gives the box at
-    least ``size`` pixels on its shorter side is used. Returns the RGB image and the
-    matrix from original pixel coordinates to the decoded image's.
+    A large JPEG is decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself (Pillow's
+    draft mode), much faster than a full decode; any other format, or what is still
+    twice too large, is shrunk by an integer factor with a box filter
+    (``Image.reduce``), which also keeps the later bilinear warp from aliasing.
+    Returns the RGB image and the matrix from original pixel coordinates to its own.
     """
     image = Image.open(path)
     x1, y1, x2, y2 = box
@@ -176,10 +177,16 @@ def open_for_crop(
         if k > 1:
             image.draft("RGB", (math.ceil(full[0] / k), math.ceil(full[1] / k)))
     image = image.convert("RGB")
-    sx, sy = image.size[0] / full[0], image.size[1] / full[1]
-    # Decoded pixel i covers original pixels [i/sx, (i+1)/sx): a scale in continuous
-    # coordinates, i.e. about -0.5 in pixel-index ones.
-    m = translate(-0.5, -0.5) @ scale(sx, sy) @ translate(0.5, 0.5)
+    # Both reductions are by whole factors: decoded pixel i covers original pixels
+    # [f*i, f*(i+1)) exactly (only the last, partial block differs), so the scale is
+    # 1/f, not the ratio of the rounded-up sizes.
+    factor = max(1, round(full[0] / image.size[0]))
+    left = int(side / factor // size)
+    if left >= 2:
+        image = image.reduce(left)
+        factor *= left
+    # A scale by 1/f in continuous coordinates is one about -0.5 in pixel-index ones.
+    m = translate(-0.5, -0.5) @ scale(1 / factor) @ translate(0.5, 0.5)
     return image, m
 
 

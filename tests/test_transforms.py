@@ -114,6 +114,22 @@ def test_draft_decoding_keeps_points_in_place(tmp_path: Path) -> None:
     assert small.size == (1600, 1600) and np.allclose(m_small, np.eye(3))
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_reduced_decoding_of_odd_sizes_keeps_points_in_place(tmp_path: Path, fmt: str) -> None:
+    # 1601 x 1403 does not divide by 4 or 8: the scale must be 1/f, not 401/1601.
+    points = np.array([[1500, 1300], [1100, 690], [950, 900], [840, 1050], [1080, 1060]], float)
+    path = tmp_path / f"odd.{fmt.lower()}"
+    dotted((1601, 1403), points, radius=12).save(path, format=fmt)
+    box = (300, 200, 1590, 1390)
+    image, m_decode = T.open_for_crop(str(path), box, 96)
+    assert image.size[0] < 500  # decoded or reduced well below full size
+    m = T.box_to_square(box, 96) @ T.invert(m_decode)
+    out = T.warp(image, m, 96)
+    full = T.apply(T.box_to_square(box, 96), points)
+    for k, colour in enumerate(COLOURS):
+        assert np.abs(centre_of(out, colour) - full[k]).max() < 0.6, (k, fmt)
+
+
 def test_heatmaps_peak_at_the_points() -> None:
     pts = T.input_to_heatmap(np.array([[127.5, 63.5], [0.0, 255.0]]), 256, 64)
     assert np.allclose(pts, [[31.5, 15.5], [-0.375, 63.375]])  # (x + 0.5) / 4 - 0.5
