@@ -26,7 +26,6 @@ are not fsynced, so a power cut may still lose the last files written.
 from __future__ import annotations
 
 import json
-import math
 import os
 import queue
 import shutil
@@ -39,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from catalog import snapshots
+from catalog import snapshots, transforms
 from catalog.db import connect
 from catalog.formats import ATTRIBUTES, BBOX_COLUMNS, LANDMARK_COLUMNS, LANDMARK_POINTS
 
@@ -434,28 +433,13 @@ def _crop_one(task: _Task, size: int) -> None:
     from PIL import Image
 
     assert task.box is not None
-    x1, y1, x2, y2 = task.box
     tmp = _temp_name(task.dst)
     try:
-        with Image.open(task.src) as im:
-            width, height = im.size
-            # Ask the JPEG decoder for the smallest DCT scale (1/2, 1/4, 1/8) at which the
-            # box still spans `size` pixels both ways: decoding at 1/2 already saves
-            # most of the time. draft() rounds the scale down, never below the request.
-            request = (
-                math.ceil(width * size / (x2 - x1)),
-                math.ceil(height * size / (y2 - y1)),
-            )
-            drafted = im.draft("RGB", request) if request[0] < width else None
-            # draft returns the full image's extent in the reduced frame; scale = 1 when
-            # the decoder cannot reduce (not a JPEG, or no reduction asked for).
-            scale = width / drafted[1][2] if drafted else 1.0
-            im.load()
-            rgb = im if im.mode == "RGB" else im.convert("RGB")  # L, CMYK, P, RGBA
-            box = (x1 / scale, y1 / scale, x2 / scale, y2 / scale)
-            # resize(box=...) samples the box in continuous coordinates (floats allowed),
-            # so the drafted frame needs no rounding of the box.
-            face = rgb.resize((size, size), Image.Resampling.BICUBIC, box=box)
+        # The same crop the Datasets make (catalog.transforms): reduced decoding where
+        # the box allows, then one resampling of the box onto size x size.
+        image, decoded = transforms.open_for_crop(task.src, task.box, size)
+        matrix = transforms.box_to_square(task.box, size) @ transforms.invert(decoded)
+        face = transforms.warp(image, matrix, size)
         fmt = Image.registered_extensions().get(Path(task.dst).suffix.lower(), "JPEG")
         options = {"quality": JPEG_QUALITY} if fmt == "JPEG" else {}
         face.save(tmp, format=fmt, **options)
@@ -555,7 +539,7 @@ def _labels_frame(rows: pd.DataFrame, crop: bool, size: int) -> pd.DataFrame:
         labels["width"] = (labels["width"] * sx).round(2)
         labels["height"] = (labels["height"] * sy).round(2)
         # Landmarks are pixel indices: map the pixel's centre (+0.5), then back to an
-        # index (-0.5), the convention under which resize(box=...) moves pixels.
+        # index (-0.5): transforms.box_to_square, written out per column for speed.
         for point in LANDMARK_POINTS:
             x, y = f"{point}_x", f"{point}_y"
             labels[x] = ((labels[x] + 0.5 - fx1) * sx - 0.5).round(2)
