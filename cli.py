@@ -612,6 +612,74 @@ def export(
     )
 
 
+cache_app = typer.Typer(
+    help="Crop caches: a snapshot's face crops decoded once into a memory-mapped array."
+    "\n\nExample: celebcat cache build base-v1 --size 256",
+    no_args_is_help=True,
+)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("build")
+def cache_build(
+    snapshot: Annotated[str, typer.Argument(help="Snapshot to cache.")],
+    size: Annotated[int, typer.Option(help="Crop side in pixels (the model input).")] = 256,
+    source: Annotated[str, typer.Option(help="Crop source: bbox (face box).")] = "bbox",
+    workers: Annotated[int | None, typer.Option(help="Decoding threads.")] = None,
+    db: DbOption = None,
+) -> None:
+    """Decode and crop every image of a snapshot once; Datasets then read the crops.
+
+    The cache is keyed by the snapshot's hash and the crop settings, so a changed
+    snapshot never reads stale crops. Building it again does nothing.
+
+    Example: celebcat cache build base-v1 --size 256
+    """
+    from catalog.cache import build_cache
+
+    with _progress() as (task, _):
+        info = build_cache(
+            snapshot, db, size=size, source=source, workers=workers, progress=task("crops", 0)
+        )
+    what = f"built in {info.seconds:.1f} s" if info.built else "already built"
+    _console().print(
+        f"{info.n_images} crops of {info.size} px for {snapshot}: {what} ({info.path})"
+    )
+
+
+@cache_app.command("list")
+def cache_list(as_csv: CsvOption = False, as_json: JsonOption = False, db: DbOption = None):
+    """List the crop caches of the catalog.
+
+    Example: celebcat cache list
+    """
+    from catalog.cache import list_caches
+
+    rows = [
+        (c.snapshot, c.hash[:12], c.source, c.size, c.n_images,
+         round(c.path.stat().st_size / 2**20, 1) if c.path.exists() else None, str(c.path))
+        for c in list_caches(db)
+    ]
+    _print_rows(["snapshot", "hash", "source", "size", "images", "MiB", "path"], rows,
+                as_csv=as_csv, as_json=as_json)
+
+
+@cache_app.command("drop")
+def cache_drop(
+    snapshot: str,
+    size: Annotated[int | None, typer.Option(help="Only caches of this size.")] = None,
+    db: DbOption = None,
+) -> None:
+    """Delete a snapshot's crop caches (files and index).
+
+    Example: celebcat cache drop base-v1 --size 256
+    """
+    from catalog.cache import drop_cache
+
+    dropped = drop_cache(snapshot, db, size=size)
+    _console().print(f"dropped {len(dropped)} cache(s) of {snapshot}")
+
+
 snapshot_app = typer.Typer(
     help="Frozen selections: what a model was trained on.\n\nExample: celebcat snapshot list",
     no_args_is_help=True,
@@ -712,11 +780,19 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from catalog.db import CatalogNotFoundError
     from catalog.ingest import IngestError
 
-    # ValueError covers InfeasibleSelection and SnapshotError.
+    # ValueError covers InfeasibleSelection, SnapshotError and QuotaError.
     known: list[type[BaseException]] = [
         UserError, AnnotationError, IngestError, CatalogNotFoundError, LookupError,
         FileNotFoundError, ValueError,
     ]
+    if "catalog.cache" in sys.modules:
+        from catalog.cache import CacheError
+
+        known.append(CacheError)
+    if "catalog.export" in sys.modules:
+        from catalog.export import ExportError
+
+        known.append(ExportError)
     if "duckdb" in sys.modules:
         import duckdb
 

@@ -3,8 +3,8 @@
 A snapshot copies the current selection, its split and face boxes, the identity ->
 label mapping and the parameters into the catalog. It never changes afterwards:
 changing parameters or re-ingesting changes the views, not the snapshots. Its
-``hash`` (sha256 over the ordered ``image_id:split`` lines) names exactly what a
-model saw; runs record it.
+``hash`` (sha256 over the ordered ``image_id:identity:split:x_1,y_1,x_2,y_2``
+lines) names exactly what a model saw; runs record it.
 
 This module owns the ``snapshots``, ``snapshot_images`` and ``snapshot_labels`` tables.
 """
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 SNAPSHOT_DDL = """
 CREATE TABLE IF NOT EXISTS snapshots (
     name         VARCHAR PRIMARY KEY,
-    hash         VARCHAR NOT NULL,     -- sha256 of the ordered 'image_id:split' lines
+    hash         VARCHAR NOT NULL,     -- sha256 of the ordered 'image_id:identity:split:box' lines
     created_at   TIMESTAMP NOT NULL,   -- UTC
     params       JSON NOT NULL,        -- the selection parameters in force
     quotas       JSON NOT NULL,
@@ -132,8 +132,9 @@ def create(name: str, db: str | os.PathLike[str] | None = None) -> Snapshot:
         )
         n_images, n_ids, digest = con.execute(
             "SELECT count(*), count(DISTINCT identity), "
-            "sha256(coalesce(string_agg(image_id || ':' || coalesce(split, ''), chr(10) "
-            "ORDER BY image_id), '')) FROM snapshot_images WHERE snapshot = ?",
+            "sha256(coalesce(string_agg(concat_ws(':', image_id, identity, coalesce(split, ''), "
+            "concat_ws(',', x_1, y_1, x_2, y_2)), chr(10) ORDER BY image_id), '')) "
+            "FROM snapshot_images WHERE snapshot = ?",
             [name],
         ).fetchone()
         if n_images == 0:

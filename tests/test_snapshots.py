@@ -44,7 +44,12 @@ def test_snapshot_freezes_selection_split_and_labels(db: Path) -> None:
                        "LEFT JOIN recognition_split r USING (image_id) ORDER BY 1")
     assert frozen == current
     assert snap.n_images == len(frozen) == 200 and snap.n_identities == 10
-    lines = "\n".join(f"{i}:{s or ''}" for i, _, s in frozen)
+    boxes = {r[0]: r[1:] for r in query(db, "SELECT image_id, x_1, y_1, x_2, y_2 "
+                                            "FROM snapshot_images")}
+    lines = "\n".join(
+        f"{i}:{k}:{s or ''}:" + ",".join(str(v) for v in boxes[i] if v is not None)
+        for i, k, s in frozen
+    )
     assert snap.hash == hashlib.sha256(lines.encode()).hexdigest()
     # labels: contiguous 0..C-1 over the closed-set identities, none for held-out ones
     labels = query(db, "SELECT identity, label FROM snapshot_labels WHERE snapshot = 'base' "

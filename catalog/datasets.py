@@ -1,0 +1,410 @@
+"""torch Datasets over a snapshot: face-box crops for landmarks and for recognition.
+
+Each Dataset reads its snapshot's rows once, in ``__init__`` (one read-only
+connection, or the caller's open one, closed or left alone before ``__init__``
+returns), and keeps them as numpy arrays: no connection travels to DataLoader
+workers, and fixed-width numpy string arrays instead of lists of Python strings keep
+forked workers from copying the rows page by page as they touch refcounts
+(pytorch/pytorch#13246).
+
+``__getitem__`` loads one image and warps it once. The geometry is one 3x3 matrix
+per sample (see :mod:`catalog.transforms`): the face box onto the output square,
+then the random augmentation, applied to the pixels and the landmarks alike. Pixels
+come from the snapshot's crop cache when one of the Dataset's size and source exists
+(``celebcat cache``, :mod:`catalog.cache`), else from the in-the-wild image, decoded
+at reduced scale where the crop allows (:func:`catalog.transforms.open_for_crop`).
+Without augmentation the two give the same tensors. With it they differ slightly
+(the cached crop is resampled a second time), and where a rotation, zoom-out or
+shift reaches past the face box a cached crop shows black, a decoded one the image
+around the box.
+
+Random augmentation is reproducible: sample ``index`` of epoch ``e`` draws from
+``numpy.random.default_rng([seed, e, index])``, whichever worker loads it and in
+whatever order, so ``num_workers`` never changes a batch, while ``set_epoch(e)``
+gives every epoch new draws. ``set_epoch`` acts on the Dataset object, so call it
+before each epoch's DataLoader iterator is created, with ``persistent_workers=False``
+(persistent workers keep the copy they were started with).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+from catalog import cache as crop_cache
+from catalog import snapshots
+from catalog import transforms as T
+from catalog.db import connect
+from catalog.formats import LANDMARK_COLUMNS
+
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = ["DatasetError", "FaceDataset", "LandmarkDataset", "PKSampler"]
+
+SOURCES: tuple[str, ...] = ("bbox", "aligned")
+#: The split name for every image of the snapshot (and ``unused``: selected images in
+#: no split, as ``celebcat snapshot show`` calls them).
+ALL, UNUSED = "all", "unused"
+_SPLIT_ORDER = {s: i for i, s in enumerate(("train", "val", "test", "query", "distractor"))}
+
+
+class DatasetError(ValueError):
+    """The snapshot cannot feed this Dataset (no face boxes, no landmarks, no images)."""
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """One snapshot split, read once; plain numpy arrays, cheap to pickle."""
+
+    image_ids: np.ndarray  # (N,) str
+    labels: np.ndarray  # (N,) int64, -1 where the image has no label
+    boxes: np.ndarray  # (N, 4) float64 face boxes, exclusive x_2 / y_2, in-the-wild pixels
+    paths: np.ndarray  # (N,) str, absolute image paths ('' when the catalog has none)
+    landmarks: np.ndarray | None  # (N, 5, 2) float64 in-the-wild pixels
+    num_classes: int
+
+
+def _read_rows(
+    con: duckdb.DuckDBPyConnection, snapshot: str, split: str, landmarks: bool, boxes: bool
+) -> _Rows:
+    # Every ingest creates these tables, empty where a file or the images were missing.
+    marks = ", ".join(f"l.{c}" for c in LANDMARK_COLUMNS) if landmarks else "NULL"
+    rows = con.execute(
+        f"SELECT s.image_id, coalesce(s.split, '{UNUSED}'), coalesce(s.label, -1), "
+        f"s.x_1, s.y_1, s.x_2, s.y_2, i.path, i.error, {marks} "
+        "FROM snapshot_images AS s LEFT JOIN images AS i USING (image_id) "
+        f"{'LEFT JOIN landmarks AS l USING (image_id) ' if landmarks else ''}"
+        "WHERE s.snapshot = ? ORDER BY s.image_id",
+        [snapshot],
+    ).fetchall()
+    counts: dict[str, int] = {}
+    for r in sorted(rows, key=lambda r: _SPLIT_ORDER.get(r[1], len(_SPLIT_ORDER))):
+        counts[r[1]] = counts.get(r[1], 0) + 1
+    if split != ALL and split not in counts:
+        available = ", ".join(f"{s} ({n})" for s, n in counts.items())
+        raise ValueError(
+            f"Snapshot {snapshot!r} has no split {split!r}. Available: {available}, "
+            f"{ALL} ({len(rows)})."
+        )
+    rows = [r for r in rows if split in (ALL, r[1])]
+
+    def refuse(what: str, bad: list[str], fix: str) -> None:
+        if bad:
+            raise DatasetError(
+                f"{len(bad)} of the {len(rows)} images of snapshot {snapshot!r} "
+                f"(split {split}) {what} (first: {', '.join(bad[:3])}). {fix}"
+            )
+
+    if boxes:
+        refuse(
+            "have no face box", [r[0] for r in rows if None in r[3:7]],
+            "The catalog was ingested without images when the snapshot was made: ingest "
+            "the data folder with its images (`celebcat ingest DIR`) and create a new snapshot.",
+        )  # fmt: skip
+    if landmarks:
+        refuse(
+            "have no in-the-wild landmarks", [r[0] for r in rows if None in r[9:]],
+            "Ingest the data folder with a list_landmarks_celeba file that covers them.",
+        )  # fmt: skip
+    info = dict(con.execute("SELECT key, value FROM catalog_info").fetchall())
+    root = info.get("image_root") or ""
+    paths = [os.path.join(root, r[7]) if root and r[7] and not r[8] else "" for r in rows]
+    num_classes = con.execute(
+        "SELECT count(*) FROM snapshot_labels WHERE snapshot = ?", [snapshot]
+    ).fetchone()[0]
+    return _Rows(
+        image_ids=np.array([r[0] for r in rows], dtype=str),
+        labels=np.array([r[2] for r in rows], dtype=np.int64),
+        boxes=np.array([r[3:7] for r in rows], dtype=np.float64).reshape(-1, 4),
+        paths=np.array(paths, dtype=str),
+        landmarks=(
+            np.array([r[9:] for r in rows], dtype=np.float64).reshape(-1, 5, 2)
+            if landmarks else None
+        ),
+        num_classes=int(num_classes),
+    )  # fmt: skip
+
+
+class _CropDataset(Dataset):
+    """Rows of one snapshot split and the pixel path shared by the Datasets below."""
+
+    def __init__(
+        self,
+        catalog: str | os.PathLike[str] | duckdb.DuckDBPyConnection | None,
+        snapshot: str,
+        split: str,
+        size: int,
+        source: str,
+        augment: T.Augment | None,
+        seed: int,
+        landmarks: bool,
+    ) -> None:
+        if source not in SOURCES:
+            raise ValueError(f"source {source!r}: use one of {', '.join(SOURCES)}")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        own = catalog is None or isinstance(catalog, str | os.PathLike)
+        con = connect(catalog, read_only=True) if own else catalog  # type: ignore[arg-type]
+        try:
+            snap_hash = snapshots.get(con, snapshot).hash  # unknown: SnapshotError
+            # Aligned crops need no face box (their matrices come with the cache); look
+            # for the cache first so that the error says what is really missing.
+            cache = crop_cache.find_cache(con, snap_hash, size, source, snapshot=snapshot)
+            if source == "aligned" and cache is None:
+                raise FileNotFoundError(
+                    f"No aligned crops for snapshot {snapshot!r} (hash {snap_hash[:12]}) at "
+                    f"size {size}: run the alignment step (`celebcat align {snapshot} ...`) "
+                    "first; use source='bbox' meanwhile."
+                )
+            self._rows = _read_rows(con, snapshot, split, landmarks, boxes=source == "bbox")
+        finally:
+            if own:
+                con.close()
+        if cache is None:
+            unreadable = [
+                i for i, p in zip(self._rows.image_ids, self._rows.paths, strict=True) if not p
+            ]
+            if unreadable:
+                raise DatasetError(
+                    f"{len(unreadable)} images of snapshot {snapshot!r} are not in the "
+                    f"catalog's image index or could not be read at ingest (first: "
+                    f"{', '.join(unreadable[:3])}); see `celebcat check`, and ingest the "
+                    "data folder with its images."
+                )
+        self.snapshot, self.snapshot_hash, self.split = snapshot, snap_hash, split
+        self.size, self.source, self.augment, self.seed = size, source, augment, seed
+        self.epoch = 0
+        # The handle only: CropCache maps its file on first use, i.e. in each worker.
+        self.cache: crop_cache.CropCache | None = cache
+
+    def __len__(self) -> int:
+        return len(self._rows.image_ids)
+
+    @property
+    def image_ids(self) -> np.ndarray:
+        """(N,) str: the images, in the Dataset's order (by image_id)."""
+        return self._rows.image_ids
+
+    @property
+    def boxes(self) -> np.ndarray:
+        """(N, 4) float64: face boxes ``x_1, y_1, x_2, y_2`` (exclusive ends), in-the-wild
+        pixels; NaN for aligned crops read from a cache without boxes."""
+        return self._rows.boxes
+
+    def set_epoch(self, epoch: int) -> None:
+        """New augmentation draws for epoch ``epoch`` (reproducible; see the module doc)."""
+        self.epoch = int(epoch)
+
+    def _crop(self, index: int) -> tuple[Image.Image, np.ndarray, bool]:
+        """The output image, the matrix in-the-wild pixels -> output pixels, flipped?"""
+        rows, s = self._rows, self.size
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        aug, flipped = np.eye(3), False
+        if self.augment is not None:
+            aug, flipped = T.augment_matrix(s, self.augment, rng)
+        if self.cache is not None:
+            crop, to_source = self.cache.crop(str(rows.image_ids[index]))
+            source = Image.fromarray(crop)
+            n = crop.shape[0]
+            # bbox: the cached crop is this box at the cache's size; aligned: the cached
+            # crop is the output frame itself, at the cache's size.
+            base = (
+                T.box_to_square(rows.boxes[index], s) if self.source == "bbox"
+                else T.box_to_square((0, 0, n, n), s) @ to_source
+            )  # fmt: skip
+        else:
+            source, to_source = T.open_for_crop(str(rows.paths[index]), rows.boxes[index], s)
+            base = T.box_to_square(rows.boxes[index], s)
+        matrix = aug @ base
+        on_source = matrix @ T.invert(to_source)
+        if source.size == (s, s) and np.allclose(on_source, np.eye(3), atol=1e-9):
+            image = source  # the cached crop as it is: no resampling
+        else:
+            image = T.warp(source, on_source, s)
+        if self.augment is not None:
+            image = T.jitter_colour(image, self.augment, rng)
+        return image, matrix, flipped
+
+
+class LandmarkDataset(_CropDataset):
+    """Face-box crops with five landmarks and their heatmaps (stacked-hourglass targets).
+
+    ``catalog`` is a catalog path (None: the default catalog) or an open DuckDB
+    connection, which is used and left open. ``split`` is one of the snapshot's splits
+    (train, val, test, query, distractor, unused) or ``"all"``.
+
+    Each sample is a dict:
+
+    - ``image``: float32 (3, S, S), S = ``input_size``, normalised RGB
+      (:func:`catalog.transforms.to_tensor`): the snapshot's face box stretched onto
+      the square (:func:`catalog.transforms.box_to_square`), then the random
+      augmentation, resampled once; colour jitter after.
+    - ``landmarks``: float32 (5, 2), (x, y) in input pixels (pixel-index coordinates),
+      CelebA's order lefteye, righteye, nose, leftmouth, rightmouth, "left" being the
+      viewer's left in the *output* (reordered after a flip). Points may fall outside
+      the crop after augmentation.
+    - ``heatmaps``: float32 (5, H, H), H = ``heatmap_size``: a Gaussian of peak 1 and
+      standard deviation ``sigma`` heatmap pixels at each landmark (heatmap pixels,
+      edges of the input onto edges of the map); zero where a point left the map.
+    - ``affine``: float32 (2, 3), input pixels -> in-the-wild pixels of the original
+      image (the inverse of the sample's matrix), so predictions map back:
+      ``transforms.apply(affine, landmarks)`` gives the catalog's landmarks (in
+      flipped order when the sample was flipped).
+    - ``image_id``: str.
+
+    ``sigma=1.5`` heatmap pixels (6 input pixels at 256 -> 64), the upper end of what
+    HRNet's face-alignment configs use at this size (1.0 for 300W, 1.5 for WFLW;
+    github.com/HRNet/HRNet-Facial-Landmark-Detection, experiments/). The wider peak
+    (about 3x3 pixels above half height) gives sub-pixel decoding around the argmax
+    more to fit, against the reference's argmax-only 4-pixel steps; it stays narrow
+    beside the gaps between the five points (the closest pair is 6.5-11 heatmap pixels
+    apart on the synthetic crops, more on real faces).
+    """
+
+    def __init__(
+        self,
+        catalog: str | os.PathLike[str] | duckdb.DuckDBPyConnection | None,
+        snapshot: str,
+        split: str,
+        input_size: int = 256,
+        heatmap_size: int = 64,
+        sigma: float = 1.5,
+        augment: T.Augment | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(catalog, snapshot, split, input_size, "bbox", augment, seed, True)
+        self.input_size, self.heatmap_size, self.sigma = input_size, heatmap_size, sigma
+
+    @property
+    def landmarks(self) -> np.ndarray:
+        """(N, 5, 2) float64: the catalog's landmarks, in-the-wild pixels."""
+        assert self._rows.landmarks is not None
+        return self._rows.landmarks
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, matrix, flipped = self._crop(index)
+        points = T.apply(matrix, self.landmarks[index])
+        if flipped:
+            points = T.flip_landmarks(points)
+        heat = T.input_to_heatmap(points, self.input_size, self.heatmap_size)
+        return {
+            "image": T.to_tensor(image),
+            "landmarks": torch.from_numpy(points.astype(np.float32)),
+            "heatmaps": torch.from_numpy(T.gaussian_heatmaps(heat, self.heatmap_size, self.sigma)),
+            "affine": torch.from_numpy(T.invert(matrix)[:2].astype(np.float32)),
+            "image_id": str(self._rows.image_ids[index]),
+        }
+
+
+class FaceDataset(_CropDataset):
+    """Face crops and identity labels for recognition.
+
+    ``catalog`` is a catalog path (None: the default catalog) or an open DuckDB
+    connection, which is used and left open. ``split`` is one of the snapshot's splits
+    (train, val, test, query, distractor, unused) or ``"all"``.
+
+    ``source="bbox"`` crops the snapshot's face box, stretched onto the square;
+    ``source="aligned"`` reads the aligned crops of the alignment step (a crop cache
+    with source 'aligned' for this snapshot and size) and raises FileNotFoundError,
+    saying what to run, until they exist.
+
+    Each sample is a dict:
+
+    - ``image``: float32 (3, size, size), normalised RGB
+      (:func:`catalog.transforms.to_tensor`), the crop with the random augmentation
+      applied in the same single resampling, colour jitter after.
+    - ``label``: int64 scalar tensor, the snapshot's contiguous label 0..C-1
+      (``num_classes`` = C, over the train/val/test identities); **-1** for images
+      without one: the held-out ``query`` and ``distractor`` splits (and ``unused``).
+    - ``image_id``: str.
+    """
+
+    def __init__(
+        self,
+        catalog: str | os.PathLike[str] | duckdb.DuckDBPyConnection | None,
+        snapshot: str,
+        split: str,
+        source: str = "bbox",
+        size: int = 112,
+        augment: T.Augment | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(catalog, snapshot, split, size, source, augment, seed, False)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(N,) int64: each image's label, -1 where it has none (what PKSampler takes)."""
+        return self._rows.labels
+
+    @property
+    def num_classes(self) -> int:
+        """C: the identities of the snapshot's train/val/test splits."""
+        return self._rows.num_classes
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, _, _ = self._crop(index)
+        return {
+            "image": T.to_tensor(image),
+            "label": torch.tensor(int(self._rows.labels[index]), dtype=torch.int64),
+            "image_id": str(self._rows.image_ids[index]),
+        }
+
+
+class PKSampler(Sampler[list[int]]):
+    """Batches of P identities x K images, for batch-hard triplet mining.
+
+    An epoch visits every identity (label >= 0; -1 is ignored) once, in an order
+    shuffled from ``(seed, epoch)``, P identities per batch, so a batch never holds
+    an identity twice. Each identity gives K of its indices, drawn without
+    replacement; an identity with fewer than K images gives all of them plus random
+    repeats (drawn with replacement) to make up K. ``drop_last`` drops the final batch
+    when fewer than P identities are left for it. ``len()`` is the number of batches.
+
+    Use as ``DataLoader(ds, batch_sampler=PKSampler(ds.labels, p, k))``; call
+    ``set_epoch(e)`` before each epoch for a new, reproducible order.
+    """
+
+    def __init__(
+        self, labels: Sequence[int], p: int, k: int, seed: int = 0, drop_last: bool = True
+    ) -> None:
+        labels = np.asarray(labels, dtype=np.int64)
+        if p < 1 or k < 1:
+            raise ValueError(f"p and k must be >= 1, got p={p}, k={k}")
+        ids, inverse = np.unique(labels, return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        groups = np.split(order, np.cumsum(np.bincount(inverse))[:-1])
+        self.groups = [g for i, g in zip(ids, groups, strict=True) if i >= 0]
+        if len(self.groups) < p:
+            raise ValueError(f"p = {p} identities per batch, but only {len(self.groups)} exist")
+        self.p, self.k, self.seed, self.drop_last = p, k, seed, drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        n = len(self.groups)
+        return n // self.p if self.drop_last else math.ceil(n / self.p)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.groups))
+        for start in range(0, len(self) * self.p, self.p):
+            batch = []
+            for g in order[start : start + self.p]:
+                idx = self.groups[g]
+                if len(idx) >= self.k:
+                    picked = rng.choice(idx, self.k, replace=False)
+                else:
+                    picked = np.concatenate([idx, rng.choice(idx, self.k - len(idx))])
+                batch.extend(int(i) for i in picked)
+            yield batch
