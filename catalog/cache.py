@@ -455,7 +455,7 @@ def render_crop(src: str | os.PathLike[str], box: tuple[int, int, int, int], siz
     from catalog.transforms import box_to_square, invert, open_for_crop, warp
 
     image, m_decode = open_for_crop(str(src), box, size)
-    return np.asarray(warp(image, box_to_square(box, size) @ invert(m_decode), size))
+    return warp(image, box_to_square(box, size) @ invert(m_decode), size)
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:

@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from catalog import cache as crop_cache
@@ -204,17 +203,17 @@ class _CropDataset(Dataset):
         """New augmentation draws for epoch ``epoch`` (reproducible; see the module doc)."""
         self.epoch = int(epoch)
 
-    def _crop(self, index: int) -> tuple[Image.Image, np.ndarray, bool]:
-        """The output image, the matrix in-the-wild pixels -> output pixels, flipped?"""
+    def _crop(self, index: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """The output image (uint8, or float in [0, 1] after colour jitter), the matrix
+        in-the-wild pixels -> output pixels, and whether it flipped."""
         rows, s = self._rows, self.size
         rng = np.random.default_rng([self.seed, self.epoch, index])
         aug, flipped = np.eye(3), False
         if self.augment is not None:
             aug, flipped = T.augment_matrix(s, self.augment, rng)
         if self.cache is not None:
-            crop, to_source = self.cache.crop(str(rows.image_ids[index]))
-            source = Image.fromarray(crop)
-            n = crop.shape[0]
+            source, to_source = self.cache.crop(str(rows.image_ids[index]))
+            n = source.shape[0]
             # bbox: the cached crop is this box at the cache's size; aligned: the cached
             # crop is the output frame itself, at the cache's size.
             base = (
@@ -226,8 +225,8 @@ class _CropDataset(Dataset):
             base = T.box_to_square(rows.boxes[index], s)
         matrix = aug @ base
         on_source = matrix @ T.invert(to_source)
-        if source.size == (s, s) and np.allclose(on_source, np.eye(3), atol=1e-9):
-            image = source  # the cached crop as it is: no resampling
+        if np.shape(source)[:2] == (s, s) and np.allclose(on_source, np.eye(3), atol=1e-9):
+            image = np.asarray(source)  # the cached crop as it is: no resampling
         else:
             image = T.warp(source, on_source, s)
         if self.augment is not None:

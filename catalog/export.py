@@ -439,7 +439,7 @@ def _crop_one(task: _Task, size: int) -> None:
         # the box allows, then one resampling of the box onto size x size.
         image, decoded = transforms.open_for_crop(task.src, task.box, size)
         matrix = transforms.box_to_square(task.box, size) @ transforms.invert(decoded)
-        face = transforms.warp(image, matrix, size)
+        face = Image.fromarray(transforms.warp(image, matrix, size))
         fmt = Image.registered_extensions().get(Path(task.dst).suffix.lower(), "JPEG")
         options = {"quality": JPEG_QUALITY} if fmt == "JPEG" else {}
         face.save(tmp, format=fmt, **options)

@@ -12,8 +12,9 @@ and to the landmarks alike, so the points stay exactly on the features. The inve
 (output -> original) travels with every sample, so predictions map back to the
 in-the-wild image.
 
-PIL resamples in *continuous* coordinates (pixel centres at +0.5);
-:func:`pil_affine` converts.
+Pixels are resampled by OpenCV, which shares the pixel-index convention; PIL
+(continuous coordinates, centres at +0.5) is only used to decode, and
+:func:`pil_affine` converts for anyone who wants PIL's own transform.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageEnhance
+from PIL import Image
 
 #: After a horizontal flip the subject's left eye is on the viewer's right: landmark
 #: k of the flipped image is landmark FLIP_ORDER[k] of the original
@@ -123,16 +124,43 @@ def flip_landmarks(points: np.ndarray) -> np.ndarray:
     return np.asarray(points)[list(FLIP_ORDER)]
 
 
-def jitter_colour(image: Image.Image, aug: Augment, rng: np.random.Generator) -> Image.Image:
-    """Brightness, contrast and saturation, each by a random factor near 1."""
-    for amount, enhancer in (
-        (aug.brightness, ImageEnhance.Brightness),
-        (aug.contrast, ImageEnhance.Contrast),
-        (aug.saturation, ImageEnhance.Color),
-    ):
-        if amount:
-            image = enhancer(image).enhance(1.0 + rng.uniform(-amount, amount))
-    return image
+def jitter_colour(image: Image.Image | np.ndarray, aug: Augment, rng: np.random.Generator
+                  ) -> np.ndarray:  # fmt: skip
+    """Brightness, contrast and saturation, each by a random factor near 1.
+
+    The same blends as PIL's ImageEnhance (towards black, towards the mean grey,
+    towards the pixel's grey), on a float32 (H, W, 3) array in [0, 1], which is what
+    it returns. All three are linear in colour, so they are multiplied into one 3x4
+    colour matrix and applied in a single pass (cv2.transform), then clipped once.
+    """
+    import cv2
+
+    x = as_float(image)
+    a, b = np.eye(3), np.zeros(3)
+    if aug.brightness:
+        a *= 1.0 + rng.uniform(-aug.brightness, aug.brightness)
+    if aug.contrast:
+        c = 1.0 + rng.uniform(-aug.contrast, aug.contrast)
+        # cv2.mean: numpy's mean over the pixel axis of an (H*W, 3) array is 20x slower
+        grey_mean = float(_GREY @ (a @ np.asarray(cv2.mean(x)[:3]) + b))
+        a, b = c * a, c * b + (1.0 - c) * grey_mean
+    if aug.saturation:
+        s = 1.0 + rng.uniform(-aug.saturation, aug.saturation)
+        towards_grey = s * np.eye(3) + (1.0 - s) * np.outer(np.ones(3), _GREY)
+        a, b = towards_grey @ a, towards_grey @ b
+    x = cv2.transform(x, np.hstack([a, b[:, None]]).astype(np.float32))
+    return np.clip(x, 0.0, 1.0, out=x)
+
+
+_GREY = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601 luma, as PIL's "L"
+
+
+def as_float(image: Image.Image | np.ndarray) -> np.ndarray:
+    """float32 (H, W, 3) in [0, 1] from a uint8 image; float arrays pass through."""
+    array = np.asarray(image)
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) * np.float32(1 / 255)
+    return array.astype(np.float32, copy=False)
 
 
 # --- pixels ---------------------------------------------------------------------------
@@ -148,11 +176,20 @@ def pil_affine(matrix: np.ndarray) -> tuple[float, ...]:
     return tuple(float(v) for v in inv[:2].reshape(-1))
 
 
-def warp(
-    image: Image.Image, matrix: np.ndarray, size: int, resample: int = Image.BILINEAR
-) -> Image.Image:
-    """The ``size`` x ``size`` output of ``matrix`` (source -> output); outside is black."""
-    return image.transform((size, size), Image.AFFINE, pil_affine(matrix), resample=resample)
+def warp(image: Image.Image | np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """The uint8 (size, size, 3) output of ``matrix`` (source -> output); outside is black.
+
+    Bilinear, with OpenCV: its warpAffine measured 0.14 ms against PIL's 1.1 ms for
+    a 256 px output here, which decides a data loader's speed. OpenCV takes pixel
+    centres at integer coordinates, our convention, so the matrix goes in as it is.
+    """
+    import cv2
+
+    source = np.asarray(image)
+    return cv2.warpAffine(
+        source, np.asarray(matrix, dtype=np.float64)[:2], (size, size),
+        flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+    )
 
 
 def open_for_crop(
@@ -190,13 +227,24 @@ def open_for_crop(
     return image, m
 
 
-def to_tensor(image: Image.Image, mean: Sequence[float] = MEAN, std: Sequence[float] = STD):
-    """(3, H, W) float32 tensor, normalised per channel (torch imported here only)."""
+def to_tensor(
+    image: Image.Image | np.ndarray,
+    mean: Sequence[float] = MEAN,
+    std: Sequence[float] = STD,
+):  # noqa: ANN201 - torch is imported lazily
+    """(3, H, W) float32 tensor, normalised per channel (torch imported here only).
+
+    ``image`` is uint8 (H, W, 3) or float32 in [0, 1] (what jitter_colour returns).
+    """
+    import cv2
     import torch
 
-    array = np.asarray(image, dtype=np.float32) / 255.0
-    array = (array - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+    # (x - mean) / std per channel as one colour matrix: numpy broadcasting over a
+    # last axis of 3 runs 30x slower than cv2.transform's single pass.
+    inv_std = 1 / np.asarray(std, np.float64)
+    matrix = np.hstack([np.diag(inv_std), (-np.asarray(mean) * inv_std)[:, None]])
+    x = cv2.transform(as_float(image), matrix.astype(np.float32))
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
 
 def gaussian_heatmaps(points: np.ndarray, size: int, sigma: float) -> np.ndarray:

@@ -143,9 +143,22 @@ def test_heatmaps_peak_at_the_points() -> None:
 def test_colour_jitter_and_tensor() -> None:
     image = Image.new("RGB", (32, 32), (100, 150, 200))
     same = T.jitter_colour(image, T.NO_AUGMENT, np.random.default_rng(0))
-    assert np.array_equal(np.asarray(same), np.asarray(image))
+    assert np.allclose(same * 255, np.asarray(image), atol=1e-3)
     changed = T.jitter_colour(image, T.Augment(), np.random.default_rng(1))
-    assert not np.array_equal(np.asarray(changed), np.asarray(image))
+    assert not np.allclose(changed * 255, np.asarray(image), atol=1)
+    # the same blends as PIL's ImageEnhance
+    from PIL import ImageEnhance
+
+    photo = Image.fromarray(np.random.default_rng(2).integers(0, 256, (16, 16, 3), np.uint8))
+    only = {"brightness": 0, "contrast": 0, "saturation": 0}
+    for name, enhancer in (("brightness", ImageEnhance.Brightness),
+                           ("contrast", ImageEnhance.Contrast),
+                           ("saturation", ImageEnhance.Color)):
+        aug = T.Augment(**{**only, name: 0.3})
+        ours = T.jitter_colour(photo, aug, np.random.default_rng(5)) * 255
+        factor = 1 + np.random.default_rng(5).uniform(-0.3, 0.3)
+        theirs = np.asarray(enhancer(photo).enhance(factor), dtype=np.float32)
+        assert np.abs(ours - theirs).mean() < 1.5, name
     tensor = T.to_tensor(image)
     assert tuple(tensor.shape) == (3, 32, 32) and str(tensor.dtype) == "torch.float32"
     assert float(tensor[0, 0, 0]) == pytest.approx((100 / 255 - T.MEAN[0]) / T.STD[0], rel=1e-5)
