@@ -49,20 +49,17 @@ process, not a power cut.
 from __future__ import annotations
 
 import os
-import queue
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from catalog import snapshots
+from catalog import files, snapshots
 from catalog.db import connect, resolve_db
 
 if TYPE_CHECKING:
@@ -102,7 +99,6 @@ CREATE TABLE IF NOT EXISTS crop_cache_rows (
 
 _MATRIX_COLUMNS = ("m00", "m01", "m02", "m10", "m11", "m12")
 _BOX_COLUMNS = ("x_1", "y_1", "x_2", "y_2")
-_PART_SUFFIX = ".part"
 
 
 class CacheError(RuntimeError):
@@ -414,14 +410,15 @@ def build_cache(
     final = folder / f"{snapshot}-{snap.hash[:12]}-{source}-{size}.npy"
 
     folder.mkdir(parents=True, exist_ok=True)
-    with _locked(folder):
+    busy = partial(CacheError, f"Another cache build is writing into {folder}; wait for it.")
+    with files.locked(folder, busy):
         if stale:
             # Forget the old index (and its file) first: the file about to be renamed
             # into place may have the old one's name, and its rows would describe
             # other boxes. A failed build then leaves no cache, never a wrong one.
             _forget(db_path, snap.hash, source, size)
-        _remove_temporaries(folder)  # of killed builds; safe under the lock
-        tmp = folder / f".{final.name}.{uuid.uuid4().hex[:12]}{_PART_SUFFIX}"
+        files.remove_temporaries(folder)  # of killed builds; safe under the lock
+        tmp = Path(files.temp_name(final))
         try:
             array = np.lib.format.open_memmap(
                 tmp, mode="w+", dtype=np.uint8, shape=(len(tasks), size, size, 3)
@@ -588,54 +585,26 @@ def _run(
 ) -> None:
     """Crop every task into ``array[task.row]`` with ``workers`` threads.
 
-    Threads take tasks from a shared queue and report each finished one on another,
-    so ``progress`` runs here, in the calling thread. On any error (an image, the
-    progress callback, Ctrl-C) the threads stop taking tasks and finish the one they
-    hold; the caller then discards the file.
+    On any error (an image, the progress callback, Ctrl-C) the threads stop taking
+    tasks; the caller then discards the file.
     """
     total = len(tasks)
     if progress is not None:
         progress(0, total)
-    if not tasks:
-        return
-    pending: queue.SimpleQueue[_Task] = queue.SimpleQueue()
-    for task in tasks:
-        pending.put(task)
-    finished: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
-    stop = threading.Event()
+    count = [0]
 
-    def drain() -> None:
-        while not stop.is_set():
-            try:
-                task = pending.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                array[task.row] = render_crop(task.src, task.box, size)
-            except BaseException as e:  # noqa: BLE001 - handed to the calling thread
-                if isinstance(e, (OSError, ValueError, SyntaxError)):  # PIL's bad-file errors
-                    e = CacheError(f"image {task.image_id}: cropping {task.src}: {e}")
-                finished.put(e)
-                return
-            finished.put(None)
+    def one(task: _Task) -> None:
+        try:
+            array[task.row] = render_crop(task.src, task.box, size)
+        except (OSError, ValueError, SyntaxError) as e:  # PIL's bad-file errors
+            raise CacheError(f"image {task.image_id}: cropping {task.src}: {e}") from e
 
-    threads = [
-        threading.Thread(target=drain, name=f"crop-cache-{k}", daemon=True)
-        for k in range(min(workers, total))
-    ]
-    for thread in threads:
-        thread.start()
-    try:
-        for done in range(1, total + 1):
-            error = finished.get()
-            if error is not None:
-                raise error
-            if progress is not None:
-                progress(done, total)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
+    def tick() -> None:
+        count[0] += 1
+        if progress is not None:
+            progress(count[0], total)
+
+    files.run_threads(tasks, one, workers, tick, name="crop-cache")
 
 
 def _record(
@@ -719,39 +688,6 @@ def _info(
     *, built: bool,
 ) -> CacheInfo:  # fmt: skip
     return CacheInfo(path, snapshot, hash_, size, source, n, seconds, built)
-
-
-def _remove_temporaries(folder: Path) -> None:
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if entry.name.startswith(".") and entry.name.endswith(_PART_SUFFIX):
-                os.unlink(entry.path)
-
-
-@contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """An exclusive lock on the crops folder for the length of a build.
-
-    flock on the folder itself, as ``catalog.export`` does: released by the kernel
-    when the process dies, so a killed build never blocks the next. No lock where
-    flock is missing (Windows).
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CacheError(
-                f"Another cache build is writing into {folder}; wait for it to finish."
-            ) from None
-        yield
-    finally:
-        os.close(fd)
 
 
 __all__ = [

@@ -27,18 +27,15 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from catalog import snapshots, transforms
+from catalog import files, snapshots, transforms
 from catalog.db import connect
 from catalog.formats import ATTRIBUTES, BBOX_COLUMNS, LANDMARK_COLUMNS, LANDMARK_POINTS
 
@@ -179,9 +176,10 @@ def export_snapshot(
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a folder: choose another output folder")
     out.mkdir(parents=True, exist_ok=True)
-    with _locked(out):  # checked under the lock, so a concurrent run cannot slip in between
+    busy = partial(ExportError, f"Another export is writing into {out}; wait for it to finish.")
+    with files.locked(out, busy):  # checked under the lock: a concurrent run cannot slip in
         _check_out(out, manifest)
-        _remove_temporaries(out)  # of export.json / labels.csv, from a killed run
+        files.remove_temporaries(out)  # of export.json / labels.csv, from a killed run
         _write_json(out / MANIFEST, manifest)
         todo = _pending(tasks, sizes, crop)
         n_skipped = len(tasks) - len(todo)
@@ -338,32 +336,6 @@ def _describe(m: dict[str, Any]) -> str:
     return f"snapshot {m.get('snapshot')!r} (hash {str(m.get('hash'))[:12]}, {how})"
 
 
-@contextmanager
-def _locked(out: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``out`` so two exports never write into it at once.
-
-    A lock on the folder itself (flock), not a lock file: the kernel releases it when
-    the process dies, so a killed export never blocks its own resumption. Where flock
-    is not available (Windows) there is no lock.
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    fd = os.open(out, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ExportError(
-                f"Another export is writing into {out}; wait for it to finish."
-            ) from None
-        yield
-    finally:
-        os.close(fd)  # also releases the lock
-
-
 def _pending(tasks: list[_Task], sizes: list[int], crop: bool) -> list[_Task]:
     """The tasks whose final file is not in place; removes temporaries of killed runs.
 
@@ -373,7 +345,7 @@ def _pending(tasks: list[_Task], sizes: list[int], crop: bool) -> list[_Task]:
     present: dict[str, int] = {}
     for folder in sorted({os.path.dirname(t.dst) for t in tasks}):
         os.makedirs(folder, exist_ok=True)
-        _remove_temporaries(folder)
+        files.remove_temporaries(folder)
         with os.scandir(folder) as entries:
             for entry in entries:
                 if entry.is_file():
@@ -386,27 +358,8 @@ def _pending(tasks: list[_Task], sizes: list[int], crop: bool) -> list[_Task]:
     return todo
 
 
-def _is_temporary(name: str) -> bool:
-    return name.startswith(".") and name.endswith(_PART_SUFFIX)
-
-
-def _remove_temporaries(folder: str | Path) -> None:
-    """Delete what a killed run left half-written (safe: we hold the lock on ``out``)."""
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if _is_temporary(entry.name) and entry.is_file():
-                os.unlink(entry.path)
-
-
-def _temp_name(dst: str) -> str:
-    folder, name = os.path.split(dst)
-    # Hidden (leading dot) so the catalog's own image scan ignores it, unique so that
-    # nothing can collide with it, and in the final folder so os.replace is a rename.
-    return os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}{_PART_SUFFIX}")
-
-
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = _temp_name(str(path))
+    tmp = files.temp_name(str(path))
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2)
         f.write("\n")
@@ -417,12 +370,12 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _copy_one(task: _Task) -> None:
-    tmp = _temp_name(task.dst)
+    tmp = files.temp_name(task.dst)
     try:
         shutil.copyfile(task.src, tmp)  # sendfile on Linux: no bytes pass through Python
         os.replace(tmp, task.dst)
     except BaseException as e:
-        _discard(tmp)
+        files.discard(tmp)
         if isinstance(e, OSError):
             raise ExportError(f"image {task.image_id}: copying {task.src}: {e}") from e
         raise
@@ -433,7 +386,7 @@ def _crop_one(task: _Task, size: int) -> None:
     from PIL import Image
 
     assert task.box is not None
-    tmp = _temp_name(task.dst)
+    tmp = files.temp_name(task.dst)
     try:
         # The same crop the Datasets make (catalog.transforms): reduced decoding where
         # the box allows, then one resampling of the box onto size x size.
@@ -445,17 +398,10 @@ def _crop_one(task: _Task, size: int) -> None:
         face.save(tmp, format=fmt, **options)
         os.replace(tmp, task.dst)
     except BaseException as e:
-        _discard(tmp)
+        files.discard(tmp)
         if isinstance(e, (OSError, ValueError, SyntaxError)):  # PIL's errors for bad files
             raise ExportError(f"image {task.image_id}: cropping {task.src}: {e}") from e
         raise
-
-
-def _discard(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _run(
@@ -467,56 +413,18 @@ def _run(
     total: int,
     progress: ProgressFn | None,
 ) -> None:
-    """Write the files with ``workers`` threads; call ``progress`` here, once per file.
+    """Write the files with ``workers`` threads; call ``progress`` here, once per file."""
+    count = [done]
 
-    The threads take files one at a time from a shared queue and report each finished
-    one on another, so the overhead per file is two queue operations: a copy from the
-    page cache takes ~60 us, and a future per file (submit + wait) cost more than that.
-    On any error (a file, the progress callback, Ctrl-C) the threads stop taking files
-    and finish the one they hold, so each file ends complete or absent.
-    """
-    if not todo:
-        return
-    pending: queue.SimpleQueue[_Task] = queue.SimpleQueue()
-    for task in todo:
-        pending.put(task)
-    finished: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
-    stop = threading.Event()
+    def one(task: _Task) -> None:
+        _crop_one(task, size) if crop else _copy_one(task)
 
-    def drain() -> None:
-        while not stop.is_set():
-            try:
-                task = pending.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                if crop:
-                    _crop_one(task, size)
-                else:
-                    _copy_one(task)
-            except BaseException as e:  # noqa: BLE001 - handed to the main thread
-                finished.put(e)
-                return
-            finished.put(None)
+    def tick() -> None:
+        count[0] += 1
+        if progress is not None:
+            progress(count[0], total)
 
-    threads = [
-        threading.Thread(target=drain, name=f"export-{k}", daemon=True)
-        for k in range(min(workers, len(todo)))
-    ]
-    for thread in threads:
-        thread.start()
-    try:
-        for _ in todo:
-            error = finished.get()
-            if error is not None:
-                raise error  # the worker's ExportError, naming the image
-            done += 1
-            if progress is not None:
-                progress(done, total)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
+    files.run_threads(todo, one, workers, tick, name="export")
 
 
 # --- labels.csv ----------------------------------------------------------------------
@@ -548,12 +456,12 @@ def _labels_frame(rows: pd.DataFrame, crop: bool, size: int) -> pd.DataFrame:
 
 
 def _write_labels(path: Path, labels: pd.DataFrame) -> None:
-    tmp = _temp_name(str(path))
+    tmp = files.temp_name(str(path))
     try:
         labels.to_csv(tmp, index=False)
         os.replace(tmp, path)
     except BaseException:
-        _discard(tmp)
+        files.discard(tmp)
         raise
 
 

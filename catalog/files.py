@@ -1,0 +1,130 @@
+"""Writing many files safely: temporaries, folder locks, a thread pool of workers.
+
+Shared by the export and the crop cache, which both write results that must be
+complete or absent (never half-written), must not be written by two processes at
+once, and are dominated by per-file I/O and decoding that release the GIL.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+PART_SUFFIX = ".part"
+
+
+def temp_name(path: str | os.PathLike[str]) -> str:
+    """A unique temporary sibling of ``path``, to be renamed onto it when complete.
+
+    Hidden (leading dot) so the catalog's own image scan ignores it, unique so that
+    nothing collides with it, and in the final folder so ``os.replace`` is a rename.
+    """
+    folder, name = os.path.split(os.fspath(path))
+    return os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}{PART_SUFFIX}")
+
+
+def is_temporary(name: str) -> bool:
+    return name.startswith(".") and name.endswith(PART_SUFFIX)
+
+
+def remove_temporaries(folder: str | os.PathLike[str]) -> None:
+    """Delete what a killed run left half-written (call it under :func:`locked`)."""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if is_temporary(entry.name) and entry.is_file():
+                os.unlink(entry.path)
+
+
+def discard(path: str | os.PathLike[str]) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+@contextmanager
+def locked(folder: str | os.PathLike[str], busy: Callable[[], Exception]) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder``; raise ``busy()`` if another process has it.
+
+    A lock on the folder itself (flock), not a lock file: the kernel releases it when
+    the process dies, so a killed run never blocks its own resumption. Where flock is
+    not available (Windows) there is no lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    fd = os.open(Path(folder), os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy() from None
+        yield
+    finally:
+        os.close(fd)  # also releases the lock
+
+
+def run_threads(
+    tasks: Sequence[T],
+    work: Callable[[T], None],
+    workers: int,
+    on_done: Callable[[], None] | None = None,
+    name: str = "worker",
+) -> None:
+    """Run ``work(task)`` for every task on ``workers`` threads; ``on_done`` per task here.
+
+    Threads take tasks one at a time from a shared queue and report each finished one
+    on another: two queue operations per task, where a future per task (submit +
+    wait) cost more than copying a small file from the page cache. ``on_done`` runs in
+    the calling thread. On any error (a task, ``on_done``, Ctrl-C) the threads stop
+    taking tasks and finish the one they hold, so each task ends complete or not
+    started; the first error is raised here.
+    """
+    if not tasks:
+        return
+    pending: queue.SimpleQueue[T] = queue.SimpleQueue()
+    for task in tasks:
+        pending.put(task)
+    finished: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def drain() -> None:
+        while not stop.is_set():
+            try:
+                task = pending.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                work(task)
+            except BaseException as e:  # noqa: BLE001 - handed to the calling thread
+                finished.put(e)
+                return
+            finished.put(None)
+
+    threads = [
+        threading.Thread(target=drain, name=f"{name}-{k}", daemon=True)
+        for k in range(max(1, min(workers, len(tasks))))
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in tasks:
+            error = finished.get()
+            if error is not None:
+                raise error
+            if on_done is not None:
+                on_done()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
