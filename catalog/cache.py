@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from catalog import files, snapshots
-from catalog.db import connect, resolve_db
+from catalog.db import connect, resolve_db, transaction
 
 if TYPE_CHECKING:
     import duckdb
@@ -323,14 +323,9 @@ def drop_cache(
             })
             hint = f"Caches: {', '.join(known)}" if known else "There are no caches"
             raise CacheError(f"No crop cache for {snapshot!r} with these settings. {hint}.")
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             for _, _, h, s, src, *_ in found:
                 _delete_index(con, h, src, s)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
     finally:
         con.close()
     dropped = []
@@ -633,8 +628,7 @@ def _record(
     })  # fmt: skip
     con = connect(db_path)
     try:
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             ensure_tables(con)
             _delete_index(con, hash_, source, size)
             con.register("_crop_rows", frame)
@@ -645,10 +639,6 @@ def _record(
                 [hash_, source, size, snapshot, _relative(_catalog_dir(con), final),
                  len(tasks), seconds],
             )  # fmt: skip
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
     finally:
         con.close()
 
@@ -661,13 +651,8 @@ def _forget(db_path: Path, hash_: str, source: str, size: int) -> None:
             "SELECT path FROM crop_caches WHERE hash = ? AND source = ? AND size = ?",
             [hash_, source, size],
         ).fetchone()
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             _delete_index(con, hash_, source, size)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         base = _catalog_dir(con)
     finally:
         con.close()

@@ -35,7 +35,7 @@ from catalog.annotations import (
     load_annotation,
     table_ddl,
 )
-from catalog.db import connect, resolve_db
+from catalog.db import connect, resolve_db, transaction
 from catalog.formats import ALL_FILES, ANNOTATION_TABLES
 from catalog.problems import PROBLEMS_DDL, run_checks
 from catalog.views import apply_views
@@ -197,15 +197,8 @@ def _load_shadows(
     cursors: dict[str, duckdb.DuckDBPyConnection] = {}
 
     def load(table: str) -> int:
-        cur = cursors[table]
-        cur.execute("BEGIN TRANSACTION")
-        try:
-            rows = load_annotation(cur, found[table], SHADOW_PREFIX + table)
-            cur.execute("COMMIT")
-            return rows
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
+        with transaction(cursors[table]) as cur:
+            return load_annotation(cur, found[table], SHADOW_PREFIX + table)
 
     # Largest files first, so the long ones do not start last.
     order = sorted(found, key=lambda t: -found[t].path.stat().st_size)

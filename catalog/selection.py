@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from catalog.db import connect
+from catalog.db import connect, transaction
 from catalog.quotas import refresh, set_quotas
 from catalog.views import apply_views, ensure_params, get_params, set_params
 
@@ -125,16 +125,11 @@ def select(
     """
     con = connect(db)
     try:
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             ensure_params(con)
             set_params(con, **params)
             set_quotas(con, quotas)
             rebuild(con)
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
         summary = summarise(con)
         summary.quotas = quota_shares(con)
         return summary

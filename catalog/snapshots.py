@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from catalog.db import connect
+from catalog.db import connect, transaction
 from catalog.selection import rebuild
 from catalog.views import get_params
 
@@ -100,57 +100,54 @@ def create(name: str, db: str | os.PathLike[str] | None = None) -> Snapshot:
         )
     con = connect(db)
     try:
-        con.execute("BEGIN TRANSACTION")
-        ensure_tables(con)
-        if con.execute("SELECT count(*) FROM snapshots WHERE name = ?", [name]).fetchone()[0]:
-            raise SnapshotError(
-                f"Snapshot {name!r} exists and snapshots never change. "
-                f"Choose another name, or `celebcat snapshot drop {name}` first."
+        with transaction(con):
+            ensure_tables(con)
+            if con.execute("SELECT count(*) FROM snapshots WHERE name = ?", [name]).fetchone()[0]:
+                raise SnapshotError(
+                    f"Snapshot {name!r} exists and snapshots never change. "
+                    f"Choose another name, or `celebcat snapshot drop {name}` first."
+                )
+            rebuild(con)
+            has_boxes = con.execute("SELECT count(*) FROM images").fetchone()[0] > 0
+            boxes = (
+                "LEFT JOIN face_boxes AS f USING (image_id)" if has_boxes
+                else "LEFT JOIN (SELECT NULL::VARCHAR AS image_id, NULL::INTEGER AS x_1, "
+                "NULL::INTEGER AS y_1, NULL::INTEGER AS x_2, NULL::INTEGER AS y_2 "
+                "WHERE false) AS f USING (image_id)"
             )
-        rebuild(con)
-        has_boxes = con.execute("SELECT count(*) FROM images").fetchone()[0] > 0
-        boxes = (
-            "LEFT JOIN face_boxes AS f USING (image_id)" if has_boxes
-            else "LEFT JOIN (SELECT NULL::VARCHAR AS image_id, NULL::INTEGER AS x_1, "
-            "NULL::INTEGER AS y_1, NULL::INTEGER AS x_2, NULL::INTEGER AS y_2 "
-            "WHERE false) AS f USING (image_id)"
-        )
-        con.execute(
-            "INSERT INTO snapshot_labels SELECT ?, identity, "
-            "(row_number() OVER (ORDER BY identity) - 1)::INTEGER "
-            "FROM (SELECT DISTINCT identity FROM recognition_split "
-            "WHERE split IN ('train', 'val', 'test'))",
-            [name],
-        )
-        con.execute(
-            "INSERT INTO snapshot_images SELECT ?, s.image_id, s.identity, r.split, l.label, "
-            f"f.x_1, f.y_1, f.x_2, f.y_2 FROM selection AS s "
-            "LEFT JOIN recognition_split AS r USING (image_id) "
-            "LEFT JOIN snapshot_labels AS l ON l.snapshot = ? AND l.identity = s.identity "
-            f"{boxes}",
-            [name, name],
-        )
-        n_images, n_ids, digest = con.execute(
-            "SELECT count(*), count(DISTINCT identity), "
-            "sha256(coalesce(string_agg(concat_ws(':', image_id, identity, coalesce(split, ''), "
-            "concat_ws(',', x_1, y_1, x_2, y_2)), chr(10) ORDER BY image_id), '')) "
-            "FROM snapshot_images WHERE snapshot = ?",
-            [name],
-        ).fetchone()
-        if n_images == 0:
-            raise SnapshotError(
-                "The selection is empty: nothing to freeze (see `celebcat select`)."
+            con.execute(
+                "INSERT INTO snapshot_labels SELECT ?, identity, "
+                "(row_number() OVER (ORDER BY identity) - 1)::INTEGER "
+                "FROM (SELECT DISTINCT identity FROM recognition_split "
+                "WHERE split IN ('train', 'val', 'test'))",
+                [name],
             )
-        quotas = dict(con.execute("SELECT attribute, share FROM quotas").fetchall())
-        con.execute(
-            "INSERT INTO snapshots VALUES (?, ?, now()::TIMESTAMP, ?, ?, ?, ?)",
-            [name, digest, json.dumps(get_params(con)), json.dumps(quotas), n_images, n_ids],
-        )
-        con.execute("COMMIT")
+            con.execute(
+                "INSERT INTO snapshot_images SELECT ?, s.image_id, s.identity, r.split, l.label, "
+                f"f.x_1, f.y_1, f.x_2, f.y_2 FROM selection AS s "
+                "LEFT JOIN recognition_split AS r USING (image_id) "
+                "LEFT JOIN snapshot_labels AS l ON l.snapshot = ? AND l.identity = s.identity "
+                f"{boxes}",
+                [name, name],
+            )
+            n_images, n_ids, digest = con.execute(
+                "SELECT count(*), count(DISTINCT identity), "
+                "sha256(coalesce(string_agg(concat_ws(':', image_id, identity, "
+                "coalesce(split, ''), concat_ws(',', x_1, y_1, x_2, y_2)), chr(10) "
+                "ORDER BY image_id), '')) "
+                "FROM snapshot_images WHERE snapshot = ?",
+                [name],
+            ).fetchone()
+            if n_images == 0:
+                raise SnapshotError(
+                    "The selection is empty: nothing to freeze (see `celebcat select`)."
+                )
+            quotas = dict(con.execute("SELECT attribute, share FROM quotas").fetchall())
+            con.execute(
+                "INSERT INTO snapshots VALUES (?, ?, now()::TIMESTAMP, ?, ?, ?, ?)",
+                [name, digest, json.dumps(get_params(con)), json.dumps(quotas), n_images, n_ids],
+            )
         return get(con, name)
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     finally:
         con.close()
 
@@ -228,10 +225,9 @@ def drop(name: str, db: str | os.PathLike[str] | None = None) -> None:
     con = connect(db)
     try:
         get(con, name)
-        con.execute("BEGIN TRANSACTION")
-        for table in ("snapshot_images", "snapshot_labels"):
-            con.execute(f"DELETE FROM {table} WHERE snapshot = ?", [name])
-        con.execute("DELETE FROM snapshots WHERE name = ?", [name])
-        con.execute("COMMIT")
+        with transaction(con):
+            for table in ("snapshot_images", "snapshot_labels"):
+                con.execute(f"DELETE FROM {table} WHERE snapshot = ?", [name])
+            con.execute("DELETE FROM snapshots WHERE name = ?", [name])
     finally:
         con.close()

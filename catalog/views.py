@@ -167,13 +167,11 @@ def set_params(con: duckdb.DuckDBPyConnection, **values: float) -> None:
 
 def apply_to(db: str | os.PathLike[str] | None = None) -> list[str]:
     """Open the catalog, apply the views in one transaction, close it."""
-    from catalog.db import connect
+    from catalog.db import connect, transaction
 
     con = connect(db)
     try:
-        con.execute("BEGIN TRANSACTION")
-        names = apply_views(con)
-        con.execute("COMMIT")
-        return names
+        with transaction(con):
+            return apply_views(con)
     finally:
         con.close()
