@@ -232,7 +232,8 @@ def find_cache(
     Read-only safe (creates nothing). None when the catalog has no such cache, its
     file is missing or short, or its face boxes differ from those of the snapshots
     with this hash (``snapshot``: compare with that snapshot only; default: with
-    every snapshot of the hash, since the hash does not cover the boxes).
+    every snapshot of the hash). The hash covers the boxes, so that last check is a
+    second guard, for caches whose index and snapshots were edited by hand.
     """
     if not _has_cache_tables(con):
         return None
