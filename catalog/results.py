@@ -1,0 +1,285 @@
+"""Training results in the catalog: runs, per-epoch metrics, predicted landmarks.
+
+A run records what a model was trained on (the snapshot and its hash), how (the
+final config, as JSON), with which code (package version and git commit) and how it
+ended. Metrics are keyed by (run, epoch, split, name) and written as upserts, so an
+epoch repeated after a resume overwrites its own numbers instead of failing.
+
+Every function opens and closes its own connection: nothing is held open during
+training, so ``celebcat sql`` can read a catalog while a run writes to it between
+epochs. Error analysis is then SQL, e.g. the worst images of a run:
+
+    select p.image_id, p.nme from landmark_predictions p
+    where run_id = '...' order by nme desc limit 20
+
+This module owns the ``runs``, ``metrics`` and ``landmark_predictions`` tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import catalog
+from catalog import snapshots
+from catalog.db import connect, transaction
+from catalog.formats import LANDMARK_COLUMNS
+
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
+
+RESULTS_DDL = f"""
+CREATE TABLE IF NOT EXISTS runs (
+    run_id        VARCHAR PRIMARY KEY,   -- '<kind>-YYYYmmdd-HHMMSS-<4 hex>'
+    kind          VARCHAR NOT NULL,      -- landmarks, recognition, ...
+    config        JSON NOT NULL,         -- the final training config
+    snapshot      VARCHAR NOT NULL,
+    snapshot_hash VARCHAR NOT NULL,      -- what the model saw, even if the name is reused
+    code_version  VARCHAR NOT NULL,      -- package version, '+g<commit>' where known
+    started_at    TIMESTAMP NOT NULL,    -- UTC
+    ended_at      TIMESTAMP,             -- UTC; NULL while running
+    status        VARCHAR NOT NULL       -- running | finished | failed | interrupted
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id VARCHAR NOT NULL,
+    epoch  INTEGER NOT NULL,
+    split  VARCHAR NOT NULL,
+    name   VARCHAR NOT NULL,
+    value  DOUBLE,
+    PRIMARY KEY (run_id, epoch, split, name)
+);
+CREATE TABLE IF NOT EXISTS landmark_predictions (
+    run_id   VARCHAR NOT NULL,
+    image_id VARCHAR NOT NULL,
+    {", ".join(f"{c} DOUBLE" for c in LANDMARK_COLUMNS)},  -- in-the-wild pixels
+    nme      DOUBLE,
+    PRIMARY KEY (run_id, image_id)
+);
+"""
+
+STATUSES = ("running", "finished", "failed", "interrupted")
+
+
+class RunError(ValueError):
+    """Unknown run, or a status that is not one of STATUSES."""
+
+
+@dataclass(frozen=True)
+class Run:
+    run_id: str
+    kind: str
+    config: dict[str, Any]
+    snapshot: str
+    snapshot_hash: str
+    code_version: str
+    started_at: datetime
+    ended_at: datetime | None
+    status: str
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(RESULTS_DDL)
+
+
+def _has_runs(con: duckdb.DuckDBPyConnection) -> bool:
+    return bool(con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' "
+        "AND table_name = 'runs'"
+    ).fetchone()[0])
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@cache
+def code_version() -> str:
+    """``catalog.__version__``, plus ``+g<short commit>`` when this is a git checkout and
+    git answers within a second (``+dirty`` if tracked files changed)."""
+    version = catalog.__version__
+    root = Path(catalog.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+            text=True, timeout=1, check=True,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+            capture_output=True, text=True, timeout=1, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return version
+    return f"{version}+g{commit}{'.dirty' if dirty else ''}" if commit else version
+
+
+def start_run(
+    db: str | os.PathLike[str] | None, kind: str, config: Mapping[str, Any], snapshot: str
+) -> str:
+    """Record a new run (status 'running') and return its id.
+
+    Raises SnapshotError for an unknown snapshot, before anything is written.
+    """
+    run_id = f"{kind}-{_now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    con = connect(db)
+    try:
+        snap_hash = snapshots.get(con, snapshot).hash
+        with transaction(con):
+            ensure_tables(con)
+            con.execute(
+                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, NULL, 'running')",
+                [run_id, kind, json.dumps(dict(config), default=str), snapshot, snap_hash,
+                 code_version(), _now()],
+            )  # fmt: skip
+    finally:
+        con.close()
+    return run_id
+
+
+def _set_status(db: str | os.PathLike[str] | None, run_id: str, status: str) -> None:
+    if status not in STATUSES:
+        raise RunError(f"status {status!r}: use one of {', '.join(STATUSES)}")
+    con = connect(db)
+    try:
+        with transaction(con):
+            ensure_tables(con)
+            found = con.execute(
+                "UPDATE runs SET status = ?, ended_at = ? WHERE run_id = ? RETURNING run_id",
+                [status, None if status == "running" else _now(), run_id],
+            ).fetchall()
+            if not found:
+                raise RunError(f"No run {run_id!r} (see `celebcat sql \"select * from runs\"`).")
+    finally:
+        con.close()
+
+
+def finish_run(db: str | os.PathLike[str] | None, run_id: str, status: str = "finished") -> None:
+    """End a run: status 'finished', 'failed' or 'interrupted', and its end time."""
+    if status == "running":
+        raise RunError("finish_run needs an end status; use reopen_run to resume a run")
+    _set_status(db, run_id, status)
+
+
+def reopen_run(db: str | os.PathLike[str] | None, run_id: str) -> None:
+    """Mark a run 'running' again (a resumed training run keeps its id)."""
+    _set_status(db, run_id, "running")
+
+
+def log_metrics(
+    db: str | os.PathLike[str] | None,
+    run_id: str,
+    epoch: int,
+    split: str,
+    values: Mapping[str, float],
+) -> None:
+    """Write (or overwrite) one epoch's metrics of one split."""
+    con = connect(db)
+    try:
+        with transaction(con):
+            ensure_tables(con)
+            con.executemany(
+                "INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?)",
+                [[run_id, int(epoch), split, name, float(v)] for name, v in values.items()],
+            )
+    finally:
+        con.close()
+
+
+def write_landmark_predictions(
+    db: str | os.PathLike[str] | None,
+    run_id: str,
+    predictions: pd.DataFrame | Mapping[str, Any],
+) -> int:
+    """Write (or overwrite) a run's predicted landmarks; returns the number of rows.
+
+    ``predictions`` is a DataFrame with ``image_id``, the ten ``lefteye_x ...
+    rightmouth_y`` columns and optionally ``nme``, or a mapping ``{"image_id": (N,),
+    "landmarks": (N, 5, 2), "nme": (N,) (optional)}``; in-the-wild pixels.
+    """
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(predictions, pd.DataFrame):
+        frame = predictions.copy()
+    else:
+        points = np.asarray(predictions["landmarks"], dtype=np.float64).reshape(-1, 10)
+        frame = pd.DataFrame(points, columns=list(LANDMARK_COLUMNS))
+        frame.insert(0, "image_id", [str(i) for i in predictions["image_id"]])
+        if predictions.get("nme") is not None:
+            frame["nme"] = np.asarray(predictions["nme"], dtype=np.float64)
+    missing = [c for c in ("image_id", *LANDMARK_COLUMNS) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"predictions lack column(s) {', '.join(missing)}")
+    if "nme" not in frame.columns:
+        frame["nme"] = np.nan
+    frame = frame[["image_id", *LANDMARK_COLUMNS, "nme"]]
+    frame.insert(0, "run_id", run_id)
+    con = connect(db)
+    try:
+        with transaction(con):
+            ensure_tables(con)
+            con.register("new_predictions", frame)
+            con.execute("INSERT OR REPLACE INTO landmark_predictions SELECT * FROM new_predictions")
+            con.unregister("new_predictions")
+    finally:
+        con.close()
+    return len(frame)
+
+
+def _run(row: tuple) -> Run:
+    run_id, kind, config, snapshot, snap_hash, version, started, ended, status = row
+    return Run(run_id, kind, json.loads(config), snapshot, snap_hash, version, started, ended,
+               status)  # fmt: skip
+
+
+def get_run(db: str | os.PathLike[str] | None, run_id: str) -> Run:
+    con = connect(db, read_only=True)
+    try:
+        row = None
+        if _has_runs(con):
+            row = con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    finally:
+        con.close()
+    if row is None:
+        raise RunError(f"No run {run_id!r} (see `celebcat sql \"select * from runs\"`).")
+    return _run(row)
+
+
+def list_runs(db: str | os.PathLike[str] | None = None, kind: str | None = None) -> list[Run]:
+    """All runs (of ``kind`` if given), oldest first."""
+    con = connect(db, read_only=True)
+    try:
+        if not _has_runs(con):
+            return []
+        rows = con.execute(
+            "SELECT * FROM runs WHERE ? IS NULL OR kind = ? ORDER BY started_at, run_id",
+            [kind, kind],
+        ).fetchall()
+    finally:
+        con.close()
+    return [_run(r) for r in rows]
+
+
+def get_metrics(
+    db: str | os.PathLike[str] | None, run_id: str
+) -> dict[tuple[int, str, str], float]:
+    """A run's metrics as {(epoch, split, name): value}."""
+    con = connect(db, read_only=True)
+    try:
+        if not _has_runs(con):
+            return {}
+        rows = con.execute(
+            "SELECT epoch, split, name, value FROM metrics WHERE run_id = ? ORDER BY ALL",
+            [run_id],
+        ).fetchall()
+    finally:
+        con.close()
+    return {(e, s, n): v for e, s, n, v in rows}

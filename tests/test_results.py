@@ -1,0 +1,94 @@
+"""catalog.results: runs, metrics and landmark predictions round trip through the catalog."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import query
+
+from catalog import results, snapshots
+from catalog.ingest import ingest
+from catalog.selection import fitted_params, select
+from catalog.synth import synthesize
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A catalog with snapshot 's' (annotations only: runs need no pixels)."""
+    root = tmp_path_factory.mktemp("results")
+    synthesize(root / "data", ids=12, seed=3, annotations_only=True)
+    db = root / "c.duckdb"
+    ingest(root / "data", db)
+    select(db, **fitted_params(db, images_per_id=10))
+    snapshots.create("s", db)
+    return db
+
+
+@pytest.fixture
+def db(template: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copy(template, tmp_path / "c.duckdb"))
+
+
+def test_run_round_trip(db: Path):
+    run_id = results.start_run(db, "landmarks", {"lr": 1e-3, "out_dir": Path("x")}, "s")
+    assert re.fullmatch(r"landmarks-\d{8}-\d{6}-[0-9a-f]{4}", run_id)
+    run = results.get_run(db, run_id)
+    snap_hash = query(db, "SELECT hash FROM snapshots WHERE name = 's'")[0][0]
+    assert (run.kind, run.snapshot, run.snapshot_hash, run.status) == (
+        "landmarks", "s", snap_hash, "running")
+    assert run.config == {"lr": 1e-3, "out_dir": "x"}
+    assert run.code_version.startswith("0.") and run.ended_at is None
+
+    results.log_metrics(db, run_id, 0, "train", {"loss": 2.0})
+    results.log_metrics(db, run_id, 0, "val", {"nme": 0.5, "nme_argmax": 0.6})
+    results.log_metrics(db, run_id, 0, "train", {"loss": 1.5})  # upsert, no duplicate key
+    assert results.get_metrics(db, run_id) == {
+        (0, "train", "loss"): 1.5, (0, "val", "nme"): 0.5, (0, "val", "nme_argmax"): 0.6}
+
+    results.finish_run(db, run_id, "interrupted")
+    results.reopen_run(db, run_id)
+    assert results.get_run(db, run_id).status == "running"
+    results.finish_run(db, run_id)
+    run = results.get_run(db, run_id)
+    assert run.status == "finished" and run.ended_at >= run.started_at
+    assert [r.run_id for r in results.list_runs(db)] == [run_id]
+    assert results.list_runs(db, kind="recognition") == []
+
+
+def test_errors_are_clear(db: Path):
+    assert results.list_runs(db) == []  # no runs table yet: empty, not an error
+    with pytest.raises(snapshots.SnapshotError, match="No snapshot 'nope'"):
+        results.start_run(db, "landmarks", {}, "nope")
+    assert results.list_runs(db) == []
+    with pytest.raises(results.RunError, match="No run 'x'"):
+        results.get_run(db, "x")
+    run_id = results.start_run(db, "landmarks", {}, "s")
+    with pytest.raises(results.RunError, match="No run 'x'"):
+        results.finish_run(db, "x", "failed")
+    with pytest.raises(results.RunError, match="status 'done'"):
+        results.finish_run(db, run_id, "done")
+
+
+def test_landmark_predictions(db: Path):
+    run_id = results.start_run(db, "landmarks", {}, "s")
+    points = np.arange(20, dtype=float).reshape(2, 5, 2)
+    n = results.write_landmark_predictions(
+        db, run_id, {"image_id": ["000001.jpg", "000002.jpg"], "landmarks": points,
+                     "nme": [0.1, 0.2]})  # fmt: skip
+    assert n == 2
+    rows = query(db, "SELECT * FROM landmark_predictions ORDER BY image_id")
+    assert rows[1] == (run_id, "000002.jpg", *range(10, 20), 0.2)
+    # A DataFrame overwrites by (run_id, image_id); nme may be left out.
+    import pandas as pd
+
+    frame = pd.DataFrame({"image_id": ["000001.jpg"], **{
+        c: [1.0] for c in results.LANDMARK_COLUMNS}})  # fmt: skip
+    results.write_landmark_predictions(db, run_id, frame)
+    rows = query(db, "SELECT lefteye_x, nme FROM landmark_predictions ORDER BY image_id")
+    assert rows[0] == (1.0, None) and rows[1] == (10.0, 0.2)
+    with pytest.raises(ValueError, match="lack column"):
+        results.write_landmark_predictions(db, run_id, frame.drop(columns="nose_x"))

@@ -1,0 +1,126 @@
+"""models.train_landmarks: a tiny CPU run learns, lands in the catalog, resumes exactly."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import query
+
+from catalog import results, snapshots
+from catalog.ingest import ingest
+from catalog.selection import fitted_params, select
+from catalog.synth import synthesize
+from models import train_landmarks as tl
+from models.registry import create_model
+
+#: hourglass_small (128 px crops), 3 batches of 8 per epoch, no augmentation noise.
+TINY = dict(snapshot="s", epochs=2, batch_size=8, max_batches_per_epoch=3, augment=False)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("train")
+    synthesize(root / "data", ids=12, seed=3, workers=2)
+    db = root / "c.duckdb"
+    ingest(root / "data", db, workers=2)
+    select(db, **fitted_params(db, images_per_id=10))
+    _, splits = snapshots.show(snapshots.create("s", db).name, db)
+    assert splits["val"][0] > 0 and splits["train"][0] >= 24, splits
+    return db
+
+
+@pytest.fixture(scope="module")
+def straight(template: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """One uninterrupted 2-epoch run, shared by the tests that only read it."""
+    root = tmp_path_factory.mktemp("straight")
+    db = Path(shutil.copy(template, root / "c.duckdb"))
+    config = tl.LandmarkTrainConfig(**TINY, out_dir=str(root / "ckpt"))
+    epochs: list[dict] = []
+    result = tl.train_landmarks(config, db, progress=epochs.append)
+    return SimpleNamespace(db=db, config=config, result=result, epochs=epochs)
+
+
+@pytest.fixture
+def db(template: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copy(template, tmp_path / "c.duckdb"))
+
+
+def test_tiny_run_learns_and_lands_in_the_catalog(straight: SimpleNamespace):
+    result, db = straight.result, straight.db
+    assert result.epochs_done == 2
+    assert straight.epochs[1]["train_loss"] < straight.epochs[0]["train_loss"]
+
+    run = results.get_run(db, result.run_id)
+    assert run.status == "finished" and run.kind == "landmarks"
+    assert run.snapshot_hash == query(db, "SELECT hash FROM snapshots WHERE name = 's'")[0][0]
+    assert run.config["max_batches_per_epoch"] == 3
+    metrics = results.get_metrics(db, result.run_id)
+    assert set(metrics) == {(e, s, n) for e in (0, 1) for s, n in
+                            [("train", "loss"), ("val", "nme"), ("val", "nme_argmax")]}
+    assert result.best_val_nme == min(metrics[e, "val", "nme"] for e in (0, 1))
+    assert all(v > 0 and v == v for v in metrics.values())  # positive, not NaN
+
+    ckpt = tl.load_checkpoint(result.best_checkpoint)
+    assert ckpt["run_id"] == result.run_id and ckpt["snapshot_hash"] == run.snapshot_hash
+    assert ckpt["config"] == run.config
+    model = create_model(ckpt["config"]["model"])
+    model.load_state_dict(ckpt["model"])
+    assert tl.load_checkpoint(result.best_checkpoint.parent)["epoch"] == 2  # last.pt
+    assert not list(result.best_checkpoint.parent.glob("*.tmp"))
+
+
+def test_resume_equals_uninterrupted(straight: SimpleNamespace, db: Path, tmp_path: Path):
+    def stop_after_first_epoch(epoch: dict) -> None:
+        if epoch["epoch"] == 0:
+            raise KeyboardInterrupt
+
+    config = tl.LandmarkTrainConfig(**TINY, out_dir=str(tmp_path / "ckpt"))
+    with pytest.raises(KeyboardInterrupt):
+        tl.train_landmarks(config, db, progress=stop_after_first_epoch)
+    (run,) = results.list_runs(db)
+    assert run.status == "interrupted"
+
+    resumed = tl.train_landmarks(db=db, resume=tmp_path / "ckpt" / run.run_id)
+    assert resumed.run_id == run.run_id and resumed.epochs_done == 2
+    assert results.get_run(db, run.run_id).status == "finished"
+    assert results.get_metrics(db, run.run_id) == results.get_metrics(
+        straight.db, straight.result.run_id)
+    a = tl.load_checkpoint(straight.result.best_checkpoint.parent)["model"]
+    b = tl.load_checkpoint(resumed.best_checkpoint.parent)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    with pytest.raises(ValueError, match="different lr"):
+        tl.train_landmarks(tl.LandmarkTrainConfig(**{**TINY, "lr": 0.1}), db,
+                           resume=resumed.best_checkpoint.parent)  # fmt: skip
+
+
+def test_unknown_snapshot_is_a_clear_error(db: Path, tmp_path: Path):
+    config = tl.LandmarkTrainConfig(**{**TINY, "snapshot": "nope"}, out_dir=str(tmp_path))
+    with pytest.raises(snapshots.SnapshotError, match="No snapshot 'nope'. Known: s"):
+        tl.train_landmarks(config, db)
+    assert results.list_runs(db) == []
+
+
+def test_a_failing_run_is_marked_failed(db: Path, tmp_path: Path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(tl, "heatmap_loss", broken)
+    config = tl.LandmarkTrainConfig(**TINY, out_dir=str(tmp_path))
+    with pytest.raises(RuntimeError, match="boom"):
+        tl.train_landmarks(config, db)
+    (run,) = results.list_runs(db)
+    assert run.status == "failed" and run.ended_at is not None
+
+
+def test_a_snapshot_without_val_split_is_refused(db: Path, tmp_path: Path):
+    select(db, **{**fitted_params(db, images_per_id=10), "train_per_id": 8, "val_per_id": 0})
+    snapshots.create("noval", db)
+    config = tl.LandmarkTrainConfig(**{**TINY, "snapshot": "noval"}, out_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="'noval' has no validation images.*val_per_id >= 1"):
+        tl.train_landmarks(config, db)
+    assert results.list_runs(db) == []
