@@ -680,6 +680,82 @@ def cache_drop(
     _console().print(f"dropped {len(dropped)} cache(s) of {snapshot}")
 
 
+train_app = typer.Typer(
+    help="Train models on a snapshot.\n\nExample: celebcat train landmarks --snapshot demo",
+    no_args_is_help=True,
+)
+app.add_typer(train_app, name="train")
+
+PRESETS = {"small": "hourglass_small", "seed": "hourglass_seed", "paper": "hourglass_paper"}
+
+
+@train_app.command("landmarks")
+def train_landmarks_cmd(
+    snapshot: Annotated[str, typer.Option(help="Snapshot to train on (train/val splits).")],
+    preset: Annotated[
+        str, typer.Option(help="Model: small (CPU-friendly), seed (the reference), paper.")
+    ] = "small",
+    epochs: Annotated[int, typer.Option(help="Epochs.")] = 30,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 16,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
+    max_minutes: Annotated[
+        float | None, typer.Option(help="Stop after the epoch that passes this budget.")
+    ] = None,
+    max_batches: Annotated[
+        int | None, typer.Option(help="Batches per epoch (short runs for demos).")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="DataLoader workers.")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    out: Annotated[Path, typer.Option(help="Checkpoint folder.")] = Path("checkpoints"),
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue from a checkpoint or run folder.")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Train the stacked-hourglass landmark model; runs and metrics go to the catalog.
+
+    Example: celebcat train landmarks --snapshot demo --preset small --epochs 5
+    """
+    from models.train_landmarks import LandmarkTrainConfig, train_landmarks
+
+    if preset not in PRESETS:
+        raise UserError(f"--preset {preset!r}: use one of {', '.join(PRESETS)}")
+    config = LandmarkTrainConfig(
+        snapshot=snapshot, model=PRESETS[preset], epochs=epochs, batch_size=batch_size, lr=lr,
+        max_minutes=max_minutes, max_batches_per_epoch=max_batches, num_workers=workers,
+        seed=seed, out_dir=str(out),
+    )
+    console = _console()
+
+    def report(e: dict[str, Any]) -> None:
+        console.print(
+            f"epoch {e['epoch'] + 1}: train loss {e['train_loss']:.5f}, val NME "
+            f"{e['val_nme']:.4f} (argmax {e['val_nme_argmax']:.4f}), best {e['best_val_nme']:.4f}"
+        )
+
+    result = train_landmarks(None if resume else config, db, resume=resume, progress=report)
+    console.print(
+        f"run {result.run_id}: {result.epochs_done} epochs, best val NME "
+        f"{result.best_val_nme:.4f}, checkpoint {result.best_checkpoint}"
+    )
+
+
+@app.command()
+def runs(as_csv: CsvOption = False, as_json: JsonOption = False, db: DbOption = None) -> None:
+    """List training runs with their status and snapshot.
+
+    Example: celebcat runs --json
+    """
+    from catalog.results import list_runs
+
+    rows = [
+        (r.run_id, r.kind, r.status, r.snapshot, r.snapshot_hash[:12], r.started_at, r.ended_at)
+        for r in list_runs(db)
+    ]
+    _print_rows(["run", "kind", "status", "snapshot", "hash", "started", "ended"], rows,
+                as_csv=as_csv, as_json=as_json)
+
+
 snapshot_app = typer.Typer(
     help="Frozen selections: what a model was trained on.\n\nExample: celebcat snapshot list",
     no_args_is_help=True,

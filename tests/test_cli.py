@@ -160,3 +160,29 @@ def test_select_snapshot_views_and_stats_commands(tmp_path: Path) -> None:
     assert stats["images"] == 120 and stats["identities"] == 6
     code, out = celebcat("stats", "--snapshot", "nope", "--db", db)
     assert code == 1 and "No snapshot 'nope'. Known: v1" in " ".join(out.split())
+
+
+def test_train_landmarks_and_runs_commands(tmp_path: Path) -> None:
+    from catalog.selection import fitted_params, select
+    from catalog.snapshots import create
+    from catalog.synth import synthesize
+
+    synthesize(tmp_path / "data", ids=12, seed=4, workers=2)
+    db = str(tmp_path / "c.duckdb")
+    assert runner.invoke(cli.app, ["ingest", str(tmp_path / "data"), "--db", db]).exit_code == 0
+    select(db, **fitted_params(db, images_per_id=10))
+    create("tiny", db)
+    result = runner.invoke(cli.app, [
+        "train", "landmarks", "--snapshot", "tiny", "--epochs", "1", "--max-batches", "2",
+        "--batch-size", "4", "--out", str(tmp_path / "ckpt"), "--db", db,
+    ])
+    assert result.exit_code == 0, result.output
+    assert "epoch 1: train loss" in result.output and "best val NME" in result.output
+    runs = json.loads(runner.invoke(cli.app, ["runs", "--json", "--db", db]).output)
+    assert [(r["kind"], r["status"], r["snapshot"]) for r in runs] == [
+        ("landmarks", "finished", "tiny")
+    ]
+    assert list((tmp_path / "ckpt").rglob("best.pt"))
+    code, out = celebcat("train", "landmarks", "--snapshot", "tiny", "--preset", "huge",
+                         "--db", db)
+    assert code == 1 and "use one of small, seed, paper" in out
