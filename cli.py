@@ -58,6 +58,15 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _cell(value: Any) -> str:
+    """Table text for one value: floats to 6 significant digits (CSV/JSON keep all)."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
 def _print_rows(
     columns: Sequence[str],
     rows: Sequence[Sequence[Any]],
@@ -86,7 +95,7 @@ def _print_rows(
         table.add_column(str(column), overflow="fold")
     shown = rows if max_rows is None else rows[:max_rows]
     for row in shown:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        table.add_row(*(_cell(v) for v in row))
     console = _console()
     console.print(table)
     if len(shown) < len(rows):
@@ -738,6 +747,78 @@ def train_landmarks_cmd(
         f"run {result.run_id}: {result.epochs_done} epochs, best val NME "
         f"{result.best_val_nme:.4f}, checkpoint {result.best_checkpoint}"
     )
+
+
+@app.command()
+def align(
+    snapshot: Annotated[str, typer.Option(help="Snapshot whose images to align.")],
+    run: Annotated[
+        str | None, typer.Option(help="Landmark run id or checkpoint (not with --source truth).")
+    ] = None,
+    size: Annotated[int, typer.Option(help="Aligned crop side: 112, 224 or 256.")] = 112,
+    template: Annotated[str, typer.Option(help="reference or arcface.")] = "reference",
+    source: Annotated[
+        str, typer.Option(help="predicted (the run's landmarks) or truth (a control).")
+    ] = "predicted",
+    batch_size: Annotated[int, typer.Option(help="Prediction batch size.")] = 32,
+    db: DbOption = None,
+) -> None:
+    """Predict landmarks, write them to the catalog, and store aligned face crops.
+
+    Predictions go to landmark_predictions (in-the-wild pixels, with NME against
+    the annotations); the aligned crops become the cache that
+    FaceDataset(source="aligned") reads.
+
+    Example: celebcat align --run landmarks-20261128-120000-ab12 --snapshot base-v1
+    """
+    from models.align_run import align_snapshot
+
+    if source == "predicted" and run is None:
+        raise UserError("--run is needed with --source predicted (or use --source truth)")
+    with _progress() as (task, _):
+        bars: dict[str, Callable[[int, int], None]] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in bars:
+                bars[stage] = task(stage, total)
+            bars[stage](done, total)
+
+        result = align_snapshot(
+            run, snapshot, db, size=size, template=template, source=source,
+            batch_size=batch_size, progress=update,
+        )
+    nme = f", mean NME {result.mean_nme:.4f}" if result.n_predictions else ""
+    _console().print(
+        f"aligned {result.n_images} images of {snapshot} to {size} px ({template} template, "
+        f"{source} landmarks{nme}); crops in {result.cache.path}"
+    )
+
+
+report_app = typer.Typer(
+    help="Error analysis as tables.\n\nExample: celebcat report landmarks --run RUN --by Male",
+    no_args_is_help=True,
+)
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("landmarks")
+def report_landmarks(
+    run: Annotated[str, typer.Option(help="Landmark run id (after celebcat align).")],
+    by: Annotated[str, typer.Option(help="Attributes to group by, comma separated.")] = "",
+    threshold: Annotated[float, typer.Option(help="NME above which a face failed.")] = 0.1,
+    as_csv: CsvOption = False,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """NME and failure rate of a run's predictions, grouped by attributes.
+
+    Example: celebcat report landmarks --run RUN --by Eyeglasses,Male,Wearing_Hat
+    """
+    from catalog.reports import landmark_report
+
+    groups = [b.strip() for b in by.split(",") if b.strip()]
+    result = landmark_report(db, run, groups, threshold=threshold)
+    _print_rows(result.columns, result.rows, as_csv=as_csv, as_json=as_json)
 
 
 @app.command()

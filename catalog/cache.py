@@ -7,7 +7,9 @@ every epoch; only the augmentation differs. A crop cache does that work once per
 Datasets (``catalog.datasets``) read through ``np.load(mmap_mode="r")`` instead of
 decoding when :func:`find_cache` finds one.
 
-What a cache holds, for source ``"bbox"`` (the only source so far):
+What a cache holds, for source ``"bbox"`` (built here; source ``"aligned"`` crops are
+computed by the alignment step and stored with :func:`store_crops`, same layout, no
+face boxes, matrices original -> aligned crop):
 
 - pixels: row ``r`` of an ``(N, size, size, 3)`` uint8 RGB array is the snapshot's
   face box (``snapshot_images.x_1 .. y_2``, exclusive ends, in-the-wild pixels) mapped
@@ -69,6 +71,10 @@ ProgressFn = Callable[[int, int], None]
 
 #: Crop sources a cache can be built from. "bbox": the snapshot's face box.
 SOURCES: tuple[str, ...] = ("bbox",)
+
+#: Crop sources whose pixels are computed elsewhere and stored with :func:`store_crops`.
+#: "aligned": faces warped onto a landmark template (models.align_run).
+STORED_SOURCES: tuple[str, ...] = ("aligned",)
 
 CACHE_DDL = """
 CREATE TABLE IF NOT EXISTS crop_caches (
@@ -437,6 +443,96 @@ def build_cache(
     return _info(final, snapshot, snap.hash, size, source, len(tasks), seconds, built=True)
 
 
+def store_crops(
+    snapshot: str,
+    db: str | os.PathLike[str] | None = None,
+    *,
+    size: int,
+    source: str,
+    crops: np.ndarray,
+    image_ids: Any,
+    matrices: np.ndarray,
+) -> CacheInfo:
+    """Store crops computed elsewhere as the cache of (``snapshot``, ``size``, ``source``).
+
+    ``crops``: uint8 (N, size, size, 3) RGB; ``image_ids`` (N,): exactly the snapshot's
+    images, each once; ``matrices`` (N, 3, 3): original in-the-wild pixels -> crop
+    pixels. Written like :func:`build_cache` (temporary file renamed into place, then
+    the index in one transaction), replacing any cache of the same key. No face boxes
+    are stored (the rows' ``x_1 .. y_2`` are NULL).
+
+    Raises ValueError for a source not in :data:`STORED_SOURCES` or inconsistent
+    arrays, SnapshotError for an unknown snapshot, CacheError when another build is
+    writing into the crops folder.
+    """
+    start = time.perf_counter()
+    if source not in STORED_SOURCES:
+        raise ValueError(f"source must be one of {', '.join(STORED_SOURCES)}, got {source!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive whole number of pixels, got {size!r}")
+    crops = np.asarray(crops)
+    ids = [str(i) for i in image_ids]
+    matrices = np.asarray(matrices, dtype=np.float64)
+    n = len(ids)
+    if crops.dtype != np.uint8 or crops.shape != (n, size, size, 3):
+        raise ValueError(
+            f"crops must be uint8 {(n, size, size, 3)}, got {crops.dtype} {crops.shape}"
+        )
+    if matrices.shape != (n, 3, 3) or not np.isfinite(matrices).all():
+        raise ValueError(f"matrices must be finite ({n}, 3, 3), got {matrices.shape}")
+    if len(set(ids)) != n:
+        raise ValueError("image_ids must not repeat")
+
+    db_path = resolve_db(db)
+    con = connect(db_path, read_only=True)
+    try:
+        snap = snapshots.get(con, snapshot)  # SnapshotError naming the known snapshots
+        wanted = {r[0] for r in con.execute(
+            "SELECT image_id FROM snapshot_images WHERE snapshot = ?", [snapshot]
+        ).fetchall()}  # fmt: skip
+        stale = _has_cache_tables(con) and con.execute(
+            "SELECT count(*) FROM crop_caches WHERE hash = ? AND source = ? AND size = ?",
+            [snap.hash, source, size],
+        ).fetchone()[0] > 0  # fmt: skip
+    finally:
+        con.close()
+    if set(ids) != wanted:
+        extra, missing = sorted(set(ids) - wanted), sorted(wanted - set(ids))
+        raise ValueError(
+            f"image_ids must be the {len(wanted)} images of snapshot {snapshot!r}: "
+            f"{len(missing)} missing (first: {', '.join(missing[:3])}), {len(extra)} not in "
+            f"it (first: {', '.join(extra[:3])})"
+        )
+    folder = db_path.parent / f"{db_path.stem}.crops"
+    final = folder / f"{snapshot}-{snap.hash[:12]}-{source}-{size}.npy"
+    folder.mkdir(parents=True, exist_ok=True)
+    busy = partial(CacheError, f"Another cache build is writing into {folder}; wait for it.")
+    with files.locked(folder, busy):
+        if stale:
+            _forget(db_path, snap.hash, source, size)
+        files.remove_temporaries(folder)
+        tmp = Path(files.temp_name(final))
+        try:
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=crops.shape)
+            try:
+                array[:] = crops
+                array.flush()
+            finally:
+                del array
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        seconds = time.perf_counter() - start
+        try:
+            _record(db_path, snapshot, snap.hash, source, size, final,
+                    _rows_frame(ids, np.arange(n), None, matrices), seconds)  # fmt: skip
+        except BaseException:
+            final.unlink(missing_ok=True)
+            raise
+    return _info(final, snapshot, snap.hash, size, source, n, seconds, built=True)
+
+
 def render_crop(src: str | os.PathLike[str], box: tuple[int, int, int, int], size: int
                 ) -> np.ndarray:  # fmt: skip
     """The uint8 (size, size, 3) RGB crop of ``box`` (in-the-wild pixels, exclusive ends)
@@ -603,6 +699,25 @@ def _run(
     files.run_threads(tasks, one, workers, tick, name="crop-cache")
 
 
+def _rows_frame(
+    image_ids: list[str], rows: np.ndarray, boxes: np.ndarray | None, matrices: np.ndarray
+) -> Any:
+    """The crop_cache_rows columns (less hash, source, size) as a DataFrame."""
+    import pandas as pd
+
+    matrices = np.asarray(matrices, dtype=np.float64).reshape(-1, 3, 3)
+    return pd.DataFrame({
+        "image_id": image_ids,
+        "row": np.asarray(rows, dtype=np.int32),
+        **{
+            c: boxes[:, k].astype(np.int32) if boxes is not None
+            else pd.array([None] * len(image_ids), dtype="Int32")
+            for k, c in enumerate(_BOX_COLUMNS)
+        },
+        **{c: matrices[:, k // 3, k % 3] for k, c in enumerate(_MATRIX_COLUMNS)},
+    })  # fmt: skip
+
+
 def _record(
     db_path: Path,
     snapshot: str,
@@ -610,23 +725,25 @@ def _record(
     source: str,
     size: int,
     final: Path,
-    tasks: list[_Task],
+    tasks: list[_Task] | Any,
     seconds: float,
 ) -> None:
-    """Insert the index of a complete file, replacing any older index of the key."""
-    import pandas as pd
+    """Insert the index of a complete file, replacing any older index of the key.
 
+    ``tasks``: the build's tasks (face-box crops), or a frame from :func:`_rows_frame`.
+    """
     from catalog.transforms import box_to_square
 
-    boxes = np.array([t.box for t in tasks], dtype=np.int64).reshape(-1, 4)
-    matrices = np.array([box_to_square(t.box, size) for t in tasks]).reshape(-1, 3, 3)
-    frame = pd.DataFrame({
-        "hash": hash_, "source": source, "size": size,
-        "image_id": [t.image_id for t in tasks],
-        "row": np.array([t.row for t in tasks], dtype=np.int32),
-        **{c: boxes[:, k].astype(np.int32) for k, c in enumerate(_BOX_COLUMNS)},
-        **{c: matrices[:, k // 3, k % 3] for k, c in enumerate(_MATRIX_COLUMNS)},
-    })  # fmt: skip
+    if isinstance(tasks, list):
+        boxes = np.array([t.box for t in tasks], dtype=np.int64).reshape(-1, 4)
+        matrices = np.array([box_to_square(t.box, size) for t in tasks]).reshape(-1, 3, 3)
+        frame = _rows_frame([t.image_id for t in tasks], np.array([t.row for t in tasks]),
+                            boxes, matrices)  # fmt: skip
+    else:
+        frame = tasks
+    frame.insert(0, "size", size)
+    frame.insert(0, "source", source)
+    frame.insert(0, "hash", hash_)
     con = connect(db_path)
     try:
         with transaction(con):
@@ -638,7 +755,7 @@ def _record(
             con.execute(
                 "INSERT INTO crop_caches VALUES (?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
                 [hash_, source, size, snapshot, _relative(_catalog_dir(con), final),
-                 len(tasks), seconds],
+                 len(frame), seconds],
             )  # fmt: skip
     finally:
         con.close()
@@ -678,6 +795,7 @@ def _info(
 
 __all__ = [
     "SOURCES",
+    "STORED_SOURCES",
     "CacheError",
     "CacheInfo",
     "CropCache",
@@ -686,4 +804,5 @@ __all__ = [
     "find_cache",
     "list_caches",
     "render_crop",
+    "store_crops",
 ]

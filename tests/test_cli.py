@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import query
 from typer.testing import CliRunner
 
 import cli
@@ -186,3 +187,16 @@ def test_train_landmarks_and_runs_commands(tmp_path: Path) -> None:
     code, out = celebcat("train", "landmarks", "--snapshot", "tiny", "--preset", "huge",
                          "--db", db)
     assert code == 1 and "use one of small, seed, paper" in out
+
+    run_id = runs[0]["run"]
+    result = runner.invoke(cli.app, ["align", "--run", run_id, "--snapshot", "tiny",
+                                     "--size", "64", "--db", db])
+    assert result.exit_code == 0, result.output
+    assert "aligned" in result.output and "mean NME" in result.output
+    report = json.loads(runner.invoke(cli.app, [
+        "report", "landmarks", "--run", run_id, "--by", "Male", "--json", "--db", db,
+    ]).output)
+    n = query(Path(db), "SELECT count(*) FROM landmark_predictions")[0][0]
+    assert sum(row["images"] for row in report) == n > 0
+    code, out = celebcat("align", "--snapshot", "tiny", "--db", db)
+    assert code == 1 and "--run is needed" in out

@@ -1,0 +1,233 @@
+"""``celebcat align``: landmarks -> similarity onto a template -> aligned crop cache.
+
+For every image of a snapshot: five landmarks in in-the-wild pixels (predicted by a
+landmark run, or the catalog's true ones as a control), the least-squares similarity
+(:func:`models.alignment.alignment_matrices`) onto the template laid out at ``size``,
+and the original image warped with it (decoded at reduced scale where that still
+gives ``size`` pixels, the decode matrix composed in: one resampling). The crops are
+stored as the snapshot's crop cache of source ``"aligned"``
+(:func:`catalog.cache.store_crops`) with the matrices original -> aligned crop, which
+``FaceDataset(source="aligned")`` reads.
+
+With ``source="predicted"`` the predictions (and, where the catalog has true
+landmarks, their NME) are written to ``landmark_predictions`` under the run's id.
+
+The cache is keyed by snapshot hash, source and size only: aligning the same snapshot
+at the same size again (another run, template or source) replaces the crops.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from catalog import results, snapshots
+from catalog import transforms as T
+from catalog.cache import CacheInfo, store_crops
+from catalog.datasets import FaceDataset
+from catalog.db import connect
+from catalog.formats import LANDMARK_COLUMNS
+from models.alignment import ARCFACE_TEMPLATE_112, REFERENCE_TEMPLATE, alignment_matrices
+from models.heatmaps import decode_subpixel, heatmap_to_input, input_to_original
+from models.metrics import nme
+from models.registry import create_model
+from models.train_landmarks import KIND, load_checkpoint
+
+TEMPLATES = {"reference": REFERENCE_TEMPLATE, "arcface": ARCFACE_TEMPLATE_112}
+SOURCES = ("predicted", "truth")
+
+#: progress(stage, done, total); stage "predict" or "align".
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class AlignResult:
+    snapshot: str
+    source: str  # predicted | truth
+    template: str
+    size: int
+    run_id: str | None  # the landmark run (source="predicted")
+    n_images: int
+    n_predictions: int  # rows written to landmark_predictions (0 for "truth")
+    mean_nme: float | None  # over images with true landmarks (predicted only)
+    cache: CacheInfo
+    seconds: float
+
+
+def resolve_checkpoint(
+    run_id_or_checkpoint: str | os.PathLike[str], db: str | os.PathLike[str] | None = None
+) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint file and its contents for a checkpoint path, a run folder (its
+    best.pt, else last.pt) or a run id (``<out_dir>/<run_id>/best.pt`` with the run's
+    recorded out_dir, relative paths taken from the current folder as in training)."""
+    path = Path(run_id_or_checkpoint)
+    if not path.exists():
+        run = results.get_run(db, str(run_id_or_checkpoint))  # RunError for unknown ids
+        if run.kind != KIND:
+            raise ValueError(f"Run {run.run_id} is a {run.kind} run, not a {KIND} run")
+        path = Path(run.config.get("out_dir", "checkpoints")) / run.run_id
+        if not path.exists():
+            raise FileNotFoundError(
+                f"Run {run.run_id}'s checkpoints are not at {path} (its out_dir "
+                f"{run.config.get('out_dir')!r}, relative to where it was trained); pass "
+                "the checkpoint file instead."
+            )
+    if path.is_dir():
+        path = path / "best.pt" if (path / "best.pt").exists() else path / "last.pt"
+    return path, load_checkpoint(path)
+
+
+def _snapshot_images(
+    db: str | os.PathLike[str] | None, snapshot: str
+) -> tuple[list[str], list[str], np.ndarray]:
+    """image ids (sorted), absolute paths, true landmarks (N, 5, 2), NaN where absent."""
+    con = connect(db, read_only=True)
+    try:
+        snapshots.get(con, snapshot)
+        root = dict(con.execute("SELECT key, value FROM catalog_info").fetchall()).get(
+            "image_root") or ""  # fmt: skip
+        marks = ", ".join(f"l.{c}" for c in LANDMARK_COLUMNS)
+        rows = con.execute(
+            f"SELECT s.image_id, i.path, i.error, {marks} FROM snapshot_images AS s "
+            "LEFT JOIN images AS i USING (image_id) LEFT JOIN landmarks AS l USING (image_id) "
+            "WHERE s.snapshot = ? ORDER BY s.image_id",
+            [snapshot],
+        ).fetchall()
+    finally:
+        con.close()
+    bad = [r[0] for r in rows if not root or r[1] is None or r[2] is not None]
+    if bad:
+        raise ValueError(
+            f"{len(bad)} images of snapshot {snapshot!r} are not in the catalog's image "
+            f"index or were unreadable at ingest (first: {', '.join(bad[:3])}); ingest the "
+            "data folder with its images."
+        )
+    truth = np.array(
+        [[np.nan if v is None else v for v in r[3:]] for r in rows], dtype=np.float64
+    ).reshape(-1, 5, 2)
+    return [r[0] for r in rows], [os.path.join(root, r[1]) for r in rows], truth
+
+
+def _predict(
+    ckpt: dict[str, Any], db: str | os.PathLike[str] | None, snapshot: str,
+    ids: list[str], batch_size: int, progress: ProgressFn | None,
+) -> np.ndarray:  # fmt: skip
+    """Predicted landmarks (N, 5, 2) in in-the-wild pixels, in ``ids`` order."""
+    config = ckpt["config"]
+    model = create_model(config["model"])
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    input_size, heatmap_size = model.config.input_size, model.config.heatmap_size
+    data = FaceDataset(db, snapshot, "all", source="bbox", size=input_size)
+    if list(data.image_ids) != ids:
+        raise RuntimeError("the Dataset's images differ from the snapshot's")  # a bug
+    # No augmentation: each sample's matrix is its box stretched onto the square.
+    to_original = np.stack([T.invert(T.box_to_square(b, input_size))[:2] for b in data.boxes])
+    out = np.empty((len(ids), 5, 2))
+    done = 0
+    if progress is not None:
+        progress("predict", 0, len(ids))
+    with torch.no_grad():
+        for batch in DataLoader(data, batch_size=batch_size, shuffle=False):
+            heatmaps = model(batch["image"])[-1].float()
+            points, _ = decode_subpixel(heatmaps, config.get("decode", "dark"),
+                                        config.get("sigma", 1.5))  # fmt: skip
+            points = heatmap_to_input(points.double(), heatmap_size, input_size)
+            n = len(points)
+            out[done:done + n] = input_to_original(points.numpy(), to_original[done:done + n])
+            done += n
+            if progress is not None:
+                progress("predict", done, len(ids))
+    return out
+
+
+def _warp_one(src: str, matrix: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (size, size, 3): the image at ``src`` through ``matrix`` (original ->
+    aligned), decoded at the smallest scale that keeps ``size`` pixels for the face."""
+    scale = float(np.sqrt(abs(np.linalg.det(matrix[:2, :2]))))  # output px per original px
+    side = size / max(scale, 1e-12)  # the original region the crop covers
+    image, m_decode = T.open_for_crop(src, (0, 0, side, side), size)
+    return T.warp(image, matrix @ T.invert(m_decode), size)
+
+
+def align_snapshot(
+    run_id_or_checkpoint: str | os.PathLike[str] | None,
+    snapshot: str,
+    db: str | os.PathLike[str] | None = None,
+    *,
+    size: int = 112,
+    template: str = "reference",
+    source: str = "predicted",
+    batch_size: int = 32,
+    progress: ProgressFn | None = None,
+) -> AlignResult:
+    """Align every image of ``snapshot`` onto ``template`` at ``size`` and store the
+    crops as its ``"aligned"`` crop cache (see the module docstring).
+
+    ``run_id_or_checkpoint``: a landmark run id, run folder or checkpoint file (for
+    ``source="predicted"``; ignored, may be None, for ``source="truth"``).
+
+    Raises ValueError for unknown settings, an image without landmarks under
+    ``source="truth"`` or a face whose landmarks admit no similarity;
+    SnapshotError / RunError / FileNotFoundError for what cannot be found.
+    """
+    start = time.perf_counter()
+    if template not in TEMPLATES:
+        raise ValueError(f"template must be one of {', '.join(TEMPLATES)}, got {template!r}")
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive whole number of pixels, got {size!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    ckpt = None
+    if source == "predicted":
+        if run_id_or_checkpoint is None:
+            raise ValueError("source='predicted' needs a landmark run id or checkpoint")
+        _, ckpt = resolve_checkpoint(run_id_or_checkpoint, db)
+    ids, paths, truth = _snapshot_images(db, snapshot)
+
+    run_id, n_pred, mean_nme = None, 0, None
+    if ckpt is not None:
+        run_id = str(ckpt["run_id"])
+        points = _predict(ckpt, db, snapshot, ids, batch_size, progress)
+        errors = np.full(len(ids), np.nan)
+        known = np.isfinite(truth).all(axis=(1, 2))
+        if known.any():
+            errors[known] = nme(points[known], truth[known])
+            mean_nme = float(errors[known].mean())
+        n_pred = results.write_landmark_predictions(
+            db, run_id, {"image_id": ids, "landmarks": points, "nme": errors}
+        )
+    else:
+        missing = [i for i, t in zip(ids, truth, strict=True) if not np.isfinite(t).all()]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} images of snapshot {snapshot!r} have no true landmarks "
+                f"(first: {', '.join(missing[:3])}); align them with source='predicted'."
+            )
+        points = truth
+
+    matrices = alignment_matrices(points, TEMPLATES[template], size)
+    crops = np.empty((len(ids), size, size, 3), dtype=np.uint8)
+    if progress is not None:
+        progress("align", 0, len(ids))
+    for k, (src, m) in enumerate(zip(paths, matrices, strict=True)):
+        crops[k] = _warp_one(src, m, size)
+        if progress is not None:
+            progress("align", k + 1, len(ids))
+    info = store_crops(snapshot, db, size=size, source="aligned", crops=crops,
+                       image_ids=ids, matrices=matrices)  # fmt: skip
+    return AlignResult(snapshot, source, template, size, run_id, len(ids), n_pred, mean_nme,
+                       info, time.perf_counter() - start)  # fmt: skip
+
+
+__all__ = ["TEMPLATES", "AlignResult", "align_snapshot", "resolve_checkpoint"]
