@@ -47,6 +47,24 @@ def query(db: Path, sql: str, params: list | None = None) -> list[tuple]:
         con.close()
 
 
+def snapshot_catalog(
+    root: Path, ids: int, seed: int, *, images: bool = True, name: str = "s"
+) -> Path:
+    """Synthetic CelebA in ``root/data`` -> ``root/c.duckdb`` -> a selection that fits
+    it (10 clean images per identity) -> snapshot ``name``. Returns the catalog path."""
+    from catalog.ingest import ingest
+    from catalog.selection import fitted_params, select
+    from catalog.snapshots import create
+    from catalog.synth import synthesize
+
+    synthesize(root / "data", ids=ids, seed=seed, annotations_only=not images, workers=2)
+    db = root / "c.duckdb"
+    ingest(root / "data", db, workers=2)
+    select(db, **fitted_params(db, images_per_id=10))
+    create(name, db)
+    return db
+
+
 def write(folder: Path, files: dict[str, str]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():

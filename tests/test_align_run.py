@@ -7,16 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import snapshot_catalog
 
 from catalog import transforms as T
 from catalog.cache import find_cache, store_crops
 from catalog.datasets import FaceDataset
 from catalog.db import connect
 from catalog.formats import LANDMARK_COLUMNS
-from catalog.ingest import ingest
-from catalog.selection import fitted_params, select
-from catalog.snapshots import create, get
-from catalog.synth import synthesize
+from catalog.snapshots import get
 from models.align_run import align_snapshot, resolve_checkpoint
 from models.alignment import ARCFACE_TEMPLATE_112, REFERENCE_TEMPLATE, template_points
 from models.train_landmarks import LandmarkTrainConfig, train_landmarks
@@ -24,13 +22,7 @@ from models.train_landmarks import LandmarkTrainConfig, train_landmarks
 
 @pytest.fixture(scope="module")
 def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("align")
-    synthesize(root / "data", ids=12, seed=7, workers=2)
-    db = root / "template.duckdb"
-    ingest(root / "data", db)
-    select(db, **fitted_params(db, images_per_id=10))
-    create("s", db)
-    return db
+    return snapshot_catalog(tmp_path_factory.mktemp("align"), ids=12, seed=7)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import query
+from conftest import query, snapshot_catalog
 from PIL import Image
 
 from catalog import transforms as T
@@ -32,20 +32,13 @@ from catalog.db import connect
 from catalog.ingest import ingest
 from catalog.selection import fitted_params, select
 from catalog.snapshots import SnapshotError, create, get
-from catalog.synth import synthesize
 
 SIZE = 64
 
 
 @pytest.fixture(scope="module")
 def catalog_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("cache")
-    synthesize(root / "data", ids=20, seed=4, workers=2)
-    db = root / "template.duckdb"
-    ingest(root / "data", db)
-    select(db, **fitted_params(db, images_per_id=10))
-    create("s", db)
-    return db
+    return snapshot_catalog(tmp_path_factory.mktemp("cache"), ids=20, seed=4)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import duckdb
 import numpy as np
 import pytest
 import torch
+from conftest import snapshot_catalog
 from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -35,12 +36,7 @@ GEOMETRY = T.Augment(scale=0.1, rotate=30, shift=0.05, flip=1.0,
 
 @pytest.fixture(scope="module")
 def cat(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
-    root = tmp_path_factory.mktemp("datasets")
-    synthesize(root / "data", ids=IDS, seed=SEED, workers=2)
-    db = root / "c.duckdb"
-    ingest(root / "data", db, workers=2)
-    select(db, **fitted_params(db, images_per_id=10))
-    create("s", db)
+    db = snapshot_catalog(tmp_path_factory.mktemp("datasets"), ids=IDS, seed=SEED)
     con = duckdb.connect(str(db), read_only=True)
     rows = con.execute(f"SELECT image_id, {', '.join(LANDMARK_COLUMNS)} FROM landmarks").fetchall()
     con.close()

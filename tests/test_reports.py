@@ -7,25 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import snapshot_catalog
 
 from catalog.db import connect
-from catalog.ingest import ingest
 from catalog.reports import landmark_report
 from catalog.results import RunError, start_run, write_landmark_predictions
-from catalog.selection import fitted_params, select
-from catalog.snapshots import create
-from catalog.synth import synthesize
 
 
 @pytest.fixture(scope="module")
 def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("reports")
-    synthesize(root / "data", ids=12, seed=3, workers=2)
-    db = root / "template.duckdb"
-    ingest(root / "data", db)
-    select(db, **fitted_params(db, images_per_id=10))
-    create("s", db)
-    return db
+    return snapshot_catalog(tmp_path_factory.mktemp("reports"), ids=12, seed=3)
 
 
 @pytest.fixture

@@ -8,24 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import query
+from conftest import query, snapshot_catalog
 
 from catalog import results, snapshots
-from catalog.ingest import ingest
-from catalog.selection import fitted_params, select
-from catalog.synth import synthesize
 
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A catalog with snapshot 's' (annotations only: runs need no pixels)."""
-    root = tmp_path_factory.mktemp("results")
-    synthesize(root / "data", ids=12, seed=3, annotations_only=True)
-    db = root / "c.duckdb"
-    ingest(root / "data", db)
-    select(db, **fitted_params(db, images_per_id=10))
-    snapshots.create("s", db)
-    return db
+    return snapshot_catalog(tmp_path_factory.mktemp("results"), ids=12, seed=3, images=False)
 
 
 @pytest.fixture

@@ -8,12 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import query
+from conftest import query, snapshot_catalog
 
 from catalog import results, snapshots
-from catalog.ingest import ingest
 from catalog.selection import fitted_params, select
-from catalog.synth import synthesize
 from models import train_landmarks as tl
 from models.registry import create_model
 
@@ -23,12 +21,8 @@ TINY = dict(snapshot="s", epochs=2, batch_size=8, max_batches_per_epoch=3, augme
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("train")
-    synthesize(root / "data", ids=12, seed=3, workers=2)
-    db = root / "c.duckdb"
-    ingest(root / "data", db, workers=2)
-    select(db, **fitted_params(db, images_per_id=10))
-    _, splits = snapshots.show(snapshots.create("s", db).name, db)
+    db = snapshot_catalog(tmp_path_factory.mktemp("train"), ids=12, seed=3)
+    _, splits = snapshots.show("s", db)
     assert splits["val"][0] > 0 and splits["train"][0] >= 24, splits
     return db
 
