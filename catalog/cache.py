@@ -408,39 +408,12 @@ def build_cache(
         tasks = _plan(con, snapshot)
     finally:
         con.close()  # the decoding below needs no catalog: do not hold it open
-    folder = db_path.parent / f"{db_path.stem}.crops"
-    final = folder / f"{snapshot}-{snap.hash[:12]}-{source}-{size}.npy"
-
-    folder.mkdir(parents=True, exist_ok=True)
-    busy = partial(CacheError, f"Another cache build is writing into {folder}; wait for it.")
-    with files.locked(folder, busy):
-        if stale:
-            # Forget the old index (and its file) first: the file about to be renamed
-            # into place may have the old one's name, and its rows would describe
-            # other boxes. A failed build then leaves no cache, never a wrong one.
-            _forget(db_path, snap.hash, source, size)
-        files.remove_temporaries(folder)  # of killed builds; safe under the lock
-        tmp = Path(files.temp_name(final))
-        try:
-            array = np.lib.format.open_memmap(
-                tmp, mode="w+", dtype=np.uint8, shape=(len(tasks), size, size, 3)
-            )
-            try:
-                _run(tasks, array, size, workers or os.cpu_count() or 1, progress)
-                array.flush()
-            finally:
-                del array  # unmap before the rename (and before unlinking on error)
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        seconds = time.perf_counter() - start
-        try:
-            _record(db_path, snapshot, snap.hash, source, size, final, tasks, seconds)
-        except BaseException:
-            final.unlink(missing_ok=True)  # no index row points at it (rolled back)
-            raise
-    return _info(final, snapshot, snap.hash, size, source, len(tasks), seconds, built=True)
+    shape = (len(tasks), size, size, 3)
+    n_workers = workers or os.cpu_count() or 1
+    return _write_cache(
+        db_path, snapshot, snap.hash, source, size, stale, shape,
+        lambda array: _run(tasks, array, size, n_workers, progress), tasks, start,
+    )
 
 
 def store_crops(
@@ -503,34 +476,59 @@ def store_crops(
             f"{len(missing)} missing (first: {', '.join(missing[:3])}), {len(extra)} not in "
             f"it (first: {', '.join(extra[:3])})"
         )
+    rows = _rows_frame(ids, np.arange(n), None, matrices)
+    return _write_cache(
+        db_path, snapshot, snap.hash, source, size, stale, crops.shape,
+        lambda array: array.__setitem__(slice(None), crops), rows, start,
+    )
+
+
+def _write_cache(
+    db_path: Path,
+    snapshot: str,
+    hash_: str,
+    source: str,
+    size: int,
+    stale: bool,
+    shape: tuple[int, ...],
+    fill: Callable[[np.ndarray], None],
+    rows: Any,
+    start: float,
+) -> CacheInfo:
+    """Write a cache file atomically, then its index; shared by build and store.
+
+    Under the folder lock: forget a stale cache first (the new file may take its
+    name, and its rows would describe other crops; a failed write then leaves no
+    cache, never a wrong one), fill a temporary memory map, rename it into place,
+    and only then insert the index in one transaction.
+    """
     folder = db_path.parent / f"{db_path.stem}.crops"
-    final = folder / f"{snapshot}-{snap.hash[:12]}-{source}-{size}.npy"
+    final = folder / f"{snapshot}-{hash_[:12]}-{source}-{size}.npy"
     folder.mkdir(parents=True, exist_ok=True)
     busy = partial(CacheError, f"Another cache build is writing into {folder}; wait for it.")
     with files.locked(folder, busy):
         if stale:
-            _forget(db_path, snap.hash, source, size)
-        files.remove_temporaries(folder)
+            _forget(db_path, hash_, source, size)
+        files.remove_temporaries(folder)  # of killed builds; safe under the lock
         tmp = Path(files.temp_name(final))
         try:
-            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=crops.shape)
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
             try:
-                array[:] = crops
+                fill(array)
                 array.flush()
             finally:
-                del array
+                del array  # unmap before the rename (and before unlinking on error)
             os.replace(tmp, final)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         seconds = time.perf_counter() - start
         try:
-            _record(db_path, snapshot, snap.hash, source, size, final,
-                    _rows_frame(ids, np.arange(n), None, matrices), seconds)  # fmt: skip
+            _record(db_path, snapshot, hash_, source, size, final, rows, seconds)
         except BaseException:
-            final.unlink(missing_ok=True)
+            final.unlink(missing_ok=True)  # no index row points at it (rolled back)
             raise
-    return _info(final, snapshot, snap.hash, size, source, n, seconds, built=True)
+    return _info(final, snapshot, hash_, size, source, shape[0], seconds, built=True)
 
 
 def render_crop(src: str | os.PathLike[str], box: tuple[int, int, int, int], size: int
