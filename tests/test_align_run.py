@@ -75,8 +75,8 @@ def test_truth_alignment_feeds_the_aligned_face_dataset(db: Path) -> None:
         for x, y in np.rint(mapped[:2]).astype(int):
             assert crop[y, x].mean() < 80, (image_id, x, y, crop[y, x])
     errors = np.array(errors)
-    # tests/test_alignment.py measured mean 3.7-3.8, max 6.4-8.4 px for synthetic faces
-    assert errors.mean() < 4.5 and errors.max() < 9.0
+    # tests/test_alignment.py: synthetic faces land a mean 1.6-1.8 px from ArcFace's eyes
+    assert errors.mean() < 2.0 and errors.max() < 7.0
 
 
 def test_truth_alignment_matches_the_template_at_another_size(db: Path) -> None:

@@ -8,6 +8,7 @@ from PIL import Image
 
 from catalog import transforms as T
 from catalog.synth import make_population, render_face
+from catalog.synth.geometry import ALIGNED_TEMPLATE
 from models.alignment import (
     ARCFACE_TEMPLATE_112,
     REFERENCE_TEMPLATE,
@@ -149,6 +150,11 @@ def test_align_face_puts_landmarks_on_the_template_and_crops() -> None:
 # --- synthetic faces --------------------------------------------------------------------
 
 
+def apply_batch(matrices: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(N, 3, 3) matrices applied to (N, K, 2) points."""
+    return np.einsum("nij,nkj->nki", matrices[:, :2, :2], points) + matrices[:, None, :2, 2]
+
+
 def bilinear(image: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Sample (H, W, 3) at pixel-index points (N, 2) (all inside), float64 (N, 3)."""
     x, y = points[:, 0], points[:, 1]
@@ -195,14 +201,30 @@ def test_synthetic_faces_align_onto_arcface(faces) -> None:
         got = aligned.reshape(-1, 3)[inside].astype(np.float64)
         assert np.abs(got - expected).mean() < 0.4 and np.abs(got - expected).max() < 10
     eye_errors = np.array(eye_errors)
-    # Issue 5 asks for the eyes within 2 px of the template's. A 4-DOF least-squares fit
-    # of all five points cannot give that here: the synthetic faces' eye distance is
-    # 1.2x their eye-to-mouth drop, ArcFace's template 0.87x, so the fit leaves the eyes
-    # systematically ~2.5 px outward and ~2.4 px low (measured on these 24 faces: mean
-    # 3.8 px, max 6.4 px; on 200 identities' true landmarks: mean 3.7, max 8.4). What
-    # does hold is checked here; the 2 px criterion is checked in the next test, on
-    # faces whose proportions fit the template.
-    assert eye_errors.mean() < 4.5 and eye_errors.max() < 9.0
+    # Issue 5 asks for the eyes within 2 px of the template's when aligned with the true
+    # landmarks. The synthetic faces have CelebA's mean proportions, so the typical face
+    # does (measured on these 24 faces: mean 1.77 px, median 1.46); a 4-DOF fit cannot
+    # remove each face's own proportions and its head turn, hence the tail (max 4.1).
+    assert eye_errors.mean() < 2.0 and np.median(eye_errors) < 2.0 and eye_errors.max() < 6.0
+
+
+def test_synthetic_population_lands_on_the_templates_on_average() -> None:
+    """Over thousands of true landmarks (no pixels), the eyes land within 2 px on ArcFace.
+
+    Synthetic faces are drawn around CelebA's mean face (the generator's own aligned
+    template, eye distance / eye-to-mouth drop 0.95); that mean face lands within 2 px
+    of both templates. Per face, identity proportions and head turn (yaw sd 15 deg)
+    spread the error (measured: ArcFace mean 1.60 px, p95 3.4; reference mean 2.16).
+    """
+    pop = make_population(300, seed=7)
+    points = pop.layout.landmarks.astype(np.float64)
+    for template, mean_limit in ((ARCFACE_TEMPLATE_112, 2.0), (REFERENCE_TEMPLATE, 2.5)):
+        target = template_points(template, 112)
+        mapped = apply_batch(alignment_matrices(points, template, 112), points)
+        errors = np.linalg.norm(mapped[:, :2] - target[:2], axis=2)
+        assert errors.mean() < mean_limit, (template.name, errors.mean())
+        mean_face = T.apply(alignment_matrix(ALIGNED_TEMPLATE, template, 112), ALIGNED_TEMPLATE)
+        assert np.linalg.norm(mean_face[:2] - target[:2], axis=1).max() < 2.0
 
 
 def test_synthetic_faces_of_template_proportions_land_on_it(faces) -> None:

@@ -420,12 +420,16 @@ def draw_identities(ids: int, rng: np.random.Generator) -> tuple[np.ndarray, Fac
     face_w = np.where(oval, u(0.69, 0.74), u(0.71, 0.82)) + 0.02 * male + 0.06 * chubby
     jaw = np.where(oval, u(0.10, 0.16), u(0.04, 0.30)) + 0.08 * has["High_Cheekbones"]
     jaw = np.clip(jaw - 0.12 * chubby, 0.0, None)
+    # Proportions centred on CelebA's mean face (geometry.ALIGNED_TEMPLATE): eye
+    # distance / eye-to-mouth drop ~0.95, nose tip ~0.57 of the drop, mouth ~0.85 of
+    # the eye distance. Alignment templates are fitted to faces like these, so the
+    # typical synthetic face aligns onto them as a typical CelebA face would.
     nose_len = u(0.16, 0.205) + 0.02 * has["Big_Nose"]
     traits = FaceTraits(
         face_w=face_w,
         jaw=jaw,
         eye_y=u(-0.035, 0.015),
-        eye_dx=u(0.155, 0.19),
+        eye_dx=u(0.14, 0.165),
         eye_rx=u(0.052, 0.068),
         eye_open=np.where(has["Narrow_Eyes"], u(0.26, 0.34), u(0.42, 0.6)),
         brow_gap=u(0.06, 0.085),
@@ -436,8 +440,8 @@ def draw_identities(ids: int, rng: np.random.Generator) -> tuple[np.ndarray, Fac
         nose_w=np.where(has["Big_Nose"], u(0.085, 0.1), u(0.055, 0.075)),
         nose_tip=np.where(has["Pointy_Nose"], u(0.3, 0.5), u(0.65, 1.0)),
         nose_z=u(0.08, 0.14),
-        mouth_drop=nose_len + u(0.09, 0.125),
-        mouth_hw=u(0.12, 0.155),
+        mouth_drop=nose_len + u(0.12, 0.155),
+        mouth_hw=u(0.115, 0.145),
         lip_thick=np.where(has["Big_Lips"], u(0.032, 0.042), u(0.018, 0.028)) - 0.003 * male,
         ear_size=u(0.85, 1.15),
         skin=skin,
