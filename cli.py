@@ -708,7 +708,7 @@ def train_landmarks_cmd(
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 16,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
     max_minutes: Annotated[
-        float | None, typer.Option(help="Stop after the epoch that passes this budget.")
+        float | None, typer.Option(help="Time budget: no epoch starts that would overrun it.")
     ] = None,
     max_batches: Annotated[
         int | None, typer.Option(help="Batches per epoch (short runs for demos).")

@@ -118,3 +118,11 @@ def test_a_snapshot_without_val_split_is_refused(db: Path, tmp_path: Path):
     with pytest.raises(ValueError, match="'noval' has no validation images.*val_per_id >= 1"):
         tl.train_landmarks(config, db)
     assert results.list_runs(db) == []
+
+
+def test_the_time_budget_stops_before_an_epoch_that_would_overrun(db: Path, tmp_path: Path):
+    # a budget shorter than one epoch: the first epoch runs (there would be no model
+    # otherwise), no second one starts
+    config = tl.LandmarkTrainConfig(**{**TINY, "epochs": 5, "max_minutes": 1e-4},
+                                    out_dir=str(tmp_path))  # fmt: skip
+    assert tl.train_landmarks(config, db).epochs_done == 1
