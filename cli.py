@@ -805,20 +805,37 @@ app.add_typer(report_app, name="report")
 def report_landmarks(
     run: Annotated[str, typer.Option(help="Landmark run id (after celebcat align).")],
     by: Annotated[str, typer.Option(help="Attributes to group by, comma separated.")] = "",
+    split: Annotated[
+        str | None, typer.Option(help="Only this split of the run's snapshot, e.g. test.")
+    ] = None,
+    per_landmark: Annotated[
+        bool, typer.Option("--per-landmark", help="Add each landmark's mean NME.")
+    ] = False,
+    ced: Annotated[
+        Path | None, typer.Option(help="Also write the CED plot (one curve per group) here.")
+    ] = None,
     threshold: Annotated[float, typer.Option(help="NME above which a face failed.")] = 0.1,
     as_csv: CsvOption = False,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
-    """NME and failure rate of a run's predictions, grouped by attributes.
+    """NME, failure rate and CED AUC of a run's predictions, grouped by attributes.
 
-    Example: celebcat report landmarks --run RUN --by Eyeglasses,Male,Wearing_Hat
+    NME is normalised by the inter-ocular distance (true eye centres); the failure
+    rate is the share above --threshold, the AUC is the area under the cumulative error
+    distribution up to it, divided by it.
+
+    Example: celebcat report landmarks --run RUN --split test --by Eyeglasses --ced ced.png
     """
-    from catalog.reports import landmark_report
+    from catalog.reports import landmark_report, write_ced_plot
 
     groups = [b.strip() for b in by.split(",") if b.strip()]
-    result = landmark_report(db, run, groups, threshold=threshold)
+    result = landmark_report(db, run, groups, threshold=threshold, split=split,
+                             per_landmark=per_landmark)  # fmt: skip
     _print_rows(result.columns, result.rows, as_csv=as_csv, as_json=as_json)
+    if ced is not None:
+        path = write_ced_plot(db, run, ced, groups, split=split, limit=threshold)
+        _console(stderr=True).print(f"wrote {path}")
 
 
 @app.command()

@@ -1,40 +1,51 @@
 """Reports over training results: how a landmark run's error varies with attributes.
 
-``celebcat report landmarks --run RUN --by Eyeglasses,Male``: the run's per-image NME
-(``landmark_predictions``) joined with the CelebA attributes, grouped by the given
-attributes (-1 / 1 as in list_attr_celeba). Images without an attribute row fall in
-the NULL group; images without a true-landmark NME are left out.
+``celebcat report landmarks --run RUN --by Eyeglasses,Male --split test``: the run's
+per-image NME (``landmark_predictions``, written by ``celebcat align``) joined with the
+CelebA attributes, grouped by the given attributes (-1 / 1 as in list_attr_celeba).
+Images without an attribute row fall in the NULL group; images without a
+true-landmark NME are left out. ``split`` keeps the images of one split of the run's
+snapshot (train, val, test, holdout).
+
+NME is normalised by the inter-ocular distance (the distance between the two true
+eye centres, :data:`NORMALISER`); the per-landmark columns use the same normaliser,
+so their mean over the five landmarks is the image's NME.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 
 from catalog.db import connect
-from catalog.formats import ATTRIBUTES
+from catalog.formats import ATTRIBUTES, LANDMARK_COLUMNS
 from catalog.info import QueryResult
 
 #: NME above this counts as a failure (the usual 10% of the inter-ocular distance).
 FAILURE_THRESHOLD = 0.1
+#: How NME is normalised, everywhere in the catalog: the true eye-centre distance.
+NORMALISER = "inter_ocular"
+#: The five landmarks, CelebA order ("left" = the viewer's left).
+LANDMARK_NAMES: tuple[str, ...] = tuple(c[:-2] for c in LANDMARK_COLUMNS[::2])
 
 
-def landmark_report(
-    db: str | os.PathLike[str] | None,
-    run_id: str,
-    by: Sequence[str] = (),
-    *,
-    threshold: float = FAILURE_THRESHOLD,
-) -> QueryResult:
-    """NME mean, median, failure rate (NME > ``threshold``) and image count of run
-    ``run_id``, one row per combination of the ``by`` attributes (one row overall when
-    ``by`` is empty), ordered by the attributes.
+@dataclass(frozen=True)
+class LandmarkErrors:
+    """Per-image errors of a run: ``nme`` (N,), ``per_landmark`` (N, 5) in
+    :data:`LANDMARK_NAMES` order, ``groups`` (N,) labels of the ``by`` attributes
+    (e.g. ``"Eyeglasses=1"``, ``"all"`` without ``by``)."""
 
-    Raises ValueError naming an attribute that is not one of CelebA's 40 (or repeats),
-    and catalog.results.RunError for an unknown run.
-    """
-    from catalog.results import get_run
+    image_ids: list[str]
+    nme: np.ndarray
+    per_landmark: np.ndarray
+    groups: list[str]
 
+
+def _check_attributes(by: Sequence[str]) -> list[str]:
     by = list(by)
     for name in by:
         if name not in ATTRIBUTES:
@@ -44,20 +55,98 @@ def landmark_report(
             )
     if len(set(by)) != len(by):
         raise ValueError(f"Attributes repeat in {', '.join(by)}")
-    get_run(db, run_id)  # RunError for an unknown run
-    cols = ", ".join(f'a."{name}"' for name in by)  # validated against ATTRIBUTES above
+    return by
+
+
+def _per_landmark_sql() -> str:
+    """``nme_<landmark>`` columns: each point's error over the true eye distance."""
+    norm = "sqrt((l.righteye_x - l.lefteye_x)^2 + (l.righteye_y - l.lefteye_y)^2)"
+    return ", ".join(
+        f"sqrt((p.{n}_x - l.{n}_x)^2 + (p.{n}_y - l.{n}_y)^2) / {norm} AS nme_{n}"
+        for n in LANDMARK_NAMES
+    )
+
+
+def _errors_sql(db: str | os.PathLike[str] | None, run_id: str, split: str | None
+                ) -> tuple[str, list[object]]:  # fmt: skip
+    """A query of the run's images with an NME: image_id, nme, nme_<landmark> x5 and
+    every attribute, restricted to ``split`` of the run's snapshot; and its parameters.
+    """
+    from catalog.results import get_run
+
+    run = get_run(db, run_id)  # RunError for an unknown run
+    args: list[object] = [run_id]
+    where = ""
+    if split is not None:
+        con = connect(db, read_only=True)
+        try:
+            row = con.execute(
+                "SELECT hash FROM snapshots WHERE name = ?", [run.snapshot]
+            ).fetchone()
+            splits = [r[0] for r in con.execute(
+                "SELECT DISTINCT split FROM snapshot_images WHERE snapshot = ? ORDER BY 1",
+                [run.snapshot],
+            ).fetchall()] if row else []  # fmt: skip
+        finally:
+            con.close()
+        if row is None or row[0] != run.snapshot_hash:
+            raise ValueError(
+                f"Run {run_id} was trained on snapshot {run.snapshot!r} "
+                f"(hash {run.snapshot_hash[:12]}), which "
+                + ("no longer exists" if row is None else f"now has hash {row[0][:12]}")
+                + "; its splits are unknown, so report without --split."
+            )
+        if split not in splits:
+            raise ValueError(
+                f"Snapshot {run.snapshot!r} has no split {split!r}; it has {', '.join(splits)}"
+            )
+        where = (
+            " AND p.image_id IN (SELECT image_id FROM snapshot_images "
+            "WHERE snapshot = ? AND split = ?)"
+        )
+        args += [run.snapshot, split]
+    sql = (
+        f"SELECT p.image_id, p.nme, {_per_landmark_sql()}, a.* EXCLUDE (image_id) "
+        "FROM landmark_predictions AS p LEFT JOIN landmarks AS l USING (image_id) "
+        "LEFT JOIN attributes AS a USING (image_id) "
+        f"WHERE p.run_id = ? AND p.nme IS NOT NULL AND NOT isnan(p.nme){where}"
+    )
+    return sql, args
+
+
+def landmark_report(
+    db: str | os.PathLike[str] | None,
+    run_id: str,
+    by: Sequence[str] = (),
+    *,
+    threshold: float = FAILURE_THRESHOLD,
+    split: str | None = None,
+    per_landmark: bool = False,
+) -> QueryResult:
+    """NME mean, median, failure rate (NME > ``threshold``), CED AUC up to
+    ``threshold`` and image count of run ``run_id``, one row per combination of the
+    ``by`` attributes (one row overall when ``by`` is empty), ordered by them;
+    ``per_landmark`` adds the mean NME of each landmark.
+
+    Raises ValueError naming an attribute that is not one of CelebA's 40 (or
+    repeats), a split the run's snapshot lacks, or a snapshot recreated since the
+    run; catalog.results.RunError for an unknown run.
+    """
+    by = _check_attributes(by)
+    inner, args = _errors_sql(db, run_id, split)
+    cols = ", ".join(f'"{name}"' for name in by)  # validated against ATTRIBUTES above
+    marks = "".join(f", avg(nme_{n}) AS nme_{n}" for n in LANDMARK_NAMES) if per_landmark else ""
     sql = (
         f"SELECT {cols + ', ' if by else ''}"
-        "avg(p.nme) AS nme_mean, median(p.nme) AS nme_median, "
-        "avg(CASE WHEN p.nme > ? THEN 1.0 ELSE 0.0 END) AS failure_rate, "
-        "count(*) AS images "
-        "FROM landmark_predictions AS p LEFT JOIN attributes AS a USING (image_id) "
-        "WHERE p.run_id = ? AND p.nme IS NOT NULL AND NOT isnan(p.nme) "
+        "avg(nme) AS nme_mean, median(nme) AS nme_median, "
+        "avg(CASE WHEN nme > ? THEN 1.0 ELSE 0.0 END) AS failure_rate, "
+        "avg(greatest(? - nme, 0.0)) / ? AS ced_auc, "  # catalog.ced.ced_auc, in SQL
+        f"count(*) AS images{marks} FROM ({inner}) "
         f"{'GROUP BY ' + cols + ' ORDER BY ' + cols if by else ''}"
     )
     con = connect(db, read_only=True)
     try:
-        cur = con.execute(sql, [threshold, run_id])
+        cur = con.execute(sql, [threshold, threshold, threshold, *args])
         columns = [d[0] for d in cur.description]
         rows = cur.fetchall()
     finally:
@@ -65,4 +154,78 @@ def landmark_report(
     return QueryResult(columns, rows)
 
 
-__all__ = ["FAILURE_THRESHOLD", "landmark_report"]
+def landmark_errors(
+    db: str | os.PathLike[str] | None,
+    run_id: str,
+    by: Sequence[str] = (),
+    *,
+    split: str | None = None,
+) -> LandmarkErrors:
+    """The run's per-image errors (see :class:`LandmarkErrors`), ordered by image id.
+
+    Raises as :func:`landmark_report`.
+    """
+    by = _check_attributes(by)
+    inner, args = _errors_sql(db, run_id, split)
+    cols = "".join(f', "{name}"' for name in by)
+    marks = ", ".join(f"nme_{n}" for n in LANDMARK_NAMES)
+    con = connect(db, read_only=True)
+    try:
+        rows = con.execute(
+            f"SELECT image_id, nme, {marks}{cols} FROM ({inner}) ORDER BY image_id", args
+        ).fetchall()
+    finally:
+        con.close()
+    k = len(LANDMARK_NAMES)
+    groups = [
+        ", ".join(f"{name}={r[2 + k + i]}" for i, name in enumerate(by)) or "all" for r in rows
+    ]
+    return LandmarkErrors(
+        image_ids=[r[0] for r in rows],
+        nme=np.array([r[1] for r in rows], dtype=np.float64),
+        per_landmark=np.array([r[2:2 + k] for r in rows], dtype=np.float64).reshape(-1, k),
+        groups=groups,
+    )
+
+
+def write_ced_plot(
+    db: str | os.PathLike[str] | None,
+    run_id: str,
+    path: str | os.PathLike[str],
+    by: Sequence[str] = (),
+    *,
+    split: str | None = None,
+    limit: float = FAILURE_THRESHOLD,
+) -> Path:
+    """A PNG of the run's cumulative error distribution up to ``limit``, one curve per
+    group of the ``by`` attributes, AUC and failure rate in the legend.
+
+    Raises ValueError when the run has no predictions with an NME (run ``celebcat
+    align`` first), and as :func:`landmark_report`.
+    """
+    from catalog.ced import plot_ced
+
+    errors = landmark_errors(db, run_id, by, split=split)
+    if not len(errors.nme):
+        raise ValueError(
+            f"Run {run_id} has no predictions with a true-landmark NME"
+            f"{f' in split {split!r}' if split else ''}; run `celebcat align --run "
+            f"{run_id} --snapshot ...` first."
+        )
+    curves = {
+        g: errors.nme[[i for i, x in enumerate(errors.groups) if x == g]]
+        for g in sorted(set(errors.groups))
+    }
+    title = f"CED, run {run_id}" + (f", {split}" if split else "")
+    return plot_ced(curves, path, limit=limit, title=title, xlabel=f"NME ({NORMALISER})")
+
+
+__all__ = [
+    "FAILURE_THRESHOLD",
+    "LANDMARK_NAMES",
+    "NORMALISER",
+    "LandmarkErrors",
+    "landmark_errors",
+    "landmark_report",
+    "write_ced_plot",
+]

@@ -19,6 +19,8 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from catalog import ced
+
 __all__ = ["ced_auc", "ced_curve", "failure_rate", "mean_nme", "nme"]
 
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
@@ -93,46 +95,18 @@ def _numpy(values: np.ndarray | torch.Tensor | float) -> np.ndarray:
     return np.asarray(values, dtype=np.float64)
 
 
-def _errors(nme_values: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Flat float64 errors; NaN (no prediction) counts as an infinite error."""
-    e = _numpy(nme_values).reshape(-1)
-    if e.size == 0:
-        raise ValueError("no NME values")
-    return np.where(np.isnan(e), np.inf, e)
-
-
 def failure_rate(nme_values: np.ndarray | torch.Tensor, threshold: float = 0.1) -> float:
-    """Share of samples with NME strictly above ``threshold``: ``1 - CED(threshold)``."""
-    return float((_errors(nme_values) > threshold).mean())
+    """Share of samples with NME strictly above ``threshold`` (:func:`catalog.ced.failure_rate`)."""
+    return ced.failure_rate(_numpy(nme_values), threshold)
 
 
 def ced_curve(
     nme_values: np.ndarray | torch.Tensor, limit: float = 0.1
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The exact cumulative error distribution on [0, limit], as step-function vertices.
-
-    Returns ``x`` (M,) increasing from 0 to ``limit`` (0, every distinct error below
-    the limit, the limit) and ``y`` (M,), the share of samples with error <= x. The
-    CED is right-continuous and constant between vertices, so
-    ``plt.step(x, y, where="post")`` draws it exactly and
-    ``sum(y[:-1] * diff(x)) / limit`` is :func:`ced_auc`.
-    """
-    if not limit > 0:
-        raise ValueError(f"limit must be > 0, got {limit}")
-    e = np.sort(_errors(nme_values))
-    x = np.unique(np.concatenate([[0.0], e[(e > 0) & (e < limit)], [limit]]))
-    y = np.searchsorted(e, x, side="right") / e.size
-    return x, y
+    """The exact CED on [0, limit] as step vertices (:func:`catalog.ced.ced_curve`)."""
+    return ced.ced_curve(_numpy(nme_values), limit)
 
 
 def ced_auc(nme_values: np.ndarray | torch.Tensor, limit: float = 0.1) -> float:
-    """Area under the CED on [0, limit], divided by ``limit``: in [0, 1], 1 when every
-    error is 0.
-
-    Exact, with no histogram: sample i counts towards the CED from e_i on, so it adds
-    ``max(0, limit - e_i)`` to the area, and AUC = mean_i max(0, limit - e_i) / limit.
-    """
-    if not limit > 0:
-        raise ValueError(f"limit must be > 0, got {limit}")
-    e = _errors(nme_values)
-    return float(np.clip(limit - e, 0.0, None).mean() / limit)
+    """Area under the CED on [0, limit] / limit (:func:`catalog.ced.ced_auc`)."""
+    return ced.ced_auc(_numpy(nme_values), limit)

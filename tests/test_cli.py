@@ -198,5 +198,13 @@ def test_train_landmarks_and_runs_commands(tmp_path: Path) -> None:
     ]).output)
     n = query(Path(db), "SELECT count(*) FROM landmark_predictions")[0][0]
     assert sum(row["images"] for row in report) == n > 0
+    result = runner.invoke(cli.app, [
+        "report", "landmarks", "--run", run_id, "--split", "test", "--per-landmark",
+        "--ced", str(tmp_path / "ced.png"), "--json", "--db", db,
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "ced.png").stat().st_size > 0 and "wrote" in result.output
+    code, out = celebcat("report", "landmarks", "--run", run_id, "--split", "nope", "--db", db)
+    assert code == 1 and "has no split 'nope'" in out
     code, out = celebcat("align", "--snapshot", "tiny", "--db", db)
     assert code == 1 and "--run is needed" in out

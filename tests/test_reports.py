@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from conftest import snapshot_catalog
 
+from catalog.ced import ced_auc
 from catalog.db import connect
-from catalog.reports import landmark_report
+from catalog.formats import LANDMARK_COLUMNS
+from catalog.reports import LANDMARK_NAMES, landmark_errors, landmark_report, write_ced_plot
 from catalog.results import RunError, start_run, write_landmark_predictions
 
 
@@ -54,23 +56,24 @@ def test_grouped_by_male_and_eyeglasses(run: tuple[Path, str, dict[str, float]])
     db, run_id, errors = run
     report = landmark_report(db, run_id, ["Male", "Eyeglasses"])
     assert report.columns == ["Male", "Eyeglasses", "nme_mean", "nme_median", "failure_rate",
-                              "images"]  # fmt: skip
+                              "ced_auc", "images"]  # fmt: skip
     assert sum(r[-1] for r in report.rows) == len(errors)
     assert len({r[:2] for r in report.rows}) == len(report.rows) >= 2
     attrs = _attrs(db)
-    for male, glasses, mean, median, failures, count in report.rows:
+    for male, glasses, mean, median, failures, auc, count in report.rows:
         group = [e for i, e in errors.items() if attrs.get(i) == (male, glasses)]
         assert count == len(group)
         assert mean == pytest.approx(np.mean(group))
         assert median == pytest.approx(np.median(group))
         assert failures == pytest.approx(np.mean([e > 0.1 for e in group]))
+        assert auc == pytest.approx(ced_auc(group))
 
 
 def test_ungrouped_report_is_one_row(run: tuple[Path, str, dict[str, float]]) -> None:
     db, run_id, errors = run
     report = landmark_report(db, run_id, [])
-    assert report.columns == ["nme_mean", "nme_median", "failure_rate", "images"]
-    ((mean, _, failures, count),) = report.rows
+    assert report.columns == ["nme_mean", "nme_median", "failure_rate", "ced_auc", "images"]
+    ((mean, _, failures, _, count),) = report.rows
     assert count == len(errors) and mean == pytest.approx(np.mean(list(errors.values())))
     assert failures == pytest.approx(np.mean([e > 0.1 for e in errors.values()]))
     assert 0 < failures < 1
@@ -84,3 +87,83 @@ def test_unknown_attribute_and_run_are_refused(run: tuple[Path, str, dict[str, f
         landmark_report(db, run_id, ["Male", "Male"])
     with pytest.raises(RunError, match="nope"):
         landmark_report(db, "nope", ["Male"])
+
+
+def _truth_and_splits(db: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    con = connect(db, read_only=True)
+    try:
+        truth = {r[0]: np.array(r[1:], dtype=np.float64).reshape(5, 2) for r in con.execute(
+            f"SELECT image_id, {', '.join(LANDMARK_COLUMNS)} FROM landmarks"
+        ).fetchall()}  # fmt: skip
+        splits = dict(con.execute(
+            "SELECT image_id, split FROM snapshot_images WHERE snapshot = 's'"
+        ).fetchall())  # fmt: skip
+    finally:
+        con.close()
+    return truth, splits
+
+
+@pytest.fixture
+def shifted(template_db: Path, tmp_path: Path) -> tuple[Path, str, dict[str, np.ndarray]]:
+    """A run whose prediction of landmark k is the truth moved k + 1 pixels right."""
+    db = tmp_path / "c.duckdb"
+    shutil.copyfile(template_db, db)
+    truth, splits = _truth_and_splits(db)
+    ids = sorted(splits)
+    points = np.stack([truth[i] for i in ids])
+    points[:, :, 0] += np.arange(1, 6)
+    iod = np.linalg.norm(points[:, 1] - points[:, 0] - [1, 0], axis=1)  # true eye distance
+    per_landmark = np.arange(1, 6)[None, :] / iod[:, None]
+    run_id = start_run(db, "landmarks", {"snapshot": "s"}, "s")
+    write_landmark_predictions(db, run_id, {"image_id": ids, "landmarks": points,
+                                            "nme": per_landmark.mean(axis=1)})  # fmt: skip
+    return db, run_id, dict(zip(ids, per_landmark, strict=True))
+
+
+def test_per_landmark_nme_is_each_point_over_the_eye_distance(shifted) -> None:
+    db, run_id, expected = shifted
+    errors = landmark_errors(db, run_id)
+    assert errors.image_ids == sorted(expected) and errors.groups == ["all"] * len(expected)
+    want = np.stack([expected[i] for i in errors.image_ids])
+    assert np.allclose(errors.per_landmark, want)
+    assert np.allclose(errors.per_landmark.mean(axis=1), errors.nme)  # same normaliser
+    report = landmark_report(db, run_id, per_landmark=True)
+    assert report.columns[-5:] == [f"nme_{n}" for n in LANDMARK_NAMES]
+    assert np.allclose(report.rows[0][-5:], want.mean(axis=0))
+    # the nose (3 px) errs less than the right mouth corner (5 px), more than an eye
+    assert report.rows[0][-5] < report.rows[0][-3] < report.rows[0][-1]
+
+
+def test_split_keeps_the_images_of_that_split_only(shifted) -> None:
+    db, run_id, expected = shifted
+    _, splits = _truth_and_splits(db)
+    test_ids = sorted(i for i, s in splits.items() if s == "test")
+    assert 0 < len(test_ids) < len(expected)
+    assert landmark_errors(db, run_id, split="test").image_ids == test_ids
+    ((mean, *_, count),) = landmark_report(db, run_id, split="test").rows
+    assert count == len(test_ids)
+    assert mean == pytest.approx(np.mean([expected[i].mean() for i in test_ids]))
+    with pytest.raises(ValueError, match="no split 'tset'.*test"):
+        landmark_report(db, run_id, split="tset")
+
+
+def test_split_of_a_recreated_snapshot_is_refused(shifted) -> None:
+    db, run_id, _ = shifted
+    con = connect(db)
+    try:
+        con.execute("UPDATE snapshots SET hash = 'f00d' || hash WHERE name = 's'")
+    finally:
+        con.close()
+    with pytest.raises(ValueError, match="now has hash f00d"):
+        landmark_report(db, run_id, split="test")
+    assert landmark_report(db, run_id).rows  # without a split it still reports
+
+
+def test_ced_plot_is_a_png_with_a_curve_per_group(shifted, tmp_path: Path) -> None:
+    db, run_id, _ = shifted
+    out = write_ced_plot(db, run_id, tmp_path / "plots" / "ced.png", ["Male"], split="test")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+    empty = start_run(db, "landmarks", {"snapshot": "s"}, "s")
+    with pytest.raises(ValueError, match="celebcat align"):
+        write_ced_plot(db, empty, tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
