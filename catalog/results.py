@@ -61,7 +61,8 @@ CREATE TABLE IF NOT EXISTS landmark_predictions (
     run_id   VARCHAR NOT NULL,
     image_id VARCHAR NOT NULL,
     {", ".join(f"{c} DOUBLE" for c in LANDMARK_COLUMNS)},  -- in-the-wild pixels
-    nme      DOUBLE,
+    nme      DOUBLE,                 -- NULL where the image has no true landmarks
+    normaliser VARCHAR NOT NULL DEFAULT 'inter_ocular',  -- what nme is divided by
     PRIMARY KEY (run_id, image_id)
 );
 """
@@ -88,6 +89,11 @@ class Run:
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(RESULTS_DDL)
+    # catalogs made before the column existed: their NME was inter-ocular too
+    con.execute(
+        "ALTER TABLE landmark_predictions ADD COLUMN IF NOT EXISTS normaliser VARCHAR "
+        "DEFAULT 'inter_ocular'"
+    )
 
 
 def _has_runs(con: duckdb.DuckDBPyConnection) -> bool:
@@ -197,8 +203,10 @@ def write_landmark_predictions(
     db: str | os.PathLike[str] | None,
     run_id: str,
     predictions: pd.DataFrame | Mapping[str, Any],
+    normaliser: str = "inter_ocular",
 ) -> int:
     """Write (or overwrite) a run's predicted landmarks; returns the number of rows.
+    ``normaliser`` names what ``nme`` was divided by (stored with every row).
 
     ``predictions`` is a DataFrame with ``image_id``, the ten ``lefteye_x ...
     rightmouth_y`` columns and optionally ``nme``, or a mapping ``{"image_id": (N,),
@@ -222,12 +230,15 @@ def write_landmark_predictions(
         frame["nme"] = np.nan
     frame = frame[["image_id", *LANDMARK_COLUMNS, "nme"]]
     frame.insert(0, "run_id", run_id)
+    frame["normaliser"] = normaliser
     con = connect(db)
     try:
         with transaction(con):
             ensure_tables(con)
             con.register("new_predictions", frame)
-            con.execute("INSERT OR REPLACE INTO landmark_predictions SELECT * FROM new_predictions")
+            con.execute(
+                "INSERT OR REPLACE INTO landmark_predictions BY NAME SELECT * FROM new_predictions"
+            )
             con.unregister("new_predictions")
     finally:
         con.close()

@@ -198,14 +198,15 @@ def align_snapshot(
     run_id, n_pred, mean_nme = None, 0, None
     if ckpt is not None:
         run_id = str(ckpt["run_id"])
+        normaliser = ckpt["config"].get("normaliser", "inter_ocular")
         points = _predict(ckpt, db, snapshot, ids, batch_size, progress)
         errors = np.full(len(ids), np.nan)
         known = np.isfinite(truth).all(axis=(1, 2))
         if known.any():
-            errors[known] = nme(points[known], truth[known])
+            errors[known] = nme(points[known], truth[known], normaliser)
             mean_nme = float(errors[known].mean())
         n_pred = results.write_landmark_predictions(
-            db, run_id, {"image_id": ids, "landmarks": points, "nme": errors}
+            db, run_id, {"image_id": ids, "landmarks": points, "nme": errors}, normaliser
         )
     else:
         missing = [i for i, t in zip(ids, truth, strict=True) if not np.isfinite(t).all()]

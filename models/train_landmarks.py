@@ -59,6 +59,7 @@ class LandmarkTrainConfig:
     out_dir: str = "checkpoints"
     max_minutes: float | None = None  # wall-clock budget: no epoch starts that would overrun it
     decode: str = "dark"  # decode_subpixel method: dark | quarter
+    normaliser: str = "inter_ocular"  # how NME is normalised (models.metrics.nme)
     max_batches_per_epoch: int | None = None  # short epochs for tests and demos
 
 
@@ -225,7 +226,8 @@ def train_landmarks(
                     }
                     for name, points in decoded.items():
                         points = heatmap_to_input(points, heatmap_size, input_size)
-                        errors[name].append(nme(input_to_original(points, affine), target))
+                        errors[name].append(nme(input_to_original(points, affine), target,
+                                                 config.normaliser))
             val = {name: torch.cat(e).mean().item() for name, e in errors.items()}
 
             # --- log, checkpoint ------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 from conftest import query, snapshot_catalog
 
 from catalog import results, snapshots
+from catalog.db import connect
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,7 @@ def test_landmark_predictions(db: Path):
                      "nme": [0.1, 0.2]})  # fmt: skip
     assert n == 2
     rows = query(db, "SELECT * FROM landmark_predictions ORDER BY image_id")
-    assert rows[1] == (run_id, "000002.jpg", *range(10, 20), 0.2)
+    assert rows[1] == (run_id, "000002.jpg", *range(10, 20), 0.2, "inter_ocular")
     # A DataFrame overwrites by (run_id, image_id); nme may be left out.
     import pandas as pd
 
@@ -83,3 +84,20 @@ def test_landmark_predictions(db: Path):
     assert rows[0] == (1.0, None) and rows[1] == (10.0, 0.2)
     with pytest.raises(ValueError, match="lack column"):
         results.write_landmark_predictions(db, run_id, frame.drop(columns="nose_x"))
+
+
+def test_predictions_table_of_an_older_catalog_gains_the_normaliser(db: Path):
+    con = connect(db)
+    try:  # the table as catalogs made before the column had it
+        con.execute("CREATE TABLE landmark_predictions (run_id VARCHAR, image_id VARCHAR, "
+                    + ", ".join(f"{c} DOUBLE" for c in results.LANDMARK_COLUMNS)
+                    + ", nme DOUBLE, PRIMARY KEY (run_id, image_id))")  # fmt: skip
+        con.execute("INSERT INTO landmark_predictions VALUES ('old', '000001.jpg', "
+                    + "0, " * 10 + "0.5)")  # fmt: skip
+    finally:
+        con.close()
+    run_id = results.start_run(db, "landmarks", {}, "s")
+    results.write_landmark_predictions(db, run_id, {
+        "image_id": ["000002.jpg"], "landmarks": np.zeros((1, 5, 2)), "nme": [0.1]})  # fmt: skip
+    assert query(db, "SELECT run_id, nme, normaliser FROM landmark_predictions ORDER BY 1") == [
+        (run_id, 0.1, "inter_ocular"), ("old", 0.5, "inter_ocular")]  # fmt: skip
