@@ -761,13 +761,18 @@ def align(
         str, typer.Option(help="predicted (the run's landmarks) or truth (a control).")
     ] = "predicted",
     batch_size: Annotated[int, typer.Option(help="Prediction batch size.")] = 32,
+    workers: Annotated[
+        int | None, typer.Option(help="Threads decoding and warping (default: one per CPU).")
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Predict landmarks, write them to the catalog, and store aligned face crops.
 
     Predictions go to landmark_predictions (in-the-wild pixels, with NME against
-    the annotations); the aligned crops become the cache that
-    FaceDataset(source="aligned") reads.
+    the annotations) and the test split's NME, argmax NME, failure rate and CED AUC
+    to metrics. The aligned crops become the crop cache
+    aligned/<template>/<run or truth> that FaceDataset(source="aligned") reads (the
+    newest alignment of that size; `celebcat cache list` shows them all).
 
     Example: celebcat align --run landmarks-20261128-120000-ab12 --snapshot base-v1
     """
@@ -785,13 +790,25 @@ def align(
 
         result = align_snapshot(
             run, snapshot, db, size=size, template=template, source=source,
-            batch_size=batch_size, progress=update,
+            batch_size=batch_size, workers=workers, progress=update,
         )
     nme = f", mean NME {result.mean_nme:.4f}" if result.n_predictions else ""
-    _console().print(
+    console = _console()
+    console.print(
         f"aligned {result.n_images} images of {snapshot} to {size} px ({template} template, "
-        f"{source} landmarks{nme}); crops in {result.cache.path}"
+        f"{source} landmarks{nme}); crops {result.cache.source} in {result.cache.path}"
     )
+    if result.test_metrics:
+        m = result.test_metrics
+        console.print(
+            f"test split: NME {m['nme']:.4f} (argmax alone {m['nme_argmax']:.4f}), failure "
+            f"rate {m['failure_rate']:.3f}, CED AUC@0.1 {m['ced_auc']:.3f}"
+        )
+    if result.n_box_fallback:
+        console.print(
+            f"[yellow]{result.n_box_fallback} faces had collapsed landmark predictions and "
+            "were aligned from their face box instead.[/yellow]"
+        )
 
 
 report_app = typer.Typer(

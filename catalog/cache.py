@@ -7,9 +7,11 @@ every epoch; only the augmentation differs. A crop cache does that work once per
 Datasets (``catalog.datasets``) read through ``np.load(mmap_mode="r")`` instead of
 decoding when :func:`find_cache` finds one.
 
-What a cache holds, for source ``"bbox"`` (built here; source ``"aligned"`` crops are
-computed by the alignment step and stored with :func:`store_crops`, same layout, no
-face boxes, matrices original -> aligned crop):
+What a cache holds, for source ``"bbox"`` (built here; ``"aligned/<template>/<landmarks
+run id or truth>"`` crops are computed by the alignment step and stored with
+:func:`store_crops`, same layout, no face boxes, matrices original -> aligned crop; a
+snapshot may have several alignments at one size, and ``find_cache(..., "aligned")``
+gives the newest):
 
 - pixels: row ``r`` of an ``(N, size, size, 3)`` uint8 RGB array is the snapshot's
   face box (``snapshot_images.x_1 .. y_2``, exclusive ends, in-the-wild pixels) mapped
@@ -26,6 +28,8 @@ Storage. The array is a ``.npy`` file (``np.lib.format.open_memmap``: a header t
 states shape and dtype, then the raw rows) in a folder next to the catalog::
 
     <catalog folder>/<catalog stem>.crops/<snapshot>-<hash[:12]>-<source>-<size>.npy
+
+(``/`` in the source becomes ``_`` in the name).
 
 The index is in the catalog, in two tables this module owns:
 
@@ -51,6 +55,7 @@ process, not a power cut.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,13 +78,24 @@ ProgressFn = Callable[[int, int], None]
 SOURCES: tuple[str, ...] = ("bbox",)
 
 #: Crop sources whose pixels are computed elsewhere and stored with :func:`store_crops`.
-#: "aligned": faces warped onto a landmark template (models.align_run).
+#: "aligned": faces warped onto a landmark template (models.align_run). A stored cache's
+#: source may name its variant after a slash, e.g. ``aligned/arcface/truth``.
 STORED_SOURCES: tuple[str, ...] = ("aligned",)
+
+
+#: A stored source's variant: slash-separated names, none starting with a dot.
+_VARIANT = re.compile(r"[\w-][\w.-]*(/[\w-][\w.-]*)*")
+
+
+def source_kind(source: str) -> str:
+    """``"aligned"`` for ``"aligned/arcface/truth"``; a plain source is its own kind."""
+    return source.split("/", 1)[0]
 
 CACHE_DDL = """
 CREATE TABLE IF NOT EXISTS crop_caches (
     hash       VARCHAR NOT NULL,   -- the snapshot hash the crops were cut for
-    source     VARCHAR NOT NULL,   -- 'bbox': the snapshot's face box
+    source     VARCHAR NOT NULL,   -- 'bbox': the snapshot's face box; 'aligned/<template>/
+                                   -- <landmarks run id | truth>': celebcat align
     size       INTEGER NOT NULL,   -- crop side in pixels
     snapshot   VARCHAR NOT NULL,   -- the snapshot name it was built from (informational)
     path       VARCHAR NOT NULL,   -- .npy file, relative to the catalog's folder
@@ -235,14 +251,34 @@ def find_cache(
 ) -> CropCache | None:
     """The complete cache for (``snapshot_hash``, ``size``, ``source``), or None.
 
-    Read-only safe (creates nothing). None when the catalog has no such cache, its
-    file is missing or short, or its face boxes differ from those of the snapshots
-    with this hash (``snapshot``: compare with that snapshot only; default: with
-    every snapshot of the hash). The hash covers the boxes, so that last check is a
-    second guard, for caches whose index and snapshots were edited by hand.
+    A bare stored kind (``"aligned"``) matches any of its variants (``"aligned/..."``)
+    and gives the newest complete one. Read-only safe (creates nothing). None when the
+    catalog has no such cache, its file is missing or short, or its face boxes differ
+    from those of the snapshots with this hash (``snapshot``: compare with that
+    snapshot only; default: with every snapshot of the hash). The hash covers the
+    boxes, so that last check is a second guard, for caches whose index and snapshots
+    were edited by hand.
     """
     if not _has_cache_tables(con):
         return None
+    if source in STORED_SOURCES:  # any variant, newest first
+        found = con.execute(
+            "SELECT source FROM crop_caches WHERE hash = ? AND size = ? "
+            "AND (source = ? OR starts_with(source, ? || '/')) ORDER BY created_at DESC",
+            [snapshot_hash, size, source, source],
+        ).fetchall()
+        for (variant,) in found:
+            cache = _find_exact(con, snapshot_hash, size, variant, snapshot)
+            if cache is not None:
+                return cache
+        return None
+    return _find_exact(con, snapshot_hash, size, source, snapshot)
+
+
+def _find_exact(
+    con: duckdb.DuckDBPyConnection, snapshot_hash: str, size: int, source: str,
+    snapshot: str | None,
+) -> CropCache | None:  # fmt: skip
     row = con.execute(
         "SELECT path, n_images FROM crop_caches WHERE hash = ? AND source = ? AND size = ?",
         [snapshot_hash, source, size],
@@ -297,7 +333,8 @@ def drop_cache(
     size: int | None = None,
     source: str | None = None,
 ) -> list[CacheInfo]:
-    """Delete the caches of ``snapshot`` (all sizes and sources unless given): index rows
+    """Delete the caches of ``snapshot`` (all sizes and sources unless given; a source
+    kind such as ``"aligned"`` takes all its variants): index rows
     first, in one transaction, then the files. Returns what was dropped.
 
     ``snapshot`` matches the snapshot's current hash, or the name a cache was built
@@ -314,9 +351,9 @@ def drop_cache(
         if size is not None:
             where += " AND size = ?"
             args.append(size)
-        if source is not None:
-            where += " AND source = ?"
-            args.append(source)
+        if source is not None:  # a kind ("aligned") takes all its variants
+            where += " AND (source = ? OR starts_with(source, ? || '/'))"
+            args += [source, source]
         base = _catalog_dir(con)
         found = con.execute(
             "SELECT path, snapshot, hash, size, source, n_images, seconds, created_at "
@@ -422,35 +459,46 @@ def store_crops(
     *,
     size: int,
     source: str,
-    crops: np.ndarray,
+    crops: np.ndarray | Callable[[np.ndarray], None],
     image_ids: Any,
     matrices: np.ndarray,
 ) -> CacheInfo:
     """Store crops computed elsewhere as the cache of (``snapshot``, ``size``, ``source``).
 
-    ``crops``: uint8 (N, size, size, 3) RGB; ``image_ids`` (N,): exactly the snapshot's
-    images, each once; ``matrices`` (N, 3, 3): original in-the-wild pixels -> crop
-    pixels. Written like :func:`build_cache` (temporary file renamed into place, then
-    the index in one transaction), replacing any cache of the same key. No face boxes
-    are stored (the rows' ``x_1 .. y_2`` are NULL).
+    ``source``: a kind in :data:`STORED_SOURCES`, optionally with a variant after a
+    slash (``"aligned/arcface/truth"``). ``crops``: uint8 (N, size, size, 3) RGB, or a
+    function that fills such an array in place (the memory-mapped file itself, so N
+    crops never need to fit in memory at once); ``image_ids`` (N,): exactly the
+    snapshot's images, each once, in the crops' order; ``matrices`` (N, 3, 3):
+    original in-the-wild pixels -> crop pixels. Written like :func:`build_cache`
+    (temporary file renamed into place, then the index in one transaction), replacing
+    any cache of the same key. No face boxes are stored (the rows' ``x_1 .. y_2`` are
+    NULL).
 
     Raises ValueError for a source not in :data:`STORED_SOURCES` or inconsistent
     arrays, SnapshotError for an unknown snapshot, CacheError when another build is
-    writing into the crops folder.
+    writing into the crops folder; whatever ``crops`` raises, with no cache written.
     """
     start = time.perf_counter()
-    if source not in STORED_SOURCES:
-        raise ValueError(f"source must be one of {', '.join(STORED_SOURCES)}, got {source!r}")
+    kind, slash, variant = source.partition("/")
+    if kind not in STORED_SOURCES or (slash and not _VARIANT.fullmatch(variant)):
+        raise ValueError(
+            f"source must be one of {', '.join(STORED_SOURCES)}, optionally followed by "
+            f"/variant (letters, digits, _ -, then also .), got {source!r}"
+        )
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive whole number of pixels, got {size!r}")
-    crops = np.asarray(crops)
     ids = [str(i) for i in image_ids]
     matrices = np.asarray(matrices, dtype=np.float64)
     n = len(ids)
-    if crops.dtype != np.uint8 or crops.shape != (n, size, size, 3):
-        raise ValueError(
-            f"crops must be uint8 {(n, size, size, 3)}, got {crops.dtype} {crops.shape}"
-        )
+    shape = (n, size, size, 3)
+    if callable(crops):
+        fill = crops
+    else:
+        crops = np.asarray(crops)
+        if crops.dtype != np.uint8 or crops.shape != shape:
+            raise ValueError(f"crops must be uint8 {shape}, got {crops.dtype} {crops.shape}")
+        fill = partial(_copy_into, crops)
     if matrices.shape != (n, 3, 3) or not np.isfinite(matrices).all():
         raise ValueError(f"matrices must be finite ({n}, 3, 3), got {matrices.shape}")
     if len(set(ids)) != n:
@@ -477,10 +525,12 @@ def store_crops(
             f"it (first: {', '.join(extra[:3])})"
         )
     rows = _rows_frame(ids, np.arange(n), None, matrices)
-    return _write_cache(
-        db_path, snapshot, snap.hash, source, size, stale, crops.shape,
-        lambda array: array.__setitem__(slice(None), crops), rows, start,
-    )
+    return _write_cache(db_path, snapshot, snap.hash, source, size, stale, shape, fill, rows,
+                        start)  # fmt: skip
+
+
+def _copy_into(crops: np.ndarray, array: np.ndarray) -> None:
+    array[:] = crops
 
 
 def _write_cache(
@@ -503,7 +553,7 @@ def _write_cache(
     and only then insert the index in one transaction.
     """
     folder = db_path.parent / f"{db_path.stem}.crops"
-    final = folder / f"{snapshot}-{hash_[:12]}-{source}-{size}.npy"
+    final = folder / f"{snapshot}-{hash_[:12]}-{source.replace('/', '_')}-{size}.npy"
     folder.mkdir(parents=True, exist_ok=True)
     busy = partial(CacheError, f"Another cache build is writing into {folder}; wait for it.")
     with files.locked(folder, busy):
@@ -802,5 +852,6 @@ __all__ = [
     "find_cache",
     "list_caches",
     "render_crop",
+    "source_kind",
     "store_crops",
 ]

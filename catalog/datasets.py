@@ -147,8 +147,12 @@ class _CropDataset(Dataset):
         seed: int,
         landmarks: bool,
     ) -> None:
-        if source not in SOURCES:
-            raise ValueError(f"source {source!r}: use one of {', '.join(SOURCES)}")
+        kind = crop_cache.source_kind(source)
+        if kind not in SOURCES or (kind == "bbox" and source != "bbox"):
+            raise ValueError(
+                f"source {source!r}: use one of {', '.join(SOURCES)} (or aligned/<template>/"
+                "<run id or truth> for one alignment of several)"
+            )
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
         own = catalog is None or isinstance(catalog, str | os.PathLike)
@@ -158,11 +162,12 @@ class _CropDataset(Dataset):
             # Aligned crops need no face box (their matrices come with the cache); look
             # for the cache first so that the error says what is really missing.
             cache = crop_cache.find_cache(con, snap_hash, size, source, snapshot=snapshot)
-            if source == "aligned" and cache is None:
+            if kind == "aligned" and cache is None:
                 raise FileNotFoundError(
-                    f"No aligned crops for snapshot {snapshot!r} (hash {snap_hash[:12]}) at "
-                    f"size {size}: run the alignment step (`celebcat align {snapshot} ...`) "
-                    "first; use source='bbox' meanwhile."
+                    f"No {source} crops for snapshot {snapshot!r} (hash {snap_hash[:12]}) "
+                    f"at size {size}: run the alignment step (`celebcat align --snapshot "
+                    f"{snapshot} ...`) first (`celebcat cache list` shows what exists); use "
+                    "source='bbox' meanwhile."
                 )
             self._rows = _read_rows(con, snapshot, split, landmarks, boxes=source == "bbox")
         finally:
@@ -312,9 +317,12 @@ class FaceDataset(_CropDataset):
     (train, val, test, query, distractor, unused) or ``"all"``.
 
     ``source="bbox"`` crops the snapshot's face box, stretched onto the square;
-    ``source="aligned"`` reads the aligned crops of the alignment step (a crop cache
-    with source 'aligned' for this snapshot and size) and raises FileNotFoundError,
-    saying what to run, until they exist.
+    ``source="aligned"`` reads the aligned crops of the alignment step (``celebcat
+    align``: a crop cache of this snapshot and size with source
+    ``aligned/<template>/<landmarks run id | truth>``), the newest when there are
+    several; name one in full to pin it (``source="aligned/arcface/truth"``; the
+    Dataset's ``cache.source`` says which was read). Raises FileNotFoundError, saying
+    what to run, until they exist.
 
     Each sample is a dict:
 

@@ -4,16 +4,22 @@ For every image of a snapshot: five landmarks in in-the-wild pixels (predicted b
 landmark run, or the catalog's true ones as a control), the least-squares similarity
 (:func:`models.alignment.alignment_matrices`) onto the template laid out at ``size``,
 and the original image warped with it (decoded at reduced scale where that still
-gives ``size`` pixels, the decode matrix composed in: one resampling). The crops are
-stored as the snapshot's crop cache of source ``"aligned"``
-(:func:`catalog.cache.store_crops`) with the matrices original -> aligned crop, which
-``FaceDataset(source="aligned")`` reads.
+gives ``size`` pixels, the decode matrix composed in: one resampling), on worker
+threads, straight into the memory-mapped cache file (no crop array in memory). The
+crops are stored as the snapshot's crop cache of source
+``aligned/<template>/<run id | truth>`` (:func:`catalog.cache.store_crops`) with the
+matrices original -> aligned crop, which ``FaceDataset(source="aligned")`` reads
+(the newest alignment at that size, or the one it names). Aligning again with the
+same run, template and size replaces that cache; other alignments stay.
 
 With ``source="predicted"`` the predictions (and, where the catalog has true
-landmarks, their NME) are written to ``landmark_predictions`` under the run's id.
+landmarks, their NME) are written to ``landmark_predictions`` under the run's id, and
+the test split's NME (sub-pixel and argmax decoding of the same heatmaps), failure
+rate and CED AUC to ``metrics`` (split ``test``, the checkpoint's epoch).
 
-The cache is keyed by snapshot hash, source and size only: aligning the same snapshot
-at the same size again (another run, template or source) replaces the crops.
+A face whose predicted points (nearly) coincide, as an untrained model can give, has
+no similarity to the template; it is aligned from its face box instead (the
+template's points laid over the box) and counted in ``AlignResult.n_box_fallback``.
 """
 
 from __future__ import annotations
@@ -29,14 +35,20 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from catalog import results, snapshots
+from catalog import files, results, snapshots
 from catalog import transforms as T
 from catalog.cache import CacheInfo, store_crops
+from catalog.ced import ced_auc, failure_rate
 from catalog.datasets import FaceDataset
 from catalog.db import connect
 from catalog.formats import LANDMARK_COLUMNS
-from models.alignment import ARCFACE_TEMPLATE_112, REFERENCE_TEMPLATE, alignment_matrices
-from models.heatmaps import decode_subpixel, heatmap_to_input, input_to_original
+from models.alignment import (
+    ARCFACE_TEMPLATE_112,
+    REFERENCE_TEMPLATE,
+    alignment_matrices,
+    template_points,
+)
+from models.heatmaps import decode_argmax, decode_subpixel, heatmap_to_input, input_to_original
 from models.metrics import nme
 from models.registry import create_model
 from models.train_landmarks import KIND, load_checkpoint
@@ -58,6 +70,8 @@ class AlignResult:
     n_images: int
     n_predictions: int  # rows written to landmark_predictions (0 for "truth")
     mean_nme: float | None  # over images with true landmarks (predicted only)
+    test_metrics: dict[str, float]  # the test split's nme, nme_argmax, failure_rate, ced_auc
+    n_box_fallback: int  # faces aligned from their box: predicted points coincided
     cache: CacheInfo
     seconds: float
 
@@ -85,10 +99,17 @@ def resolve_checkpoint(
     return path, load_checkpoint(path)
 
 
-def _snapshot_images(
-    db: str | os.PathLike[str] | None, snapshot: str
-) -> tuple[list[str], list[str], np.ndarray]:
-    """image ids (sorted), absolute paths, true landmarks (N, 5, 2), NaN where absent."""
+@dataclass(frozen=True)
+class _Images:
+    ids: list[str]  # sorted
+    paths: list[str]  # absolute
+    truth: np.ndarray  # (N, 5, 2) in-the-wild pixels, NaN where absent
+    boxes: np.ndarray  # (N, 4) x_1, y_1, x_2, y_2 (exclusive), the snapshot's face boxes
+    splits: list[str | None]
+
+
+def _snapshot_images(db: str | os.PathLike[str] | None, snapshot: str) -> _Images:
+    """The snapshot's images, their files, true landmarks, face boxes and splits."""
     con = connect(db, read_only=True)
     try:
         snapshots.get(con, snapshot)
@@ -96,7 +117,8 @@ def _snapshot_images(
             "image_root") or ""  # fmt: skip
         marks = ", ".join(f"l.{c}" for c in LANDMARK_COLUMNS)
         rows = con.execute(
-            f"SELECT s.image_id, i.path, i.error, {marks} FROM snapshot_images AS s "
+            f"SELECT s.image_id, i.path, i.error, s.x_1, s.y_1, s.x_2, s.y_2, s.split, {marks} "
+            "FROM snapshot_images AS s "
             "LEFT JOIN images AS i USING (image_id) LEFT JOIN landmarks AS l USING (image_id) "
             "WHERE s.snapshot = ? ORDER BY s.image_id",
             [snapshot],
@@ -111,16 +133,23 @@ def _snapshot_images(
             "data folder with its images."
         )
     truth = np.array(
-        [[np.nan if v is None else v for v in r[3:]] for r in rows], dtype=np.float64
+        [[np.nan if v is None else v for v in r[8:]] for r in rows], dtype=np.float64
     ).reshape(-1, 5, 2)
-    return [r[0] for r in rows], [os.path.join(root, r[1]) for r in rows], truth
+    return _Images(
+        ids=[r[0] for r in rows],
+        paths=[os.path.join(root, r[1]) for r in rows],
+        truth=truth,
+        boxes=np.array([r[3:7] for r in rows], dtype=np.float64).reshape(-1, 4),
+        splits=[r[7] for r in rows],
+    )
 
 
 def _predict(
     ckpt: dict[str, Any], db: str | os.PathLike[str] | None, snapshot: str,
     ids: list[str], batch_size: int, progress: ProgressFn | None,
-) -> np.ndarray:  # fmt: skip
-    """Predicted landmarks (N, 5, 2) in in-the-wild pixels, in ``ids`` order."""
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Predicted landmarks (N, 5, 2) in in-the-wild pixels, in ``ids`` order: decoded
+    as the run was (sub-pixel), and by argmax alone, from the same heatmaps."""
     config = ckpt["config"]
     model = create_model(config["model"])
     model.load_state_dict(ckpt["model"])
@@ -131,7 +160,7 @@ def _predict(
         raise RuntimeError("the Dataset's images differ from the snapshot's")  # a bug
     # No augmentation: each sample's matrix is its box stretched onto the square.
     to_original = np.stack([T.invert(T.box_to_square(b, input_size))[:2] for b in data.boxes])
-    out = np.empty((len(ids), 5, 2))
+    out, out_argmax = np.empty((len(ids), 5, 2)), np.empty((len(ids), 5, 2))
     done = 0
     if progress is not None:
         progress("predict", 0, len(ids))
@@ -140,13 +169,14 @@ def _predict(
             heatmaps = model(batch["image"])[-1].float()
             points, _ = decode_subpixel(heatmaps, config.get("decode", "dark"),
                                         config.get("sigma", 1.5))  # fmt: skip
-            points = heatmap_to_input(points.double(), heatmap_size, input_size)
             n = len(points)
-            out[done:done + n] = input_to_original(points.numpy(), to_original[done:done + n])
+            for dest, decoded in ((out, points), (out_argmax, decode_argmax(heatmaps)[0])):
+                decoded = heatmap_to_input(decoded.double(), heatmap_size, input_size)
+                dest[done:done + n] = input_to_original(decoded.numpy(), to_original[done:done + n])
             done += n
             if progress is not None:
                 progress("predict", done, len(ids))
-    return out
+    return out, out_argmax
 
 
 def _warp_one(src: str, matrix: np.ndarray, size: int) -> np.ndarray:
@@ -167,17 +197,19 @@ def align_snapshot(
     template: str = "reference",
     source: str = "predicted",
     batch_size: int = 32,
+    workers: int | None = None,
     progress: ProgressFn | None = None,
 ) -> AlignResult:
     """Align every image of ``snapshot`` onto ``template`` at ``size`` and store the
-    crops as its ``"aligned"`` crop cache (see the module docstring).
+    crops as an aligned crop cache of it (see the module docstring).
 
     ``run_id_or_checkpoint``: a landmark run id, run folder or checkpoint file (for
     ``source="predicted"``; ignored, may be None, for ``source="truth"``).
+    ``workers``: threads decoding and warping (default one per CPU).
 
-    Raises ValueError for unknown settings, an image without landmarks under
-    ``source="truth"`` or a face whose landmarks admit no similarity;
-    SnapshotError / RunError / FileNotFoundError for what cannot be found.
+    Raises ValueError for unknown settings or an image without landmarks under
+    ``source="truth"``; SnapshotError / RunError / FileNotFoundError for what cannot
+    be found.
     """
     start = time.perf_counter()
     if template not in TEMPLATES:
@@ -188,18 +220,21 @@ def align_snapshot(
         raise ValueError(f"size must be a positive whole number of pixels, got {size!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1 (or None for the default), got {workers}")
     ckpt = None
     if source == "predicted":
         if run_id_or_checkpoint is None:
             raise ValueError("source='predicted' needs a landmark run id or checkpoint")
         _, ckpt = resolve_checkpoint(run_id_or_checkpoint, db)
-    ids, paths, truth = _snapshot_images(db, snapshot)
+    images = _snapshot_images(db, snapshot)
+    ids, truth = images.ids, images.truth
 
-    run_id, n_pred, mean_nme = None, 0, None
+    run_id, n_pred, mean_nme, test_metrics = None, 0, None, {}
     if ckpt is not None:
         run_id = str(ckpt["run_id"])
         normaliser = ckpt["config"].get("normaliser", "inter_ocular")
-        points = _predict(ckpt, db, snapshot, ids, batch_size, progress)
+        points, points_argmax = _predict(ckpt, db, snapshot, ids, batch_size, progress)
         errors = np.full(len(ids), np.nan)
         known = np.isfinite(truth).all(axis=(1, 2))
         if known.any():
@@ -208,6 +243,15 @@ def align_snapshot(
         n_pred = results.write_landmark_predictions(
             db, run_id, {"image_id": ids, "landmarks": points, "nme": errors}, normaliser
         )
+        test = known & (np.array(images.splits, dtype=object) == "test")
+        if test.any():
+            test_metrics = {
+                "nme": float(errors[test].mean()),
+                "nme_argmax": float(nme(points_argmax[test], truth[test], normaliser).mean()),
+                "failure_rate": failure_rate(errors[test]),
+                "ced_auc": ced_auc(errors[test]),
+            }
+            results.log_metrics(db, run_id, int(ckpt["epoch"]) - 1, "test", test_metrics)
     else:
         missing = [i for i, t in zip(ids, truth, strict=True) if not np.isfinite(t).all()]
         if missing:
@@ -217,18 +261,53 @@ def align_snapshot(
             )
         points = truth
 
+    points, n_fallback = _with_box_fallback(points, images.boxes, TEMPLATES[template])
     matrices = alignment_matrices(points, TEMPLATES[template], size)
-    crops = np.empty((len(ids), size, size, 3), dtype=np.uint8)
-    if progress is not None:
-        progress("align", 0, len(ids))
-    for k, (src, m) in enumerate(zip(paths, matrices, strict=True)):
-        crops[k] = _warp_one(src, m, size)
+    paths = images.paths
+
+    def fill(array: np.ndarray) -> None:
+        done = [0]
         if progress is not None:
-            progress("align", k + 1, len(ids))
-    info = store_crops(snapshot, db, size=size, source="aligned", crops=crops,
-                       image_ids=ids, matrices=matrices)  # fmt: skip
+            progress("align", 0, len(ids))
+
+        def one(k: int) -> None:
+            array[k] = _warp_one(paths[k], matrices[k], size)
+
+        def tick() -> None:
+            done[0] += 1
+            if progress is not None:
+                progress("align", done[0], len(ids))
+
+        files.run_threads(range(len(ids)), one, workers or os.cpu_count() or 1, tick,
+                          name="align")  # fmt: skip
+
+    variant = f"aligned/{template}/{run_id or 'truth'}"
+    info = store_crops(snapshot, db, size=size, source=variant, crops=fill, image_ids=ids,
+                       matrices=matrices)  # fmt: skip
     return AlignResult(snapshot, source, template, size, run_id, len(ids), n_pred, mean_nme,
-                       info, time.perf_counter() - start)  # fmt: skip
+                       test_metrics, n_fallback, info, time.perf_counter() - start)  # fmt: skip
+
+
+#: Predicted points spread less than this (pixels, RMS about their mean) admit no
+#: meaningful similarity: a collapsed prediction, not a face.
+MIN_SPREAD_PX = 1.0
+
+
+def _with_box_fallback(
+    points: np.ndarray, boxes: np.ndarray, template: Any
+) -> tuple[np.ndarray, int]:
+    """``points`` with each collapsed face's replaced by the template's points laid
+    over its face box (x_1, y_1, x_2, y_2); and how many were replaced."""
+    spread = np.sqrt(((points - points.mean(axis=1, keepdims=True)) ** 2).sum(-1).mean(-1))
+    bad = ~(spread >= MIN_SPREAD_PX)  # NaN too
+    if not bad.any():
+        return points, 0
+    unit = (template_points(template, 1000) + 0.5) / 1000  # fractions of the side
+    x1, y1, x2, y2 = (boxes[bad, k][:, None] for k in range(4))
+    points = points.copy()
+    points[bad, :, 0] = x1 + unit[None, :, 0] * (x2 - x1) - 0.5
+    points[bad, :, 1] = y1 + unit[None, :, 1] * (y2 - y1) - 0.5
+    return points, int(bad.sum())
 
 
 __all__ = ["TEMPLATES", "AlignResult", "align_snapshot", "resolve_checkpoint"]

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import snapshot_catalog
+from conftest import query, snapshot_catalog
 
 from catalog import transforms as T
-from catalog.cache import find_cache, store_crops
+from catalog.cache import find_cache, list_caches, store_crops
 from catalog.datasets import FaceDataset
 from catalog.db import connect
 from catalog.formats import LANDMARK_COLUMNS
+from catalog.reports import landmark_report
 from catalog.snapshots import get
 from models.align_run import align_snapshot, resolve_checkpoint
 from models.alignment import ARCFACE_TEMPLATE_112, REFERENCE_TEMPLATE, template_points
@@ -54,7 +55,8 @@ def test_truth_alignment_feeds_the_aligned_face_dataset(db: Path) -> None:
     with pytest.raises(FileNotFoundError, match="No aligned crops"):
         FaceDataset(db, "s", "train", source="aligned", size=112)
     result = align_snapshot(None, "s", db, size=112, template="arcface", source="truth")
-    assert result.n_predictions == 0 and result.cache.source == "aligned"
+    assert result.n_predictions == 0 and result.cache.source == "aligned/arcface/truth"
+    assert result.n_box_fallback == 0 and result.test_metrics == {}
     data = FaceDataset(db, "s", "train", source="aligned", size=112)
     assert len(data) > 0
     sample = data[0]
@@ -114,7 +116,60 @@ def test_predicted_alignment_writes_one_prediction_per_image(db: Path, tmp_path:
         con.close()
     assert n == images == finite == result.n_images
     assert result.mean_nme is not None and np.isfinite(result.mean_nme)
-    assert len(FaceDataset(db, "s", "all", source="aligned", size=64)) == n
+    data = FaceDataset(db, "s", "all", source="aligned", size=64)
+    assert len(data) == n and data.cache.source == f"aligned/reference/{run.run_id}"
+    # the test split's figures land in metrics, at the checkpoint's epoch, and agree with
+    # the per-image predictions (report's test NME)
+    metrics = dict(query(db, "SELECT name, value FROM metrics WHERE run_id = ? AND split = "
+                             "'test' AND epoch = ?", [run.run_id, ckpt["epoch"] - 1]))  # fmt: skip
+    assert set(metrics) == {"nme", "nme_argmax", "failure_rate", "ced_auc"}
+    assert metrics == result.test_metrics
+    ((test_nme, *_),) = landmark_report(db, run.run_id, split="test").rows
+    assert metrics["nme"] == pytest.approx(test_nme)
+    assert 0 <= metrics["failure_rate"] <= 1 and 0 <= metrics["ced_auc"] <= 1
+
+
+def test_alignments_of_one_size_coexist_and_the_newest_is_read(db: Path) -> None:
+    align_snapshot(None, "s", db, size=48, template="arcface", source="truth")
+    align_snapshot(None, "s", db, size=48, template="reference", source="truth")
+    sources = {c.source for c in list_caches(db) if c.size == 48}
+    assert sources == {"aligned/arcface/truth", "aligned/reference/truth"}
+    newest = FaceDataset(db, "s", "train", source="aligned", size=48)
+    pinned = FaceDataset(db, "s", "train", source="aligned/arcface/truth", size=48)
+    assert newest.cache.source == "aligned/reference/truth"
+    assert pinned.cache.source == "aligned/arcface/truth"
+    assert not np.array_equal(newest[0]["image"], pinned[0]["image"])  # another template
+    with pytest.raises(FileNotFoundError, match="aligned/arcface/landmarks-x"):
+        FaceDataset(db, "s", "train", source="aligned/arcface/landmarks-x", size=48)
+    with pytest.raises(ValueError, match="source 'bbox/x'"):
+        FaceDataset(db, "s", "train", source="bbox/x", size=48)
+
+
+def test_collapsed_predictions_are_aligned_from_the_face_box(db: Path, monkeypatch) -> None:
+    import models.align_run as align_run
+
+    images = align_run._snapshot_images(db, "s")
+    collapsed = np.repeat(images.boxes[:, None, :2] + 20.0, 5, axis=1)  # one point per face
+    collapsed[1::2] = images.truth[1::2]  # every other face is fine
+
+    def fake_predict(ckpt, db, snapshot, ids, batch_size, progress):  # noqa: ANN001, ANN202
+        return collapsed, collapsed
+
+    monkeypatch.setattr(align_run, "_predict", fake_predict)
+    monkeypatch.setattr(align_run, "resolve_checkpoint",
+                        lambda run, db: (None, {"run_id": "r", "config": {}, "epoch": 1}))
+    result = align_run.align_snapshot("r", "s", db, size=32, template="reference")
+    assert result.n_box_fallback == (len(images.ids) + 1) // 2
+    # the fallback lays the template over the box, so the box fills the crop: centred
+    # across, and about the crop's area (exactly, were the box square)
+    cache = FaceDataset(db, "s", "all", source="aligned/reference/r", size=32).cache
+    x1, y1, x2, y2 = images.boxes[0]
+    corners = T.apply(cache.crop(images.ids[0])[1], np.array([[x1, y1], [x2, y2]]) - 0.5)
+    (left, top), (right, bottom) = corners
+    assert (left + right) / 2 == pytest.approx(15.5, abs=0.05)
+    assert (right - left) * (bottom - top) == pytest.approx(32 * 32, rel=0.2)
+    # the collapsed predictions are still what the catalog records (with a large NME)
+    assert query(db, "SELECT max(nme) FROM landmark_predictions WHERE run_id = 'r'")[0][0] > 0.3
 
 
 def test_bad_settings_are_refused(db: Path) -> None:
@@ -153,3 +208,35 @@ def test_store_crops_checks_its_inputs(db: Path) -> None:
     # storing again replaces the cache of the key
     store_crops("s", db, size=8, source="aligned", crops=crops + 9, image_ids=ids, matrices=eye)
     assert (_cache(db, 8).crop(ids[-1])[0] == 9).all()
+
+
+def test_store_crops_streams_from_a_fill_function_and_a_failure_leaves_nothing(db: Path) -> None:
+    con = connect(db, read_only=True)
+    try:
+        ids = [r[0] for r in con.execute(
+            "SELECT image_id FROM snapshot_images WHERE snapshot = 's' ORDER BY 1"
+        ).fetchall()]  # fmt: skip
+    finally:
+        con.close()
+    eye = np.repeat(np.eye(3)[None], len(ids), axis=0)
+
+    def fill(array: np.ndarray) -> None:
+        assert isinstance(array, np.memmap)  # the file itself, not an array in memory
+        for k in range(len(array)):
+            array[k] = k % 256
+
+    store_crops("s", db, size=8, source="aligned/x/y", crops=fill, image_ids=ids, matrices=eye)
+    assert (_cache(db, 8).crop(ids[3])[0] == 3).all()
+
+    def broken(array: np.ndarray) -> None:
+        array[0] = 1
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        store_crops("s", db, size=8, source="aligned/x/y", crops=broken, image_ids=ids,
+                    matrices=eye)  # fmt: skip
+    assert _cache(db, 8) is None  # the old cache of the key is gone, no half-written one
+    assert not [p for p in (db.parent / "c.crops").iterdir() if p.name.startswith(".")]
+    with pytest.raises(ValueError, match="variant"):
+        store_crops("s", db, size=8, source="aligned/../x", crops=fill, image_ids=ids,
+                    matrices=eye)  # fmt: skip
