@@ -707,6 +707,9 @@ def train_landmarks_cmd(
     epochs: Annotated[int, typer.Option(help="Epochs.")] = 30,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 16,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
+    schedule: Annotated[
+        str, typer.Option(help="cosine (lr to lr/100 at the last epoch) or constant.")
+    ] = "cosine",
     max_minutes: Annotated[
         float | None, typer.Option(help="Time budget: no epoch starts that would overrun it.")
     ] = None,
@@ -731,8 +734,8 @@ def train_landmarks_cmd(
         raise UserError(f"--preset {preset!r}: use one of {', '.join(PRESETS)}")
     config = LandmarkTrainConfig(
         snapshot=snapshot, model=PRESETS[preset], epochs=epochs, batch_size=batch_size, lr=lr,
-        max_minutes=max_minutes, max_batches_per_epoch=max_batches, num_workers=workers,
-        seed=seed, out_dir=str(out),
+        schedule=schedule, max_minutes=max_minutes, max_batches_per_epoch=max_batches,
+        num_workers=workers, seed=seed, out_dir=str(out),
     )
     console = _console()
 

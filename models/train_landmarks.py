@@ -50,6 +50,7 @@ class LandmarkTrainConfig:
     epochs: int = 30
     batch_size: int = 16
     lr: float = 1e-3  # AdamW
+    schedule: str = "cosine"  # per epoch: cosine (lr down to lr/100 at the last) | constant
     weight_decay: float = 1e-4
     sigma: float = 1.5  # heatmap pixels, targets and DARK smoothing alike
     augment: bool = True  # catalog.transforms.Augment() defaults on the train split
@@ -73,6 +74,21 @@ class TrainResult:
     best_val_nme: float
     best_checkpoint: Path
     epochs_done: int
+
+
+SCHEDULES = ("cosine", "constant")
+
+
+def epoch_lr(config: LandmarkTrainConfig, epoch: int) -> float:
+    """The learning rate of ``epoch`` (0-based): a function of the epoch alone, so a
+    resumed run follows the same schedule. Cosine decays from ``lr`` at the first epoch
+    to ``lr / 100`` at the last of ``config.epochs`` (a run stopped early by its time
+    budget ends higher)."""
+    if config.schedule == "constant" or config.epochs <= 1:
+        return config.lr
+    floor = config.lr / 100
+    progress = min(epoch / (config.epochs - 1), 1.0)
+    return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def _seed(seed: int, epoch: int) -> int:
@@ -122,6 +138,8 @@ def train_landmarks(
                 f"only {', '.join(sorted(RESUMABLE))} may change on resume."
             )
     config = config or LandmarkTrainConfig()
+    if config.schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {config.schedule!r}")
     if config.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
@@ -188,6 +206,8 @@ def train_landmarks(
             epoch_start = time.monotonic()
             # --- train ---------------------------------------------------------------
             model.train()
+            for group in optimizer.param_groups:
+                group["lr"] = epoch_lr(config, epoch)
             train_ds.set_epoch(epoch)  # before the iterator (and its workers) exist
             loader = DataLoader(
                 train_ds, batch_size=config.batch_size, shuffle=True,

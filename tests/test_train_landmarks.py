@@ -126,3 +126,30 @@ def test_the_time_budget_stops_before_an_epoch_that_would_overrun(db: Path, tmp_
     config = tl.LandmarkTrainConfig(**{**TINY, "epochs": 5, "max_minutes": 1e-4},
                                     out_dir=str(tmp_path))  # fmt: skip
     assert tl.train_landmarks(config, db).epochs_done == 1
+
+
+def test_cosine_schedule_decays_to_a_hundredth_and_constant_stays() -> None:
+    config = tl.LandmarkTrainConfig(epochs=11, lr=1e-3)
+    lrs = [tl.epoch_lr(config, e) for e in range(11)]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-5)
+    assert lrs[5] == pytest.approx((1e-3 + 1e-5) / 2)  # halfway down at mid-run
+    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
+    constant = tl.LandmarkTrainConfig(epochs=11, lr=1e-3, schedule="constant")
+    assert {tl.epoch_lr(constant, e) for e in range(11)} == {1e-3}
+
+
+def test_the_optimizer_follows_the_schedule(db: Path, tmp_path: Path, monkeypatch):
+    seen: list[float] = []
+    step = torch.optim.AdamW.step
+
+    def spy(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    config = tl.LandmarkTrainConfig(**{**TINY, "epochs": 3}, out_dir=str(tmp_path))
+    tl.train_landmarks(config, db)
+    per_epoch = sorted(set(seen), reverse=True)
+    assert per_epoch == pytest.approx([tl.epoch_lr(config, e) for e in range(3)])
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        tl.train_landmarks(tl.LandmarkTrainConfig(**TINY, schedule="step"), db)
