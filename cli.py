@@ -858,6 +858,27 @@ def report_landmarks(
         _console(stderr=True).print(f"wrote {path}")
 
 
+@report_app.command("alignment")
+def report_alignment(
+    snapshot: Annotated[str, typer.Option(help="Snapshot whose alignments to measure.")],
+    size: Annotated[int | None, typer.Option(help="Only alignments of this size.")] = None,
+    as_csv: CsvOption = False,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """How far each alignment of a snapshot puts the true eye centres from the template's.
+
+    One row per aligned crop cache (celebcat align), in output pixels: mean, 95th
+    percentile, max, and the share within 2 px.
+
+    Example: celebcat report alignment --snapshot base-v1 --size 112
+    """
+    from models.align_run import alignment_report
+
+    result = alignment_report(db, snapshot, size)
+    _print_rows(result.columns, result.rows, as_csv=as_csv, as_json=as_json)
+
+
 @app.command()
 def runs(as_csv: CsvOption = False, as_json: JsonOption = False, db: DbOption = None) -> None:
     """List training runs with their status and snapshot.

@@ -200,6 +200,14 @@ class CropCache:
         """(N,) str: the cached images, sorted."""
         return self._ids
 
+    @property
+    def matrices(self) -> np.ndarray:
+        """(N, 3, 3) float64: original pixels -> crop pixels, in :attr:`image_ids` order
+        (read-only; no pixels are read)."""
+        view = self._matrices.view()
+        view.flags.writeable = False
+        return view
+
     def crop(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
         """uint8 (size, size, 3) RGB crop and the 3x3 float64 matrix original in-the-wild
         pixels -> crop pixels (pixel-index coordinates, see :mod:`catalog.transforms`).

@@ -50,6 +50,10 @@ if TYPE_CHECKING:
 __all__ = ["DatasetError", "FaceDataset", "LandmarkDataset", "PKSampler"]
 
 SOURCES: tuple[str, ...] = ("bbox", "aligned")
+#: "float32": normalised images, ready for a model. "uint8": the RGB levels, a quarter
+#: of the bytes through DataLoader workers and host-to-device copies; normalise each
+#: batch on the device with catalog.transforms.normalize_batch.
+IMAGE_DTYPES: tuple[str, ...] = ("float32", "uint8")
 #: The split name for every image of the snapshot (and ``unused``: selected images in
 #: no split, as ``celebcat snapshot show`` calls them).
 ALL, UNUSED = "all", "unused"
@@ -146,7 +150,10 @@ class _CropDataset(Dataset):
         augment: T.Augment | None,
         seed: int,
         landmarks: bool,
+        image_dtype: str = "float32",
     ) -> None:
+        if image_dtype not in IMAGE_DTYPES:
+            raise ValueError(f"image_dtype {image_dtype!r}: use one of {', '.join(IMAGE_DTYPES)}")
         kind = crop_cache.source_kind(source)
         if kind not in SOURCES or (kind == "bbox" and source != "bbox"):
             raise ValueError(
@@ -186,6 +193,7 @@ class _CropDataset(Dataset):
                 )
         self.snapshot, self.snapshot_hash, self.split = snapshot, snap_hash, split
         self.size, self.source, self.augment, self.seed = size, source, augment, seed
+        self.image_dtype = image_dtype
         self.epoch = 0
         # The handle only: CropCache maps its file on first use, i.e. in each worker.
         self.cache: crop_cache.CropCache | None = cache
@@ -209,8 +217,8 @@ class _CropDataset(Dataset):
         self.epoch = int(epoch)
 
     def _crop(self, index: int) -> tuple[np.ndarray, np.ndarray, bool]:
-        """The output image (uint8, or float in [0, 1] after colour jitter), the matrix
-        in-the-wild pixels -> output pixels, and whether it flipped."""
+        """The output image (uint8 (S, S, 3) RGB), the matrix in-the-wild pixels ->
+        output pixels, and whether it flipped."""
         rows, s = self._rows, self.size
         rng = np.random.default_rng([self.seed, self.epoch, index])
         aug, flipped = np.eye(3), False
@@ -235,8 +243,12 @@ class _CropDataset(Dataset):
         else:
             image = T.warp(source, on_source, s)
         if self.augment is not None:
-            image = T.jitter_colour(image, self.augment, rng)
+            # on the levels, in one saturating pass: a quarter of the bytes of floats
+            image = T.jitter_colour_uint8(image, self.augment, rng)
         return image, matrix, flipped
+
+    def _image_tensor(self, image: np.ndarray) -> torch.Tensor:
+        return T.to_uint8_tensor(image) if self.image_dtype == "uint8" else T.to_tensor(image)
 
 
 class LandmarkDataset(_CropDataset):
@@ -251,7 +263,9 @@ class LandmarkDataset(_CropDataset):
     - ``image``: float32 (3, S, S), S = ``input_size``, normalised RGB
       (:func:`catalog.transforms.to_tensor`): the snapshot's face box stretched onto
       the square (:func:`catalog.transforms.box_to_square`), then the random
-      augmentation, resampled once; colour jitter after.
+      augmentation, resampled once; colour jitter after. With ``image_dtype="uint8"``:
+      uint8 (3, S, S) RGB levels instead, for
+      :func:`catalog.transforms.normalize_batch` on the device.
     - ``landmarks``: float32 (5, 2), (x, y) in input pixels (pixel-index coordinates),
       CelebA's order lefteye, righteye, nose, leftmouth, rightmouth, "left" being the
       viewer's left in the *output* (reordered after a flip). Points may fall outside
@@ -284,8 +298,10 @@ class LandmarkDataset(_CropDataset):
         sigma: float = 1.5,
         augment: T.Augment | None = None,
         seed: int = 0,
+        image_dtype: str = "float32",
     ) -> None:
-        super().__init__(catalog, snapshot, split, input_size, "bbox", augment, seed, True)
+        super().__init__(catalog, snapshot, split, input_size, "bbox", augment, seed, True,
+                         image_dtype)  # fmt: skip
         self.input_size, self.heatmap_size, self.sigma = input_size, heatmap_size, sigma
 
     @property
@@ -301,7 +317,7 @@ class LandmarkDataset(_CropDataset):
             points = T.flip_landmarks(points)
         heat = T.input_to_heatmap(points, self.input_size, self.heatmap_size)
         return {
-            "image": T.to_tensor(image),
+            "image": self._image_tensor(image),
             "landmarks": torch.from_numpy(points.astype(np.float32)),
             "heatmaps": torch.from_numpy(T.gaussian_heatmaps(heat, self.heatmap_size, self.sigma)),
             "affine": torch.from_numpy(T.invert(matrix)[:2].astype(np.float32)),
@@ -328,7 +344,8 @@ class FaceDataset(_CropDataset):
 
     - ``image``: float32 (3, size, size), normalised RGB
       (:func:`catalog.transforms.to_tensor`), the crop with the random augmentation
-      applied in the same single resampling, colour jitter after.
+      applied in the same single resampling, colour jitter after; uint8 RGB levels
+      with ``image_dtype="uint8"`` (see :data:`IMAGE_DTYPES`).
     - ``label``: int64 scalar tensor, the snapshot's contiguous label 0..C-1
       (``num_classes`` = C, over the train/val/test identities); **-1** for images
       without one: the held-out ``query`` and ``distractor`` splits (and ``unused``).
@@ -344,8 +361,10 @@ class FaceDataset(_CropDataset):
         size: int = 112,
         augment: T.Augment | None = None,
         seed: int = 0,
+        image_dtype: str = "float32",
     ) -> None:
-        super().__init__(catalog, snapshot, split, size, source, augment, seed, False)
+        super().__init__(catalog, snapshot, split, size, source, augment, seed, False,
+                         image_dtype)  # fmt: skip
 
     @property
     def labels(self) -> np.ndarray:
@@ -360,7 +379,7 @@ class FaceDataset(_CropDataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         image, _, _ = self._crop(index)
         return {
-            "image": T.to_tensor(image),
+            "image": self._image_tensor(image),
             "label": torch.tensor(int(self._rows.labels[index]), dtype=torch.int64),
             "image_id": str(self._rows.image_ids[index]),
         }

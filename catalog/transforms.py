@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -124,32 +125,57 @@ def flip_landmarks(points: np.ndarray) -> np.ndarray:
     return np.asarray(points)[list(FLIP_ORDER)]
 
 
-def jitter_colour(image: Image.Image | np.ndarray, aug: Augment, rng: np.random.Generator
+def colour_matrix(image: Image.Image | np.ndarray, aug: Augment, rng: np.random.Generator
                   ) -> np.ndarray:  # fmt: skip
-    """Brightness, contrast and saturation, each by a random factor near 1.
-
-    The same blends as PIL's ImageEnhance (towards black, towards the mean grey,
-    towards the pixel's grey), on a float32 (H, W, 3) array in [0, 1], which is what
-    it returns. All three are linear in colour, so they are multiplied into one 3x4
-    colour matrix and applied in a single pass (cv2.transform), then clipped once.
+    """The random 3x4 colour matrix of :func:`jitter_colour` for ``image``, on values in
+    [0, 1]: brightness, contrast and saturation, each by a random factor near 1 (the
+    same blends as PIL's ImageEnhance: towards black, towards the mean grey, towards
+    the pixel's grey), multiplied into one matrix. Draws from ``rng`` in a fixed
+    order, so the float and uint8 paths of a sample get the same jitter.
     """
     import cv2
 
-    x = as_float(image)
     a, b = np.eye(3), np.zeros(3)
     if aug.brightness:
         a *= 1.0 + rng.uniform(-aug.brightness, aug.brightness)
     if aug.contrast:
         c = 1.0 + rng.uniform(-aug.contrast, aug.contrast)
         # cv2.mean: numpy's mean over the pixel axis of an (H*W, 3) array is 20x slower
-        grey_mean = float(_GREY @ (a @ np.asarray(cv2.mean(x)[:3]) + b))
+        array = np.asarray(image)
+        unit = 1 / 255 if array.dtype == np.uint8 else 1.0
+        grey_mean = float(_GREY @ (a @ (np.asarray(cv2.mean(array)[:3]) * unit) + b))
         a, b = c * a, c * b + (1.0 - c) * grey_mean
     if aug.saturation:
         s = 1.0 + rng.uniform(-aug.saturation, aug.saturation)
         towards_grey = s * np.eye(3) + (1.0 - s) * np.outer(np.ones(3), _GREY)
         a, b = towards_grey @ a, towards_grey @ b
-    x = cv2.transform(x, np.hstack([a, b[:, None]]).astype(np.float32))
+    return np.hstack([a, b[:, None]])
+
+
+def jitter_colour(image: Image.Image | np.ndarray, aug: Augment, rng: np.random.Generator
+                  ) -> np.ndarray:  # fmt: skip
+    """Brightness, contrast and saturation jitter (:func:`colour_matrix`) in a single
+    pass (cv2.transform) on a float32 (H, W, 3) array in [0, 1], which it returns,
+    clipped once.
+    """
+    import cv2
+
+    x = as_float(image)
+    x = cv2.transform(x, colour_matrix(x, aug, rng).astype(np.float32))
     return np.clip(x, 0.0, 1.0, out=x)
+
+
+def jitter_colour_uint8(image: np.ndarray, aug: Augment, rng: np.random.Generator
+                        ) -> np.ndarray:  # fmt: skip
+    """:func:`jitter_colour` on uint8 (H, W, 3), returning uint8: the same draws and
+    matrix, applied in one saturating pass (so clipped, and rounded to whole levels;
+    OpenCV's 8-bit transform uses fixed-point coefficients: within one level of the
+    float result)."""
+    import cv2
+
+    matrix = colour_matrix(image, aug, rng)
+    matrix[:, 3] *= 255.0  # offsets in levels
+    return cv2.transform(np.asarray(image), matrix.astype(np.float32))
 
 
 _GREY = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601 luma, as PIL's "L"
@@ -227,6 +253,12 @@ def open_for_crop(
     return image, m
 
 
+def _normaliser(mean: Sequence[float], std: Sequence[float], unit: float) -> np.ndarray:
+    """(3, 2) float64 per-channel (scale, offset): ``x * unit`` -> ``(x * unit - mean) / std``."""
+    inv_std = 1 / np.asarray(std, np.float64)
+    return np.stack([unit * inv_std, -np.asarray(mean, np.float64) * inv_std], axis=1)
+
+
 def to_tensor(
     image: Image.Image | np.ndarray,
     mean: Sequence[float] = MEAN,
@@ -235,16 +267,47 @@ def to_tensor(
     """(3, H, W) float32 tensor, normalised per channel (torch imported here only).
 
     ``image`` is uint8 (H, W, 3) or float32 in [0, 1] (what jitter_colour returns).
+    A uint8 image is scaled and normalised in the same single pass.
     """
     import cv2
     import torch
 
     # (x - mean) / std per channel as one colour matrix: numpy broadcasting over a
     # last axis of 3 runs 30x slower than cv2.transform's single pass.
-    inv_std = 1 / np.asarray(std, np.float64)
-    matrix = np.hstack([np.diag(inv_std), (-np.asarray(mean) * inv_std)[:, None]])
-    x = cv2.transform(as_float(image), matrix.astype(np.float32))
+    array = np.asarray(image)
+    uint8 = array.dtype == np.uint8
+    norm = _normaliser(mean, std, 1 / 255 if uint8 else 1.0)
+    matrix = np.hstack([np.diag(norm[:, 0]), norm[:, 1:]]).astype(np.float32)
+    # cv2.transform keeps the input's depth: float32 in, float32 out
+    x = cv2.transform(array.astype(np.float32, copy=False), matrix)
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+def to_uint8_tensor(image: Image.Image | np.ndarray):  # noqa: ANN201 - torch imported lazily
+    """(3, H, W) uint8 tensor of a uint8 (H, W, 3) image, not normalised: a quarter of
+    the bytes of :func:`to_tensor`'s, for :func:`normalize_batch` on the device."""
+    import torch
+
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise ValueError(f"to_uint8_tensor takes a uint8 image, got {array.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+def normalize_batch(
+    images: Any, mean: Sequence[float] = MEAN, std: Sequence[float] = STD
+):  # noqa: ANN201 - torch is imported lazily
+    """float32 normalised images from uint8 ones, (B, 3, H, W) or (3, H, W), on their
+    device: what :func:`to_tensor` gives per sample, for batches of
+    ``image_dtype="uint8"`` Datasets (equal to it within float rounding)."""
+    import torch
+
+    if images.dtype != torch.uint8:
+        raise ValueError(f"normalize_batch takes uint8 images, got {images.dtype}")
+    norm = torch.as_tensor(_normaliser(mean, std, 1 / 255), dtype=torch.float32,
+                           device=images.device)  # fmt: skip
+    shape = (3, 1, 1)
+    return torch.addcmul(norm[:, 1].view(shape), images.to(torch.float32), norm[:, 0].view(shape))
 
 
 def gaussian_heatmaps(points: np.ndarray, size: int, sigma: float) -> np.ndarray:

@@ -154,10 +154,11 @@ def train_landmarks(
     # data (an unknown snapshot or missing split fails here, before a run is recorded)
     train_ds = LandmarkDataset(
         db, config.snapshot, "train", input_size, heatmap_size, config.sigma,
-        augment=T.Augment() if config.augment else None, seed=config.seed,
+        augment=T.Augment() if config.augment else None, seed=config.seed, image_dtype="uint8",
     )  # fmt: skip
     try:
-        val_ds = LandmarkDataset(db, config.snapshot, "val", input_size, heatmap_size, config.sigma)
+        val_ds = LandmarkDataset(db, config.snapshot, "val", input_size, heatmap_size, config.sigma,
+                                 image_dtype="uint8")  # fmt: skip
     except DatasetError:
         raise  # images or landmarks missing: its own message says what to do
     except ValueError as err:  # no 'val' split at all
@@ -217,7 +218,9 @@ def train_landmarks(
             )  # fmt: skip
             loss_sum, seen = 0.0, 0
             for batch in itertools.islice(loader, config.max_batches_per_epoch):
-                images = batch["image"].to(device, non_blocking=True, memory_format=memory_format)
+                # uint8 through the loader, normalised on the device: a quarter of the bytes
+                images = T.normalize_batch(batch["image"].to(device, non_blocking=True))
+                images = images.contiguous(memory_format=memory_format)
                 targets = batch["heatmaps"].to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=cuda):
                     outputs = model(images)
@@ -235,7 +238,8 @@ def train_landmarks(
             errors: dict[str, list[torch.Tensor]] = {"nme": [], "nme_argmax": []}
             with torch.no_grad():
                 for batch in val_loader:
-                    images = batch["image"].to(device, memory_format=memory_format)
+                    images = T.normalize_batch(batch["image"].to(device))
+                    images = images.contiguous(memory_format=memory_format)
                     with torch.autocast(device.type, dtype=amp_dtype, enabled=cuda):
                         heatmaps = model(images)[-1].float().cpu()
                     affine = batch["affine"]

@@ -16,7 +16,7 @@ from catalog.db import connect
 from catalog.formats import LANDMARK_COLUMNS
 from catalog.reports import landmark_report
 from catalog.snapshots import get
-from models.align_run import align_snapshot, resolve_checkpoint
+from models.align_run import align_snapshot, alignment_report, resolve_checkpoint
 from models.alignment import ARCFACE_TEMPLATE_112, REFERENCE_TEMPLATE, template_points
 from models.train_landmarks import LandmarkTrainConfig, train_landmarks
 
@@ -79,6 +79,23 @@ def test_truth_alignment_feeds_the_aligned_face_dataset(db: Path) -> None:
     errors = np.array(errors)
     # tests/test_alignment.py: synthetic faces land a mean 1.6-1.8 px from ArcFace's eyes
     assert errors.mean() < 2.0 and errors.max() < 7.0
+
+
+def test_alignment_report_measures_the_true_eyes_against_the_template(db: Path) -> None:
+    align_snapshot(None, "s", db, size=112, template="arcface", source="truth")
+    align_snapshot(None, "s", db, size=64, template="reference", source="truth")
+    report = alignment_report(db, "s")
+    assert [r[:2] for r in report.rows] == [("aligned/arcface/truth", 112),
+                                            ("aligned/reference/truth", 64)]  # fmt: skip
+    ((source, size, n, mean, p95, worst, within),) = alignment_report(db, "s", 112).rows
+    cache = _cache(db, 112)
+    truth = _truth(db, cache.image_ids)
+    arc = template_points(ARCFACE_TEMPLATE_112, 112)
+    errors = np.array([np.linalg.norm(T.apply(m, p)[:2] - arc[:2], axis=1)
+                       for m, p in zip(cache.matrices, truth, strict=True)])  # fmt: skip
+    assert n == len(truth) and mean == pytest.approx(errors.mean())
+    assert worst == pytest.approx(errors.max()) and within == pytest.approx((errors <= 2).mean())
+    assert mean < 2.0 and mean <= p95 <= worst
 
 
 def test_truth_alignment_matches_the_template_at_another_size(db: Path) -> None:

@@ -365,3 +365,32 @@ def test_aligned_source_reads_the_aligned_cache(
     half = FaceDataset(db, "s", "test", source="aligned", size=32)
     small = np.asarray(T.warp(Image.fromarray(crop), T.box_to_square((0, 0, 64, 64), 32), 32))
     assert np.abs(np.rint(pixels(half[7]["image"])) - small).max() <= 1
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_uint8_images_normalise_to_the_float_ones(
+    cat: SimpleNamespace, tmp_path: Path, cached: bool
+) -> None:
+    """image_dtype="uint8" changes only the image's dtype: the same geometry, jitter
+    and levels; normalising them gives the float images (within float rounding)."""
+    db = tmp_path / "c.duckdb"
+    shutil.copy(cat.db, db)
+    if cached:
+        from catalog.cache import build_cache
+
+        build_cache("s", db, size=64)
+    common = dict(input_size=64, heatmap_size=16, augment=T.Augment())
+    floats = LandmarkDataset(db, "s", "train", **common)
+    levels = LandmarkDataset(db, "s", "train", **common, image_dtype="uint8")
+    assert (floats.cache is not None) == (levels.cache is not None) == cached
+    for i in range(0, 20, 4):
+        a, b = floats[i], levels[i]
+        assert b["image"].dtype == torch.uint8 and tuple(b["image"].shape) == (3, 64, 64)
+        for key in ("landmarks", "heatmaps", "affine"):
+            assert torch.equal(a[key], b[key])
+        assert torch.allclose(T.normalize_batch(b["image"]), a["image"], atol=1e-5)
+    plain = FaceDataset(db, "s", "val", size=64, image_dtype="uint8")[0]["image"]
+    normalised = FaceDataset(db, "s", "val", size=64)[0]["image"]
+    assert torch.allclose(T.normalize_batch(plain), normalised, atol=1e-5)
+    with pytest.raises(ValueError, match="image_dtype 'float16'"):
+        FaceDataset(db, "s", "val", image_dtype="float16")
