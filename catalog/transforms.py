@@ -75,8 +75,17 @@ def apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 def invert(matrix: np.ndarray) -> np.ndarray:
-    """Inverse of a 3x3 affine matrix."""
-    return np.linalg.inv(np.asarray(matrix, dtype=np.float64))
+    """Inverse of a 3x3 affine matrix (last row 0 0 1), in closed form: twice as fast
+    as np.linalg.inv, and a data loader inverts two per sample."""
+    m = np.asarray(matrix, dtype=np.float64)
+    (a, b, tx), (c, d, ty) = m[0], m[1]
+    det = a * d - b * c
+    if det == 0 or not math.isfinite(det):
+        raise np.linalg.LinAlgError(f"singular affine matrix {m[:2].tolist()}")
+    ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
+    return np.array([
+        [ia, ib, -(ia * tx + ib * ty)], [ic, id_, -(ic * tx + id_ * ty)], [0.0, 0.0, 1.0]
+    ])  # fmt: skip
 
 
 # --- augmentation -----------------------------------------------------------------------
@@ -140,10 +149,11 @@ def colour_matrix(image: Image.Image | np.ndarray, aug: Augment, rng: np.random.
         a *= 1.0 + rng.uniform(-aug.brightness, aug.brightness)
     if aug.contrast:
         c = 1.0 + rng.uniform(-aug.contrast, aug.contrast)
-        # cv2.mean: numpy's mean over the pixel axis of an (H*W, 3) array is 20x slower
+        # cv2.sumElems: 2 us for a 256 px crop, where cv2.mean takes 70 us and numpy's
+        # mean over the pixel axis of an (H*W, 3) array 700 us
         array = np.asarray(image)
-        unit = 1 / 255 if array.dtype == np.uint8 else 1.0
-        grey_mean = float(_GREY @ (a @ (np.asarray(cv2.mean(array)[:3]) * unit) + b))
+        unit = (1 / 255 if array.dtype == np.uint8 else 1.0) / (array.shape[0] * array.shape[1])
+        grey_mean = float(_GREY @ (a @ (np.asarray(cv2.sumElems(array)[:3]) * unit) + b))
         a, b = c * a, c * b + (1.0 - c) * grey_mean
     if aug.saturation:
         s = 1.0 + rng.uniform(-aug.saturation, aug.saturation)
@@ -267,7 +277,10 @@ def to_tensor(
     """(3, H, W) float32 tensor, normalised per channel (torch imported here only).
 
     ``image`` is uint8 (H, W, 3) or float32 in [0, 1] (what jitter_colour returns).
-    A uint8 image is scaled and normalised in the same single pass.
+    A uint8 image is scaled and normalised in the same single pass. The tensor is a
+    channels-first view of (H, W, 3) memory (not ``is_contiguous()``): DataLoader's
+    collation copies every sample into the batch anyway, so a copy here would be a
+    second pass for nothing; call ``.contiguous()`` if you need one.
     """
     import cv2
     import torch
@@ -280,18 +293,19 @@ def to_tensor(
     matrix = np.hstack([np.diag(norm[:, 0]), norm[:, 1:]]).astype(np.float32)
     # cv2.transform keeps the input's depth: float32 in, float32 out
     x = cv2.transform(array.astype(np.float32, copy=False), matrix)
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+    return torch.from_numpy(x).permute(2, 0, 1)
 
 
 def to_uint8_tensor(image: Image.Image | np.ndarray):  # noqa: ANN201 - torch imported lazily
     """(3, H, W) uint8 tensor of a uint8 (H, W, 3) image, not normalised: a quarter of
-    the bytes of :func:`to_tensor`'s, for :func:`normalize_batch` on the device."""
+    the bytes of :func:`to_tensor`'s, for :func:`normalize_batch` on the device. A
+    channels-first view of the image's memory, as :func:`to_tensor`'s."""
     import torch
 
     array = np.asarray(image)
     if array.dtype != np.uint8:
         raise ValueError(f"to_uint8_tensor takes a uint8 image, got {array.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
 
 
 def normalize_batch(

@@ -191,3 +191,13 @@ def test_normalize_batch_equals_to_tensor() -> None:
         T.normalize_batch(expected)
     with pytest.raises(ValueError, match="uint8"):
         T.to_uint8_tensor(images[0].astype(np.float32))
+
+
+def test_invert_is_the_inverse_and_refuses_a_singular_matrix() -> None:
+    rng = np.random.default_rng(9)
+    for _ in range(50):
+        m = np.vstack([rng.normal(size=(2, 3)) * 50, [0, 0, 1]])
+        assert np.allclose(T.invert(m) @ m, np.eye(3), atol=1e-9)
+        assert np.allclose(T.invert(m), np.linalg.inv(m))
+    with pytest.raises(np.linalg.LinAlgError, match="singular"):
+        T.invert(np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 1.0], [0.0, 0.0, 1.0]]))
