@@ -677,15 +677,20 @@ def cache_list(as_csv: CsvOption = False, as_json: JsonOption = False, db: DbOpt
 def cache_drop(
     snapshot: str,
     size: Annotated[int | None, typer.Option(help="Only caches of this size.")] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(help="Only this source: bbox, aligned (every alignment) or one, "
+                     "e.g. aligned/arcface/truth."),
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Delete a snapshot's crop caches (files and index).
 
-    Example: celebcat cache drop base-v1 --size 256
+    Example: celebcat cache drop base-v1 --size 112 --source aligned/reference/truth
     """
     from catalog.cache import drop_cache
 
-    dropped = drop_cache(snapshot, db, size=size)
+    dropped = drop_cache(snapshot, db, size=size, source=source)
     _console().print(f"dropped {len(dropped)} cache(s) of {snapshot}")
 
 
@@ -711,7 +716,7 @@ def train_landmarks_cmd(
         str, typer.Option(help="cosine (lr to lr/100 at the last epoch) or constant.")
     ] = "cosine",
     max_minutes: Annotated[
-        float | None, typer.Option(help="Time budget: no epoch starts that would overrun it.")
+        float | None, typer.Option(help="Time budget: stop before an epoch likely to overrun it.")
     ] = None,
     max_batches: Annotated[
         int | None, typer.Option(help="Batches per epoch (short runs for demos).")

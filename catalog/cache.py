@@ -29,7 +29,7 @@ states shape and dtype, then the raw rows) in a folder next to the catalog::
 
     <catalog folder>/<catalog stem>.crops/<snapshot>-<hash[:12]>-<source>-<size>.npy
 
-(``/`` in the source becomes ``_`` in the name).
+(``/`` in the source becomes ``+``, which a source cannot hold otherwise).
 
 The index is in the catalog, in two tables this module owns:
 
@@ -555,18 +555,18 @@ def _write_cache(
 ) -> CacheInfo:
     """Write a cache file atomically, then its index; shared by build and store.
 
-    Under the folder lock: forget a stale cache first (the new file may take its
-    name, and its rows would describe other crops; a failed write then leaves no
-    cache, never a wrong one), fill a temporary memory map, rename it into place,
-    and only then insert the index in one transaction.
+    Under the folder lock: fill a temporary memory map; only when it is complete,
+    forget a stale cache of the key (its index rows, then its file: the new file may
+    take its name, and its rows would describe other crops), rename the new file into
+    place and insert its index in one transaction. A failed fill (a bad image,
+    Ctrl-C) leaves the previous cache of the key as it was; a failure after that
+    leaves no cache of the key, never a wrong one.
     """
     folder = db_path.parent / f"{db_path.stem}.crops"
-    final = folder / f"{snapshot}-{hash_[:12]}-{source.replace('/', '_')}-{size}.npy"
+    final = folder / f"{snapshot}-{hash_[:12]}-{source.replace('/', '+')}-{size}.npy"
     folder.mkdir(parents=True, exist_ok=True)
     busy = partial(CacheError, f"Another cache build is writing into {folder}; wait for it.")
     with files.locked(folder, busy):
-        if stale:
-            _forget(db_path, hash_, source, size)
         files.remove_temporaries(folder)  # of killed builds; safe under the lock
         tmp = Path(files.temp_name(final))
         try:
@@ -576,6 +576,8 @@ def _write_cache(
                 array.flush()
             finally:
                 del array  # unmap before the rename (and before unlinking on error)
+            if stale:
+                _forget(db_path, hash_, source, size)
             os.replace(tmp, final)
         except BaseException:
             tmp.unlink(missing_ok=True)

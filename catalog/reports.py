@@ -5,7 +5,7 @@ per-image NME (``landmark_predictions``, written by ``celebcat align``) joined w
 CelebA attributes, grouped by the given attributes (-1 / 1 as in list_attr_celeba).
 Images without an attribute row fall in the NULL group; images without a
 true-landmark NME are left out. ``split`` keeps the images of one split of the run's
-snapshot (train, val, test, holdout).
+snapshot (train, val, test, query, distractor, or unused: selected but in no split).
 
 NME is normalised by the inter-ocular distance (the distance between the two true
 eye centres, :data:`NORMALISER`); the per-landmark columns use the same normaliser,
@@ -24,11 +24,12 @@ import numpy as np
 from catalog.db import connect
 from catalog.formats import ATTRIBUTES, LANDMARK_COLUMNS
 from catalog.info import QueryResult
+from catalog.results import NME_NORMALISER as NORMALISER
 
 #: NME above this counts as a failure (the usual 10% of the inter-ocular distance).
 FAILURE_THRESHOLD = 0.1
-#: How NME is normalised, everywhere in the catalog: the true eye-centre distance.
-NORMALISER = "inter_ocular"
+#: A snapshot image's split, 'unused' for selected images in none (as the Datasets say).
+_SPLIT = "coalesce(split, 'unused')"
 #: The five landmarks, CelebA order ("left" = the viewer's left).
 LANDMARK_NAMES: tuple[str, ...] = tuple(c[:-2] for c in LANDMARK_COLUMNS[::2])
 
@@ -58,6 +59,12 @@ def _check_attributes(by: Sequence[str]) -> list[str]:
     return by
 
 
+def _has_predictions(con: object) -> bool:
+    return bool(con.execute(  # type: ignore[attr-defined]
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'landmark_predictions'"
+    ).fetchone()[0])
+
+
 def _per_landmark_sql() -> str:
     """``nme_<landmark>`` columns: each point's error over the true eye distance."""
     norm = "sqrt((l.righteye_x - l.lefteye_x)^2 + (l.righteye_y - l.lefteye_y)^2)"
@@ -75,20 +82,29 @@ def _errors_sql(db: str | os.PathLike[str] | None, run_id: str, split: str | Non
     from catalog.results import get_run
 
     run = get_run(db, run_id)  # RunError for an unknown run
+    con = connect(db, read_only=True)
+    try:
+        # the SQL below divides by the eye distance; refuse predictions scored otherwise
+        others = [r[0] for r in con.execute(
+            "SELECT DISTINCT normaliser FROM landmark_predictions "
+            "WHERE run_id = ? AND normaliser <> ?",
+            [run_id, NORMALISER],
+        ).fetchall()] if _has_predictions(con) else []  # fmt: skip
+        row = con.execute("SELECT hash FROM snapshots WHERE name = ?", [run.snapshot]).fetchone()
+        splits = [r[0] for r in con.execute(
+            f"SELECT DISTINCT {_SPLIT} FROM snapshot_images WHERE snapshot = ? ORDER BY 1",
+            [run.snapshot],
+        ).fetchall()] if row else []  # fmt: skip
+    finally:
+        con.close()
+    if others:
+        raise ValueError(
+            f"Run {run_id}'s predictions are normalised by {', '.join(others)}; these "
+            f"reports need {NORMALISER}"
+        )
     args: list[object] = [run_id]
     where = ""
     if split is not None:
-        con = connect(db, read_only=True)
-        try:
-            row = con.execute(
-                "SELECT hash FROM snapshots WHERE name = ?", [run.snapshot]
-            ).fetchone()
-            splits = [r[0] for r in con.execute(
-                "SELECT DISTINCT split FROM snapshot_images WHERE snapshot = ? ORDER BY 1",
-                [run.snapshot],
-            ).fetchall()] if row else []  # fmt: skip
-        finally:
-            con.close()
         if row is None or row[0] != run.snapshot_hash:
             raise ValueError(
                 f"Run {run_id} was trained on snapshot {run.snapshot!r} "
@@ -102,7 +118,7 @@ def _errors_sql(db: str | os.PathLike[str] | None, run_id: str, split: str | Non
             )
         where = (
             " AND p.image_id IN (SELECT image_id FROM snapshot_images "
-            "WHERE snapshot = ? AND split = ?)"
+            f"WHERE snapshot = ? AND {_SPLIT} = ?)"
         )
         args += [run.snapshot, split]
     sql = (

@@ -37,6 +37,10 @@ if TYPE_CHECKING:
     import duckdb
     import pandas as pd
 
+#: How NME is normalised in the catalog: by the distance between the two true eye
+#: centres (models.metrics.nme's "inter_ocular"); stored with every prediction.
+NME_NORMALISER = "inter_ocular"
+
 RESULTS_DDL = f"""
 CREATE TABLE IF NOT EXISTS runs (
     run_id        VARCHAR PRIMARY KEY,   -- '<kind>-YYYYmmdd-HHMMSS-<4 hex>'
@@ -62,7 +66,7 @@ CREATE TABLE IF NOT EXISTS landmark_predictions (
     image_id VARCHAR NOT NULL,
     {", ".join(f"{c} DOUBLE" for c in LANDMARK_COLUMNS)},  -- in-the-wild pixels
     nme      DOUBLE,                 -- NULL where the image has no true landmarks
-    normaliser VARCHAR NOT NULL DEFAULT 'inter_ocular',  -- what nme is divided by
+    normaliser VARCHAR NOT NULL DEFAULT '{NME_NORMALISER}',  -- what nme is divided by
     PRIMARY KEY (run_id, image_id)
 );
 """
@@ -92,7 +96,7 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     # catalogs made before the column existed: their NME was inter-ocular too
     con.execute(
         "ALTER TABLE landmark_predictions ADD COLUMN IF NOT EXISTS normaliser VARCHAR "
-        "DEFAULT 'inter_ocular'"
+        f"DEFAULT '{NME_NORMALISER}'"
     )
 
 
@@ -203,7 +207,7 @@ def write_landmark_predictions(
     db: str | os.PathLike[str] | None,
     run_id: str,
     predictions: pd.DataFrame | Mapping[str, Any],
-    normaliser: str = "inter_ocular",
+    normaliser: str = NME_NORMALISER,
 ) -> int:
     """Write (or overwrite) a run's predicted landmarks; returns the number of rows.
     ``normaliser`` names what ``nme`` was divided by (stored with every row).

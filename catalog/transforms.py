@@ -68,10 +68,11 @@ def box_to_square(box: Sequence[float], size: int) -> np.ndarray:
 
 
 def apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Points (N, 2) through a 3x3 (or 2x3) affine matrix."""
+    """Points (N, 2) through a 3x3 (or 2x3) affine matrix; or a batch: points
+    (B, N, 2) through matrices (B, 3, 3) (or (B, 2, 3)), one per sample."""
     points = np.asarray(points, dtype=np.float64)
     m = np.asarray(matrix, dtype=np.float64)
-    return points @ m[:2, :2].T + m[:2, 2]
+    return points @ np.swapaxes(m[..., :2, :2], -1, -2) + m[..., None, :2, 2]
 
 
 def invert(matrix: np.ndarray) -> np.ndarray:
@@ -277,10 +278,10 @@ def to_tensor(
     """(3, H, W) float32 tensor, normalised per channel (torch imported here only).
 
     ``image`` is uint8 (H, W, 3) or float32 in [0, 1] (what jitter_colour returns).
-    A uint8 image is scaled and normalised in the same single pass. The tensor is a
-    channels-first view of (H, W, 3) memory (not ``is_contiguous()``): DataLoader's
-    collation copies every sample into the batch anyway, so a copy here would be a
-    second pass for nothing; call ``.contiguous()`` if you need one.
+    A uint8 image is converted to float32, then scaled and normalised in one pass. The
+    tensor is a channels-first view of (H, W, 3) memory (not ``is_contiguous()``):
+    DataLoader's collation copies every sample into the batch anyway, so a copy here
+    would be a second pass for nothing; call ``.contiguous()`` if you need one.
     """
     import cv2
     import torch

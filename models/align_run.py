@@ -14,8 +14,9 @@ same run, template and size replaces that cache; other alignments stay.
 
 With ``source="predicted"`` the predictions (and, where the catalog has true
 landmarks, their NME) are written to ``landmark_predictions`` under the run's id, and
-the test split's NME (sub-pixel and argmax decoding of the same heatmaps), failure
-rate and CED AUC to ``metrics`` (split ``test``, the checkpoint's epoch).
+when the snapshot is the one the run trained on, its test split's NME (sub-pixel and
+argmax decoding of the same heatmaps), failure rate and CED AUC to ``metrics`` (split
+``test``, the checkpoint's epoch).
 
 A face whose predicted points (nearly) coincide, as an untrained model can give, has
 no similarity to the template; it is aligned from its face box instead (the
@@ -107,13 +108,14 @@ class _Images:
     truth: np.ndarray  # (N, 5, 2) in-the-wild pixels, NaN where absent
     boxes: np.ndarray  # (N, 4) x_1, y_1, x_2, y_2 (exclusive), the snapshot's face boxes
     splits: list[str | None]
+    hash: str  # the snapshot's
 
 
 def _snapshot_images(db: str | os.PathLike[str] | None, snapshot: str) -> _Images:
     """The snapshot's images, their files, true landmarks, face boxes and splits."""
     con = connect(db, read_only=True)
     try:
-        snapshots.get(con, snapshot)
+        snap_hash = snapshots.get(con, snapshot).hash
         root = dict(con.execute("SELECT key, value FROM catalog_info").fetchall()).get(
             "image_root") or ""  # fmt: skip
         marks = ", ".join(f"l.{c}" for c in LANDMARK_COLUMNS)
@@ -142,6 +144,7 @@ def _snapshot_images(db: str | os.PathLike[str] | None, snapshot: str) -> _Image
         truth=truth,
         boxes=np.array([r[3:7] for r in rows], dtype=np.float64).reshape(-1, 4),
         splits=[r[7] for r in rows],
+        hash=snap_hash,
     )
 
 
@@ -234,7 +237,7 @@ def align_snapshot(
     run_id, n_pred, mean_nme, test_metrics = None, 0, None, {}
     if ckpt is not None:
         run_id = str(ckpt["run_id"])
-        normaliser = ckpt["config"].get("normaliser", "inter_ocular")
+        normaliser = ckpt["config"].get("normaliser", results.NME_NORMALISER)
         points, points_argmax = _predict(ckpt, db, snapshot, ids, batch_size, progress)
         errors = np.full(len(ids), np.nan)
         known = np.isfinite(truth).all(axis=(1, 2))
@@ -244,8 +247,10 @@ def align_snapshot(
         n_pred = results.write_landmark_predictions(
             db, run_id, {"image_id": ids, "landmarks": points, "nme": errors}, normaliser
         )
+        # The run's test figures only from the snapshot it trained on: another
+        # snapshot's "test" images may be the run's training images.
         test = known & (np.array(images.splits, dtype=object) == "test")
-        if test.any():
+        if test.any() and images.hash == ckpt.get("snapshot_hash"):
             test_metrics = {
                 "nme": float(errors[test].mean()),
                 "nme_argmax": float(nme(points_argmax[test], truth[test], normaliser).mean()),
@@ -344,11 +349,9 @@ def alignment_report(
         known = np.isfinite(points).all(axis=(1, 2))
         if not known.any():
             continue
-        m = cache.matrices[known]
-        eyes = np.einsum("nij,nkj->nki", m[:, :2, :2], points[known, :2]) + m[:, None, :2, 2]
+        eyes = T.apply(cache.matrices[known], points[known, :2])
         error = np.linalg.norm(eyes - template_points(template, info.size)[:2], axis=2).ravel()
-        ids = np.flatnonzero(known)
-        rows.append((info.source, info.size, len(ids), float(error.mean()),
+        rows.append((info.source, info.size, int(known.sum()), float(error.mean()),
                      float(np.percentile(error, 95)), float(error.max()),
                      float((error <= 2.0).mean())))  # fmt: skip
     columns = ["source", "size", "images", "eye_error_mean_px", "eye_error_p95_px",

@@ -210,11 +210,7 @@ def _apply(matrix: np.ndarray | torch.Tensor, points: Points) -> Points:
         return out.to(dtype)
     if isinstance(matrix, torch.Tensor):
         matrix = matrix.detach().cpu().numpy()
-    m = np.asarray(matrix, dtype=np.float64)
-    p = np.asarray(points, dtype=np.float64)
-    if m.ndim == 2:
-        return T.apply(m, p)
-    return p @ np.swapaxes(m[..., :2, :2], -1, -2) + m[..., None, :2, 2]
+    return T.apply(matrix, points)
 
 
 def heatmap_to_input(points: Points, heatmap_size: int, input_size: int) -> Points:

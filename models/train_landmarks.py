@@ -58,13 +58,15 @@ class LandmarkTrainConfig:
     seed: int = 0
     device: str = "auto"  # cuda if available, else cpu
     out_dir: str = "checkpoints"
-    max_minutes: float | None = None  # wall-clock budget: no epoch starts that would overrun it
+    max_minutes: float | None = None  # budget: no epoch starts that, as long as the longest
+    # so far, would overrun it
     decode: str = "dark"  # decode_subpixel method: dark | quarter
-    normaliser: str = "inter_ocular"  # how NME is normalised (models.metrics.nme)
+    normaliser: str = results.NME_NORMALISER  # how NME is normalised (models.metrics.nme)
     max_batches_per_epoch: int | None = None  # short epochs for tests and demos
 
 
 #: Fields a resumed run may change; any other change would make it a different run.
+#: (A new ``epochs`` reshapes the rest of a cosine schedule, which is the point of it.)
 RESUMABLE = {"epochs", "num_workers", "device", "out_dir", "max_minutes"}
 
 
@@ -77,6 +79,7 @@ class TrainResult:
 
 
 SCHEDULES = ("cosine", "constant")
+_clock = time.monotonic  # the time budget's clock (a test replaces it)
 
 
 def epoch_lr(config: LandmarkTrainConfig, epoch: int) -> float:
@@ -126,7 +129,8 @@ def train_landmarks(
     """
     ckpt = load_checkpoint(resume) if resume is not None else None
     if ckpt is not None:
-        saved = LandmarkTrainConfig(**ckpt["config"])
+        # runs saved before the schedule existed trained at a constant rate
+        saved = LandmarkTrainConfig(**{"schedule": "constant", **ckpt["config"]})
         config = config or saved
         changed = [
             f.name for f in fields(config)
@@ -200,11 +204,11 @@ def train_landmarks(
     val_loader = DataLoader(val_ds, batch_size=config.batch_size, shuffle=False,
                             num_workers=config.num_workers, pin_memory=cuda)  # fmt: skip
     minutes = config.max_minutes
-    deadline = time.monotonic() + 60 * minutes if minutes is not None else math.inf
+    deadline = _clock() + 60 * minutes if minutes is not None else math.inf
     epochs_done, longest_epoch = start_epoch, 0.0
     try:
         for epoch in range(start_epoch, config.epochs):
-            epoch_start = time.monotonic()
+            epoch_start = _clock()
             # --- train ---------------------------------------------------------------
             model.train()
             for group in optimizer.param_groups:
@@ -219,8 +223,9 @@ def train_landmarks(
             loss_sum, seen = 0.0, 0
             for batch in itertools.islice(loader, config.max_batches_per_epoch):
                 # uint8 through the loader, normalised on the device: a quarter of the bytes
-                images = T.normalize_batch(batch["image"].to(device, non_blocking=True))
-                images = images.contiguous(memory_format=memory_format)
+                images = batch["image"].to(device, non_blocking=True, memory_format=memory_format)
+                # (a no-op where normalising kept the layout)
+                images = T.normalize_batch(images).contiguous(memory_format=memory_format)
                 targets = batch["heatmaps"].to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=cuda):
                     outputs = model(images)
@@ -238,8 +243,8 @@ def train_landmarks(
             errors: dict[str, list[torch.Tensor]] = {"nme": [], "nme_argmax": []}
             with torch.no_grad():
                 for batch in val_loader:
-                    images = T.normalize_batch(batch["image"].to(device))
-                    images = images.contiguous(memory_format=memory_format)
+                    images = batch["image"].to(device, memory_format=memory_format)
+                    images = T.normalize_batch(images).contiguous(memory_format=memory_format)
                     with torch.autocast(device.type, dtype=amp_dtype, enabled=cuda):
                         heatmaps = model(images)[-1].float().cpu()
                     affine = batch["affine"]
@@ -286,7 +291,7 @@ def train_landmarks(
             epochs_done = epoch + 1
             # the budget is a limit: stop unless another epoch as long as the longest
             # so far still fits (the first epoch always runs)
-            now = time.monotonic()
+            now = _clock()
             longest_epoch = max(longest_epoch, now - epoch_start)
             if now + longest_epoch > deadline:
                 break

@@ -10,12 +10,13 @@ import pytest
 from conftest import query, snapshot_catalog
 
 from catalog import transforms as T
-from catalog.cache import find_cache, list_caches, store_crops
+from catalog.cache import drop_cache, find_cache, list_caches, store_crops
 from catalog.datasets import FaceDataset
 from catalog.db import connect
 from catalog.formats import LANDMARK_COLUMNS
 from catalog.reports import landmark_report
-from catalog.snapshots import get
+from catalog.selection import fitted_params, select
+from catalog.snapshots import create, get
 from models.align_run import align_snapshot, alignment_report, resolve_checkpoint
 from models.alignment import ARCFACE_TEMPLATE_112, REFERENCE_TEMPLATE, template_points
 from models.train_landmarks import LandmarkTrainConfig, train_landmarks
@@ -41,6 +42,10 @@ def _truth(db: Path, ids: np.ndarray) -> np.ndarray:
     finally:
         con.close()
     return np.array([rows[i] for i in ids], dtype=np.float64).reshape(-1, 5, 2)
+
+
+def get_snapshot_hash(db: Path, name: str) -> str:
+    return query(db, "SELECT hash FROM snapshots WHERE name = ?", [name])[0][0]
 
 
 def _cache(db: Path, size: int):  # noqa: ANN202
@@ -144,6 +149,14 @@ def test_predicted_alignment_writes_one_prediction_per_image(db: Path, tmp_path:
     ((test_nme, *_),) = landmark_report(db, run.run_id, split="test").rows
     assert metrics["nme"] == pytest.approx(test_nme)
     assert 0 <= metrics["failure_rate"] <= 1 and 0 <= metrics["ced_auc"] <= 1
+    # another snapshot's "test" images are not this run's test: no test figures from it
+    select(db, **{**fitted_params(db, images_per_id=10), "seed": 99})
+    create("other", db)
+    assert get_snapshot_hash(db, "other") != ckpt["snapshot_hash"]
+    other = align_snapshot(run.run_id, "other", db, size=64, batch_size=8)
+    assert other.test_metrics == {} and other.n_predictions == other.n_images
+    assert query(db, "SELECT count(*) FROM metrics WHERE run_id = ? AND split = 'test'",
+                 [run.run_id])[0][0] == 4  # fmt: skip
 
 
 def test_alignments_of_one_size_coexist_and_the_newest_is_read(db: Path) -> None:
@@ -160,6 +173,13 @@ def test_alignments_of_one_size_coexist_and_the_newest_is_read(db: Path) -> None
         FaceDataset(db, "s", "train", source="aligned/arcface/landmarks-x", size=48)
     with pytest.raises(ValueError, match="source 'bbox/x'"):
         FaceDataset(db, "s", "train", source="bbox/x", size=48)
+    # drop one alignment by name, then every alignment by kind
+    assert [c.source for c in drop_cache("s", db, size=48, source="aligned/arcface/truth")] == [
+        "aligned/arcface/truth"]  # fmt: skip
+    assert FaceDataset(db, "s", "train", source="aligned", size=48).cache.source == (
+        "aligned/reference/truth")  # fmt: skip
+    assert [c.source for c in drop_cache("s", db, source="aligned")] == ["aligned/reference/truth"]
+    assert not list_caches(db)
 
 
 def test_collapsed_predictions_are_aligned_from_the_face_box(db: Path, monkeypatch) -> None:
@@ -227,7 +247,7 @@ def test_store_crops_checks_its_inputs(db: Path) -> None:
     assert (_cache(db, 8).crop(ids[-1])[0] == 9).all()
 
 
-def test_store_crops_streams_from_a_fill_function_and_a_failure_leaves_nothing(db: Path) -> None:
+def test_store_crops_streams_and_a_failed_fill_keeps_the_previous_cache(db: Path) -> None:
     con = connect(db, read_only=True)
     try:
         ids = [r[0] for r in con.execute(
@@ -252,8 +272,11 @@ def test_store_crops_streams_from_a_fill_function_and_a_failure_leaves_nothing(d
     with pytest.raises(OSError, match="disk gone"):
         store_crops("s", db, size=8, source="aligned/x/y", crops=broken, image_ids=ids,
                     matrices=eye)  # fmt: skip
-    assert _cache(db, 8) is None  # the old cache of the key is gone, no half-written one
-    assert not [p for p in (db.parent / "c.crops").iterdir() if p.name.startswith(".")]
+    # the previous cache of the key is intact, and no half-written file is left
+    assert (_cache(db, 8).crop(ids[3])[0] == 3).all()
+    snap_hash = query(db, "SELECT hash FROM snapshots WHERE name = 's'")[0][0]
+    assert [p.name for p in (db.parent / "c.crops").iterdir()] == [
+        f"s-{snap_hash[:12]}-aligned+x+y-8.npy"]  # fmt: skip
     with pytest.raises(ValueError, match="variant"):
         store_crops("s", db, size=8, source="aligned/../x", crops=fill, image_ids=ids,
                     matrices=eye)  # fmt: skip

@@ -150,11 +150,6 @@ def test_align_face_puts_landmarks_on_the_template_and_crops() -> None:
 # --- synthetic faces --------------------------------------------------------------------
 
 
-def apply_batch(matrices: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """(N, 3, 3) matrices applied to (N, K, 2) points."""
-    return np.einsum("nij,nkj->nki", matrices[:, :2, :2], points) + matrices[:, None, :2, 2]
-
-
 def bilinear(image: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Sample (H, W, 3) at pixel-index points (N, 2) (all inside), float64 (N, 3)."""
     x, y = points[:, 0], points[:, 1]
@@ -220,7 +215,7 @@ def test_synthetic_population_lands_on_the_templates_on_average() -> None:
     points = pop.layout.landmarks.astype(np.float64)
     for template, mean_limit in ((ARCFACE_TEMPLATE_112, 2.0), (REFERENCE_TEMPLATE, 2.5)):
         target = template_points(template, 112)
-        mapped = apply_batch(alignment_matrices(points, template, 112), points)
+        mapped = T.apply(alignment_matrices(points, template, 112), points)
         errors = np.linalg.norm(mapped[:, :2] - target[:2], axis=2)
         assert errors.mean() < mean_limit, (template.name, errors.mean())
         mean_face = T.apply(alignment_matrix(ALIGNED_TEMPLATE, template, 112), ALIGNED_TEMPLATE)

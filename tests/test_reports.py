@@ -145,6 +145,17 @@ def test_split_keeps_the_images_of_that_split_only(shifted) -> None:
     assert mean == pytest.approx(np.mean([expected[i].mean() for i in test_ids]))
     with pytest.raises(ValueError, match="no split 'tset'.*test"):
         landmark_report(db, run_id, split="tset")
+    # selected images in no split are the 'unused' split, as the Datasets call them
+    unused = sorted(i for i, s in splits.items() if s == "train")[:3]
+    con = connect(db)
+    try:  # (held-out identities' spare images have no split; this fixture has none)
+        con.execute("UPDATE snapshot_images SET split = NULL WHERE snapshot = 's' AND "
+                    "image_id IN (SELECT unnest(?))", [unused])  # fmt: skip
+    finally:
+        con.close()
+    assert landmark_errors(db, run_id, split="unused").image_ids == unused
+    with pytest.raises(ValueError, match="it has test, train, unused, val"):
+        landmark_report(db, run_id, split="nope")
 
 
 def test_split_of_a_recreated_snapshot_is_refused(shifted) -> None:

@@ -120,12 +120,19 @@ def test_a_snapshot_without_val_split_is_refused(db: Path, tmp_path: Path):
     assert results.list_runs(db) == []
 
 
-def test_the_time_budget_stops_before_an_epoch_that_would_overrun(db: Path, tmp_path: Path):
-    # a budget shorter than one epoch: the first epoch runs (there would be no model
-    # otherwise), no second one starts
-    config = tl.LandmarkTrainConfig(**{**TINY, "epochs": 5, "max_minutes": 1e-4},
+@pytest.mark.parametrize(("budget_s", "epochs"), [(50, 1), (70, 2)])
+def test_the_time_budget_stops_before_an_epoch_that_would_overrun(
+    db: Path, tmp_path: Path, monkeypatch, budget_s: int, epochs: int
+):
+    # A fake clock that advances 20 s per reading: the budget starts at 0, epoch k
+    # runs from 40k + 20 to 40k + 40 (20 s long). After epoch 0 (ends at 40) another
+    # 20 s epoch would end past a 50 s budget but within 70 s. The old rule (stop once
+    # past the budget) ran 2 epochs in both cases.
+    clock = iter(range(0, 10_000, 20))
+    monkeypatch.setattr(tl, "_clock", lambda: float(next(clock)))
+    config = tl.LandmarkTrainConfig(**{**TINY, "epochs": 5, "max_minutes": budget_s / 60},
                                     out_dir=str(tmp_path))  # fmt: skip
-    assert tl.train_landmarks(config, db).epochs_done == 1
+    assert tl.train_landmarks(config, db).epochs_done == epochs
 
 
 def test_cosine_schedule_decays_to_a_hundredth_and_constant_stays() -> None:
@@ -149,7 +156,27 @@ def test_the_optimizer_follows_the_schedule(db: Path, tmp_path: Path, monkeypatc
     monkeypatch.setattr(torch.optim.AdamW, "step", spy)
     config = tl.LandmarkTrainConfig(**{**TINY, "epochs": 3}, out_dir=str(tmp_path))
     tl.train_landmarks(config, db)
-    per_epoch = sorted(set(seen), reverse=True)
-    assert per_epoch == pytest.approx([tl.epoch_lr(config, e) for e in range(3)])
+    # 3 batches per epoch, in order: epoch 0's rate three times, then epoch 1's, ...
+    expected = [tl.epoch_lr(config, e) for e in range(3) for _ in range(3)]
+    assert seen == pytest.approx(expected) and expected[0] > expected[3] > expected[6]
     with pytest.raises(ValueError, match="schedule must be one of"):
         tl.train_landmarks(tl.LandmarkTrainConfig(**TINY, schedule="step"), db)
+
+
+def test_a_checkpoint_from_before_schedules_resumes_at_a_constant_rate(
+    db: Path, tmp_path: Path
+):
+    config = tl.LandmarkTrainConfig(**{**TINY, "schedule": "constant"}, out_dir=str(tmp_path))
+    run = tl.train_landmarks(config, db)
+    last = run.best_checkpoint.parent / "last.pt"
+    ckpt = torch.load(last, weights_only=False)
+    del ckpt["config"]["schedule"]  # as runs saved before the field existed
+    torch.save(ckpt, last)
+    resumed = tl.train_landmarks(tl.LandmarkTrainConfig(**{**TINY, "schedule": "constant",
+                                                           "epochs": 3},
+                                                        out_dir=str(tmp_path)),
+                                 db, resume=last)  # fmt: skip
+    assert resumed.epochs_done == 3
+    with pytest.raises(ValueError, match="different schedule"):
+        tl.train_landmarks(tl.LandmarkTrainConfig(**{**TINY, "epochs": 3},
+                                                  out_dir=str(tmp_path)), db, resume=last)

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from catalog import transforms
+
 #: Where the similarity transform puts the five landmarks in the aligned frame
 #: (lefteye, righteye, nose, leftmouth, rightmouth), x then y. These are close to the
 #: mean landmarks of the official img_align_celeba images.
@@ -201,11 +203,6 @@ def similarity_to_template(landmarks: np.ndarray) -> np.ndarray:
     return np.concatenate([rot, t[:, :, None]], axis=2)
 
 
-def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply (N, 2, 3) affine matrices to (N, K, 2) points."""
-    return np.einsum("nij,nkj->nki", matrix[:, :, :2], points) + matrix[:, None, :, 2]
-
-
 def aligned_landmarks(matrix: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """Landmarks in the aligned frame, rounded to integers like the official file."""
-    return np.rint(apply_affine(matrix, landmarks.astype(np.float64))).astype(np.int64)
+    return np.rint(transforms.apply(matrix, landmarks.astype(np.float64))).astype(np.int64)
