@@ -270,6 +270,16 @@ def _normaliser(mean: Sequence[float], std: Sequence[float], unit: float) -> np.
     return np.stack([unit * inv_std, -np.asarray(mean, np.float64) * inv_std], axis=1)
 
 
+def _channels_first(array: np.ndarray) -> np.ndarray:
+    """(3, H, W) contiguous copy of an (H, W, 3) image: cv2.split straight into the
+    planes (6 us at 256 px, where numpy's transposing copy takes 48 us)."""
+    import cv2
+
+    planes = np.empty((array.shape[2], *array.shape[:2]), dtype=array.dtype)
+    cv2.split(np.ascontiguousarray(array), list(planes))
+    return planes
+
+
 def to_tensor(
     image: Image.Image | np.ndarray,
     mean: Sequence[float] = MEAN,
@@ -278,35 +288,32 @@ def to_tensor(
     """(3, H, W) float32 tensor, normalised per channel (torch imported here only).
 
     ``image`` is uint8 (H, W, 3) or float32 in [0, 1] (what jitter_colour returns).
-    A uint8 image is converted to float32, then scaled and normalised in one pass. The
-    tensor is a channels-first view of (H, W, 3) memory (not ``is_contiguous()``):
-    DataLoader's collation copies every sample into the batch anyway, so a copy here
-    would be a second pass for nothing; call ``.contiguous()`` if you need one.
+    Each channel plane is scaled and shifted in one pass (cv2.addWeighted into the
+    output): about 50 us at 256 px, where numpy broadcasting over a last axis of 3
+    runs 30x slower.
     """
     import cv2
     import torch
 
-    # (x - mean) / std per channel as one colour matrix: numpy broadcasting over a
-    # last axis of 3 runs 30x slower than cv2.transform's single pass.
     array = np.asarray(image)
-    uint8 = array.dtype == np.uint8
-    norm = _normaliser(mean, std, 1 / 255 if uint8 else 1.0)
-    matrix = np.hstack([np.diag(norm[:, 0]), norm[:, 1:]]).astype(np.float32)
-    # cv2.transform keeps the input's depth: float32 in, float32 out
-    x = cv2.transform(array.astype(np.float32, copy=False), matrix)
-    return torch.from_numpy(x).permute(2, 0, 1)
+    norm = _normaliser(mean, std, 1 / 255 if array.dtype == np.uint8 else 1.0)
+    planes = _channels_first(array)
+    out = np.empty(planes.shape, dtype=np.float32)
+    for c, (gain, offset) in enumerate(norm):
+        cv2.addWeighted(planes[c], float(gain), planes[c], 0.0, float(offset), dst=out[c],
+                        dtype=cv2.CV_32F)  # fmt: skip
+    return torch.from_numpy(out)
 
 
 def to_uint8_tensor(image: Image.Image | np.ndarray):  # noqa: ANN201 - torch imported lazily
     """(3, H, W) uint8 tensor of a uint8 (H, W, 3) image, not normalised: a quarter of
-    the bytes of :func:`to_tensor`'s, for :func:`normalize_batch` on the device. A
-    channels-first view of the image's memory, as :func:`to_tensor`'s."""
+    the bytes of :func:`to_tensor`'s, for :func:`normalize_batch` on the device."""
     import torch
 
     array = np.asarray(image)
     if array.dtype != np.uint8:
         raise ValueError(f"to_uint8_tensor takes a uint8 image, got {array.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+    return torch.from_numpy(_channels_first(array))
 
 
 def normalize_batch(
