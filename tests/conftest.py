@@ -38,6 +38,13 @@ def pairs_txt(values: dict[str, int]) -> str:
     return "".join(f"{i} {v}\n" for i, v in values.items())
 
 
+def snapshot_ids(db: Path, snapshot: str = "s") -> list[str]:
+    """A snapshot's image ids, sorted."""
+    return [r[0] for r in query(
+        db, "SELECT image_id FROM snapshot_images WHERE snapshot = ? ORDER BY 1", [snapshot]
+    )]  # fmt: skip
+
+
 def query(db: Path, sql: str, params: list | None = None) -> list[tuple]:
     """Rows of one query on a catalog, through a read-only connection closed at once."""
     con = duckdb.connect(str(db), read_only=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import query, snapshot_catalog
+from conftest import query, snapshot_catalog, snapshot_ids
 
 from catalog import transforms as T
 from catalog.cache import drop_cache, find_cache, list_caches, store_crops
@@ -219,13 +219,7 @@ def test_bad_settings_are_refused(db: Path) -> None:
 
 
 def test_store_crops_checks_its_inputs(db: Path) -> None:
-    con = connect(db, read_only=True)
-    try:
-        ids = [r[0] for r in con.execute(
-            "SELECT image_id FROM snapshot_images WHERE snapshot = 's' ORDER BY 1"
-        ).fetchall()]  # fmt: skip
-    finally:
-        con.close()
+    ids = snapshot_ids(db)
     crops = np.zeros((len(ids), 8, 8, 3), np.uint8)
     eye = np.repeat(np.eye(3)[None], len(ids), axis=0)
     with pytest.raises(ValueError, match="source"):
@@ -248,13 +242,7 @@ def test_store_crops_checks_its_inputs(db: Path) -> None:
 
 
 def test_store_crops_streams_and_a_failed_fill_keeps_the_previous_cache(db: Path) -> None:
-    con = connect(db, read_only=True)
-    try:
-        ids = [r[0] for r in con.execute(
-            "SELECT image_id FROM snapshot_images WHERE snapshot = 's' ORDER BY 1"
-        ).fetchall()]  # fmt: skip
-    finally:
-        con.close()
+    ids = snapshot_ids(db)
     eye = np.repeat(np.eye(3)[None], len(ids), axis=0)
 
     def fill(array: np.ndarray) -> None:

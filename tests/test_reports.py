@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import snapshot_catalog
+from conftest import snapshot_catalog, snapshot_ids
 
 from catalog.ced import ced_auc
 from catalog.db import connect
@@ -26,13 +26,7 @@ def run(template_db: Path, tmp_path: Path) -> tuple[Path, str, dict[str, float]]
     """A catalog copy with a run whose predictions have known NMEs (some failures)."""
     db = tmp_path / "c.duckdb"
     shutil.copyfile(template_db, db)
-    con = connect(db, read_only=True)
-    try:
-        ids = [r[0] for r in con.execute(
-            "SELECT image_id FROM snapshot_images WHERE snapshot = 's' ORDER BY 1"
-        ).fetchall()]  # fmt: skip
-    finally:
-        con.close()
+    ids = snapshot_ids(db)
     run_id = start_run(db, "landmarks", {"snapshot": "s"}, "s")
     errors = {i: 0.02 + 0.2 * (k % 4 == 0) + 0.001 * k for k, i in enumerate(ids)}
     write_landmark_predictions(db, run_id, {
