@@ -208,3 +208,20 @@ def test_train_landmarks_and_runs_commands(tmp_path: Path) -> None:
     assert code == 1 and "has no split 'nope'" in out
     code, out = celebcat("align", "--snapshot", "tiny", "--db", db)
     assert code == 1 and "--run is needed" in out
+
+
+def test_demo_runs_the_whole_flow_and_keeps_its_catalog(tmp_path: Path) -> None:
+    result = runner.invoke(cli.app, ["demo", "--ids", "20", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for step in ("1. synthesise", "2. ingest", "4. select and freeze", "5. train landmarks",
+                 "6. align and report", "test NME by Eyeglasses"):
+        assert step in result.output, step
+    db = tmp_path / "celeba.duckdb"
+    ((kind, status),) = query(db, "SELECT kind, status FROM runs")
+    assert (kind, status) == ("landmarks", "finished")
+    n = query(db, "SELECT count(*) FROM snapshot_images WHERE snapshot = 'demo'")[0][0]
+    assert query(db, "SELECT count(*) FROM landmark_predictions")[0][0] == n > 0
+    assert query(db, "SELECT count(*) FROM metrics WHERE split = 'test'")[0][0] == 4
+    skipped = runner.invoke(cli.app, ["demo", "--ids", "20", "--no-train",
+                                      "--out", str(tmp_path / "again")])  # fmt: skip
+    assert skipped.exit_code == 0 and "5. train" not in skipped.output
