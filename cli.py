@@ -122,8 +122,8 @@ def _progress() -> Iterator[tuple[ProgressTask, Any]]:
     """A rich progress display on stderr.
 
     Yields ``(task, console)``: ``task(label, total)`` adds a bar and returns its
-    ``update(done, total)``; print notes through ``console`` so they do not tear
-    the live display.
+    ``update(done, total, label=None)`` (a label replaces the bar's text); print
+    notes through ``console`` so they do not tear the live display.
     """
     from rich.progress import (
         BarColumn,
@@ -147,8 +147,11 @@ def _progress() -> Iterator[tuple[ProgressTask, Any]]:
         def task(label: str, total: int) -> Callable[[int, int], None]:
             task_id = progress.add_task(label, total=total or None)
 
-            def update(done: int, total: int) -> None:
-                progress.update(task_id, completed=done, total=total)
+            def update(done: int, total: int, label: str | None = None) -> None:
+                if label is None:
+                    progress.update(task_id, completed=done, total=total)
+                else:
+                    progress.update(task_id, completed=done, total=total, description=label)
 
             return update
 
@@ -787,15 +790,24 @@ def train_landmarks_cmd(
         schedule=schedule, max_minutes=max_minutes, max_batches_per_epoch=max_batches,
         num_workers=workers, seed=seed, out_dir=str(out),
     )
+    with _progress() as (task, console):
+        bar: list[Callable[..., None]] = []
+
+        def on_batch(epoch: int, done: int, total: int, loss: float) -> None:
+            if not bar:
+                bar.append(task("training", total))
+            bar[0](done, total, label=f"epoch {epoch + 1} loss {loss:.5f}")
+
+        def report(e: dict[str, Any]) -> None:
+            console.print(
+                f"epoch {e['epoch'] + 1}: train loss {e['train_loss']:.5f}, val NME "
+                f"{e['val_nme']:.4f} (argmax {e['val_nme_argmax']:.4f}), "
+                f"best {e['best_val_nme']:.4f}"
+            )
+
+        result = train_landmarks(None if resume else config, db, resume=resume,
+                                 progress=report, on_batch=on_batch)  # fmt: skip
     console = _console()
-
-    def report(e: dict[str, Any]) -> None:
-        console.print(
-            f"epoch {e['epoch'] + 1}: train loss {e['train_loss']:.5f}, val NME "
-            f"{e['val_nme']:.4f} (argmax {e['val_nme_argmax']:.4f}), best {e['best_val_nme']:.4f}"
-        )
-
-    result = train_landmarks(None if resume else config, db, resume=resume, progress=report)
     console.print(
         f"run {result.run_id}: {result.epochs_done} epochs, best val NME "
         f"{result.best_val_nme:.4f}, checkpoint {result.best_checkpoint}"

@@ -121,10 +121,12 @@ def train_landmarks(
     db: str | os.PathLike[str] | None = None,
     resume: str | os.PathLike[str] | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    on_batch: Callable[[int, int, int, float], None] | None = None,
 ) -> TrainResult:
     """Train (or, with ``resume=`` a checkpoint or run folder, continue) a landmark model.
 
-    ``progress`` is called after each epoch with that epoch's numbers. Ctrl-C marks the
+    ``progress`` is called after each epoch with that epoch's numbers, ``on_batch(epoch,
+    done, total, mean loss so far)`` after each training batch. Ctrl-C marks the
     run 'interrupted', any error 'failed'; resume from ``out_dir/<run_id>/last.pt``.
     """
     ckpt = load_checkpoint(resume) if resume is not None else None
@@ -221,7 +223,10 @@ def train_landmarks(
                 drop_last=len(train_ds) > config.batch_size,  # no 1-image BatchNorm batch
             )  # fmt: skip
             loss_sum, seen = 0.0, 0
-            for batch in itertools.islice(loader, config.max_batches_per_epoch):
+            n_batches = min(len(loader), config.max_batches_per_epoch or len(loader))
+            for done, batch in enumerate(
+                itertools.islice(loader, config.max_batches_per_epoch), start=1
+            ):
                 # uint8 through the loader, normalised on the device: a quarter of the bytes
                 images = batch["image"].to(device, non_blocking=True, memory_format=memory_format)
                 # (a no-op where normalising kept the layout)
@@ -236,6 +241,8 @@ def train_landmarks(
                 scaler.update()
                 loss_sum += loss.item() * len(images)
                 seen += len(images)
+                if on_batch is not None:
+                    on_batch(epoch, done, n_batches, loss_sum / seen)
             train_loss = loss_sum / max(seen, 1)
 
             # --- validate: NME in original pixels, sub-pixel and argmax ---------------

@@ -34,8 +34,10 @@ def straight(template: Path, tmp_path_factory: pytest.TempPathFactory) -> Simple
     db = Path(shutil.copy(template, root / "c.duckdb"))
     config = tl.LandmarkTrainConfig(**TINY, out_dir=str(root / "ckpt"))
     epochs: list[dict] = []
-    result = tl.train_landmarks(config, db, progress=epochs.append)
-    return SimpleNamespace(db=db, config=config, result=result, epochs=epochs)
+    batches: list[tuple] = []
+    result = tl.train_landmarks(config, db, progress=epochs.append,
+                                on_batch=lambda *a: batches.append(a))  # fmt: skip
+    return SimpleNamespace(db=db, config=config, result=result, epochs=epochs, batches=batches)
 
 
 @pytest.fixture
@@ -47,6 +49,10 @@ def test_tiny_run_learns_and_lands_in_the_catalog(straight: SimpleNamespace):
     result, db = straight.result, straight.db
     assert result.epochs_done == 2
     assert straight.epochs[1]["train_loss"] < straight.epochs[0]["train_loss"]
+    # a progress call per batch: (epoch, done, total, running mean loss); the last of an
+    # epoch is that epoch's train loss
+    assert [b[:3] for b in straight.batches] == [(e, k, 3) for e in (0, 1) for k in (1, 2, 3)]
+    assert straight.batches[2][3] == pytest.approx(straight.epochs[0]["train_loss"])
 
     run = results.get_run(db, result.run_id)
     assert run.status == "finished" and run.kind == "landmarks"
