@@ -37,12 +37,15 @@ The index is in the catalog, in two tables this module owns:
   *hash*, not its name, so a changed snapshot (a new hash) never finds stale crops;
   ``path`` is relative to the catalog's folder, so the two move together.
 - ``crop_cache_rows``: one row per image: its ``row`` in the array, the face box the
-  crop was cut from and the matrix (``m00 .. m12``, the top two rows of the 3x3).
+  crop was cut from, the matrix (``m00 .. m12``, the top two rows of the 3x3) and the
+  image file's size at the time.
 
 The snapshot hash covers each image's face box, so a new ``box_shrink`` gives a new
 hash. The box of every row is stored as well and compared with the snapshot's, as a
 second guard: a cache whose boxes differ is not used (:func:`find_cache`) and is
-rebuilt (:func:`build_cache`).
+rebuilt (:func:`build_cache`). The hash does not cover pixels: an image file replaced
+under its name is caught, after a re-ingest scans it again, by its size differing from
+the one recorded (the same guard; a replacement of exactly the same size is not).
 
 Atomicity. The array is written under a hidden temporary name in the crops folder
 and renamed into place (``os.replace``) only when complete; the index rows are
@@ -115,7 +118,10 @@ CREATE TABLE IF NOT EXISTS crop_cache_rows (
     x_1 INTEGER, y_1 INTEGER, x_2 INTEGER, y_2 INTEGER,
     -- original in-the-wild pixels -> crop pixels: [[m00 m01 m02] [m10 m11 m12] [0 0 1]]
     m00 DOUBLE NOT NULL, m01 DOUBLE NOT NULL, m02 DOUBLE NOT NULL,
-    m10 DOUBLE NOT NULL, m11 DOUBLE NOT NULL, m12 DOUBLE NOT NULL
+    m10 DOUBLE NOT NULL, m11 DOUBLE NOT NULL, m12 DOUBLE NOT NULL,
+    -- the image file's size when it was cropped (images.file_size); NULL for a source
+    -- not cut from a box
+    file_size BIGINT
 );
 """
 
@@ -298,6 +304,8 @@ def _find_exact(
         return None
     if _boxes_differ(con, snapshot_hash, source, size, snapshot):
         return None
+    if _files_differ(con, snapshot_hash, source, size):
+        return None
     data = con.execute(
         'SELECT image_id, "row", ' + ", ".join(_MATRIX_COLUMNS) + " FROM crop_cache_rows "
         "WHERE hash = ? AND source = ? AND size = ?",
@@ -397,6 +405,7 @@ class _Task:
     image_id: str
     src: str
     box: tuple[int, int, int, int]  # x_1, y_1, x_2, y_2 (exclusive), in-the-wild pixels
+    file_size: int  # bytes, as the image index has it
 
 
 def build_cache(
@@ -607,6 +616,8 @@ def render_crop(src: str | os.PathLike[str], box: tuple[int, int, int, int], siz
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(CACHE_DDL)
+    # caches built before file sizes were recorded: NULL, not compared
+    con.execute("ALTER TABLE crop_cache_rows ADD COLUMN IF NOT EXISTS file_size BIGINT")
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -670,6 +681,22 @@ def _boxes_differ(
     ).fetchone()[0])  # fmt: skip
 
 
+def _files_differ(con: duckdb.DuckDBPyConnection, hash_: str, source: str, size: int) -> bool:
+    """Whether an image file was replaced since its crop was cut: the image index (a
+    re-ingest scans the files again) gives another size than the one recorded."""
+    if not _has_table(con, "images") or not con.execute(
+        "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'crop_cache_rows' "
+        "AND column_name = 'file_size'"
+    ).fetchone()[0]:
+        return False  # no index to compare with, or a cache from before sizes were kept
+    return bool(con.execute(
+        "SELECT count(*) FROM crop_cache_rows AS r JOIN images AS i USING (image_id) "
+        "WHERE r.hash = ? AND r.source = ? AND r.size = ? AND r.file_size IS NOT NULL "
+        "AND r.file_size <> i.file_size",
+        [hash_, source, size],
+    ).fetchone()[0])  # fmt: skip
+
+
 def _plan(con: duckdb.DuckDBPyConnection, snapshot: str) -> list[_Task]:
     """One task per snapshot image, in image_id order; refuses what cannot be cropped.
 
@@ -687,7 +714,7 @@ def _plan(con: duckdb.DuckDBPyConnection, snapshot: str) -> list[_Task]:
         )
     root = Path(info["image_root"])
     rows = con.execute(
-        "SELECT s.image_id, s.x_1, s.y_1, s.x_2, s.y_2, i.path, i.error "
+        "SELECT s.image_id, s.x_1, s.y_1, s.x_2, s.y_2, i.path, i.error, i.file_size "
         "FROM snapshot_images AS s LEFT JOIN images AS i USING (image_id) "
         "WHERE s.snapshot = ? ORDER BY s.image_id",
         [snapshot],
@@ -717,8 +744,8 @@ def _plan(con: duckdb.DuckDBPyConnection, snapshot: str) -> list[_Task]:
             f"({root / rel}): {error}. Replace them and re-ingest."
         )
     tasks = [
-        _Task(k, image_id, str(root / rel), (x1, y1, x2, y2))
-        for k, (image_id, x1, y1, x2, y2, rel, _) in enumerate(rows)
+        _Task(k, image_id, str(root / rel), (x1, y1, x2, y2), file_size)
+        for k, (image_id, x1, y1, x2, y2, rel, _, file_size) in enumerate(rows)
     ]
     missing = [f"{t.image_id} ({t.src})" for t in tasks if not os.path.isfile(t.src)]
     if missing:
@@ -758,7 +785,8 @@ def _run(
 
 
 def _rows_frame(
-    image_ids: list[str], rows: np.ndarray, boxes: np.ndarray | None, matrices: np.ndarray
+    image_ids: list[str], rows: np.ndarray, boxes: np.ndarray | None, matrices: np.ndarray,
+    file_sizes: list[int] | None = None,
 ) -> Any:
     """The crop_cache_rows columns (less hash, source, size) as a DataFrame."""
     import pandas as pd
@@ -773,6 +801,7 @@ def _rows_frame(
             for k, c in enumerate(_BOX_COLUMNS)
         },
         **{c: matrices[:, k // 3, k % 3] for k, c in enumerate(_MATRIX_COLUMNS)},
+        "file_size": pd.array(file_sizes or [None] * len(image_ids), dtype="Int64"),
     })  # fmt: skip
 
 
@@ -796,7 +825,7 @@ def _record(
         boxes = np.array([t.box for t in tasks], dtype=np.int64).reshape(-1, 4)
         matrices = np.array([box_to_square(t.box, size) for t in tasks]).reshape(-1, 3, 3)
         frame = _rows_frame([t.image_id for t in tasks], np.array([t.row for t in tasks]),
-                            boxes, matrices)  # fmt: skip
+                            boxes, matrices, [t.file_size for t in tasks])  # fmt: skip
     else:
         frame = tasks
     frame.insert(0, "size", size)

@@ -188,6 +188,41 @@ def test_missing_file_makes_the_cache_unfound_and_rebuilds(db: Path) -> None:
     assert again.built and again.path.exists() and open_cache(db) is not None
 
 
+def test_an_image_replaced_under_its_name_is_cropped_again(db: Path, tmp_path: Path) -> None:
+    # the catalog on a copy of the data folder, so that a file can be replaced
+    root = Path(query(db, "SELECT value FROM catalog_info WHERE key = 'image_root'")[0][0])
+    data = tmp_path / "data"
+    shutil.copytree(root.parent, data)
+    ingest(data, db)
+    build_cache("s", db, size=SIZE)
+    image_id, path, _ = snapshot_rows(db)[0]
+    old = open_cache(db).crop(image_id)[0]
+    with Image.open(path) as im:
+        size = im.size
+    Image.new("RGB", size, (0, 200, 0)).save(path, quality=95)  # another picture, same name
+    assert open_cache(db) is not None  # the index has not seen the file change yet
+    ingest(data, db)  # a re-ingest scans the files again
+    assert open_cache(db) is None  # its recorded size no longer matches: stale
+    again = build_cache("s", db, size=SIZE)
+    assert again.built
+    new = open_cache(db).crop(image_id)[0]
+    assert not np.array_equal(new, old) and abs(new[..., 1].mean() - 200) < 3
+
+
+def test_a_cache_from_before_file_sizes_is_still_used(db: Path) -> None:
+    build_cache("s", db, size=SIZE)
+    con = connect(db)
+    try:
+        con.execute("ALTER TABLE crop_cache_rows DROP COLUMN file_size")
+    finally:
+        con.close()
+    assert open_cache(db) is not None  # nothing recorded, nothing compared
+    assert not build_cache("s", db, size=SIZE).built
+    build_cache("s", db, size=SIZE + 1)  # a new build gains the column
+    assert query(db, "SELECT count(file_size) FROM crop_cache_rows WHERE size = ?",
+                 [SIZE + 1])[0][0] == len(snapshot_rows(db))  # fmt: skip
+
+
 def test_interrupted_build_leaves_nothing_and_a_rerun_completes(db: Path) -> None:
     seen: list[int] = []
 
