@@ -122,8 +122,9 @@ def _progress() -> Iterator[tuple[ProgressTask, Any]]:
     """A rich progress display on stderr.
 
     Yields ``(task, console)``: ``task(label, total)`` adds a bar and returns its
-    ``update(done, total, label=None)`` (a label replaces the bar's text); print
-    notes through ``console`` so they do not tear the live display.
+    ``update(done, total, label=None)`` (a label replaces the bar's text; ``done``
+    going back restarts the bar, clock included, as a new epoch does); print notes
+    through ``console`` so they do not tear the live display.
     """
     from rich.progress import (
         BarColumn,
@@ -148,10 +149,11 @@ def _progress() -> Iterator[tuple[ProgressTask, Any]]:
             task_id = progress.add_task(label, total=total or None)
 
             def update(done: int, total: int, label: str | None = None) -> None:
-                if label is None:
-                    progress.update(task_id, completed=done, total=total)
+                text = {} if label is None else {"description": label}
+                if done < progress.tasks[task_id].completed:  # a new round: a fresh clock
+                    progress.reset(task_id, total=total, completed=done, **text)
                 else:
-                    progress.update(task_id, completed=done, total=total, description=label)
+                    progress.update(task_id, completed=done, total=total, **text)
 
             return update
 
@@ -411,26 +413,26 @@ def demo(
         )
         snap = create_snapshot("demo", db)
         console.print(f"snapshot demo: {snap.n_images} images, hash {snap.hash[:16]}")
-        if train:
-            _demo_train(console, db, out)
+        trained = train and _demo_train(console, db, out)
         if temp is None:
             console.print(
                 f"\nExplore it: celebcat views --db {db}\n"
-                f"            celebcat snapshot show demo --db {db}\n"
-                f"            celebcat runs --db {db}"
+                f"            celebcat snapshot show demo --db {db}"
+                + (f"\n            celebcat runs --db {db}" if trained else "")
             )
     finally:
         if temp is not None:
             temp.cleanup()
 
 
-def _demo_train(console: Any, db: Path, out: Path) -> None:
-    """The demo's steps 5 and 6: a short landmark run, alignment, the test report."""
+def _demo_train(console: Any, db: Path, out: Path) -> bool:
+    """The demo's steps 5 and 6: a short landmark run, alignment, the test report;
+    False (and a note) where torch is not installed."""
     import importlib.util
 
     if importlib.util.find_spec("torch") is None:
         console.print("\ntorch is not installed: skipping training (pip install torch==2.13.0).")
-        return
+        return False
     from catalog.reports import landmark_report
     from models.align_run import align_snapshot
     from models.train_landmarks import LandmarkTrainConfig, train_landmarks
@@ -447,6 +449,7 @@ def _demo_train(console: Any, db: Path, out: Path) -> None:
                   f"({result.cache.source}) in the catalog")  # fmt: skip
     report = landmark_report(db, run.run_id, ["Eyeglasses"], split="test")
     _print_rows(report.columns, report.rows, title="test NME by Eyeglasses")
+    return True
 
 
 views_app = typer.Typer(
@@ -778,6 +781,10 @@ def train_landmarks_cmd(
     db: DbOption = None,
 ) -> None:
     """Train the stacked-hourglass landmark model; runs and metrics go to the catalog.
+
+    The progress bar and the per-epoch lines go to stderr, the final summary to
+    stdout; every epoch's figures are in the catalog (`celebcat sql "select * from
+    metrics"`).
 
     Example: celebcat train landmarks --snapshot demo --preset small --epochs 5
     """

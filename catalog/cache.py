@@ -45,7 +45,8 @@ hash. The box of every row is stored as well and compared with the snapshot's, a
 second guard: a cache whose boxes differ is not used (:func:`find_cache`) and is
 rebuilt (:func:`build_cache`). The hash does not cover pixels: an image file replaced
 under its name is caught, after a re-ingest scans it again, by its size differing from
-the one recorded (the same guard; a replacement of exactly the same size is not).
+the one recorded, for box and aligned crops alike (a replacement of exactly the same
+size is not).
 
 Atomicity. The array is written under a hidden temporary name in the crops folder
 and renamed into place (``os.replace``) only when complete; the index rows are
@@ -267,9 +268,10 @@ def find_cache(
 
     A bare stored kind (``"aligned"``) matches any of its variants (``"aligned/..."``)
     and gives the newest complete one. Read-only safe (creates nothing). None when the
-    catalog has no such cache, its file is missing or short, or its face boxes differ
+    catalog has no such cache, its file is missing or short, its face boxes differ
     from those of the snapshots with this hash (``snapshot``: compare with that
-    snapshot only; default: with every snapshot of the hash). The hash covers the
+    snapshot only; default: with every snapshot of the hash), or an image file's size
+    in the image index differs from the one recorded when it was cropped. The hash covers the
     boxes, so that last check is a second guard, for caches whose index and snapshots
     were edited by hand.
     """
@@ -420,9 +422,10 @@ def build_cache(
     """Crop every image of ``snapshot`` once into a ``size`` x ``size`` crop cache.
 
     Does nothing (``built=False``) when a complete cache with the same snapshot hash,
-    size, source and face boxes exists. Otherwise writes the array under a temporary
-    name, renames it into place and then records the index in one transaction (see
-    the module docstring), replacing an incomplete or mismatching cache of the same key.
+    size, source, face boxes and image file sizes exists (:func:`find_cache`).
+    Otherwise writes the array under a temporary name, renames it into place and then
+    records the index in one transaction (see the module docstring), replacing an
+    incomplete or mismatching cache of the same key.
 
     ``workers``: decoding threads (default one per CPU). Threads, not processes:
     Pillow releases the GIL while decoding, converting and warping, and each thread
@@ -532,6 +535,11 @@ def store_crops(
             "SELECT count(*) FROM crop_caches WHERE hash = ? AND source = ? AND size = ?",
             [snap.hash, source, size],
         ).fetchone()[0] > 0  # fmt: skip
+        # the crops were cut from these files: record their sizes, as build_cache does
+        sizes = dict(con.execute(
+            "SELECT image_id, file_size FROM images WHERE image_id IN "
+            "(SELECT image_id FROM snapshot_images WHERE snapshot = ?)", [snapshot]
+        ).fetchall()) if _has_table(con, "images") else {}  # fmt: skip
     finally:
         con.close()
     if set(ids) != wanted:
@@ -541,7 +549,7 @@ def store_crops(
             f"{len(missing)} missing (first: {', '.join(missing[:3])}), {len(extra)} not in "
             f"it (first: {', '.join(extra[:3])})"
         )
-    rows = _rows_frame(ids, np.arange(n), None, matrices)
+    rows = _rows_frame(ids, np.arange(n), None, matrices, [sizes.get(i) for i in ids])
     return _write_cache(db_path, snapshot, snap.hash, source, size, stale, shape, fill, rows,
                         start)  # fmt: skip
 

@@ -275,7 +275,12 @@ def _channels_first(array: np.ndarray) -> np.ndarray:
     planes (6 us at 256 px, where numpy's transposing copy takes 48 us)."""
     import cv2
 
-    planes = np.empty((array.shape[2], *array.shape[:2]), dtype=array.dtype)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(
+            f"expected an RGB image (H, W, 3), got shape {array.shape}; convert it first "
+            "(PIL: image.convert('RGB'))"
+        )
+    planes = np.empty((3, *array.shape[:2]), dtype=array.dtype)
     cv2.split(np.ascontiguousarray(array), list(planes))
     return planes
 

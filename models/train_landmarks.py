@@ -146,6 +146,12 @@ def train_landmarks(
     config = config or LandmarkTrainConfig()
     if config.schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {config.schedule!r}")
+    for name in ("epochs", "batch_size", "max_batches_per_epoch"):
+        value = getattr(config, name)
+        if value is not None and value < 1:  # 0 batches would train nothing, silently
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    if config.max_minutes is not None and not config.max_minutes > 0:
+        raise ValueError(f"max_minutes must be positive, got {config.max_minutes}")
     if config.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
@@ -223,7 +229,7 @@ def train_landmarks(
                 drop_last=len(train_ds) > config.batch_size,  # no 1-image BatchNorm batch
             )  # fmt: skip
             loss_sum, seen = 0.0, 0
-            n_batches = min(len(loader), config.max_batches_per_epoch or len(loader))
+            n_batches = min(len(loader), config.max_batches_per_epoch or len(loader))  # >= 1
             for done, batch in enumerate(
                 itertools.islice(loader, config.max_batches_per_epoch), start=1
             ):

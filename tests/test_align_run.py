@@ -86,6 +86,21 @@ def test_truth_alignment_feeds_the_aligned_face_dataset(db: Path) -> None:
     assert errors.mean() < 2.0 and errors.max() < 7.0
 
 
+def test_aligned_crops_go_stale_when_an_image_file_changes(db: Path) -> None:
+    result = align_snapshot(None, "s", db, size=32, template="arcface", source="truth")
+    assert query(db, "SELECT count(file_size) FROM crop_cache_rows WHERE source = ?",
+                 [result.cache.source])[0][0] == result.n_images  # fmt: skip
+    assert len(FaceDataset(db, "s", "train", source="aligned", size=32)) > 0
+    con = connect(db)
+    try:  # what a re-ingest records after the file was replaced by one of another size
+        con.execute("UPDATE images SET file_size = file_size + 1 WHERE image_id = "
+                    "(SELECT min(image_id) FROM snapshot_images WHERE snapshot = 's')")
+    finally:
+        con.close()
+    with pytest.raises(FileNotFoundError, match="No aligned crops"):
+        FaceDataset(db, "s", "train", source="aligned", size=32)
+
+
 def test_alignment_report_measures_the_true_eyes_against_the_template(db: Path) -> None:
     align_snapshot(None, "s", db, size=112, template="arcface", source="truth")
     align_snapshot(None, "s", db, size=64, template="reference", source="truth")

@@ -225,3 +225,19 @@ def test_demo_runs_the_whole_flow_and_keeps_its_catalog(tmp_path: Path) -> None:
     skipped = runner.invoke(cli.app, ["demo", "--ids", "20", "--no-train",
                                       "--out", str(tmp_path / "again")])  # fmt: skip
     assert skipped.exit_code == 0 and "5. train" not in skipped.output
+
+
+def test_a_progress_bar_going_back_restarts_its_clock(monkeypatch) -> None:
+    from rich.progress import Progress
+
+    resets: list[dict] = []
+    reset = Progress.reset
+    monkeypatch.setattr(Progress, "reset", lambda self, task_id, **kw: (
+        resets.append(kw), reset(self, task_id, **kw))[1])  # fmt: skip
+    with cli._progress() as (task, _):
+        update = task("training", 3)
+        for done in (1, 2, 3):
+            update(done, 3, label="epoch 1")
+        assert resets == []  # forward: plain updates
+        update(1, 3, label="epoch 2")  # the next epoch: a fresh bar and clock
+    assert resets == [{"total": 3, "completed": 1, "description": "epoch 2"}]

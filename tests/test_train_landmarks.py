@@ -169,6 +169,14 @@ def test_the_optimizer_follows_the_schedule(db: Path, tmp_path: Path, monkeypatc
         tl.train_landmarks(tl.LandmarkTrainConfig(**TINY, schedule="step"), db)
 
 
+@pytest.mark.parametrize("bad", [{"epochs": 0}, {"batch_size": 0},
+                                 {"max_batches_per_epoch": 0}, {"max_minutes": 0}])  # fmt: skip
+def test_settings_that_would_train_nothing_are_refused(db: Path, bad: dict) -> None:
+    with pytest.raises(ValueError, match=f"{next(iter(bad))} must be"):
+        tl.train_landmarks(tl.LandmarkTrainConfig(**{**TINY, **bad}), db)
+    assert query(db, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'runs'")[0][0] == 0
+
+
 def test_a_checkpoint_from_before_schedules_resumes_at_a_constant_rate(
     db: Path, tmp_path: Path
 ):

@@ -201,3 +201,13 @@ def test_invert_is_the_inverse_and_refuses_a_singular_matrix() -> None:
         assert np.allclose(T.invert(m), np.linalg.inv(m))
     with pytest.raises(np.linalg.LinAlgError, match="singular"):
         T.invert(np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 1.0], [0.0, 0.0, 1.0]]))
+
+
+def test_tensors_need_an_rgb_image() -> None:
+    for shape in [(8, 8), (8, 8, 1), (8, 8, 4)]:
+        image = np.zeros(shape, np.uint8)
+        with pytest.raises(ValueError, match=r"RGB image \(H, W, 3\)"):
+            T.to_tensor(image)
+        with pytest.raises(ValueError, match=r"RGB image \(H, W, 3\)"):
+            T.to_uint8_tensor(image)
+    assert tuple(T.to_tensor(Image.new("L", (8, 6)).convert("RGB")).shape) == (3, 6, 8)
