@@ -756,6 +756,7 @@ PRESETS = {"small": "hourglass_small", "seed": "hourglass_seed", "paper": "hourg
 
 @train_app.command("landmarks")
 def train_landmarks_cmd(
+    ctx: typer.Context,
     snapshot: Annotated[str, typer.Option(help="Snapshot to train on (train/val splits).")],
     preset: Annotated[
         str, typer.Option(help="Model: small (CPU-friendly), seed (the reference), paper.")
@@ -776,7 +777,9 @@ def train_landmarks_cmd(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     out: Annotated[Path, typer.Option(help="Checkpoint folder.")] = Path("checkpoints"),
     resume: Annotated[
-        Path | None, typer.Option(help="Continue from a checkpoint or run folder.")
+        Path | None,
+        typer.Option(help="Continue from a checkpoint or run folder (with its settings; "
+                     "--epochs, --max-minutes, --workers, --out may change)."),
     ] = None,
     db: DbOption = None,
 ) -> None:
@@ -792,11 +795,27 @@ def train_landmarks_cmd(
 
     if preset not in PRESETS:
         raise UserError(f"--preset {preset!r}: use one of {', '.join(PRESETS)}")
-    config = LandmarkTrainConfig(
+    given = dict(
         snapshot=snapshot, model=PRESETS[preset], epochs=epochs, batch_size=batch_size, lr=lr,
         schedule=schedule, max_minutes=max_minutes, max_batches_per_epoch=max_batches,
         num_workers=workers, seed=seed, out_dir=str(out),
     )
+    config = LandmarkTrainConfig(**given)
+    if resume is not None:
+        # The run's own settings, with what was typed on this command line over them
+        # (train_landmarks refuses a change to anything a resume may not change).
+        from models.train_landmarks import load_checkpoint
+
+        names = {"preset": "model", "max_batches": "max_batches_per_epoch",
+                 "workers": "num_workers", "out": "out_dir"}  # fmt: skip
+        typed = {
+            names.get(p, p): given[names.get(p, p)] for p in ctx.params
+            # by name: typer vendors its own click, whose enum is not click's
+            if getattr(ctx.get_parameter_source(p), "name", None) == "COMMANDLINE"
+            and names.get(p, p) in given
+        }  # fmt: skip
+        saved = load_checkpoint(resume)["config"]
+        config = LandmarkTrainConfig(**{"schedule": "constant", **saved, **typed})
     with _progress() as (task, console):
         bar: list[Callable[..., None]] = []
 
@@ -812,8 +831,8 @@ def train_landmarks_cmd(
                 f"best {e['best_val_nme']:.4f}"
             )
 
-        result = train_landmarks(None if resume else config, db, resume=resume,
-                                 progress=report, on_batch=on_batch)  # fmt: skip
+        result = train_landmarks(config, db, resume=resume, progress=report,
+                                 on_batch=on_batch)  # fmt: skip
     console = _console()
     console.print(
         f"run {result.run_id}: {result.epochs_done} epochs, best val NME "

@@ -184,6 +184,19 @@ def test_train_landmarks_and_runs_commands(tmp_path: Path) -> None:
         ("landmarks", "finished", "tiny")
     ]
     assert list((tmp_path / "ckpt").rglob("best.pt"))
+    # --resume continues the run with its own settings; --epochs may extend it
+    run_dir = next((tmp_path / "ckpt").iterdir())
+    result = runner.invoke(cli.app, [
+        "train", "landmarks", "--snapshot", "tiny", "--resume", str(run_dir), "--epochs", "2",
+        "--db", db,
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "epoch 2: train loss" in result.output and "epoch 1:" not in result.output
+    assert query(Path(db), "SELECT count(*), max(status) FROM runs")[0] == (1, "finished")
+    assert query(Path(db), "SELECT max(epoch) FROM metrics")[0][0] == 1  # 0-based: 2 epochs
+    code, out = celebcat("train", "landmarks", "--snapshot", "tiny", "--resume", str(run_dir),
+                         "--lr", "0.5", "--db", db)  # fmt: skip
+    assert code == 1 and "different lr" in out
     code, out = celebcat("train", "landmarks", "--snapshot", "tiny", "--preset", "huge",
                          "--db", db)
     assert code == 1 and "use one of small, seed, paper" in out
