@@ -715,13 +715,15 @@ def cache_list(as_csv: CsvOption = False, as_json: JsonOption = False, db: DbOpt
     """
     from catalog.cache import list_caches
 
+    machine = as_csv or as_json  # full paths there; file names in the table (one folder)
     rows = [
         (c.snapshot, c.hash[:12], c.source, c.size, c.n_images,
-         round(c.path.stat().st_size / 2**20, 1) if c.path.exists() else None, str(c.path))
+         round(c.path.stat().st_size / 2**20, 1) if c.path.exists() else None,
+         str(c.path) if machine else c.path.name)
         for c in list_caches(db)
     ]
-    _print_rows(["snapshot", "hash", "source", "size", "images", "MiB", "path"], rows,
-                as_csv=as_csv, as_json=as_json)
+    _print_rows(["snapshot", "hash", "source", "size", "images", "MiB",
+                 "path" if machine else "file"], rows, as_csv=as_csv, as_json=as_json)
 
 
 @cache_app.command("drop")
@@ -968,11 +970,16 @@ def runs(as_csv: CsvOption = False, as_json: JsonOption = False, db: DbOption = 
     """
     from catalog.results import list_runs
 
+    def minutes(r: Any) -> float | None:
+        return None if r.ended_at is None else round(
+            (r.ended_at - r.started_at).total_seconds() / 60, 1)  # fmt: skip
+
     rows = [
-        (r.run_id, r.kind, r.status, r.snapshot, r.snapshot_hash[:12], r.started_at, r.ended_at)
+        (r.run_id, r.kind, r.status, r.snapshot, r.snapshot_hash[:12],
+         r.started_at.replace(microsecond=0), minutes(r))
         for r in list_runs(db)
-    ]
-    _print_rows(["run", "kind", "status", "snapshot", "hash", "started", "ended"], rows,
+    ]  # fmt: skip
+    _print_rows(["run", "kind", "status", "snapshot", "hash", "started (UTC)", "minutes"], rows,
                 as_csv=as_csv, as_json=as_json)
 
 
