@@ -153,13 +153,15 @@ def _predict(
     ids: list[str], batch_size: int, progress: ProgressFn | None,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Predicted landmarks (N, 5, 2) in in-the-wild pixels, in ``ids`` order: decoded
-    as the run was (sub-pixel), and by argmax alone, from the same heatmaps."""
+    as the run was (sub-pixel), and by argmax alone, from the same heatmaps. On CUDA
+    when there is one (uint8 batches normalised there), else on the CPU."""
     config = ckpt["config"]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = create_model(config["model"])
     model.load_state_dict(ckpt["model"])
-    model.eval()
+    model.to(device).eval()
     input_size, heatmap_size = model.config.input_size, model.config.heatmap_size
-    data = FaceDataset(db, snapshot, "all", source="bbox", size=input_size)
+    data = FaceDataset(db, snapshot, "all", source="bbox", size=input_size, image_dtype="uint8")
     if list(data.image_ids) != ids:
         raise RuntimeError("the Dataset's images differ from the snapshot's")  # a bug
     # No augmentation: each sample's matrix is its box stretched onto the square.
@@ -170,7 +172,8 @@ def _predict(
         progress("predict", 0, len(ids))
     with torch.no_grad():
         for batch in DataLoader(data, batch_size=batch_size, shuffle=False):
-            heatmaps = model(batch["image"])[-1].float()
+            images = T.normalize_batch(batch["image"].to(device, non_blocking=True))
+            heatmaps = model(images)[-1].float().cpu()
             points, _ = decode_subpixel(heatmaps, config.get("decode", "dark"),
                                         config.get("sigma", 1.5))  # fmt: skip
             n = len(points)
