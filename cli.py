@@ -1080,13 +1080,13 @@ def snapshot_drop(name: str, db: DbOption = None) -> None:
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     from catalog.annotations import AnnotationError
-    from catalog.db import CatalogNotFoundError
+    from catalog.db import CatalogBusyError, CatalogNotFoundError
     from catalog.ingest import IngestError
 
     # ValueError covers InfeasibleSelection, SnapshotError and QuotaError.
     known: list[type[BaseException]] = [
-        UserError, AnnotationError, IngestError, CatalogNotFoundError, LookupError,
-        FileNotFoundError, ValueError,
+        UserError, AnnotationError, IngestError, CatalogNotFoundError, CatalogBusyError,
+        LookupError, FileNotFoundError, ValueError,
     ]
     if "catalog.cache" in sys.modules:
         from catalog.cache import CacheError

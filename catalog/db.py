@@ -11,6 +11,9 @@ other SQLAlchemy tools come in through :func:`engine`, which points at the same 
 from __future__ import annotations
 
 import os
+import random
+import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,10 +26,17 @@ if TYPE_CHECKING:  # keep `import catalog.db` free of heavy imports
 DEFAULT_DB = "celeba.duckdb"
 ENV_VAR = "CELEBCAT_DB"
 URL_PREFIX = "duckdb:///"
+#: Seconds a connection waits for another process to release the catalog's lock.
+LOCK_TIMEOUT_ENV = "CELEBCAT_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT = 60.0
 
 
 class CatalogNotFoundError(FileNotFoundError):
     """Raised when a read-only connection is asked for a catalog that does not exist."""
+
+
+class CatalogBusyError(RuntimeError):
+    """Another process held the catalog's lock for longer than the lock timeout."""
 
 
 def resolve_db(db: str | os.PathLike[str] | None = None) -> Path:
@@ -50,13 +60,34 @@ def url(db: str | os.PathLike[str] | None = None) -> str:
     return URL_PREFIX + str(resolve_db(db).resolve())
 
 
+def lock_timeout() -> float:
+    """Seconds to wait for a busy catalog: ``$CELEBCAT_LOCK_TIMEOUT`` or 60."""
+    value = os.environ.get(LOCK_TIMEOUT_ENV)
+    if not value:
+        return DEFAULT_LOCK_TIMEOUT
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        raise ValueError(f"${LOCK_TIMEOUT_ENV}={value!r} is not a number of seconds") from None
+
+
 def connect(
-    db: str | os.PathLike[str] | None = None, *, read_only: bool = False
+    db: str | os.PathLike[str] | None = None,
+    *,
+    read_only: bool = False,
+    timeout: float | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """Open the catalog with DuckDB.
 
     Read-only connections refuse a missing file (with a hint) instead of creating an
     empty catalog; writable ones create it, and its parent folder.
+
+    DuckDB lets one process write a database file, or several read it, never both at
+    once (https://duckdb.org/docs/current/connect/concurrency). Every command holds its
+    connection for one short piece of work, so a lock held by another process is
+    waited for, with jittered exponential backoff, up to ``timeout`` seconds (default
+    :func:`lock_timeout`); then :class:`CatalogBusyError` names the process holding it.
+    This is what lets ``celebcat sql`` run while a training run writes its metrics.
     """
     import duckdb
 
@@ -68,20 +99,69 @@ def connect(
         )
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
-    return duckdb.connect(str(path), read_only=read_only)
+    wait = lock_timeout() if timeout is None else timeout
+    deadline = time.monotonic() + wait
+    delay = 0.002
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as err:
+            if not is_lock_conflict(err):
+                raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CatalogBusyError(_busy_message(path, err, wait)) from err
+        # jitter keeps two waiting processes from retrying in lockstep
+        time.sleep(min(delay * random.uniform(0.5, 1.5), left))
+        delay = min(delay * 2, 0.2)
+
+
+def is_lock_conflict(err: BaseException) -> bool:
+    """True for DuckDB's "another process holds this file" error."""
+    return "Could not set lock" in str(err) or "Conflicting lock" in str(err)
+
+
+def _busy_message(path: Path, err: BaseException, waited: float) -> str:
+    holder = "another process"
+    match = re.search(r"\(PID (\d+)\)", str(err))
+    if match:
+        pid = match.group(1)
+        holder = f"process {pid}"
+        try:  # Linux: show what the holder is running
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+            command = " ".join(raw.decode(errors="replace").replace("\0", " ").split())
+            if command:
+                holder += f" ({command[:120]})"
+        except OSError:
+            pass
+    return (
+        f"The catalog {path} is held by {holder}; waited {waited:g} s for it. "
+        f"Retry when it is done, raise ${LOCK_TIMEOUT_ENV}, or use another --db."
+    )
 
 
 def engine(
     db: str | os.PathLike[str] | None = None, *, read_only: bool = True
 ) -> sqlalchemy.engine.Engine:
-    """A SQLAlchemy engine on the catalog (duckdb-engine), e.g. for ``pandas.read_sql``."""
+    """A SQLAlchemy engine on the catalog (duckdb-engine), e.g. for ``pandas.read_sql``.
+
+    Its connections come from :func:`connect`, so they have the library's settings (a
+    process may hold ``connect(db, read_only=True)`` and use this engine at once; DuckDB
+    refuses two connections to one file with different settings) and wait for a busy
+    catalog the same way. No pool: a connection lives only while a query runs, so an
+    idle engine never keeps another process from writing the catalog.
+    """
     import sqlalchemy
+    from duckdb_engine import ConnectionWrapper
+    from sqlalchemy.pool import NullPool
 
     path = resolve_db(db)
     if read_only and not path.exists():
         raise CatalogNotFoundError(f"No catalog at {path}. Create one with `celebcat ingest DIR`.")
     return sqlalchemy.create_engine(
-        url(path), connect_args={"read_only": read_only} if read_only else {}
+        url(path),
+        creator=lambda: ConnectionWrapper(connect(path, read_only=read_only)),
+        poolclass=NullPool,
     )
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,7 +52,10 @@ CREATE TABLE IF NOT EXISTS runs (
     code_version  VARCHAR NOT NULL,      -- package version, '+g<commit>' where known
     started_at    TIMESTAMP NOT NULL,    -- UTC
     ended_at      TIMESTAMP,             -- UTC; NULL while running
-    status        VARCHAR NOT NULL       -- running | finished | failed | interrupted
+    status        VARCHAR NOT NULL,      -- running | finished | failed | interrupted
+    host          VARCHAR,               -- where the training process runs
+    pid           INTEGER,               -- its process id there
+    proc_start    VARCHAR                -- its start time (tells a reused pid apart)
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id VARCHAR NOT NULL,
@@ -72,6 +76,9 @@ CREATE TABLE IF NOT EXISTS landmark_predictions (
 """
 
 STATUSES = ("running", "finished", "failed", "interrupted")
+#: Shown (never stored) for a 'running' run whose process is gone: killed, or its
+#: machine rebooted, before it could record how it ended.
+DIED = "died"
 
 
 class RunError(ValueError):
@@ -88,7 +95,9 @@ class Run:
     code_version: str
     started_at: datetime
     ended_at: datetime | None
-    status: str
+    status: str  # as stored, except 'died' for a 'running' run whose process is gone
+    host: str | None = None
+    pid: int | None = None
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -98,6 +107,30 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
         "ALTER TABLE landmark_predictions ADD COLUMN IF NOT EXISTS normaliser VARCHAR "
         f"DEFAULT '{NME_NORMALISER}'"
     )
+    for column, kind in (("host", "VARCHAR"), ("pid", "INTEGER"), ("proc_start", "VARCHAR")):
+        con.execute(f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS {column} {kind}")
+
+
+def _proc_start(pid: int) -> str | None:
+    """The start time of process ``pid`` in clock ticks since boot (Linux /proc), with the
+    boot id: together with the pid they name one process, even after the pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+    # field 22 (starttime), counted after the ')' that ends the command name
+    return f"{boot}:{stat.rsplit(')', 1)[1].split()[19]}"
+
+
+def _process_alive(pid: int, proc_start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        pass
+    return proc_start is None or _proc_start(pid) in (None, proc_start)
 
 
 def _has_runs(con: duckdb.DuckDBPyConnection) -> bool:
@@ -145,13 +178,25 @@ def start_run(
         with transaction(con):
             ensure_tables(con)
             con.execute(
-                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, NULL, 'running')",
+                "INSERT INTO runs BY NAME SELECT ? AS run_id, ? AS kind, ? AS config, "
+                "? AS snapshot, ? AS snapshot_hash, ? AS code_version, ? AS started_at, "
+                "'running' AS status",
                 [run_id, kind, json.dumps(dict(config), default=str), snapshot, snap_hash,
                  code_version(), _now()],
             )  # fmt: skip
+            _claim(con, run_id)
     finally:
         con.close()
     return run_id
+
+
+def _claim(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+    """Record this process as the one running ``run_id`` (so a crash shows as 'died')."""
+    pid = os.getpid()
+    con.execute(
+        "UPDATE runs SET host = ?, pid = ?, proc_start = ? WHERE run_id = ?",
+        [socket.gethostname(), pid, _proc_start(pid), run_id],
+    )
 
 
 def _set_status(db: str | os.PathLike[str] | None, run_id: str, status: str) -> None:
@@ -167,6 +212,8 @@ def _set_status(db: str | os.PathLike[str] | None, run_id: str, status: str) -> 
             ).fetchall()
             if not found:
                 raise RunError(f"No run {run_id!r} (see `celebcat sql \"select * from runs\"`).")
+            if status == "running":
+                _claim(con, run_id)
     finally:
         con.close()
 
@@ -249,10 +296,35 @@ def write_landmark_predictions(
     return len(frame)
 
 
+_RUN_COLUMNS = (
+    "run_id, kind, config, snapshot, snapshot_hash, code_version, started_at, ended_at, "
+    "status, host, pid, proc_start"
+)
+
+
 def _run(row: tuple) -> Run:
-    run_id, kind, config, snapshot, snap_hash, version, started, ended, status = row
+    run_id, kind, config, snapshot, snap_hash, version, started, ended, status = row[:9]
+    host, pid, proc_start = row[9:]
+    if (
+        status == "running" and pid is not None and host == socket.gethostname()
+        and not _process_alive(pid, proc_start)
+    ):  # fmt: skip
+        status = DIED
     return Run(run_id, kind, json.loads(config), snapshot, snap_hash, version, started, ended,
-               status)  # fmt: skip
+               status, host, pid)  # fmt: skip
+
+
+def _has_run_columns(con: duckdb.DuckDBPyConnection) -> bool:
+    return bool(con.execute(
+        "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'runs' AND column_name = 'pid'"
+    ).fetchone()[0])
+
+
+def _select_runs(con: duckdb.DuckDBPyConnection) -> str:
+    """The SELECT list for runs, on read-only catalogs made before host/pid existed too."""
+    if _has_run_columns(con):
+        return _RUN_COLUMNS
+    return _RUN_COLUMNS.replace("host, pid, proc_start", "NULL, NULL, NULL")
 
 
 def get_run(db: str | os.PathLike[str] | None, run_id: str) -> Run:
@@ -260,7 +332,9 @@ def get_run(db: str | os.PathLike[str] | None, run_id: str) -> Run:
     try:
         row = None
         if _has_runs(con):
-            row = con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]).fetchone()
+            row = con.execute(
+                f"SELECT {_select_runs(con)} FROM runs WHERE run_id = ?", [run_id]
+            ).fetchone()
     finally:
         con.close()
     if row is None:
@@ -275,7 +349,8 @@ def list_runs(db: str | os.PathLike[str] | None = None, kind: str | None = None)
         if not _has_runs(con):
             return []
         rows = con.execute(
-            "SELECT * FROM runs WHERE ? IS NULL OR kind = ? ORDER BY started_at, run_id",
+            f"SELECT {_select_runs(con)} FROM runs WHERE ? IS NULL OR kind = ? "
+            "ORDER BY started_at, run_id",
             [kind, kind],
         ).fetchall()
     finally:
