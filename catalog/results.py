@@ -12,7 +12,16 @@ epochs. Error analysis is then SQL, e.g. the worst images of a run:
     select p.image_id, p.nme from landmark_predictions p
     where run_id = '...' order by nme desc limit 20
 
-This module owns the ``runs``, ``metrics`` and ``landmark_predictions`` tables.
+Embeddings are rows too, so nearest neighbours are SQL (cosine, since they are stored
+L2-normalised):
+
+    select b.image_id, list_cosine_similarity(a.embedding, b.embedding) as cosine
+    from embeddings a join embeddings b using (run_id)
+    where a.run_id = '...' and a.image_id = '000123.jpg' and b.image_id <> a.image_id
+    order by cosine desc limit 5
+
+This module owns the ``runs``, ``metrics``, ``landmark_predictions`` and
+``embeddings`` tables.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import os
 import secrets
 import socket
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cache
@@ -71,6 +80,13 @@ CREATE TABLE IF NOT EXISTS landmark_predictions (
     {", ".join(f"{c} DOUBLE" for c in LANDMARK_COLUMNS)},  -- in-the-wild pixels
     nme      DOUBLE,                 -- NULL where the image has no true landmarks
     normaliser VARCHAR NOT NULL DEFAULT '{NME_NORMALISER}',  -- what nme is divided by
+    PRIMARY KEY (run_id, image_id)
+);
+CREATE TABLE IF NOT EXISTS embeddings (
+    run_id    VARCHAR NOT NULL,
+    image_id  VARCHAR NOT NULL,
+    source    VARCHAR NOT NULL,   -- the crops embedded: 'bbox' or 'aligned/<template>/<run>'
+    embedding FLOAT[] NOT NULL,   -- L2-normalised; its length is the run's embedding size
     PRIMARY KEY (run_id, image_id)
 );
 """
@@ -133,11 +149,15 @@ def _process_alive(pid: int, proc_start: str | None) -> bool:
     return proc_start is None or _proc_start(pid) in (None, proc_start)
 
 
-def _has_runs(con: duckdb.DuckDBPyConnection) -> bool:
+def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return bool(con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' "
-        "AND table_name = 'runs'"
+        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = ?",
+        [name],
     ).fetchone()[0])
+
+
+def _has_runs(con: duckdb.DuckDBPyConnection) -> bool:
+    return has_table(con, "runs")
 
 
 def _now() -> datetime:
@@ -300,6 +320,80 @@ _RUN_COLUMNS = (
     "run_id, kind, config, snapshot, snapshot_hash, code_version, started_at, ended_at, "
     "status, host, pid, proc_start"
 )
+
+
+def write_embeddings(
+    db: str | os.PathLike[str] | None,
+    run_id: str,
+    image_ids: Sequence[str],
+    vectors: Any,
+    source: str,
+) -> int:
+    """Write (or overwrite) a run's embeddings, L2-normalised here; returns the row count.
+
+    ``vectors`` is an (N, d) float array in ``image_ids`` order. One column of variable
+    length holds every run's vectors, so runs of different sizes share the table (a
+    fixed ``FLOAT[d]`` would tie the catalog to the first run's d).
+    """
+    import numpy as np
+    import pandas as pd
+
+    matrix = np.asarray(vectors, dtype=np.float32)
+    if matrix.ndim != 2 or len(matrix) != len(image_ids):
+        raise ValueError(f"embeddings must be ({len(image_ids)}, d), got {matrix.shape}")
+    if not np.isfinite(matrix).all():
+        raise ValueError(f"run {run_id}: embeddings hold NaN or infinite values")
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    matrix = matrix / np.maximum(norms, 1e-12)
+    frame = pd.DataFrame({
+        "run_id": run_id, "image_id": [str(i) for i in image_ids], "source": source,
+        "embedding": list(matrix),
+    })  # fmt: skip
+    con = connect(db)
+    try:
+        with transaction(con):
+            ensure_tables(con)
+            con.register("new_embeddings", frame)
+            con.execute(
+                "INSERT OR REPLACE INTO embeddings BY NAME "
+                "SELECT run_id, image_id, source, embedding::FLOAT[] AS embedding "
+                "FROM new_embeddings"
+            )
+            con.unregister("new_embeddings")
+    finally:
+        con.close()
+    return len(frame)
+
+
+def read_embeddings(
+    db: str | os.PathLike[str] | None, run_id: str, image_ids: Sequence[str] | None = None
+) -> tuple[list[str], Any]:
+    """A run's embeddings: (image ids, (N, d) float32 array), ordered by image id, or in
+    ``image_ids`` order where given (an id without an embedding raises ValueError)."""
+    import numpy as np
+
+    con = connect(db, read_only=True)
+    try:
+        if not has_table(con, "embeddings"):
+            rows: list = []
+        else:
+            rows = con.execute(
+                "SELECT image_id, embedding FROM embeddings WHERE run_id = ? ORDER BY image_id",
+                [run_id],
+            ).fetchall()
+    finally:
+        con.close()
+    found = {i: e for i, e in rows}
+    ids = list(found) if image_ids is None else [str(i) for i in image_ids]
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise ValueError(
+            f"run {run_id} has no embeddings for {len(missing)} image(s), e.g. {missing[0]}; "
+            f"run `celebcat embed --run {run_id} --snapshot ...` first"
+        )
+    if not ids:
+        return [], np.zeros((0, 0), dtype=np.float32)
+    return ids, np.asarray([found[i] for i in ids], dtype=np.float32)
 
 
 def _run(row: tuple) -> Run:

@@ -101,3 +101,30 @@ def test_predictions_table_of_an_older_catalog_gains_the_normaliser(db: Path):
         "image_id": ["000002.jpg"], "landmarks": np.zeros((1, 5, 2)), "nme": [0.1]})  # fmt: skip
     assert query(db, "SELECT run_id, nme, normaliser FROM landmark_predictions ORDER BY 1") == [
         (run_id, 0.1, "inter_ocular"), ("old", 0.5, "inter_ocular")]  # fmt: skip
+
+
+def test_embeddings_round_trip_and_sql_neighbours(db: Path):
+    run_id = results.start_run(db, "recognition", {}, "s")
+    ids = query(db, "SELECT image_id FROM snapshot_images WHERE snapshot = 's' ORDER BY 1")
+    ids = [i for (i,) in ids][:6]
+    # two tight clusters: images 0-2 near e0, images 3-5 near e1 (unnormalised on purpose)
+    vectors = np.array([[3, 0.1, 0], [2, 0, 0.1], [4, 0.2, 0.1], [0, 5, 0], [0.1, 2, 0],
+                        [0, 3, 0.2]], dtype=np.float64)  # fmt: skip
+    assert results.write_embeddings(db, run_id, ids, vectors, source="bbox") == 6
+    got_ids, got = results.read_embeddings(db, run_id)
+    assert got_ids == sorted(ids) and got.shape == (6, 3) and got.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, rtol=1e-6)
+    _, ordered = results.read_embeddings(db, run_id, ids[::-1])
+    np.testing.assert_allclose(ordered[0], vectors[5] / np.linalg.norm(vectors[5]), rtol=1e-6)
+    near = query(db, """
+        select b.image_id from embeddings a join embeddings b using (run_id)
+        where a.run_id = ? and a.image_id = ? and b.image_id <> a.image_id
+        order by list_cosine_similarity(a.embedding, b.embedding) desc limit 2
+    """, [run_id, ids[0]])  # fmt: skip
+    assert sorted(r[0] for r in near) == sorted(ids[1:3])
+    results.write_embeddings(db, run_id, ids[:1], [[0, 0, 1]], source="bbox")  # overwrite
+    assert len(results.read_embeddings(db, run_id)[0]) == 6
+    with pytest.raises(ValueError, match="no embeddings for 1 image"):
+        results.read_embeddings(db, run_id, [*ids, "nope.jpg"])
+    with pytest.raises(ValueError, match="NaN"):
+        results.write_embeddings(db, run_id, ids[:1], [[np.nan, 0, 1]], source="bbox")
