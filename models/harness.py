@@ -328,7 +328,7 @@ def _restore(ckpt: Checkpoint, task: Task, modules: dict[str, nn.Module],
     """Load the modules, optimizer, scaler and RNG state from ``ckpt``, or raise a
     CheckpointError saying what in it does not fit."""
     require(ckpt, {"optimizer": dict, "scaler": dict, "rng": dict, "best_epoch": int,
-                   best_key: (float, int), **{name: dict for name in modules}})  # fmt: skip
+                   best_key: (float, int)})  # fmt: skip
     if ckpt["snapshot_hash"] != task.snapshot_hash:
         raise ValueError(
             f"Snapshot {task.config.snapshot!r} is not the one run {ckpt['run_id']} trained on "
@@ -336,18 +336,19 @@ def _restore(ckpt: Checkpoint, task: Task, modules: dict[str, nn.Module],
         )
     for name, module in modules.items():
         load_weights(module, ckpt, name)
+    what = "optimizer state"
     try:
         optimizer.load_state_dict(ckpt["optimizer"])
+        what = "GradScaler state"
+        if ckpt["scaler"] and scaler.is_enabled():  # empty: saved where none ran (CPU)
+            scaler.load_state_dict(ckpt["scaler"])
+        what = "RNG state"
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if env.cuda and ckpt["rng"].get("cuda"):
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise CheckpointError(ckpt.path, f"its optimizer state does not fit: {err}") from None
-    if ckpt["scaler"] and scaler.is_enabled():  # empty: saved where no scaler ran (CPU)
-        scaler.load_state_dict(ckpt["scaler"])
-    rng = ckpt["rng"].get("torch")
-    if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8:
-        raise CheckpointError(ckpt.path, "damaged: its RNG state is not a byte tensor")
-    torch.set_rng_state(rng)
-    if env.cuda and ckpt["rng"].get("cuda"):
-        torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(ckpt.path, f"its {what} does not fit: {reason}") from None
 
 
 def train(
