@@ -116,7 +116,9 @@ def load_checkpoint(
                 path, f"holds objects other than weights, so it was not loaded (nothing in "
                 f"it was run): {reason}"
             ) from None
-        raise CheckpointError(path, f"not a readable checkpoint ({reason})") from None
+        raise CheckpointError(
+            path, f"not a readable checkpoint: not written by torch.save, or damaged ({reason})"
+        ) from None
     if not isinstance(state, dict):
         raise CheckpointError(path, f"holds a {type(state).__name__}, not a checkpoint dict")
     ckpt = Checkpoint(state)
