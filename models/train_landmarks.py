@@ -1,4 +1,4 @@
-"""Train a stacked hourglass on a snapshot's five landmarks (design step 2).
+"""Train a stacked hourglass on a snapshot's five landmarks.
 
 The landmark task of the training harness (:mod:`models.harness`, which owns the
 loop, the run and metrics in the catalog, checkpoints, resume, the time budget, the
