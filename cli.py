@@ -793,7 +793,7 @@ def train_landmarks_cmd(
 
     Example: celebcat train landmarks --snapshot demo --preset small --epochs 5
     """
-    from models.train_landmarks import LandmarkTrainConfig, train_landmarks
+    from models.train_landmarks import LandmarkTrainConfig, load_checkpoint, train_landmarks
 
     if preset not in PRESETS:
         raise UserError(f"--preset {preset!r}: use one of {', '.join(PRESETS)}")
@@ -802,12 +802,11 @@ def train_landmarks_cmd(
         schedule=schedule, max_minutes=max_minutes, max_batches_per_epoch=max_batches,
         num_workers=workers, seed=seed, out_dir=str(out),
     )
-    config = LandmarkTrainConfig(**given)
-    if resume is not None:
-        # The run's own settings, with what was typed on this command line over them
-        # (train_landmarks refuses a change to anything a resume may not change).
-        from models.train_landmarks import load_checkpoint
-
+    if resume is None:
+        config = LandmarkTrainConfig(**given)
+    else:
+        # The run's own settings with what was typed on this command line over them
+        # (refused by name where a resume may not change it).
         names = {"preset": "model", "max_batches": "max_batches_per_epoch",
                  "workers": "num_workers", "out": "out_dir"}  # fmt: skip
         typed = {
@@ -816,8 +815,7 @@ def train_landmarks_cmd(
             if getattr(ctx.get_parameter_source(p), "name", None) == "COMMANDLINE"
             and names.get(p, p) in given
         }  # fmt: skip
-        saved = load_checkpoint(resume)["config"]
-        config = LandmarkTrainConfig(**{"schedule": "constant", **saved, **typed})
+        config = LandmarkTrainConfig.resumed(load_checkpoint(resume)["config"], **typed)
     with _progress() as (task, console):
         bar: list[Callable[..., None]] = []
 

@@ -50,7 +50,8 @@ from models.alignment import (
     alignment_matrices,
     template_points,
 )
-from models.heatmaps import decode_argmax, decode_subpixel, heatmap_to_input, input_to_original
+from models.checkpoints import load_weights
+from models.landmark_eval import predict_landmarks
 from models.metrics import nme
 from models.registry import create_model
 from models.train_landmarks import KIND, load_checkpoint
@@ -154,36 +155,27 @@ def _predict(
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Predicted landmarks (N, 5, 2) in in-the-wild pixels, in ``ids`` order: decoded
     as the run was (sub-pixel), and by argmax alone, from the same heatmaps. On CUDA
-    when there is one (uint8 batches normalised there), else on the CPU."""
+    when there is one (uint8 batches normalised there), else on the CPU. Weights that
+    do not fit the run's model raise CheckpointError naming the file."""
     config = ckpt["config"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = create_model(config["model"])
-    model.load_state_dict(ckpt["model"])
+    load_weights(model, ckpt, "model")
     model.to(device).eval()
-    input_size, heatmap_size = model.config.input_size, model.config.heatmap_size
-    data = FaceDataset(db, snapshot, "all", source="bbox", size=input_size, image_dtype="uint8")
+    data = FaceDataset(db, snapshot, "all", source="bbox", size=model.config.input_size,
+                       image_dtype="uint8")  # fmt: skip
     if list(data.image_ids) != ids:
         raise RuntimeError("the Dataset's images differ from the snapshot's")  # a bug
     # No augmentation: each sample's matrix is its box stretched onto the square.
-    to_original = np.stack([T.invert(T.box_to_square(b, input_size))[:2] for b in data.boxes])
-    out, out_argmax = np.empty((len(ids), 5, 2)), np.empty((len(ids), 5, 2))
-    done = 0
+    size = model.config.input_size
+    to_original = np.stack([T.invert(T.box_to_square(b, size))[:2] for b in data.boxes])
     if progress is not None:
         progress("predict", 0, len(ids))
-    with torch.no_grad():
-        for batch in DataLoader(data, batch_size=batch_size, shuffle=False):
-            images = T.normalize_batch(batch["image"].to(device, non_blocking=True))
-            heatmaps = model(images)[-1].float().cpu()
-            points, _ = decode_subpixel(heatmaps, config.get("decode", "dark"),
-                                        config.get("sigma", 1.5))  # fmt: skip
-            n = len(points)
-            for dest, decoded in ((out, points), (out_argmax, decode_argmax(heatmaps)[0])):
-                decoded = heatmap_to_input(decoded.double(), heatmap_size, input_size)
-                dest[done:done + n] = input_to_original(decoded.numpy(), to_original[done:done + n])
-            done += n
-            if progress is not None:
-                progress("predict", done, len(ids))
-    return out, out_argmax
+    return predict_landmarks(
+        model, DataLoader(data, batch_size=batch_size, shuffle=False), device,
+        config.get("decode", "dark"), config.get("sigma", 1.5), to_original=to_original,
+        progress=None if progress is None else lambda done: progress("predict", done, len(ids)),
+    )  # fmt: skip
 
 
 def _warp_one(src: str, matrix: np.ndarray, size: int) -> np.ndarray:
