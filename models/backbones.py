@@ -357,4 +357,3 @@ def resnet18(**overrides: Any) -> Backbone:
 def face_cpu(**overrides: Any) -> Backbone:
     """IResNet-10 (IResNet blocks 1-1-1-1, width 32), stride-2 stem, 112 px -> 512-d."""
     return Backbone(FACE_CPU.replace(**overrides))
-
