@@ -6,10 +6,11 @@
     logits = loss_fn.logits(model(images))           # (B, C), or None for "triplet"
 
 Every loss is a :class:`RecognitionLoss` (an ``nn.Module``): ``forward(embeddings,
-labels)`` with embeddings (B, D), any float dtype (computed in float32), and labels
-(B,) int64 in 0..C-1. The classifier losses own their class weights as parameters,
-so the optimiser must be given ``loss_fn.parameters()`` too, and ``loss_fn.to(device)``
-must follow the model.
+labels)`` with embeddings (B, D) of any float dtype and labels (B,) int64 in 0..C-1
+(checked: FaceDataset's -1 for held-out images is refused). Losses and logits are
+computed in float32 with autocast off, whatever the model ran in. The classifier
+losses own their class weights as parameters, so the optimiser must be given
+``loss_fn.parameters()`` too, and ``loss_fn.to(device)`` must follow the model.
 
 - ``"ce"``: a linear classifier (with bias) and cross-entropy with label smoothing
   0.1 (Szegedy et al. 2016, "Rethinking the Inception Architecture", section 7).
@@ -49,8 +50,10 @@ must follow the model.
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -107,14 +110,36 @@ class RecognitionLoss(nn.Module):
         return None
 
 
-def _check(embeddings: Tensor, labels: Tensor | None = None) -> Tensor:
-    """embeddings as float32 (B, D); labels (B,) where given."""
+def _float32(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a loss method with autocast off: cosines, margins and the softmax in float32
+    (under autocast the library's matrix products would run in bfloat16/float16, the
+    arccos of ArcFace included)."""
+
+    @functools.wraps(method)
+    def wrapper(self: nn.Module, embeddings: Tensor, *args: Any) -> Any:
+        with torch.autocast(embeddings.device.type, enabled=False):
+            return method(self, embeddings, *args)
+
+    return wrapper
+
+
+def _check(
+    embeddings: Tensor, labels: Tensor | None = None, num_classes: int | None = None
+) -> Tensor:
+    """embeddings as float32 (B, D); labels (B,) in 0..num_classes-1 where given."""
     if embeddings.dim() != 2:
         raise ValueError(f"embeddings must be (B, D), got shape {tuple(embeddings.shape)}")
-    if labels is not None and tuple(labels.shape) != (embeddings.shape[0],):
-        raise ValueError(
-            f"labels must be (B,) = ({embeddings.shape[0]},), got shape {tuple(labels.shape)}"
-        )
+    if labels is not None:
+        if tuple(labels.shape) != (embeddings.shape[0],):
+            raise ValueError(
+                f"labels must be (B,) = ({embeddings.shape[0]},), got shape {tuple(labels.shape)}"
+            )
+        low, high = (int(v) for v in torch.aminmax(labels)) if len(labels) else (0, 0)
+        if low < 0 or (num_classes is not None and high >= num_classes):
+            raise ValueError(
+                f"labels must be in 0..{'C-1' if num_classes is None else num_classes - 1}, got "
+                f"{low}..{high} (FaceDataset labels the held-out query/distractor images -1)"
+            )
     # float32 whatever autocast made: the library casts its W to the embeddings'
     # dtype, in place (W.data), which would leave a bfloat16 parameter behind.
     return embeddings.float()
@@ -132,9 +157,12 @@ class SoftmaxLoss(RecognitionLoss):
         self.classifier = nn.Linear(embedding_dim, num_classes)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
 
+    @_float32
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return self.criterion(self.classifier(_check(embeddings, labels)), labels)
+        embeddings = _check(embeddings, labels, self.classifier.out_features)
+        return self.criterion(self.classifier(embeddings), labels)
 
+    @_float32
     def logits(self, embeddings: Tensor) -> Tensor:
         """(B, D) -> (B, C) float32: the classifier's outputs."""
         return self.classifier(_check(embeddings))
@@ -191,9 +219,11 @@ class MarginSoftmaxLoss(RecognitionLoss):
         """(D, C) float32: the class weights (the library's ``W``, a parameter)."""
         return self.loss.W
 
+    @_float32
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return self.loss(_check(embeddings, labels), labels)
+        return self.loss(_check(embeddings, labels, self.num_classes), labels)
 
+    @_float32
     def logits(self, embeddings: Tensor) -> Tensor:
         """(B, D) -> (B, C) float32: cosines between the L2-normalised embeddings and
         class weights, no margin, no scale (argmax: the predicted class)."""
@@ -267,11 +297,13 @@ class TripletLoss(RecognitionLoss):
         else:
             self.miner = RandomTripletMiner(triplets_per_anchor, seed)
 
+    @_float32
     def mine(self, embeddings: Tensor, labels: Tensor) -> Triplets:
         """(anchors, positives, negatives): int64 (T,) index tensors into the batch."""
         a, p, n = self.miner(_check(embeddings, labels).detach(), labels)
         return a, p, n
 
+    @_float32
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """Mean triplet loss over the mined triplets; 0 (with a gradient of zeros) when
         the batch has none (no identity with two images, or a single identity)."""

@@ -333,6 +333,14 @@ def _tpr_at_fpr(
 # --- verification -----------------------------------------------------------------------
 
 
+def _index(rates: np.ndarray, rate: float, name: str) -> int:
+    """Where ``rate`` is in ``rates`` (to a relative 1e-9)."""
+    hits = np.flatnonzero(np.isclose(rates, rate, rtol=1e-9, atol=0))
+    if not len(hits):
+        raise KeyError(f"{name} {rate} was not measured; measured: {rates.tolist()}")
+    return int(hits[0])
+
+
 @dataclass(frozen=True)
 class VerificationResult:
     """Verification figures of positive (same identity) and negative pair scores.
@@ -362,15 +370,12 @@ class VerificationResult:
         return len(self.negatives)
 
     def threshold(self, fpr: float) -> float:
-        """The threshold measured at target FPR ``fpr`` (one of ``fprs``)."""
-        hits = np.flatnonzero(np.isclose(self.fprs, fpr, rtol=1e-9, atol=0))
-        if not len(hits):
-            raise KeyError(f"FPR {fpr} was not measured; measured: {self.fprs.tolist()}")
-        return float(self.thresholds[hits[0]])
+        """The threshold measured at target FPR ``fpr`` (one of ``fprs``; else KeyError)."""
+        return float(self.thresholds[_index(self.fprs, fpr, "FPR")])
 
     def tpr(self, fpr: float) -> float:
-        """The TPR measured at target FPR ``fpr`` (one of ``fprs``)."""
-        return float(self.tprs[np.flatnonzero(np.isclose(self.fprs, fpr, rtol=1e-9, atol=0))[0]])
+        """The TPR measured at target FPR ``fpr`` (one of ``fprs``; else KeyError)."""
+        return float(self.tprs[_index(self.fprs, fpr, "FPR")])
 
     def roc(self, drop_intermediate: bool = True) -> RocCurve:
         """The ROC curve's points (for plots)."""
@@ -464,11 +469,12 @@ class IdentificationResult:
     nonmated_scores: np.ndarray = field(repr=False)
 
     def threshold(self, fpir: float) -> float:
-        """The threshold measured at target FPIR ``fpir`` (one of ``fpirs``)."""
-        hits = np.flatnonzero(np.isclose(self.fpirs, fpir, rtol=1e-9, atol=0))
-        if not len(hits):
-            raise KeyError(f"FPIR {fpir} was not measured; measured: {self.fpirs.tolist()}")
-        return float(self.thresholds[hits[0]])
+        """The threshold measured at target FPIR ``fpir`` (one of ``fpirs``; else KeyError)."""
+        return float(self.thresholds[_index(self.fpirs, fpir, "FPIR")])
+
+    def tpir(self, fpir: float) -> float:
+        """The TPIR measured at target FPIR ``fpir`` (one of ``fpirs``; else KeyError)."""
+        return float(self.tpirs[_index(self.fpirs, fpir, "FPIR")])
 
 
 def _best(probes: np.ndarray, gallery: np.ndarray, chunk: int | None) -> tuple[np.ndarray, ...]:

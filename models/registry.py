@@ -40,7 +40,7 @@ _MODELS: dict[str, dict[str, Callable[..., nn.Module]]] = {
         # ResNets with the ArcFace embedding head (models/backbones.py), 112 px -> 512-d.
         "resnet50": backbones.resnet50,  # He et al.'s ResNet-50: bottleneck 3-4-6-3, 64 wide
         "resnet18": backbones.resnet18,  # He et al.'s ResNet-18: basic 2-2-2-2, 64 wide
-        "face_cpu": backbones.face_cpu,  # IResNet-10, 32 wide, stride-2 stem: CPU-sized
+        "face_cpu": backbones.face_cpu,  # ResNet-10, 32 wide, stride-2 stem: CPU-sized
     },
 }
 _TASK_OF = {name: task for task, table in _MODELS.items() for name in table}

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from models.backbones import Backbone, BackboneConfig, IBasicBlock, n_parameters
+from models.backbones import Backbone, BackboneConfig, BasicBlock, IBasicBlock, n_parameters
 from models.registry import RECOGNITION, create_model, list_models, model_task
 
 BACKBONES = list_models(RECOGNITION)
@@ -26,15 +26,14 @@ def test_every_backbone_embeds_at_112_and_at_a_smaller_size(name: str) -> None:
     torch.manual_seed(0)
     model = create_model(name)
     assert model.config.input_size == 112 and model.config.embedding_dim == 512
-    for size in (112, 64):
-        out = model(torch.randn(2, 3, size, size))
-        assert out.shape == (2, 512) and out.dtype == torch.float32
-        assert torch.isfinite(out).all()
+    out = model(torch.randn(2, 3, 64, 64))  # training mode, the smaller size
+    assert out.shape == (2, 512) and out.dtype == torch.float32 and torch.isfinite(out).all()
     out.sum().backward()  # gradient reaches the first conv through every stage
     assert model.stem[0][0].weight.grad.abs().sum() > 0
     model.eval()
-    with torch.no_grad():
-        assert model(torch.randn(1, 3, 112, 112)).shape == (1, 512)
+    with torch.no_grad():  # the default size, one image (inference)
+        out = model(torch.randn(1, 3, 112, 112))
+    assert out.shape == (1, 512) and torch.isfinite(out).all()
 
 
 def test_parameter_counts_are_ordered_and_resnet50_is_he_et_al_s() -> None:
@@ -59,17 +58,18 @@ def test_overrides_reach_the_config_and_the_head() -> None:
 
 
 def test_head_is_bn_dropout_flatten_linear_bn_over_the_7x7_map() -> None:
-    model = create_model("resnet18", dropout=0.4)
+    model = create_model("resnet18", dropout=0.4, width=8)  # narrow: the layout is the point
     kinds = [type(m) for m in model.head]
     assert kinds == [nn.BatchNorm2d, nn.Dropout, nn.Flatten, nn.Linear, nn.BatchNorm1d]
     assert model.head[1].p == 0.4
     # Stride-1 stem at 112: the last map is 7x7, so the pool is the identity and the
-    # linear layer sees insightface's flattened 512 x 7 x 7.
+    # linear layer sees insightface's flattened 8 x width x 7 x 7.
     x = torch.randn(2, 3, 112, 112)
     fmap = model.feature_map(x)
-    assert fmap.shape == (2, 512, 7, 7)
+    assert fmap.shape == (2, 64, 7, 7)
     assert torch.equal(model.pool(fmap), fmap)
-    assert model.head[3].in_features == 512 * 7 * 7
+    assert model.head[3].in_features == 64 * 7 * 7
+    assert create_model("resnet18").head[3].in_features == 512 * 7 * 7
     # At 224 the 14x14 map is pooled onto the same grid: same weights, any size.
     assert model.feature_map(torch.randn(2, 3, 224, 224)).shape[-1] == 14
     assert model(torch.randn(2, 3, 224, 224)).shape == (2, 512)
@@ -102,7 +102,10 @@ def test_blocks_and_widths() -> None:
     r50 = create_model("resnet50")
     assert r50.config.channels == 2048 and r50.config.grid == 1  # global pool, see RESNET50
     assert [len(s) for s in r50.stages] == [3, 4, 6, 3]
-    assert all(isinstance(s[0], IBasicBlock) for s in create_model("face_cpu").stages)
+    assert all(isinstance(s[0], BasicBlock) for s in create_model("face_cpu").stages)
+    iresnet = create_model("face_cpu", block="ibasic")
+    assert all(isinstance(s[0], IBasicBlock) for s in iresnet.stages)
+    assert iresnet(torch.randn(2, 3, 64, 64)).shape == (2, 512)
     ib = IBasicBlock(8, 8)
     assert isinstance(ib.skip, nn.Identity) and isinstance(ib.body[0], nn.BatchNorm2d)
 

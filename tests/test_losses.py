@@ -161,11 +161,21 @@ def test_arcface_gradient_is_finite_on_a_class_weight() -> None:
 
 def test_autocast_embeddings_leave_the_class_weights_float32() -> None:
     for name in (CE, ARCFACE, COSFACE, TRIPLET):
+        torch.manual_seed(0)
         loss_fn = make_loss(name, 4, 8)
-        e = torch.randn(8, 8).to(torch.bfloat16)
-        loss = loss_fn(e, torch.arange(8) % 4)
+        e = torch.randn(8, 8)
+        labels = torch.arange(8) % 4
+        full = loss_fn(e, labels)
+        # bfloat16 embeddings (what an autocast model returns), inside autocast too.
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = loss_fn(e.to(torch.bfloat16), labels)
+            logits = loss_fn.logits(e)
         assert loss.dtype == torch.float32
         assert all(p.dtype == torch.float32 for p in loss_fn.parameters()), name
+        # computed in float32: only the embeddings' rounding to bfloat16 differs
+        assert loss.item() == pytest.approx(full.item(), rel=0.05, abs=0.02), name
+        if logits is not None:
+            assert logits.dtype == torch.float32
 
 
 def test_random_mining_draws_valid_seeded_triplets() -> None:
@@ -235,3 +245,10 @@ def test_make_loss_refuses_what_it_does_not_know() -> None:
     with pytest.raises(ValueError, match=r"embeddings must be \(B, D\)"):
         make_loss(CE, 3, 4)(torch.randn(2, 4, 1), torch.zeros(2, dtype=torch.int64))
     assert make_loss(COSFACE, 3, 4, margin=0.2, scale=64).loss.scale == 64
+    e = torch.randn(2, 4)
+    for name in LOSSES:
+        with pytest.raises(ValueError, match=r"labels must be in 0\.\..*got -1\.\.0"):
+            make_loss(name, 3, 4)(e, torch.tensor([-1, 0]))
+    for name in (CE, ARCFACE, COSFACE):
+        with pytest.raises(ValueError, match=r"labels must be in 0\.\.2, got 0\.\.3"):
+            make_loss(name, 3, 4)(e, torch.tensor([0, 3]))

@@ -235,7 +235,11 @@ def test_open_set_identification_hand_made() -> None:
     # never counts, however high its score.
     assert result.tpirs.tolist() == pytest.approx([2 / 3, 1 / 3, 1 / 3])
     assert result.fpirs_reached.tolist() == pytest.approx([0.5, 0.25, 0.25])
-    assert result.threshold(0.25) == pytest.approx(0.625)
+    assert result.threshold(0.25) == pytest.approx(0.625) and result.tpir(0.5) == pytest.approx(
+        2 / 3
+    )
+    with pytest.raises(KeyError, match="FPIR 0.2 was not measured"):
+        result.tpir(0.2)
     # The gallery is each label's *first* image in the order given.
     flipped = rm.open_set_identification(query[::-1].copy(), labels[::-1].copy(), distractors)
     assert flipped.mated_scores.tolist() != result.mated_scores.tolist()
