@@ -158,19 +158,27 @@ def closed_set_accuracy(
     gallery_embeddings: Any,
     gallery_labels: Any,
     ks: Sequence[int] = (1, 5),
+    chunk: int | None = None,
 ) -> dict[int, float]:
-    """Top-k accuracy (N,) by nearest class centre: each embedding's cosine to the centres
-    of ``gallery_embeddings`` (M, D) per ``gallery_labels`` (M,) (e.g. the training
-    split's), for a model without a classifier. Every label must have a centre."""
+    """Top-k accuracy of (N, D) embeddings by nearest class centre: each one's cosine to
+    the centres of ``gallery_embeddings`` (M, D) per ``gallery_labels`` (M,) (e.g. the
+    training split's), for a model without a classifier; ties as in
+    :func:`topk_accuracy`. Every label must have a centre. Scored ``chunk`` rows at a
+    time."""
     centres, classes = class_centres(gallery_embeddings, gallery_labels)
     e = l2_normalize(embeddings)
     lab = _labels(labels, len(e))
-    index = np.searchsorted(classes, lab)
-    index = np.minimum(index, len(classes) - 1)
+    index = np.minimum(np.searchsorted(classes, lab), len(classes) - 1)
     if not np.array_equal(classes[index], lab):
         missing = np.setdiff1d(lab, classes)
         raise ValueError(f"labels without gallery images: {missing[:5].tolist()}")
-    return topk_accuracy(e @ centres.T, index, ks)
+    rank = np.empty(len(e), np.int64)
+    rows = _rows_per_chunk(chunk, len(classes))
+    for i0 in range(0, len(e), rows):
+        sims = e[i0 : i0 + rows] @ centres.T
+        true = sims[np.arange(len(sims)), index[i0 : i0 + rows]]
+        rank[i0 : i0 + rows] = (sims > true[:, None]).sum(1)
+    return {int(k): float((rank < k).mean()) if len(e) else float("nan") for k in ks}
 
 
 # --- pairs and ROC ----------------------------------------------------------------------

@@ -266,6 +266,8 @@ def test_closed_set_topk_from_logits_and_from_centres() -> None:
     acc = rm.closed_set_accuracy(probes, [10, 20, 30, 10], gallery, gallery_labels, ks=(1, 2))
     # h(-+--) is nearest e1's centre (0.5) before class 10's (cos < 0.5): top-2 only.
     assert acc == {1: 0.75, 2: 1.0}
+    chunked = rm.closed_set_accuracy(probes, [10, 20, 30, 10], gallery, gallery_labels, (1, 2), 1)
+    assert chunked == acc
     with pytest.raises(ValueError, match="without gallery images: \\[40\\]"):
         rm.closed_set_accuracy(probes, [10, 20, 40, 10], gallery, gallery_labels)
 
