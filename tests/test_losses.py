@@ -7,6 +7,7 @@ CPU, float32, tiny synthetic data; the file runs in a few seconds.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -29,6 +30,15 @@ from models.losses import (
 )
 
 CLASSES, PER_CLASS, IN_DIM, DIM = 8, 8, 32, 16
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """One torch thread for this file, restored after (see tests/test_backbones.py)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def separable(seed: int) -> tuple[torch.Tensor, torch.Tensor]:

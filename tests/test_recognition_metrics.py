@@ -9,6 +9,7 @@ ties fall exactly on thresholds and the conventions are tested, not rounding.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,19 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
+from threadpoolctl import threadpool_limits
 
 from models import recognition_metrics as rm
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_blas_thread() -> Iterator[None]:
+    """One BLAS thread for this file: on the shared 2-core machine a multi-threaded
+    OpenBLAS call waits tens of ms for its helper thread (see bench/ir_metric.py)."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def load_bench():
