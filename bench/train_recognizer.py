@@ -263,7 +263,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in models:
         for size in sizes:
             model, loss_fn, optimizer = setup(name, size, args, args.classes)
-            counts[name] = n_parameters(model)
+            counts.setdefault(name, n_parameters(model))  # at the first size (the head's
+            # grid, and so its linear layer, can be smaller at smaller sizes)
             timing = train_throughput(
                 model, loss_fn, optimizer, memory_batches(args.batch, size, args.classes),
                 args.steps, args.warmup, args.channels_last,
@@ -323,7 +324,7 @@ def report(
     log(f"training steps, batch {args.batch} (normalise + forward + {args.loss} + backward + "
         f"{args.optimizer} step), mean of {args.steps} after {args.warmup} warm-up")  # fmt: skip
     header = "".join(f"{f'{s} px s/step':>15}{'img/s':>8}" for s in sizes)
-    log(f"{'model':<9} {'params':>7} {header}")
+    log(f"{'model':<9} {'params':>7} {header}   (params at {sizes[0]} px)")
     for name in models:
         cells = "".join(f"{step_s[name, s]:>15.2f}{args.batch / step_s[name, s]:>8.1f}"
                         for s in sizes)  # fmt: skip
