@@ -1,0 +1,280 @@
+"""Train a face recognizer on a snapshot: a backbone and a loss, on the shared harness.
+
+The recognition task of :mod:`models.harness` (which owns the loop, the run and its
+metrics in the catalog, checkpoints, resume, the time budget, the schedule and mixed
+precision): a registered backbone (:mod:`models.backbones`) making L2-normalisable
+embeddings, and one of the losses of :mod:`models.losses`:
+
+- ``ce``, ``arcface``, ``cosface``: classifiers over the snapshot's training
+  identities; batches shuffled; validation top-1 (the classifier's logits on the
+  ``val`` split, whose identities are the training ones) picks ``best.pt``;
+- ``triplet``: P identities x K images per batch (:class:`catalog.datasets.PKSampler`),
+  random or batch-hard triplets; validation verification AUC over all pairs of the
+  ``val`` split picks ``best.pt``.
+
+Every loss also logs the validation AUC, so runs of different losses compare on one
+number per epoch. Crops come from the snapshot: ``source="aligned"`` (the newest
+alignment at ``size``, from ``celebcat align``; the reference trained on aligned
+crops) or ``"bbox"`` (the face box), augmented by :class:`catalog.transforms.Augment`
+with :data:`RECOGNITION_AUGMENT` (flips, small zoom, shift and rotation, colour
+jitter: aligned faces are upright already, so the landmark trainer's 15 degrees would
+undo the alignment).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from catalog import transforms as T
+from catalog.datasets import FaceDataset, PKSampler
+from models import checkpoints, harness
+from models.harness import Env, Task, TrainConfig
+from models.losses import LOSSES, MININGS, TRIPLET, RandomTripletMiner, make_loss
+from models.recognition_metrics import pair_scores, roc_auc, topk_accuracy
+from models.registry import RECOGNITION, create_model, list_models
+
+KIND = "recognition"
+#: Where the crops come from: an alignment (``celebcat align``) or the face box.
+SOURCES = ("aligned", "bbox")
+#: Augmentation for recognition crops: upright faces, so little rotation.
+RECOGNITION_AUGMENT = T.Augment(scale=0.1, rotate=5.0, shift=0.05, flip=0.5,
+                                brightness=0.2, contrast=0.2, saturation=0.2)  # fmt: skip
+
+
+@dataclass
+class RecognizerTrainConfig(TrainConfig):
+    """:class:`models.harness.TrainConfig` and the recognizer's settings.
+
+    Defaults: the reference's recipe (AdamW 1e-3, cosine, label smoothing 0.1,
+    ArcFace s = 30, m = 0.5, a 512-d embedding, 30 epochs) on the CPU-sized backbone.
+    """
+
+    batch_size: int = 64
+    backbone: str = "face_cpu"  # models.registry recognition name
+    loss: str = "arcface"  # ce | arcface | cosface | triplet
+    mining: str = "batch-hard"  # triplet only: random | batch-hard
+    source: str = "aligned"  # aligned (newest at size), aligned/<template>/<run>, or bbox
+    size: int = 112  # crop side; the backbone's input_size
+    embedding_dim: int = 512
+    dropout: float = 0.0  # before the embedding head's linear layer
+    margin: float | None = None  # None: the loss's default (ArcFace 0.5 rad, ...)
+    scale: float = 30.0  # ArcFace / CosFace s
+    label_smoothing: float = 0.1  # ce
+    pk_images: int = 4  # triplet: K images per identity; P = batch_size // K
+    augment: bool = True
+
+    def validate(self) -> None:
+        super().validate()
+        if self.backbone not in list_models(RECOGNITION):
+            raise ValueError(f"backbone {self.backbone!r}: use one of "
+                             f"{', '.join(list_models(RECOGNITION))}")  # fmt: skip
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss {self.loss!r}: use one of {', '.join(LOSSES)}")
+        if self.mining not in MININGS:
+            raise ValueError(f"mining {self.mining!r}: use one of {', '.join(MININGS)}")
+        if self.source not in SOURCES and not self.source.startswith("aligned/"):
+            raise ValueError(f"source {self.source!r}: use aligned, bbox or "
+                             "aligned/<template>/<run id | truth>")  # fmt: skip
+        if self.size < 16 or self.size % 16:
+            raise ValueError(f"size must be a multiple of 16 (64, 112, 224...), got {self.size}")
+        if self.embedding_dim < 2:
+            raise ValueError(f"embedding_dim must be at least 2, got {self.embedding_dim}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not self.scale > 0:
+            raise ValueError(f"scale must be positive, got {self.scale}")
+        if self.pk_images < 2 or self.batch_size // self.pk_images < 2:
+            if self.loss == TRIPLET:
+                raise ValueError(
+                    f"triplet batches need K >= 2 images of P >= 2 identities: pk_images "
+                    f"{self.pk_images} with batch_size {self.batch_size}"
+                )
+
+
+@dataclass
+class RecognizerResult:
+    run_id: str
+    metric: str  # top1 for the classifier losses, auc for triplet
+    best: float
+    best_checkpoint: Path
+    epochs_done: int
+
+
+class _PKEpoch:
+    """One training epoch of PK batches covering about as many images as the training
+    split holds: PKSampler visits each identity once per round, so an epoch chains
+    ``rounds`` rounds (each seeded from the epoch's seed and its round number)."""
+
+    def __init__(self, dataset: FaceDataset, sampler: PKSampler, rounds: int, seed: int,
+                 num_workers: int, pin_memory: bool) -> None:  # fmt: skip
+        self.dataset, self.sampler, self.rounds, self.seed = dataset, sampler, rounds, seed
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+
+    def __len__(self) -> int:
+        return self.rounds * len(self.sampler)
+
+    def __iter__(self) -> Iterator[Any]:
+        for r in range(self.rounds):
+            self.sampler.seed = int(np.random.SeedSequence([self.seed, r]).generate_state(1)[0])
+            loader = DataLoader(self.dataset, batch_sampler=self.sampler,
+                                num_workers=self.num_workers, pin_memory=self.pin_memory)
+            yield from loader
+
+
+class RecognizerTask(Task):
+    """A backbone and a recognition loss on a snapshot's face crops."""
+
+    kind = KIND
+    config_type = RecognizerTrainConfig
+    metric = "top1"
+    higher_is_better = True
+    config: RecognizerTrainConfig
+
+    def __init__(self, config: RecognizerTrainConfig, db: str | os.PathLike[str] | None) -> None:
+        super().__init__(config, db)
+        # a triplet model has no classifier: the best checkpoint is the best val AUC
+        self.metric = "auc" if config.loss == TRIPLET else "top1"
+
+    def build(self, env: Env) -> dict[str, nn.Module]:
+        config, self.env = self.config, env
+        self.model = create_model(config.backbone, input_size=config.size,
+                                  embedding_dim=config.embedding_dim,
+                                  dropout=config.dropout)  # fmt: skip
+        augment = RECOGNITION_AUGMENT if config.augment else None
+        self.train_ds = FaceDataset(self.db, config.snapshot, "train", config.source,
+                                    config.size, augment, config.seed,
+                                    image_dtype="uint8")  # fmt: skip
+        try:
+            self.val_ds = FaceDataset(self.db, config.snapshot, "val", config.source,
+                                      config.size, image_dtype="uint8")  # fmt: skip
+        except FileNotFoundError:
+            raise
+        except ValueError as err:
+            raise ValueError(
+                f"Snapshot {config.snapshot!r} has no validation images, which training "
+                "needs to keep the best checkpoint. Select with val_per_id >= 1 (e.g. "
+                f"`celebcat select --split 18/4/3`) and create a new snapshot. ({err})"
+            ) from err
+        if self.train_ds.snapshot_hash != self.val_ds.snapshot_hash:  # pragma: no cover
+            raise ValueError("the snapshot changed while it was read")
+        self.snapshot_hash = self.train_ds.snapshot_hash
+        self.loss = make_loss(config.loss, self.train_ds.num_classes, config.embedding_dim,
+                              mining=config.mining, margin=config.margin, scale=config.scale,
+                              label_smoothing=config.label_smoothing,
+                              seed=config.seed)  # fmt: skip
+        self.val_loader = DataLoader(self.val_ds, batch_size=config.batch_size,
+                                     num_workers=config.num_workers,
+                                     pin_memory=env.cuda)  # fmt: skip
+        return {"model": self.model, "loss": self.loss}
+
+    def train_loader(self, epoch: int, seed: int) -> Any:
+        config = self.config
+        self.train_ds.set_epoch(epoch)  # before the iterator (and its workers) exist
+        if config.loss == TRIPLET:
+            miner = self.loss.miner
+            if isinstance(miner, RandomTripletMiner):  # its draws restart from the epoch's
+                miner.seed = seed  # seed, so a resumed run draws what it would have
+                miner.reset()
+            k = config.pk_images
+            p = config.batch_size // k
+            sampler = PKSampler(self.train_ds.labels, p, k, seed=seed)
+            identities = len(sampler.groups)
+            rounds = max(1, round(len(self.train_ds) / (identities * k)))
+            return _PKEpoch(self.train_ds, sampler, rounds, seed, config.num_workers,
+                            self.env.cuda)  # fmt: skip
+        return DataLoader(
+            self.train_ds, batch_size=config.batch_size, shuffle=True,
+            generator=torch.Generator().manual_seed(seed), num_workers=config.num_workers,
+            pin_memory=self.env.cuda,
+            drop_last=len(self.train_ds) > config.batch_size,  # no 1-image BatchNorm batch
+        )  # fmt: skip
+
+    def train_step(self, batch: dict[str, Any]) -> torch.Tensor:
+        images = self.env.images(batch["image"])
+        labels = batch["label"].to(self.env.device, non_blocking=True)
+        with self.env.autocast():
+            embeddings = self.model(images)
+        return self.loss(embeddings, labels)  # float32, autocast off inside
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation top-1 (classifier losses) and all-pairs verification AUC."""
+        embeddings, labels, logits = embed_loader(self.model, self.val_loader, self.env,
+                                                  self.loss.logits)  # fmt: skip
+        same, different = pair_scores(embeddings, labels)
+        values = {"auc": roc_auc(same, different) if len(same) and len(different)
+                  else math.nan}  # fmt: skip
+        if logits is not None:
+            values["top1"] = topk_accuracy(logits, labels, ks=(1,))[1]
+        return values
+
+
+def embed_loader(
+    model: nn.Module,
+    loader: Any,
+    env: Env,
+    head: Callable[[torch.Tensor], torch.Tensor | None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Embeddings (N, D) float32, labels (N,) int64 and, where ``head`` gives them,
+    class scores (N, C) of every batch of ``loader`` (model in eval mode, no grad)."""
+    chunks, labels, scores = [], [], []
+    with torch.no_grad():
+        for batch in loader:
+            with env.autocast():
+                out = model(env.images(batch["image"]))
+            out = out.float()
+            chunks.append(out.cpu())
+            labels.append(batch["label"])
+            logits = head(out) if head is not None else None
+            if logits is not None:
+                scores.append(logits.float().cpu())
+    emb = torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), np.float32)
+    lab = torch.cat(labels).numpy() if labels else np.zeros(0, np.int64)
+    return emb, lab, (torch.cat(scores).numpy() if scores else None)
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+    """A checkpoint written by :func:`train_recognizer` (a run folder means its last.pt);
+    :class:`models.checkpoints.CheckpointError` naming the file where it is not one."""
+    return checkpoints.load_checkpoint(path, map_location, kind=KIND,
+                                       config_type=RecognizerTrainConfig)  # fmt: skip
+
+
+def train_recognizer(
+    config: RecognizerTrainConfig | None = None,
+    db: str | os.PathLike[str] | None = None,
+    resume: str | os.PathLike[str] | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    on_batch: Callable[[int, int, int, float], None] | None = None,
+) -> RecognizerResult:
+    """Train (or, with ``resume=`` a checkpoint or run folder, continue) a recognizer.
+
+    ``progress`` is called after each epoch (``run_id``, ``epoch``, ``train_loss``,
+    ``val_auc``, ``val_top1`` for the classifier losses, ``best_val_<metric>``),
+    ``on_batch(epoch, done, total, mean loss so far)`` after each batch.
+    """
+    outcome = harness.train(RecognizerTask, config, db, resume, progress, on_batch)
+    return RecognizerResult(outcome.run_id, outcome.metric, outcome.best,
+                            outcome.best_checkpoint, outcome.epochs_done)  # fmt: skip
+
+
+__all__ = [
+    "KIND",
+    "RECOGNITION_AUGMENT",
+    "SOURCES",
+    "RecognizerResult",
+    "RecognizerTask",
+    "RecognizerTrainConfig",
+    "embed_loader",
+    "load_checkpoint",
+    "train_recognizer",
+]
