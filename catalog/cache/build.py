@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -31,11 +31,13 @@ from catalog.cache.index import (
 )
 from catalog.cache.reader import CacheError
 from catalog.db import connect, resolve_db
+from catalog.snapshots import BadImage
 
 if TYPE_CHECKING:
     import duckdb
 
 ProgressFn = Callable[[int, int], None]
+
 
 # --- building -------------------------------------------------------------------------
 
@@ -57,11 +59,14 @@ def build_cache(
     source: str = "bbox",
     workers: int | None = None,
     progress: ProgressFn | None = None,
+    skip_bad: bool = False,
 ) -> CacheInfo:
     """Crop every image of ``snapshot`` once into a ``size`` x ``size`` crop cache.
 
     Does nothing (``built=False``) when a complete cache with the same snapshot hash,
-    size, source, face boxes and image file sizes exists (:func:`find_cache`).
+    size, source, face boxes and image file sizes exists (:func:`find_cache`) and
+    lacks no image, or, with ``skip_bad``, lacks just the images that cannot be read
+    now.
     Otherwise writes the array under a temporary name, renames it into place and then
     records the index in one transaction (see the module docstring), replacing an
     incomplete or mismatching cache of the same key.
@@ -74,11 +79,20 @@ def build_cache(
     each image and stop at once.
     ``progress(done, total)`` is called once with 0, then after each image.
 
+    Every image is checked before a pixel is decoded
+    (:func:`catalog.snapshots.read_images`): a cache is only useful complete, and a list
+    of what is wrong beats failing an hour in. ``skip_bad``: build without the images
+    that cannot be read (marked unusable by the catalog's checks, missing on disk, or
+    failing to decode during the build; their rows stay black and unindexed) instead
+    of refusing; the cache's index records which and why (``CacheInfo.skipped``), and
+    Datasets reading the cache leave them out.
+
     Raises:
         SnapshotError: no snapshot ``snapshot`` (the message lists the known ones).
-        CacheError: the catalog has no image index, an image has no face box, is not
-            in the index, was unreadable at ingest or is missing on disk (naming
-            image_id and path), or another build is writing into the crops folder.
+        CacheError: the catalog has no image index, an image has no face box, or
+            (without ``skip_bad``) cannot be read (naming image_id, path and why; also
+            a :class:`~catalog.snapshots.SnapshotImageError`), or another build is
+            writing into the crops folder.
         catalog.db.CatalogNotFoundError: no catalog at ``db``.
     """
     start = time.perf_counter()
@@ -94,22 +108,43 @@ def build_cache(
     try:
         snap = snapshots.get(con, snapshot)  # SnapshotError naming the known snapshots
         existing = find_cache(con, snap.hash, size, source, snapshot=snapshot)
-        if existing is not None:
+        # A cache without skips needs no files; one with skips is current only while
+        # skipping is asked for and the same images are still unreadable.
+        tasks, skipped = [], ()
+        if existing is not None and existing.skipped:
+            tasks, skipped = _plan(con, snapshot, skip_bad)
+        if existing is not None and (
+            _ids(existing.skipped) == _ids(skipped)
+        ):
             return _info(existing.path, snapshot, snap.hash, size, source, len(existing),
-                         time.perf_counter() - start, built=False)  # fmt: skip
+                         time.perf_counter() - start, built=False,
+                         skipped=existing.skipped)  # fmt: skip
         stale = _has_cache_tables(con) and con.execute(
             "SELECT count(*) FROM crop_caches WHERE hash = ? AND source = ? AND size = ?",
             [snap.hash, source, size],
         ).fetchone()[0] > 0  # fmt: skip
-        tasks = _plan(con, snapshot)
+        if not tasks:
+            tasks, skipped = _plan(con, snapshot, skip_bad)
     finally:
         con.close()  # the decoding below needs no catalog: do not hold it open
     shape = (len(tasks), size, size, 3)
     n_workers = workers or os.cpu_count() or 1
+    failed: list[BadImage] = []
+
+    def index() -> tuple[Any, tuple[BadImage, ...]]:
+        gone = {b.image_id for b in failed}
+        kept = [t for t in tasks if t.image_id not in gone]
+        return _frame(kept, size), tuple(sorted((*skipped, *failed), key=lambda b: b.image_id))
+
     return _write_cache(
         db_path, snapshot, snap.hash, source, size, stale, shape,
-        lambda array: _run(tasks, array, size, n_workers, progress), tasks, start,
+        lambda array: _run(tasks, array, size, n_workers, progress, failed if skip_bad else None),
+        index, start,
     )
+
+
+def _ids(bad: tuple[BadImage, ...]) -> list[str]:
+    return [b.image_id for b in bad]
 
 
 def store_crops(
@@ -121,15 +156,20 @@ def store_crops(
     crops: np.ndarray | Callable[[np.ndarray], None],
     image_ids: Any,
     matrices: np.ndarray,
+    skipped: Sequence[BadImage] = (),
 ) -> CacheInfo:
     """Store crops computed elsewhere as the cache of (``snapshot``, ``size``, ``source``).
 
     ``source``: a kind in :data:`STORED_SOURCES`, optionally with a variant after a
     slash (``"aligned/arcface/truth"``). ``crops``: uint8 (N, size, size, 3) RGB, or a
     function that fills such an array in place (the memory-mapped file itself, so N
-    crops never need to fit in memory at once); ``image_ids`` (N,): exactly the
-    snapshot's images, each once, in the crops' order; ``matrices`` (N, 3, 3):
-    original in-the-wild pixels -> crop pixels. Written like :func:`build_cache`
+    crops never need to fit in memory at once); ``image_ids`` (N,): the snapshot's
+    images, each once, in the crops' order; ``matrices`` (N, 3, 3): original
+    in-the-wild pixels -> crop pixels. ``skipped``: the snapshot's images left out
+    (:class:`~catalog.snapshots.BadImage`), recorded in the index: those not in
+    ``image_ids``, and any that ``crops`` appends to this list while it fills (an
+    image that failed to decode; its row is then not indexed). ``image_ids`` and
+    ``skipped`` together are exactly the snapshot's images. Written like :func:`build_cache`
     (temporary file renamed into place, then the index in one transaction), replacing
     any cache of the same key. No face boxes are stored (the rows' ``x_1 .. y_2`` are
     NULL).
@@ -181,15 +221,25 @@ def store_crops(
         ).fetchall()) if _has_table(con, "images") else {}  # fmt: skip
     finally:
         con.close()
-    if set(ids) != wanted:
-        extra, missing = sorted(set(ids) - wanted), sorted(wanted - set(ids))
+    given = set(ids) | {b.image_id for b in skipped}
+    if given != wanted or set(ids) & {b.image_id for b in skipped}:
+        extra, missing = sorted(given - wanted), sorted(wanted - given)
         raise ValueError(
-            f"image_ids must be the {len(wanted)} images of snapshot {snapshot!r}: "
-            f"{len(missing)} missing (first: {', '.join(missing[:3])}), {len(extra)} not in "
-            f"it (first: {', '.join(extra[:3])})"
+            f"image_ids and skipped must be the {len(wanted)} images of snapshot "
+            f"{snapshot!r}, each once: {len(missing)} missing (first: "
+            f"{', '.join(missing[:3])}), {len(extra)} not in it (first: "
+            f"{', '.join(extra[:3])})"
         )
-    rows = _rows_frame(ids, np.arange(n), None, matrices, [sizes.get(i) for i in ids])
-    return _write_cache(db_path, snapshot, snap.hash, source, size, stale, shape, fill, rows,
+
+    def index() -> tuple[Any, tuple[BadImage, ...]]:
+        left_out = sorted(skipped, key=lambda b: b.image_id)
+        gone = {b.image_id for b in left_out}
+        keep = np.array([i not in gone for i in ids], dtype=bool)
+        frame = _rows_frame([i for i in ids if i not in gone], np.arange(n)[keep], None,
+                            matrices[keep], [sizes.get(i) for i in ids if i not in gone])
+        return frame, tuple(left_out)
+
+    return _write_cache(db_path, snapshot, snap.hash, source, size, stale, shape, fill, index,
                         start)  # fmt: skip
 
 
@@ -206,10 +256,13 @@ def _write_cache(
     stale: bool,
     shape: tuple[int, ...],
     fill: Callable[[np.ndarray], None],
-    rows: Any,
+    index: Callable[[], tuple[Any, tuple[BadImage, ...]]],
     start: float,
 ) -> CacheInfo:
     """Write a cache file atomically, then its index; shared by build and store.
+
+    ``index()``, called once ``fill`` is done, gives the index rows (a frame from
+    ``_rows_frame``) and the images left out.
 
     Under the folder lock: fill a temporary memory map; only when it is complete,
     forget a stale cache of the key (its index rows, then its file: the new file may
@@ -232,6 +285,12 @@ def _write_cache(
                 array.flush()
             finally:
                 del array  # unmap before the rename (and before unlinking on error)
+            frame, skipped = index()
+            if not len(frame):
+                raise _ImageError(
+                    f"Every image of snapshot {snapshot!r} was skipped: nothing to cache "
+                    f"({', '.join(sorted({b.reason for b in skipped}))}).", skipped,
+                )
             if stale:
                 _forget(db_path, hash_, source, size)
             os.replace(tmp, final)
@@ -240,17 +299,16 @@ def _write_cache(
             raise
         seconds = time.perf_counter() - start
         try:
-            _record(db_path, snapshot, hash_, source, size, final, _frame(rows, size), seconds)
+            _record(db_path, snapshot, hash_, source, size, final, frame, seconds, skipped)
         except BaseException:
             final.unlink(missing_ok=True)  # no index row points at it (rolled back)
             raise
-    return _info(final, snapshot, hash_, size, source, shape[0], seconds, built=True)
+    return _info(final, snapshot, hash_, size, source, len(frame), seconds, built=True,
+                 skipped=skipped)  # fmt: skip
 
 
-def _frame(rows: list[_Task] | Any, size: int) -> Any:
-    """The index rows of a build's tasks (face-box crops); a frame passes as it is."""
-    if not isinstance(rows, list):
-        return rows
+def _frame(rows: list[_Task], size: int) -> Any:
+    """The index rows of a build's tasks (face-box crops)."""
     from catalog.transforms import box_to_square
 
     boxes = np.array([t.box for t in rows], dtype=np.int64).reshape(-1, 4)
@@ -273,70 +331,37 @@ def render_crop(src: str | os.PathLike[str], box: tuple[int, int, int, int], siz
     return warp(image, box_to_square(box, size) @ invert(m_decode), size)
 
 
-def _plan(con: duckdb.DuckDBPyConnection, snapshot: str) -> list[_Task]:
-    """One task per snapshot image, in image_id order; refuses what cannot be cropped.
+class _ImageError(snapshots.SnapshotImageError, CacheError):
+    """Images of the snapshot cannot be cropped: a CacheError and a SnapshotImageError."""
 
-    Everything is checked before a pixel is decoded: a cache is only useful complete,
-    and a list of what is wrong beats failing an hour in.
-    """
-    info = (
-        dict(con.execute("SELECT key, value FROM catalog_info").fetchall())
-        if _has_table(con, "catalog_info") else {}
-    )  # fmt: skip
-    if not info.get("image_root") or not _has_table(con, "images"):
-        raise CacheError(
-            "The catalog has no image index, so there is nothing to crop. Ingest the data "
-            "folder with its images (`celebcat ingest DIR`), then create the snapshot again."
-        )
-    root = Path(info["image_root"])
-    rows = con.execute(
-        "SELECT s.image_id, s.x_1, s.y_1, s.x_2, s.y_2, i.path, i.error, i.file_size "
-        "FROM snapshot_images AS s LEFT JOIN images AS i USING (image_id) "
-        "WHERE s.snapshot = ? ORDER BY s.image_id",
-        [snapshot],
-    ).fetchall()
 
-    def first(ids: list[str]) -> str:
-        return ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else "")
-
-    no_box = [r[0] for r in rows if None in r[1:5] or r[3] <= r[1] or r[4] <= r[2]]
-    if no_box:
-        raise CacheError(
-            f"Snapshot {snapshot!r}: {len(no_box)} of {len(rows)} images have no usable face "
-            f"box (first: {first(no_box)}). Was it created from a catalog without images? "
-            "Ingest with images and create the snapshot again."
-        )
-    not_indexed = [r[0] for r in rows if r[5] is None]
-    if not_indexed:
-        raise CacheError(
-            f"{len(not_indexed)} snapshot images are not in the catalog's image index "
-            f"(first: {first(not_indexed)}). Re-ingest with the images folder that holds them."
-        )
-    unreadable = [r for r in rows if r[6] is not None]
-    if unreadable:
-        image_id, rel, error = unreadable[0][0], unreadable[0][5], unreadable[0][6]
-        raise CacheError(
-            f"{len(unreadable)} images could not be read at ingest, e.g. {image_id} "
-            f"({root / rel}): {error}. Replace them and re-ingest."
+def _plan(
+    con: duckdb.DuckDBPyConnection, snapshot: str, skip_bad: bool
+) -> tuple[list[_Task], tuple[BadImage, ...]]:
+    """One task per usable snapshot image, in image_id order, and the images skipped;
+    refuses what cannot be cropped (see :func:`catalog.snapshots.read_images`)."""
+    images = snapshots.read_images(con, snapshot, skip_bad=skip_bad, error=_ImageError)
+    if not len(images):
+        raise _ImageError(
+            f"None of the images of snapshot {snapshot!r} can be read: nothing to cache.",
+            images.skipped,
         )
     tasks = [
-        _Task(k, image_id, str(root / rel), (x1, y1, x2, y2), file_size)
-        for k, (image_id, x1, y1, x2, y2, rel, _, file_size) in enumerate(rows)
-    ]
-    missing = [f"{t.image_id} ({t.src})" for t in tasks if not os.path.isfile(t.src)]
-    if missing:
-        raise CacheError(
-            f"{len(missing)} images are missing on disk: {'; '.join(missing[:5])}"
-            f"{' ...' if len(missing) > 5 else ''}. Restore them, or re-ingest and create "
-            "the snapshot again."
-        )
-    return tasks
+        _Task(k, str(image_id), str(path), tuple(int(v) for v in box), int(file_size))
+        for k, (image_id, path, box, file_size) in enumerate(
+            zip(images.image_id, images.path, images.box, images.file_size, strict=True))
+    ]  # fmt: skip
+    return tasks, images.skipped
 
 
 def _run(
-    tasks: list[_Task], array: np.ndarray, size: int, workers: int, progress: ProgressFn | None
+    tasks: list[_Task], array: np.ndarray, size: int, workers: int, progress: ProgressFn | None,
+    failed: list[BadImage] | None = None,
 ) -> None:
     """Crop every task into ``array[task.row]`` with ``workers`` threads.
+
+    An image that fails to decode raises, naming it, or with ``failed`` (a list) is
+    appended to it and its row left black.
 
     On any error (an image, the progress callback, Ctrl-C) the threads stop taking
     tasks; the caller then discards the file.
@@ -350,7 +375,13 @@ def _run(
         try:
             array[task.row] = render_crop(task.src, task.box, size)
         except (OSError, ValueError, SyntaxError) as e:  # PIL's bad-file errors
-            raise CacheError(f"image {task.image_id}: cropping {task.src}: {e}") from e
+            bad = snapshots.BadImage(task.image_id, task.src, "image_decode_error", str(e))
+            if failed is None:
+                raise _ImageError(
+                    f"image {task.image_id}: cropping {task.src}: {e}. Nothing was written. "
+                    + snapshots.DECODE_ADVICE, [bad],
+                ) from e
+            failed.append(bad)  # list.append is atomic: threads may share the list
 
     def tick() -> None:
         count[0] += 1

@@ -7,6 +7,7 @@ Imports :mod:`catalog.cache.reader` only; :mod:`catalog.cache.build` writes thro
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import numpy as np
 
 from catalog.cache.reader import CacheError, CropCache
 from catalog.db import connect, transaction
+from catalog.snapshots import BadImage
 
 if TYPE_CHECKING:
     import duckdb
@@ -50,6 +52,8 @@ CREATE TABLE IF NOT EXISTS crop_caches (
     n_images   INTEGER NOT NULL,
     seconds    DOUBLE NOT NULL,    -- build time
     created_at TIMESTAMP NOT NULL, -- UTC
+    -- images of the snapshot left out (--skip-bad): [{image_id, path, reason, detail}]
+    skipped    JSON,
     PRIMARY KEY (hash, source, size)
 );
 CREATE TABLE IF NOT EXISTS crop_cache_rows (
@@ -92,6 +96,8 @@ class CacheInfo:
     seconds: float
     built: bool
     created_at: datetime | None = None
+    #: Images of the snapshot left out (``--skip-bad``): which and why.
+    skipped: tuple[BadImage, ...] = ()
 
 
 # --- finding and listing ---------------------------------------------------------------
@@ -137,7 +143,8 @@ def _find_exact(
     snapshot: str | None,
 ) -> CropCache | None:  # fmt: skip
     row = con.execute(
-        "SELECT path, n_images FROM crop_caches WHERE hash = ? AND source = ? AND size = ?",
+        f"SELECT path, n_images, {_skipped_column(con)} FROM crop_caches "
+        "WHERE hash = ? AND source = ? AND size = ?",
         [snapshot_hash, source, size],
     ).fetchone()
     if row is None:
@@ -162,7 +169,7 @@ def _find_exact(
     matrices[:, 2, 2] = 1.0
     return CropCache(
         path, size, source, np.asarray(data["image_id"], dtype=str),
-        np.asarray(data["row"]), matrices, hash=snapshot_hash,
+        np.asarray(data["row"]), matrices, hash=snapshot_hash, skipped=_bad_images(row[2]),
     )  # fmt: skip
 
 
@@ -174,15 +181,28 @@ def list_caches(db: str | os.PathLike[str] | None = None) -> list[CacheInfo]:
             return []
         base = _catalog_dir(con)
         rows = con.execute(
-            "SELECT path, snapshot, hash, size, source, n_images, seconds, created_at "
-            "FROM crop_caches ORDER BY created_at, snapshot, size"
+            "SELECT path, snapshot, hash, size, source, n_images, seconds, created_at, "
+            f"{_skipped_column(con)} FROM crop_caches ORDER BY created_at, snapshot, size"
         ).fetchall()
     finally:
         con.close()
     return [
-        CacheInfo(_absolute(base, p), snap, h, size, source, n, secs, False, created)
-        for p, snap, h, size, source, n, secs, created in rows
+        CacheInfo(_absolute(base, p), snap, h, size, source, n, secs, False, created,
+                  _bad_images(skipped))  # fmt: skip
+        for p, snap, h, size, source, n, secs, created, skipped in rows
     ]
+
+
+def _skipped_column(con: duckdb.DuckDBPyConnection) -> str:
+    """``skipped``, or NULL in a catalog whose caches predate it (read-only: not added)."""
+    return "skipped" if con.execute(
+        "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'crop_caches' "
+        "AND column_name = 'skipped'"
+    ).fetchone()[0] else "NULL::JSON"  # fmt: skip
+
+
+def _bad_images(stored: str | None) -> tuple[BadImage, ...]:
+    return tuple(BadImage(**b) for b in json.loads(stored)) if stored else ()
 
 
 def drop_cache(
@@ -243,6 +263,8 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(CACHE_DDL)
     # caches built before file sizes were recorded: NULL, not compared
     con.execute("ALTER TABLE crop_cache_rows ADD COLUMN IF NOT EXISTS file_size BIGINT")
+    # caches built before images could be skipped: NULL, none were
+    con.execute("ALTER TABLE crop_caches ADD COLUMN IF NOT EXISTS skipped JSON")
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -352,6 +374,7 @@ def _record(
     final: Path,
     frame: Any,
     seconds: float,
+    skipped: tuple[BadImage, ...] = (),
 ) -> None:
     """Insert the index of a complete file, replacing any older index of the key.
 
@@ -369,9 +392,11 @@ def _record(
             con.execute("INSERT INTO crop_cache_rows BY NAME SELECT * FROM _crop_rows")
             con.unregister("_crop_rows")
             con.execute(
-                "INSERT INTO crop_caches VALUES (?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
+                "INSERT INTO crop_caches (hash, source, size, snapshot, path, n_images, "
+                "seconds, created_at, skipped) VALUES (?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?)",
                 [hash_, source, size, snapshot, _relative(_catalog_dir(con), final),
-                 len(frame), seconds],
+                 len(frame), seconds,
+                 json.dumps([b.as_dict() for b in skipped]) if skipped else None],
             )  # fmt: skip
     finally:
         con.close()
@@ -404,7 +429,7 @@ def _delete_index(con: duckdb.DuckDBPyConnection, hash_: str, source: str, size:
 
 def _info(
     path: Path, snapshot: str, hash_: str, size: int, source: str, n: int, seconds: float,
-    *, built: bool,
+    *, built: bool, skipped: tuple[BadImage, ...] = (),
 ) -> CacheInfo:  # fmt: skip
-    return CacheInfo(path, snapshot, hash_, size, source, n, seconds, built)
+    return CacheInfo(path, snapshot, hash_, size, source, n, seconds, built, skipped=skipped)
 

@@ -7,6 +7,7 @@ the catalog), and what a Dataset holds in its DataLoader workers.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +37,15 @@ class CropCache:
         rows: np.ndarray,
         matrices: np.ndarray,
         hash: str = "",
+        skipped: Sequence[Any] = (),
     ) -> None:
         self.path = Path(path)
         self.size = int(size)
         self.source = source
         self.hash = hash
+        #: Images of the snapshot the cache was built without (``--skip-bad``), as
+        #: :class:`catalog.snapshots.BadImage`: image_id, path, reason, detail.
+        self.skipped = tuple(skipped)
         order = np.argsort(np.asarray(image_ids, dtype=str), kind="stable")
         self._ids = np.asarray(image_ids, dtype=str)[order]  # sorted: binary search
         self._rows = np.asarray(rows, dtype=np.int64)[order]
