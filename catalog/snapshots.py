@@ -153,7 +153,13 @@ def get(con: duckdb.DuckDBPyConnection, name: str) -> Snapshot:
 
 
 def create(name: str, db: str | os.PathLike[str] | None = None) -> Snapshot:
-    """Freeze the current selection as ``name`` (refused if the name is taken)."""
+    """Freeze the current selection as ``name`` (refused if the name is taken).
+
+    The selection leaves out the images the catalog knows are bad (``clean_images``);
+    a selected file deleted, or turned into a link out of the image root, since the
+    last ingest is refused here (SnapshotImageError naming it), before it can reach
+    a snapshot: an ingest records it, and the selection then leaves it out.
+    """
     if not name or any(c not in _NAME_OK for c in name):
         raise SnapshotError(
             f"Snapshot name {name!r}: use letters, digits, '_', '-' and '.' only"
@@ -169,6 +175,8 @@ def create(name: str, db: str | os.PathLike[str] | None = None) -> Snapshot:
                 )
             rebuild(con)
             has_boxes = con.execute("SELECT count(*) FROM images").fetchone()[0] > 0
+            if has_boxes:
+                _refuse_missing_files(con)
             boxes = (
                 "LEFT JOIN face_boxes AS f USING (image_id)" if has_boxes
                 else "LEFT JOIN (SELECT NULL::VARCHAR AS image_id, NULL::INTEGER AS x_1, "
@@ -210,6 +218,30 @@ def create(name: str, db: str | os.PathLike[str] | None = None) -> Snapshot:
         return get(con, name)
     finally:
         con.close()
+
+
+def _refuse_missing_files(con: duckdb.DuckDBPyConnection) -> None:
+    """SnapshotImageError if a selected image's file is gone since the last ingest."""
+    root = _image_root(con)
+    pairs = con.execute(
+        "SELECT s.image_id, i.path FROM selection AS s JOIN images AS i USING (image_id) "
+        "ORDER BY s.image_id"
+    ).fetchall()
+    if not root or not pairs:
+        return
+    bad = check_files([(i, os.path.join(root, p)) for i, p in pairs], root)
+    if not bad:
+        return
+    where = f"the image folder {root} is not there (moved, or not mounted?). " if (
+        not os.path.isdir(root)) else ""  # fmt: skip
+    shown = "; ".join(f"{b.image_id} ({b.path}: {b.detail})" for b in bad[:5])
+    raise SnapshotImageError(
+        f"{len(bad)} of the {len(pairs)} selected images cannot be read: {where}{shown}"
+        f"{f'; ... ({len(bad) - 5} more)' if len(bad) > 5 else ''}. Ingest the data folder "
+        "again (`celebcat ingest DIR`): it records them as missing, and the selection then "
+        "leaves them out. Or restore them.",
+        bad,
+    )
 
 
 def list_snapshots(db: str | os.PathLike[str] | None = None) -> list[Snapshot]:
