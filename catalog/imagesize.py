@@ -148,8 +148,11 @@ def _tail_damage(fd: int, size: int, kind: str) -> str | None:
         return None
     n = min(size, TAIL_BYTES)
     try:
-        os.lseek(fd, size - n, os.SEEK_SET)
-        tail = os.read(fd, n)
+        if hasattr(os, "pread"):  # one system call instead of two
+            tail = os.pread(fd, n, size - n)
+        else:  # pragma: no cover - Windows
+            os.lseek(fd, size - n, os.SEEK_SET)
+            tail = os.read(fd, n)
     except OSError as exc:
         return f"{TRUNCATED}? its end cannot be read: {exc.strerror or exc}"
     if kind == "jpeg":

@@ -347,10 +347,11 @@ def check_decode(
     try:
         with transaction(con):
             con.execute("DELETE FROM problems WHERE check_name = ?", [DECODE_CHECK])
-            con.executemany(
-                "INSERT INTO problems VALUES (?, ?, 'images', ?, ?)",
-                [(DECODE_CHECK, ERROR, i, d) for i, d in sorted(errors.items())],
-            )
+            if errors:
+                con.executemany(
+                    "INSERT INTO problems VALUES (?, ?, 'images', ?, ?)",
+                    [(DECODE_CHECK, ERROR, i, d) for i, d in sorted(errors.items())],
+                )
     finally:
         con.close()
     return DecodeResult(len(rows), len(errors), time.perf_counter() - start)
