@@ -410,6 +410,44 @@ def test_an_image_flagged_unreadable_is_never_exported(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.skipif(not hasattr(os, "symlink") or os.name == "nt", reason="POSIX symlinks")
+def test_a_link_out_of_the_image_root_is_never_followed(tmp_path: Path) -> None:
+    db = build_catalog(tmp_path)
+    row = snapshot_rows(db)["000005.jpg"]
+    secret = tmp_path / "passwd"
+    secret.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n")
+    row["src"].unlink()
+    os.symlink(secret, row["src"])  # since the ingest: the catalog does not know yet
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    draw_image(outside / "000099.jpg", (100, 100), (10, 10, 50, 50))
+    os.symlink(outside, tmp_path / "celeba" / "img_celeba" / "linked")
+    out = tmp_path / "out"
+    with pytest.raises(ExportError, match=r"link out of the image root.*000005\.jpg.*passwd"):
+        export_snapshot("snap", out, db)
+    assert not out.exists()
+
+    ingest(tmp_path / "celeba", db)  # records both links; indexes neither target
+    con = connect(db, read_only=True)
+    try:
+        found = con.execute(
+            "SELECT image_id, severity FROM problems WHERE check_name = 'image_outside_root' "
+            "ORDER BY image_id NULLS LAST"
+        ).fetchall()
+        indexed = {r[0] for r in con.execute("SELECT image_id FROM images").fetchall()}
+        clean = {r[0] for r in con.execute("SELECT image_id FROM clean_images").fetchall()}
+    finally:
+        con.close()
+    assert found == [("000005.jpg", "error"), (None, "error")]  # the file, then the folder
+    assert "000099.jpg" not in indexed and "000005.jpg" not in clean
+    with pytest.raises(ExportError, match=r"000005\.jpg.*image_outside_root"):
+        export_snapshot("snap", out, db)
+    result = export_snapshot("snap", out, db, skip_bad=True)
+    skipped = [(b.image_id, b.reason) for b in result.skipped]
+    assert skipped == [("000005.jpg", "image_outside_root")]
+    assert all(b"root:x" not in p.read_bytes() for p in out.rglob("*") if p.is_file())
+
+
 def test_bad_arguments(catalog_db: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="size"):
         export_snapshot("snap", tmp_path / "a", catalog_db, crop=True, size=0)
