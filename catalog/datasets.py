@@ -211,7 +211,10 @@ class LandmarkDataset(_CropDataset):
 
     ``catalog`` is a catalog path (None: the default catalog) or an open DuckDB
     connection, which is used and left open. ``split`` is one of the snapshot's splits
-    (train, val, test, query, distractor, unused) or ``"all"``.
+    (train, val, test, query, distractor, unused) or ``"all"``. An image whose file
+    cannot be read (:func:`catalog.snapshots.read_images`) is refused, naming it, or
+    with ``skip_bad`` left out (``skipped`` says which and why); images a crop cache
+    was built without (``celebcat cache build --skip-bad``) are left out the same way.
 
     Each sample is a dict:
 
@@ -286,7 +289,8 @@ class FaceDataset(_CropDataset):
 
     ``catalog`` is a catalog path (None: the default catalog) or an open DuckDB
     connection, which is used and left open. ``split`` is one of the snapshot's splits
-    (train, val, test, query, distractor, unused) or ``"all"``.
+    (train, val, test, query, distractor, unused) or ``"all"``. Images that cannot be
+    read: as for :class:`LandmarkDataset` (``skip_bad``, ``skipped``).
 
     ``source="bbox"`` crops the snapshot's face box, stretched onto the square;
     ``source="aligned"`` reads the aligned crops of the alignment step (``celebcat

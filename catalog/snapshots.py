@@ -562,7 +562,8 @@ def check_files(images: Sequence[tuple[str, str]], root: str) -> list[BadImage]:
     """The ``(image_id, absolute path)`` pairs whose file is not a regular file inside
     ``root`` now: gone (``image_missing``) or reached through a symbolic link out of
     the root (``image_outside_root``). One ``lstat`` per file, one ``realpath`` per
-    folder and per link: about a second for CelebA's 202,599 files, warm."""
+    folder and per link: 10-20 us per file with the page cache warm (measured on 4,000
+    files), a fraction of a second for a 25,000-image snapshot."""
     real_root = os.path.realpath(root)
     folders: dict[str, str | None] = {}  # folder -> its real path when outside the root
     bad: list[BadImage] = []
