@@ -322,25 +322,48 @@ def check(
     as_csv: CsvOption = False,
     as_json: JsonOption = False,
     strict: Annotated[
-        bool, typer.Option("--strict", help="Exit with status 1 if any warning was found.")
+        bool, typer.Option("--strict", help="Exit with status 1 if any error or warning was found.")
     ] = False,
+    decode: Annotated[
+        bool,
+        typer.Option("--decode", help="Decode every annotated image first (slow: minutes for "
+                     "CelebA); failures become image_decode_error problems."),
+    ] = False,
+    workers: Annotated[
+        int | None, typer.Option(help="Decoding threads with --decode (default: one per CPU).")
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Print the cross-file problems found at ingest, grouped and counted.
 
+    Severity error marks an image the catalog cannot use (missing, unreadable, cut
+    short, too large, a link out of the image root, or failing --decode): selections
+    and snapshots leave it out. Ingest checks headers and file ends; --decode decodes
+    every image too (run it again after each ingest, which starts the table afresh).
+
     Every problem row is in the `problems` table for SQL, e.g.
     celebcat sql "select * from problems where check_name = 'bbox_outside_image'"
 
-    Example: celebcat check
+    Example: celebcat check --decode
     """
     from catalog.info import problem_summary
 
+    if decode:
+        from catalog.problems import check_decode
+
+        with _progress() as (task, _):
+            found = check_decode(db, workers=workers, progress=task("decoding", 0))
+        rate = found.n_images / found.seconds if found.seconds else 0.0
+        _console(stderr=True).print(
+            f"decoded {found.n_images:,} images in {found.seconds:.1f} s ({rate:.0f}/s): "
+            f"{found.n_errors:,} failed"
+        )
     result = problem_summary(db)
     if not result.rows and not (as_csv or as_json):
         _console().print("No problems found.")
         return
     _print_rows(result.columns, result.rows, as_csv=as_csv, as_json=as_json)
-    if strict and any(row[2] == "warning" for row in result.rows):
+    if strict and any(row[2] in ("error", "warning") for row in result.rows):
         raise typer.Exit(1)
 
 
@@ -648,13 +671,20 @@ def export(
     ] = False,
     size: Annotated[int, typer.Option(help="Output side in pixels with --crop.")] = 256,
     workers: Annotated[int | None, typer.Option(help="Parallel workers.")] = None,
+    skip_bad: Annotated[
+        bool,
+        typer.Option("--skip-bad", help="Leave out images that cannot be read (named, with "
+                     "why, in the output) instead of stopping."),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Write a snapshot's images (copied, or cropped to the face) and a labels.csv.
 
     Files go to OUT/<split>/<image_id>; labels.csv holds identity, label, split,
     attributes, box and landmarks (in the exported frame with --crop). An interrupted
-    export continues where it stopped when run again.
+    export continues where it stopped when run again. An image that cannot be read
+    stops the export before anything is written; with --skip-bad it is left out and
+    listed in OUT/export.json ("skipped").
 
     Example: celebcat export base-v1 exported/ --crop --size 256
     """
@@ -663,13 +693,28 @@ def export(
     with _progress() as (task, _):
         result = export_snapshot(
             snapshot, out, db, crop=crop, size=size, workers=workers,
-            progress=task("exporting", 0),
+            progress=task("exporting", 0), skip_bad=skip_bad,
         )
-    _console().print(
+    console = _console()
+    console.print(
         f"{result.n_images} images of snapshot {result.snapshot} in {result.out} "
         f"({result.n_written} written, {result.n_skipped} already there) "
         f"in {result.seconds:.1f} s; labels in {result.labels}"
     )
+    _print_skipped(console, result.skipped, f"listed in {result.out / 'export.json'}")
+
+
+def _print_skipped(console: Any, skipped: Sequence[Any], where: str) -> None:
+    """The images a --skip-bad run left out, with why (the first few; all in ``where``)."""
+    if not skipped:
+        return
+    from rich.markup import escape
+
+    console.print(f"[yellow]skipped {len(skipped)} images that cannot be read ({where}):[/yellow]")
+    for bad in skipped[:10]:
+        console.print(f"  {bad.image_id}: {escape(bad.reason)}: {escape(bad.detail)}")
+    if len(skipped) > 10:
+        console.print(f"  ... and {len(skipped) - 10} more")
 
 
 cache_app = typer.Typer(
@@ -686,12 +731,20 @@ def cache_build(
     size: Annotated[int, typer.Option(help="Crop side in pixels (the model input).")] = 256,
     source: Annotated[str, typer.Option(help="Crop source: bbox (face box).")] = "bbox",
     workers: Annotated[int | None, typer.Option(help="Decoding threads.")] = None,
+    skip_bad: Annotated[
+        bool,
+        typer.Option("--skip-bad", help="Leave out images that cannot be read (named, with "
+                     "why, in the output) instead of stopping."),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Decode and crop every image of a snapshot once; Datasets then read the crops.
 
     The cache is keyed by the snapshot's hash and the crop settings, so a changed
-    snapshot never reads stale crops. Building it again does nothing.
+    snapshot never reads stale crops. Building it again does nothing. An image that
+    cannot be read stops the build before anything is written; with --skip-bad the
+    cache is built without it, its index records which and why, and Datasets reading
+    it leave those images out.
 
     Example: celebcat cache build base-v1 --size 256
     """
@@ -699,12 +752,15 @@ def cache_build(
 
     with _progress() as (task, _):
         info = build_cache(
-            snapshot, db, size=size, source=source, workers=workers, progress=task("crops", 0)
+            snapshot, db, size=size, source=source, workers=workers, progress=task("crops", 0),
+            skip_bad=skip_bad,
         )
     what = f"built in {info.seconds:.1f} s" if info.built else "already built"
-    _console().print(
+    console = _console()
+    console.print(
         f"{info.n_images} crops of {info.size} px for {snapshot}: {what} ({info.path})"
     )
+    _print_skipped(console, info.skipped, "recorded in the cache's index")
 
 
 @cache_app.command("list")
@@ -855,6 +911,11 @@ def align(
     workers: Annotated[
         int | None, typer.Option(help="Threads decoding and warping (default: one per CPU).")
     ] = None,
+    skip_bad: Annotated[
+        bool,
+        typer.Option("--skip-bad", help="Leave out images that cannot be read (named, with "
+                     "why, in the output) instead of stopping."),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Predict landmarks, write them to the catalog, and store aligned face crops.
@@ -863,7 +924,10 @@ def align(
     the annotations) and the test split's NME, argmax NME, failure rate and CED AUC
     to metrics. The aligned crops become the crop cache
     aligned/<template>/<run or truth> that FaceDataset(source="aligned") reads (the
-    newest alignment of that size; `celebcat cache list` shows them all).
+    newest alignment of that size; `celebcat cache list` shows them all). An image
+    that cannot be read stops the alignment; with --skip-bad it is left out (with a
+    landmark run, build the face crops of the model's input size with --skip-bad
+    first: the predictions read them).
 
     Example: celebcat align --run landmarks-20261128-120000-ab12 --snapshot base-v1
     """
@@ -874,7 +938,7 @@ def align(
     with _progress() as (task, _):
         result = align_snapshot(
             run, snapshot, db, size=size, template=template, source=source,
-            batch_size=batch_size, workers=workers, progress=_staged(task),
+            batch_size=batch_size, workers=workers, progress=_staged(task), skip_bad=skip_bad,
         )
     nme = f", mean NME {result.mean_nme:.4f}" if result.n_predictions else ""
     console = _console()
@@ -893,6 +957,7 @@ def align(
             f"[yellow]{result.n_box_fallback} faces had collapsed landmark predictions and "
             "were aligned from their face box instead.[/yellow]"
         )
+    _print_skipped(console, result.skipped, "recorded in the cache's index")
 
 
 report_app = typer.Typer(

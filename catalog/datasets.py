@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,7 +41,6 @@ from catalog import cache as crop_cache
 from catalog import snapshots
 from catalog import transforms as T
 from catalog.db import connect
-from catalog.formats import LANDMARK_COLUMNS
 
 if TYPE_CHECKING:
     import duckdb
@@ -56,85 +54,32 @@ SOURCES: tuple[str, ...] = ("bbox", "aligned")
 IMAGE_DTYPES: tuple[str, ...] = ("float32", "uint8")
 #: The split name for every image of the snapshot (and ``unused``: selected images in
 #: no split, as ``celebcat snapshot show`` calls them).
-ALL, UNUSED = "all", "unused"
-_SPLIT_ORDER = {s: i for i, s in enumerate(("train", "val", "test", "query", "distractor"))}
+ALL, UNUSED = snapshots.ALL, snapshots.UNUSED
 
 
 class DatasetError(ValueError):
     """The snapshot cannot feed this Dataset (no face boxes, no landmarks, no images)."""
 
 
-@dataclass(frozen=True)
-class _Rows:
-    """One snapshot split, read once; plain numpy arrays, cheap to pickle."""
-
-    image_ids: np.ndarray  # (N,) str
-    labels: np.ndarray  # (N,) int64, -1 where the image has no label
-    boxes: np.ndarray  # (N, 4) float64 face boxes, exclusive x_2 / y_2, in-the-wild pixels
-    paths: np.ndarray  # (N,) str, absolute image paths ('' when the catalog has none)
-    landmarks: np.ndarray | None  # (N, 5, 2) float64 in-the-wild pixels
-    num_classes: int
+class _ImageError(snapshots.SnapshotImageError, DatasetError):
+    """Images of the snapshot cannot be read: a DatasetError and a SnapshotImageError."""
 
 
-def _read_rows(
-    con: duckdb.DuckDBPyConnection, snapshot: str, split: str, landmarks: bool, boxes: bool
-) -> _Rows:
-    # Every ingest creates these tables, empty where a file or the images were missing.
-    marks = ", ".join(f"l.{c}" for c in LANDMARK_COLUMNS) if landmarks else "NULL"
-    rows = con.execute(
-        f"SELECT s.image_id, coalesce(s.split, '{UNUSED}'), coalesce(s.label, -1), "
-        f"s.x_1, s.y_1, s.x_2, s.y_2, i.path, i.error, {marks} "
-        "FROM snapshot_images AS s LEFT JOIN images AS i USING (image_id) "
-        f"{'LEFT JOIN landmarks AS l USING (image_id) ' if landmarks else ''}"
-        "WHERE s.snapshot = ? ORDER BY s.image_id",
-        [snapshot],
-    ).fetchall()
-    counts: dict[str, int] = {}
-    for r in sorted(rows, key=lambda r: _SPLIT_ORDER.get(r[1], len(_SPLIT_ORDER))):
-        counts[r[1]] = counts.get(r[1], 0) + 1
-    if split != ALL and split not in counts:
-        available = ", ".join(f"{s} ({n})" for s, n in counts.items())
-        raise ValueError(
-            f"Snapshot {snapshot!r} has no split {split!r}. Available: {available}, "
-            f"{ALL} ({len(rows)})."
+def _in_cache(rows: snapshots.SnapshotImages, cache: crop_cache.CropCache) -> (
+        snapshots.SnapshotImages):  # fmt: skip
+    """``rows`` less the images the cache was built without (recorded as skipped)."""
+    held = np.isin(rows.image_id, cache.image_ids)
+    if held.all():
+        return rows
+    left_out = {b.image_id: b for b in cache.skipped}
+    unknown = [i for i in rows.image_id[~held] if i not in left_out]
+    if unknown:
+        raise DatasetError(
+            f"The crop cache {cache.path.name} lacks {len(unknown)} images of snapshot "
+            f"{rows.snapshot!r} (first: {', '.join(unknown[:3])}); drop it (`celebcat cache "
+            "drop`) and build it again."
         )
-    rows = [r for r in rows if split in (ALL, r[1])]
-
-    def refuse(what: str, bad: list[str], fix: str) -> None:
-        if bad:
-            raise DatasetError(
-                f"{len(bad)} of the {len(rows)} images of snapshot {snapshot!r} "
-                f"(split {split}) {what} (first: {', '.join(bad[:3])}). {fix}"
-            )
-
-    if boxes:
-        refuse(
-            "have no face box", [r[0] for r in rows if None in r[3:7]],
-            "The catalog was ingested without images when the snapshot was made: ingest "
-            "the data folder with its images (`celebcat ingest DIR`) and create a new snapshot.",
-        )  # fmt: skip
-    if landmarks:
-        refuse(
-            "have no in-the-wild landmarks", [r[0] for r in rows if None in r[9:]],
-            "Ingest the data folder with a list_landmarks_celeba file that covers them.",
-        )  # fmt: skip
-    info = dict(con.execute("SELECT key, value FROM catalog_info").fetchall())
-    root = info.get("image_root") or ""
-    paths = [os.path.join(root, r[7]) if root and r[7] and not r[8] else "" for r in rows]
-    num_classes = con.execute(
-        "SELECT count(*) FROM snapshot_labels WHERE snapshot = ?", [snapshot]
-    ).fetchone()[0]
-    return _Rows(
-        image_ids=np.array([r[0] for r in rows], dtype=str),
-        labels=np.array([r[2] for r in rows], dtype=np.int64),
-        boxes=np.array([r[3:7] for r in rows], dtype=np.float64).reshape(-1, 4),
-        paths=np.array(paths, dtype=str),
-        landmarks=(
-            np.array([r[9:] for r in rows], dtype=np.float64).reshape(-1, 5, 2)
-            if landmarks else None
-        ),
-        num_classes=int(num_classes),
-    )  # fmt: skip
+    return rows.subset(held, [left_out[i] for i in rows.image_id[~held]])
 
 
 class _CropDataset(Dataset):
@@ -151,6 +96,7 @@ class _CropDataset(Dataset):
         seed: int,
         landmarks: bool,
         image_dtype: str = "float32",
+        skip_bad: bool = False,
     ) -> None:
         if image_dtype not in IMAGE_DTYPES:
             raise ValueError(f"image_dtype {image_dtype!r}: use one of {', '.join(IMAGE_DTYPES)}")
@@ -176,41 +122,48 @@ class _CropDataset(Dataset):
                     f"{snapshot} ...`) first (`celebcat cache list` shows what exists); use "
                     "source='bbox' meanwhile."
                 )
-            self._rows = _read_rows(con, snapshot, split, landmarks, boxes=source == "bbox")
+            rows = snapshots.read_images(
+                con, snapshot, split, landmarks=landmarks, boxes=source == "bbox",
+                files=cache is None, skip_bad=skip_bad, error=_ImageError,
+            )
         finally:
             if own:
                 con.close()
-        if cache is None:
-            unreadable = [
-                i for i, p in zip(self._rows.image_ids, self._rows.paths, strict=True) if not p
-            ]
-            if unreadable:
+        if landmarks:
+            lacking = rows.image_id[~np.isfinite(rows.landmarks).all(axis=(1, 2))]
+            if len(lacking):
                 raise DatasetError(
-                    f"{len(unreadable)} images of snapshot {snapshot!r} are not in the "
-                    f"catalog's image index or could not be read at ingest (first: "
-                    f"{', '.join(unreadable[:3])}); see `celebcat check`, and ingest the "
-                    "data folder with its images."
+                    f"{len(lacking)} of the {len(rows)} images of snapshot {snapshot!r} "
+                    f"(split {split}) have no in-the-wild landmarks (first: "
+                    f"{', '.join(lacking[:3])}). Ingest the data folder with a "
+                    "list_landmarks_celeba file that covers them."
                 )
+        if cache is not None:
+            rows = _in_cache(rows, cache)
+        self._rows = rows
         self.snapshot, self.snapshot_hash, self.split = snapshot, snap_hash, split
         self.size, self.source, self.augment, self.seed = size, source, augment, seed
         self.image_dtype = image_dtype
+        #: Images of the split left out: unreadable ones with ``skip_bad``, and those the
+        #: crop cache read was built without (``celebcat cache build --skip-bad``).
+        self.skipped: tuple[snapshots.BadImage, ...] = rows.skipped
         self.epoch = 0
         # The handle only: CropCache maps its file on first use, i.e. in each worker.
         self.cache: crop_cache.CropCache | None = cache
 
     def __len__(self) -> int:
-        return len(self._rows.image_ids)
+        return len(self._rows)
 
     @property
     def image_ids(self) -> np.ndarray:
         """(N,) str: the images, in the Dataset's order (by image_id)."""
-        return self._rows.image_ids
+        return self._rows.image_id
 
     @property
     def boxes(self) -> np.ndarray:
         """(N, 4) float64: face boxes ``x_1, y_1, x_2, y_2`` (exclusive ends), in-the-wild
         pixels; NaN for aligned crops read from a cache without boxes."""
-        return self._rows.boxes
+        return self._rows.box
 
     def set_epoch(self, epoch: int) -> None:
         """New augmentation draws for epoch ``epoch`` (reproducible; see the module doc)."""
@@ -225,17 +178,17 @@ class _CropDataset(Dataset):
         if self.augment is not None:
             aug, flipped = T.augment_matrix(s, self.augment, rng)
         if self.cache is not None:
-            source, to_source = self.cache.crop(str(rows.image_ids[index]))
+            source, to_source = self.cache.crop(str(rows.image_id[index]))
             n = source.shape[0]
             # bbox: the cached crop is this box at the cache's size; aligned: the cached
             # crop is the output frame itself, at the cache's size.
             base = (
-                T.box_to_square(rows.boxes[index], s) if self.source == "bbox"
+                T.box_to_square(rows.box[index], s) if self.source == "bbox"
                 else T.box_to_square((0, 0, n, n), s) @ to_source
             )  # fmt: skip
         else:
-            source, to_source = T.open_for_crop(str(rows.paths[index]), rows.boxes[index], s)
-            base = T.box_to_square(rows.boxes[index], s)
+            source, to_source = T.open_for_crop(str(rows.path[index]), rows.box[index], s)
+            base = T.box_to_square(rows.box[index], s)
         matrix = aug @ base
         on_source = matrix @ T.invert(to_source)
         if self.augment is None and np.shape(source)[:2] == (s, s) and (
@@ -258,7 +211,10 @@ class LandmarkDataset(_CropDataset):
 
     ``catalog`` is a catalog path (None: the default catalog) or an open DuckDB
     connection, which is used and left open. ``split`` is one of the snapshot's splits
-    (train, val, test, query, distractor, unused) or ``"all"``.
+    (train, val, test, query, distractor, unused) or ``"all"``. An image whose file
+    cannot be read (:func:`catalog.snapshots.read_images`) is refused, naming it, or
+    with ``skip_bad`` left out (``skipped`` says which and why); images a crop cache
+    was built without (``celebcat cache build --skip-bad``) are left out the same way.
 
     Each sample is a dict:
 
@@ -301,9 +257,10 @@ class LandmarkDataset(_CropDataset):
         augment: T.Augment | None = None,
         seed: int = 0,
         image_dtype: str = "float32",
+        skip_bad: bool = False,
     ) -> None:
         super().__init__(catalog, snapshot, split, input_size, "bbox", augment, seed, True,
-                         image_dtype)  # fmt: skip
+                         image_dtype, skip_bad)  # fmt: skip
         self.input_size, self.heatmap_size, self.sigma = input_size, heatmap_size, sigma
 
     @property
@@ -323,7 +280,7 @@ class LandmarkDataset(_CropDataset):
             "landmarks": torch.from_numpy(points.astype(np.float32)),
             "heatmaps": torch.from_numpy(T.gaussian_heatmaps(heat, self.heatmap_size, self.sigma)),
             "affine": torch.from_numpy(T.invert(matrix)[:2].astype(np.float32)),
-            "image_id": str(self._rows.image_ids[index]),
+            "image_id": str(self._rows.image_id[index]),
         }
 
 
@@ -332,7 +289,8 @@ class FaceDataset(_CropDataset):
 
     ``catalog`` is a catalog path (None: the default catalog) or an open DuckDB
     connection, which is used and left open. ``split`` is one of the snapshot's splits
-    (train, val, test, query, distractor, unused) or ``"all"``.
+    (train, val, test, query, distractor, unused) or ``"all"``. Images that cannot be
+    read: as for :class:`LandmarkDataset` (``skip_bad``, ``skipped``).
 
     ``source="bbox"`` crops the snapshot's face box, stretched onto the square;
     ``source="aligned"`` reads the aligned crops of the alignment step (``celebcat
@@ -364,14 +322,15 @@ class FaceDataset(_CropDataset):
         augment: T.Augment | None = None,
         seed: int = 0,
         image_dtype: str = "float32",
+        skip_bad: bool = False,
     ) -> None:
         super().__init__(catalog, snapshot, split, size, source, augment, seed, False,
-                         image_dtype)  # fmt: skip
+                         image_dtype, skip_bad)  # fmt: skip
 
     @property
     def labels(self) -> np.ndarray:
         """(N,) int64: each image's label, -1 where it has none (what PKSampler takes)."""
-        return self._rows.labels
+        return self._rows.label
 
     @property
     def num_classes(self) -> int:
@@ -382,8 +341,8 @@ class FaceDataset(_CropDataset):
         image, _, _ = self._crop(index)
         return {
             "image": self._image_tensor(image),
-            "label": torch.tensor(int(self._rows.labels[index]), dtype=torch.int64),
-            "image_id": str(self._rows.image_ids[index]),
+            "label": torch.tensor(int(self._rows.label[index]), dtype=torch.int64),
+            "image_id": str(self._rows.image_id[index]),
         }
 
 

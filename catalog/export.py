@@ -35,9 +35,12 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from catalog import files, snapshots, transforms
 from catalog.db import connect
 from catalog.formats import ATTRIBUTES, BBOX_COLUMNS, LANDMARK_COLUMNS, LANDMARK_POINTS
+from catalog.snapshots import BadImage
 
 if TYPE_CHECKING:
     import duckdb
@@ -67,6 +70,10 @@ class ExportError(RuntimeError):
     """The export cannot start or a file cannot be written; the message names the file."""
 
 
+class _ImageError(snapshots.SnapshotImageError, ExportError):
+    """Images of the snapshot cannot be read: an ExportError and a SnapshotImageError."""
+
+
 @dataclass(frozen=True)
 class ExportResult:
     """What an export did. ``n_written + n_skipped == n_images`` after a complete run."""
@@ -81,6 +88,8 @@ class ExportResult:
     n_skipped: int  # files already in place from an earlier (interrupted) run
     seconds: float
     labels: Path
+    #: Images of the snapshot left out (``skip_bad``): which and why; also in export.json.
+    skipped: tuple[BadImage, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,6 +109,7 @@ def export_snapshot(
     size: int = 256,
     workers: int | None = None,
     progress: ProgressFn | None = None,
+    skip_bad: bool = False,
 ) -> ExportResult:
     """Write snapshot ``name``'s images and a ``labels.csv`` into ``out``.
 
@@ -131,6 +141,14 @@ def export_snapshot(
       is larger than the shrunk face box, so its edges fall slightly outside
       ``[0, size]``; landmarks may too, for faces that leave their box.
 
+    Every image is checked before anything is written
+    (:func:`catalog.snapshots.read_images`): an image the catalog's checks marked
+    unusable (unreadable, truncated, ...) is never copied, a link out of the image
+    root is never followed, and a file missing on disk is named. ``skip_bad``: export
+    without those images, and without any that fails to decode when cropped, instead
+    of refusing; ``export.json`` (``skipped``) and ``ExportResult.skipped`` say which
+    and why, and labels.csv has no row for them.
+
     An interrupted export is resumed by running the same call again: files already in
     place are skipped (see the module docstring). ``out`` must be empty, missing, or
     hold an export of the same snapshot (name and hash) with the same ``crop`` and
@@ -146,9 +164,10 @@ def export_snapshot(
 
     Raises:
         SnapshotError: no snapshot ``name`` (the message lists the known ones).
-        ExportError: ``out`` holds something else, a source image is missing or
-            unreadable (naming image_id and path), the catalog has no image index, or
-            (with ``crop``) an image has no usable face box.
+        ExportError: ``out`` holds something else, the catalog has no image index,
+            (with ``crop``) an image has no usable face box, or (without ``skip_bad``)
+            a source image cannot be read (naming image_id, path and why; also a
+            :class:`~catalog.snapshots.SnapshotImageError`).
         catalog.db.CatalogNotFoundError: no catalog at ``db``.
     """
     start = time.perf_counter()
@@ -160,18 +179,25 @@ def export_snapshot(
 
     con = connect(db, read_only=True)
     try:
-        snap_hash, image_root, rows = _read_snapshot(con, name)
+        images = snapshots.read_images(con, name, boxes=crop, skip_bad=skip_bad,
+                                       error=_ImageError)  # fmt: skip
+        rows = _labels_rows(con, images)
     finally:
         con.close()  # the file work below needs no catalog; do not hold it open
+    if not len(images):
+        raise _ImageError(f"None of the images of snapshot {name!r} can be read: nothing to "
+                          "export.", images.skipped)  # fmt: skip
+    skipped = list(images.skipped)
     manifest = {
         "format": EXPORT_FORMAT,
         "snapshot": name,
-        "hash": snap_hash,
+        "hash": images.hash,
         "crop": crop,
         "size": size if crop else None,
-        "n_images": len(rows),
+        "n_images": len(images),
+        "skipped": [b.as_dict() for b in skipped],
     }
-    tasks, sizes = _plan(rows, image_root, out, crop)
+    tasks, sizes = _plan(images, out, crop)
 
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a folder: choose another output folder")
@@ -187,123 +213,106 @@ def export_snapshot(
             progress(n_skipped, len(tasks))
         cpus = os.cpu_count() or 1
         n_workers = workers or (cpus if crop else min(8, 2 * cpus))
-        _run(todo, crop, size, n_workers, n_skipped, len(tasks), progress)
+        failed: list[BadImage] = []
+        _run(todo, crop, size, n_workers, n_skipped, len(tasks), progress,
+             failed if skip_bad else None)  # fmt: skip
+        if failed:
+            skipped = sorted([*skipped, *failed], key=lambda b: b.image_id)
+            manifest["skipped"] = [b.as_dict() for b in skipped]
+            manifest["n_images"] = len(tasks) - len(failed)
+            _write_json(out / MANIFEST, manifest)
+        _remove_outputs(out, [b.image_id for b in skipped])  # of an earlier, complete run
+        gone = {b.image_id for b in failed}
         labels = out / LABELS
-        _write_labels(labels, _labels_frame(rows, crop, size))
+        _write_labels(labels, _labels_frame(rows[~rows["image_id"].isin(gone)], crop, size))
     return ExportResult(
         out=out,
         snapshot=name,
-        hash=snap_hash,
+        hash=images.hash,
         crop=crop,
         size=size if crop else None,
-        n_images=len(tasks),
-        n_written=len(todo),
+        n_images=len(tasks) - len(failed),
+        n_written=len(todo) - len(failed),
         n_skipped=n_skipped,
         seconds=time.perf_counter() - start,
         labels=labels,
+        skipped=tuple(skipped),
     )
 
 
 # --- reading the catalog -------------------------------------------------------------
 
 
-def _read_snapshot(
-    con: duckdb.DuckDBPyConnection, name: str
-) -> tuple[str, Path, pd.DataFrame]:
-    """The snapshot's hash, the image root, and one row per image with its annotations."""
-    snap_hash = snapshots.get(con, name).hash  # unknown name: SnapshotError naming the known
-
-    info = dict(con.execute("SELECT key, value FROM catalog_info").fetchall())
-    if not info.get("image_root"):
-        raise ExportError(
-            "The catalog has no image index, so there is nothing to export. "
-            "Ingest the data folder with its images (`celebcat ingest DIR`)."
-        )
-    image_root = Path(info["image_root"])
+def _labels_rows(con: duckdb.DuckDBPyConnection, images: snapshots.SnapshotImages
+                 ) -> pd.DataFrame:  # fmt: skip
+    """One row per image to export, by image_id: the snapshot's identity, label, split
+    and face box (from ``images``), and the image's annotations for labels.csv."""
+    import pandas as pd
 
     attrs = ", ".join(f'a."{a}"::INTEGER AS "{a}"' for a in ATTRIBUTES)
     boxes = ", ".join(f"b.{c}" for c in BBOX_COLUMNS)
     marks = ", ".join(f"l.{c}" for c in LANDMARK_COLUMNS)
-    rows = con.execute(
-        "SELECT s.image_id, s.identity, s.label, s.split, "
-        "s.x_1 AS face_x_1, s.y_1 AS face_y_1, s.x_2 AS face_x_2, s.y_2 AS face_y_2, "
-        "i.path, i.error, "
-        f"{attrs}, {boxes}, {marks} "
-        "FROM snapshot_images AS s "
-        "LEFT JOIN images AS i USING (image_id) "
+    notes = con.execute(
+        f"SELECT s.image_id, {attrs}, {boxes}, {marks} FROM snapshot_images AS s "
         "LEFT JOIN attributes AS a USING (image_id) "
         "LEFT JOIN bboxes AS b USING (image_id) "
         "LEFT JOIN landmarks AS l USING (image_id) "
         "WHERE s.snapshot = ? ORDER BY s.image_id",
-        [name],
+        [images.snapshot],
     ).df()
-    return snap_hash, image_root, rows
+    face = images.box
+    frame = pd.DataFrame({
+        "image_id": images.image_id.astype(object),
+        "identity": images.identity,
+        "label": pd.array(np.where(images.label >= 0, images.label, 0), dtype="Int64"),
+        "split": pd.Series(images.split, dtype=object),
+        **{f"face_{c}": face[:, k] for k, c in enumerate(("x_1", "y_1", "x_2", "y_2"))},
+        "src": images.path.astype(object),
+    })  # fmt: skip
+    frame.loc[images.label < 0, "label"] = pd.NA
+    frame.loc[frame["split"] == UNUSED_SPLIT, "split"] = None
+    return frame.merge(notes, on="image_id", how="left", validate="one_to_one")
 
 
 def _plan(
-    rows: pd.DataFrame, image_root: Path, out: Path, crop: bool
+    images: snapshots.SnapshotImages, out: Path, crop: bool
 ) -> tuple[list[_Task], list[int]]:
-    """One task per image, and each source's size; refuses missing or uncroppable images.
-
-    Every source is checked before anything is written: an export is only useful
-    complete, and a list of what is missing beats failing after an hour.
-    """
-    missing: list[str] = []
-    no_path = rows.loc[rows["path"].isna(), "image_id"].tolist()
-    if no_path:
-        raise ExportError(
-            f"{len(no_path)} snapshot images are not in the catalog's image index "
-            f"(first: {', '.join(no_path[:5])}). Re-ingest with the images folder that "
-            "holds them, or create the snapshot again."
-        )
-    if crop:
-        bad = rows.loc[
-            rows["face_x_1"].isna()
-            | (rows["face_x_2"] <= rows["face_x_1"])
-            | (rows["face_y_2"] <= rows["face_y_1"]),
-            "image_id",
-        ].tolist()
-        if bad:
-            raise ExportError(
-                f"{len(bad)} images have no usable face box to crop (first: "
-                f"{', '.join(bad[:5])}); see `celebcat check`, or export without --crop."
-            )
-        unreadable = rows.loc[rows["error"].notna(), ["image_id", "path", "error"]]
-        if len(unreadable):
-            first = unreadable.iloc[0]
-            raise ExportError(
-                f"{len(unreadable)} images could not be read at ingest, e.g. "
-                f"{first['image_id']} ({image_root / first['path']}): {first['error']}. "
-                "Replace them and re-ingest, or export without --crop."
-            )
+    """One task per image, and each source's size (one stat each, for resuming)."""
     tasks: list[_Task] = []
     sizes: list[int] = []
-    splits = rows["split"].fillna(UNUSED_SPLIT).tolist()
-    boxes = rows[["face_x_1", "face_y_1", "face_x_2", "face_y_2"]].to_numpy()
-    for image_id, rel, split, box in zip(
-        rows["image_id"].tolist(), rows["path"].tolist(), splits, boxes, strict=True
+    missing: list[str] = []
+    for image_id, src, split, box in zip(
+        images.image_id.tolist(), images.path.tolist(), images.split.tolist(), images.box,
+        strict=True,
     ):
-        src = image_root / rel
         try:
             sizes.append(os.stat(src).st_size)
-        except FileNotFoundError:
+        except FileNotFoundError:  # removed since read_images looked
             missing.append(f"{image_id} ({src})")
             continue
         tasks.append(
             _Task(
                 image_id=image_id,
-                src=str(src),
+                src=src,
                 dst=str(out / split / image_id),
                 box=tuple(int(v) for v in box) if crop else None,  # type: ignore[arg-type]
             )
         )
     if missing:
         raise ExportError(
-            f"{len(missing)} source images are missing: {'; '.join(missing[:5])}"
-            f"{' ...' if len(missing) > 5 else ''}. Restore them, or re-ingest and create "
-            "the snapshot again."
+            f"{len(missing)} source images went missing while the export started: "
+            f"{'; '.join(missing[:5])}. Restore them, or go on without them (--skip-bad)."
         )
     return tasks, sizes
+
+
+def _remove_outputs(out: Path, image_ids: list[str]) -> None:
+    """Delete what an earlier run exported for images this one leaves out."""
+    if not image_ids:
+        return
+    for folder in (p for p in out.iterdir() if p.is_dir()):
+        for image_id in image_ids:
+            files.discard(folder / image_id)
 
 
 # --- the output folder ---------------------------------------------------------------
@@ -376,6 +385,8 @@ def _copy_one(task: _Task) -> None:
         os.replace(tmp, task.dst)
     except BaseException as e:
         files.discard(tmp)
+        if isinstance(e, OSError) and e.filename == task.src:  # the source's fault
+            raise _SourceError(task, "unreadable_image", f"copying {task.src}: {e}") from e
         if isinstance(e, OSError):
             raise ExportError(f"image {task.image_id}: copying {task.src}: {e}") from e
         raise
@@ -399,9 +410,19 @@ def _crop_one(task: _Task, size: int) -> None:
         os.replace(tmp, task.dst)
     except BaseException as e:
         files.discard(tmp)
+        if isinstance(e, OSError) and getattr(e, "filename", None) == tmp:
+            raise ExportError(f"image {task.image_id}: writing {tmp}: {e}") from e
         if isinstance(e, (OSError, ValueError, SyntaxError)):  # PIL's errors for bad files
-            raise ExportError(f"image {task.image_id}: cropping {task.src}: {e}") from e
+            raise _SourceError(task, "image_decode_error", f"cropping {task.src}: {e}") from e
         raise
+
+
+class _SourceError(Exception):
+    """A source image that could not be read; ``bad`` says which and why."""
+
+    def __init__(self, task: _Task, reason: str, detail: str) -> None:
+        super().__init__(f"image {task.image_id}: {detail}.")
+        self.bad = BadImage(task.image_id, task.src, reason, detail)
 
 
 def _run(
@@ -412,12 +433,22 @@ def _run(
     done: int,
     total: int,
     progress: ProgressFn | None,
+    failed: list[BadImage] | None = None,
 ) -> None:
-    """Write the files with ``workers`` threads; call ``progress`` here, once per file."""
+    """Write the files with ``workers`` threads; call ``progress`` here, once per file.
+
+    A source image that cannot be decoded (or, copying, read) raises, naming it; with
+    ``failed`` (a list) it is appended to it instead and nothing is written for it.
+    """
     count = [done]
 
     def one(task: _Task) -> None:
-        _crop_one(task, size) if crop else _copy_one(task)
+        try:
+            _crop_one(task, size) if crop else _copy_one(task)
+        except _SourceError as e:
+            if failed is None:
+                raise _ImageError(f"{e} {snapshots.DECODE_ADVICE}", [e.bad]) from e
+            failed.append(e.bad)  # list.append is atomic: threads may share the list
 
     def tick() -> None:
         count[0] += 1

@@ -12,6 +12,11 @@ Two steps, both cheap enough to run on all 202,599 CelebA images every ingest:
 Hidden entries (names starting with ``.``, which includes macOS's ``._x.jpg``
 AppleDouble files) and ``__MACOSX`` folders, both left behind by zip tools, are not
 images and are skipped by both steps.
+
+Symbolic links are followed only where they stay inside the root: a link to a file
+outside it (``/etc/passwd``) is listed with an error and never opened, and a linked
+folder outside it is not walked (one row says so), so that nothing outside the
+image root reaches the catalog, an export or a crop.
 """
 
 from __future__ import annotations
@@ -35,7 +40,14 @@ from catalog.imagesize import read_headers
 CHUNK_SIZE = 2000
 
 #: Columns of the frame ``scan_images`` returns, in order.
-SCAN_COLUMNS: tuple[str, ...] = ("image_id", "path", "file_size", "width", "height", "error")
+SCAN_COLUMNS: tuple[str, ...] = (
+    "image_id", "path", "file_size", "width", "height", "error", "problem",
+)  # fmt: skip
+
+#: ``problem`` of a file whose header was read but whose end marker is missing.
+TRUNCATED = "image_truncated"
+#: ``problem`` of a symbolic link (to a file or a folder) leading out of the root.
+OUTSIDE_ROOT = "image_outside_root"
 
 _SUFFIXES = frozenset(s.lower() for s in IMAGE_SUFFIXES)
 
@@ -131,8 +143,14 @@ def scan_images(
     - ``file_size`` (int64): bytes (``fstat`` of the file opened for its header).
     - ``width``, ``height`` (nullable Int32): stored pixel size (EXIF orientation not
       applied); NULL when the header could not be read.
-    - ``error`` (str or None): why the header could not be read. A bad image is a row
+    - ``error`` (str or None): why the file cannot be used: its header could not be
+      read, it was cut short, or it is a link out of the root. A bad image is a row
       with an error, never an exception.
+    - ``problem`` (str or None): which of those, where it is not a plain unreadable
+      header: :data:`TRUNCATED` (the header was read, so width and height are there,
+      but the file lacks its end marker) or :data:`OUTSIDE_ROOT` (a symbolic link
+      whose target is outside ``root``: never opened; a linked folder outside it is
+      one row with ``image_id`` None and its ``path`` ending in ``/``, not walked).
 
     ``exclude`` is a folder whose subtree is skipped (matched by identity, so any
     spelling of the path works; a path that does not exist excludes nothing).
@@ -154,7 +172,7 @@ def scan_images(
         raise ValueError(f"workers must be at least 1 (or None for one per CPU), got {workers}")
     exclude_key = _dir_key(Path(exclude)) if exclude is not None else None
 
-    files = _list_images(root_str, exclude_key)
+    files, outside = _list_images(root_str, exclude_key)
     total = len(files)
     if progress is not None:
         progress(0, total)
@@ -192,18 +210,22 @@ def scan_images(
 
     headers = [header for chunk_result in results for header in chunk_result]
     rows = [
-        (rel, name, *header)
-        for (rel, name, _full), header in zip(files, headers, strict=True)
-        if header[0] is not None  # no size: the file was removed since it was listed
-    ]
+        (name, rel, size, width, height, error,
+         TRUNCATED if error is not None and width is not None else None)
+        for (rel, name, _full), (size, width, height, error) in zip(files, headers, strict=True)
+        if size is not None  # no size: the file was removed since it was listed
+    ]  # fmt: skip
+    rows += outside
+    rows.sort(key=lambda r: r[1])
     return pd.DataFrame(
         {
-            "image_id": pd.Series([r[1] for r in rows], dtype=object),
-            "path": pd.Series([r[0] for r in rows], dtype=object),
+            "image_id": pd.Series([r[0] for r in rows], dtype=object),
+            "path": pd.Series([r[1] for r in rows], dtype=object),
             "file_size": np.array([r[2] for r in rows], dtype=np.int64),
             "width": pd.array([r[3] for r in rows], dtype="Int32"),
             "height": pd.array([r[4] for r in rows], dtype="Int32"),
             "error": pd.Series([r[5] for r in rows], dtype=object),
+            "problem": pd.Series([r[6] for r in rows], dtype=object),
         },
         columns=list(SCAN_COLUMNS),
     )
@@ -250,17 +272,23 @@ def _list_folder(folder: Path) -> tuple[int, list[Path]]:
     return count, subdirs
 
 
-def _list_images(root: str, exclude_key: tuple[int, int] | None) -> list[tuple[str, str, str]]:
-    """``(relative POSIX path, name, full path)`` of every image, sorted by path.
+def _list_images(
+    root: str, exclude_key: tuple[int, int] | None
+) -> tuple[list[tuple[str, str, str]], list[tuple]]:
+    """``(relative POSIX path, name, full path)`` of every image, sorted by path; and
+    a scan row (see ``SCAN_COLUMNS``) for each symbolic link out of ``root``.
 
     Names only: sizes come later from the workers (``read_headers``), because on POSIX
     ``DirEntry.stat()`` is a ``stat`` call per file, 80% of a walk's time measured
-    on 200k files, which here would run in one process.
+    on 200k files, which here would run in one process. A link costs a ``realpath``
+    (``is_symlink`` answers from the listing), so only links pay for the check.
     """
     out: list[tuple[str, str, str]] = []
+    outside: list[tuple] = []
+    real_root = os.path.realpath(root)
     seen = {_dir_key(Path(root))}
     if exclude_key is not None and exclude_key in seen:
-        return out  # the root itself is excluded
+        return out, outside  # the root itself is excluded
     stack = [(root, "")]
     while stack:
         folder, prefix = stack.pop()
@@ -269,7 +297,13 @@ def _list_images(root: str, exclude_key: tuple[int, int] | None) -> list[tuple[s
                 name = entry.name
                 if _skipped(name):
                     continue
+                target = _outside(entry.path, real_root) if entry.is_symlink() else None
                 if entry.is_dir():
+                    if target is not None:
+                        outside.append((None, f"{prefix}{name}/", _link_size(entry), None, None,
+                                        f"a folder link out of the image root, to {target}: "
+                                        "not scanned", OUTSIDE_ROOT))  # fmt: skip
+                        continue
                     key = _dir_key(Path(entry.path))
                     # Skip the excluded subtree, and a folder already walked (a symlink
                     # loop, or two links to one folder).
@@ -278,6 +312,30 @@ def _list_images(root: str, exclude_key: tuple[int, int] | None) -> list[tuple[s
                     seen.add(key)
                     stack.append((entry.path, f"{prefix}{name}/"))
                 elif _is_image_name(name) and entry.is_file():
+                    if target is not None:
+                        outside.append((name, prefix + name, _link_size(entry), None, None,
+                                        f"a symbolic link out of the image root, to {target}: "
+                                        "not followed", OUTSIDE_ROOT))  # fmt: skip
+                        continue
                     out.append((prefix + name, name, entry.path))
     out.sort()
-    return out
+    return out, outside
+
+
+def _outside(path: str, real_root: str) -> str | None:
+    """Where the link ``path`` leads, if that is outside ``real_root``; else None."""
+    real = os.path.realpath(path)
+    try:
+        if os.path.commonpath([real_root, real]) == real_root:
+            return None
+    except ValueError:  # another drive (Windows)
+        pass
+    return real
+
+
+def _link_size(entry: os.DirEntry[str]) -> int:
+    """The link's own size (``lstat``): its target is not looked at."""
+    try:
+        return entry.stat(follow_symlinks=False).st_size
+    except OSError:
+        return 0

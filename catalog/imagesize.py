@@ -14,7 +14,11 @@ stored sideways with ``Orientation = 6`` reports its stored (landscape) size. Ce
 boxes and landmarks are in stored-pixel coordinates too.
 
 Only headers are read, so a file whose header is intact but whose compressed data is
-cut short still gets a size; decoding it later is what finds that out.
+cut short still gets a size. ``read_headers`` also reads the
+last few KiB of each JPEG and PNG for its end marker (JPEG's EOI ``FF D9``, PNG's
+``IEND`` chunk), which a file cut short lacks: one more read per file. (The default:
+``read_headers`` is the image scan's unit of work.) Damage inside
+the data is found only by decoding (``celebcat check --decode``).
 
 References: ITU-T T.81 (JPEG) annex B.1.1.2 (markers, fill bytes), B.1.1.3 and
 table B.1 (marker codes), B.1.1.4 (segment lengths), B.2.2 (frame header); PNG
@@ -25,6 +29,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+
+#: Images with more pixels than this are not used (the ``image_too_large`` check):
+#: Pillow's own decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``, 1024**3 // 4 // 3,
+#: past which it warns; it refuses at twice that). A header can claim up to 65535 x
+#: 65535 (JPEG) or 2**31 x 2**31 (PNG) in a few hundred bytes.
+MAX_IMAGE_PIXELS = 89_478_485
+
+#: Bytes read from the end of a JPEG or PNG to look for its end marker.
+TAIL_BYTES = 4096
+
+#: How ``read_headers`` words a file cut short (header read, end marker missing).
+TRUNCATED = "truncated"
 
 # One read covers the markers before the frame header in a plain JFIF file (a few
 # hundred bytes) and most ICC profiles; a larger EXIF block is skipped with a seek.
@@ -78,9 +94,13 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
 
 
 def read_headers(
-    paths: Iterable[str],
+    paths: Iterable[str], *, check_tail: bool = True
 ) -> list[tuple[int | None, int | None, int | None, str | None]]:
     """``(file_size, width, height, error)`` for each path; never raises for a bad image.
+
+    With ``check_tail`` (the default), a JPEG or PNG whose header was read but whose
+    end marker is missing (the file was cut short) keeps its width and height and gets
+    an error that starts with :data:`TRUNCATED`; an error with a size is always that.
 
     The unit of work of the parallel scan in ``catalog.images``. The file size comes
     from ``fstat`` on the file already opened for its header: on POSIX that is as
@@ -102,16 +122,47 @@ def read_headers(
             continue
         try:
             size = os.fstat(fd).st_size
-            width, height = _size_of_open_file(fd, path)
+            width, height, kind = _size_and_kind(fd, path)
+            damage = _tail_damage(fd, size, kind) if check_tail else None
         except ImageHeaderError as exc:
             out.append((size, None, None, exc.reason))
         except Exception as exc:  # noqa: BLE001 - a Pillow bug must not stop a scan
             out.append((size, None, None, f"{type(exc).__name__}: {exc}"))
         else:
-            out.append((size, width, height, None))
+            out.append((size, width, height, damage))
         finally:
             os.close(fd)
     return out
+
+
+def _tail_damage(fd: int, size: int, kind: str) -> str | None:
+    """Why the file looks cut short, from its last :data:`TAIL_BYTES`; None if it ends well.
+
+    JPEG: its last marker must be EOI (``FF D9``; T.81 B.2.1). Zero padding after it is
+    allowed, and so is other data (camera trailers): an ``FF D9`` anywhere in the tail
+    counts, since inside entropy-coded data ``FF`` is only ever followed by ``00`` or
+    a restart marker (T.81 B.1.1.5, F.1.2.3), so a file cut in its scan data has none.
+    PNG: the ``IEND`` chunk must be in the tail (PNG spec 5.6, 11.2.5).
+    """
+    if kind not in ("jpeg", "png") or size <= 0:
+        return None
+    n = min(size, TAIL_BYTES)
+    try:
+        if hasattr(os, "pread"):  # one system call instead of two
+            tail = os.pread(fd, n, size - n)
+        else:  # pragma: no cover - Windows
+            os.lseek(fd, size - n, os.SEEK_SET)
+            tail = os.read(fd, n)
+    except OSError as exc:
+        return f"{TRUNCATED}? its end cannot be read: {exc.strerror or exc}"
+    if kind == "jpeg":
+        if b"\xff\xd9" in tail:
+            return None
+        return (f"{TRUNCATED} JPEG: no end-of-image marker (FF D9) in its last {n} bytes; "
+                "the file was cut short")  # fmt: skip
+    if b"IEND" in tail:
+        return None
+    return f"{TRUNCATED} PNG: no IEND chunk in its last {n} bytes; the file was cut short"
 
 
 def _open(path: str | os.PathLike[str]) -> int:
@@ -124,18 +175,26 @@ def _open(path: str | os.PathLike[str]) -> int:
 
 
 def _size_of_open_file(fd: int, path: str | os.PathLike[str]) -> tuple[int, int]:
-    """Dispatch on the magic bytes: JPEG and PNG here, anything else to Pillow."""
+    width, height, _ = _size_and_kind(fd, path)
+    return width, height
+
+
+def _size_and_kind(fd: int, path: str | os.PathLike[str]) -> tuple[int, int, str]:
+    """Dispatch on the magic bytes: JPEG and PNG here, anything else to Pillow.
+
+    The kind is ``"jpeg"``, ``"png"`` or ``"other"``.
+    """
     try:
         head = os.read(fd, _CHUNK)
         if head.startswith(b"\xff\xd8\xff"):  # SOI then a marker: Pillow's test too
-            return _jpeg_size(fd, head, path)
+            return (*_jpeg_size(fd, head, path), "jpeg")
     except OSError as exc:  # e.g. a directory that was named like an image
         raise ImageHeaderError(path, f"cannot read: {exc.strerror or exc}") from exc
     if not head:
         raise ImageHeaderError(path, "empty file")
     if head.startswith(_PNG_SIGNATURE):
-        return _png_size(head, path)
-    return _pil_size(path)
+        return (*_png_size(head, path), "png")
+    return (*_pil_size(path), "other")
 
 
 def _jpeg_size(fd: int, buf: bytes, path: str | os.PathLike[str]) -> tuple[int, int]:

@@ -54,7 +54,8 @@ CREATE TABLE {name} (
     file_size BIGINT NOT NULL,      -- bytes
     width     INTEGER,              -- pixels, from the header; NULL if unreadable
     height    INTEGER,
-    error     VARCHAR               -- why the header could not be read, else NULL
+    error     VARCHAR               -- why the file cannot be used (header unreadable, file
+                                    -- cut short, a link out of the image root), else NULL
 )
 """
 
@@ -287,7 +288,8 @@ def _load_images(con: duckdb.DuckDBPyConnection, scans: dict[str, pd.DataFrame])
         con.unregister("_scan_frame")
         rows[table] = con.execute(
             f"INSERT INTO {table} SELECT image_id, path, file_size, width, height, error "
-            f"FROM _scan_{key} QUALIFY row_number() OVER (PARTITION BY image_id ORDER BY path) = 1"
+            f"FROM _scan_{key} WHERE image_id IS NOT NULL "  # NULL: a folder link, not walked
+            "QUALIFY row_number() OVER (PARTITION BY image_id ORDER BY path) = 1"
         ).fetchone()[0]
     return rows
 

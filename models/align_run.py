@@ -42,7 +42,6 @@ from catalog.cache import CacheInfo, find_cache, list_caches, source_kind, store
 from catalog.ced import ced_auc, failure_rate
 from catalog.datasets import FaceDataset
 from catalog.db import connect
-from catalog.formats import LANDMARK_COLUMNS
 from catalog.info import QueryResult
 from models.alignment import (
     ARCFACE_TEMPLATE_112,
@@ -77,6 +76,9 @@ class AlignResult:
     n_box_fallback: int  # faces aligned from their box: predicted points coincided
     cache: CacheInfo
     seconds: float
+    #: Images of the snapshot left out (``skip_bad``), which and why; also in the cache's
+    #: index (``cache.skipped``).
+    skipped: tuple[snapshots.BadImage, ...] = ()
 
 
 def resolve_checkpoint(
@@ -110,42 +112,28 @@ class _Images:
     boxes: np.ndarray  # (N, 4) x_1, y_1, x_2, y_2 (exclusive), the snapshot's face boxes
     splits: list[str | None]
     hash: str  # the snapshot's
+    skipped: tuple[snapshots.BadImage, ...] = ()  # left out (skip_bad)
 
 
-def _snapshot_images(db: str | os.PathLike[str] | None, snapshot: str) -> _Images:
-    """The snapshot's images, their files, true landmarks, face boxes and splits."""
-    con = connect(db, read_only=True)
-    try:
-        snap_hash = snapshots.get(con, snapshot).hash
-        root = dict(con.execute("SELECT key, value FROM catalog_info").fetchall()).get(
-            "image_root") or ""  # fmt: skip
-        marks = ", ".join(f"l.{c}" for c in LANDMARK_COLUMNS)
-        rows = con.execute(
-            f"SELECT s.image_id, i.path, i.error, s.x_1, s.y_1, s.x_2, s.y_2, s.split, {marks} "
-            "FROM snapshot_images AS s "
-            "LEFT JOIN images AS i USING (image_id) LEFT JOIN landmarks AS l USING (image_id) "
-            "WHERE s.snapshot = ? ORDER BY s.image_id",
-            [snapshot],
-        ).fetchall()
-    finally:
-        con.close()
-    bad = [r[0] for r in rows if not root or r[1] is None or r[2] is not None]
-    if bad:
-        raise ValueError(
-            f"{len(bad)} images of snapshot {snapshot!r} are not in the catalog's image "
-            f"index or were unreadable at ingest (first: {', '.join(bad[:3])}); ingest the "
-            "data folder with its images."
-        )
-    truth = np.array(
-        [[np.nan if v is None else v for v in r[8:]] for r in rows], dtype=np.float64
-    ).reshape(-1, 5, 2)
+def _snapshot_images(
+    db: str | os.PathLike[str] | None, snapshot: str, skip_bad: bool = False, files: bool = True
+) -> _Images:
+    """The snapshot's images, their files, true landmarks, face boxes and splits.
+
+    ``files``: check that every image can be read (:func:`catalog.snapshots.read_images`;
+    SnapshotImageError naming those that cannot, or with ``skip_bad`` leave them out).
+    """
+    images = snapshots.read_images(db, snapshot, landmarks=True, boxes=False, files=files,
+                                   skip_bad=skip_bad)  # fmt: skip
+    assert images.landmarks is not None
     return _Images(
-        ids=[r[0] for r in rows],
-        paths=[os.path.join(root, r[1]) for r in rows],
-        truth=truth,
-        boxes=np.array([r[3:7] for r in rows], dtype=np.float64).reshape(-1, 4),
-        splits=[r[7] for r in rows],
-        hash=snap_hash,
+        ids=images.image_id.tolist(),
+        paths=images.path.tolist(),
+        truth=images.landmarks,
+        boxes=images.box,
+        splits=[None if s == snapshots.UNUSED else s for s in images.split.tolist()],
+        hash=images.hash,
+        skipped=images.skipped,
     )
 
 
@@ -198,6 +186,7 @@ def align_snapshot(
     batch_size: int = 32,
     workers: int | None = None,
     progress: ProgressFn | None = None,
+    skip_bad: bool = False,
 ) -> AlignResult:
     """Align every image of ``snapshot`` onto ``template`` at ``size`` and store the
     crops as an aligned crop cache of it (see the module docstring).
@@ -206,9 +195,17 @@ def align_snapshot(
     ``source="predicted"``; ignored, may be None, for ``source="truth"``).
     ``workers``: threads decoding and warping (default one per CPU).
 
+    Every image is checked before anything is decoded
+    (:func:`catalog.snapshots.read_images`). ``skip_bad``: align without the images that
+    cannot be read (marked unusable by the catalog's checks, missing on disk, or
+    failing to decode) instead of refusing; ``AlignResult.skipped`` and the cache's
+    index say which and why. With a landmark run the predictions come from
+    ``FaceDataset(source="bbox")``, which reads a face-box crop cache of the model's
+    input size where there is one: build that with ``skip_bad`` too.
+
     Raises ValueError for unknown settings or an image without landmarks under
-    ``source="truth"``; SnapshotError / RunError / FileNotFoundError for what cannot
-    be found.
+    ``source="truth"``; SnapshotImageError (a ValueError) naming images that cannot
+    be read; SnapshotError / RunError / FileNotFoundError for what cannot be found.
     """
     start = time.perf_counter()
     if template not in TEMPLATES:
@@ -226,14 +223,24 @@ def align_snapshot(
         if run_id_or_checkpoint is None:
             raise ValueError("source='predicted' needs a landmark run id or checkpoint")
         _, ckpt = resolve_checkpoint(run_id_or_checkpoint, db)
-    images = _snapshot_images(db, snapshot)
+    images = _snapshot_images(db, snapshot, skip_bad)
     ids, truth = images.ids, images.truth
 
     run_id, n_pred, mean_nme, test_metrics = None, 0, None, {}
     if ckpt is not None:
         run_id = str(ckpt["run_id"])
         normaliser = ckpt["config"].get("normaliser", results.NME_NORMALISER)
-        points, points_argmax = _predict(ckpt, db, snapshot, ids, batch_size, progress)
+        try:
+            points, points_argmax = _predict(ckpt, db, snapshot, ids, batch_size, progress)
+        except snapshots.SnapshotImageError as e:
+            if not images.skipped:
+                raise
+            side = create_model(ckpt["config"]["model"]).config.input_size
+            raise snapshots.SnapshotImageError(
+                f"{e}\nWith --skip-bad and a landmark run, the landmarks are predicted "
+                "from the snapshot's face crops, which must leave those images out too: "
+                f"`celebcat cache build {snapshot} --size {side} --skip-bad` first.", e.bad,
+            ) from e
         errors = np.full(len(ids), np.nan)
         known = np.isfinite(truth).all(axis=(1, 2))
         if known.any():
@@ -266,13 +273,24 @@ def align_snapshot(
     matrices = alignment_matrices(points, TEMPLATES[template], size)
     paths = images.paths
 
+    skipped = list(images.skipped)  # store_crops reads it once the crops are filled
+
     def fill(array: np.ndarray) -> None:
         done = [0]
         if progress is not None:
             progress("align", 0, len(ids))
 
         def one(k: int) -> None:
-            array[k] = _warp_one(paths[k], matrices[k], size)
+            try:
+                array[k] = _warp_one(paths[k], matrices[k], size)
+            except (OSError, ValueError, SyntaxError) as e:  # PIL's bad-file errors
+                bad = snapshots.BadImage(ids[k], paths[k], "image_decode_error", str(e))
+                if not skip_bad:
+                    raise snapshots.SnapshotImageError(
+                        f"image {ids[k]}: aligning {paths[k]}: {e}. Nothing was written. "
+                        + snapshots.DECODE_ADVICE, [bad],
+                    ) from e
+                skipped.append(bad)  # list.append is atomic: threads may share the list
 
         def tick() -> None:
             done[0] += 1
@@ -284,9 +302,10 @@ def align_snapshot(
 
     variant = f"aligned/{template}/{run_id or 'truth'}"
     info = store_crops(snapshot, db, size=size, source=variant, crops=fill, image_ids=ids,
-                       matrices=matrices)  # fmt: skip
-    return AlignResult(snapshot, source, template, size, run_id, len(ids), n_pred, mean_nme,
-                       test_metrics, n_fallback, info, time.perf_counter() - start)  # fmt: skip
+                       matrices=matrices, skipped=skipped)  # fmt: skip
+    return AlignResult(snapshot, source, template, size, run_id, info.n_images, n_pred,
+                       mean_nme, test_metrics, n_fallback, info, time.perf_counter() - start,
+                       info.skipped)  # fmt: skip
 
 
 #: Predicted points spread less than this (pixels, RMS about their mean) admit no
@@ -333,7 +352,7 @@ def alignment_report(
         found = [find_cache(con, snap.hash, c.size, c.source, snapshot=snapshot) for c in caches]
     finally:
         con.close()
-    images = _snapshot_images(db, snapshot)
+    images = _snapshot_images(db, snapshot, files=False)  # the true landmarks only
     truth = dict(zip(images.ids, images.truth, strict=True))
     rows = []
     for info, cache in zip(caches, found, strict=True):

@@ -9,6 +9,7 @@ One image is large enough that a small crop size makes the JPEG decoder reduce i
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from catalog.export import LABEL_COLUMNS, ExportError, export_snapshot
 from catalog.formats import ATTRIBUTES, LANDMARK_COLUMNS
 from catalog.ingest import ingest
 from catalog.selection import select
-from catalog.snapshots import SnapshotError, create
+from catalog.snapshots import SnapshotError, SnapshotImageError, create
 
 NOSE = (255, 0, 0)  # red disk at the nose
 LEFT_EYE = (0, 0, 255)  # blue disk at the left eye
@@ -364,7 +365,7 @@ def test_missing_source_image_is_named(tmp_path: Path) -> None:
     row = next(r for r in snapshot_rows(db).values() if r["image_id"] == "000005.jpg")
     os.unlink(row["src"])
     out = tmp_path / "out"
-    with pytest.raises(ExportError, match=r"1 source images are missing: 000005\.jpg \(.*part"):
+    with pytest.raises(ExportError, match=r"1 missing on disk: 000005\.jpg \(.*part"):
         export_snapshot("snap", out, db)
     assert not out.exists()  # refused before anything was written
 
@@ -384,13 +385,67 @@ def test_unreadable_image_is_named_and_the_rest_resumes(tmp_path: Path) -> None:
     assert (out / row["file"]).exists()
 
 
-def test_image_unreadable_at_ingest_is_refused_before_cropping(tmp_path: Path) -> None:
-    db = build_catalog(tmp_path, corrupt=("000008.jpg",))
+def test_an_image_flagged_unreadable_is_never_exported(tmp_path: Path) -> None:
+    """Copying needs no decoding, but a file the catalog knows is bad is not copied
+    either; --skip-bad exports the rest and says what it left out."""
+    db = build_catalog(tmp_path)
+    row = snapshot_rows(db)["000008.jpg"]
+    row["src"].write_bytes(b"\xff\xd8 not really a JPEG")
+    ingest(tmp_path / "celeba", db)  # marks it unreadable; the snapshot still holds it
     out = tmp_path / "out"
-    with pytest.raises(ExportError, match=r"1 images could not be read.*000008\.jpg \(.*part1"):
-        export_snapshot("snap", out, db, crop=True)
+    for crop in (False, True):
+        with pytest.raises(SnapshotImageError, match=r"1 marked unusable.*000008\.jpg \(.*part1"
+                           r".*unreadable_image.*--skip-bad.*create a new snapshot"):
+            export_snapshot("snap", out, db, crop=crop)
     assert not out.exists()
-    assert export_snapshot("snap", out, db).n_written == 9  # copying needs no decoding
+    result = export_snapshot("snap", out, db, skip_bad=True)
+    assert result.n_images == result.n_written == 8
+    assert [(b.image_id, b.reason) for b in result.skipped] == [("000008.jpg", "unreadable_image")]
+    assert not any(f.endswith("000008.jpg") for f in files_under(out))
+    assert "000008.jpg" not in read_labels(out)
+    manifest = json.loads((out / "export.json").read_text())
+    assert manifest["n_images"] == 8
+    assert [(b["image_id"], b["reason"]) for b in manifest["skipped"]] == [
+        ("000008.jpg", "unreadable_image")
+    ]
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink") or os.name == "nt", reason="POSIX symlinks")
+def test_a_link_out_of_the_image_root_is_never_followed(tmp_path: Path) -> None:
+    db = build_catalog(tmp_path)
+    row = snapshot_rows(db)["000005.jpg"]
+    secret = tmp_path / "passwd"
+    secret.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n")
+    row["src"].unlink()
+    os.symlink(secret, row["src"])  # since the ingest: the catalog does not know yet
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    draw_image(outside / "000099.jpg", (100, 100), (10, 10, 50, 50))
+    os.symlink(outside, tmp_path / "celeba" / "img_celeba" / "linked")
+    out = tmp_path / "out"
+    with pytest.raises(ExportError, match=r"link out of the image root.*000005\.jpg.*passwd"):
+        export_snapshot("snap", out, db)
+    assert not out.exists()
+
+    ingest(tmp_path / "celeba", db)  # records both links; indexes neither target
+    con = connect(db, read_only=True)
+    try:
+        found = con.execute(
+            "SELECT image_id, severity FROM problems WHERE check_name = 'image_outside_root' "
+            "ORDER BY image_id NULLS LAST"
+        ).fetchall()
+        indexed = {r[0] for r in con.execute("SELECT image_id FROM images").fetchall()}
+        clean = {r[0] for r in con.execute("SELECT image_id FROM clean_images").fetchall()}
+    finally:
+        con.close()
+    assert found == [("000005.jpg", "error"), (None, "error")]  # the file, then the folder
+    assert "000099.jpg" not in indexed and "000005.jpg" not in clean
+    with pytest.raises(ExportError, match=r"000005\.jpg.*image_outside_root"):
+        export_snapshot("snap", out, db)
+    result = export_snapshot("snap", out, db, skip_bad=True)
+    skipped = [(b.image_id, b.reason) for b in result.skipped]
+    assert skipped == [("000005.jpg", "image_outside_root")]
+    assert all(b"root:x" not in p.read_bytes() for p in out.rglob("*") if p.is_file())
 
 
 def test_bad_arguments(catalog_db: Path, tmp_path: Path) -> None:

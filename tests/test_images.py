@@ -510,3 +510,54 @@ def test_scan_small_input_stays_in_process(tmp_path: Path, monkeypatch: pytest.M
     assert len(scan_images(tmp_path, workers=1, chunk_size=1)) == 3
     with pytest.raises(AssertionError, match="pool was started"):
         scan_images(tmp_path, workers=2, chunk_size=2)
+
+
+# ------------------------------------------------------------ bad files: ends and links
+
+
+def test_read_headers_notices_a_file_cut_short(tmp_path: Path) -> None:
+    jpeg, png = _jpeg((64, 48)), _encode(Image.new("RGB", (30, 20)), "PNG")
+    cut_jpeg = _write(tmp_path / "cut.jpg", jpeg[: len(jpeg) * 2 // 3])
+    cut_png = _write(tmp_path / "cut.png", png[:-12])  # the IEND chunk is gone
+    trailer = _write(tmp_path / "trailer.jpg", jpeg + b"\0" * 64 + b"camera trailer" * 20)
+    rows = read_headers([str(cut_jpeg), str(cut_png), str(trailer)])
+    assert rows[0][1:3] == (64, 48) and rows[0][3].startswith("truncated JPEG: no end-of-image")
+    assert rows[1][1:3] == (30, 20) and rows[1][3].startswith("truncated PNG")
+    assert rows[2] == (trailer.stat().st_size, 64, 48, None)  # data after EOI: complete
+    assert read_headers([str(cut_jpeg)], check_tail=False)[0][3] is None
+    frame = scan_images(tmp_path, workers=1).set_index("path")
+    assert list(frame["problem"]) == ["image_truncated", "image_truncated", None]
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink") or os.name == "nt", reason="POSIX symlinks")
+def test_scan_never_follows_a_link_out_of_the_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    _touch_images(root, ["000001.jpg"])
+    _touch_images(root / "inner", ["000003.jpg"])
+    _touch_images(outside, ["000009.jpg"])
+    secret = _write(tmp_path / "passwd", b"root:x:0:0:root:/root:/bin/bash\n")
+    os.symlink(secret, root / "000002.jpg")  # a file link out of the root
+    os.symlink(outside, root / "elsewhere")  # a folder link out of the root
+    os.symlink(root / "inner" / "000003.jpg", root / "000004.jpg")  # inside: followed
+    opened: list[str] = []
+
+    def spy(paths: list[str]) -> list[tuple[object, ...]]:
+        opened.extend(paths)
+        return read_headers(paths)
+
+    monkeypatch.setattr(images, "read_headers", spy)
+    frame = scan_images(root, workers=1).set_index("path")
+    assert list(frame.index) == [
+        "000001.jpg", "000002.jpg", "000004.jpg", "elsewhere/", "inner/000003.jpg",
+    ]  # fmt: skip
+    assert not any("000002" in p or "elsewhere" in p for p in opened)  # never opened
+    link = frame.loc["000002.jpg"]
+    assert link["problem"] == "image_outside_root" and pd.isna(link["width"])
+    assert str(secret) in link["error"] and "not followed" in link["error"]
+    folder = frame.loc["elsewhere/"]
+    assert folder["image_id"] is None and folder["problem"] == "image_outside_root"
+    assert str(outside) in folder["error"]
+    inside = frame.loc["000004.jpg"]
+    assert inside["problem"] is None and inside["width"] == 3
