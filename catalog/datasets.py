@@ -337,6 +337,16 @@ class FaceDataset(_CropDataset):
         """C: the identities of the snapshot's train/val/test splits."""
         return self._rows.num_classes
 
+    @property
+    def identities(self) -> np.ndarray:
+        """(N,) int64: each image's CelebA identity (held-out images included)."""
+        return self._rows.identity
+
+    @property
+    def splits(self) -> np.ndarray:
+        """(N,) str: each image's split in the snapshot."""
+        return self._rows.split
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         image, _, _ = self._crop(index)
         return {

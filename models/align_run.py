@@ -49,7 +49,7 @@ from models.alignment import (
     alignment_matrices,
     template_points,
 )
-from models.checkpoints import load_weights
+from models.checkpoints import load_weights, run_checkpoint_path
 from models.landmark_eval import predict_landmarks
 from models.metrics import nme
 from models.registry import create_model
@@ -87,20 +87,7 @@ def resolve_checkpoint(
     """The checkpoint file and its contents for a checkpoint path, a run folder (its
     best.pt, else last.pt) or a run id (``<out_dir>/<run_id>/best.pt`` with the run's
     recorded out_dir, relative paths taken from the current folder as in training)."""
-    path = Path(run_id_or_checkpoint)
-    if not path.exists():
-        run = results.get_run(db, str(run_id_or_checkpoint))  # RunError for unknown ids
-        if run.kind != KIND:
-            raise ValueError(f"Run {run.run_id} is a {run.kind} run, not a {KIND} run")
-        path = Path(run.config.get("out_dir", "checkpoints")) / run.run_id
-        if not path.exists():
-            raise FileNotFoundError(
-                f"Run {run.run_id}'s checkpoints are not at {path} (its out_dir "
-                f"{run.config.get('out_dir')!r}, relative to where it was trained); pass "
-                "the checkpoint file instead."
-            )
-    if path.is_dir():
-        path = path / "best.pt" if (path / "best.pt").exists() else path / "last.pt"
+    path = run_checkpoint_path(run_id_or_checkpoint, db, KIND)
     return path, load_checkpoint(path)
 
 

@@ -199,6 +199,10 @@ class RecognizerTask(Task):
             drop_last=len(self.train_ds) > config.batch_size,  # no 1-image BatchNorm batch
         )  # fmt: skip
 
+    def extra_state(self) -> dict[str, Any]:
+        # the classifier's size, so the loss module can be rebuilt to load its weights
+        return {"num_classes": int(self.train_ds.num_classes)}
+
     def train_step(self, batch: dict[str, Any]) -> torch.Tensor:
         images = self.env.images(batch["image"])
         labels = batch["label"].to(self.env.device, non_blocking=True)

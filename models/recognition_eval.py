@@ -1,0 +1,319 @@
+"""Embed a snapshot with a recognizer run, and evaluate it the reference's ways.
+
+``celebcat embed --run R`` and ``celebcat eval recognizer --run R``:
+
+1. :func:`load_recognizer`: the run's best checkpoint -> backbone (and its loss, whose
+   classifier gives closed-set scores), in eval mode.
+2. :func:`embed_snapshot`: every image of the run's snapshot that has a split, cropped
+   as in training (the run's ``source`` and ``size``, no augmentation), embedded in
+   batches and written to the catalog's ``embeddings`` table, L2-normalised.
+3. :func:`evaluate_recognizer` (:mod:`models.recognition_metrics` does the maths):
+
+   - split ``test`` (images of training identities never trained on): closed-set
+     top-1 / top-5 from the classifier (for triplet runs, and as ``top1_centre`` for
+     every run, from the nearest class centre of the training embeddings),
+     verification over all pairs (AUC, EER, TPR at FPR 1e-1 / 1e-2 / 1e-3), and the
+     reference's triplet accuracy (seeded random triplets);
+   - split ``open_set`` (the held-out ``query`` and ``distractor`` identities): the
+     reference's open-set verification, TPR and threshold at FPR 0.5, 0.2, 0.1, 0.05,
+     0.01, 0.001, and IJB-C style identification (TPIR at FPIR 0.1, 0.01).
+
+   Written to ``metrics`` at the checkpoint's epoch. ``by=("Eyeglasses", ...)``
+   repeats each figure over the images of each attribute group (split
+   ``test:Eyeglasses=1``, ...; a group's pairs use only its own images).
+
+The thresholds stored here are what ``identify`` uses to call a face "unknown": each
+is explained by the FPR it was measured at.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from catalog import results, snapshots
+from catalog.datasets import FaceDataset
+from catalog.db import connect
+from models.checkpoints import load_weights, run_checkpoint_path
+from models.harness import Env
+from models.losses import TRIPLET, make_loss
+from models.recognition_metrics import (
+    IDENTIFICATION_FPIRS,
+    OPEN_SET_FPRS,
+    VERIFICATION_FPRS,
+    closed_set_accuracy,
+    open_set_identification,
+    open_set_verification,
+    topk_accuracy,
+    triplet_accuracy,
+    verification,
+)
+from models.registry import create_model
+from models.train_recognizer import KIND, RecognizerTrainConfig, embed_loader, load_checkpoint
+
+ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
+
+#: The splits embedded: every one a snapshot gives an image ('unused' images are not).
+EMBED_SPLITS = ("train", "val", "test", "query", "distractor")
+
+
+@dataclass
+class Recognizer:
+    """A trained recognizer, ready to embed."""
+
+    run_id: str
+    config: RecognizerTrainConfig
+    model: nn.Module
+    loss: nn.Module
+    epoch: int  # 0-based epoch of the checkpoint's weights
+    checkpoint: Path
+    snapshot_hash: str
+
+
+def load_recognizer(
+    run_id_or_checkpoint: str | os.PathLike[str],
+    db: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "cpu",
+) -> Recognizer:
+    """A recognition run's best checkpoint (a run id, run folder or checkpoint file),
+    model and loss in eval mode on ``device``."""
+    path = run_checkpoint_path(run_id_or_checkpoint, db, KIND)
+    ckpt = load_checkpoint(path)
+    config = RecognizerTrainConfig.from_saved(ckpt["config"])
+    model = create_model(config.backbone, input_size=config.size,
+                         embedding_dim=config.embedding_dim, dropout=config.dropout)  # fmt: skip
+    load_weights(model, ckpt, "model")
+    n_classes = int(ckpt["num_classes"]) if config.loss != TRIPLET else None
+    loss = make_loss(config.loss, n_classes, config.embedding_dim, mining=config.mining,
+                     margin=config.margin, scale=config.scale,
+                     label_smoothing=config.label_smoothing)  # fmt: skip
+    load_weights(loss, ckpt, "loss")
+    model.to(device).eval()
+    loss.to(device).eval()
+    return Recognizer(str(ckpt["run_id"]), config, model, loss, int(ckpt["epoch"]) - 1, path,
+                      str(ckpt["snapshot_hash"]))  # fmt: skip
+
+
+@dataclass
+class Embedded:
+    """A snapshot's embeddings under one run, sorted by image id."""
+
+    run_id: str
+    snapshot: str
+    source: str  # the crops embedded (the cache source, or 'bbox')
+    image_id: np.ndarray  # (N,) str
+    identity: np.ndarray  # (N,) int64
+    label: np.ndarray  # (N,) int64, -1 for held-out identities
+    split: np.ndarray  # (N,) str
+    embeddings: np.ndarray  # (N, D) float32, L2-normalised
+    logits: np.ndarray | None  # (N, C) class scores of the run's classifier; None: triplet
+    skipped: tuple = ()
+    seconds: float = 0.0
+
+    def where(self, split: str) -> np.ndarray:
+        return self.split == split
+
+
+def embed_snapshot(
+    recognizer: Recognizer,
+    snapshot: str | None = None,
+    db: str | os.PathLike[str] | None = None,
+    *,
+    batch_size: int = 128,
+    workers: int = 0,
+    skip_bad: bool = False,
+    write: bool = True,
+    progress: ProgressFn | None = None,
+) -> Embedded:
+    """Embed every image with a split in ``snapshot`` (default: the run's) and, with
+    ``write``, store the embeddings in the catalog (overwriting the run's earlier ones
+    of the same images)."""
+    start = time.perf_counter()
+    config = recognizer.config
+    snapshot = snapshot or config.snapshot
+    ds = FaceDataset(db, snapshot, "all", config.source, config.size, image_dtype="uint8",
+                     skip_bad=skip_bad)  # fmt: skip
+    keep = np.isin(ds.splits, EMBED_SPLITS)
+    subset = torch.utils.data.Subset(ds, np.flatnonzero(keep).tolist())
+    device = next(recognizer.model.parameters()).device
+    env = Env(device)
+    loader = DataLoader(subset, batch_size=batch_size, num_workers=workers)
+    batches = _counted(loader, progress, "embed")
+    logits_of = recognizer.loss.logits if config.loss != TRIPLET else None
+    emb, _, logits = embed_loader(recognizer.model, batches, env, logits_of)
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    source = ds.cache.source if ds.cache is not None else config.source
+    out = Embedded(recognizer.run_id, snapshot, source, ds.image_ids[keep], ds.identities[keep],
+                   ds.labels[keep], ds.splits[keep], emb.astype(np.float32), logits,
+                   tuple(ds.skipped))  # fmt: skip
+    if write:
+        results.write_embeddings(db, recognizer.run_id, list(out.image_id), out.embeddings,
+                                 source)  # fmt: skip
+    out.seconds = time.perf_counter() - start
+    return out
+
+
+def _counted(loader: DataLoader, progress: ProgressFn | None, stage: str) -> Any:
+    if progress is None:
+        return loader
+    total = len(loader)
+
+    def batches() -> Any:
+        progress(stage, 0, total)
+        for done, batch in enumerate(loader, start=1):
+            yield batch
+            progress(stage, done, total)
+
+    return batches()
+
+
+@dataclass
+class RecognitionEval:
+    """What :func:`evaluate_recognizer` measured, also written to ``metrics``."""
+
+    run_id: str
+    epoch: int
+    metrics: dict[str, dict[str, float]]  # split -> name -> value
+    embedded: Embedded = field(repr=False)
+    plots: list[Path] = field(default_factory=list)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def closed_set_metrics(e: Embedded, mask: np.ndarray | None = None) -> dict[str, float]:
+    """Test-split figures of ``e`` (restricted to ``mask`` where given)."""
+    test = e.where("test") if mask is None else e.where("test") & mask
+    train = e.where("train")
+    out: dict[str, float] = {}
+    labels = e.label[test]
+    if len(labels) == 0:
+        return out
+    if e.logits is not None:
+        top = topk_accuracy(e.logits[test], labels, ks=(1, 5))
+        out["top1"], out["top5"] = top[1], top[5]
+    centre = closed_set_accuracy(e.embeddings[test], labels, e.embeddings[train],
+                                 e.label[train], ks=(1, 5))  # fmt: skip
+    out["top1_centre"], out["top5_centre"] = centre[1], centre[5]
+    if e.logits is None:  # no classifier: the centre figures are the closed-set ones
+        out["top1"], out["top5"] = centre[1], centre[5]
+    if len(np.unique(labels)) >= 2 and np.bincount(np.unique(labels, return_inverse=True)[1]
+                                                  ).max() >= 2:  # fmt: skip
+        v = verification(e.embeddings[test], labels, VERIFICATION_FPRS)
+        out["verif_auc"], out["verif_eer"] = v.auc, v.eer
+        for f in VERIFICATION_FPRS:
+            out[f"verif_tpr@fpr={_fmt(f)}"] = v.tpr(f)
+        out["triplet_acc"] = triplet_accuracy(e.embeddings[test], labels=labels, seed=0)
+    return out
+
+
+def open_set_metrics(e: Embedded, mask: np.ndarray | None = None) -> dict[str, float]:
+    """The reference's open-set protocol and IJB-C identification on query/distractor."""
+    query = e.where("query") if mask is None else e.where("query") & mask
+    distractor = e.where("distractor") if mask is None else e.where("distractor") & mask
+    out: dict[str, float] = {}
+    q_ids = e.identity[query]
+    if not distractor.any() or len(q_ids) < 2 or len(np.unique(q_ids)) == len(q_ids):
+        return out  # no positives or no distractors: nothing to measure
+    v = open_set_verification(e.embeddings[query], q_ids, e.embeddings[distractor],
+                              OPEN_SET_FPRS)  # fmt: skip
+    out["auc"], out["eer"] = v.auc, v.eer
+    for f in OPEN_SET_FPRS:
+        out[f"tpr@fpr={_fmt(f)}"] = v.tpr(f)
+        out[f"threshold@fpr={_fmt(f)}"] = v.threshold(f)
+    ident = open_set_identification(e.embeddings[query], q_ids, e.embeddings[distractor],
+                                    IDENTIFICATION_FPIRS)  # fmt: skip
+    out["rank1"] = ident.rank1
+    for f in IDENTIFICATION_FPIRS:
+        out[f"tpir@fpir={_fmt(f)}"] = ident.tpir(f)
+        out[f"tpir_threshold@fpir={_fmt(f)}"] = ident.threshold(f)
+    return out
+
+
+def _groups(db: str | os.PathLike[str] | None, image_ids: np.ndarray, by: Sequence[str]
+            ) -> dict[str, np.ndarray]:  # fmt: skip
+    """{"Eyeglasses=1,Male=-1": mask over image_ids, ...} from the attributes table."""
+    from catalog.formats import ATTRIBUTES
+
+    unknown = [a for a in by if a not in ATTRIBUTES]
+    if unknown:
+        raise ValueError(f"Unknown attribute(s) {', '.join(unknown)}; see `celebcat schema "
+                         "attributes`")  # fmt: skip
+    cols = ", ".join(f'"{a}"' for a in by)
+    con = connect(db, read_only=True)
+    try:
+        rows = con.execute(f"SELECT image_id, {cols} FROM attributes").fetchall()
+    finally:
+        con.close()
+    value = {r[0]: r[1:] for r in rows}
+    keys = np.array([
+        ",".join(f"{a}={'1' if v else '-1'}" for a, v in zip(by, value[i], strict=True))
+        if i in value else "no attributes"
+        for i in image_ids
+    ])  # fmt: skip
+    return {k: keys == k for k in sorted(set(keys.tolist()))}
+
+
+def evaluate_recognizer(
+    run_id_or_checkpoint: str | os.PathLike[str],
+    db: str | os.PathLike[str] | None = None,
+    *,
+    by: Sequence[str] = (),
+    plots: str | os.PathLike[str] | None = None,
+    batch_size: int = 128,
+    workers: int = 0,
+    skip_bad: bool = False,
+    progress: ProgressFn | None = None,
+) -> RecognitionEval:
+    """Embed the run's snapshot (writing the embeddings), measure every protocol, write
+    the figures to ``metrics`` at the checkpoint's epoch, and (``plots``: a folder)
+    draw ROC, cosine histograms and a t-SNE as PNG."""
+    recognizer = load_recognizer(run_id_or_checkpoint, db)
+    snap = snapshots.read_images(db, recognizer.config.snapshot, files=False, boxes=False)
+    if snap.hash != recognizer.snapshot_hash:
+        raise ValueError(
+            f"Snapshot {recognizer.config.snapshot!r} was recreated since run "
+            f"{recognizer.run_id} trained on it (hash {snap.hash[:12]} != "
+            f"{recognizer.snapshot_hash[:12]}): its test split is not the run's."
+        )
+    embedded = embed_snapshot(recognizer, db=db, batch_size=batch_size, workers=workers,
+                              skip_bad=skip_bad, progress=progress)  # fmt: skip
+    metrics = {"test": closed_set_metrics(embedded), "open_set": open_set_metrics(embedded)}
+    if by:
+        for key, mask in _groups(db, embedded.image_id, by).items():
+            metrics[f"test:{key}"] = closed_set_metrics(embedded, mask)
+            metrics[f"open_set:{key}"] = open_set_metrics(embedded, mask)
+    for split, values in metrics.items():
+        values = {k: v for k, v in values.items() if not math.isnan(v)}
+        if values:
+            results.log_metrics(db, recognizer.run_id, recognizer.epoch, split, values)
+    out = RecognitionEval(recognizer.run_id, recognizer.epoch, metrics, embedded)
+    if plots is not None:
+        from models.recognition_plots import draw_all
+
+        out.plots = draw_all(embedded, Path(plots))
+    return out
+
+
+__all__ = [
+    "EMBED_SPLITS",
+    "Embedded",
+    "RecognitionEval",
+    "Recognizer",
+    "closed_set_metrics",
+    "embed_snapshot",
+    "evaluate_recognizer",
+    "load_recognizer",
+    "open_set_metrics",
+]

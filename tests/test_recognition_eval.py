@@ -1,0 +1,117 @@
+"""models.recognition_eval: embeddings in the catalog, every protocol in `metrics`, plots."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from conftest import query, snapshot_catalog
+
+from catalog import results
+from catalog.selection import fitted_params, select
+from catalog.snapshots import create
+from models import recognition_eval as ev
+from models import train_recognizer as tr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """A catalog whose snapshot holds held-out query/distractor identities, and a short
+    CE run on it."""
+    root = tmp_path_factory.mktemp("recog_eval")
+    db = snapshot_catalog(root, ids=24, seed=11)
+    params = fitted_params(db, images_per_id=10)
+    n = int(params["n_ids"])
+    select(db, **{**params, "holdout_ids": 6, "query_ids": 3, "query_images": 2,
+                  "distractor_ids": 3, "distractor_images": 3,
+                  "train_per_id": 6, "val_per_id": 2, "test_per_id": 2})  # fmt: skip
+    create("h", db)
+    assert n >= 12
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        config = tr.RecognizerTrainConfig(snapshot="h", source="bbox", size=32,
+                                          embedding_dim=32, batch_size=16, epochs=8, lr=3e-3,
+                                          loss="ce", out_dir=str(root / "ck"))  # fmt: skip
+        run = tr.train_recognizer(config, db)
+    finally:
+        torch.set_num_threads(threads)
+    return SimpleNamespace(db=db, run=run, root=root)
+
+
+@pytest.fixture
+def db(trained: SimpleNamespace, tmp_path: Path) -> Path:
+    return Path(shutil.copy(trained.db, tmp_path / "c.duckdb"))
+
+
+def test_evaluation_writes_every_protocol(trained: SimpleNamespace, db: Path, tmp_path: Path):
+    out = ev.evaluate_recognizer(trained.run.run_id, db, by=["Eyeglasses"],
+                                 plots=tmp_path / "plots")  # fmt: skip
+    test, open_set = out.metrics["test"], out.metrics["open_set"]
+    for name in ("top1", "top5", "top1_centre", "verif_auc", "verif_eer",
+                 "verif_tpr@fpr=0.1", "triplet_acc"):  # fmt: skip
+        assert 0 <= test[name] <= 1, name
+    assert test["top5"] >= test["top1"]
+    for name in ("auc", "tpr@fpr=0.5", "tpr@fpr=0.05", "threshold@fpr=0.01", "tpir@fpir=0.1",
+                 "rank1"):  # fmt: skip
+        assert name in open_set, name
+    # TPR falls as the FPR tightens, thresholds rise
+    tprs = [open_set[f"tpr@fpr={f}"] for f in ("0.5", "0.2", "0.1", "0.05", "0.01", "0.001")]
+    assert tprs == sorted(tprs, reverse=True)
+    assert open_set["threshold@fpr=0.01"] >= open_set["threshold@fpr=0.5"]
+    # the catalog holds them, at the checkpoint's epoch
+    stored = {(s, n): v for s, n, v in query(
+        db, "SELECT split, name, value FROM metrics WHERE run_id = ? AND split <> 'train' "
+            "AND split <> 'val'", [trained.run.run_id])}  # fmt: skip
+    assert stored[("test", "top1")] == pytest.approx(test["top1"])
+    assert stored[("open_set", "threshold@fpr=0.01")] == pytest.approx(
+        open_set["threshold@fpr=0.01"])
+    groups = {s for s, _ in stored if s.startswith("test:")}
+    assert groups <= {"test:Eyeglasses=1", "test:Eyeglasses=-1"} and groups
+    assert all(p.exists() and p.stat().st_size > 1000 for p in out.plots)
+    assert len(out.plots) == 3
+
+
+def test_embeddings_land_and_sql_finds_the_same_identity(trained: SimpleNamespace, db: Path):
+    recognizer = ev.load_recognizer(trained.run.run_id, db)
+    embedded = ev.embed_snapshot(recognizer, db=db)
+    n = query(db, "SELECT count(*) FROM snapshot_images WHERE snapshot = 'h' AND split IS NOT NULL")
+    assert len(embedded.image_id) == n[0][0]
+    ids, vectors = results.read_embeddings(db, trained.run.run_id)
+    assert ids == sorted(ids) and len(ids) == n[0][0]
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, rtol=1e-5)
+    # nearest neighbour of every training image, in SQL: mostly its own identity
+    rows = query(db, """
+        with train as (
+            select e.image_id, e.embedding, s.identity from embeddings e
+            join snapshot_images s on s.snapshot = 'h' and s.image_id = e.image_id
+            where e.run_id = ? and s.split = 'train'
+        ), ranked as (
+            select a.identity as a_id, b.identity as b_id, row_number() over (
+                partition by a.image_id
+                order by list_cosine_similarity(a.embedding, b.embedding) desc) as r
+            from train a join train b on a.image_id <> b.image_id
+        )
+        select avg((a_id = b_id)::int), count(distinct a_id) from ranked where r = 1
+    """, [trained.run.run_id])  # fmt: skip
+    same, identities = rows[0]
+    assert same > 5 / identities, (same, identities)
+
+
+def test_a_recreated_snapshot_is_refused(trained: SimpleNamespace, db: Path):
+    select(db, **{**fitted_params(db, images_per_id=10), "seed": 99})
+    from catalog.snapshots import drop
+
+    drop("h", db)
+    create("h", db)
+    with pytest.raises(ValueError, match="recreated"):
+        ev.evaluate_recognizer(trained.run.run_id, db)
+
+
+def test_an_unknown_attribute_is_named(trained: SimpleNamespace, db: Path):
+    with pytest.raises(ValueError, match="Unknown attribute.*Glasses"):
+        ev.evaluate_recognizer(trained.run.run_id, db, by=["Glasses"])
