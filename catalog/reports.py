@@ -236,7 +236,93 @@ def write_ced_plot(
     return plot_ced(curves, path, limit=limit, title=title, xlabel=f"NME ({NORMALISER})")
 
 
+# --- runs side by side ------------------------------------------------------------------
+
+#: The columns of ``celebcat report compare``: (split, metric) pairs, in order. A
+#: column is shown where at least one run has it.
+COMPARE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("test", "nme"), ("test", "failure_rate"),
+    ("test", "top1"), ("test", "top5"), ("test", "verif_auc"),
+    ("test", "verif_tpr@fpr=0.01"), ("test", "triplet_acc"),
+    ("open_set", "tpr@fpr=0.5"), ("open_set", "tpr@fpr=0.2"), ("open_set", "tpr@fpr=0.1"),
+    ("open_set", "tpr@fpr=0.05"), ("open_set", "tpr@fpr=0.01"), ("open_set", "tpr@fpr=0.001"),
+    ("open_set", "tpir@fpir=0.1"), ("open_set", "tpir@fpir=0.01"),
+)  # fmt: skip
+#: The reference course project's reported figures (real CelebA, ResNet-50, 2 x T4), in
+#: the same columns, for ``report compare --reference``.
+REFERENCE_ROWS: dict[str, dict[tuple[str, str], float]] = {
+    "reference: landmarks (hourglass, argmax)": {("test", "nme"): 0.037},
+    "reference: softmax CE": {
+        ("test", "top1"): 0.89, ("open_set", "tpr@fpr=0.5"): 0.98,
+        ("open_set", "tpr@fpr=0.2"): 0.95, ("open_set", "tpr@fpr=0.1"): 0.87,
+        ("open_set", "tpr@fpr=0.05"): 0.78,
+    },
+    "reference: ArcFace": {
+        ("test", "top1"): 0.93, ("open_set", "tpr@fpr=0.5"): 0.97,
+        ("open_set", "tpr@fpr=0.2"): 0.92, ("open_set", "tpr@fpr=0.1"): 0.86,
+        ("open_set", "tpr@fpr=0.05"): 0.81,
+    },
+    "reference: triplet (random)": {("test", "triplet_acc"): 0.91},
+}  # fmt: skip
+
+
+def compare_runs(
+    db: str | os.PathLike[str] | None, run_ids: Sequence[str], *, reference: bool = False
+) -> QueryResult:
+    """Runs side by side, one row a run: what it is (kind, model, loss), how long it
+    trained, its best validation figure, and its test and open-set figures (the
+    latest epoch that has them: ``celebcat align`` writes a landmark run's,
+    ``celebcat eval recognizer`` a recognizer's). ``reference`` adds the reference
+    project's reported figures as rows."""
+    from catalog.results import get_run
+
+    runs = [get_run(db, r) for r in run_ids]  # RunError names an unknown id
+    con = connect(db, read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT run_id, epoch, split, name, value FROM metrics WHERE list_contains(?, run_id) "
+            "ORDER BY run_id, epoch",
+            [list(run_ids)],
+        ).fetchall()
+    finally:
+        con.close()
+    found: dict[str, dict[tuple[str, str], float]] = {r: {} for r in run_ids}
+    epochs: dict[str, int] = {r: 0 for r in run_ids}
+    val: dict[str, dict[str, list[float]]] = {r: {} for r in run_ids}
+    for run_id, epoch, split, name, value in rows:  # later epochs overwrite earlier ones
+        found[run_id][(split, name)] = value
+        if split == "train":
+            epochs[run_id] = max(epochs[run_id], epoch + 1)
+        if split == "val" and value is not None:
+            val[run_id].setdefault(name, []).append(value)
+    table = {**found, **(REFERENCE_ROWS if reference else {})}
+    shown = [c for c in COMPARE_COLUMNS if any(c in v for v in table.values())]
+    columns = ["run", "kind", "model", "loss", "epochs", "best val"] + [
+        f"{split} {name}" for split, name in shown
+    ]
+    out = []
+    for run in runs:
+        config = run.config
+        best = ""
+        if run.kind == "landmarks" and val[run.run_id].get("nme"):
+            best = f"nme {min(val[run.run_id]['nme']):.4f}"
+        for name in ("top1", "auc"):
+            if run.kind != "landmarks" and val[run.run_id].get(name):
+                best = f"{name} {max(val[run.run_id][name]):.4f}"
+                break
+        out.append((run.run_id, run.kind, config.get("backbone") or config.get("model", ""),
+                    config.get("loss", ""), epochs[run.run_id], best,
+                    *(found[run.run_id].get(c) for c in shown)))  # fmt: skip
+    if reference:
+        for name, values in REFERENCE_ROWS.items():
+            out.append((name, "", "", "", None, "", *(values.get(c) for c in shown)))
+    return QueryResult(columns, out)
+
+
 __all__ = [
+    "COMPARE_COLUMNS",
+    "REFERENCE_ROWS",
+    "compare_runs",
     "FAILURE_THRESHOLD",
     "LANDMARK_NAMES",
     "NORMALISER",

@@ -115,3 +115,26 @@ def test_a_recreated_snapshot_is_refused(trained: SimpleNamespace, db: Path):
 def test_an_unknown_attribute_is_named(trained: SimpleNamespace, db: Path):
     with pytest.raises(ValueError, match="Unknown attribute.*Glasses"):
         ev.evaluate_recognizer(trained.run.run_id, db, by=["Glasses"])
+
+
+def test_report_compare_puts_runs_and_the_reference_side_by_side(
+    trained: SimpleNamespace, db: Path
+):
+    from catalog.reports import compare_runs
+
+    run_id = trained.run.run_id
+    before = compare_runs(db, [run_id])
+    assert "test top1" not in before.columns  # not evaluated yet: no test figures
+    out = ev.evaluate_recognizer(run_id, db)
+    table = compare_runs(db, [run_id], reference=True)
+    row = dict(zip(table.columns, table.rows[0], strict=True))
+    assert (row["run"], row["kind"], row["loss"], row["epochs"]) == (
+        run_id, "recognition", "ce", 8)
+    assert row["test top1"] == pytest.approx(out.metrics["test"]["top1"])
+    assert row["open_set tpr@fpr=0.05"] == pytest.approx(out.metrics["open_set"]["tpr@fpr=0.05"])
+    assert row["best val"].startswith("top1 ")
+    names = [r[0] for r in table.rows]
+    assert "reference: ArcFace" in names
+    arcface = dict(zip(table.columns, table.rows[names.index("reference: ArcFace")],
+                       strict=True))  # fmt: skip
+    assert arcface["test top1"] == 0.93 and arcface["open_set tpr@fpr=0.05"] == 0.81
