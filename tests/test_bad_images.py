@@ -216,6 +216,10 @@ def test_cache_build_skip_bad_goes_on_past_an_image_that_fails_to_decode(
     finally:
         con.close()
     assert cache is not None and len(cache) == len(cat.ids) - 1 and cat.victim not in cache
+    # current as it is: the image still fails (only decoding finds that, not the checks)
+    assert not build_cache("s", cat.db, size=SIZE, skip_bad=True).built
+    with pytest.raises(CacheError, match=f"image {cat.victim}: cropping"):
+        build_cache("s", cat.db, size=SIZE)  # every image asked for: it is tried again
 
 
 def test_export_skip_bad_records_in_export_json(cat: SimpleNamespace) -> None:
