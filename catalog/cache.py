@@ -71,7 +71,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from catalog import files, snapshots
-from catalog.db import connect, resolve_db, transaction
+from catalog.db import connect, has_table, resolve_db, transaction
+from catalog.errors import CatalogError
 
 if TYPE_CHECKING:
     import duckdb
@@ -130,7 +131,7 @@ _MATRIX_COLUMNS = ("m00", "m01", "m02", "m10", "m11", "m12")
 _BOX_COLUMNS = ("x_1", "y_1", "x_2", "y_2")
 
 
-class CacheError(RuntimeError):
+class CacheError(CatalogError, RuntimeError):
     """A cache cannot be built or read; the message says which image or file, and why."""
 
 
@@ -633,17 +634,11 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
 
 def _has_cache_tables(con: duckdb.DuckDBPyConnection) -> bool:
     # duckdb_tables(), not CREATE IF NOT EXISTS: a read-only connection cannot create.
-    return con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' "
-        "AND table_name IN ('crop_caches', 'crop_cache_rows')"
-    ).fetchone()[0] == 2
+    return has_table(con, "crop_caches", "crop_cache_rows")
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = ?",
-        [name],
-    ).fetchone()[0])  # fmt: skip
+    return has_table(con, name)
 
 
 def _catalog_dir(con: duckdb.DuckDBPyConnection) -> Path:

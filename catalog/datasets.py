@@ -42,7 +42,8 @@ from catalog import cache as crop_cache
 from catalog import snapshots
 from catalog import transforms as T
 from catalog.db import connect
-from catalog.formats import LANDMARK_COLUMNS
+from catalog.errors import CatalogError
+from catalog.formats import LANDMARK_COLUMNS, SPLITS
 
 if TYPE_CHECKING:
     import duckdb
@@ -57,10 +58,10 @@ IMAGE_DTYPES: tuple[str, ...] = ("float32", "uint8")
 #: The split name for every image of the snapshot (and ``unused``: selected images in
 #: no split, as ``celebcat snapshot show`` calls them).
 ALL, UNUSED = "all", "unused"
-_SPLIT_ORDER = {s: i for i, s in enumerate(("train", "val", "test", "query", "distractor"))}
+_SPLIT_ORDER = {s: i for i, s in enumerate(SPLITS)}
 
 
-class DatasetError(ValueError):
+class DatasetError(CatalogError, ValueError):
     """The snapshot cannot feed this Dataset (no face boxes, no landmarks, no images)."""
 
 

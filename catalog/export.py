@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from catalog import files, snapshots, transforms
 from catalog.db import connect
+from catalog.errors import CatalogError
 from catalog.formats import ATTRIBUTES, BBOX_COLUMNS, LANDMARK_COLUMNS, LANDMARK_POINTS
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ LABEL_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 
 
-class ExportError(RuntimeError):
+class ExportError(CatalogError, RuntimeError):
     """The export cannot start or a file cannot be written; the message names the file."""
 
 

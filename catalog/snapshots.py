@@ -16,7 +16,8 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from catalog.db import connect, transaction
+from catalog.db import connect, has_table, transaction
+from catalog.errors import CatalogError
 from catalog.selection import rebuild
 from catalog.views import get_params
 
@@ -51,7 +52,7 @@ CREATE TABLE IF NOT EXISTS snapshot_labels (
 _NAME_OK = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-."
 
 
-class SnapshotError(ValueError):
+class SnapshotError(CatalogError, ValueError):
     """Unknown or duplicate snapshot name, or a selection that cannot be frozen."""
 
 
@@ -71,10 +72,7 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _has_tables(con: duckdb.DuckDBPyConnection) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' "
-        "AND table_name = 'snapshots'"
-    ).fetchone()[0])
+    return has_table(con, "snapshots")
 
 
 def get(con: duckdb.DuckDBPyConnection, name: str) -> Snapshot:
