@@ -52,6 +52,8 @@ DOCS: dict[str, str] = {
     "metrics": "Per-epoch and final figures of each run (run_id, epoch, split, name, value).",
     "landmark_predictions": "Landmarks a run predicted (celebcat align), in in-the-wild "
     "pixels, with their NME against the annotations and its normaliser.",
+    "embeddings": "Face embeddings a recognition run computed: run, image, the crops "
+    "embedded (bbox or aligned/<template>/<run>), the L2-normalised vector.",
 }
 
 
