@@ -27,7 +27,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 #: The synthetic CelebA the examples run on (the hidden setup step).
-SETUP = "celebcat synth celeba/ --ids 16 --seed 1 --workers 2"
+SETUP = "celebcat synth celeba/ --ids 12 --seed 1 --workers 2"
 CODE_LANGUAGES = {"bash", "sh", "shell", "console", "python", "py"}
 
 
