@@ -285,7 +285,8 @@ def ingest(
         bool, typer.Option("--no-images", help="Load annotations only; skip the image scan.")
     ] = False,
     workers: Annotated[
-        int | None, typer.Option(help="Processes for the image scan (default: all cores).")
+        int | None,
+        typer.Option(help="Processes for the image scan (default: all cores).", min=1),
     ] = None,
     as_csv: CsvOption = False,
     as_json: JsonOption = False,
@@ -337,6 +338,7 @@ def ingest(
 
 
 @app.command()
+@_user_errors(ValueError)  # catalog.synth checks its arguments with ValueError
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write the synthetic CelebA into.")],
     ids: Annotated[int, typer.Option(help="Number of identities.")] = 50,
@@ -796,6 +798,7 @@ def stats(
 
 
 @app.command()
+@_user_errors(ValueError)  # catalog.export checks size and workers with ValueError
 def export(
     snapshot: Annotated[str, typer.Argument(help="Snapshot to export.")],
     out: Annotated[Path, typer.Argument(help="Folder to write into (created if missing).")],
@@ -840,6 +843,7 @@ app.add_typer(cache_app, name="cache")
 
 
 @cache_app.command("build")
+@_user_errors(ValueError)  # catalog.cache checks size and workers with ValueError
 def cache_build(
     snapshot: Annotated[str, typer.Argument(help="Snapshot to cache.")],
     size: Annotated[int, typer.Option(help="Crop side in pixels (the model input).")] = 256,

@@ -203,12 +203,14 @@ def test_train_landmarks_and_runs_commands(tmp_path: Path) -> None:
 
     run_id = runs[0]["run"]
     result = runner.invoke(cli.app, ["align", "--run", run_id, "--snapshot", "tiny",
-                                     "--size", "64", "--db", db])
+                                     "--size", "112", "--db", db])
     assert result.exit_code == 0, result.output
     assert "aligned" in result.output and "mean NME" in result.output
-    report = json.loads(runner.invoke(cli.app, [
+    result = runner.invoke(cli.app, [
         "report", "landmarks", "--run", run_id, "--by", "Male", "--json", "--db", db,
-    ]).output)
+    ])  # fmt: skip
+    report = json.loads(result.stdout)
+    assert "covers all" in result.stderr and "train" in result.stderr  # says it mixes splits
     n = query(Path(db), "SELECT count(*) FROM landmark_predictions")[0][0]
     assert sum(row["images"] for row in report) == n > 0
     result = runner.invoke(cli.app, [
@@ -307,6 +309,13 @@ def _main_with(setup: str, *args: str) -> tuple[int, str]:
         env={"COLUMNS": "200", "PATH": "", "PYTHONPATH": str(Path(cli.__file__).parent)},
     )
     return result.returncode, result.stdout + result.stderr
+
+
+def test_argument_errors_of_library_calls_stay_one_line(tmp_path: Path) -> None:
+    code, out = celebcat("synth", str(tmp_path / "s"), "--ids", "0")
+    assert code == 1 and "Traceback" not in out and "ids must be at least 1" in out
+    code, out = celebcat("ingest", str(tmp_path), "--workers", "0")
+    assert code == 2 and "Traceback" not in out
 
 
 def test_only_library_errors_become_one_line(catalog_db: Path) -> None:
