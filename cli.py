@@ -83,10 +83,21 @@ class _Choice(str, Enum):
 
 
 def _plain(value: Any) -> Any:
-    """An option callback handing the command the choice's plain value (str or int)."""
+    """A choice's plain value (str, or int for an _IntChoice); anything else as it is."""
     if isinstance(value, _Choice):
         return int(value.value) if isinstance(value, _IntChoice) else value.value
     return value
+
+
+def _plain_choices(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Hand the command plain values for its choice options, so the library never sees
+    the Enum members typer parses them into."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return command(*map(_plain, args), **{k: _plain(v) for k, v in kwargs.items()})
+
+    return run
 
 
 class _IntChoice(_Choice):
@@ -339,12 +350,13 @@ def ingest(
 
 @app.command()
 @_user_errors(ValueError)  # catalog.synth checks its arguments with ValueError
+@_plain_choices
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write the synthetic CelebA into.")],
     ids: Annotated[int, typer.Option(help="Number of identities.")] = 50,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 0,
     layout: Annotated[
-        Layout, typer.Option(help="Annotation layout.", callback=_plain)
+        Layout, typer.Option(help="Annotation layout.")
     ] = Layout.txt,
     max_side: Annotated[int, typer.Option(help="Longest image side in pixels.")] = 500,
     images: Annotated[
@@ -844,11 +856,12 @@ app.add_typer(cache_app, name="cache")
 
 @cache_app.command("build")
 @_user_errors(ValueError)  # catalog.cache checks size and workers with ValueError
+@_plain_choices
 def cache_build(
     snapshot: Annotated[str, typer.Argument(help="Snapshot to cache.")],
     size: Annotated[int, typer.Option(help="Crop side in pixels (the model input).")] = 256,
     source: Annotated[
-        CropSource, typer.Option(help="Crop source: bbox (face box).", callback=_plain)
+        CropSource, typer.Option(help="Crop source: bbox (face box).")
     ] = CropSource.bbox,
     workers: Annotated[int | None, typer.Option(help="Decoding threads.")] = None,
     db: DbOption = None,
@@ -1014,21 +1027,21 @@ def train_landmarks_cmd(
 
 @app.command()
 @_user_errors(ValueError)  # models.align_run checks its arguments with ValueError
+@_plain_choices
 def align(
     snapshot: Annotated[str, typer.Option(help="Snapshot whose images to align.")],
     run: Annotated[
         str | None, typer.Option(help="Landmark run id or checkpoint (not with --source truth).")
     ] = None,
     size: Annotated[
-        AlignSize, typer.Option(help="Aligned crop side in pixels.", callback=_plain)
+        AlignSize, typer.Option(help="Aligned crop side in pixels.")
     ] = AlignSize.s112,
     template: Annotated[
-        Template, typer.Option(help="Face template to align onto.", callback=_plain)
+        Template, typer.Option(help="Face template to align onto.")
     ] = Template.reference,
     source: Annotated[
         LandmarkSource,
-        typer.Option(help="predicted (the run's landmarks) or truth (a control).",
-                     callback=_plain),
+        typer.Option(help="predicted (the run's landmarks) or truth (a control)."),
     ] = LandmarkSource.predicted,
     batch_size: Annotated[int, typer.Option(help="Prediction batch size.")] = 32,
     workers: Annotated[

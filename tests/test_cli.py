@@ -526,3 +526,19 @@ def test_library_constants_live_in_one_place() -> None:
     order = '"train", "val", "test", "query", "distractor"'
     assert [f for f, t in sources.items() if order in t] == ["catalog/formats.py"]
     assert "def select_cmd" in sources["cli.py"] and "split.split(" not in sources["cli.py"]
+
+
+def test_choices_reach_the_library_as_plain_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    import models.align_run
+
+    seen: dict = {}
+
+    def fake(run, snapshot, db, **kwargs):
+        seen.update(kwargs)
+        raise cli.UserError("stop")
+
+    monkeypatch.setattr(models.align_run, "align_snapshot", fake)
+    runner.invoke(cli.app, ["align", "--snapshot", "s", "--run", "r", "--size", "224",
+                            "--template", "arcface"])  # fmt: skip
+    assert (seen["size"], seen["template"], seen["source"]) == (224, "arcface", "predicted")
+    assert type(seen["size"]) is int and type(seen["template"]) is str
