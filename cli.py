@@ -515,7 +515,7 @@ def demo(
     "demo". Then, where torch is installed, trains the small landmark model briefly
     (8 epochs), aligns the snapshot with it and reports its test NME from the
     catalog. That takes minutes on a 2-core CPU (about 4 minutes of CPU time, nearly all
-    training); --no-train stops at the snapshot in about 10 s.
+    training); --no-train stops at the snapshot in under 20 s.
 
     Example: celebcat demo --out ./celebcat-demo
     """
