@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from catalog.errors import CatalogError
 from catalog.formats import (
     ALL_FILES,
     ANNOTATION_TABLES,
@@ -60,7 +61,7 @@ _VALUE_SQL_TYPES = {"attr": "BOOLEAN", "int": "INTEGER", "partition": "TINYINT"}
 _CHECKED_IN_TABLE = ("attr", "partition")
 
 
-class AnnotationError(ValueError):
+class AnnotationError(CatalogError, ValueError):
     """A CelebA annotation file could not be loaded.
 
     ``path`` is the file, ``line`` the 1-based line number (None when the problem

@@ -39,6 +39,7 @@ import numpy as np
 
 from catalog import files, snapshots, transforms
 from catalog.db import connect
+from catalog.errors import CatalogError
 from catalog.formats import ATTRIBUTES, BBOX_COLUMNS, LANDMARK_COLUMNS, LANDMARK_POINTS
 from catalog.snapshots import BadImage
 
@@ -66,7 +67,7 @@ LABEL_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 
 
-class ExportError(RuntimeError):
+class ExportError(CatalogError, RuntimeError):
     """The export cannot start or a file cannot be written; the message names the file."""
 
 

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from catalog.db import connect, transaction
-from catalog.formats import LANDMARK_COLUMNS
+from catalog.db import connect, has_table, transaction
+from catalog.errors import CatalogError
+from catalog.formats import LANDMARK_COLUMNS, SPLITS, UNUSED_SPLIT
 from catalog.selection import rebuild
 from catalog.views import get_params
 
@@ -59,15 +60,15 @@ CREATE TABLE IF NOT EXISTS snapshot_labels (
 _NAME_OK = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-."
 
 
-class SnapshotError(ValueError):
+class SnapshotError(CatalogError, ValueError):
     """Unknown or duplicate snapshot name, or a selection that cannot be frozen."""
 
 
 #: The split name of selected images that no split took (``snapshot_images.split`` NULL).
-UNUSED = "unused"
+UNUSED = UNUSED_SPLIT
 #: Every split at once, for :func:`read_images`.
 ALL = "all"
-_SPLIT_ORDER = {s: i for i, s in enumerate(("train", "val", "test", "query", "distractor"))}
+_SPLIT_ORDER = {s: i for i, s in enumerate(SPLITS)}
 
 
 @dataclass(frozen=True)
@@ -131,10 +132,7 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _has_tables(con: duckdb.DuckDBPyConnection) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' "
-        "AND table_name = 'snapshots'"
-    ).fetchone()[0])
+    return has_table(con, "snapshots")
 
 
 def get(con: duckdb.DuckDBPyConnection, name: str) -> Snapshot:
