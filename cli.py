@@ -125,7 +125,13 @@ class CropSource(_Choice):
 
 
 class AlignSize(_IntChoice):
+    # 112 and 224: the recognizers' usual inputs; 64-160 for fast CPU runs; 256 the
+    # reference's alignment output
+    s64 = "64"
+    s96 = "96"
     s112 = "112"
+    s128 = "128"
+    s160 = "160"
     s224 = "224"
     s256 = "256"
 
@@ -993,6 +999,37 @@ app.add_typer(train_app, name="train")
 
 PRESETS = {"small": "hourglass_small", "seed": "hourglass_seed", "paper": "hourglass_paper"}
 
+#: Option names of the train commands -> their config fields, where they differ.
+_CONFIG_NAMES = {"max_batches": "max_batches_per_epoch", "workers": "num_workers",
+                 "out": "out_dir"}  # fmt: skip
+
+
+def _typed_options(
+    ctx: typer.Context, given: dict[str, Any], renamed: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The config fields typed on this command line (not defaults), for a resume: the
+    run's own settings with these over them (the config refuses, by name, a change a
+    resume may not make)."""
+    names = {**_CONFIG_NAMES, **(renamed or {})}
+    return {
+        names.get(p, p): given[names.get(p, p)] for p in ctx.params
+        # by name: typer vendors its own click, whose enum is not click's
+        if getattr(ctx.get_parameter_source(p), "name", None) == "COMMANDLINE"
+        and names.get(p, p) in given
+    }  # fmt: skip
+
+
+def _batch_bar(task: ProgressTask) -> Callable[[int, int, int, float], None]:
+    """on_batch for the trainers: one bar, its label the epoch and running loss."""
+    bar: list[Callable[..., None]] = []
+
+    def on_batch(epoch: int, done: int, total: int, loss: float) -> None:
+        if not bar:
+            bar.append(task("training", total))
+        bar[0](done, total, label=f"epoch {epoch + 1} loss {loss:.5f}")
+
+    return on_batch
+
 
 @train_app.command("landmarks")
 @_user_errors(ValueError)  # models.train_landmarks checks its config with ValueError
@@ -1044,24 +1081,10 @@ def train_landmarks_cmd(
     if resume is None:
         config = LandmarkTrainConfig(**given)
     else:
-        # The run's own settings with what was typed on this command line over them
-        # (refused by name where a resume may not change it).
-        names = {"preset": "model", "max_batches": "max_batches_per_epoch",
-                 "workers": "num_workers", "out": "out_dir"}  # fmt: skip
-        typed = {
-            names.get(p, p): given[names.get(p, p)] for p in ctx.params
-            # by name: typer vendors its own click, whose enum is not click's
-            if getattr(ctx.get_parameter_source(p), "name", None) == "COMMANDLINE"
-            and names.get(p, p) in given
-        }  # fmt: skip
+        typed = _typed_options(ctx, given, {"preset": "model"})
         config = LandmarkTrainConfig.resumed(load_checkpoint(resume)["config"], **typed)
     with _progress() as (task, console):
-        bar: list[Callable[..., None]] = []
-
-        def on_batch(epoch: int, done: int, total: int, loss: float) -> None:
-            if not bar:
-                bar.append(task("training", total))
-            bar[0](done, total, label=f"epoch {epoch + 1} loss {loss:.5f}")
+        on_batch = _batch_bar(task)
 
         def report(e: dict[str, Any]) -> None:
             console.print(
@@ -1223,6 +1246,242 @@ def report_alignment(
 
     result = alignment_report(db, snapshot, size)
     _print_rows(result.columns, result.rows, as_csv=as_csv, as_json=as_json)
+
+
+class RecognitionLoss(_Choice):
+    ce = "ce"
+    arcface = "arcface"
+    cosface = "cosface"
+    triplet = "triplet"
+
+
+class Mining(_Choice):
+    random = "random"
+    batch_hard = "batch-hard"
+
+
+class FaceSource(_Choice):
+    aligned = "aligned"
+    bbox = "bbox"
+
+
+class Backbone(_Choice):
+    face_cpu = "face_cpu"
+    resnet18 = "resnet18"
+    resnet50 = "resnet50"
+
+
+@train_app.command("recognizer")
+@_user_errors(ValueError)  # models.train_recognizer checks its config with ValueError
+@_plain_choices
+def train_recognizer_cmd(
+    ctx: typer.Context,
+    snapshot: Annotated[str, typer.Option(help="Snapshot to train on (train/val splits).")],
+    loss: Annotated[
+        RecognitionLoss, typer.Option(help="Softmax CE (label smoothing 0.1), ArcFace, CosFace "
+                                      "or triplet.")
+    ] = RecognitionLoss.arcface,
+    mining: Annotated[
+        Mining, typer.Option(help="Triplets: random (the reference's) or batch-hard (PK batches).")
+    ] = Mining.batch_hard,
+    backbone: Annotated[
+        Backbone, typer.Option(help="face_cpu (CPU-sized ResNet-10), resnet18, resnet50 (the "
+                               "reference's).")
+    ] = Backbone.face_cpu,
+    source: Annotated[
+        FaceSource, typer.Option(help="aligned (celebcat align first) or bbox (face-box crops).")
+    ] = FaceSource.aligned,
+    size: Annotated[int, typer.Option(help="Crop side in pixels (a multiple of 16).")] = 112,
+    embedding_dim: Annotated[int, typer.Option(help="Embedding size.")] = 512,
+    epochs: Annotated[int, typer.Option(help="Epochs.")] = 30,
+    batch_size: Annotated[int, typer.Option(help="Batch size (triplet: P x K with K=4).")] = 64,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
+    schedule: Annotated[
+        str, typer.Option(help="cosine (lr to lr/100 at the last epoch) or constant.")
+    ] = "cosine",
+    max_minutes: Annotated[
+        float | None, typer.Option(help="Time budget: stop before an epoch likely to overrun it.")
+    ] = None,
+    max_batches: Annotated[
+        int | None, typer.Option(help="Batches per epoch (short runs for demos).")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="DataLoader workers.")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    out: Annotated[Path, typer.Option(help="Checkpoint folder.")] = Path("checkpoints"),
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Continue from a checkpoint or run folder (with its settings; "
+                     "--epochs, --max-minutes, --workers, --out may change)."),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Train a face recognizer (backbone + loss); runs and metrics go to the catalog.
+
+    Classifier losses keep the checkpoint with the best validation top-1, triplet
+    the best validation verification AUC (logged for every loss). Then embed and
+    evaluate: celebcat eval recognizer --run RUN.
+
+    Example: celebcat train recognizer --snapshot demo --loss arcface --epochs 10
+    """
+    from models.train_recognizer import (
+        RecognizerTrainConfig,
+        load_checkpoint,
+        train_recognizer,
+    )
+
+    given = dict(
+        snapshot=snapshot, loss=loss, mining=mining, backbone=backbone, source=source,
+        size=size, embedding_dim=embedding_dim, epochs=epochs, batch_size=batch_size, lr=lr,
+        schedule=schedule, max_minutes=max_minutes, max_batches_per_epoch=max_batches,
+        num_workers=workers, seed=seed, out_dir=str(out),
+    )  # fmt: skip
+    if resume is None:
+        config = RecognizerTrainConfig(**given)
+    else:
+        typed = _typed_options(ctx, given)
+        config = RecognizerTrainConfig.resumed(load_checkpoint(resume)["config"], **typed)
+    with _progress() as (task, console):
+
+        def report(e: dict[str, Any]) -> None:
+            top1 = f", val top-1 {e['val_top1']:.4f}" if "val_top1" in e else ""
+            best = next(v for k, v in e.items() if k.startswith("best_val_"))
+            console.print(f"epoch {e['epoch'] + 1}: train loss {e['train_loss']:.5f}{top1}, "
+                          f"val AUC {e['val_auc']:.4f}, best {best:.4f}")  # fmt: skip
+
+        result = train_recognizer(config, db, resume=resume, progress=report,
+                                  on_batch=_batch_bar(task))  # fmt: skip
+    _console().print(
+        f"run {result.run_id}: {result.epochs_done} epochs, best val {result.metric} "
+        f"{result.best:.4f}, checkpoint {result.best_checkpoint}\n"
+        f"next: celebcat eval recognizer --run {result.run_id}"
+    )
+
+
+@app.command()
+@_user_errors(ValueError)
+def embed(
+    run: Annotated[str, typer.Option(help="Recognition run id, run folder or checkpoint.")],
+    snapshot: Annotated[
+        str | None, typer.Option(help="Snapshot to embed (default: the run's).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 128,
+    workers: Annotated[int, typer.Option(help="DataLoader workers.")] = 0,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Leave out images that cannot be read.")
+    ] = False,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Embed a snapshot's images with a recognizer into the catalog's embeddings table.
+
+    Every image with a split, cropped as the run trained (no augmentation),
+    L2-normalised. Nearest neighbours are then SQL, e.g.
+    celebcat sql "select b.image_id, list_cosine_similarity(a.embedding, b.embedding) s
+    from embeddings a join embeddings b using (run_id) where a.image_id = '000123.jpg'
+    and b.image_id <> a.image_id order by s desc limit 5"
+
+    Example: celebcat embed --run recognition-20261201-120000-ab12
+    """
+    from models.recognition_eval import embed_snapshot, load_recognizer
+
+    recognizer = load_recognizer(run, db)
+    with _progress() as (task, _):
+        out = embed_snapshot(recognizer, snapshot, db, batch_size=batch_size, workers=workers,
+                             skip_bad=skip_bad, progress=_staged(task))  # fmt: skip
+    summary = {"run": out.run_id, "snapshot": out.snapshot, "images": len(out.image_id),
+               "dim": int(out.embeddings.shape[1]) if len(out.image_id) else 0,
+               "source": out.source, "seconds": round(out.seconds, 2)}  # fmt: skip
+    if as_json:
+        return _print_json(summary)
+    console = _console()
+    console.print(f"{summary['images']} embeddings ({summary['dim']}-d, crops {out.source}) of "
+                  f"snapshot {out.snapshot} by run {out.run_id} in the catalog "
+                  f"({out.seconds:.1f} s)")  # fmt: skip
+    _print_skipped(console, out.skipped, "not embedded")
+
+
+eval_app = typer.Typer(
+    help=f"Evaluate trained models; figures go to the metrics table. {NEEDS_TORCH}"
+    "\n\nExample: celebcat eval recognizer --run RUN",
+    no_args_is_help=True,
+)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("recognizer")
+@_user_errors(ValueError)
+def eval_recognizer(
+    run: Annotated[str, typer.Option(help="Recognition run id, run folder or checkpoint.")],
+    by: Annotated[
+        str | None, typer.Option(help="Also per group of these attributes, e.g. Eyeglasses,Male.")
+    ] = None,
+    plots: Annotated[
+        Path | None, typer.Option(help="Folder for ROC, cosine-histogram and t-SNE PNGs "
+                                  "(needs the plots extra).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 128,
+    workers: Annotated[int, typer.Option(help="DataLoader workers.")] = 0,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Leave out images that cannot be read.")
+    ] = False,
+    as_csv: CsvOption = False,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Embed the run's snapshot and measure it the reference's ways.
+
+    test split: top-1/top-5, all-pairs verification (AUC, EER, TPR at FPR 0.1, 0.01,
+    0.001), triplet accuracy. query/distractor splits: the reference's open-set TPR at
+    FPR 0.5 ... 0.001 (with the thresholds identify uses) and IJB-C style TPIR at FPIR
+    0.1 and 0.01. Everything is written to metrics; compare runs with celebcat report
+    compare RUN RUN.
+
+    Example: celebcat eval recognizer --run RUN --by Eyeglasses --plots plots/
+    """
+    from models.recognition_eval import evaluate_recognizer
+
+    if plots is not None:
+        _needs("matplotlib")
+    attrs = [a.strip() for a in by.split(",") if a.strip()] if by else []
+    with _progress() as (task, _):
+        out = evaluate_recognizer(run, db, by=attrs, plots=plots, batch_size=batch_size,
+                                  workers=workers, skip_bad=skip_bad,
+                                  progress=_staged(task))  # fmt: skip
+    rows = [(split, name, value) for split, values in out.metrics.items()
+            for name, value in values.items()]  # fmt: skip
+    _print_rows(["split", "metric", "value"], rows, as_csv=as_csv, as_json=as_json,
+                title=f"run {out.run_id}, epoch {out.epoch + 1}")  # fmt: skip
+    if not (as_csv or as_json):
+        for path in out.plots:
+            _console().print(f"plot: {path}")
+
+
+@report_app.command("compare")
+def report_compare(
+    runs_: Annotated[list[str], typer.Argument(metavar="RUN...", help="Run ids.")],
+    reference: Annotated[
+        bool, typer.Option("--reference", help="Add the reference project's reported figures.")
+    ] = False,
+    as_csv: CsvOption = False,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Runs side by side: best validation figure, test and open-set figures.
+
+    --csv and --json give one row a run; the table shows one column a run, so that
+    twenty figures fit a terminal.
+
+    Example: celebcat report compare RUN_CE RUN_ARCFACE --reference
+    """
+    from catalog.reports import compare_runs
+
+    table = compare_runs(db, runs_, reference=reference)
+    if as_csv or as_json:
+        return _print_rows(table.columns, table.rows, as_csv=as_csv, as_json=as_json)
+    columns = ["", *(str(r[0]) for r in table.rows)]
+    rows = [(name, *(r[i] for r in table.rows)) for i, name in enumerate(table.columns)
+            if i > 0]  # fmt: skip
+    _print_rows(columns, rows)
 
 
 @app.command()

@@ -289,6 +289,6 @@ def test_cli_check_decode_and_skip_bad(cat: SimpleNamespace) -> None:
     result = runner.invoke(cli.app, ["export", "s", str(out), "--skip-bad", "--db", str(cat.db)])
     assert result.exit_code == 0 and "export.json" in result.output
     result = runner.invoke(cli.app, ["align", "--snapshot", "s", "--source", "truth", "--size",
-                                     str(SIZE), "--skip-bad", "--db", str(cat.db)])  # fmt: skip
+                                     "64", "--skip-bad", "--db", str(cat.db)])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "skipped 1 images" in result.output and "image_decode_error" in result.output
