@@ -492,17 +492,10 @@ def read_images(
 
 def _image_root(con: duckdb.DuckDBPyConnection) -> str:
     """The in-the-wild image root, '' when the catalog has no image index."""
-    if not _table_exists(con, "catalog_info") or not _table_exists(con, "images"):
+    if not has_table(con, "catalog_info", "images"):
         return ""
     row = con.execute("SELECT value FROM catalog_info WHERE key = 'image_root'").fetchone()
     return (row[0] or "") if row else ""
-
-
-def _table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = ?",
-        [name],
-    ).fetchone()[0])  # fmt: skip
 
 
 #: Severity of the image checks whose images cannot be used (``catalog.problems``).
@@ -512,7 +505,7 @@ UNUSABLE = "error"
 def _snapshot_rows(con: duckdb.DuckDBPyConnection, snapshot: str, landmarks: bool) -> list[tuple]:
     """(image_id, identity, label, split, x_1, y_1, x_2, y_2, path, file_size, width,
     height, error, check, check detail, *landmarks) per image, by image_id."""
-    images = "images" if _table_exists(con, "images") else (
+    images = "images" if has_table(con, "images") else (
         "(SELECT NULL::VARCHAR AS image_id, NULL::VARCHAR AS path, NULL::BIGINT AS file_size, "
         "NULL::INTEGER AS width, NULL::INTEGER AS height, NULL::VARCHAR AS error WHERE false)")
     problems = (
@@ -521,7 +514,7 @@ def _snapshot_rows(con: duckdb.DuckDBPyConnection, snapshot: str, landmarks: boo
         "FROM problems "
         f"WHERE severity = '{UNUSABLE}' AND source = 'images' AND image_id IS NOT NULL "
         "GROUP BY image_id)"
-    ) if _table_exists(con, "problems") else (
+    ) if has_table(con, "problems") else (
         "(SELECT NULL::VARCHAR AS image_id, NULL::VARCHAR AS check_name, "
         "NULL::VARCHAR AS detail WHERE false)")  # fmt: skip
     marks = ", ".join(f"l.{c}" for c in LANDMARK_COLUMNS) if landmarks else "NULL"

@@ -277,7 +277,7 @@ def test_choices_are_refused_when_parsed_before_any_work(tmp_path: Path) -> None
     for args in (
         ["align", "--snapshot", "s", "--run", "r", "--template", "nope", "--db", missing],
         ["align", "--snapshot", "s", "--run", "r", "--source", "nope", "--db", missing],
-        ["align", "--snapshot", "s", "--run", "r", "--size", "64", "--db", missing],
+        ["align", "--snapshot", "s", "--run", "r", "--size", "100", "--db", missing],
         ["cache", "build", "s", "--source", "nope", "--db", missing],
         ["synth", str(tmp_path / "out"), "--layout", "nope"],
     ):
