@@ -1,9 +1,10 @@
 """``celebcat export``: write a snapshot's images and labels into a folder, resumably.
 
 The reference workflow copied its 25,000 selected files in 78 minutes because it
-searched the whole image tree once per file (docs/reference-workflow.md, step 1). Here the catalog already
-knows every file's path (the ``images`` table, relative to ``catalog_info.image_root``),
-so an export is one query and then plain file work in a pool.
+searched the whole image tree once per file (docs/reference-workflow.md, step 1). Here
+the catalog already knows every file's path (the ``images`` table, relative to
+``catalog_info.image_root``), so an export is one query and then plain file work in a
+pool.
 
 Layout of ``OUT``::
 
