@@ -264,9 +264,10 @@ class Face:
 
 @dataclass
 class PipelineOutput:
-    images: list[LoadedImage]
-    faces: list[Face]
+    images: list[LoadedImage | None]  # per input; None where skipped
+    faces: list[Face]  # in input order, each image's best first
     timings: dict[str, float]  # seconds per stage (STAGES) and "total"
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (input index, why)
 
     @property
     def embeddings(self) -> np.ndarray:
@@ -343,26 +344,43 @@ class FacePipeline:
         return self.recognizer.run_id
 
     def run(self, images: Sequence[Any], names: Sequence[str] | None = None, *,
-            chunk: int = 32, keep_crops: bool = False) -> PipelineOutput:  # fmt: skip
-        """Every face of ``images`` (paths, PIL images or RGB uint8 arrays; ``names``
-        for the catalog detector where arrays are given), ``chunk`` images at a time."""
+            chunk: int = 32, keep_crops: bool = False, skip_bad: bool = False
+            ) -> PipelineOutput:  # fmt: skip
+        """Every face of ``images`` (paths, PIL images, RGB uint8 arrays or
+        :class:`LoadedImage`; ``names`` for the catalog detector where arrays are
+        given), ``chunk`` images at a time. An input that is not an image raises
+        PipelineError, or with ``skip_bad`` is listed in ``skipped`` (its entry in
+        ``images`` None)."""
         timer = _Timer()
         start = time.perf_counter()
-        loaded: list[LoadedImage] = []
+        loaded: list[LoadedImage | None] = []
+        skipped: list[tuple[int, str]] = []
         faces: list[Face] = []
         for first in range(0, len(images), chunk):
-            part = list(images[first:first + chunk])
+            batch: list[LoadedImage] = []
+            where: list[int] = []
             with timer.stage("decode"):
-                batch = [load_image(src, None if names is None else names[first + k])
-                         for k, src in enumerate(part)]  # fmt: skip
-            loaded.extend(batch)
-            faces.extend(self._faces(batch, first, timer, keep_crops))
+                for k, src in enumerate(images[first:first + chunk], start=first):
+                    try:
+                        image = src if isinstance(src, LoadedImage) else load_image(
+                            src, None if names is None else names[k])  # fmt: skip
+                    except PipelineError as err:
+                        if not skip_bad:
+                            raise
+                        loaded.append(None)
+                        skipped.append((k, str(err)))
+                        continue
+                    loaded.append(image)
+                    batch.append(image)
+                    where.append(k)
+            if batch:
+                faces.extend(self._faces(batch, where, timer, keep_crops))
         timings = dict(timer.seconds)
         timings["total"] = time.perf_counter() - start
-        return PipelineOutput(loaded, faces, timings)
+        return PipelineOutput(loaded, faces, timings, skipped)
 
-    def _faces(self, batch: list[LoadedImage], first: int, timer: _Timer, keep_crops: bool
-               ) -> list[Face]:  # fmt: skip
+    def _faces(self, batch: list[LoadedImage], where: list[int], timer: _Timer,
+               keep_crops: bool) -> list[Face]:  # fmt: skip
         with timer.stage("detect"):
             dets = self.detector.detect([im.pixels for im in batch], [im.name for im in batch])
         owner = [k for k, d in enumerate(dets) for _ in range(len(d))]
@@ -382,7 +400,7 @@ class FacePipeline:
         with timer.stage("embed"):
             embeddings = self._embed(crops)
         return [
-            Face(first + owner[i], boxes[i, :4].copy(), float(boxes[i, 4]), crop_boxes[i],
+            Face(where[owner[i]], boxes[i, :4].copy(), float(boxes[i, 4]), crop_boxes[i],
                  None if points is None else points[i], embeddings[i],
                  crops[i] if keep_crops else None)
             for i in range(len(owner))
