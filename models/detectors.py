@@ -374,11 +374,12 @@ class OnnxDetector(Detector):
             if boxes.shape[-1] != 4 and scores.shape[-1] == 4:
                 boxes, scores = scores, boxes
             boxes = boxes.reshape(-1, 4) if boxes.shape[-1] == 4 else None
-            if boxes is not None:
-                if scores.ndim >= 2 and scores.shape[-1] != len(boxes):
-                    scores = scores.reshape(-1, scores.shape[-1])[:, -1]
-                scores = scores.reshape(-1)
-            if boxes is None or len(scores) != len(boxes):
+            if boxes is not None and not len(boxes):
+                return _empty()
+            if boxes is not None and len(boxes) and scores.size % len(boxes) == 0:
+                # one score per box, or C per box whose last is the face's
+                scores = scores.reshape(len(boxes), -1)[:, -1]
+            if boxes is None or scores.ndim != 1 or len(scores) != len(boxes):
                 raise DetectorError(
                     f"{self.spec}: two outputs must be boxes (N, 4) and scores (N,) or (N, C); "
                     f"got shapes {arrays[0].shape} and {arrays[1].shape}"
