@@ -267,7 +267,9 @@ def add_gallery(
     keep_names, keep_images, vectors = [], [], []
     chunk = 64
     for first in range(0, len(sources), chunk):
-        out = pipe.run(sources[first:first + chunk], labels[first:first + chunk],
+        # a snapshot's images are named by image id, a folder's by file name
+        out = pipe.run(sources[first:first + chunk],
+                       labels[first:first + chunk] if snapshot is not None else None,
                        skip_bad=True)  # fmt: skip
         for k, why in out.skipped:
             skipped.append((labels[first + k], why))
@@ -435,8 +437,9 @@ def draw_faces(image: LoadedImage, faces: Sequence[IdentifiedFace],
     for face in faces:
         colour = KNOWN_COLOUR if face.known else UNKNOWN_COLOUR
         x1, y1, x2, y2 = (float(v) for v in face.box)
-        # the box's outer edges in PIL's coordinates (pixel centres at +0.5)
-        draw.rectangle([x1, y1, x2 - 1, y2 - 1], outline=colour, width=width)
+        # the outline drawn inwards from the box's outermost pixels, whole pixels
+        draw.rectangle([round(x1), round(y1), round(x2) - 1, round(y2) - 1], outline=colour,
+                       width=width)  # fmt: skip
         if face.landmarks is not None:
             r = width + 1
             for x, y in face.landmarks:
