@@ -25,9 +25,11 @@ one detector only.
   lose faces; its boxes jitter in scale by about 10 % between neighbouring windows.
   Its score is the cascade's last-stage weight (``detectMultiScale3``): larger is
   surer, not a probability.
-- ``run:<run id>`` (or ``trained:<run id>``): a detector trained on the catalog's
-  boxes (``celebcat train detector``; :mod:`models.train_detector`), which works on
-  any CelebA-format data, synthetic faces included, where the cascade does not.
+- ``run:<run id>[?score=S&top=N]`` (or ``trained:``): a detector trained on the
+  catalog's boxes (``celebcat train detector``; :mod:`models.train_detector`), which
+  works on any CelebA-format data, synthetic faces included, where the cascade does
+  not; ``score``: its threshold (default the run's ``score_threshold``), ``top``: at
+  most that many faces per image.
 - ``onnx:<path>[?options]``: a user-supplied ONNX face detector run by
   ``onnxruntime`` (the optional extra ``[onnx]``); the contract is
   :class:`OnnxDetector`'s.
@@ -60,7 +62,7 @@ __all__ = [
 ]
 
 #: The forms ``make_detector`` takes, for messages and ``--help``.
-DETECTOR_SPECS = ("catalog", "haar[?options]", "run:<detector run id>",
+DETECTOR_SPECS = ("catalog", "haar[?options]", "run:<detector run id>[?options]",
                   "onnx:<model.onnx>[?options]")  # fmt: skip
 
 #: Haar's square box (x, y, side) -> the CelebA face box: centre x + dx * side,
@@ -219,16 +221,20 @@ class TrainedDetector(Detector):
     :func:`catalog.transforms.reduce_for_crop`), batched, decoded, thresholded at the
     run's ``score_threshold`` and NMS'd, boxes mapped back to the image's pixels."""
 
+    OPTIONS = ("score", "top")
+
     def __init__(self, run: str | os.PathLike[str], db: str | os.PathLike[str] | None = None,
                  device: str = "cpu", score_threshold: float | None = None,
-                 batch_size: int = 32) -> None:  # fmt: skip
+                 batch_size: int = 32, top: int = 20) -> None:  # fmt: skip
         from models.train_detector import load_detector
 
+        if top < 1:
+            raise DetectorError(f"top must be at least 1, got {top}")
         self.loaded = load_detector(run, db, device)
         self.spec = f"run:{self.loaded.run_id}"
         self.score_threshold = (self.loaded.config.score_threshold if score_threshold is None
                                 else score_threshold)  # fmt: skip
-        self.batch_size = batch_size
+        self.batch_size, self.top = batch_size, int(top)
 
     def detect(self, images: Sequence[np.ndarray], names: Sequence[str] | None = None
                ) -> list[np.ndarray]:  # fmt: skip
@@ -257,7 +263,7 @@ class TrainedDetector(Detector):
                 inverses.append(T.invert(matrix))
             with torch.no_grad():
                 batch = T.normalize_batch(torch.stack(crops).to(device))
-                dets = decode(model(batch), model.config)
+                dets = decode(model(batch), model.config, self.top)
             for d, inverse in zip(dets, inverses, strict=True):
                 d = d[d[:, 4] >= self.score_threshold].copy()
                 d[:, :4] = map_boxes(inverse, d[:, :4])
@@ -414,7 +420,10 @@ def make_detector(spec: str | Detector, db: str | os.PathLike[str] | None = None
     if not sep and (spec == "haar" or str(spec).startswith("haar?")):
         return HaarDetector(**_options(str(spec).partition("?")[2], HaarDetector.OPTIONS))
     if sep and kind in ("run", "trained") and rest:
-        return TrainedDetector(rest, db, device)
+        run, _, query = rest.partition("?")
+        options = _options(query, TrainedDetector.OPTIONS)
+        return TrainedDetector(run, db, device, options.get("score"),
+                               top=int(options.get("top", 20)))  # fmt: skip
     if sep and kind == "onnx" and rest:
         return OnnxDetector.from_spec(rest)
     raise DetectorError(f"Unknown detector {spec!r}: use one of {', '.join(DETECTOR_SPECS)}")

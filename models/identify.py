@@ -16,11 +16,12 @@
 embeddings with one row per identity: the identity's *centre*, the mean of its
 L2-normalised embeddings normalised again (as IJB-C compares templates, and as
 :func:`models.recognition_metrics.class_centres` computes for the closed-set
-figures). Against the maximum over an identity's images, the centre averages away a
-single image's pose, light or mislabelling, costs one row per identity however many
-images it has, and does not give identities with more images more chances to win by
-accident (an impostor's best score over k images rises with k). ``how="max"`` is
-there for comparison.
+figures; here one ``np.add.reduceat`` over the identity-sorted rows). Against the
+maximum over an identity's images, the centre averages away a single image's pose,
+light or mislabelling, costs one row per identity however many images it has, and
+does not give identities with more images more chances to win by accident (an
+impostor's best score over k images rises with k). ``how="max"`` is there for
+comparison.
 
 **The threshold** is not guessed: it is the one the open-set evaluation of the
 recognizer run measured (``celebcat eval recognizer``,
@@ -48,7 +49,7 @@ from PIL import Image
 from catalog import gallery as G
 from catalog import results, snapshots
 from models.pipeline import FacePipeline, LoadedImage, PipelineError, load_image
-from models.recognition_metrics import OPEN_SET_FPRS, class_centres, l2_normalize
+from models.recognition_metrics import OPEN_SET_FPRS, l2_normalize
 
 __all__ = [
     "UNKNOWN",
@@ -146,15 +147,19 @@ class GalleryIndex:
             raise IdentifyError(f"Gallery {entries.gallery.name!r} is empty: add people to it "
                                 "(celebcat gallery add ... --replace).")  # fmt: skip
         self.gallery, self.how = entries.gallery, how
-        names = entries.identity_name
-        if how == "mean":
-            self.matrix, self.names = class_centres(entries.embeddings, names)
-            self.starts = None
-        else:  # entries come sorted by identity: one reduceat over each identity's columns
-            self.matrix = l2_normalize(entries.embeddings)
-            self.names, self.starts = np.unique(names, return_index=True)
+        # each identity's rows together (read_entries gives them so: a no-op then)
+        order = np.argsort(entries.identity_name, kind="stable")
+        names = entries.identity_name[order]
+        unit = l2_normalize(entries.embeddings[order])
+        starts = np.flatnonzero(np.r_[True, names[1:] != names[:-1]])
+        self.names = names[starts]
+        counts = np.diff(np.r_[starts, len(names)])
+        self.counts = dict(zip(self.names.tolist(), counts.tolist(), strict=True))
+        if how == "mean":  # class_centres' centres, summed per contiguous group
+            self.matrix, self.starts = l2_normalize(np.add.reduceat(unit, starts, axis=0)), None
+        else:  # an identity scores its best image: one reduceat over its columns
+            self.matrix, self.starts = unit, starts
         self.matrix = np.ascontiguousarray(self.matrix, dtype=np.float32)
-        self.counts = dict(zip(*np.unique(names, return_counts=True), strict=True))
 
     @property
     def dim(self) -> int:
