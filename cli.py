@@ -1145,20 +1145,15 @@ def snapshot_drop(name: str, db: DbOption = None) -> None:
 @contextmanager
 def _pipeline_one_line() -> Iterator[None]:
     """The pipeline's bad-input errors (not an image, no such gallery or run, a run
-    never evaluated, ...) as one red line: UserError, whatever main() knows."""
+    never evaluated, a run of another kind, ...) as one red line: UserError, whatever
+    main() knows. The library checks arguments with ValueError (and its subclasses:
+    PipelineError, DetectorError, GalleryError, CheckpointError, SnapshotError ...)."""
     try:
         yield
     except UserError:
         raise
-    except Exception as exc:
-        from catalog.results import RunError
-        from catalog.snapshots import SnapshotError
-        from models.checkpoints import CheckpointError
-        from models.identify import pipeline_error_types
-
-        if isinstance(exc, (*pipeline_error_types(), CheckpointError, RunError, SnapshotError)):
-            raise UserError(str(exc)) from exc
-        raise
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
 
 
 DetectorOption = Annotated[
@@ -1237,20 +1232,17 @@ def train_detector_cmd(
         out_dir=str(out),
     )  # fmt: skip
     with _pipeline_one_line():
-        try:
-            if resume is None:
-                config = DetectorTrainConfig(**given)
-            else:
-                names = {"max_batches": "max_batches_per_epoch", "workers": "num_workers",
-                         "out": "out_dir"}  # fmt: skip
-                typed = {
-                    names.get(p, p): given[names.get(p, p)] for p in ctx.params
-                    if getattr(ctx.get_parameter_source(p), "name", None) == "COMMANDLINE"
-                    and names.get(p, p) in given
-                }  # fmt: skip
-                config = DetectorTrainConfig.resumed(load_checkpoint(resume)["config"], **typed)
-        except ValueError as exc:
-            raise UserError(str(exc)) from exc
+        if resume is None:
+            config = DetectorTrainConfig(**given)
+        else:
+            names = {"max_batches": "max_batches_per_epoch", "workers": "num_workers",
+                     "out": "out_dir"}  # fmt: skip
+            typed = {
+                names.get(p, p): given[names.get(p, p)] for p in ctx.params
+                if getattr(ctx.get_parameter_source(p), "name", None) == "COMMANDLINE"
+                and names.get(p, p) in given
+            }  # fmt: skip
+            config = DetectorTrainConfig.resumed(load_checkpoint(resume)["config"], **typed)
         with _progress() as (task, console):
             bar: list[Callable[..., None]] = []
 

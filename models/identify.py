@@ -48,7 +48,7 @@ from PIL import Image
 
 from catalog import gallery as G
 from catalog import results, snapshots
-from models.pipeline import FacePipeline, LoadedImage, PipelineError, load_image
+from models.pipeline import FacePipeline, LoadedImage, load_image
 from models.recognition_metrics import OPEN_SET_FPRS, l2_normalize
 
 __all__ = [
@@ -465,9 +465,3 @@ def draw_faces(image: LoadedImage, faces: Sequence[IdentifiedFace],
                             ".jpg") from None  # fmt: skip
     return path
 
-
-def pipeline_error_types() -> tuple[type[BaseException], ...]:
-    """The one-line errors of identify and gallery building, for callers (the CLI)."""
-    from models.detectors import DetectorError
-
-    return (IdentifyError, PipelineError, DetectorError, G.GalleryError)
