@@ -264,3 +264,22 @@ def test_onnx_errors_are_one_line(tmp_path: Path) -> None:
     assert "\n" not in str(err.value)
     with pytest.raises(DetectorError, match="onnx option 'size'"):
         make_detector(f"onnx:{junk}?size=3")
+
+
+def test_train_detector_command_prints_the_test_figures(db: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    import cli
+
+    result = CliRunner().invoke(cli.app, [
+        "train", "detector", "--snapshot", "s", "--epochs", "1", "--max-batches", "1",
+        "--input-size", "64", "--batch-size", "4", "--device", "cpu",
+        "--out", str(tmp_path / "ck"), "--db", str(db),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "test split (" in text and "recall@IoU0.5" in text and "--detector run:detector-" in text
+    bad = CliRunner().invoke(cli.app, ["train", "detector", "--snapshot", "s", "--input-size",
+                                       "50", "--db", str(db)])  # fmt: skip
+    assert isinstance(bad.exception, cli.UserError)
+    assert "input_size must be a multiple of 32" in str(bad.exception)
