@@ -21,7 +21,10 @@ maximum over an identity's images, the centre averages away a single image's pos
 light or mislabelling, costs one row per identity however many images it has, and
 does not give identities with more images more chances to win by accident (an
 impostor's best score over k images rises with k). ``how="max"`` is there for
-comparison.
+comparison. Measured on one core (``bench/pipeline.py``): 0.8 ms for one face against
+10,000 identities of 512-d, 14 ms against 100,000 (the scan of 200 MB of centres sets
+the pace); an approximate index (faiss IVF or HNSW) pays off from about 100,000
+identities, or for many searches a second; below that it would only add a dependency.
 
 **The threshold** is not guessed: it is the one the open-set evaluation of the
 recognizer run measured (``celebcat eval recognizer``,
