@@ -1608,6 +1608,349 @@ def snapshot_drop(name: str, db: DbOption = None) -> None:
 
 
 # ---------------------------------------------------------------------------
+# The face pipeline: train detector, gallery, identify (models/pipeline.py,
+# models/detectors.py, models/identify.py, catalog/gallery.py)
+# ---------------------------------------------------------------------------
+
+
+@contextmanager
+def _pipeline_one_line() -> Iterator[None]:
+    """The pipeline's bad-input errors (not an image, no such gallery or run, a run
+    never evaluated, a run of another kind, ...) as one red line: UserError, whatever
+    main() knows. The library checks arguments with ValueError (and its subclasses:
+    PipelineError, DetectorError, GalleryError, CheckpointError, SnapshotError ...)."""
+    try:
+        yield
+    except UserError:
+        raise
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+
+
+DetectorOption = Annotated[
+    str,
+    typer.Option("--detector", help="haar (OpenCV's cascade, frontal faces), catalog (the "
+                 "catalog's boxes, by file name), run:<detector run> (celebcat train "
+                 "detector) or onnx:<model.onnx> (needs the [onnx] extra)."),
+]
+LandmarksOption = Annotated[
+    str | None,
+    typer.Option("--landmarks", help="Landmark run for the alignment (default: the one the "
+                 "recognizer's aligned crops were made with)."),
+]
+TemplateOption = Annotated[
+    str | None,
+    typer.Option("--template", help="Alignment template, reference or arcface (default: the "
+                 "recognizer's)."),
+]
+DeviceOption = Annotated[str, typer.Option(help="cpu, cuda or auto.")]
+
+
+@train_app.command("detector")
+def train_detector_cmd(
+    ctx: typer.Context,
+    snapshot: Annotated[str, typer.Option(help="Snapshot to train on (train/val splits).")],
+    epochs: Annotated[int, typer.Option(help="Epochs.")] = 20,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 32,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 3e-3,
+    input_size: Annotated[
+        int, typer.Option(help="Side of the letterboxed input square (a multiple of 32).")
+    ] = 128,
+    mosaic: Annotated[
+        float, typer.Option(help="Share of training pictures made 2 x 2 mosaics (several faces).")
+    ] = 0.3,
+    schedule: Annotated[
+        str, typer.Option(help="cosine (lr to lr/100 at the last epoch) or constant.")
+    ] = "cosine",
+    max_minutes: Annotated[
+        float | None, typer.Option(help="Time budget: stop before an epoch likely to overrun it.")
+    ] = None,
+    max_batches: Annotated[
+        int | None, typer.Option(help="Batches per epoch (short runs for demos).")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="DataLoader workers.")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    device: DeviceOption = "auto",
+    out: Annotated[Path, typer.Option(help="Checkpoint folder.")] = Path("checkpoints"),
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Continue from a checkpoint or run folder (with its settings; "
+                     "--epochs, --max-minutes, --workers, --device, --out may change)."),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Train a small face detector on the catalog's face boxes; then its test IoU.
+
+    A CenterNet-style model on letterboxed whole images, so the pipeline finds faces
+    in any CelebA-format data (synthetic too) where OpenCV's cascade does not; use it
+    as --detector run:<run id>. Validation mean IoU of the top detection keeps the
+    best checkpoint; at the end the test split's IoU and recall at IoU 0.5 are
+    measured and written to metrics.
+
+    Example: celebcat train detector --snapshot demo --epochs 20
+    """
+    from models.train_detector import (
+        DetectorTrainConfig,
+        evaluate_detector,
+        load_checkpoint,
+        train_detector,
+    )
+
+    given = dict(
+        snapshot=snapshot, epochs=epochs, batch_size=batch_size, lr=lr, input_size=input_size,
+        mosaic=mosaic, schedule=schedule, max_minutes=max_minutes,
+        max_batches_per_epoch=max_batches, num_workers=workers, seed=seed, device=device,
+        out_dir=str(out),
+    )  # fmt: skip
+    with _pipeline_one_line():
+        if resume is None:
+            config = DetectorTrainConfig(**given)
+        else:
+            names = {"max_batches": "max_batches_per_epoch", "workers": "num_workers",
+                     "out": "out_dir"}  # fmt: skip
+            typed = {
+                names.get(p, p): given[names.get(p, p)] for p in ctx.params
+                if getattr(ctx.get_parameter_source(p), "name", None) == "COMMANDLINE"
+                and names.get(p, p) in given
+            }  # fmt: skip
+            config = DetectorTrainConfig.resumed(load_checkpoint(resume)["config"], **typed)
+        with _progress() as (task, console):
+            bar: list[Callable[..., None]] = []
+
+            def on_batch(epoch: int, done: int, total: int, loss: float) -> None:
+                if not bar:
+                    bar.append(task("training", total))
+                bar[0](done, total, label=f"epoch {epoch + 1} loss {loss:.4f}")
+
+            def report(e: dict[str, Any]) -> None:
+                console.print(
+                    f"epoch {e['epoch'] + 1}: train loss {e['train_loss']:.4f}, val IoU "
+                    f"{e['val_iou']:.3f}, recall@IoU0.5 {e['val_recall@iou=0.5']:.3f}, best "
+                    f"IoU {e['best_val_iou']:.3f}"
+                )
+
+            result = train_detector(config, db, resume=resume, progress=report,
+                                    on_batch=on_batch)  # fmt: skip
+        console = _console()
+        console.print(
+            f"run {result.run_id}: {result.epochs_done} epochs, best val IoU "
+            f"{result.best_val_iou:.3f}, checkpoint {result.best_checkpoint}"
+        )
+        from catalog.snapshots import SnapshotError
+
+        try:
+            test = evaluate_detector(result.run_id, db)
+        except SnapshotError as exc:
+            if "has no split" not in str(exc):
+                raise
+            console.print("no test split in the snapshot: no test figures")
+            return
+        m = test.metrics
+        console.print(
+            f"test split ({test.n_images} images): IoU {m['iou']:.3f}, recall@IoU0.5 "
+            f"{m['recall@iou=0.5']:.3f}, {m['detections_per_image']:.2f} detections per "
+            f"image; use it with --detector run:{result.run_id}"
+        )
+
+
+gallery_app = typer.Typer(
+    help="Galleries: the people `celebcat identify` can name, embedded by one recognizer "
+    "run.\n\nExample: celebcat gallery add friends --run RUN --folder photos/",
+    no_args_is_help=True,
+)
+app.add_typer(gallery_app, name="gallery")
+
+
+@gallery_app.command("add")
+def gallery_add(
+    name: Annotated[str, typer.Argument(help="Gallery name.")],
+    run: Annotated[str, typer.Option(help="Recognizer run whose embeddings the gallery holds.")],
+    snapshot: Annotated[
+        str | None, typer.Option(help="From this snapshot's --split (names: identity numbers).")
+    ] = None,
+    split: Annotated[str | None, typer.Option(help="The snapshot split, e.g. query.")] = None,
+    folder: Annotated[
+        Path | None,
+        typer.Option(help="From a folder with one subfolder per person (names: the "
+                     "subfolders'), images of any size."),
+    ] = None,
+    detector: Annotated[
+        str | None,
+        typer.Option("--detector", help="Default: catalog for --snapshot, haar for --folder "
+                     "(see `celebcat identify --help`)."),
+    ] = None,
+    landmarks: LandmarksOption = None,
+    template: TemplateOption = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Replace a gallery of that name.")
+                       ] = False,  # fmt: skip
+    device: DeviceOption = "cpu",
+    db: DbOption = None,
+) -> None:
+    """Embed a snapshot split or a folder of people and store it as a gallery.
+
+    Each image's face goes through the face pipeline (detector, landmarks, alignment,
+    the recognizer), the highest-scoring face of each folder image; images without a
+    face are left out, named.
+
+    Example: celebcat gallery add heldout --run RUN --snapshot demo --split query
+    """
+    from models.identify import add_gallery
+
+    if (snapshot is None) == (folder is None):
+        raise UserError("Give either --snapshot (with --split) or --folder.")
+    with _pipeline_one_line(), _progress() as (task, _):
+        bar: list[Callable[..., None]] = []
+
+        def progress(done: int, total: int) -> None:
+            if not bar:
+                bar.append(task("embedding", total))
+            bar[0](done, total)
+
+        built = add_gallery(db, name, run, snapshot=snapshot, split=split, folder=folder,
+                            detector=detector, landmark_run=landmarks, template=template,
+                            replace=replace, device=device, progress=progress)  # fmt: skip
+    g = built.gallery
+    console = _console()
+    console.print(f"gallery {g.name}: {g.n_identities} identities, {g.n_images} images from "
+                  f"{g.source} (run {g.run_id}, crops {g.crops}, detector {g.detector}) in "
+                  f"{built.seconds:.1f} s")  # fmt: skip
+    if built.skipped:
+        console.print(f"[yellow]{len(built.skipped)} images left out:[/yellow]")
+        for image, why in built.skipped[:10]:
+            console.print(f"  {image}: {why}")
+        if len(built.skipped) > 10:
+            console.print(f"  ... and {len(built.skipped) - 10} more")
+
+
+@gallery_app.command("list")
+def gallery_list(as_csv: CsvOption = False, as_json: JsonOption = False,
+                 db: DbOption = None) -> None:  # fmt: skip
+    """List the galleries.
+
+    Example: celebcat gallery list
+    """
+    from catalog.gallery import list_galleries
+
+    rows = [(g.name, g.n_identities, g.n_images, g.run_id, g.source, g.detector, g.crops,
+             g.created_at.replace(microsecond=0)) for g in list_galleries(db)]  # fmt: skip
+    _print_rows(["gallery", "identities", "images", "run", "source", "detector", "crops",
+                 "created (UTC)"], rows, as_csv=as_csv, as_json=as_json)  # fmt: skip
+
+
+@gallery_app.command("show")
+def gallery_show(name: str, as_csv: CsvOption = False, as_json: JsonOption = False,
+                 db: DbOption = None) -> None:  # fmt: skip
+    """A gallery's identities and how many images each has.
+
+    Example: celebcat gallery show heldout
+    """
+    from collections import Counter
+
+    from catalog.gallery import read_entries
+
+    with _pipeline_one_line():
+        entries = read_entries(db, name)
+    g = entries.gallery
+    counts = Counter(entries.identity_name.tolist())
+    rows = [(identity, n) for identity, n in sorted(counts.items())]
+    if not (as_csv or as_json):
+        _console().print(f"gallery {g.name}: run {g.run_id}, {g.source}, detector {g.detector}, "
+                         f"crops {g.crops}, created {g.created_at:%Y-%m-%d %H:%M} UTC")  # fmt: skip
+    _print_rows(["identity", "images"], rows, as_csv=as_csv, as_json=as_json, max_rows=50)
+
+
+@gallery_app.command("drop")
+def gallery_drop(name: str, db: DbOption = None) -> None:
+    """Delete a gallery and its embeddings.
+
+    Example: celebcat gallery drop heldout
+    """
+    from catalog.gallery import drop_gallery
+
+    with _pipeline_one_line():
+        drop_gallery(db, name)
+    _console().print(f"dropped gallery {name}")
+
+
+@app.command("identify")
+def identify_cmd(
+    images: Annotated[list[Path], typer.Argument(help="Photos (any size, any format PIL reads).")],
+    gallery: Annotated[str, typer.Option(help="Gallery to search (celebcat gallery list).")],
+    top: Annotated[int, typer.Option(help="Matches shown per face.")] = 5,
+    fpr: Annotated[
+        float,
+        typer.Option(help="False-positive rate whose threshold (measured by the run's open-set "
+                     "evaluation) separates named faces from unknown ones."),
+    ] = 0.01,
+    threshold: Annotated[
+        float | None, typer.Option(help="A cosine threshold instead of --fpr's.")
+    ] = None,
+    detector: DetectorOption = "haar",
+    landmarks: LandmarksOption = None,
+    template: TemplateOption = None,
+    run: Annotated[
+        str | None, typer.Option(help="Recognizer run (default and only choice: the gallery's).")
+    ] = None,
+    draw: Annotated[
+        Path | None,
+        typer.Option(help="Write the photo with boxes, points and names here (several photos: "
+                     "OUT-<photo name>.png)."),
+    ] = None,
+    as_json: JsonOption = False,
+    device: DeviceOption = "cpu",
+    db: DbOption = None,
+) -> None:
+    """Who is in a photo: each face's box, landmarks and best matches in a gallery.
+
+    A face is named when its best match's cosine is above the threshold the
+    recognizer run's open-set evaluation measured at --fpr (held-out faces of two
+    different people score above it at that rate), and "unknown" below it.
+
+    Example: celebcat identify photo.jpg --gallery friends --top 3 --draw out.png
+    """
+    from models.identify import UNKNOWN, draw_faces, identify
+
+    with _pipeline_one_line():
+        result = identify(images, gallery, db, run=run, detector=detector,
+                          landmark_run=landmarks, template=template, top=top, fpr=fpr,
+                          threshold=threshold, device=device)  # fmt: skip
+        if not result.faces:
+            names = ", ".join(im.name for im in result.images)
+            raise UserError(f"No face found in {names} (detector {detector}); try another "
+                            "--detector (run:<detector run>, onnx:<model>).")  # fmt: skip
+        drawn = []
+        if draw is not None:
+            for k, image in enumerate(result.images):
+                out = draw if len(result.images) == 1 else draw.with_name(
+                    f"{draw.stem}-{Path(image.name).stem}{draw.suffix or '.png'}")  # fmt: skip
+                drawn.append(draw_faces(image, result.faces_of(k), out))
+    if as_json:
+        data = {
+            "gallery": result.gallery.name, "run_id": result.run_id,
+            "threshold": {"cosine": result.threshold.value, "fpr": result.threshold.fpr,
+                          "explanation": result.threshold.explain()},
+            "images": [{"image": str(images[k]),
+                        "faces": [f.as_dict() for f in result.faces_of(k)]}
+                       for k in range(len(result.images))],
+            "drawn": [str(p) for p in drawn],
+        }  # fmt: skip
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
+    console = _console()
+    console.print(f"threshold: {result.threshold.explain()}")
+    for k in range(len(result.images)):
+        faces = result.faces_of(k)
+        console.print(f"{images[k]}: {len(faces) or 'no'} face{'s' if len(faces) != 1 else ''}")
+        for n, face in enumerate(faces, start=1):
+            box = ", ".join(f"{v:.0f}" for v in face.box)
+            name = face.identity if face.identity != UNKNOWN else "[yellow]unknown[/yellow]"
+            best = ", ".join(f"{m.identity} {m.cosine:.3f}" for m in face.matches)
+            console.print(f"  face {n} [{box}]: {name} (top: {best})")
+    for path in drawn:
+        console.print(f"drew {path}")
+
+
+# ---------------------------------------------------------------------------
 # Entry point: known errors become one red line, not a traceback
 # ---------------------------------------------------------------------------
 

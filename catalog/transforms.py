@@ -353,3 +353,45 @@ def gaussian_heatmaps(points: np.ndarray, size: int, sigma: float) -> np.ndarray
 def input_to_heatmap(points: np.ndarray, input_size: int, heatmap_size: int) -> np.ndarray:
     """Input-pixel points to heatmap-pixel points (edges onto edges)."""
     return apply(box_to_square((0, 0, input_size, input_size), heatmap_size), points)
+
+
+# --- decoded images and detected boxes (the face pipeline) -------------------------------
+
+
+def reduce_for_crop(
+    image: Image.Image | np.ndarray, box: Sequence[float], size: int
+) -> tuple[Image.Image | np.ndarray, np.ndarray]:
+    """:func:`open_for_crop` for an image already decoded (a photo given as pixels):
+    where the box is still twice ``size`` or more, the image shrunk by that whole
+    factor with a box filter (``Image.reduce``, as :func:`open_for_crop` shrinks), so
+    the bilinear warp after it does not alias. Returns the image (unchanged where no
+    reduction is due) and the matrix from its original pixel coordinates to its own.
+    """
+    x1, y1, x2, y2 = box
+    side = max(min(x2 - x1, y2 - y1), 1)
+    factor = int(side // size)
+    if factor < 2:
+        return image, np.eye(3)
+    pil = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+    return pil.reduce(factor), translate(-0.5, -0.5) @ scale(1 / factor) @ translate(0.5, 0.5)
+
+
+def shrink_boxes(boxes: np.ndarray, shrink: float, width: int, height: int) -> np.ndarray:
+    """The crop boxes of raw face boxes (N, 4) ``x_1, y_1, x_2, y_2`` (exclusive ends) in
+    one image of ``width`` x ``height``: each shrunk by ``shrink`` (a share of its side)
+    about its centre, rounded to whole pixels and clamped to the image: what the
+    ``face_boxes`` view (``sql/face_boxes.sql``) computes for a snapshot, in the same
+    order of operations, so a detected face is cropped as a catalog face is. Rounding
+    is half away from zero, as DuckDB's ``round``. Returns (N, 4) float64.
+    """
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    raw = np.stack([
+        b[:, 0] + w * shrink / 2, b[:, 1] + h * shrink / 2,
+        b[:, 0] + w * (1 - shrink / 2), b[:, 1] + h * (1 - shrink / 2),
+    ], axis=1)  # fmt: skip
+    rounded = np.sign(raw) * np.floor(np.abs(raw) + 0.5)
+    rounded[:, :2] = np.maximum(rounded[:, :2], 0)
+    rounded[:, 2] = np.minimum(rounded[:, 2], width)
+    rounded[:, 3] = np.minimum(rounded[:, 3], height)
+    return rounded
