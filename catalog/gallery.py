@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from catalog.db import connect, transaction
+from catalog.errors import CatalogError
 
 if TYPE_CHECKING:
     import duckdb
@@ -75,7 +76,7 @@ CREATE TABLE IF NOT EXISTS gallery_entries (
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
-class GalleryError(ValueError):
+class GalleryError(CatalogError, ValueError):
     """Unknown, duplicate or badly named gallery, or entries that do not fit one."""
 
 

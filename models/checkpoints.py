@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from catalog.errors import CatalogError
+
 #: What every training checkpoint holds (harness layout), with the type of each.
 REQUIRED: dict[str, type | tuple[type, ...]] = {
     "config": dict,
@@ -34,7 +36,7 @@ REQUIRED: dict[str, type | tuple[type, ...]] = {
 }
 
 
-class CheckpointError(ValueError):
+class CheckpointError(CatalogError, ValueError):
     """A file that is not a usable checkpoint; the message names the file and why."""
 
     def __init__(self, path: str | os.PathLike[str] | None, problem: str) -> None:

@@ -48,6 +48,7 @@ import numpy as np
 
 from catalog import transforms as T
 from catalog.db import connect
+from catalog.errors import CatalogError
 
 __all__ = [
     "DETECTOR_SPECS",
@@ -72,7 +73,7 @@ DETECTOR_SPECS = ("catalog", "haar[?options]", "run:<detector run id>[?options]"
 HAAR_TO_CELEBA = {"dx": 0.01, "dy": -0.06, "sw": 0.90, "sh": 1.17}
 
 
-class DetectorError(ValueError):
+class DetectorError(CatalogError, ValueError):
     """A detector cannot be made or run as asked; the message says what to do."""
 
 

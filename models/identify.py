@@ -51,6 +51,7 @@ from PIL import Image
 
 from catalog import gallery as G
 from catalog import results, snapshots
+from catalog.errors import CatalogError
 from models.pipeline import FacePipeline, LoadedImage, load_image
 from models.recognition_metrics import OPEN_SET_FPRS, l2_normalize
 
@@ -77,7 +78,7 @@ IMAGE_SUFFIXES = frozenset(
 )
 
 
-class IdentifyError(ValueError):
+class IdentifyError(CatalogError, ValueError):
     """identify or gallery add cannot go on as asked; the message is one line saying
     what to do."""
 

@@ -51,6 +51,7 @@ from PIL import Image, ImageOps
 
 from catalog import transforms as T
 from catalog.db import connect
+from catalog.errors import CatalogError
 from catalog.views import PARAM_NAMES
 from models.detectors import Detector, make_detector
 
@@ -70,7 +71,7 @@ __all__ = [
 STAGES = ("decode", "detect", "landmarks", "align", "embed")
 
 
-class PipelineError(ValueError):
+class PipelineError(CatalogError, ValueError):
     """Input the pipeline cannot use (not an image, a recognizer whose crops cannot be
     reproduced, ...); the message is one line saying what to do."""
 
