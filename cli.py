@@ -847,8 +847,12 @@ def train_landmarks_cmd(
     stdout; every epoch's figures are in the catalog (`celebcat sql "select * from
     metrics"`).
 
+    On several processes: torchrun --nproc_per_node=N -m cli train landmarks ...
+    (--batch-size is per process; one run, written by rank 0; see the README).
+
     Example: celebcat train landmarks --snapshot demo --preset small --epochs 5
     """
+    from models.distributed import is_main_process
     from models.train_landmarks import LandmarkTrainConfig, load_checkpoint, train_landmarks
 
     if preset not in PRESETS:
@@ -872,6 +876,9 @@ def train_landmarks_cmd(
             and names.get(p, p) in given
         }  # fmt: skip
         config = LandmarkTrainConfig.resumed(load_checkpoint(resume)["config"], **typed)
+    if not is_main_process():  # under torchrun: rank 0 reports, the others train quietly
+        train_landmarks(config, db, resume=resume)
+        return
     with _progress() as (task, console):
         bar: list[Callable[..., None]] = []
 
@@ -929,12 +936,20 @@ def align(
     landmark run, build the face crops of the model's input size with --skip-bad
     first: the predictions read them).
 
+    On several processes (each predicts and warps a share; rank 0 writes):
+    torchrun --nproc_per_node=N -m cli align ...
+
     Example: celebcat align --run landmarks-20261128-120000-ab12 --snapshot base-v1
     """
     from models.align_run import align_snapshot
+    from models.distributed import is_main_process
 
     if source == "predicted" and run is None:
         raise UserError("--run is needed with --source predicted (or use --source truth)")
+    if not is_main_process():  # under torchrun: rank 0 reports, the others work quietly
+        align_snapshot(run, snapshot, db, size=size, template=template, source=source,
+                       batch_size=batch_size, workers=workers, skip_bad=skip_bad)  # fmt: skip
+        return
     with _progress() as (task, _):
         result = align_snapshot(
             run, snapshot, db, size=size, template=template, source=source,

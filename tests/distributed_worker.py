@@ -1,0 +1,44 @@
+"""What tests/test_distributed.py runs under torchrun, in one launch (one start-up):
+two recognizer runs (ArcFace: a loss with weights; triplet: distributed PK batches),
+``embed`` of the ArcFace run and ``align`` with a landmark run.
+
+    torchrun --nproc_per_node=2 tests/distributed_worker.py DB OUT LANDMARK_RUN
+
+Each rank writes ``OUT/rank<r>.json`` with what its calls returned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from models import align_run, recognition_eval  # noqa: E402
+from models import train_recognizer as tr  # noqa: E402
+
+#: face_cpu at 32 px: a second or two an epoch on a CPU.
+TINY = dict(snapshot="s", source="bbox", size=32, embedding_dim=16, batch_size=8, epochs=2,
+            lr=3e-3, augment=False)  # fmt: skip
+
+
+def main(db: str, out: str, landmark_run: str) -> None:
+    torch.set_num_threads(1)
+    done: dict[str, object] = {"rank": int(os.environ["RANK"])}
+    for loss in ("arcface", "triplet"):
+        config = tr.RecognizerTrainConfig(**TINY, loss=loss, out_dir=f"{out}/ck")
+        done[loss] = tr.train_recognizer(config, db).run_id
+    recognizer = recognition_eval.load_recognizer(done["arcface"], db)
+    embedded = recognition_eval.embed_snapshot(recognizer, db=db, batch_size=8)
+    done["embedded"] = len(embedded.image_id)
+    aligned = align_run.align_snapshot(landmark_run, "s", db, size=32, batch_size=8, workers=1)
+    done["aligned"] = [aligned.n_images, aligned.n_predictions, aligned.cache.source]
+    Path(out, f"rank{done['rank']}.json").write_text(json.dumps(done))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
