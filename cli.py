@@ -1151,6 +1151,42 @@ def snapshot_drop(name: str, db: DbOption = None) -> None:
     _console().print(f"dropped snapshot {name}")
 
 
+@snapshot_app.command("export")
+def snapshot_export(
+    name: Annotated[str, typer.Argument(help="The snapshot.")],
+    out: Annotated[Path, typer.Argument(help="The Parquet file to write (replaced).")],
+    embeddings: Annotated[
+        str | None, typer.Option(help="Write this recognition run's embeddings of the "
+                                 "snapshot's images instead.")
+    ] = None,
+    predictions: Annotated[
+        str | None, typer.Option(help="Write this landmark run's predicted landmarks of the "
+                                 "snapshot's images instead.")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Write a snapshot as one Parquet file, for Spark, Ray or DuckDB elsewhere.
+
+    One row per image (id, identity, split, label, face box, absolute file path, size,
+    landmarks), or with --embeddings / --predictions a run's results for those
+    images. The file's metadata holds the snapshot's name, hash and parameters (and
+    the run's id): DuckDB `select * from parquet_kv_metadata('OUT')`.
+
+    Example: celebcat snapshot export base-v1 base-v1.parquet
+    """
+    from catalog.parquet import export_parquet
+
+    result = export_parquet(name, out, db, embeddings=embeddings, predictions=predictions)
+    what = "" if result.table == "snapshot" else (
+        f"run {embeddings or predictions}'s {result.table} of ")  # fmt: skip
+    size = (f"{result.bytes / 1e6:.1f} MB" if result.bytes >= 100_000
+            else f"{result.bytes / 1e3:.0f} kB")  # fmt: skip
+    _console().print(
+        f"wrote {result.rows:,} rows of {what}snapshot {result.snapshot} (hash "
+        f"{result.snapshot_hash[:16]}) to {result.path}: {size} in {result.seconds:.1f} s"
+    )
+
+
 # ---------------------------------------------------------------------------
 # Entry point: known errors become one red line, not a traceback
 # ---------------------------------------------------------------------------
