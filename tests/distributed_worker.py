@@ -1,10 +1,12 @@
-"""What tests/test_distributed.py runs under torchrun, in one launch (one start-up):
-two recognizer runs (ArcFace: a loss with weights; triplet: distributed PK batches),
-``embed`` of the ArcFace run and ``align`` with a landmark run.
+"""What tests/test_distributed.py runs under torchrun, in one launch (start-up is most of
+its time): ``celebcat train landmarks`` (the command itself, as ``-m cli`` runs it),
+two recognizer runs (ArcFace: a loss with weights; triplet: PK batches dealt out to
+the ranks), ``embed`` of the ArcFace run and ``align`` with the landmark run.
 
-    torchrun --nproc_per_node=2 tests/distributed_worker.py DB OUT LANDMARK_RUN
+    torchrun --standalone --nproc_per_node=2 tests/distributed_worker.py DB OUT
 
-Each rank writes ``OUT/rank<r>.json`` with what its calls returned.
+Each rank writes ``OUT/rank<r>.json`` with what its calls returned; checkpoints go to
+``OUT/ck``.
 """
 
 from __future__ import annotations
@@ -18,24 +20,32 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import cli  # noqa: E402
+from catalog import results  # noqa: E402
 from models import align_run, recognition_eval  # noqa: E402
 from models import train_recognizer as tr  # noqa: E402
 
+#: hourglass_small (128 px crops): 2 epochs of 2 batches of 4 a process.
+LANDMARKS = ["train", "landmarks", "--snapshot", "s", "--epochs", "2", "--batch-size", "4",
+             "--max-batches", "2"]  # fmt: skip
 #: face_cpu at 32 px: a second or two an epoch on a CPU.
-TINY = dict(snapshot="s", source="bbox", size=32, embedding_dim=16, batch_size=8, epochs=2,
-            lr=3e-3, augment=False)  # fmt: skip
+RECOGNIZER = dict(snapshot="s", source="bbox", size=32, embedding_dim=16, batch_size=8,
+                  epochs=2, lr=3e-3, augment=False)  # fmt: skip
 
 
-def main(db: str, out: str, landmark_run: str) -> None:
+def main(db: str, out: str) -> None:
     torch.set_num_threads(1)
     done: dict[str, object] = {"rank": int(os.environ["RANK"])}
+    cli.app([*LANDMARKS, "--out", f"{out}/ck", "--db", db], standalone_mode=False)
+    done["landmarks"] = results.list_runs(db, kind="landmarks")[-1].run_id
     for loss in ("arcface", "triplet"):
-        config = tr.RecognizerTrainConfig(**TINY, loss=loss, out_dir=f"{out}/ck")
+        config = tr.RecognizerTrainConfig(**RECOGNIZER, loss=loss, out_dir=f"{out}/ck")
         done[loss] = tr.train_recognizer(config, db).run_id
     recognizer = recognition_eval.load_recognizer(done["arcface"], db)
     embedded = recognition_eval.embed_snapshot(recognizer, db=db, batch_size=8)
     done["embedded"] = len(embedded.image_id)
-    aligned = align_run.align_snapshot(landmark_run, "s", db, size=32, batch_size=8, workers=1)
+    aligned = align_run.align_snapshot(f"{out}/ck/{done['landmarks']}", "s", db, size=32,
+                                       batch_size=8, workers=1)  # fmt: skip
     done["aligned"] = [aligned.n_images, aligned.n_predictions, aligned.cache.source]
     Path(out, f"rank{done['rank']}.json").write_text(json.dumps(done))
 
