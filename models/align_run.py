@@ -190,7 +190,8 @@ def align_snapshot(
 
     ``run_id_or_checkpoint``: a landmark run id, run folder or checkpoint file (for
     ``source="predicted"``; ignored, may be None, for ``source="truth"``).
-    ``workers``: threads decoding and warping (default one per CPU).
+    ``workers``: threads decoding and warping (default one per CPU; under torchrun the
+    node's CPUs over its processes).
 
     Every image is checked before anything is decoded
     (:func:`catalog.snapshots.read_images`). ``skip_bad``: align without the images that
@@ -302,7 +303,7 @@ def _align(
     paths = images.paths
 
     skipped = list(images.skipped)  # store_crops reads it once the crops are filled
-    threads = workers or os.cpu_count() or 1
+    threads = workers or distributed.cpus()  # torchrun: the node's CPUs shared out
 
     def warp_into(dest: np.ndarray, indices: range, bad: list[snapshots.BadImage],
                   tick: Callable[[], None] | None = None) -> None:  # fmt: skip

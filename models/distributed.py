@@ -80,6 +80,12 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def cpus() -> int:
+    """This process's share of the machine's CPUs: all of them, or under torchrun the
+    CPUs over the processes on this node (``LOCAL_WORLD_SIZE``), at least one."""
+    return max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
 _depth = 0  # sessions open in this process (nested calls share the outermost's barrier)
 
 
@@ -312,6 +318,7 @@ def shuffled_loader(
 __all__ = [
     "active",
     "broadcast",
+    "cpus",
     "device",
     "for_training",
     "gather_chunks",
