@@ -9,25 +9,53 @@ that need no torch never import it.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+#: What the commands that need an optional dependency say in --help (rich markup: "\\["
+#: is a literal bracket).
+NEEDS_TORCH = "Needs torch: pip install torch==2.13.0 && pip install -e '.\\[torch]'."
+NEEDS_PLOTS = "Needs matplotlib: pip install -e '.\\[plots]'."
+
 app = typer.Typer(
     name="celebcat",
     help="A SQL catalog for CelebA-format face data: ingest the files into DuckDB, "
-    "query them, check them.\n\nExample: celebcat demo",
+    "query them, check them.\n\n"
+    "Optional extras: \\[torch] for train, align and demo's training; \\[plots] for "
+    "stats --plots and report landmarks --ced.\n\nExample: celebcat demo",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from catalog import __version__
+
+        typer.echo(f"celebcat {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True,
+                     help="Print the version and exit."),
+    ] = False,
+) -> None:
+    pass
 
 DbOption = Annotated[
     Path | None,
@@ -44,6 +72,92 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON rows instea
 
 class UserError(Exception):
     """An error whose message is the whole story (no traceback)."""
+
+
+# --- choices, checked when the command line is parsed (before any work starts) --------
+
+
+class _Choice(str, Enum):
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+def _plain(value: Any) -> Any:
+    """A choice's plain value (str, or int for an _IntChoice); anything else as it is."""
+    if isinstance(value, _Choice):
+        return int(value.value) if isinstance(value, _IntChoice) else value.value
+    return value
+
+
+def _plain_choices(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Hand the command plain values for its choice options, so the library never sees
+    the Enum members typer parses them into."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return command(*map(_plain, args), **{k: _plain(v) for k, v in kwargs.items()})
+
+    return run
+
+
+class _IntChoice(_Choice):
+    pass
+
+
+class Layout(_Choice):
+    txt = "txt"
+    kaggle = "kaggle"
+    both = "both"
+
+
+class Template(_Choice):
+    reference = "reference"
+    arcface = "arcface"
+
+
+class LandmarkSource(_Choice):
+    predicted = "predicted"
+    truth = "truth"
+
+
+class CropSource(_Choice):
+    bbox = "bbox"
+
+
+class AlignSize(_IntChoice):
+    # 112 and 224: the recognizers' usual inputs; 64-160 for fast CPU runs; 256 the
+    # reference's alignment output
+    s64 = "64"
+    s96 = "96"
+    s112 = "112"
+    s128 = "128"
+    s160 = "160"
+    s224 = "224"
+    s256 = "256"
+
+
+def _user_errors(*types: type[BaseException]) -> Callable[[Callable[..., Any]], Any]:
+    """For commands over library code that still raises builtin errors for bad input:
+    those (and only in that command) become one red line instead of a traceback."""
+
+    def wrap(command: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(command)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return command(*args, **kwargs)
+            except types as exc:
+                raise UserError(str(exc)) from exc
+
+        return run
+
+    return wrap
+
+
+def _needs(module: str) -> None:
+    """Stop with one line naming what to install when ``module`` is missing."""
+    from catalog.errors import require
+
+    require(module)
 
 
 def _console(stderr: bool = False) -> Any:
@@ -100,6 +214,18 @@ def _print_rows(
     console.print(table)
     if len(shown) < len(rows):
         console.print(f"... {len(rows) - len(shown)} more rows (use --csv or --json for all)")
+
+
+def _fields(result: Any) -> dict[str, Any]:
+    """A result dataclass as a dict, for --json."""
+    import dataclasses
+
+    return {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+
+
+def _print_json(data: Any) -> None:
+    """One JSON document on stdout (paths, dates and the like as strings)."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 ProgressTask = Callable[[str, int], Callable[[int, int], None]]
@@ -176,8 +302,11 @@ def ingest(
         bool, typer.Option("--no-images", help="Load annotations only; skip the image scan.")
     ] = False,
     workers: Annotated[
-        int | None, typer.Option(help="Processes for the image scan (default: all cores).")
+        int | None,
+        typer.Option(help="Processes for the image scan (default: all cores).", min=1),
     ] = None,
+    as_csv: CsvOption = False,
+    as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
     """Load CelebA annotation files and the image index into the catalog.
@@ -204,7 +333,17 @@ def ingest(
     for note in result.notes:
         err.print(f"[yellow]note:[/yellow] {note}")
     rows = [(t, n, str(result.files.get(t, "")) or "-") for t, n in result.rows.items()]
-    _print_rows(["table", "rows", "from"], rows, title=f"Catalog {result.db}")
+    if as_json:
+        _print_json({
+            "db": str(result.db), "data_dir": str(result.data_dir),
+            "tables": [{"table": t, "rows": n, "from": f} for t, n, f in rows],
+            "problems": result.problems, "notes": result.notes,
+            "load_seconds": result.load_seconds, "scan_seconds": result.scan_seconds,
+        })  # fmt: skip
+        return
+    _print_rows(["table", "rows", "from"], rows, title=f"Catalog {result.db}", as_csv=as_csv)
+    if as_csv:
+        return
     out = _console()
     total = sum(result.problems.values())
     summary = ", ".join(f"{k} {v}" for k, v in result.problems.items()) or "none"
@@ -216,11 +355,15 @@ def ingest(
 
 
 @app.command()
+@_user_errors(ValueError)  # catalog.synth checks its arguments with ValueError
+@_plain_choices
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write the synthetic CelebA into.")],
     ids: Annotated[int, typer.Option(help="Number of identities.")] = 50,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 0,
-    layout: Annotated[str, typer.Option(help="Annotation layout: txt, kaggle or both.")] = "txt",
+    layout: Annotated[
+        Layout, typer.Option(help="Annotation layout.")
+    ] = Layout.txt,
     max_side: Annotated[int, typer.Option(help="Longest image side in pixels.")] = 500,
     images: Annotated[
         int | None, typer.Option(help="Total images (default: CelebA's mean per identity).")
@@ -293,7 +436,9 @@ def schema(
 
 @app.command()
 def sql(
-    query: Annotated[str, typer.Argument(help="One SQL statement.")],
+    query: Annotated[
+        str, typer.Argument(help="SQL: one statement, or several separated by ';'.")
+    ],
     as_csv: CsvOption = False,
     as_json: JsonOption = False,
     write: Annotated[
@@ -306,15 +451,18 @@ def sql(
 ) -> None:
     """Run SQL against the catalog (read-only unless --write).
 
+    Several statements run in order, each result printed after the one before (a
+    statement that fails stops the rest, naming which one).
+
     Example: celebcat sql "select Male, count(*) from attributes group by all"
     """
-    from catalog.info import run_query
+    from catalog.info import run_statements
 
-    result = run_query(query, db, write=write)
-    if result.columns:
-        _print_rows(
-            result.columns, result.rows, as_csv=as_csv, as_json=as_json, max_rows=max_rows
-        )
+    for result in run_statements(query, db, write=write):
+        if result.columns:
+            _print_rows(
+                result.columns, result.rows, as_csv=as_csv, as_json=as_json, max_rows=max_rows
+            )
 
 
 @app.command()
@@ -367,110 +515,104 @@ def check(
         raise typer.Exit(1)
 
 
+def _demo_ids() -> int:
+    from catalog.demo import IDS  # light: catalog.demo imports its steps lazily
+
+    return IDS
+
+
 @app.command()
 def demo(
     out: Annotated[
         Path | None,
-        typer.Option(help="Folder for the synthetic data and its catalog (default: a temp dir)."),
+        typer.Option(help="Folder for the synthetic data and its catalog (default: a temp dir; "
+                     "an earlier demo's data, catalog and snapshot there are replaced)."),
     ] = None,
-    ids: Annotated[int, typer.Option(help="Identities to synthesise.")] = 40,
+    ids: Annotated[int, typer.Option(help="Identities to synthesise.")] = _demo_ids(),
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     train: Annotated[
-        bool, typer.Option("--train/--no-train", help="Train, align and report (needs torch).")
+        bool, typer.Option("--train/--no-train",
+                           help="Train, align and report (needs torch; without it the demo "
+                           "stops at the snapshot).")
     ] = True,
 ) -> None:
     """Run the whole flow on a synthetic CelebA made on the spot.
 
     Synthesises a small dataset, ingests it into a catalog next to it, prints the
     table counts and the problems summary, selects with parameters that fit the
-    small dataset and freezes the selection as snapshot "demo". Then, where torch is
-    installed, trains the small landmark model briefly (8 epochs, about 20 s on 2
-    cores), aligns the snapshot with it and reports its test NME from the catalog.
+    small dataset (celebcat select --fit) and freezes the selection as snapshot
+    "demo". Then, where torch is installed, trains the small landmark model briefly
+    (8 epochs), aligns the snapshot with it and reports its test NME from the
+    catalog. That takes minutes on a 2-core CPU (about 4 minutes of CPU time, nearly all
+    training); --no-train stops at the snapshot in under 20 s.
 
     Example: celebcat demo --out ./celebcat-demo
     """
-    from catalog.info import list_tables, problem_summary
-    from catalog.ingest import IngestProgress
-    from catalog.ingest import ingest as run_ingest
-    from catalog.selection import fitted_params, select
-    from catalog.snapshots import create as create_snapshot
-    from catalog.synth import synthesize
+    import importlib.util
+
+    from catalog import demo as steps
 
     console = _console()
-    temp = None
-    if out is None:
-        temp = tempfile.TemporaryDirectory(prefix="celebcat-demo-")
-        out = Path(temp.name)
-    try:
-        data_dir, db = out / "data", out / "celeba.duckdb"
+    with steps.demo_folder(out) as folder:
         console.rule("1. synthesise")
         with _progress() as (task, _):
-            summary = synthesize(data_dir, ids=ids, seed=seed, progress=task("images", 0))
-        console.print(f"{summary.images} images of {summary.ids} identities in {data_dir}")
+            made = steps.synthesize_data(folder, ids=ids, seed=seed, progress=task("images", 0))
+        console.print(f"{made.images} images of {made.ids} identities in {folder.data_dir}")
         console.rule("2. ingest")
+        from catalog.ingest import IngestProgress
+
         with _progress() as (task, _):
-            result = run_ingest(data_dir, db, progress=IngestProgress(scan=task))
+            result = steps.ingest_data(folder, progress=IngestProgress(scan=task))
         console.print(
-            f"catalog {db}: annotations {result.load_seconds:.2f} s, "
+            f"catalog {folder.db}: annotations {result.load_seconds:.2f} s, "
             f"image scan {result.scan_seconds:.2f} s"
         )
-        counts = list_tables(db, counts=True)
+        counts, problems = steps.loaded(folder)
         _print_rows(counts.columns[:3], [r[:3] for r in counts.rows], title="tables")
         console.rule("3. check")
-        problems = problem_summary(db)
         if problems.rows:
             _print_rows(problems.columns[:5], [r[:5] for r in problems.rows], title="problems")
         else:
             console.print("No problems found.")
         console.rule("4. select and freeze")
-        params = fitted_params(db)
-        summary = select(db, **params)
+        summary, snap = steps.select_and_freeze(folder)
+        params = summary.params
         console.print(
             f"{summary.selected_identities} identities x {params['images_per_id']} clean images "
-            f"(of {summary.clean_images} clean); parameters: "
+            f"(of {summary.clean_images} clean); parameters (celebcat select --fit): "
             + ", ".join(f"{k}={v}" for k, v in params.items())
         )
         _print_rows(
             ["split", "images", "identities"],
             [(k, n, i) for k, (n, i) in summary.splits.items()],
         )
-        snap = create_snapshot("demo", db)
-        console.print(f"snapshot demo: {snap.n_images} images, hash {snap.hash[:16]}")
-        trained = train and _demo_train(console, db, out)
-        if temp is None:
+        console.print(f"snapshot {snap.name}: {snap.n_images} images, hash {snap.hash[:16]}")
+        trained = False
+        if train and importlib.util.find_spec("torch") is None:
+            console.print(f"\ntorch is not installed: skipping training. {NEEDS_TORCH}")
+        elif train:
+            trained = _demo_train(console, folder)
+        if out is not None:
             console.print(
-                f"\nExplore it: celebcat views --db {db}\n"
-                f"            celebcat snapshot show demo --db {db}"
-                + (f"\n            celebcat runs --db {db}" if trained else "")
+                f"\nExplore it: celebcat views --db {folder.db}\n"
+                f"            celebcat snapshot show demo --db {folder.db}"
+                + (f"\n            celebcat runs --db {folder.db}" if trained else "")
             )
-    finally:
-        if temp is not None:
-            temp.cleanup()
 
 
-def _demo_train(console: Any, db: Path, out: Path) -> bool:
-    """The demo's steps 5 and 6: a short landmark run, alignment, the test report;
-    False (and a note) where torch is not installed."""
-    import importlib.util
-
-    if importlib.util.find_spec("torch") is None:
-        console.print("\ntorch is not installed: skipping training (pip install torch==2.13.0).")
-        return False
-    from catalog.reports import landmark_report
-    from models.align_run import align_snapshot
-    from models.train_landmarks import LandmarkTrainConfig, train_landmarks
+def _demo_train(console: Any, folder: Any) -> bool:
+    """The demo's steps 5 and 6: a short landmark run, alignment, the test report."""
+    from models import demo as steps
 
     console.rule("5. train landmarks (briefly: celebcat train landmarks for a real run)")
-    config = LandmarkTrainConfig(snapshot="demo", epochs=8, out_dir=str(out / "checkpoints"))
-    run = train_landmarks(config, db, progress=lambda e: console.print(
+    run = steps.train(folder, progress=lambda e: console.print(
         f"epoch {e['epoch'] + 1}: train loss {e['train_loss']:.5f}, val NME {e['val_nme']:.4f}"
     ))  # fmt: skip
     console.rule("6. align and report")
     with _progress() as (task, _):
-        result = align_snapshot(run.run_id, "demo", db, size=112, progress=_staged(task))
+        result, report = steps.align_and_report(folder, run.run_id, progress=_staged(task))
     console.print(f"run {run.run_id}: {result.n_predictions} predictions and aligned crops "
                   f"({result.cache.source}) in the catalog")  # fmt: skip
-    report = landmark_report(db, run.run_id, ["Eyeglasses"], split="test")
     _print_rows(report.columns, report.rows, title="test NME by Eyeglasses")
     return True
 
@@ -516,35 +658,61 @@ def views_apply(db: DbOption = None) -> None:
 
 @app.command()
 def params(as_csv: CsvOption = False, as_json: JsonOption = False, db: DbOption = None) -> None:
-    """Show the selection parameters in force (change them with `celebcat select`).
+    """Show the selection parameters in force, their defaults and valid ranges (change
+    them with `celebcat select`).
 
     Example: celebcat params --json
     """
     from catalog.info import run_query
+    from catalog.views import PARAM_NAMES
 
     result = run_query("SELECT name, value, description FROM params ORDER BY name", db)
-    _print_rows(result.columns, result.rows, as_csv=as_csv, as_json=as_json)
+    rows = [
+        (name, value, *((spec.default, spec.range_text()) if spec else (None, "")), text)
+        for name, value, text in result.rows
+        for spec in [PARAM_NAMES.get(name)]
+    ]
+    _print_rows(["name", "value", "default", "range", "description"], rows,
+                as_csv=as_csv, as_json=as_json)
+
+
+def _default(name: str) -> float:
+    from catalog.views import PARAM_NAMES
+
+    return PARAM_NAMES[name].default
+
+
+def _param_help(name: str, text: str | None = None) -> str:
+    """Help text for an option that sets parameter ``name``: its meaning and default,
+    read from the one list of parameters (catalog.views.PARAMS)."""
+    from catalog.views import PARAM_NAMES
+
+    return PARAM_NAMES[name].help(text)
 
 
 @app.command("select")
 def select_cmd(
-    n_ids: Annotated[int | None, typer.Option(help="Identities to sample (default 1000).")] = None,
+    n_ids: Annotated[int | None, typer.Option(help=_param_help("n_ids"))] = None,
     images_per_id: Annotated[
-        int | None, typer.Option(help="Clean images per identity (default 25).")
+        int | None, typer.Option(help=_param_help("images_per_id") + " With --fit: the "
+                                 "clean images an identity needs to be selected (default 20).")
     ] = None,
     min_images_per_id: Annotated[
-        int | None, typer.Option(help="Clean images an identity needs (default 25).")
+        int | None, typer.Option(help=_param_help("min_images_per_id"))
     ] = None,
     min_box: Annotated[
         tuple[int, int] | None,
-        typer.Option(help="Minimum face box W H in pixels (default 100 100).", show_default=False),
+        typer.Option(help=f"Minimum face box W H in pixels (default {_default('min_box_w'):g} "
+                     f"{_default('min_box_h'):g}).", show_default=False),
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Sampling seed (default 21).")] = None,
+    seed: Annotated[int | None, typer.Option(help=_param_help("seed", "sampling seed"))] = None,
     keep_blurry: Annotated[
-        bool | None, typer.Option("--keep-blurry/--drop-blurry", help="Keep Blurry images.")
+        bool | None, typer.Option("--keep-blurry/--drop-blurry",
+                                  help="Keep Blurry images (default: drop them).")
     ] = None,
     holdout_ids: Annotated[
-        int | None, typer.Option(help="Identities held out for open-set tests (default 200).")
+        int | None, typer.Option(help=_param_help("holdout_ids") + " Alone, it is divided "
+                                 "half and half between query and distractor identities.")
     ] = None,
     split: Annotated[
         str | None,
@@ -552,8 +720,14 @@ def select_cmd(
     ] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Any parameter as NAME=VALUE (see `celebcat params`)."),
+        typer.Option("--set", help="Any parameter as NAME=VALUE (names, defaults and ranges: "
+                     "`celebcat params`)."),
     ] = None,
+    fit: Annotated[
+        bool, typer.Option("--fit", help="Use the parameters that fit this catalog: every "
+                           "identity with --images-per-id clean images, a fifth of them "
+                           "held out, the rest split 70/15/15 (other options apply on top).")
+    ] = False,
     quota: Annotated[
         list[str] | None,
         typer.Option(
@@ -564,49 +738,50 @@ def select_cmd(
     clear_quotas: Annotated[
         bool, typer.Option("--clear-quotas", help="Remove every stored quota.")
     ] = False,
+    as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
     """Set selection parameters and quotas; summarise the selection they give.
 
     Parameters and quotas are stored in the catalog and read by the views; anything
-    the data cannot satisfy is refused, naming the parameter or quota and by how much.
+    the data cannot satisfy is refused, naming the parameter or quota and by how much,
+    and so is a value outside a parameter's range.
 
     Example: celebcat select --n-ids 500 --min-box 80 80 --seed 7 --quota Male=0.5
     """
     from catalog.quotas import parse_quota
-    from catalog.selection import select
+    from catalog.selection import options_to_params, select
 
-    values: dict[str, float] = {}
-    for name, value in (
-        ("n_ids", n_ids), ("images_per_id", images_per_id),
-        ("min_images_per_id", min_images_per_id), ("seed", seed), ("holdout_ids", holdout_ids),
-    ):
-        if value is not None:
-            values[name] = value
-    if min_box is not None:
-        values["min_box_w"], values["min_box_h"] = min_box
-    if keep_blurry is not None:
-        values["drop_blurry"] = 0 if keep_blurry else 1
-    if split is not None:
-        parts = split.split("/")
-        if len(parts) != 3 or not all(p.isdigit() for p in parts):
-            raise UserError(f"--split {split!r}: expected three whole numbers like 18/4/3")
-        values["train_per_id"], values["val_per_id"], values["test_per_id"] = map(int, parts)
-    for item in set_ or []:
-        name, sep, value = item.partition("=")
-        try:
-            values[name.strip()] = float(value)
-        except ValueError:
-            raise UserError(f"--set {item!r}: expected NAME=NUMBER") from None
-        if not sep:
-            raise UserError(f"--set {item!r}: expected NAME=NUMBER")
+    values = options_to_params(
+        n_ids=n_ids, images_per_id=images_per_id, min_images_per_id=min_images_per_id,
+        min_box=min_box, seed=seed, keep_blurry=keep_blurry, holdout_ids=holdout_ids,
+        split=split, assignments=set_ or (),
+    )  # fmt: skip
     quotas = None
     if clear_quotas:
         quotas = {}
     if quota:
         quotas = dict(parse_quota(q) for q in quota)
-    summary = select(db, quotas=quotas, **values)
+    summary = select(db, quotas=quotas, fit=fit, **values)
+    if as_json:
+        _print_json({
+            "params": summary.params,
+            "clean_images": summary.clean_images,
+            "eligible_identities": summary.eligible_identities,
+            "selected_identities": summary.selected_identities,
+            "selected_images": summary.selected_images,
+            "splits": [{"split": k, "images": n, "identities": i}
+                       for k, (n, i) in summary.splits.items()],
+            "quotas": [{"attribute": a, "target": t, "selected": r}
+                       for a, t, r in summary.quotas],
+            "attribute_shift": [{"attribute": a, "share_all": x, "share_selected": y,
+                                 "diff_points": d} for a, x, y, d in summary.shift],
+        })  # fmt: skip
+        return
     console = _console()
+    if fit:
+        console.print("parameters that fit the catalog: " + ", ".join(
+            f"{k}={v}" for k, v in summary.params.items()))  # fmt: skip
     console.print(
         f"clean images {summary.clean_images:,}; eligible identities "
         f"{summary.eligible_identities:,}; selected {summary.selected_identities:,} identities, "
@@ -631,15 +806,21 @@ def stats(
         str | None, typer.Option(help="Only this snapshot's images (default: everything).")
     ] = None,
     plots: Annotated[
-        Path | None, typer.Option(help="Also write PNG charts into this folder.")
+        Path | None,
+        typer.Option(help=f"Also write PNG charts into this folder. {NEEDS_PLOTS}"),
     ] = None,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
     """Dataset statistics: attribute shares, images per identity, box and image sizes.
 
+    The thresholds (images an identity needs, the smallest face box) are the selection
+    parameters in force, or the snapshot's with --snapshot.
+
     Example: celebcat stats --snapshot base-v1 --plots plots/
     """
+    if plots is not None:
+        _needs("matplotlib")
     from catalog.stats import compute_stats, write_plots
 
     result = compute_stats(db, snapshot)
@@ -652,17 +833,13 @@ def stats(
         for note in result.notes:
             console.print(f"[yellow]note:[/yellow] {note}")
     if plots is not None:
-        try:
-            written = write_plots(result, plots)
-        except ImportError as exc:
-            raise UserError(
-                f"Plots need matplotlib ({exc}): pip install -e '.[plots]'"
-            ) from None
+        written = write_plots(result, plots)
         for path in written:
             _console(stderr=as_json).print(f"wrote {path}")
 
 
 @app.command()
+@_user_errors(ValueError)  # catalog.export checks size and workers with ValueError
 def export(
     snapshot: Annotated[str, typer.Argument(help="Snapshot to export.")],
     out: Annotated[Path, typer.Argument(help="Folder to write into (created if missing).")],
@@ -677,6 +854,7 @@ def export(
                      "why, in the output) instead of stopping."),
     ] = False,
     db: DbOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Write a snapshot's images (copied, or cropped to the face) and a labels.csv.
 
@@ -695,6 +873,8 @@ def export(
             snapshot, out, db, crop=crop, size=size, workers=workers,
             progress=task("exporting", 0), skip_bad=skip_bad,
         )
+    if as_json:
+        return _print_json(_fields(result))
     console = _console()
     console.print(
         f"{result.n_images} images of snapshot {result.snapshot} in {result.out} "
@@ -726,10 +906,14 @@ app.add_typer(cache_app, name="cache")
 
 
 @cache_app.command("build")
+@_user_errors(ValueError)  # catalog.cache checks size and workers with ValueError
+@_plain_choices
 def cache_build(
     snapshot: Annotated[str, typer.Argument(help="Snapshot to cache.")],
     size: Annotated[int, typer.Option(help="Crop side in pixels (the model input).")] = 256,
-    source: Annotated[str, typer.Option(help="Crop source: bbox (face box).")] = "bbox",
+    source: Annotated[
+        CropSource, typer.Option(help="Crop source: bbox (face box).")
+    ] = CropSource.bbox,
     workers: Annotated[int | None, typer.Option(help="Decoding threads.")] = None,
     skip_bad: Annotated[
         bool,
@@ -737,6 +921,7 @@ def cache_build(
                      "why, in the output) instead of stopping."),
     ] = False,
     db: DbOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Decode and crop every image of a snapshot once; Datasets then read the crops.
 
@@ -755,6 +940,8 @@ def cache_build(
             snapshot, db, size=size, source=source, workers=workers, progress=task("crops", 0),
             skip_bad=skip_bad,
         )
+    if as_json:
+        return _print_json(_fields(info))
     what = f"built in {info.seconds:.1f} s" if info.built else "already built"
     console = _console()
     console.print(
@@ -804,15 +991,48 @@ def cache_drop(
 
 
 train_app = typer.Typer(
-    help="Train models on a snapshot.\n\nExample: celebcat train landmarks --snapshot demo",
+    help=f"Train models on a snapshot. {NEEDS_TORCH}"
+    "\n\nExample: celebcat train landmarks --snapshot demo",
     no_args_is_help=True,
 )
 app.add_typer(train_app, name="train")
 
 PRESETS = {"small": "hourglass_small", "seed": "hourglass_seed", "paper": "hourglass_paper"}
 
+#: Option names of the train commands -> their config fields, where they differ.
+_CONFIG_NAMES = {"max_batches": "max_batches_per_epoch", "workers": "num_workers",
+                 "out": "out_dir"}  # fmt: skip
+
+
+def _typed_options(
+    ctx: typer.Context, given: dict[str, Any], renamed: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The config fields typed on this command line (not defaults), for a resume: the
+    run's own settings with these over them (the config refuses, by name, a change a
+    resume may not make)."""
+    names = {**_CONFIG_NAMES, **(renamed or {})}
+    return {
+        names.get(p, p): given[names.get(p, p)] for p in ctx.params
+        # by name: typer vendors its own click, whose enum is not click's
+        if getattr(ctx.get_parameter_source(p), "name", None) == "COMMANDLINE"
+        and names.get(p, p) in given
+    }  # fmt: skip
+
+
+def _batch_bar(task: ProgressTask) -> Callable[[int, int, int, float], None]:
+    """on_batch for the trainers: one bar, its label the epoch and running loss."""
+    bar: list[Callable[..., None]] = []
+
+    def on_batch(epoch: int, done: int, total: int, loss: float) -> None:
+        if not bar:
+            bar.append(task("training", total))
+        bar[0](done, total, label=f"epoch {epoch + 1} loss {loss:.5f}")
+
+    return on_batch
+
 
 @train_app.command("landmarks")
+@_user_errors(ValueError)  # models.train_landmarks checks its config with ValueError
 def train_landmarks_cmd(
     ctx: typer.Context,
     snapshot: Annotated[str, typer.Option(help="Snapshot to train on (train/val splits).")],
@@ -865,27 +1085,13 @@ def train_landmarks_cmd(
     if resume is None:
         config = LandmarkTrainConfig(**given)
     else:
-        # The run's own settings with what was typed on this command line over them
-        # (refused by name where a resume may not change it).
-        names = {"preset": "model", "max_batches": "max_batches_per_epoch",
-                 "workers": "num_workers", "out": "out_dir"}  # fmt: skip
-        typed = {
-            names.get(p, p): given[names.get(p, p)] for p in ctx.params
-            # by name: typer vendors its own click, whose enum is not click's
-            if getattr(ctx.get_parameter_source(p), "name", None) == "COMMANDLINE"
-            and names.get(p, p) in given
-        }  # fmt: skip
+        typed = _typed_options(ctx, given, {"preset": "model"})
         config = LandmarkTrainConfig.resumed(load_checkpoint(resume)["config"], **typed)
     if not is_main_process():  # under torchrun: rank 0 reports, the others train quietly
         train_landmarks(config, db, resume=resume)
         return
     with _progress() as (task, console):
-        bar: list[Callable[..., None]] = []
-
-        def on_batch(epoch: int, done: int, total: int, loss: float) -> None:
-            if not bar:
-                bar.append(task("training", total))
-            bar[0](done, total, label=f"epoch {epoch + 1} loss {loss:.5f}")
+        on_batch = _batch_bar(task)
 
         def report(e: dict[str, Any]) -> None:
             console.print(
@@ -904,16 +1110,23 @@ def train_landmarks_cmd(
 
 
 @app.command()
+@_user_errors(ValueError)  # models.align_run checks its arguments with ValueError
+@_plain_choices
 def align(
     snapshot: Annotated[str, typer.Option(help="Snapshot whose images to align.")],
     run: Annotated[
         str | None, typer.Option(help="Landmark run id or checkpoint (not with --source truth).")
     ] = None,
-    size: Annotated[int, typer.Option(help="Aligned crop side: 112, 224 or 256.")] = 112,
-    template: Annotated[str, typer.Option(help="reference or arcface.")] = "reference",
+    size: Annotated[
+        AlignSize, typer.Option(help="Aligned crop side in pixels.")
+    ] = AlignSize.s112,
+    template: Annotated[
+        Template, typer.Option(help="Face template to align onto.")
+    ] = Template.reference,
     source: Annotated[
-        str, typer.Option(help="predicted (the run's landmarks) or truth (a control).")
-    ] = "predicted",
+        LandmarkSource,
+        typer.Option(help="predicted (the run's landmarks) or truth (a control)."),
+    ] = LandmarkSource.predicted,
     batch_size: Annotated[int, typer.Option(help="Prediction batch size.")] = 32,
     workers: Annotated[
         int | None, typer.Option(help="Threads decoding and warping (default: one per CPU).")
@@ -940,6 +1153,8 @@ def align(
     torchrun --nproc_per_node=N -m cli align ...
 
     Example: celebcat align --run landmarks-20261128-120000-ab12 --snapshot base-v1
+
+    Needs torch: pip install torch==2.13.0 && pip install -e '.\\[torch]'.
     """
     from models.align_run import align_snapshot
     from models.distributed import is_main_process
@@ -993,7 +1208,8 @@ def report_landmarks(
         bool, typer.Option("--per-landmark", help="Add each landmark's mean NME.")
     ] = False,
     ced: Annotated[
-        Path | None, typer.Option(help="Also write the CED plot (one curve per group) here.")
+        Path | None,
+        typer.Option(help=f"Also write the CED plot (one curve per group) here. {NEEDS_PLOTS}"),
     ] = None,
     threshold: Annotated[float, typer.Option(help="NME above which a face failed.")] = 0.1,
     as_csv: CsvOption = False,
@@ -1006,14 +1222,21 @@ def report_landmarks(
     rate is the share above --threshold, the AUC is the area under the cumulative error
     distribution up to it, divided by it.
 
+    Without --split the report covers every image the run predicted, whatever its
+    split (training images included); a note on stderr names the splits.
+
     Example: celebcat report landmarks --run RUN --split test --by Eyeglasses --ced ced.png
     """
-    from catalog.reports import landmark_report, write_ced_plot
+    if ced is not None:
+        _needs("matplotlib")
+    from catalog.reports import landmark_report, report_scope, write_ced_plot
 
     groups = [b.strip() for b in by.split(",") if b.strip()]
     result = landmark_report(db, run, groups, threshold=threshold, split=split,
                              per_landmark=per_landmark)  # fmt: skip
     _print_rows(result.columns, result.rows, as_csv=as_csv, as_json=as_json)
+    if split is None:
+        _console(stderr=True).print(f"[yellow]note:[/yellow] {report_scope(db, run)}")
     if ced is not None:
         path = write_ced_plot(db, run, ced, groups, split=split, limit=threshold)
         _console(stderr=True).print(f"wrote {path}")
@@ -1038,6 +1261,260 @@ def report_alignment(
 
     result = alignment_report(db, snapshot, size)
     _print_rows(result.columns, result.rows, as_csv=as_csv, as_json=as_json)
+
+
+class RecognitionLoss(_Choice):
+    ce = "ce"
+    arcface = "arcface"
+    cosface = "cosface"
+    triplet = "triplet"
+
+
+class Mining(_Choice):
+    random = "random"
+    batch_hard = "batch-hard"
+
+
+class FaceSource(_Choice):
+    aligned = "aligned"
+    bbox = "bbox"
+
+
+class Backbone(_Choice):
+    face_cpu = "face_cpu"
+    resnet18 = "resnet18"
+    resnet50 = "resnet50"
+
+
+@train_app.command("recognizer")
+@_user_errors(ValueError)  # models.train_recognizer checks its config with ValueError
+@_plain_choices
+def train_recognizer_cmd(
+    ctx: typer.Context,
+    snapshot: Annotated[str, typer.Option(help="Snapshot to train on (train/val splits).")],
+    loss: Annotated[
+        RecognitionLoss, typer.Option(help="Softmax CE (label smoothing 0.1), ArcFace, CosFace "
+                                      "or triplet.")
+    ] = RecognitionLoss.arcface,
+    mining: Annotated[
+        Mining, typer.Option(help="Triplets: random (the reference's) or batch-hard (PK batches).")
+    ] = Mining.batch_hard,
+    backbone: Annotated[
+        Backbone, typer.Option(help="face_cpu (CPU-sized ResNet-10), resnet18, resnet50 (the "
+                               "reference's).")
+    ] = Backbone.face_cpu,
+    source: Annotated[
+        FaceSource, typer.Option(help="aligned (celebcat align first) or bbox (face-box crops).")
+    ] = FaceSource.aligned,
+    size: Annotated[int, typer.Option(help="Crop side in pixels (a multiple of 16).")] = 112,
+    embedding_dim: Annotated[int, typer.Option(help="Embedding size.")] = 512,
+    epochs: Annotated[int, typer.Option(help="Epochs.")] = 30,
+    batch_size: Annotated[int, typer.Option(help="Batch size (triplet: P x K with K=4).")] = 64,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
+    schedule: Annotated[
+        str, typer.Option(help="cosine (lr to lr/100 at the last epoch) or constant.")
+    ] = "cosine",
+    max_minutes: Annotated[
+        float | None, typer.Option(help="Time budget: stop before an epoch likely to overrun it.")
+    ] = None,
+    max_batches: Annotated[
+        int | None, typer.Option(help="Batches per epoch (short runs for demos).")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="DataLoader workers.")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    out: Annotated[Path, typer.Option(help="Checkpoint folder.")] = Path("checkpoints"),
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Continue from a checkpoint or run folder (with its settings; "
+                     "--epochs, --max-minutes, --workers, --out may change)."),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Train a face recognizer (backbone + loss); runs and metrics go to the catalog.
+
+    Classifier losses keep the checkpoint with the best validation top-1, triplet
+    the best validation verification AUC (logged for every loss). Then embed and
+    evaluate: celebcat eval recognizer --run RUN.
+
+    On several processes: torchrun --nproc_per_node=N -m cli train recognizer ...
+    (--batch-size is per process; one run, written by rank 0; see the README).
+
+    Example: celebcat train recognizer --snapshot demo --loss arcface --epochs 10
+    """
+    from models.distributed import is_main_process
+    from models.train_recognizer import (
+        RecognizerTrainConfig,
+        load_checkpoint,
+        train_recognizer,
+    )
+
+    given = dict(
+        snapshot=snapshot, loss=loss, mining=mining, backbone=backbone, source=source,
+        size=size, embedding_dim=embedding_dim, epochs=epochs, batch_size=batch_size, lr=lr,
+        schedule=schedule, max_minutes=max_minutes, max_batches_per_epoch=max_batches,
+        num_workers=workers, seed=seed, out_dir=str(out),
+    )  # fmt: skip
+    if resume is None:
+        config = RecognizerTrainConfig(**given)
+    else:
+        typed = _typed_options(ctx, given)
+        config = RecognizerTrainConfig.resumed(load_checkpoint(resume)["config"], **typed)
+    if not is_main_process():  # under torchrun: rank 0 reports, the others train quietly
+        train_recognizer(config, db, resume=resume)
+        return
+    with _progress() as (task, console):
+
+        def report(e: dict[str, Any]) -> None:
+            top1 = f", val top-1 {e['val_top1']:.4f}" if "val_top1" in e else ""
+            best = next(v for k, v in e.items() if k.startswith("best_val_"))
+            console.print(f"epoch {e['epoch'] + 1}: train loss {e['train_loss']:.5f}{top1}, "
+                          f"val AUC {e['val_auc']:.4f}, best {best:.4f}")  # fmt: skip
+
+        result = train_recognizer(config, db, resume=resume, progress=report,
+                                  on_batch=_batch_bar(task))  # fmt: skip
+    _console().print(
+        f"run {result.run_id}: {result.epochs_done} epochs, best val {result.metric} "
+        f"{result.best:.4f}, checkpoint {result.best_checkpoint}\n"
+        f"next: celebcat eval recognizer --run {result.run_id}"
+    )
+
+
+@app.command()
+@_user_errors(ValueError)
+def embed(
+    run: Annotated[str, typer.Option(help="Recognition run id, run folder or checkpoint.")],
+    snapshot: Annotated[
+        str | None, typer.Option(help="Snapshot to embed (default: the run's).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 128,
+    workers: Annotated[int, typer.Option(help="DataLoader workers.")] = 0,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Leave out images that cannot be read.")
+    ] = False,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Embed a snapshot's images with a recognizer into the catalog's embeddings table.
+
+    Every image with a split, cropped as the run trained (no augmentation),
+    L2-normalised. Nearest neighbours are then SQL, e.g.
+    celebcat sql "select b.image_id, list_cosine_similarity(a.embedding, b.embedding) s
+    from embeddings a join embeddings b using (run_id) where a.image_id = '000123.jpg'
+    and b.image_id <> a.image_id order by s desc limit 5"
+
+    On several processes (each embeds a share, on its own GPU where there are
+    GPUs; rank 0 writes): torchrun --nproc_per_node=N -m cli embed ...
+
+    Example: celebcat embed --run recognition-20261201-120000-ab12
+    """
+    import torch
+
+    from models.distributed import device, is_main_process, launched
+    from models.recognition_eval import embed_snapshot, load_recognizer
+
+    gpu = launched() and torch.cuda.is_available()  # torchrun: a GPU a process, if any
+    recognizer = load_recognizer(run, db, device("cuda") if gpu else "cpu")
+    if not is_main_process():  # rank 0 reports, the others work quietly
+        embed_snapshot(recognizer, snapshot, db, batch_size=batch_size, workers=workers,
+                       skip_bad=skip_bad)  # fmt: skip
+        return
+    with _progress() as (task, _):
+        out = embed_snapshot(recognizer, snapshot, db, batch_size=batch_size, workers=workers,
+                             skip_bad=skip_bad, progress=_staged(task))  # fmt: skip
+    summary = {"run": out.run_id, "snapshot": out.snapshot, "images": len(out.image_id),
+               "dim": int(out.embeddings.shape[1]) if len(out.image_id) else 0,
+               "source": out.source, "seconds": round(out.seconds, 2)}  # fmt: skip
+    if as_json:
+        return _print_json(summary)
+    console = _console()
+    console.print(f"{summary['images']} embeddings ({summary['dim']}-d, crops {out.source}) of "
+                  f"snapshot {out.snapshot} by run {out.run_id} in the catalog "
+                  f"({out.seconds:.1f} s)")  # fmt: skip
+    _print_skipped(console, out.skipped, "not embedded")
+
+
+eval_app = typer.Typer(
+    help=f"Evaluate trained models; figures go to the metrics table. {NEEDS_TORCH}"
+    "\n\nExample: celebcat eval recognizer --run RUN",
+    no_args_is_help=True,
+)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("recognizer")
+@_user_errors(ValueError)
+def eval_recognizer(
+    run: Annotated[str, typer.Option(help="Recognition run id, run folder or checkpoint.")],
+    by: Annotated[
+        str | None, typer.Option(help="Also per group of these attributes, e.g. Eyeglasses,Male.")
+    ] = None,
+    plots: Annotated[
+        Path | None, typer.Option(help="Folder for ROC, cosine-histogram and t-SNE PNGs "
+                                  "(needs the plots extra).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 128,
+    workers: Annotated[int, typer.Option(help="DataLoader workers.")] = 0,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Leave out images that cannot be read.")
+    ] = False,
+    as_csv: CsvOption = False,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Embed the run's snapshot and measure it the reference's ways.
+
+    test split: top-1/top-5, all-pairs verification (AUC, EER, TPR at FPR 0.1, 0.01,
+    0.001), triplet accuracy. query/distractor splits: the reference's open-set TPR at
+    FPR 0.5 ... 0.001 (with the thresholds identify uses) and IJB-C style TPIR at FPIR
+    0.1 and 0.01. Everything is written to metrics; compare runs with celebcat report
+    compare RUN RUN.
+
+    Example: celebcat eval recognizer --run RUN --by Eyeglasses --plots plots/
+    """
+    from models.recognition_eval import evaluate_recognizer
+
+    if plots is not None:
+        _needs("matplotlib")
+    attrs = [a.strip() for a in by.split(",") if a.strip()] if by else []
+    with _progress() as (task, _):
+        out = evaluate_recognizer(run, db, by=attrs, plots=plots, batch_size=batch_size,
+                                  workers=workers, skip_bad=skip_bad,
+                                  progress=_staged(task))  # fmt: skip
+    rows = [(split, name, value) for split, values in out.metrics.items()
+            for name, value in values.items()]  # fmt: skip
+    _print_rows(["split", "metric", "value"], rows, as_csv=as_csv, as_json=as_json,
+                title=f"run {out.run_id}, epoch {out.epoch + 1}")  # fmt: skip
+    if not (as_csv or as_json):
+        for path in out.plots:
+            _console().print(f"plot: {path}")
+
+
+@report_app.command("compare")
+def report_compare(
+    runs_: Annotated[list[str], typer.Argument(metavar="RUN...", help="Run ids.")],
+    reference: Annotated[
+        bool, typer.Option("--reference", help="Add the reference project's reported figures.")
+    ] = False,
+    as_csv: CsvOption = False,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Runs side by side: best validation figure, test and open-set figures.
+
+    --csv and --json give one row a run; the table shows one column a run, so that
+    twenty figures fit a terminal.
+
+    Example: celebcat report compare RUN_CE RUN_ARCFACE --reference
+    """
+    from catalog.reports import compare_runs
+
+    table = compare_runs(db, runs_, reference=reference)
+    if as_csv or as_json:
+        return _print_rows(table.columns, table.rows, as_csv=as_csv, as_json=as_json)
+    columns = ["", *(str(r[0]) for r in table.rows)]
+    rows = [(name, *(r[i] for r in table.rows)) for i, name in enumerate(table.columns)
+            if i > 0]  # fmt: skip
+    _print_rows(columns, rows)
 
 
 @app.command()
@@ -1101,14 +1578,24 @@ def snapshot_list(as_csv: CsvOption = False, as_json: JsonOption = False, db: Db
 
 
 @snapshot_app.command("show")
-def snapshot_show(name: str, db: DbOption = None) -> None:
+def snapshot_show(name: str, as_json: JsonOption = False, db: DbOption = None) -> None:
     """Show a snapshot: hash, parameters and split sizes.
 
     Example: celebcat snapshot show base-v1
     """
+    from catalog.formats import SPLITS, UNUSED_SPLIT
     from catalog.snapshots import show
 
     snap, splits = show(name, db)
+    order = (*SPLITS, UNUSED_SPLIT)
+    splits = dict(sorted(splits.items(), key=lambda kv: (
+        order.index(kv[0]) if kv[0] in order else len(order), kv[0])))  # fmt: skip
+    if as_json:
+        return _print_json({
+            **_fields(snap),
+            "splits": [{"split": k, "images": n, "identities": i}
+                       for k, (n, i) in splits.items()],
+        })  # fmt: skip
     console = _console()
     console.print(f"snapshot {snap.name}, created {snap.created_at} UTC\nhash {snap.hash}")
     _print_rows(["split", "images", "identities"], [(k, *v) for k, v in splits.items()])
@@ -1118,7 +1605,7 @@ def snapshot_show(name: str, db: DbOption = None) -> None:
 
 
 @snapshot_app.command("diff")
-def snapshot_diff(a: str, b: str, db: DbOption = None) -> None:
+def snapshot_diff(a: str, b: str, as_json: JsonOption = False, db: DbOption = None) -> None:
     """Compare two snapshots: images only in one, split changes, parameter changes.
 
     Example: celebcat snapshot diff base-v1 base-v2
@@ -1126,6 +1613,8 @@ def snapshot_diff(a: str, b: str, db: DbOption = None) -> None:
     from catalog.snapshots import diff
 
     d = diff(a, b, db)
+    if as_json:
+        return _print_json({"a": a, "b": b, **_fields(d)})
     console = _console()
     console.print(
         f"only in {a}: {len(d.only_a)}; only in {b}: {len(d.only_b)}; "
@@ -1193,28 +1682,34 @@ def snapshot_export(
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from catalog.annotations import AnnotationError
-    from catalog.db import CatalogBusyError, CatalogNotFoundError
-    from catalog.ingest import IngestError
+    """The errors whose message is the whole story: the library's (CatalogError and its
+    subclasses), this module's UserError, a file or folder that is not there, and
+    DuckDB failing to open the catalog file. Anything else is a bug: its traceback
+    stays."""
+    from catalog.errors import CatalogError
 
-    # ValueError covers InfeasibleSelection, SnapshotError and QuotaError.
     known: list[type[BaseException]] = [
-        UserError, AnnotationError, IngestError, CatalogNotFoundError, CatalogBusyError,
-        LookupError, FileNotFoundError, ValueError,
+        UserError, CatalogError, FileNotFoundError, NotADirectoryError,
     ]
-    if "catalog.cache" in sys.modules:
-        from catalog.cache import CacheError
-
-        known.append(CacheError)
-    if "catalog.export" in sys.modules:
-        from catalog.export import ExportError
-
-        known.append(ExportError)
     if "duckdb" in sys.modules:
         import duckdb
 
-        known.append(duckdb.Error)
+        known.append(duckdb.IOException)
     return tuple(known)
+
+
+def _missing_extra(exc: BaseException) -> str | None:
+    """The one-line message for an import of an optional dependency that failed."""
+    from catalog.errors import EXTRAS, MissingExtraError, require
+
+    name = getattr(exc, "name", None) or ""
+    if isinstance(exc, ModuleNotFoundError) and name.split(".")[0] in EXTRAS:
+        try:
+            require(name.split(".")[0])
+        except MissingExtraError as missing:
+            return str(missing)
+        return f"{name.split('.')[0]} could not be imported: {exc}"
+    return None
 
 
 def _explain(exc: BaseException) -> str:
@@ -1235,11 +1730,12 @@ def main() -> None:
         _console(stderr=True).print("[red]Interrupted; the catalog was left as it was.[/red]")
         sys.exit(130)
     except Exception as exc:
-        if not isinstance(exc, _known_errors()):
+        message = _missing_extra(exc)
+        if message is None and not isinstance(exc, _known_errors()):
             raise
         from rich.markup import escape
 
-        _console(stderr=True).print(f"[red]Error:[/red] {escape(_explain(exc))}")
+        _console(stderr=True).print(f"[red]Error:[/red] {escape(message or _explain(exc))}")
         sys.exit(1)
 
 

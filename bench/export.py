@@ -4,7 +4,7 @@ Run:  python bench/export.py [--images 20000] [--select 3000] [--baseline-files 
 
 The reference workflow copied its 25,000 selected images in 78 minutes: for each
 selected file name it searched the whole image tree, then copied what it found
-(design.md §2). Setup, cached under bench/_work/export_<images>/ (gitignored):
+(docs/reference-workflow.md, step 1). Setup, cached under bench/_work/export_<images>/ (gitignored):
 
 1. a synthetic CelebA of ``--images`` in-the-wild JPEGs (``catalog.synth``), moved
    into nested folders of 1,000 (``img_celeba/000/000001.jpg``), as some downloads are;

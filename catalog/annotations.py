@@ -3,7 +3,7 @@
 Two paths, one set of rules:
 
 * The fast path runs in DuckDB. Each file is read as whole lines (DuckDB's CSV
-  reader cannot split CelebA's runs of spaces, design.md section 6), every line is
+  reader cannot split CelebA's runs of spaces, docs/decisions.md, "Ingest"), every line is
   checked against one regular expression for its layout, then split and cast in
   bulk. This is what makes full-size CelebA load in a fraction of a second.
 * When the fast path finds anything wrong, :func:`find_problem` re-reads the file
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from catalog.errors import CatalogError
 from catalog.formats import (
     ALL_FILES,
     ANNOTATION_TABLES,
@@ -60,7 +61,7 @@ _VALUE_SQL_TYPES = {"attr": "BOOLEAN", "int": "INTEGER", "partition": "TINYINT"}
 _CHECKED_IN_TABLE = ("attr", "partition")
 
 
-class AnnotationError(ValueError):
+class AnnotationError(CatalogError, ValueError):
     """A CelebA annotation file could not be loaded.
 
     ``path`` is the file, ``line`` the 1-based line number (None when the problem
@@ -232,7 +233,7 @@ def _select_sql(spec: FileSpec, columns: tuple[str, ...], lines: str, tabs: bool
         fields = "string_split(rtrim(line), ',')"
     else:
         # Splitting on single spaces and dropping the empty strings between runs of
-        # spaces is the fastest split DuckDB offers here (design.md section 6);
+        # spaces is the fastest split DuckDB offers here (docs/decisions.md, "Ingest");
         # tabs are rare, so they cost an extra pass only in files that have them.
         text = "replace(line, chr(9), ' ')" if tabs else "line"
         fields = f"list_filter(string_split({text}, ' '), lambda t: t <> '')"

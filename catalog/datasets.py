@@ -41,6 +41,7 @@ from catalog import cache as crop_cache
 from catalog import snapshots
 from catalog import transforms as T
 from catalog.db import connect
+from catalog.errors import CatalogError
 
 if TYPE_CHECKING:
     import duckdb
@@ -57,7 +58,7 @@ IMAGE_DTYPES: tuple[str, ...] = ("float32", "uint8")
 ALL, UNUSED = snapshots.ALL, snapshots.UNUSED
 
 
-class DatasetError(ValueError):
+class DatasetError(CatalogError, ValueError):
     """The snapshot cannot feed this Dataset (no face boxes, no landmarks, no images)."""
 
 

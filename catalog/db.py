@@ -19,9 +19,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from catalog.errors import CatalogError
+
 if TYPE_CHECKING:  # keep `import catalog.db` free of heavy imports
     import duckdb
     import sqlalchemy
+
+#: How every library function takes a catalog: a path, a ``duckdb:///`` URL, or None
+#: for ``$CELEBCAT_DB`` / ``./celeba.duckdb`` (:func:`resolve_db`).
+DbArg = str | os.PathLike[str] | None
 
 DEFAULT_DB = "celeba.duckdb"
 ENV_VAR = "CELEBCAT_DB"
@@ -31,15 +37,19 @@ LOCK_TIMEOUT_ENV = "CELEBCAT_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT = 60.0
 
 
-class CatalogNotFoundError(FileNotFoundError):
+class CatalogNotFoundError(CatalogError, FileNotFoundError):
     """Raised when a read-only connection is asked for a catalog that does not exist."""
 
 
-class CatalogBusyError(RuntimeError):
+class CatalogBusyError(CatalogError, RuntimeError):
     """Another process held the catalog's lock for longer than the lock timeout."""
 
 
-def resolve_db(db: str | os.PathLike[str] | None = None) -> Path:
+class CatalogPathError(CatalogError, ValueError):
+    """The catalog is named in a way that cannot be a DuckDB file."""
+
+
+def resolve_db(db: DbArg = None) -> Path:
     """The catalog file a command works on: ``db``, else ``$CELEBCAT_DB``, else the default.
 
     ``db`` may be a plain path or a SQLAlchemy URL (``duckdb:///relative.duckdb`` or
@@ -49,13 +59,17 @@ def resolve_db(db: str | os.PathLike[str] | None = None) -> Path:
     if value.startswith(URL_PREFIX):
         value = value[len(URL_PREFIX) :]
     elif value.startswith("duckdb:"):
-        raise ValueError(f"Unsupported catalog URL {value!r}: use duckdb:///path/to/file.duckdb")
+        raise CatalogPathError(
+            f"Unsupported catalog URL {value!r}: use duckdb:///path/to/file.duckdb"
+        )
     if not value or value == ":memory:":
-        raise ValueError("A catalog must be a file path; in-memory catalogs are not supported")
+        raise CatalogPathError(
+            "A catalog must be a file path; in-memory catalogs are not supported"
+        )
     return Path(value).expanduser()
 
 
-def url(db: str | os.PathLike[str] | None = None) -> str:
+def url(db: DbArg = None) -> str:
     """The SQLAlchemy URL of the catalog (``duckdb:///<absolute path>``)."""
     return URL_PREFIX + str(resolve_db(db).resolve())
 
@@ -68,11 +82,13 @@ def lock_timeout() -> float:
     try:
         return max(float(value), 0.0)
     except ValueError:
-        raise ValueError(f"${LOCK_TIMEOUT_ENV}={value!r} is not a number of seconds") from None
+        raise CatalogPathError(
+            f"${LOCK_TIMEOUT_ENV}={value!r} is not a number of seconds"
+        ) from None
 
 
 def connect(
-    db: str | os.PathLike[str] | None = None,
+    db: DbArg = None,
     *,
     read_only: bool = False,
     timeout: float | None = None,
@@ -141,7 +157,7 @@ def _busy_message(path: Path, err: BaseException, waited: float) -> str:
 
 
 def engine(
-    db: str | os.PathLike[str] | None = None, *, read_only: bool = True
+    db: DbArg = None, *, read_only: bool = True
 ) -> sqlalchemy.engine.Engine:
     """A SQLAlchemy engine on the catalog (duckdb-engine), e.g. for ``pandas.read_sql``.
 
@@ -175,3 +191,14 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
+
+
+def has_table(con: duckdb.DuckDBPyConnection, *names: str, views: bool = False) -> bool:
+    """True when every one of ``names`` is a table of the catalog (or, with ``views``,
+    a table or view). Works on a read-only connection, where ``CREATE ... IF NOT
+    EXISTS`` cannot run."""
+    sql = "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'"
+    if views:
+        sql += " UNION ALL SELECT view_name FROM duckdb_views() WHERE schema_name = 'main'"
+    found = {row[0] for row in con.execute(sql).fetchall()}
+    return set(names) <= found

@@ -1,9 +1,10 @@
 """``celebcat export``: write a snapshot's images and labels into a folder, resumably.
 
 The reference workflow copied its 25,000 selected files in 78 minutes because it
-searched the whole image tree once per file (design.md §2). Here the catalog already
-knows every file's path (the ``images`` table, relative to ``catalog_info.image_root``),
-so an export is one query and then plain file work in a pool.
+searched the whole image tree once per file (docs/reference-workflow.md, step 1). Here
+the catalog already knows every file's path (the ``images`` table, relative to
+``catalog_info.image_root``), so an export is one query and then plain file work in a
+pool.
 
 Layout of ``OUT``::
 
@@ -39,6 +40,7 @@ import numpy as np
 
 from catalog import files, snapshots, transforms
 from catalog.db import connect
+from catalog.errors import CatalogError
 from catalog.formats import ATTRIBUTES, BBOX_COLUMNS, LANDMARK_COLUMNS, LANDMARK_POINTS
 from catalog.snapshots import BadImage
 
@@ -66,7 +68,7 @@ LABEL_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 
 
-class ExportError(RuntimeError):
+class ExportError(CatalogError, RuntimeError):
     """The export cannot start or a file cannot be written; the message names the file."""
 
 

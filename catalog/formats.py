@@ -3,7 +3,7 @@
 Every reader and writer in the project (ingest, the synthetic generator, tests)
 takes file names and column names from here, so the two layouts can never drift
 apart. The layouts are those of the official CelebA release and of the Kaggle
-copy (jessicali9530/celeba-dataset); see ``design.md`` section 3.
+copy (jessicali9530/celeba-dataset).
 
 Official txt files::
 
@@ -112,6 +112,19 @@ ANNOTATION_TABLES: dict[str, tuple[str, ...]] = {
 }
 
 #: Folder names of the two image sets in the official release.
+#: The splits of a selection (the recognition_split view) and of a snapshot, in the
+#: order they are assigned and shown; a selected image in none of them is "unused".
+SPLITS: tuple[str, ...] = ("train", "val", "test", "query", "distractor")
+UNUSED_SPLIT = "unused"
+
+
+def split_order_sql(column: str) -> str:
+    """SQL ranking a split column in :data:`SPLITS` order (unknown names, then NULL, last)."""
+    whens = " ".join(f"WHEN '{s}' THEN {i}" for i, s in enumerate(SPLITS))
+    return f"CASE {column} {whens} WHEN '{UNUSED_SPLIT}' THEN {len(SPLITS)} " \
+        f"ELSE {len(SPLITS) + 1} END"
+
+
 WILD_IMAGE_DIR = "img_celeba"
 ALIGNED_IMAGE_DIR = "img_align_celeba"
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")

@@ -35,7 +35,8 @@ from catalog.annotations import (
     load_annotation,
     table_ddl,
 )
-from catalog.db import connect, resolve_db, transaction
+from catalog.db import DbArg, connect, resolve_db, transaction
+from catalog.errors import CatalogError
 from catalog.formats import ALL_FILES, ANNOTATION_TABLES
 from catalog.problems import PROBLEMS_DDL, run_checks
 from catalog.views import apply_views
@@ -97,13 +98,13 @@ class IngestProgress:
     scan: Callable[[str, int], ProgressFn] | None = None  # (label, total) -> update(done, total)
 
 
-class IngestError(RuntimeError):
+class IngestError(CatalogError, RuntimeError):
     """Ingest could not start (nothing to load, missing folder); the catalog is untouched."""
 
 
 def ingest(
     data_dir: str | os.PathLike[str],
-    db: str | os.PathLike[str] | None = None,
+    db: DbArg = None,
     *,
     images: str | os.PathLike[str] | None = None,
     scan_images: bool = True,

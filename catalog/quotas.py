@@ -28,6 +28,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from catalog.errors import CatalogError
 from catalog.formats import ATTRIBUTES
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ IDENTITY_LEVEL_AGREEMENT = 0.9
 TOLERANCE = 0.01  # one percentage point
 
 
-class QuotaError(ValueError):
+class QuotaError(CatalogError, ValueError):
     """A quota that cannot be met (named), or a malformed one."""
 
 

@@ -18,18 +18,23 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from catalog.db import connect
-from catalog.formats import ATTRIBUTES, LANDMARK_COLUMNS
+from catalog.db import DbArg, connect, has_table
+from catalog.errors import ReportError
+from catalog.formats import ATTRIBUTES, LANDMARK_COLUMNS, UNUSED_SPLIT, split_order_sql
 from catalog.info import QueryResult
 from catalog.results import NME_NORMALISER as NORMALISER
+
+if TYPE_CHECKING:
+    import duckdb
 
 #: NME above this counts as a failure (the usual 10% of the inter-ocular distance).
 FAILURE_THRESHOLD = 0.1
 #: A snapshot image's split, 'unused' for selected images in none (as the Datasets say).
-_SPLIT = "coalesce(split, 'unused')"
+_SPLIT = f"coalesce(split, '{UNUSED_SPLIT}')"
 #: The five landmarks, CelebA order ("left" = the viewer's left).
 LANDMARK_NAMES: tuple[str, ...] = tuple(c[:-2] for c in LANDMARK_COLUMNS[::2])
 
@@ -50,19 +55,17 @@ def _check_attributes(by: Sequence[str]) -> list[str]:
     by = list(by)
     for name in by:
         if name not in ATTRIBUTES:
-            raise ValueError(
+            raise ReportError(
                 f"Unknown attribute {name!r}; use CelebA's attribute names "
                 f"(e.g. {', '.join(ATTRIBUTES[:4])}, ...; all: {', '.join(ATTRIBUTES)})"
             )
     if len(set(by)) != len(by):
-        raise ValueError(f"Attributes repeat in {', '.join(by)}")
+        raise ReportError(f"Attributes repeat in {', '.join(by)}")
     return by
 
 
-def _has_predictions(con: object) -> bool:
-    return bool(con.execute(  # type: ignore[attr-defined]
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'landmark_predictions'"
-    ).fetchone()[0])
+def _has_predictions(con: duckdb.DuckDBPyConnection) -> bool:
+    return has_table(con, "landmark_predictions")
 
 
 def _per_landmark_sql() -> str:
@@ -74,7 +77,7 @@ def _per_landmark_sql() -> str:
     )
 
 
-def _errors_sql(db: str | os.PathLike[str] | None, run_id: str, split: str | None
+def _errors_sql(db: DbArg, run_id: str, split: str | None
                 ) -> tuple[str, list[object]]:  # fmt: skip
     """A query of the run's images with an NME: image_id, nme, nme_<landmark> x5 and
     every attribute, restricted to ``split`` of the run's snapshot; and its parameters.
@@ -98,7 +101,7 @@ def _errors_sql(db: str | os.PathLike[str] | None, run_id: str, split: str | Non
     finally:
         con.close()
     if others:
-        raise ValueError(
+        raise ReportError(
             f"Run {run_id}'s predictions are normalised by {', '.join(others)}; these "
             f"reports need {NORMALISER}"
         )
@@ -106,14 +109,14 @@ def _errors_sql(db: str | os.PathLike[str] | None, run_id: str, split: str | Non
     where = ""
     if split is not None:
         if row is None or row[0] != run.snapshot_hash:
-            raise ValueError(
+            raise ReportError(
                 f"Run {run_id} was trained on snapshot {run.snapshot!r} "
                 f"(hash {run.snapshot_hash[:12]}), which "
                 + ("no longer exists" if row is None else f"now has hash {row[0][:12]}")
                 + "; its splits are unknown, so report without --split."
             )
         if split not in splits:
-            raise ValueError(
+            raise ReportError(
                 f"Snapshot {run.snapshot!r} has no split {split!r}; it has {', '.join(splits)}"
             )
         where = (
@@ -131,7 +134,7 @@ def _errors_sql(db: str | os.PathLike[str] | None, run_id: str, split: str | Non
 
 
 def landmark_report(
-    db: str | os.PathLike[str] | None,
+    db: DbArg,
     run_id: str,
     by: Sequence[str] = (),
     *,
@@ -144,7 +147,7 @@ def landmark_report(
     ``by`` attributes (one row overall when ``by`` is empty), ordered by them;
     ``per_landmark`` adds the mean NME of each landmark.
 
-    Raises ValueError naming an attribute that is not one of CelebA's 40 (or
+    Raises ReportError (a ValueError) naming an attribute that is not one of CelebA's 40 (or
     repeats), a split the run's snapshot lacks, or a snapshot recreated since the
     run; catalog.results.RunError for an unknown run.
     """
@@ -170,8 +173,43 @@ def landmark_report(
     return QueryResult(columns, rows)
 
 
+def report_scope(db: DbArg, run_id: str) -> str:
+    """Which images a report of run ``run_id`` without a split covers: every image the
+    run predicted, counted by its split of the run's snapshot, e.g. "covers all 340
+    images run R predicted: train 210, val 45, test 45, ...; --split test for the
+    test split alone". Raises RunError for an unknown run.
+    """
+    from catalog.results import get_run
+
+    run = get_run(db, run_id)
+    con = connect(db, read_only=True)
+    try:
+        total = con.execute(
+            "SELECT count(*) FROM landmark_predictions WHERE run_id = ? AND nme IS NOT NULL "
+            "AND NOT isnan(nme)", [run_id]
+        ).fetchone()[0] if _has_predictions(con) else 0  # fmt: skip
+        row = con.execute("SELECT hash FROM snapshots WHERE name = ?", [run.snapshot]).fetchone() \
+            if has_table(con, "snapshots") else None  # fmt: skip
+        current = row is not None and row[0] == run.snapshot_hash
+        counts = con.execute(
+            f"SELECT {_SPLIT} AS s, count(*) FROM landmark_predictions AS p "
+            "JOIN snapshot_images AS i ON i.image_id = p.image_id AND i.snapshot = ? "
+            "WHERE p.run_id = ? AND p.nme IS NOT NULL AND NOT isnan(p.nme) "
+            f"GROUP BY s ORDER BY min({split_order_sql('split')}), s",
+            [run.snapshot, run_id],
+        ).fetchall() if current and total else []  # fmt: skip
+    finally:
+        con.close()
+    head = f"covers all {total:,} images run {run_id} predicted"
+    if not current:
+        return (f"{head} (snapshot {run.snapshot!r} changed since the run, so their splits "
+                "are unknown)")  # fmt: skip
+    parts = ", ".join(f"{split} {n:,}" for split, n in counts)
+    return f"{head}: {parts or 'none'}; --split test for the test split alone"
+
+
 def landmark_errors(
-    db: str | os.PathLike[str] | None,
+    db: DbArg,
     run_id: str,
     by: Sequence[str] = (),
     *,
@@ -205,7 +243,7 @@ def landmark_errors(
 
 
 def write_ced_plot(
-    db: str | os.PathLike[str] | None,
+    db: DbArg,
     run_id: str,
     path: str | os.PathLike[str],
     by: Sequence[str] = (),
@@ -216,14 +254,14 @@ def write_ced_plot(
     """A PNG of the run's cumulative error distribution up to ``limit``, one curve per
     group of the ``by`` attributes, AUC and failure rate in the legend.
 
-    Raises ValueError when the run has no predictions with an NME (run ``celebcat
+    Raises ReportError when the run has no predictions with an NME (run ``celebcat
     align`` first), and as :func:`landmark_report`.
     """
     from catalog.ced import plot_ced
 
     errors = landmark_errors(db, run_id, by, split=split)
     if not len(errors.nme):
-        raise ValueError(
+        raise ReportError(
             f"Run {run_id} has no predictions with a true-landmark NME"
             f"{f' in split {split!r}' if split else ''}; run `celebcat align --run "
             f"{run_id} --snapshot ...` first."
@@ -329,5 +367,6 @@ __all__ = [
     "LandmarkErrors",
     "landmark_errors",
     "landmark_report",
+    "report_scope",
     "write_ced_plot",
 ]

@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 import catalog
 from catalog import snapshots
-from catalog.db import connect, transaction
+from catalog.db import DbArg, connect, has_table, transaction
+from catalog.errors import CatalogError
 from catalog.formats import LANDMARK_COLUMNS
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ STATUSES = ("running", "finished", "failed", "interrupted")
 DIED = "died"
 
 
-class RunError(ValueError):
+class RunError(CatalogError, ValueError):
     """Unknown run, or a status that is not one of STATUSES."""
 
 
@@ -149,13 +150,6 @@ def _process_alive(pid: int, proc_start: str | None) -> bool:
     return proc_start is None or _proc_start(pid) in (None, proc_start)
 
 
-def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = ?",
-        [name],
-    ).fetchone()[0])
-
-
 def _has_runs(con: duckdb.DuckDBPyConnection) -> bool:
     return has_table(con, "runs")
 
@@ -185,7 +179,7 @@ def code_version() -> str:
 
 
 def start_run(
-    db: str | os.PathLike[str] | None, kind: str, config: Mapping[str, Any], snapshot: str
+    db: DbArg, kind: str, config: Mapping[str, Any], snapshot: str
 ) -> str:
     """Record a new run (status 'running') and return its id.
 
@@ -219,7 +213,7 @@ def _claim(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
     )
 
 
-def _set_status(db: str | os.PathLike[str] | None, run_id: str, status: str) -> None:
+def _set_status(db: DbArg, run_id: str, status: str) -> None:
     if status not in STATUSES:
         raise RunError(f"status {status!r}: use one of {', '.join(STATUSES)}")
     con = connect(db)
@@ -238,20 +232,20 @@ def _set_status(db: str | os.PathLike[str] | None, run_id: str, status: str) -> 
         con.close()
 
 
-def finish_run(db: str | os.PathLike[str] | None, run_id: str, status: str = "finished") -> None:
+def finish_run(db: DbArg, run_id: str, status: str = "finished") -> None:
     """End a run: status 'finished', 'failed' or 'interrupted', and its end time."""
     if status == "running":
         raise RunError("finish_run needs an end status; use reopen_run to resume a run")
     _set_status(db, run_id, status)
 
 
-def reopen_run(db: str | os.PathLike[str] | None, run_id: str) -> None:
+def reopen_run(db: DbArg, run_id: str) -> None:
     """Mark a run 'running' again (a resumed training run keeps its id)."""
     _set_status(db, run_id, "running")
 
 
 def log_metrics(
-    db: str | os.PathLike[str] | None,
+    db: DbArg,
     run_id: str,
     epoch: int,
     split: str,
@@ -271,7 +265,7 @@ def log_metrics(
 
 
 def write_landmark_predictions(
-    db: str | os.PathLike[str] | None,
+    db: DbArg,
     run_id: str,
     predictions: pd.DataFrame | Mapping[str, Any],
     normaliser: str = NME_NORMALISER,
@@ -421,7 +415,7 @@ def _select_runs(con: duckdb.DuckDBPyConnection) -> str:
     return _RUN_COLUMNS.replace("host, pid, proc_start", "NULL, NULL, NULL")
 
 
-def get_run(db: str | os.PathLike[str] | None, run_id: str) -> Run:
+def get_run(db: DbArg, run_id: str) -> Run:
     con = connect(db, read_only=True)
     try:
         row = None
@@ -436,7 +430,7 @@ def get_run(db: str | os.PathLike[str] | None, run_id: str) -> Run:
     return _run(row)
 
 
-def list_runs(db: str | os.PathLike[str] | None = None, kind: str | None = None) -> list[Run]:
+def list_runs(db: DbArg = None, kind: str | None = None) -> list[Run]:
     """All runs (of ``kind`` if given), oldest first."""
     con = connect(db, read_only=True)
     try:
@@ -453,7 +447,7 @@ def list_runs(db: str | os.PathLike[str] | None = None, kind: str | None = None)
 
 
 def get_metrics(
-    db: str | os.PathLike[str] | None, run_id: str
+    db: DbArg, run_id: str
 ) -> dict[tuple[int, str, str], float]:
     """A run's metrics as {(epoch, split, name): value}."""
     con = connect(db, read_only=True)

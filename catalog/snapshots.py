@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from catalog.db import connect, transaction
-from catalog.formats import LANDMARK_COLUMNS
+from catalog.db import connect, has_table, transaction
+from catalog.errors import CatalogError
+from catalog.formats import LANDMARK_COLUMNS, SPLITS, UNUSED_SPLIT
 from catalog.selection import rebuild
 from catalog.views import get_params
 
@@ -59,15 +60,15 @@ CREATE TABLE IF NOT EXISTS snapshot_labels (
 _NAME_OK = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-."
 
 
-class SnapshotError(ValueError):
+class SnapshotError(CatalogError, ValueError):
     """Unknown or duplicate snapshot name, or a selection that cannot be frozen."""
 
 
 #: The split name of selected images that no split took (``snapshot_images.split`` NULL).
-UNUSED = "unused"
+UNUSED = UNUSED_SPLIT
 #: Every split at once, for :func:`read_images`.
 ALL = "all"
-_SPLIT_ORDER = {s: i for i, s in enumerate(("train", "val", "test", "query", "distractor"))}
+_SPLIT_ORDER = {s: i for i, s in enumerate(SPLITS)}
 
 
 @dataclass(frozen=True)
@@ -131,10 +132,7 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _has_tables(con: duckdb.DuckDBPyConnection) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' "
-        "AND table_name = 'snapshots'"
-    ).fetchone()[0])
+    return has_table(con, "snapshots")
 
 
 def get(con: duckdb.DuckDBPyConnection, name: str) -> Snapshot:
@@ -494,17 +492,10 @@ def read_images(
 
 def _image_root(con: duckdb.DuckDBPyConnection) -> str:
     """The in-the-wild image root, '' when the catalog has no image index."""
-    if not _table_exists(con, "catalog_info") or not _table_exists(con, "images"):
+    if not has_table(con, "catalog_info", "images"):
         return ""
     row = con.execute("SELECT value FROM catalog_info WHERE key = 'image_root'").fetchone()
     return (row[0] or "") if row else ""
-
-
-def _table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = ?",
-        [name],
-    ).fetchone()[0])  # fmt: skip
 
 
 #: Severity of the image checks whose images cannot be used (``catalog.problems``).
@@ -514,7 +505,7 @@ UNUSABLE = "error"
 def _snapshot_rows(con: duckdb.DuckDBPyConnection, snapshot: str, landmarks: bool) -> list[tuple]:
     """(image_id, identity, label, split, x_1, y_1, x_2, y_2, path, file_size, width,
     height, error, check, check detail, *landmarks) per image, by image_id."""
-    images = "images" if _table_exists(con, "images") else (
+    images = "images" if has_table(con, "images") else (
         "(SELECT NULL::VARCHAR AS image_id, NULL::VARCHAR AS path, NULL::BIGINT AS file_size, "
         "NULL::INTEGER AS width, NULL::INTEGER AS height, NULL::VARCHAR AS error WHERE false)")
     problems = (
@@ -523,7 +514,7 @@ def _snapshot_rows(con: duckdb.DuckDBPyConnection, snapshot: str, landmarks: boo
         "FROM problems "
         f"WHERE severity = '{UNUSABLE}' AND source = 'images' AND image_id IS NOT NULL "
         "GROUP BY image_id)"
-    ) if _table_exists(con, "problems") else (
+    ) if has_table(con, "problems") else (
         "(SELECT NULL::VARCHAR AS image_id, NULL::VARCHAR AS check_name, "
         "NULL::VARCHAR AS detail WHERE false)")  # fmt: skip
     marks = ", ".join(f"l.{c}" for c in LANDMARK_COLUMNS) if landmarks else "NULL"

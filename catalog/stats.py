@@ -1,10 +1,12 @@
 """``celebcat stats``: what is in the catalog, before anything is selected.
 
-The reference workflow's step 0 (design.md section 2): attribute shares (Male ~42%,
-Blurry ~5% on CelebA), identities and how many images each has (how many reach the
-25 the selection needs), face box sizes (how many fall under the 100 px cut), image
-sizes and the train/valid/test partition. Over the whole catalog or over the images
-of one snapshot.
+The reference workflow's step 0: attribute shares (Male ~42%, Blurry ~5% on
+CelebA), identities and how many images each has (how many reach the
+``min_images_per_id`` the selection needs), face box sizes (how many fall under the
+``min_box_w`` x ``min_box_h`` cut), image sizes and the train/valid/test partition.
+Over the whole catalog or over the images of one snapshot. The two thresholds are
+the selection parameters in force (``params``), or the snapshot's own; a caller may
+give others.
 
 Everything is computed in DuckDB, a handful of aggregate queries; Python only
 reshapes their few result rows, so the cost does not grow with the catalog beyond
@@ -23,19 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from catalog import snapshots
-from catalog.db import connect
-from catalog.formats import ANNOTATION_TABLES, ATTRIBUTES
+from catalog.db import DbArg, connect, has_table
+from catalog.formats import ANNOTATION_TABLES, ATTRIBUTES, UNUSED_SPLIT, split_order_sql
 from catalog.info import QueryResult
 
 if TYPE_CHECKING:
     import duckdb
 
-DbArg = str | os.PathLike[str] | None
-
-#: Identities need this many images to be eligible in the reference workflow (step 1).
-MANY_IMAGES = 25
-#: Face boxes narrower or lower than this are dropped by the reference workflow (step 1).
-SMALL_BOX = 100
 #: Width of the histogram bins fetched for the plots, in pixels.
 BIN_PX = 10
 
@@ -44,8 +40,6 @@ QUANTILES: tuple[tuple[str, float], ...] = (
     ("95%", 0.95), ("max", 1.0),
 )  # fmt: skip
 
-#: Display order of snapshot splits (the order recognition_split assigns them in).
-SPLIT_ORDER = ("train", "val", "test", "query", "distractor", "unused")
 
 
 @dataclass(frozen=True)
@@ -66,12 +60,12 @@ class Stats:
     n_identities: int
     male_share: float | None
     blurry_share: float | None
-    many_images: int  # the threshold of ids_with_many
+    many_images: int  # the threshold of ids_with_many (min_images_per_id)
     ids_with_many: int
     images_per_id_min: int | None
     images_per_id_median: float | None
     images_per_id_max: int | None
-    small_box: int  # the threshold of small_box_share
+    small_box: tuple[int, int]  # (width, height) threshold of small_box_share (min_box_w/h)
     small_box_share: float | None
     summary: QueryResult  # statistic, value
     attributes: QueryResult  # attribute, positive, share (largest share first)
@@ -122,7 +116,12 @@ class Stats:
                 "max": self.images_per_id_max,
                 "histogram": rows(self.images_per_identity),
             },
-            f"boxes_under_{self.small_box}px_share": self.small_box_share,
+            f"boxes_under_{_box_text(self.small_box, '_')}_share": self.small_box_share,
+            "thresholds": {
+                "min_images_per_id": self.many_images,
+                "min_box_w": self.small_box[0],
+                "min_box_h": self.small_box[1],
+            },
             "attributes": rows(self.attributes),
             "bbox_sizes": rows(self.bbox_sizes),
             "image_sizes": rows(self.image_sizes),
@@ -136,24 +135,35 @@ def compute_stats(
     db: DbArg = None,
     snapshot: str | None = None,
     *,
-    many_images: int = MANY_IMAGES,
-    small_box: int = SMALL_BOX,
+    many_images: int | None = None,
+    small_box: int | tuple[int, int] | None = None,
     bin_px: int = BIN_PX,
 ) -> Stats:
     """Step-0 statistics of the catalog ``db``, or of the images of snapshot ``snapshot``.
 
+    ``many_images`` (identities with at least this many images) and ``small_box``
+    (boxes narrower or lower than (width, height), or a side for both) default to the
+    selection's ``min_images_per_id`` and ``min_box_w`` / ``min_box_h``: the snapshot's
+    parameters with ``snapshot``, else those in force.
+
     Raises :class:`~catalog.snapshots.SnapshotError` naming the known snapshots when
     ``snapshot`` does not exist. Opens one read-only connection and closes it.
     """
-    if bin_px < 1 or many_images < 1 or small_box < 0:
-        raise ValueError(
-            f"bin_px and many_images must be at least 1 and small_box at least 0; got "
-            f"bin_px={bin_px}, many_images={many_images}, small_box={small_box}"
-        )
     con = connect(db, read_only=True)
     try:
+        params = _params(con, snapshot)
+        if many_images is None:
+            many_images = int(params["min_images_per_id"])
+        if small_box is None:
+            small_box = (int(params["min_box_w"]), int(params["min_box_h"]))
+        elif isinstance(small_box, int):
+            small_box = (small_box, small_box)
+        if bin_px < 1 or many_images < 1 or min(small_box) < 0:
+            raise ValueError(
+                f"bin_px and many_images must be at least 1 and small_box at least 0; got "
+                f"bin_px={bin_px}, many_images={many_images}, small_box={small_box}"
+            )
         if snapshot is not None:
-            snapshots.get(con, snapshot)  # unknown name: SnapshotError naming the known
             # A temporary table lives in the connection's in-memory temp catalog, so it
             # works on a read-only catalog and lets every query below stay parameter-free.
             con.execute(
@@ -166,20 +176,29 @@ def compute_stats(
         con.close()
 
 
-def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(
-        con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = ?",
-            [name],
-        ).fetchone()[0]
-    )
+def _params(con: duckdb.DuckDBPyConnection, snapshot: str | None) -> dict[str, float]:
+    """The snapshot's parameters (SnapshotError naming the known ones for an unknown
+    name), else the ones in force, else the defaults (a catalog without ``params``)."""
+    from catalog.views import DEFAULTS
+
+    if snapshot is not None:
+        return {**DEFAULTS, **snapshots.get(con, snapshot).params}
+    if has_table(con, "params"):
+        return {**DEFAULTS, **dict(con.execute("SELECT name, value FROM params").fetchall())}
+    return dict(DEFAULTS)
+
+
+def _box_text(box: tuple[int, int], sep: str = " ") -> str:
+    """"100 px" for a square threshold, "80x100 px" otherwise."""
+    w, h = box
+    return f"{w}{sep}px" if w == h else f"{w}x{h}{sep}px"
 
 
 def _compute(
     con: duckdb.DuckDBPyConnection,
     snapshot: str | None,
     many_images: int,
-    small_box: int,
+    small_box: tuple[int, int],
     bin_px: int,
 ) -> Stats:
     scoped = snapshot is not None
@@ -239,7 +258,7 @@ def _compute(
     )
     small_share = n_small / n_boxes if n_boxes else None
 
-    images_table = table("images") if _has_table(con, "images") else None
+    images_table = table("images") if has_table(con, "images") else None
     n_sized = 0
     image_sizes = image_bins = None
     if images_table is not None:
@@ -262,12 +281,11 @@ def _compute(
     )
     splits = None
     if scoped:
-        order = " ".join(f"WHEN '{s}' THEN {i}" for i, s in enumerate(SPLIT_ORDER))
         splits = _result(
             con,
-            "SELECT coalesce(split, 'unused') AS split, count(*) AS images, "
+            f"SELECT coalesce(split, '{UNUSED_SPLIT}') AS split, count(*) AS images, "
             "count(DISTINCT identity) AS identities FROM _stats_scope GROUP BY 1 "
-            f"ORDER BY min(CASE coalesce(split, 'unused') {order} ELSE {len(SPLIT_ORDER)} END), 1",
+            f"ORDER BY min({split_order_sql('split')}), 1",
         )
 
     male, blurry = shares["Male"], shares["Blurry"]
@@ -281,8 +299,8 @@ def _compute(
         ("images per identity: max", id_max),
         (f"identities with >= {many_images} images", n_many),
         ("face boxes", n_boxes),
-        (f"boxes under {small_box} px wide or high", n_small),
-        (f"boxes under {small_box} px: share", _r4(small_share)),
+        (f"boxes under {_box_wide_or_high(small_box)}", n_small),
+        (f"boxes under {_box_text(small_box)}: share", _r4(small_share)),
         ("images with a size in the image index", n_sized),
     ]
     return Stats(
@@ -313,11 +331,16 @@ def _compute(
     )
 
 
+def _box_wide_or_high(box: tuple[int, int]) -> str:
+    w, h = box
+    return f"{w} px wide or high" if w == h else f"{w} px wide or {h} px high"
+
+
 def _sizes(
     con: duckdb.DuckDBPyConnection,
     source: str,
     bin_px: int,
-    small: int | None,
+    small: tuple[int, int] | None,
     what: str,
 ) -> tuple[QueryResult, int, int, QueryResult]:
     """Quantiles of width/height, rows with both, rows under ``small``, 2D bins.
@@ -325,7 +348,9 @@ def _sizes(
     Rows with a NULL width or height (unreadable images) are left out of everything.
     """
     qs = "[" + ", ".join(str(q) for _, q in QUANTILES) + "]"
-    under = f"count(*) FILTER (width < {int(small)} OR height < {int(small)})" if small else "0"
+    under = (
+        f"count(*) FILTER (width < {int(small[0])} OR height < {int(small[1])})" if small else "0"
+    )
     n, n_small, widths, heights = con.execute(
         f"SELECT count(*), {under}, quantile_cont(width, {qs}), quantile_cont(height, {qs}) "
         f"FROM {source} WHERE width IS NOT NULL AND height IS NOT NULL"
@@ -470,7 +495,12 @@ def _grid(bins: QueryResult, bin_px: int) -> tuple[Any, Any, Any]:
 
 
 def _plot_sizes(
-    Figure: Any, bins: QueryResult, bin_px: int, title: str, what: str, small: int | None
+    Figure: Any,
+    bins: QueryResult,
+    bin_px: int,
+    title: str,
+    what: str,
+    small: tuple[int, int] | None,
 ) -> Any:
     """Width and height histograms (left) and the 2D width x height histogram (right)."""
     import numpy as np
@@ -495,10 +525,15 @@ def _plot_sizes(
     ax_2d.set_ylabel("height (px)")
     ax_2d.set_title("Width x height")
     if small is not None:
-        # The reference selection's cut: boxes left of or below these lines are dropped.
-        ax_1d.axvline(small, color="tab:red", linestyle="--", label=f"{small} px")
-        ax_2d.axvline(small, color="tab:red", linestyle="--")
-        ax_2d.axhline(small, color="tab:red", linestyle="--")
+        # The selection in force's cut: boxes left of or below these lines are dropped.
+        w, h = small
+        if w == h:
+            ax_1d.axvline(w, color="tab:red", linestyle="--", label=f"{w} px")
+        else:
+            ax_1d.axvline(w, color="tab:blue", linestyle="--", label=f"min width {w} px")
+            ax_1d.axvline(h, color="tab:orange", linestyle="--", label=f"min height {h} px")
+        ax_2d.axvline(w, color="tab:red", linestyle="--")
+        ax_2d.axhline(h, color="tab:red", linestyle="--")
     ax_1d.legend()
     ax_1d.grid(alpha=0.3)
     ax_1d.set_axisbelow(True)
@@ -510,7 +545,7 @@ def _plot_bbox_sizes(Figure: Any, stats: Stats) -> Any:
     if not stats.bbox_bins.rows:
         return None
     share = "" if stats.small_box_share is None else (
-        f"; {100 * stats.small_box_share:.1f}% under {stats.small_box} px wide or high"
+        f"; {100 * stats.small_box_share:.1f}% under {_box_wide_or_high(stats.small_box)}"
     )
     return _plot_sizes(
         Figure, stats.bbox_bins, stats.bin_px, f"Face box sizes, {stats.scope}{share}", "boxes",

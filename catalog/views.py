@@ -12,11 +12,12 @@ without editing SQL. This module owns ``params`` and the macro.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from catalog.db import DbArg
+from catalog.errors import ParameterError
 from sql import sql_files
 
 if TYPE_CHECKING:
@@ -25,22 +26,57 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Param:
+    """A selection parameter: its default, what it means and the values it may take
+    (``low <= value <= high``, or ``< high`` where ``high_open``; ``high`` None: no
+    upper bound)."""
+
     name: str
     default: float
     description: str
     integer: bool = True
+    low: float = 0
+    high: float | None = None
+    high_open: bool = False
+
+    def range_text(self) -> str:
+        """The valid range as people write it, e.g. ``0 <= box_shrink < 1``."""
+        kind = "whole number" if self.integer else "number"
+        if self.high is None:
+            return f"a {kind} >= {self.low:g}"
+        return f"a {kind} with {self.low:g} <= {self.name} {'<' if self.high_open else '<='} " \
+            f"{self.high:g}"
+
+    def check(self, value: float) -> None:
+        """Raise :class:`~catalog.errors.ParameterError` when ``value`` is out of range."""
+        value = float(value)
+        ok = value == value and value >= self.low  # NaN fails
+        if ok and self.high is not None:
+            ok = value < self.high if self.high_open else value <= self.high
+        if ok and self.integer:
+            ok = value == int(value)
+        if not ok:
+            raise ParameterError(
+                f"Parameter {self.name} = {value:g} is out of range: it must be "
+                f"{self.range_text()} ({self.description})"
+            )
+
+    def help(self, text: str | None = None) -> str:
+        """Help text for an option setting this parameter: what it means, its default."""
+        return f"{(text or self.description)[0].upper()}{(text or self.description)[1:]} " \
+            f"(default {self.default:g})."
 
 
-#: The selection parameters and their defaults: the reference workflow's (design.md §2).
+#: The selection parameters, their defaults (the reference workflow's) and valid ranges.
 PARAMS: tuple[Param, ...] = (
-    Param("drop_blurry", 1, "1: drop images marked Blurry; 0: keep them"),
+    Param("drop_blurry", 1, "1: drop images marked Blurry; 0: keep them", high=1),
     Param("min_box_w", 100, "minimum face box width in pixels"),
     Param("min_box_h", 100, "minimum face box height in pixels"),
-    Param("min_images_per_id", 25, "clean images an identity needs to be eligible"),
-    Param("n_ids", 1000, "identities to sample from the eligible ones"),
-    Param("images_per_id", 25, "clean images to sample per selected identity"),
+    Param("min_images_per_id", 25, "clean images an identity needs to be eligible", low=1),
+    Param("n_ids", 1000, "identities to sample from the eligible ones", low=1),
+    Param("images_per_id", 25, "clean images to sample per selected identity", low=1),
     Param("seed", 21, "seed of every sampling step (md5 of seed and key, never random())"),
-    Param("box_shrink", 0.05, "shrink each face box by this share about its centre", False),
+    Param("box_shrink", 0.05, "shrink each face box by this share about its centre", False,
+          high=1, high_open=True),
     Param("holdout_ids", 200, "selected identities held out of training for open-set tests"),
     Param("query_ids", 100, "held-out identities used as queries"),
     Param("query_images", 2, "images per query identity"),
@@ -51,6 +87,7 @@ PARAMS: tuple[Param, ...] = (
     Param("test_per_id", 3, "test images per identity"),
 )
 PARAM_NAMES = {p.name: p for p in PARAMS}
+DEFAULTS: dict[str, float] = {p.name: p.default for p in PARAMS}
 
 PARAMS_DDL = """
 CREATE TABLE IF NOT EXISTS params (
@@ -146,16 +183,20 @@ def get_params(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
     }
 
 
-def set_params(con: duckdb.DuckDBPyConnection, **values: float) -> None:
-    """Change parameters (unknown names and wrong types are refused, naming the problem)."""
+def check_params(values: dict[str, float]) -> None:
+    """Refuse unknown names and values outside their range, naming the parameter."""
     for name, value in values.items():
         if name not in PARAM_NAMES:
-            raise ValueError(f"Unknown parameter {name!r}. Known: {', '.join(PARAM_NAMES)}")
-        spec = PARAM_NAMES[name]
-        if spec.integer and float(value) != int(value):
-            raise ValueError(f"Parameter {name} must be a whole number, got {value}")
-        if float(value) < 0:
-            raise ValueError(f"Parameter {name} must not be negative, got {value}")
+            raise ParameterError(
+                f"Unknown parameter {name!r}. Known: {', '.join(PARAM_NAMES)}"
+            )
+        PARAM_NAMES[name].check(value)
+
+
+def set_params(con: duckdb.DuckDBPyConnection, **values: float) -> None:
+    """Change parameters (unknown names and values out of range are refused, naming
+    the parameter and its range)."""
+    check_params(values)
     ensure_params(con)
     if not values:
         return
@@ -165,7 +206,7 @@ def set_params(con: duckdb.DuckDBPyConnection, **values: float) -> None:
     )
 
 
-def apply_to(db: str | os.PathLike[str] | None = None) -> list[str]:
+def apply_to(db: DbArg = None) -> list[str]:
     """Open the catalog, apply the views in one transaction, close it."""
     from catalog.db import connect, transaction
 

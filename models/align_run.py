@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from catalog import files, results, snapshots
 from catalog import transforms as T
@@ -132,7 +132,7 @@ def _snapshot_images(
 
 def _predict(
     ckpt: dict[str, Any], db: str | os.PathLike[str] | None, snapshot: str,
-    ids: list[str], batch_size: int, progress: ProgressFn | None,
+    ids: list[str], batch_size: int, progress: ProgressFn | None, skip_bad: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Predicted landmarks (N, 5, 2) in in-the-wild pixels, in ``ids`` order: decoded
     as the run was (sub-pixel), and by argmax alone, from the same heatmaps. On CUDA
@@ -145,17 +145,25 @@ def _predict(
     load_weights(model, ckpt, "model")
     model.to(device).eval()
     data = FaceDataset(db, snapshot, "all", source="bbox", size=model.config.input_size,
-                       image_dtype="uint8")  # fmt: skip
-    if list(data.image_ids) != ids:
-        raise RuntimeError("the Dataset's images differ from the snapshot's")  # a bug
+                       image_dtype="uint8", skip_bad=skip_bad)  # fmt: skip
+    # the images to align: those the file checks kept (a crop cache may still hold a
+    # file deleted since; it is left out as the warp cannot read it)
+    position = {str(i): k for k, i in enumerate(data.image_ids)}
+    missing = [i for i in ids if i not in position]
+    if missing:
+        raise snapshots.SnapshotImageError(
+            f"{len(missing)} image(s) to align have no face crop to predict from, e.g. "
+            f"{missing[0]}: rerun with --skip-bad", ()
+        )
+    rows = [position[i] for i in ids]
     # No augmentation: each sample's matrix is its box stretched onto the square.
     size = model.config.input_size
-    to_original = np.stack([T.invert(T.box_to_square(b, size))[:2] for b in data.boxes])
+    to_original = np.stack([T.invert(T.box_to_square(b, size))[:2] for b in data.boxes[rows]])
     lo, hi = distributed.shard_bounds(len(ids))  # all of them in one process
     if progress is not None:
         progress("predict", 0, hi - lo)
     points = predict_landmarks(
-        model, DataLoader(distributed.shard(data), batch_size=batch_size, shuffle=False),
+        model, DataLoader(Subset(data, rows[lo:hi]), batch_size=batch_size, shuffle=False),
         device, config.get("decode", "dark"), config.get("sigma", 1.5),
         to_original=to_original[lo:hi],
         progress=None if progress is None else lambda done: progress("predict", done, hi - lo),
@@ -253,17 +261,8 @@ def _align(
     if ckpt is not None:
         run_id = str(ckpt["run_id"])
         normaliser = ckpt["config"].get("normaliser", results.NME_NORMALISER)
-        try:
-            points, points_argmax = _predict(ckpt, db, snapshot, ids, batch_size, progress)
-        except snapshots.SnapshotImageError as e:
-            if not images.skipped:
-                raise
-            side = create_model(ckpt["config"]["model"]).config.input_size
-            raise snapshots.SnapshotImageError(
-                f"{e}\nWith --skip-bad and a landmark run, the landmarks are predicted "
-                "from the snapshot's face crops, which must leave those images out too: "
-                f"`celebcat cache build {snapshot} --size {side} --skip-bad` first.", e.bad,
-            ) from e
+        points, points_argmax = _predict(ckpt, db, snapshot, ids, batch_size, progress,
+                                         skip_bad)  # fmt: skip
         errors = np.full(len(ids), np.nan)
         known = np.isfinite(truth).all(axis=(1, 2))
         if known.any():

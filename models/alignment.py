@@ -7,7 +7,7 @@ matrix returned with an aligned crop maps the image's landmarks exactly onto whe
 they are in the crop.
 
 The transform has 4 degrees of freedom (rotation, uniform scale, translation), no
-shear and no reflection, as the reference workflow's alignment step (design.md,
+shear and no reflection, as the reference workflow's alignment step (docs/reference-workflow.md,
 step 2b) and the usual ArcFace preprocessing: a face keeps its proportions and only
 its pose in the image plane is normalised. It is the least-squares fit of Umeyama
 (1991), so five noisy points pull it gently, and yaw or an unusual face shape leaves
@@ -129,7 +129,7 @@ class Template:
     side: int | None = None
 
 
-#: The reference workflow's template (design.md, step 2b), fractions of the output
+#: The reference workflow's template (docs/reference-workflow.md, step 2b), fractions of the output
 #: side; it aligned at 256 and centre-cropped to 224 (``align_face(..., size=256,
 #: crop=224)``). Read as fractions of the edge-to-edge side, as box_to_square does, so
 #: the eyes at 0.30 / 0.70 are symmetric about the image centre (127.5 at 256); reading

@@ -8,7 +8,7 @@ is batched: no Python loop runs over samples or landmarks.
 
 Why sub-pixel decoding matters here: the reference workflow decoded by argmax alone,
 so at 256 input / 64 heatmap every prediction sits on a 4-input-pixel grid
-(design.md, section 2): up to 2 input pixels of error per axis before the network has
+(docs/reference-workflow.md, step 2): up to 2 input pixels of error per axis before the network has
 made any. The quarter shift halves the mean quantisation error; DARK removes nearly
 all of it on Gaussian-shaped heatmaps.
 

@@ -360,7 +360,7 @@ def heatmap_loss(
 
 # Presets, built by name through models.registry.
 
-#: The reference configuration (design.md section 2, step 2): input 256, heatmaps 64,
+#: The reference configuration (docs/reference-workflow.md, step 2): input 256, heatmaps 64,
 #: 256 channels, depth 4. The reference does not say how many stacks it used. Two is
 #: the fewest that has what makes the network *stacked* (intermediate supervision and
 #: the feedback of one stack's heatmaps into the next, paper section 3.4); it has

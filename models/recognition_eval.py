@@ -48,6 +48,7 @@ from torch.utils.data import DataLoader
 from catalog import results, snapshots
 from catalog.datasets import FaceDataset
 from catalog.db import connect
+from catalog.formats import SPLITS
 from models import distributed
 from models.checkpoints import load_weights, run_checkpoint_path
 from models.harness import Env
@@ -69,7 +70,7 @@ from models.train_recognizer import KIND, RecognizerTrainConfig, embed_loader, l
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
 
 #: The splits embedded: every one a snapshot gives an image ('unused' images are not).
-EMBED_SPLITS = ("train", "val", "test", "query", "distractor")
+EMBED_SPLITS = SPLITS
 
 
 @dataclass

@@ -1,5 +1,5 @@
 -- recognition_split: where each selected image goes for face recognition
--- (design.md steps 3 and 5).
+-- (the reference workflow's steps 3 and 5).
 -- holdout_ids of the selected identities never reach training: query_ids of them
 -- give query_images each (split 'query'), distractor_ids give distractor_images
 -- each ('distractor'). Every other identity splits its images train_per_id /

@@ -204,7 +204,7 @@ def test_collapsed_predictions_are_aligned_from_the_face_box(db: Path, monkeypat
     collapsed = np.repeat(images.boxes[:, None, :2] + 20.0, 5, axis=1)  # one point per face
     collapsed[1::2] = images.truth[1::2]  # every other face is fine
 
-    def fake_predict(ckpt, db, snapshot, ids, batch_size, progress):  # noqa: ANN001, ANN202
+    def fake_predict(ckpt, db, snapshot, ids, batch_size, progress, skip_bad=False):  # noqa: ANN001, ANN202
         return collapsed, collapsed
 
     monkeypatch.setattr(align_run, "_predict", fake_predict)

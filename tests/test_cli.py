@@ -203,12 +203,14 @@ def test_train_landmarks_and_runs_commands(tmp_path: Path) -> None:
 
     run_id = runs[0]["run"]
     result = runner.invoke(cli.app, ["align", "--run", run_id, "--snapshot", "tiny",
-                                     "--size", "64", "--db", db])
+                                     "--size", "112", "--db", db])
     assert result.exit_code == 0, result.output
     assert "aligned" in result.output and "mean NME" in result.output
-    report = json.loads(runner.invoke(cli.app, [
+    result = runner.invoke(cli.app, [
         "report", "landmarks", "--run", run_id, "--by", "Male", "--json", "--db", db,
-    ]).output)
+    ])  # fmt: skip
+    report = json.loads(result.stdout)
+    assert "covers all" in result.stderr and "train" in result.stderr  # says it mixes splits
     n = query(Path(db), "SELECT count(*) FROM landmark_predictions")[0][0]
     assert sum(row["images"] for row in report) == n > 0
     result = runner.invoke(cli.app, [
@@ -254,3 +256,289 @@ def test_a_progress_bar_going_back_restarts_its_clock(monkeypatch) -> None:
         assert resets == []  # forward: plain updates
         update(1, 3, label="epoch 2")  # the next epoch: a fresh bar and clock
     assert resets == [{"total": 3, "completed": 1, "description": "epoch 2"}]
+
+
+# --- conventions: --version, -h, completion, parse-time choices ------------------------
+
+
+def test_version_help_alias_and_completion() -> None:
+    from catalog import __version__
+
+    result = runner.invoke(cli.app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"celebcat {__version__}"
+    for path in (["-h"], ["snapshot", "create", "-h"], ["select", "-h"]):
+        result = runner.invoke(cli.app, path)
+        assert result.exit_code == 0 and "Usage" in result.output, path
+    assert "--install-completion" in runner.invoke(cli.app, ["--help"]).output
+
+
+def test_choices_are_refused_when_parsed_before_any_work(tmp_path: Path) -> None:
+    missing = str(tmp_path / "none.duckdb")  # a command that started would say "No catalog"
+    for args in (
+        ["align", "--snapshot", "s", "--run", "r", "--template", "nope", "--db", missing],
+        ["align", "--snapshot", "s", "--run", "r", "--source", "nope", "--db", missing],
+        ["align", "--snapshot", "s", "--run", "r", "--size", "100", "--db", missing],
+        ["cache", "build", "s", "--source", "nope", "--db", missing],
+        ["synth", str(tmp_path / "out"), "--layout", "nope"],
+    ):
+        result = runner.invoke(cli.app, args)
+        assert result.exit_code == 2, args
+        assert "Invalid value" in result.output and "No catalog" not in result.output, args
+    assert not (tmp_path / "out").exists()
+
+
+def test_choices_match_the_library() -> None:
+    from catalog.cache import SOURCES as CACHE_SOURCES
+    from catalog.synth import LAYOUTS
+    from models.align_run import SOURCES, TEMPLATES
+
+    assert [c.value for c in cli.Layout] == list(LAYOUTS)
+    assert [c.value for c in cli.Template] == list(TEMPLATES)
+    assert [c.value for c in cli.LandmarkSource] == list(SOURCES)
+    assert [c.value for c in cli.CropSource] == list(CACHE_SOURCES)
+
+
+# --- errors: the library's are one line, a bug keeps its traceback ---------------------
+
+
+def _main_with(setup: str, *args: str) -> tuple[int, str]:
+    """cli.main() on ``args`` after running ``setup`` (Python) in the same process."""
+    code = f"import sys\n{setup}\nimport cli\nsys.argv = ['celebcat', *{list(args)!r}]\ncli.main()"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+        env={"COLUMNS": "200", "PATH": "", "PYTHONPATH": str(Path(cli.__file__).parent)},
+    )
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_argument_errors_of_library_calls_stay_one_line(tmp_path: Path) -> None:
+    code, out = celebcat("synth", str(tmp_path / "s"), "--ids", "0")
+    assert code == 1 and "Traceback" not in out and "ids must be at least 1" in out
+    code, out = celebcat("ingest", str(tmp_path), "--workers", "0")
+    assert code == 2 and "Traceback" not in out
+
+
+def test_only_library_errors_become_one_line(catalog_db: Path) -> None:
+    bug = ("import catalog.info\n"
+           "def broken(*a, **k):\n    raise ValueError('a bug')\n"
+           "catalog.info.list_tables = broken")  # fmt: skip
+    code, out = _main_with(bug, "tables", "--db", str(catalog_db))
+    assert code == 1 and "Traceback" in out and "ValueError: a bug" in out
+    known = bug.replace("raise ValueError('a bug')",
+                        "from catalog.snapshots import SnapshotError; raise SnapshotError('told')")
+    code, out = _main_with(known, "tables", "--db", str(catalog_db))
+    assert code == 1 and "Traceback" not in out and "Error: told" in out
+
+
+def test_missing_extras_are_named_in_one_line(catalog_db: Path, tmp_path: Path) -> None:
+    db = str(catalog_db)
+    no_torch = "sys.modules['torch'] = None"
+    for args in (["train", "landmarks", "--snapshot", "s", "--db", db],
+                 ["align", "--snapshot", "s", "--source", "truth", "--db", db]):
+        code, out = _main_with(no_torch, *args)
+        assert code == 1 and "Traceback" not in out, out
+        assert "torch is not installed" in out and ".[torch]" in out, out
+        assert len(out.strip().splitlines()) == 1 or "pip install" in out.splitlines()[0]
+    no_plots = "sys.modules['matplotlib'] = None"
+    for args in (["stats", "--plots", str(tmp_path / "p"), "--db", db],
+                 ["report", "landmarks", "--run", "r", "--ced", str(tmp_path / "c.png"),
+                  "--db", db]):
+        code, out = _main_with(no_plots, *args)
+        assert code == 1 and "Traceback" not in out, out
+        assert "matplotlib is not installed" in out and ".[plots]" in out, out
+    assert not (tmp_path / "p").exists()
+    help_text = runner.invoke(cli.app, ["train", "--help"]).output
+    assert ".[torch]" in help_text
+    assert ".[plots]" in runner.invoke(cli.app, ["stats", "--help"]).output
+    assert ".[plots]" in " ".join(runner.invoke(cli.app, ["report", "landmarks", "--help"])
+                                  .output.split())  # fmt: skip
+
+
+# --- sql, tables, views -----------------------------------------------------------------
+
+
+def test_sql_runs_several_statements_in_order(catalog_db: Path) -> None:
+    db = str(catalog_db)
+    result = runner.invoke(cli.app, ["sql", "select 1 as a; select 'x;y' as b", "--csv",
+                                     "--db", db])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == ["a", "1", "b", "x;y"]
+    code, out = celebcat("sql", "create table t (x int); insert into t values (7); "
+                         "select x from t", "--write", "--csv", "--db", db)  # fmt: skip
+    assert code == 0 and out.splitlines()[-2:] == ["x", "7"], out
+    code, out = celebcat("sql", "select 1; drop table t", "--db", db)
+    assert code == 1 and "Statement 2 of 2" in out and "--write" in out
+    assert "Traceback" not in out
+    code, out = celebcat("sql", "selec 1", "--db", db)
+    assert code == 1 and "Traceback" not in out and "syntax error" in out.lower()
+
+
+def test_tables_and_views_are_all_described(tmp_path: Path) -> None:
+    from conftest import snapshot_catalog
+
+    from catalog.cache import build_cache
+    from catalog.results import start_run, write_landmark_predictions
+
+    db = snapshot_catalog(tmp_path, ids=6, seed=1)
+    build_cache("s", db, size=32, workers=1)
+    import numpy as np
+    run_id = start_run(db, "landmarks", {"snapshot": "s"}, "s")
+    write_landmark_predictions(db, run_id, {"image_id": ["x.jpg"],
+                                            "landmarks": np.zeros((1, 5, 2))})  # fmt: skip
+    rows = json.loads(runner.invoke(cli.app, ["tables", "--counts", "--json",
+                                              "--db", str(db)]).output)  # fmt: skip
+    names = {r["name"] for r in rows}
+    assert {"runs", "metrics", "landmark_predictions", "crop_caches", "snapshots",
+            "params", "quotas", "selection", "recognition_split"} <= names  # fmt: skip
+    undescribed = [r["name"] for r in rows if not r["description"]]
+    assert undescribed == []
+    views = {v["view"]: v["selects"] for v in json.loads(
+        runner.invoke(cli.app, ["views", "--json", "--db", str(db)]).output)}  # fmt: skip
+    # the whole comment, not its first line
+    assert views["recognition_split"].endswith("by its seeded image order.")
+
+
+def test_every_table_the_library_creates_is_described() -> None:
+    import re
+
+    from catalog.formats import ANNOTATION_TABLES
+    from catalog.info import DOCS
+
+    root = Path(cli.__file__).parent
+    created = set(ANNOTATION_TABLES) | {"images", "images_aligned"}
+    for path in [*root.glob("catalog/**/*.py"), *root.glob("models/**/*.py")]:
+        created |= set(re.findall(r"CREATE (?:OR REPLACE )?TABLE (?:IF NOT EXISTS )?(\w+)",
+                                  path.read_text()))  # fmt: skip
+    created -= {"table", "name"}  # f-string placeholders: {table}, {name}
+    assert sorted(created - set(DOCS)) == []
+
+
+# --- select and parameters ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def synth_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from catalog.ingest import ingest
+    from catalog.synth import synthesize
+
+    root = tmp_path_factory.mktemp("select")
+    synthesize(root / "data", ids=40, seed=2, annotations_only=True)
+    db = root / "c.duckdb"
+    ingest(root / "data", db, scan_images=False)
+    return db
+
+
+def test_select_refuses_a_parameter_out_of_range(synth_catalog: Path) -> None:
+    db = str(synth_catalog)
+    before = runner.invoke(cli.app, ["params", "--json", "--db", db]).output
+    code, out = celebcat("select", "--set", "box_shrink=5", "--db", db)
+    assert code == 1 and "Traceback" not in out
+    assert "box_shrink = 5 is out of range" in out and "0 <= box_shrink < 1" in out
+    code, out = celebcat("select", "--set", "box_shrink", "--db", db)
+    assert code == 1 and "expected NAME=NUMBER" in out
+    assert runner.invoke(cli.app, ["params", "--json", "--db", db]).output == before
+    params = {p["name"]: p for p in json.loads(before)}
+    assert params["box_shrink"]["range"] == "a number with 0 <= box_shrink < 1"
+    assert params["n_ids"]["default"] == 1000
+
+
+def test_select_fit_holdout_and_json(synth_catalog: Path) -> None:
+    from catalog.selection import fitted_params
+
+    db = str(synth_catalog)
+    result = runner.invoke(cli.app, ["select", "--fit", "--images-per-id", "10", "--db", db])
+    assert result.exit_code == 0, result.output
+    fitted = fitted_params(db, images_per_id=10)
+    assert "parameters that fit the catalog: " in result.output
+    assert f"n_ids={fitted['n_ids']}" in result.output
+    params = {p["name"]: p["value"] for p in json.loads(
+        runner.invoke(cli.app, ["params", "--json", "--db", db]).output)}  # fmt: skip
+    assert {k: params[k] for k in fitted} == fitted
+    # --holdout-ids alone: half queries, half distractors (used to be refused)
+    result = runner.invoke(cli.app, ["select", "--holdout-ids", "2", "--json", "--db", db])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert (out["params"]["query_ids"], out["params"]["distractor_ids"]) == (1, 1)
+    assert {s["split"]: s["identities"] for s in out["splits"]}["query"] == 1
+    assert out["selected_identities"] == fitted["n_ids"]
+    code, msg = celebcat("select", "--set", "query_ids=3", "--db", db)
+    assert code == 1 and "--holdout-ids" in msg  # the message names the option to change
+
+
+# --- --json on the commands that print a summary ------------------------------------------
+
+
+def test_json_output_of_ingest_snapshot_export_and_cache(tmp_path: Path) -> None:
+    from catalog.synth import synthesize
+
+    synthesize(tmp_path / "data", ids=8, seed=5, workers=2, max_side=200)
+    db = str(tmp_path / "c.duckdb")
+    result = runner.invoke(cli.app, ["ingest", str(tmp_path / "data"), "--json", "--db", db])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)  # progress goes to stderr
+    assert {t["table"]: t["rows"] for t in out["tables"]}["attributes"] > 0
+    result = runner.invoke(cli.app, ["ingest", str(tmp_path / "data"), "--csv", "--db", db])
+    assert result.stdout.splitlines()[0] == "table,rows,from"
+    # --fit counts clean images under the options given with it (small synthetic faces)
+    result = runner.invoke(cli.app, ["select", "--fit", "--images-per-id", "5", "--min-box",
+                                     "10", "10", "--keep-blurry", "--db", db])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for name in ("a", "b"):
+        assert runner.invoke(cli.app, ["snapshot", "create", name, "--db", db]).exit_code == 0
+    show = json.loads(runner.invoke(cli.app, ["snapshot", "show", "a", "--json",
+                                              "--db", db]).output)  # fmt: skip
+    assert show["name"] == "a" and show["params"]["images_per_id"] == 5
+    assert [s["split"] for s in show["splits"]][:3] == ["train", "val", "test"]
+    diff = json.loads(runner.invoke(cli.app, ["snapshot", "diff", "a", "b", "--json",
+                                              "--db", db]).output)  # fmt: skip
+    assert diff["only_a"] == [] and diff["only_b"] == [] and diff["a"] == "a"
+    result = runner.invoke(cli.app, ["cache", "build", "a", "--size", "32", "--workers", "1",
+                                     "--db", db, "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["size"] == 32
+    result = runner.invoke(cli.app, ["export", "a", str(tmp_path / "out"), "--workers", "1",
+                                     "--db", db, "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["n_images"] == show["n_images"]
+
+
+def test_demo_twice_into_the_same_folder(tmp_path: Path) -> None:
+    for _ in range(2):  # used to stop at "Snapshot 'demo' exists"
+        result = runner.invoke(cli.app, ["demo", "--ids", "12", "--no-train",
+                                         "--out", str(tmp_path)])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert "snapshot demo:" in result.output
+    assert query(tmp_path / "celeba.duckdb", "SELECT count(*) FROM snapshots") == [(1,)]
+
+
+def test_library_constants_live_in_one_place() -> None:
+    import re
+
+    root = Path(cli.__file__).parent
+    sources = {p.relative_to(root).as_posix(): p.read_text()
+               for p in [root / "cli.py", *root.glob("catalog/**/*.py"),
+                         *root.glob("models/**/*.py")]}  # fmt: skip
+    assert [f for f, t in sources.items() if re.search(r"^DbArg\b.*=", t, re.M)] == [
+        "catalog/db.py"]  # fmt: skip
+    # whether a table exists: catalog.db.has_table, not a duckdb_tables() query of its own
+    asks = re.compile(r"duckdb_tables\(\)[^;]{0,120}?table_name (=|IN) ", re.S)
+    assert [f for f, t in sources.items() if asks.search(t)] == []
+    order = '"train", "val", "test", "query", "distractor"'
+    assert [f for f, t in sources.items() if order in t] == ["catalog/formats.py"]
+    assert "def select_cmd" in sources["cli.py"] and "split.split(" not in sources["cli.py"]
+
+
+def test_choices_reach_the_library_as_plain_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    import models.align_run
+
+    seen: dict = {}
+
+    def fake(run, snapshot, db, **kwargs):
+        seen.update(kwargs)
+        raise cli.UserError("stop")
+
+    monkeypatch.setattr(models.align_run, "align_snapshot", fake)
+    runner.invoke(cli.app, ["align", "--snapshot", "s", "--run", "r", "--size", "224",
+                            "--template", "arcface"])  # fmt: skip
+    assert (seen["size"], seen["template"], seen["source"]) == (224, "arcface", "predicted")
+    assert type(seen["size"]) is int and type(seen["template"]) is str

@@ -138,3 +138,36 @@ def test_report_compare_puts_runs_and_the_reference_side_by_side(
     arcface = dict(zip(table.columns, table.rows[names.index("reference: ArcFace")],
                        strict=True))  # fmt: skip
     assert arcface["test top1"] == 0.93 and arcface["open_set tpr@fpr=0.05"] == 0.81
+
+
+def test_the_recognition_commands(trained: SimpleNamespace, db: Path, tmp_path: Path):
+    """train recognizer -> embed -> eval recognizer -> report compare, through the CLI."""
+    import json
+
+    from typer.testing import CliRunner
+
+    import cli
+
+    runner = CliRunner(env={"COLUMNS": "200"})
+
+    def run(*args: str) -> str:
+        result = runner.invoke(cli.app, [*args, "--db", str(db)])
+        assert result.exit_code == 0, result.output
+        return result.stdout  # progress bars go to stderr
+
+    out = run("train", "recognizer", "--snapshot", "h", "--source", "bbox", "--size", "32",
+              "--embedding-dim", "16", "--epochs", "1", "--max-batches", "2", "--batch-size",
+              "8", "--loss", "cosface", "--out", str(tmp_path / "ck"))  # fmt: skip
+    assert "celebcat eval recognizer --run recognition-" in out
+    run_id = results.list_runs(db, "recognition")[-1].run_id
+    assert results.get_run(db, run_id).config["loss"] == "cosface"
+    summary = json.loads(run("embed", "--run", run_id, "--json"))
+    assert summary["dim"] == 16 and summary["images"] > 0
+    rows = json.loads(run("eval", "recognizer", "--run", run_id, "--json"))
+    assert {(r["split"], r["metric"]) for r in rows} >= {("test", "top1"), ("open_set", "auc")}
+    table = json.loads(run("report", "compare", run_id, trained.run.run_id, "--json"))
+    assert [r["run"] for r in table] == [run_id, trained.run.run_id]
+    # a choice outside the enum is refused before any work
+    bad = runner.invoke(cli.app, ["train", "recognizer", "--snapshot", "h", "--loss", "soft",
+                                  "--db", str(db)])  # fmt: skip
+    assert bad.exit_code == 2 and "soft" in bad.output

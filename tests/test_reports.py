@@ -172,3 +172,26 @@ def test_ced_plot_is_a_png_with_a_curve_per_group(shifted, tmp_path: Path) -> No
     with pytest.raises(ValueError, match="celebcat align"):
         write_ced_plot(db, empty, tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
+
+
+def test_a_report_without_split_says_which_splits_it_covers(shifted) -> None:
+    from collections import Counter
+
+    from catalog.reports import report_scope
+
+    db, run_id, expected = shifted
+    _, splits = _truth_and_splits(db)
+    counts = Counter(splits[i] for i in expected)
+    scope = report_scope(db, run_id)
+    assert scope.startswith(f"covers all {len(expected)} images run {run_id} predicted: ")
+    order = [s for s in ("train", "val", "test", "query", "distractor") if counts[s]]
+    assert ", ".join(f"{s} {counts[s]}" for s in order) in scope  # training images named
+    assert "--split test" in scope
+    con = connect(db)
+    try:
+        con.execute("UPDATE snapshots SET hash = 'f00d' || hash WHERE name = 's'")
+    finally:
+        con.close()
+    assert "splits are unknown" in report_scope(db, run_id)
+    with pytest.raises(RunError):
+        report_scope(db, "nope")

@@ -88,8 +88,11 @@ def _quantile(values: list[int], q: float) -> float:
     return values[lo] + (values[hi] - values[lo]) * (pos - lo)
 
 
-def _expected(image_ids: list[str], identity_of: dict[str, int]) -> dict:
-    """Every statistic, computed in plain Python over ``image_ids``."""
+def _expected(
+    image_ids: list[str], identity_of: dict[str, int], many: int = 25, box: tuple = (100, 100)
+) -> dict:
+    """Every statistic, computed in plain Python over ``image_ids``, with ``many`` images
+    per identity and face boxes under ``box`` (width, height) as the thresholds."""
     rows = [DATA[i] for i in image_ids]
     n = len(rows)
     positive = {a: sum(a in r["positives"] for r in rows) for a in ATTRIBUTES}
@@ -114,7 +117,9 @@ def _expected(image_ids: list[str], identity_of: dict[str, int]) -> dict:
         "identities": len(per_id),
         "hist": [(k, hist.get(k, 0)) for k in range(1, max(per_id.values()) + 1)],
         "per_id": list(per_id.values()),
-        "small": sum(w < 100 or h < 100 for w, h in zip(widths, heights, strict=True)),
+        "small": sum(w < box[0] or h < box[1] for w, h in zip(widths, heights, strict=True)),
+        "many": many,
+        "box": box,
         "bbox_q": quantiles(widths, heights),
         "image_q": quantiles([w for w, _ in sizes], [h for _, h in sizes]) if sizes else None,
         "n_sized": len(sizes),
@@ -149,7 +154,8 @@ def _check(stats, exp: dict) -> None:
     assert stats.images_per_id_min == min(exp["per_id"])
     assert stats.images_per_id_median == statistics.median(exp["per_id"])
     assert stats.images_per_id_max == max(exp["per_id"])
-    assert stats.ids_with_many == sum(n >= 25 for n in exp["per_id"])
+    assert stats.ids_with_many == sum(n >= exp["many"] for n in exp["per_id"])
+    assert (stats.many_images, stats.small_box) == (exp["many"], exp["box"])
     # boxes
     _same_quantiles(stats.bbox_sizes.rows, exp["bbox_q"])
     assert stats.small_box_share == pytest.approx(exp["small"] / exp["n"], abs=1e-12)
@@ -166,8 +172,10 @@ def _check(stats, exp: dict) -> None:
     assert summary["identities"] == exp["identities"]
     assert summary["Male share"] == round(exp["share"]["Male"], 4)
     assert summary["Blurry share"] == round(exp["share"]["Blurry"], 4)
-    assert summary["identities with >= 25 images"] == sum(n >= 25 for n in exp["per_id"])
-    assert summary["boxes under 100 px wide or high"] == exp["small"]
+    many, (w, h) = exp["many"], exp["box"]
+    assert summary[f"identities with >= {many} images"] == sum(n >= many for n in exp["per_id"])
+    label = f"{w} px wide or high" if w == h else f"{w} px wide or {h} px high"
+    assert summary[f"boxes under {label}"] == exp["small"]
     assert summary["images with a size in the image index"] == exp["n_sized"]
 
 
@@ -212,11 +220,33 @@ def test_snapshot_statistics_cover_only_its_images(catalog_with_images: Path) ->
     assert len(frozen) == 10
 
     stats = compute_stats(db, snapshot="small")
-    _check(stats, _expected(sorted(frozen), frozen))
+    # the thresholds are the snapshot's parameters: 5 images per identity, no box cut
+    _check(stats, _expected(sorted(frozen), frozen, many=5, box=(0, 0)))
     assert stats.scope == "snapshot small"
     assert stats.splits.rows == [("train", 6, 2), ("val", 2, 2), ("test", 2, 2)]
     # the whole-catalog numbers are unchanged by the snapshot's existence
     assert compute_stats(db).n_images == len(DATA)
+
+
+def test_thresholds_are_the_parameters_in_force_or_the_snapshots(
+    catalog_with_images: Path,
+) -> None:
+    db = catalog_with_images
+    data = {i: d["identity"] for i, d in DATA.items()}
+    _check(compute_stats(db), _expected(list(DATA), data))  # the defaults: 25, 100 x 100
+    select(db, drop_blurry=0, min_box_w=80, min_box_h=120, min_images_per_id=3, n_ids=3,
+           images_per_id=3, holdout_ids=0, train_per_id=1, val_per_id=1, test_per_id=1)
+    stats = compute_stats(db)
+    _check(stats, _expected(list(DATA), data, many=3, box=(80, 120)))
+    assert stats.as_dict()["thresholds"] == {"min_images_per_id": 3, "min_box_w": 80,
+                                             "min_box_h": 120}  # fmt: skip
+    snapshots.create("then", db)
+    select(db, min_box_w=100, min_box_h=100, min_images_per_id=6, images_per_id=3, n_ids=2)
+    assert compute_stats(db).many_images == 6  # in force now
+    then = compute_stats(db, snapshot="then")  # the snapshot's own
+    assert (then.many_images, then.small_box) == (3, (80, 120))
+    # given thresholds win
+    assert compute_stats(db, many_images=2, small_box=(10, 20)).small_box == (10, 20)
 
 
 def test_unknown_snapshot_names_the_known_ones(catalog_with_images: Path) -> None:

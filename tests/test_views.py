@@ -215,3 +215,57 @@ def test_infeasible_parameters_name_the_parameter_and_change_nothing(synth_db: P
     with pytest.raises(ValueError, match="Unknown parameter 'n_idz'"):
         select(synth_db, n_idz=3)
     assert query(synth_db, "SELECT * FROM params ORDER BY 1") == before
+
+
+def test_every_parameter_has_a_range_checked_on_set(synth_db: Path) -> None:
+    from catalog.errors import CatalogError, ParameterError
+    from catalog.views import PARAMS
+
+    before = query(synth_db, "SELECT * FROM params ORDER BY 1")
+    # box_shrink=5 used to store inverted boxes (x_2 < x_1) without a word
+    out_of_range = r"box_shrink = 5 is out of range: .*0 <= box_shrink < 1"
+    with pytest.raises(ParameterError, match=out_of_range):
+        select(synth_db, box_shrink=5)
+    for bad in ({"box_shrink": 1}, {"box_shrink": -0.1}, {"drop_blurry": 2},
+                {"n_ids": 0}, {"images_per_id": 1.5}, {"seed": -1}, {"min_box_w": float("nan")}):
+        with pytest.raises(ParameterError, match=next(iter(bad))):
+            select(synth_db, **bad)
+    assert query(synth_db, "SELECT * FROM params ORDER BY 1") == before
+    for p in PARAMS:  # every default lies in its own range, and the range reads well
+        p.check(p.default)
+        assert p.name in p.range_text() or ">=" in p.range_text()
+    assert issubclass(ParameterError, CatalogError) and issubclass(ParameterError, ValueError)
+    select(synth_db, box_shrink=0.2)
+    bad_boxes = query(synth_db, "SELECT count(*) FROM face_boxes WHERE x_2 <= x_1 OR y_2 <= y_1")
+    assert bad_boxes == [(0,)]
+    select(synth_db, box_shrink=0.05)
+
+
+def test_holdout_ids_alone_is_divided_between_queries_and_distractors(synth_db: Path) -> None:
+    from catalog.selection import derive_holdout
+
+    assert derive_holdout({"holdout_ids": 200}) == {
+        "holdout_ids": 200, "query_ids": 100, "distractor_ids": 100}  # fmt: skip
+    assert derive_holdout({"holdout_ids": 5}) == {
+        "holdout_ids": 5, "query_ids": 3, "distractor_ids": 2}  # fmt: skip
+    assert derive_holdout({"holdout_ids": 6, "query_ids": 1})["distractor_ids"] == 5
+    assert derive_holdout({"holdout_ids": 6, "query_ids": 1, "distractor_ids": 1}) == {
+        "holdout_ids": 6, "query_ids": 1, "distractor_ids": 1}  # fmt: skip
+    assert derive_holdout({"n_ids": 3}) == {"n_ids": 3}
+    summary = select(synth_db, holdout_ids=2)  # used to be refused: query_ids 2 + 2 > 2
+    assert (summary.params["query_ids"], summary.params["distractor_ids"]) == (1, 1)
+    assert summary.splits["query"][1] == 1 and summary.splits["distractor"][1] == 1
+    select(synth_db, **PARAMS)
+
+
+def test_fit_applies_the_parameters_that_fit_the_catalog(synth_db: Path) -> None:
+    from catalog.selection import fitted_params
+
+    expected = fitted_params(synth_db, images_per_id=10)
+    summary = select(synth_db, fit=True, images_per_id=10)
+    assert {k: summary.params[k] for k in expected} == expected
+    assert summary.selected_identities == expected["n_ids"] > 0
+    # other parameters apply on top of the fitted ones
+    summary = select(synth_db, fit=True, images_per_id=10, seed=3, holdout_ids=2)
+    assert summary.params["seed"] == 3 and summary.params["query_ids"] == 1
+    select(synth_db, **PARAMS)

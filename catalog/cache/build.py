@@ -110,11 +110,11 @@ def build_cache(
         existing = find_cache(con, snap.hash, size, source, snapshot=snapshot)
         # A cache without skips needs no files; one with skips is current only while
         # skipping is asked for and the same images are still unreadable.
-        tasks, skipped = [], ()
+        plan: tuple[list[_Task], tuple[BadImage, ...]] | None = None
         if existing is not None and existing.skipped:
-            tasks, skipped = _plan(con, snapshot, skip_bad)
+            plan = _plan(con, snapshot, skip_bad)
         if existing is not None and (
-            _ids(existing.skipped) == _ids(skipped)
+            not existing.skipped or (skip_bad and _still_skipped(existing.skipped, plan[1]))
         ):
             return _info(existing.path, snapshot, snap.hash, size, source, len(existing),
                          time.perf_counter() - start, built=False,
@@ -123,8 +123,7 @@ def build_cache(
             "SELECT count(*) FROM crop_caches WHERE hash = ? AND source = ? AND size = ?",
             [snap.hash, source, size],
         ).fetchone()[0] > 0  # fmt: skip
-        if not tasks:
-            tasks, skipped = _plan(con, snapshot, skip_bad)
+        tasks, skipped = plan or _plan(con, snapshot, skip_bad)
     finally:
         con.close()  # the decoding below needs no catalog: do not hold it open
     shape = (len(tasks), size, size, 3)
@@ -143,8 +142,15 @@ def build_cache(
     )
 
 
-def _ids(bad: tuple[BadImage, ...]) -> list[str]:
-    return [b.image_id for b in bad]
+def _still_skipped(had: tuple[BadImage, ...], now: tuple[BadImage, ...]) -> bool:
+    """Whether a cache built without ``had`` is what a build skipping ``now`` (what the
+    checks find before decoding) gives: the same images, and those that only failed
+    to decode during that build (no check sees them before decoding)."""
+    before = {b.image_id: b.reason for b in had}
+    found = {b.image_id for b in now}
+    return found <= before.keys() and all(
+        before[i] == "image_decode_error" for i in before.keys() - found
+    )
 
 
 def store_crops(

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from catalog.cache.reader import CacheError, CropCache
-from catalog.db import connect, transaction
+from catalog.db import connect, has_table, transaction
 from catalog.snapshots import BadImage
 
 if TYPE_CHECKING:
@@ -272,17 +272,11 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
 
 def _has_cache_tables(con: duckdb.DuckDBPyConnection) -> bool:
     # duckdb_tables(), not CREATE IF NOT EXISTS: a read-only connection cannot create.
-    return con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' "
-        "AND table_name IN ('crop_caches', 'crop_cache_rows')"
-    ).fetchone()[0] == 2
+    return has_table(con, "crop_caches", "crop_cache_rows")
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = ?",
-        [name],
-    ).fetchone()[0])  # fmt: skip
+    return has_table(con, name)
 
 
 def _catalog_dir(con: duckdb.DuckDBPyConnection) -> Path:

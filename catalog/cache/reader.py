@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from catalog.errors import CatalogError
 
-class CacheError(RuntimeError):
+
+class CacheError(CatalogError, RuntimeError):
     """A cache cannot be built or read; the message says which image or file, and why."""
 
 
