@@ -1,7 +1,8 @@
 """What tests/test_distributed.py runs under torchrun, in one launch (start-up is most of
-its time): ``celebcat train landmarks`` (the command itself, as ``-m cli`` runs it),
-two recognizer runs (ArcFace: a loss with weights; triplet: PK batches dealt out to
-the ranks), ``embed`` of the ArcFace run and ``align`` with the landmark run.
+its time), as the commands ``-m cli`` runs: ``celebcat train landmarks``, two
+``celebcat train recognizer`` runs (ArcFace: a loss with weights; triplet: PK batches
+dealt out to the ranks), ``celebcat embed`` of the ArcFace run; then ``align`` with
+the landmark run (the library call: the command takes 64 px and more).
 
     torchrun --standalone --nproc_per_node=2 tests/distributed_worker.py DB OUT
 
@@ -22,15 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import cli  # noqa: E402
 from catalog import results  # noqa: E402
-from models import align_run, recognition_eval  # noqa: E402
-from models import train_recognizer as tr  # noqa: E402
+from models import align_run  # noqa: E402
 
 #: hourglass_small (128 px crops): 2 epochs of 2 batches of 4 a process.
 LANDMARKS = ["train", "landmarks", "--snapshot", "s", "--epochs", "2", "--batch-size", "4",
              "--max-batches", "2"]  # fmt: skip
 #: face_cpu at 32 px: a second or two an epoch on a CPU.
-RECOGNIZER = dict(snapshot="s", source="bbox", size=32, embedding_dim=16, batch_size=8,
-                  epochs=2, lr=3e-3, augment=False)  # fmt: skip
+RECOGNIZER = ["train", "recognizer", "--snapshot", "s", "--source", "bbox", "--size", "32",
+              "--embedding-dim", "16", "--batch-size", "8", "--epochs", "2", "--lr", "3e-3"]
 
 
 def main(db: str, out: str) -> None:
@@ -39,11 +39,11 @@ def main(db: str, out: str) -> None:
     cli.app([*LANDMARKS, "--out", f"{out}/ck", "--db", db], standalone_mode=False)
     done["landmarks"] = results.list_runs(db, kind="landmarks")[-1].run_id
     for loss in ("arcface", "triplet"):
-        config = tr.RecognizerTrainConfig(**RECOGNIZER, loss=loss, out_dir=f"{out}/ck")
-        done[loss] = tr.train_recognizer(config, db).run_id
-    recognizer = recognition_eval.load_recognizer(done["arcface"], db)
-    embedded = recognition_eval.embed_snapshot(recognizer, db=db, batch_size=8)
-    done["embedded"] = len(embedded.image_id)
+        cli.app([*RECOGNIZER, "--loss", loss, "--out", f"{out}/ck", "--db", db],
+                standalone_mode=False)  # fmt: skip
+        done[loss] = results.list_runs(db, kind="recognition")[-1].run_id
+    cli.app(["embed", "--run", f"{out}/ck/{done['arcface']}", "--batch-size", "8", "--db", db],
+            standalone_mode=False)  # fmt: skip
     aligned = align_run.align_snapshot(f"{out}/ck/{done['landmarks']}", "s", db, size=32,
                                        batch_size=8, workers=1)  # fmt: skip
     done["aligned"] = [aligned.n_images, aligned.n_predictions, aligned.cache.source]
