@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from catalog import files, snapshots
-from catalog.db import connect
+from catalog.db import DbArg, connect, has_table
+from catalog.errors import CatalogError
 from catalog.formats import LANDMARK_COLUMNS
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 TABLES = ("snapshot", "embeddings", "predictions")
 
 
-class ParquetExportError(ValueError):
+class ParquetExportError(CatalogError, ValueError):
     """Nothing to export, or an export asked for the wrong way."""
 
 
@@ -67,27 +68,20 @@ class ParquetExport:
     metadata: dict[str, str]
 
 
-def _exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = ?",
-        [table],
-    ).fetchone()[0])  # fmt: skip
-
-
 def _snapshot_query(con: duckdb.DuckDBPyConnection) -> tuple[str, list[object]]:
     """The snapshot's rows (parameter: its name) with files and landmarks, where known."""
     root_row = con.execute(
         "SELECT value FROM catalog_info WHERE key = 'image_root'"
-    ).fetchone() if _exists(con, "catalog_info") else None  # fmt: skip
+    ).fetchone() if has_table(con, "catalog_info") else None  # fmt: skip
     root = (root_row[0] or "") if root_row else ""
-    if _exists(con, "images") and root:
+    if has_table(con, "images") and root:
         files_sql = ("CASE WHEN i.path IS NULL THEN NULL ELSE ? || i.path END AS path, "
                      "i.width, i.height")  # fmt: skip
         join_images, params = "LEFT JOIN images AS i USING (image_id) ", [os.path.join(root, "")]
     else:  # annotations only: no files to name
         files_sql = "NULL::VARCHAR AS path, NULL::INTEGER AS width, NULL::INTEGER AS height"
         join_images, params = "", []
-    if _exists(con, "landmarks"):
+    if has_table(con, "landmarks"):
         marks = ", ".join(f"l.{c}" for c in LANDMARK_COLUMNS)
         join_marks = "LEFT JOIN landmarks AS l USING (image_id) "
     else:
@@ -126,7 +120,7 @@ def _literal(text: str) -> str:
 def export_parquet(
     snapshot: str,
     out: str | os.PathLike[str],
-    db: str | os.PathLike[str] | None = None,
+    db: DbArg = None,
     *,
     embeddings: str | None = None,
     predictions: str | None = None,
@@ -173,7 +167,7 @@ def export_parquet(
                 f"SELECT count(*) FROM snapshot_images AS s JOIN {source} AS r "
                 "ON r.image_id = s.image_id AND r.run_id = ? WHERE s.snapshot = ?",
                 [run_id, snapshot],
-            ).fetchone()[0] if _exists(con, source) else 0  # fmt: skip
+            ).fetchone()[0] if has_table(con, source) else 0  # fmt: skip
             if n == 0:
                 how = (f"celebcat embed --run {run_id} --snapshot {snapshot}"
                        if table == "embeddings"
