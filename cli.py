@@ -1067,8 +1067,12 @@ def train_landmarks_cmd(
     stdout; every epoch's figures are in the catalog (`celebcat sql "select * from
     metrics"`).
 
+    On several processes: torchrun --nproc_per_node=N -m cli train landmarks ...
+    (--batch-size is per process; one run, written by rank 0; see the README).
+
     Example: celebcat train landmarks --snapshot demo --preset small --epochs 5
     """
+    from models.distributed import is_main_process
     from models.train_landmarks import LandmarkTrainConfig, load_checkpoint, train_landmarks
 
     if preset not in PRESETS:
@@ -1083,6 +1087,9 @@ def train_landmarks_cmd(
     else:
         typed = _typed_options(ctx, given, {"preset": "model"})
         config = LandmarkTrainConfig.resumed(load_checkpoint(resume)["config"], **typed)
+    if not is_main_process():  # under torchrun: rank 0 reports, the others train quietly
+        train_landmarks(config, db, resume=resume)
+        return
     with _progress() as (task, console):
         on_batch = _batch_bar(task)
 
@@ -1142,14 +1149,22 @@ def align(
     landmark run, build the face crops of the model's input size with --skip-bad
     first: the predictions read them).
 
+    On several processes (each predicts and warps a share; rank 0 writes):
+    torchrun --nproc_per_node=N -m cli align ...
+
     Example: celebcat align --run landmarks-20261128-120000-ab12 --snapshot base-v1
 
     Needs torch: pip install torch==2.13.0 && pip install -e '.\\[torch]'.
     """
     from models.align_run import align_snapshot
+    from models.distributed import is_main_process
 
     if source == "predicted" and run is None:
         raise UserError("--run is needed with --source predicted (or use --source truth)")
+    if not is_main_process():  # under torchrun: rank 0 reports, the others work quietly
+        align_snapshot(run, snapshot, db, size=size, template=template, source=source,
+                       batch_size=batch_size, workers=workers, skip_bad=skip_bad)  # fmt: skip
+        return
     with _progress() as (task, _):
         result = align_snapshot(
             run, snapshot, db, size=size, template=template, source=source,
@@ -1321,8 +1336,12 @@ def train_recognizer_cmd(
     the best validation verification AUC (logged for every loss). Then embed and
     evaluate: celebcat eval recognizer --run RUN.
 
+    On several processes: torchrun --nproc_per_node=N -m cli train recognizer ...
+    (--batch-size is per process; one run, written by rank 0; see the README).
+
     Example: celebcat train recognizer --snapshot demo --loss arcface --epochs 10
     """
+    from models.distributed import is_main_process
     from models.train_recognizer import (
         RecognizerTrainConfig,
         load_checkpoint,
@@ -1340,6 +1359,9 @@ def train_recognizer_cmd(
     else:
         typed = _typed_options(ctx, given)
         config = RecognizerTrainConfig.resumed(load_checkpoint(resume)["config"], **typed)
+    if not is_main_process():  # under torchrun: rank 0 reports, the others train quietly
+        train_recognizer(config, db, resume=resume)
+        return
     with _progress() as (task, console):
 
         def report(e: dict[str, Any]) -> None:
@@ -1380,11 +1402,22 @@ def embed(
     from embeddings a join embeddings b using (run_id) where a.image_id = '000123.jpg'
     and b.image_id <> a.image_id order by s desc limit 5"
 
+    On several processes (each embeds a share, on its own GPU where there are
+    GPUs; rank 0 writes): torchrun --nproc_per_node=N -m cli embed ...
+
     Example: celebcat embed --run recognition-20261201-120000-ab12
     """
+    import torch
+
+    from models.distributed import device, is_main_process, launched
     from models.recognition_eval import embed_snapshot, load_recognizer
 
-    recognizer = load_recognizer(run, db)
+    gpu = launched() and torch.cuda.is_available()  # torchrun: a GPU a process, if any
+    recognizer = load_recognizer(run, db, device("cuda") if gpu else "cpu")
+    if not is_main_process():  # rank 0 reports, the others work quietly
+        embed_snapshot(recognizer, snapshot, db, batch_size=batch_size, workers=workers,
+                       skip_bad=skip_bad)  # fmt: skip
+        return
     with _progress() as (task, _):
         out = embed_snapshot(recognizer, snapshot, db, batch_size=batch_size, workers=workers,
                              skip_bad=skip_bad, progress=_staged(task))  # fmt: skip
@@ -1605,6 +1638,42 @@ def snapshot_drop(name: str, db: DbOption = None) -> None:
 
     drop(name, db)
     _console().print(f"dropped snapshot {name}")
+
+
+@snapshot_app.command("export")
+def snapshot_export(
+    name: Annotated[str, typer.Argument(help="The snapshot.")],
+    out: Annotated[Path, typer.Argument(help="The Parquet file to write (replaced).")],
+    embeddings: Annotated[
+        str | None, typer.Option(help="Write this recognition run's embeddings of the "
+                                 "snapshot's images instead.")
+    ] = None,
+    predictions: Annotated[
+        str | None, typer.Option(help="Write this landmark run's predicted landmarks of the "
+                                 "snapshot's images instead.")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Write a snapshot as one Parquet file, for Spark, Ray or DuckDB elsewhere.
+
+    One row per image (id, identity, split, label, face box, absolute file path, size,
+    landmarks), or with --embeddings / --predictions a run's results for those
+    images. The file's metadata holds the snapshot's name, hash and parameters (and
+    the run's id): DuckDB `select * from parquet_kv_metadata('OUT')`.
+
+    Example: celebcat snapshot export base-v1 base-v1.parquet
+    """
+    from catalog.parquet import export_parquet
+
+    result = export_parquet(name, out, db, embeddings=embeddings, predictions=predictions)
+    what = "" if result.table == "snapshot" else (
+        f"run {embeddings or predictions}'s {result.table} of ")  # fmt: skip
+    size = (f"{result.bytes / 1e6:.1f} MB" if result.bytes >= 100_000
+            else f"{result.bytes / 1e3:.0f} kB")  # fmt: skip
+    _console().print(
+        f"wrote {result.rows:,} rows of {what}snapshot {result.snapshot} (hash "
+        f"{result.snapshot_hash[:16]}) to {result.path}: {size} in {result.seconds:.1f} s"
+    )
 
 
 # ---------------------------------------------------------------------------

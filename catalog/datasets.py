@@ -369,14 +369,24 @@ class PKSampler(Sampler[list[int]]):
 
     Use as ``DataLoader(ds, batch_sampler=PKSampler(ds.labels, p, k))``; call
     ``set_epoch(e)`` before each epoch for a new, reproducible order.
+
+    Several processes (``num_replicas``, one of them ``rank``, e.g. under torchrun):
+    every process draws the whole epoch from the same seed and yields every
+    ``num_replicas``-th batch, starting at its ``rank``; ``len()`` is each process's
+    share, the same for all (the last batches that would not go round are dropped), so
+    the processes see disjoint batches of one epoch and step together.
     """
 
     def __init__(
-        self, labels: Sequence[int], p: int, k: int, seed: int = 0, drop_last: bool = True
-    ) -> None:
+        self, labels: Sequence[int], p: int, k: int, seed: int = 0, drop_last: bool = True,
+        *, rank: int = 0, num_replicas: int = 1,
+    ) -> None:  # fmt: skip
         labels = np.asarray(labels, dtype=np.int64)
         if p < 1 or k < 1:
             raise ValueError(f"p and k must be >= 1, got p={p}, k={k}")
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, num_replicas), got rank={rank}, "
+                             f"num_replicas={num_replicas}")  # fmt: skip
         ids, inverse = np.unique(labels, return_inverse=True)
         order = np.argsort(inverse, kind="stable")
         groups = np.split(order, np.cumsum(np.bincount(inverse))[:-1])
@@ -384,6 +394,7 @@ class PKSampler(Sampler[list[int]]):
         if len(self.groups) < p:
             raise ValueError(f"p = {p} identities per batch, but only {len(self.groups)} exist")
         self.p, self.k, self.seed, self.drop_last = p, k, seed, drop_last
+        self.rank, self.num_replicas = rank, num_replicas
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -391,12 +402,13 @@ class PKSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         n = len(self.groups)
-        return n // self.p if self.drop_last else math.ceil(n / self.p)
+        batches = n // self.p if self.drop_last else math.ceil(n / self.p)
+        return batches // self.num_replicas
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
         order = rng.permutation(len(self.groups))
-        for start in range(0, len(self) * self.p, self.p):
+        for b, start in enumerate(range(0, len(self) * self.num_replicas * self.p, self.p)):
             batch = []
             for g in order[start : start + self.p]:
                 idx = self.groups[g]
@@ -405,4 +417,5 @@ class PKSampler(Sampler[list[int]]):
                 else:
                     picked = np.concatenate([idx, rng.choice(idx, self.k - len(idx))])
                 batch.extend(int(i) for i in picked)
-            yield batch
+            if b % self.num_replicas == self.rank:  # every batch is drawn on every rank
+                yield batch

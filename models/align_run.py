@@ -21,6 +21,11 @@ argmax decoding of the same heatmaps), failure rate and CED AUC to ``metrics`` (
 A face whose predicted points (nearly) coincide, as an untrained model can give, has
 no similarity to the template; it is aligned from its face box instead (the
 template's points laid over the box) and counted in ``AlignResult.n_box_fallback``.
+
+Under torchrun (:mod:`models.distributed`) every rank predicts and warps a contiguous
+share of the images; rank 0 checks the files once, gathers the predictions and the
+crops (a chunk at a time) and makes the single write of each (predictions, metrics,
+the cache), so the catalog ends as after one process. Every rank returns the result.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from catalog.ced import ced_auc, failure_rate
 from catalog.datasets import FaceDataset
 from catalog.db import connect
 from catalog.info import QueryResult
+from models import distributed
 from models.alignment import (
     ARCFACE_TEMPLATE_112,
     REFERENCE_TEMPLATE,
@@ -131,9 +137,10 @@ def _predict(
     """Predicted landmarks (N, 5, 2) in in-the-wild pixels, in ``ids`` order: decoded
     as the run was (sub-pixel), and by argmax alone, from the same heatmaps. On CUDA
     when there is one (uint8 batches normalised there), else on the CPU. Weights that
-    do not fit the run's model raise CheckpointError naming the file."""
+    do not fit the run's model raise CheckpointError naming the file. Under torchrun
+    each rank predicts its share, and every rank gets all of them."""
     config = ckpt["config"]
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(distributed.device("cuda") if torch.cuda.is_available() else "cpu")
     model = create_model(config["model"])
     load_weights(model, ckpt, "model")
     model.to(device).eval()
@@ -152,13 +159,16 @@ def _predict(
     # No augmentation: each sample's matrix is its box stretched onto the square.
     size = model.config.input_size
     to_original = np.stack([T.invert(T.box_to_square(b, size))[:2] for b in data.boxes[rows]])
+    lo, hi = distributed.shard_bounds(len(ids))  # all of them in one process
     if progress is not None:
-        progress("predict", 0, len(ids))
-    return predict_landmarks(
-        model, DataLoader(Subset(data, rows), batch_size=batch_size, shuffle=False), device,
-        config.get("decode", "dark"), config.get("sigma", 1.5), to_original=to_original,
-        progress=None if progress is None else lambda done: progress("predict", done, len(ids)),
+        progress("predict", 0, hi - lo)
+    points = predict_landmarks(
+        model, DataLoader(Subset(data, rows[lo:hi]), batch_size=batch_size, shuffle=False),
+        device, config.get("decode", "dark"), config.get("sigma", 1.5),
+        to_original=to_original[lo:hi],
+        progress=None if progress is None else lambda done: progress("predict", done, hi - lo),
     )  # fmt: skip
+    return distributed.gather_rows(*points)
 
 
 def _warp_one(src: str, matrix: np.ndarray, size: int) -> np.ndarray:
@@ -188,7 +198,8 @@ def align_snapshot(
 
     ``run_id_or_checkpoint``: a landmark run id, run folder or checkpoint file (for
     ``source="predicted"``; ignored, may be None, for ``source="truth"``).
-    ``workers``: threads decoding and warping (default one per CPU).
+    ``workers``: threads decoding and warping (default one per CPU; under torchrun the
+    node's CPUs over its processes).
 
     Every image is checked before anything is decoded
     (:func:`catalog.snapshots.read_images`). ``skip_bad``: align without the images that
@@ -201,7 +212,31 @@ def align_snapshot(
     Raises ValueError for unknown settings or an image without landmarks under
     ``source="truth"``; SnapshotImageError (a ValueError) naming images that cannot
     be read; SnapshotError / RunError / FileNotFoundError for what cannot be found.
+
+    Under torchrun every rank calls this and does a share (module docstring);
+    ``progress`` is called on rank 0 only (its own share of the predictions, every
+    rank's crops).
     """
+    with distributed.session():
+        return _align(run_id_or_checkpoint, snapshot, db, size=size, template=template,
+                      source=source, batch_size=batch_size, workers=workers,
+                      progress=progress if distributed.is_main() else None,
+                      skip_bad=skip_bad)  # fmt: skip
+
+
+def _align(
+    run_id_or_checkpoint: str | os.PathLike[str] | None,
+    snapshot: str,
+    db: str | os.PathLike[str] | None,
+    *,
+    size: int,
+    template: str,
+    source: str,
+    batch_size: int,
+    workers: int | None,
+    progress: ProgressFn | None,
+    skip_bad: bool,
+) -> AlignResult:
     start = time.perf_counter()
     if template not in TEMPLATES:
         raise ValueError(f"template must be one of {', '.join(TEMPLATES)}, got {template!r}")
@@ -218,7 +253,8 @@ def align_snapshot(
         if run_id_or_checkpoint is None:
             raise ValueError("source='predicted' needs a landmark run id or checkpoint")
         _, ckpt = resolve_checkpoint(run_id_or_checkpoint, db)
-    images = _snapshot_images(db, snapshot, skip_bad)
+    # every file checked once (rank 0), the answer (or the error) on every rank
+    images = distributed.on_main(lambda: _snapshot_images(db, snapshot, skip_bad))
     ids, truth = images.ids, images.truth
 
     run_id, n_pred, mean_nme, test_metrics = None, 0, None, {}
@@ -232,9 +268,6 @@ def align_snapshot(
         if known.any():
             errors[known] = nme(points[known], truth[known], normaliser)
             mean_nme = float(errors[known].mean())
-        n_pred = results.write_landmark_predictions(
-            db, run_id, {"image_id": ids, "landmarks": points, "nme": errors}, normaliser
-        )
         # The run's test figures only from the snapshot it trained on: another
         # snapshot's "test" images may be the run's training images.
         test = known & (np.array(images.splits, dtype=object) == "test")
@@ -245,7 +278,16 @@ def align_snapshot(
                 "failure_rate": failure_rate(errors[test]),
                 "ced_auc": ced_auc(errors[test]),
             }
-            results.log_metrics(db, run_id, int(ckpt["epoch"]) - 1, "test", test_metrics)
+
+        def write() -> int:  # rank 0's, once
+            n = results.write_landmark_predictions(
+                db, run_id, {"image_id": ids, "landmarks": points, "nme": errors}, normaliser
+            )
+            if test_metrics:
+                results.log_metrics(db, run_id, int(ckpt["epoch"]) - 1, "test", test_metrics)
+            return n
+
+        n_pred = distributed.on_main(write)
     else:
         missing = [i for i, t in zip(ids, truth, strict=True) if not np.isfinite(t).all()]
         if missing:
@@ -260,38 +302,64 @@ def align_snapshot(
     paths = images.paths
 
     skipped = list(images.skipped)  # store_crops reads it once the crops are filled
+    threads = workers or distributed.cpus()  # torchrun: the node's CPUs shared out
 
-    def fill(array: np.ndarray) -> None:
-        done = [0]
-        if progress is not None:
-            progress("align", 0, len(ids))
+    def warp_into(dest: np.ndarray, indices: range, bad: list[snapshots.BadImage],
+                  tick: Callable[[], None] | None = None) -> None:  # fmt: skip
+        """Crops of images ``indices`` into ``dest`` (its row 0 is image indices[0]);
+        the images that fail to decode to ``bad`` (skip_bad) or raised."""
 
         def one(k: int) -> None:
             try:
-                array[k] = _warp_one(paths[k], matrices[k], size)
+                dest[k - indices.start] = _warp_one(paths[k], matrices[k], size)
             except (OSError, ValueError, SyntaxError) as e:  # PIL's bad-file errors
-                bad = snapshots.BadImage(ids[k], paths[k], "image_decode_error", str(e))
+                b = snapshots.BadImage(ids[k], paths[k], "image_decode_error", str(e))
                 if not skip_bad:
                     raise snapshots.SnapshotImageError(
                         f"image {ids[k]}: aligning {paths[k]}: {e}. Nothing was written. "
-                        + snapshots.DECODE_ADVICE, [bad],
+                        + snapshots.DECODE_ADVICE, [b],
                     ) from e
-                skipped.append(bad)  # list.append is atomic: threads may share the list
+                bad.append(b)  # list.append is atomic: threads may share the list
 
-        def tick() -> None:
-            done[0] += 1
+        files.run_threads(indices, one, threads, tick, name="align")
+
+    def warp_share(indices: range) -> tuple[np.ndarray, list[snapshots.BadImage]]:
+        """torchrun: a chunk of this rank's share, for rank 0 to place."""
+        out, bad = np.zeros((len(indices), size, size, 3), np.uint8), []
+        warp_into(out, indices, bad)
+        return out, bad
+
+    def fill(array: np.ndarray) -> None:
+        done = [0]
+
+        def advance(n: int) -> None:
+            done[0] += n
             if progress is not None:
                 progress("align", done[0], len(ids))
 
-        files.run_threads(range(len(ids)), one, workers or os.cpu_count() or 1, tick,
-                          name="align")  # fmt: skip
+        advance(0)
+        if not distributed.active():  # straight into the memory-mapped file
+            warp_into(array, range(len(ids)), skipped, lambda: advance(1))
+            return
+
+        def place(indices: range, part: tuple[np.ndarray, list]) -> None:  # rank 0
+            array[indices.start:indices.stop] = part[0]
+            skipped.extend(part[1])
+            advance(len(indices))
+
+        distributed.gather_chunks(len(ids), warp_share, place)
 
     variant = f"aligned/{template}/{run_id or 'truth'}"
-    info = store_crops(snapshot, db, size=size, source=variant, crops=fill, image_ids=ids,
-                       matrices=matrices, skipped=skipped)  # fmt: skip
-    return AlignResult(snapshot, source, template, size, run_id, info.n_images, n_pred,
-                       mean_nme, test_metrics, n_fallback, info, time.perf_counter() - start,
-                       info.skipped)  # fmt: skip
+    if distributed.is_main():
+        info = store_crops(snapshot, db, size=size, source=variant, crops=fill, image_ids=ids,
+                           matrices=matrices, skipped=skipped)  # fmt: skip
+        result = AlignResult(snapshot, source, template, size, run_id, info.n_images, n_pred,
+                             mean_nme, test_metrics, n_fallback, info,
+                             time.perf_counter() - start, info.skipped)  # fmt: skip
+    else:  # the other ranks warp their shares for rank 0's fill
+        distributed.gather_chunks(len(ids), warp_share, None)
+        result = None
+    return distributed.broadcast(result)
 
 
 #: Predicted points spread less than this (pixels, RMS about their mean) admit no

@@ -21,7 +21,13 @@ is here:
 - reproducibility on CPU: modules initialised from ``seed``, the training order of
   epoch e from :func:`epoch_seed` (seed, e), the RNG state in the checkpoint, so a
   resumed run ends with the same weights as one never interrupted;
-- Ctrl-C marks the run 'interrupted', any error 'failed'.
+- Ctrl-C marks the run 'interrupted', any error 'failed';
+- under torchrun (:mod:`models.distributed`): one run, started by rank 0, its id sent
+  to the others; the modules in one DistributedDataParallel; each rank trains on its
+  share of every epoch (``batch_size`` is per process, so a step sees ``world_size``
+  batches, recorded in the config); validation split across the ranks and gathered,
+  so rank 0 measures what one process would; only rank 0 writes runs, metrics and
+  checkpoints; rank 0's time-budget decision binds every rank.
 
 A trainer is a Task subclass and a config subclass::
 
@@ -60,6 +66,7 @@ from torch import nn
 
 from catalog import results
 from catalog import transforms as T
+from models import distributed
 from models.checkpoints import (
     Checkpoint,
     CheckpointError,
@@ -93,11 +100,12 @@ class TrainConfig:
     max_minutes: float | None = None  # budget: no epoch starts that, as long as the longest
     # so far, would overrun it
     max_batches_per_epoch: int | None = None  # short epochs for tests and demos
+    world_size: int = 1  # processes training together (torchrun): set by train(), recorded
 
     #: Fields a resumed run may change; any other change would make it a different run.
     #: (A new ``epochs`` reshapes the rest of a cosine schedule, which is the point of it.)
     RESUMABLE: ClassVar[frozenset[str]] = frozenset(
-        {"epochs", "num_workers", "device", "out_dir", "max_minutes"}
+        {"epochs", "num_workers", "device", "out_dir", "max_minutes", "world_size"}
     )
     #: Values of fields a checkpoint saved before they existed: runs saved before the
     #: schedule existed trained at a constant rate. (Other missing fields: defaults.)
@@ -112,7 +120,7 @@ class TrainConfig:
             raise ValueError(
                 f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
             )
-        for name in ("epochs", "batch_size", "max_batches_per_epoch"):
+        for name in ("epochs", "batch_size", "max_batches_per_epoch", "world_size"):
             value = getattr(self, name)
             if value is not None and value < 1:  # 0 batches would train nothing, silently
                 raise ValueError(f"{name} must be at least 1, got {value}")
@@ -251,7 +259,9 @@ class Task:
 
     def train_loader(self, epoch: int, seed: int) -> Iterable[Any]:
         """Epoch ``epoch``'s training batches (with ``len``), their order drawn from
-        ``seed`` alone (a shuffling DataLoader's generator, or PKSampler(seed=seed))."""
+        ``seed`` alone (a shuffling DataLoader's generator, or PKSampler(seed=seed)).
+        Under torchrun, this rank's share, as many batches on every rank
+        (:func:`models.distributed.shuffled_loader`, PKSampler's ``rank``)."""
         raise NotImplementedError
 
     def train_step(self, batch: Any) -> torch.Tensor:
@@ -260,7 +270,10 @@ class Task:
         raise NotImplementedError
 
     def evaluate(self) -> dict[str, float]:
-        """The validation metrics (logged as split ``val``), :attr:`metric` among them."""
+        """The validation metrics (logged as split ``val``), :attr:`metric` among them.
+        Under torchrun each rank predicts its :func:`models.distributed.shard` and
+        gathers the rows (:func:`models.distributed.gather_rows`); rank 0's metrics
+        are the ones kept."""
         raise NotImplementedError
 
     def extra_state(self) -> dict[str, Any]:
@@ -270,8 +283,8 @@ class Task:
 
 class Writer:
     """Every write a training run makes: its row in ``runs``, its metrics, its
-    checkpoints. Under torchrun only rank 0 would write: ``enabled = rank == 0``
-    (the other ranks then need the run id from rank 0)."""
+    checkpoints. Under torchrun only rank 0 writes: ``enabled = rank == 0`` (the
+    other ranks get the run id from rank 0)."""
 
     def __init__(self, db: str | os.PathLike[str] | None, enabled: bool = True) -> None:
         self.db, self.enabled = db, enabled
@@ -368,7 +381,23 @@ def train(
     ``train_loss``, ``val_<name>`` per validation metric and ``best_val_<metric>``;
     ``on_batch(epoch, done, total, mean loss so far)`` after each training batch.
     ``clock`` times the budget (a test passes a fake one).
+
+    Under torchrun every rank calls this (see the module docstring); ``progress`` and
+    ``on_batch`` are called on rank 0 only, and every rank returns the same outcome.
     """
+    with distributed.session():
+        return _train(task_type, config, db, resume, progress, on_batch, clock)
+
+
+def _train(
+    task_type: type[Task],
+    config: TrainConfig | None,
+    db: str | os.PathLike[str] | None,
+    resume: str | os.PathLike[str] | None,
+    progress: Callable[[dict[str, Any]], None] | None,
+    on_batch: Callable[[int, int, int, float], None] | None,
+    clock: Callable[[], float],
+) -> TrainOutcome:
     config_type = task_type.config_type
     ckpt = None
     if resume is not None:
@@ -377,7 +406,12 @@ def train(
         config = config_type.resumed(ckpt["config"], **changed)
     config = config if config is not None else config_type()
     config.validate()  # again: a config may be changed after it was made
-    env = Env.create(config.device)
+    # what the run records: how many processes trained it (a resume may change it)
+    config = dataclasses.replace(config, world_size=distributed.world_size())
+    env = Env.create(distributed.device(config.device))
+    main = distributed.is_main()
+    if not main:  # rank 0 reports
+        progress = on_batch = None
 
     # modules (from the seed), then data: an unknown snapshot or missing split fails
     # here, before a run is recorded
@@ -396,15 +430,19 @@ def train(
     best_key = f"best_val_{task.metric}"
     better = (lambda a, b: a > b) if task.higher_is_better else (lambda a, b: a < b)
     start_epoch, best, best_epoch = 0, -math.inf if task.higher_is_better else math.inf, -1
-    writer = Writer(db)
+    writer = Writer(db, enabled=main)
     if ckpt is not None:
         _restore(ckpt, task, modules, optimizer, scaler, env, best_key)
         start_epoch, best, best_epoch = ckpt["epoch"], ckpt[best_key], ckpt["best_epoch"]
         run_id = ckpt["run_id"]
-        writer.reopen_run(run_id)
+        distributed.on_main(lambda: writer.reopen_run(run_id))
     else:
-        run_id = writer.start_run(task.kind, dataclasses.asdict(config), config.snapshot)
+        run_id = distributed.on_main(
+            lambda: writer.start_run(task.kind, dataclasses.asdict(config), config.snapshot)
+        )
     run_dir = Path(config.out_dir) / run_id
+    # the step the loop calls: the task's own, or (torchrun) through DistributedDataParallel
+    step = distributed.for_training(task.train_step, modules, env.device)
 
     minutes = config.max_minutes
     deadline = clock() + 60 * minutes if minutes is not None else math.inf
@@ -423,7 +461,7 @@ def train(
             for done, batch in enumerate(
                 itertools.islice(loader, config.max_batches_per_epoch), start=1
             ):
-                loss = task.train_step(batch)
+                loss = step(batch)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -433,13 +471,15 @@ def train(
                 seen += n
                 if on_batch is not None:
                     on_batch(epoch, done, n_batches, loss_sum / seen)
+            loss_sum, seen = distributed.sum_all([loss_sum, seen])  # every rank's batches
             train_loss = loss_sum / max(seen, 1)
 
             # --- validate ----------------------------------------------------------------
+            distributed.sync_buffers(modules)  # rank 0's statistics, those it checkpoints
             for module in modules.values():
                 module.eval()
             with torch.no_grad():
-                val = task.evaluate()
+                val = distributed.broadcast(task.evaluate())
 
             # --- log, checkpoint ---------------------------------------------------------
             writer.log_metrics(run_id, epoch, "train", {"loss": train_loss})
@@ -477,7 +517,7 @@ def train(
             # so far still fits (the first epoch always runs)
             now = clock()
             longest_epoch = max(longest_epoch, now - epoch_start)
-            if now + longest_epoch > deadline:
+            if distributed.broadcast(now + longest_epoch > deadline):  # rank 0's decision
                 break
     except KeyboardInterrupt:
         writer.finish_run(run_id, "interrupted")

@@ -24,6 +24,10 @@
 
 The thresholds stored here are what ``identify`` uses to call a face "unknown": each
 is explained by the FPR it was measured at.
+
+Under torchrun (:mod:`models.distributed`) each rank embeds a contiguous share of the
+images; the embeddings are gathered and rank 0 makes the single write (embeddings,
+metrics, plots). Every rank returns the same result.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from catalog import results, snapshots
 from catalog.datasets import FaceDataset
 from catalog.db import connect
 from catalog.formats import SPLITS
+from models import distributed
 from models.checkpoints import load_weights, run_checkpoint_path
 from models.harness import Env
 from models.losses import TRIPLET, make_loss
@@ -138,7 +143,26 @@ def embed_snapshot(
 ) -> Embedded:
     """Embed every image with a split in ``snapshot`` (default: the run's) and, with
     ``write``, store the embeddings in the catalog (overwriting the run's earlier ones
-    of the same images)."""
+    of the same images). Under torchrun each rank embeds its share (on the GPU of
+    its local rank where the recognizer is on CUDA) and rank 0 writes them all;
+    ``progress`` is rank 0's, over its share."""
+    with distributed.session():
+        return _embed(recognizer, snapshot, db, batch_size=batch_size, workers=workers,
+                      skip_bad=skip_bad, write=write,
+                      progress=progress if distributed.is_main() else None)  # fmt: skip
+
+
+def _embed(
+    recognizer: Recognizer,
+    snapshot: str | None,
+    db: str | os.PathLike[str] | None,
+    *,
+    batch_size: int,
+    workers: int,
+    skip_bad: bool,
+    write: bool,
+    progress: ProgressFn | None,
+) -> Embedded:
     start = time.perf_counter()
     config = recognizer.config
     snapshot = snapshot or config.snapshot
@@ -147,19 +171,24 @@ def embed_snapshot(
     keep = np.isin(ds.splits, EMBED_SPLITS)
     subset = torch.utils.data.Subset(ds, np.flatnonzero(keep).tolist())
     device = next(recognizer.model.parameters()).device
+    if distributed.active() and device.type == "cuda":  # one GPU a process
+        device = torch.device(distributed.device("cuda"))
+        recognizer.model.to(device)
+        recognizer.loss.to(device)
     env = Env(device)
-    loader = DataLoader(subset, batch_size=batch_size, num_workers=workers)
+    loader = DataLoader(distributed.shard(subset), batch_size=batch_size, num_workers=workers)
     batches = _counted(loader, progress, "embed")
     logits_of = recognizer.loss.logits if config.loss != TRIPLET else None
-    emb, _, logits = embed_loader(recognizer.model, batches, env, logits_of)
+    emb, _, logits = distributed.gather_rows(
+        *embed_loader(recognizer.model, batches, env, logits_of))
     emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     source = ds.cache.source if ds.cache is not None else config.source
     out = Embedded(recognizer.run_id, snapshot, source, ds.image_ids[keep], ds.identities[keep],
                    ds.labels[keep], ds.splits[keep], emb.astype(np.float32), logits,
                    tuple(ds.skipped))  # fmt: skip
     if write:
-        results.write_embeddings(db, recognizer.run_id, list(out.image_id), out.embeddings,
-                                 source)  # fmt: skip
+        distributed.on_main(lambda: results.write_embeddings(
+            db, recognizer.run_id, list(out.image_id), out.embeddings, source))  # fmt: skip
     out.seconds = time.perf_counter() - start
     return out
 
@@ -288,8 +317,19 @@ def evaluate_recognizer(
             f"{recognizer.run_id} trained on it (hash {snap.hash[:12]} != "
             f"{recognizer.snapshot_hash[:12]}): its test split is not the run's."
         )
-    embedded = embed_snapshot(recognizer, db=db, batch_size=batch_size, workers=workers,
-                              skip_bad=skip_bad, progress=progress)  # fmt: skip
+    with distributed.session():  # torchrun: every rank embeds, rank 0 measures and writes
+        embedded = embed_snapshot(recognizer, db=db, batch_size=batch_size, workers=workers,
+                                  skip_bad=skip_bad, progress=progress)  # fmt: skip
+        metrics, drawn = distributed.on_main(
+            lambda: _measure(embedded, db, recognizer, by, plots))
+    return RecognitionEval(recognizer.run_id, recognizer.epoch, metrics, embedded, drawn)
+
+
+def _measure(
+    embedded: Embedded, db: str | os.PathLike[str] | None, recognizer: Recognizer,
+    by: Sequence[str], plots: str | os.PathLike[str] | None,
+) -> tuple[dict[str, dict[str, float]], list[Path]]:  # fmt: skip
+    """Every protocol's figures, written to ``metrics``; the plots drawn, if asked."""
     metrics = {"test": closed_set_metrics(embedded), "open_set": open_set_metrics(embedded)}
     if by:
         for key, mask in _groups(db, embedded.image_id, by).items():
@@ -299,12 +339,11 @@ def evaluate_recognizer(
         values = {k: v for k, v in values.items() if not math.isnan(v)}
         if values:
             results.log_metrics(db, recognizer.run_id, recognizer.epoch, split, values)
-    out = RecognitionEval(recognizer.run_id, recognizer.epoch, metrics, embedded)
-    if plots is not None:
-        from models.recognition_plots import draw_all
+    if plots is None:
+        return metrics, []
+    from models.recognition_plots import draw_all
 
-        out.plots = draw_all(embedded, Path(plots))
-    return out
+    return metrics, draw_all(embedded, Path(plots))
 
 
 __all__ = [

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from catalog import results
 from catalog import transforms as T
 from catalog.datasets import DatasetError, LandmarkDataset
-from models import checkpoints, harness
+from models import checkpoints, distributed, harness
 from models.harness import SCHEDULES, Env, Task, TrainConfig, epoch_lr
 from models.hourglass import heatmap_loss
 from models.landmark_eval import predict_landmarks
@@ -128,18 +128,16 @@ class LandmarkTask(Task):
             ) from err
         self.snapshot_hash = self.train_ds.snapshot_hash
         self.val_loader = DataLoader(
-            self.val_ds, batch_size=config.batch_size, shuffle=False,
+            distributed.shard(self.val_ds), batch_size=config.batch_size, shuffle=False,
             num_workers=config.num_workers, pin_memory=env.cuda,
-        )  # fmt: skip
+        )  # fmt: skip  (under torchrun: this rank's share; evaluate gathers)
         return {"model": self.model}
 
     def train_loader(self, epoch: int, seed: int) -> DataLoader:
         self.train_ds.set_epoch(epoch)  # before the iterator (and its workers) exist
-        return DataLoader(
-            self.train_ds, batch_size=self.config.batch_size, shuffle=True,
-            generator=torch.Generator().manual_seed(seed),
+        return distributed.shuffled_loader(
+            self.train_ds, self.config.batch_size, seed, epoch,
             num_workers=self.config.num_workers, pin_memory=self.env.cuda,
-            drop_last=len(self.train_ds) > self.config.batch_size,  # no 1-image BatchNorm batch
         )  # fmt: skip
 
     def train_step(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -155,6 +153,7 @@ class LandmarkTask(Task):
             self.model, self.val_loader, self.env.device, self.config.decode, self.config.sigma,
             amp_dtype=self.env.amp_dtype, memory_format=self.env.memory_format,
         )  # fmt: skip
+        points, points_argmax = distributed.gather_rows(points, points_argmax)
         truth, norm = self.val_ds.landmarks, self.config.normaliser
         return {"nme": float(nme(points, truth, norm).mean()),
                 "nme_argmax": float(nme(points_argmax, truth, norm).mean())}  # fmt: skip

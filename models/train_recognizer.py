@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 
 from catalog import transforms as T
 from catalog.datasets import FaceDataset, PKSampler
-from models import checkpoints, harness
+from models import checkpoints, distributed, harness
 from models.harness import Env, Task, TrainConfig
 from models.losses import LOSSES, MININGS, TRIPLET, RandomTripletMiner, make_loss
 from models.recognition_metrics import pair_scores, roc_auc, topk_accuracy
@@ -172,7 +172,8 @@ class RecognizerTask(Task):
                               mining=config.mining, margin=config.margin, scale=config.scale,
                               label_smoothing=config.label_smoothing,
                               seed=config.seed)  # fmt: skip
-        self.val_loader = DataLoader(self.val_ds, batch_size=config.batch_size,
+        self.val_loader = DataLoader(distributed.shard(self.val_ds),  # gathered in evaluate
+                                     batch_size=config.batch_size,
                                      num_workers=config.num_workers,
                                      pin_memory=env.cuda)  # fmt: skip
         return {"model": self.model, "loss": self.loss}
@@ -187,16 +188,17 @@ class RecognizerTask(Task):
                 miner.reset()
             k = config.pk_images
             p = config.batch_size // k
-            sampler = PKSampler(self.train_ds.labels, p, k, seed=seed)
+            # under torchrun each rank takes every world_size-th batch of each round, so
+            # the ranks together still cover the rounds one process would
+            sampler = PKSampler(self.train_ds.labels, p, k, seed=seed,
+                                rank=distributed.rank(), num_replicas=distributed.world_size())
             identities = len(sampler.groups)
             rounds = max(1, round(len(self.train_ds) / (identities * k)))
             return _PKEpoch(self.train_ds, sampler, rounds, seed, config.num_workers,
                             self.env.cuda)  # fmt: skip
-        return DataLoader(
-            self.train_ds, batch_size=config.batch_size, shuffle=True,
-            generator=torch.Generator().manual_seed(seed), num_workers=config.num_workers,
+        return distributed.shuffled_loader(
+            self.train_ds, config.batch_size, seed, epoch, num_workers=config.num_workers,
             pin_memory=self.env.cuda,
-            drop_last=len(self.train_ds) > config.batch_size,  # no 1-image BatchNorm batch
         )  # fmt: skip
 
     def extra_state(self) -> dict[str, Any]:
@@ -212,8 +214,8 @@ class RecognizerTask(Task):
 
     def evaluate(self) -> dict[str, float]:
         """Validation top-1 (classifier losses) and all-pairs verification AUC."""
-        embeddings, labels, logits = embed_loader(self.model, self.val_loader, self.env,
-                                                  self.loss.logits)  # fmt: skip
+        embeddings, labels, logits = distributed.gather_rows(*embed_loader(
+            self.model, self.val_loader, self.env, self.loss.logits))  # fmt: skip
         same, different = pair_scores(embeddings, labels)
         values = {"auc": roc_auc(same, different) if len(same) and len(different)
                   else math.nan}  # fmt: skip
