@@ -34,7 +34,7 @@ from torch.utils.data import Dataset
 
 from catalog import snapshots
 from catalog import transforms as T
-from catalog.db import connect
+from catalog.db import connect, has_table
 
 if TYPE_CHECKING:
     import duckdb
@@ -75,11 +75,7 @@ def map_boxes(matrix: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 def _raw_boxes(con: duckdb.DuckDBPyConnection, snapshot: str) -> dict[str, tuple]:
     """The ``bboxes`` rows of ``snapshot``'s images: {image_id: (x_1, y_1, x_2, y_2)}."""
-    found = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' "
-        "AND table_name = 'bboxes'"
-    ).fetchone()[0]
-    if not found:
+    if not has_table(con, "bboxes"):
         return {}
     rows = con.execute(
         "SELECT b.image_id, b.x_1, b.y_1, b.x_1 + b.width, b.y_1 + b.height FROM bboxes b "

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from catalog.db import connect, transaction
+from catalog.db import connect, has_table, transaction
 from catalog.errors import CatalogError
 
 if TYPE_CHECKING:
@@ -110,10 +110,7 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _has_tables(con: duckdb.DuckDBPyConnection) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' "
-        "AND table_name = 'galleries'"
-    ).fetchone()[0])  # fmt: skip
+    return has_table(con, "galleries")
 
 
 _COLUMNS = "name, run_id, created_at, source, n_identities, n_images, detector, crops"

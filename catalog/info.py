@@ -54,6 +54,10 @@ DOCS: dict[str, str] = {
     "pixels, with their NME against the annotations and its normaliser.",
     "embeddings": "Face embeddings a recognition run computed: run, image, the crops "
     "embedded (bbox or aligned/<template>/<run>), the L2-normalised vector.",
+    "galleries": "Identification galleries: name, the recognition run that embedded them, "
+    "where the faces came from, counts (`celebcat gallery list`).",
+    "gallery_entries": "Each gallery face: gallery, identity name, the image (id or path), "
+    "its L2-normalised embedding.",
 }
 
 

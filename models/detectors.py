@@ -47,7 +47,7 @@ from urllib.parse import parse_qsl
 import numpy as np
 
 from catalog import transforms as T
-from catalog.db import connect
+from catalog.db import connect, has_table
 from catalog.errors import CatalogError
 
 __all__ = [
@@ -106,10 +106,7 @@ class CatalogDetector(Detector):
     def __init__(self, db: str | os.PathLike[str] | None = None) -> None:
         con = connect(db, read_only=True)
         try:
-            has = con.execute(
-                "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' "
-                "AND table_name = 'bboxes'"
-            ).fetchone()[0]
+            has = has_table(con, "bboxes")
             rows = con.execute(
                 "SELECT image_id, x_1, y_1, x_1 + width, y_1 + height FROM bboxes"
             ).fetchall() if has else []
