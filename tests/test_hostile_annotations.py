@@ -104,9 +104,11 @@ def damaged(draw: st.DrawFn, base: bytes) -> bytes:
         pos = draw(st.integers(0, len(data)))
         if kind == "edit" and data:
             pos = min(pos, len(data) - 1)
-            data = data[:pos] + draw(st.sampled_from(ODD_BYTES) | st.binary(min_size=1, max_size=3)) + data[pos + 1:]
+            odd = draw(st.sampled_from(ODD_BYTES) | st.binary(min_size=1, max_size=3))
+            data = data[:pos] + odd + data[pos + 1:]
         elif kind == "insert":
-            data = data[:pos] + draw(st.sampled_from(ODD_BYTES) | st.binary(min_size=1, max_size=4)) + data[pos:]
+            odd = draw(st.sampled_from(ODD_BYTES) | st.binary(min_size=1, max_size=4))
+            data = data[:pos] + odd + data[pos:]
         elif kind == "delete":
             data = data[:pos] + data[pos + draw(st.integers(1, 12)):]
         elif kind == "truncate":
