@@ -324,11 +324,25 @@ def _load_fast(
     # Integer files are read twice (regex check, then load) rather than staged in a
     # temp table: a second read costs about as much as scanning a staged copy, and
     # the copy would double the memory an ingest needs. chr(1) as the delimiter: a
-    # control character, which no line may hold, so each line is one field.
+    # control character, which no line may hold, so each line is one field. A line
+    # holding it in the middle makes the reader raise (the slow path then names it);
+    # at its end the reader would drop it silently, so a second column catches what
+    # follows it ('' then, NULL without it: nullstr is a newline, which no field holds)
+    # and the line is put back together.
+    # The line end is the first line's, given to the reader: it then refuses any other
+    # (its own detection let a stray LF through in a file of CRs). Lines ending in a CR
+    # alone are not read at all: the slow path refuses them.
+    new_line = _line_end(path)
+    if new_line is None:
+        find_problem(spec, path)
+        raise AnnotationError(path, 1, "lines end with a CR alone: save the file with LF or "
+                                       "CR LF line ends")
     lines = (
-        "(SELECT line FROM read_csv(?, columns={'line': 'VARCHAR'}, delim=chr(1), "
-        f"header=false, skip=?, quote='', escape='', auto_detect=false, "
-        f"max_line_size={MAX_LINE_BYTES}) "
+        "(SELECT line FROM (SELECT CASE WHEN rest IS NULL THEN line "
+        "ELSE concat(line, chr(1), rest) END AS line "
+        "FROM read_csv(?, columns={'line': 'VARCHAR', 'rest': 'VARCHAR'}, delim=chr(1), "
+        "header=false, skip=?, quote='', escape='', auto_detect=false, null_padding=true, "
+        f"nullstr=chr(10), new_line='{new_line}', max_line_size={MAX_LINE_BYTES})) "
         # blank: spaces and tabs only (a regex: trim with a character list is 3x slower)
         "WHERE line IS NOT NULL AND NOT regexp_full_match(line, '[ \\t]*'))"
     )
@@ -347,6 +361,21 @@ def _load_fast(
         select = _select_sql(spec, preamble.columns, lines, tabs > 0)
         con.execute(f"CREATE TABLE {table} AS {select}", source)
     return int(rows)
+
+
+def _line_end(path: Path) -> str | None:
+    """How the file's first line ends, as read_csv's ``new_line`` spells it (``\\n``,
+    ``\\r\\n``; ``\\n`` for a file of one line without an end); None for a CR alone."""
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 16):
+            cut = re.search(rb"[\r\n]", chunk)
+            if cut is None:
+                continue
+            if chunk[cut.start():cut.start() + 1] == b"\n":
+                return "\\n"
+            after = chunk[cut.start() + 1:cut.start() + 2] or f.read(1)
+            return "\\r\\n" if after == b"\n" else None
+    return "\\n"
 
 
 def _load_checked_in_table(
@@ -423,6 +452,10 @@ def find_problem(spec: FileSpec, path: str | os.PathLike[str]) -> None:
     last = spec.first_data_line - 1
     first_end: tuple[str, int] | None = None
     for number, line, end in _lines(path):
+        if end == "\r":
+            raise AnnotationError(path, number, "the line ends with a CR alone (old Mac line "
+                                                "ends, or a stray carriage return): lines must "
+                                                "end with LF or CR LF")
         if end:
             if first_end is None:
                 first_end = (end, number)

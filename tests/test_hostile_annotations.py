@@ -167,8 +167,10 @@ def reference_rows(spec: FileSpec, path: Path) -> list[tuple]:
                 continue
             if number == 1 and line.startswith("\ufeff"):
                 line = line[1:]
-            tokens = ([t.strip() for t in line.rstrip().split(",")] if spec.layout == "csv"
-                      else line.split())  # fmt: skip
+            # the grammar: csv fields split at commas (blanks after the last one go),
+            # txt fields at runs of spaces and tabs, nothing else
+            tokens = (line.rstrip(" \t").split(",") if spec.layout == "csv"
+                      else re.split(r"[ \t]+", line.strip(" \t")))  # fmt: skip
             values = dict(zip(preamble.columns, tokens[1:], strict=True))
             rows.append((tokens[0], *(convert(values[c]) for c in spec.columns)))
     return sorted(rows)
