@@ -26,6 +26,7 @@ import typer.core
 NEEDS_TORCH = "Needs torch: pip install torch==2.13.0 && pip install -e '.\\[torch]'."
 NEEDS_PLOTS = "Needs matplotlib: pip install -e '.\\[plots]'."
 
+
 class _Interrupted(Exception):
     """Ctrl-C, carried past typer (which would turn it into a silent exit 130) to
     :func:`main`; the message is the library's where it says what the interrupt left
