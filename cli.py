@@ -19,14 +19,37 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import typer.core
 
 #: What the commands that need an optional dependency say in --help (rich markup: "\\["
 #: is a literal bracket).
 NEEDS_TORCH = "Needs torch: pip install torch==2.13.0 && pip install -e '.\\[torch]'."
 NEEDS_PLOTS = "Needs matplotlib: pip install -e '.\\[plots]'."
 
+
+class _Interrupted(Exception):
+    """Ctrl-C, carried past typer (which would turn it into a silent exit 130) to
+    :func:`main`; the message is the library's where it says what the interrupt left
+    (``IngestInterrupted``), else a plain "Interrupted."."""
+
+
+class _Group(typer.core.TyperGroup):
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BaseException as exc:
+            from catalog.db import is_interrupt  # light: no duckdb import
+
+            if not is_interrupt(exc):
+                raise
+            # DuckDB reports a Ctrl-C that lands inside a statement as a RuntimeError
+            message = str(exc) if isinstance(exc, KeyboardInterrupt) else ""
+            raise _Interrupted(message or "Interrupted.") from exc
+
+
 app = typer.Typer(
     name="celebcat",
+    cls=_Group,
     help="A SQL catalog for CelebA-format face data: ingest the files into DuckDB, "
     "query them, check them.\n\n"
     "Optional extras: \\[torch] for train, align and demo's training; \\[plots] for "
@@ -305,6 +328,11 @@ def ingest(
         int | None,
         typer.Option(help="Processes for the image scan (default: all cores).", min=1),
     ] = None,
+    allow_empty: Annotated[
+        bool,
+        typer.Option("--allow-empty", help="Load an annotation file that has no rows (only "
+                     "its header) as an empty table, instead of refusing it."),
+    ] = False,
     as_csv: CsvOption = False,
     as_json: JsonOption = False,
     db: DbOption = None,
@@ -328,7 +356,7 @@ def ingest(
         progress = IngestProgress(step=lambda m: live.print(f"[dim]{escape(m)}[/dim]"), scan=task)
         result = run_ingest(
             data_dir, db, images=images, scan_images=not no_images, workers=workers,
-            progress=progress,
+            progress=progress, allow_empty=allow_empty,
         )
     for note in result.notes:
         err.print(f"[yellow]note:[/yellow] {note}")
@@ -1156,11 +1184,14 @@ def align(
 
     Needs torch: pip install torch==2.13.0 && pip install -e '.\\[torch]'.
     """
+    if source == "predicted" and run is None:
+        raise UserError("--run is needed with --source predicted (or use --source truth)")
+    if source == "truth" and run is not None:
+        raise UserError("--run and --source truth exclude each other: truth aligns with the "
+                        "catalog's own landmarks, no run's; drop one of them")
     from models.align_run import align_snapshot
     from models.distributed import is_main_process
 
-    if source == "predicted" and run is None:
-        raise UserError("--run is needed with --source predicted (or use --source truth)")
     if not is_main_process():  # under torchrun: rank 0 reports, the others work quietly
         align_snapshot(run, snapshot, db, size=size, template=template, source=source,
                        batch_size=batch_size, workers=workers, skip_bad=skip_bad)  # fmt: skip
@@ -2069,8 +2100,10 @@ def main() -> None:
     """Console-script entry point."""
     try:
         app()
-    except KeyboardInterrupt:
-        _console(stderr=True).print("[red]Interrupted; the catalog was left as it was.[/red]")
+    except (_Interrupted, KeyboardInterrupt) as exc:  # the latter: outside any command
+        from rich.markup import escape
+
+        _console(stderr=True).print(f"[red]{escape(str(exc) or 'Interrupted.')}[/red]")
         sys.exit(130)
     except Exception as exc:
         message = _missing_extra(exc)

@@ -50,8 +50,17 @@ TABLE_DOCS: dict[str, str] = {
     "train/valid/test.",
 }
 
+# The grammar of a data line, shared by the fast path (RE2 in DuckDB) and the slow
+# path (Python's re), so that both accept exactly the same lines. Digits are ASCII
+# ([0-9], not \d: Python's \d takes any script's digits); fields are separated by
+# spaces and tabs only (Python's split() also splits at other Unicode spaces); an
+# image_id is anything but separators, commas and control characters.
 # Longest integer we accept; 9 digits always fits INTEGER, so the bulk cast cannot fail.
-_INT = r"[+-]?\d{1,9}"
+_INT = r"[+-]?[0-9]{1,9}"
+_ID = r"[^, \t\x00-\x1f\x7f]+"
+_BLANK = " \t"  # what a blank line holds, and what surrounds the fields of a txt line
+#: Longest line read (bytes); DuckDB's reader refuses longer ones, the slow path names them.
+MAX_LINE_BYTES = 1 << 20
 _VALUE_PATTERNS = {"attr": r"-?1", "int": _INT, "partition": r"[012]"}
 _VALUE_SQL_TYPES = {"attr": "BOOLEAN", "int": "INTEGER", "partition": "TINYINT"}
 # Kinds whose values are a closed set: an exact CASE maps anything else to NULL, so
@@ -149,10 +158,17 @@ def _clean(line: str) -> str:
     return line.lstrip("\ufeff").rstrip("\r\n")
 
 
-def _tokens(spec: FileSpec, line: str) -> list[str]:
+def _header_tokens(spec: FileSpec, line: str) -> list[str]:
     if spec.layout == "csv":
         return [t.strip() for t in line.rstrip().split(",")]
     return line.split()
+
+
+def _tokens(spec: FileSpec, line: str) -> list[str]:
+    """A data line's fields, split as the fast path splits them."""
+    if spec.layout == "csv":
+        return line.rstrip(_BLANK).split(",")
+    return re.split(r"[ \t]+", line.strip(_BLANK))
 
 
 def read_preamble(spec: FileSpec, path: Path) -> Preamble:
@@ -173,7 +189,7 @@ def read_preamble(spec: FileSpec, path: Path) -> Preamble:
     else:
         if spec.count_line:
             text = head[0].strip()
-            if not re.fullmatch(r"\d+", text):
+            if not re.fullmatch(r"[0-9]{1,12}", text):
                 raise AnnotationError(
                     path, 1, f"expected the row count (a whole number), found {text[:60]!r}"
                 )
@@ -183,7 +199,7 @@ def read_preamble(spec: FileSpec, path: Path) -> Preamble:
 
     if header is None:
         return Preamble(declared, spec.columns)
-    names = _tokens(spec, header)
+    names = _header_tokens(spec, header)
     if names and names[0].lower() == "image_id":
         names = names[1:]
     missing = [c for c in spec.columns if c not in names]
@@ -213,8 +229,8 @@ def line_pattern(spec: FileSpec) -> str:
     """The regular expression (RE2) one data line must match in full."""
     value = _VALUE_PATTERNS[spec.kind]
     if spec.layout == "csv":
-        return rf"[^,\s]+(?:,{value}){{{len(spec.columns)}}}\s*"
-    return rf"\s*\S+(?:[ \t]+{value}){{{len(spec.columns)}}}\s*"
+        return rf"{_ID}(?:,{value}){{{len(spec.columns)}}}[ \t]*"
+    return rf"[ \t]*{_ID}(?:[ \t]+{value}){{{len(spec.columns)}}}[ \t]*"
 
 
 def table_ddl(table: str) -> str:
@@ -230,7 +246,8 @@ def table_ddl(table: str) -> str:
 def _select_sql(spec: FileSpec, columns: tuple[str, ...], lines: str, tabs: bool) -> str:
     """SQL turning validated lines into typed rows, columns in table order and named."""
     if spec.layout == "csv":
-        fields = "string_split(rtrim(line), ',')"
+        # trailing spaces and tabs off (a regex: rtrim with a character list is slower)
+        fields = "string_split(regexp_replace(line, '[ \\t]+$', ''), ',')"
     else:
         # Splitting on single spaces and dropping the empty strings between runs of
         # spaces is the fastest split DuckDB offers here (docs/decisions.md, "Ingest");
@@ -264,32 +281,25 @@ def load_annotation(
     The table must not exist. Runs inside the caller's transaction. Raises
     :class:`AnnotationError` naming the first bad line when anything is wrong.
     """
+    import duckdb
+
+    from catalog.db import is_interrupt
+
     spec, path = found.spec, found.path
     table = table or spec.table
     preamble = read_preamble(spec, path)
-    # Integer files are read twice (regex check, then load) rather than staged in a
-    # temp table: a second read costs about as much as scanning a staged copy, and
-    # the copy would double the memory an ingest needs. chr(1) as the delimiter: no
-    # CelebA line contains it, so each line is one field.
-    lines = (
-        "(SELECT line FROM read_csv(?, columns={'line': 'VARCHAR'}, delim=chr(1), "
-        "header=false, skip=?, quote='', escape='', auto_detect=false) "
-        "WHERE line IS NOT NULL AND trim(line) <> '')"
-    )
-    source = [str(path), spec.first_data_line - 1]
-    if spec.kind in _CHECKED_IN_TABLE:
-        rows = _load_checked_in_table(con, spec, table, path, preamble, lines, source)
-    else:
-        rows, bad, tabs = con.execute(
-            "SELECT count(*), count(*) FILTER (WHERE NOT regexp_full_match(line, ?)), "
-            f"count(*) FILTER (WHERE contains(line, chr(9))) FROM {lines}",
-            [line_pattern(spec), *source],
-        ).fetchone()
-        if bad:
-            find_problem(spec, path)  # raises with the line
-            raise AnnotationError(path, None, f"{bad} lines do not match the {spec.name} layout")
-        select = _select_sql(spec, preamble.columns, lines, tabs > 0)
-        con.execute(f"CREATE TABLE {table} AS {select}", source)
+    try:
+        rows = _load_fast(con, spec, table, path, preamble)
+    except duckdb.Error as exc:
+        # DuckDB's line reader refuses some damage outright (bytes that are not UTF-8,
+        # control characters, mixed line ends, a line over MAX_LINE_BYTES): the slow
+        # path names the line.
+        if is_interrupt(exc):
+            raise
+        find_problem(spec, path)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AnnotationError(path, None, f"the file cannot be read as {spec.name}: "
+                                          f"{reason}") from exc
     if preamble.declared_rows is not None and rows != preamble.declared_rows:
         find_problem(spec, path)
         raise AnnotationError(path, 1, f"line 1 declares {preamble.declared_rows} rows, "
@@ -305,6 +315,67 @@ def load_annotation(
         find_problem(spec, path)
         raise AnnotationError(path, None, f"{dupes} duplicate image ids")
     return int(rows)
+
+
+def _load_fast(
+    con: duckdb.DuckDBPyConnection, spec: FileSpec, table: str, path: Path, preamble: Preamble
+) -> int:
+    """The fast path of :func:`load_annotation`: create ``table``, return its rows."""
+    # Integer files are read twice (regex check, then load) rather than staged in a
+    # temp table: a second read costs about as much as scanning a staged copy, and
+    # the copy would double the memory an ingest needs. chr(1) as the delimiter: a
+    # control character, which no line may hold, so each line is one field. A line
+    # holding it in the middle makes the reader raise (the slow path then names it);
+    # at its end the reader would drop it silently, so a second column catches what
+    # follows it ('' then, NULL without it: nullstr is a newline, which no field holds)
+    # and the line is put back together.
+    # The line end is the first line's, given to the reader: it then refuses any other
+    # (its own detection let a stray LF through in a file of CRs). Lines ending in a CR
+    # alone are not read at all: the slow path refuses them.
+    new_line = _line_end(path)
+    if new_line is None:
+        find_problem(spec, path)
+        raise AnnotationError(path, 1, "lines end with a CR alone: save the file with LF or "
+                                       "CR LF line ends")
+    lines = (
+        "(SELECT line FROM (SELECT CASE WHEN rest IS NULL THEN line "
+        "ELSE concat(line, chr(1), rest) END AS line "
+        "FROM read_csv(?, columns={'line': 'VARCHAR', 'rest': 'VARCHAR'}, delim=chr(1), "
+        "header=false, skip=?, quote='', escape='', auto_detect=false, null_padding=true, "
+        f"nullstr=chr(10), new_line='{new_line}', max_line_size={MAX_LINE_BYTES})) "
+        # blank: spaces and tabs only (a regex: trim with a character list is 3x slower)
+        "WHERE line IS NOT NULL AND NOT regexp_full_match(line, '[ \\t]*'))"
+    )
+    source = [str(path), spec.first_data_line - 1]
+    if spec.kind in _CHECKED_IN_TABLE:
+        rows = _load_checked_in_table(con, spec, table, path, preamble, lines, source)
+    else:
+        rows, bad, tabs = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE NOT regexp_full_match(line, ?)), "
+            f"count(*) FILTER (WHERE contains(line, chr(9))) FROM {lines}",
+            [line_pattern(spec), *source],
+        ).fetchone()
+        if bad:
+            find_problem(spec, path)  # raises with the line
+            raise AnnotationError(path, None, f"{bad} lines do not match the {spec.name} layout")
+        select = _select_sql(spec, preamble.columns, lines, tabs > 0)
+        con.execute(f"CREATE TABLE {table} AS {select}", source)
+    return int(rows)
+
+
+def _line_end(path: Path) -> str | None:
+    """How the file's first line ends, as read_csv's ``new_line`` spells it (``\\n``,
+    ``\\r\\n``; ``\\n`` for a file of one line without an end); None for a CR alone."""
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 16):
+            cut = re.search(rb"[\r\n]", chunk)
+            if cut is None:
+                continue
+            if chunk[cut.start():cut.start() + 1] == b"\n":
+                return "\\n"
+            after = chunk[cut.start() + 1:cut.start() + 2] or f.read(1)
+            return "\\r\\n" if after == b"\n" else None
+    return "\\n"
 
 
 def _load_checked_in_table(
@@ -325,7 +396,7 @@ def _load_checked_in_table(
     values = [f'"{c}" IS NULL' for c in ANNOTATION_TABLES[spec.table]]
     check = (
         f"SELECT count(*), count(*) FILTER (WHERE _fields <> {len(spec.columns) + 1} "
-        f"OR image_id = '' OR {' OR '.join(values)}) FROM {table}"
+        f"OR NOT regexp_full_match(image_id, '{_ID}') OR {' OR '.join(values)}) FROM {table}"
     )
     for tabs in (False, True):
         con.execute(
@@ -347,46 +418,87 @@ def _load_checked_in_table(
 # ---------------------------------------------------------------------------
 
 
-def _data_lines(path: Path, first: int) -> Iterator[tuple[int, str]]:
-    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+_EOL_NAMES = {"\r\n": "CR LF (Windows)", "\n": "LF", "\r": "CR alone (old Mac)"}
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_NOT_UTF8 = re.compile(r"[\udc80-\udcff]")  # bytes that are not UTF-8, surrogate-escaped
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str, str]]:
+    """(number, line without its end, the end) for every line of the file; bytes that
+    are not UTF-8 come through as lone surrogates (``surrogateescape``)."""
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
         for number, raw in enumerate(f, start=1):
-            if number >= first:
-                yield number, raw
+            line = raw.rstrip("\r\n")
+            yield number, line, raw[len(line):]
 
 
 def find_problem(spec: FileSpec, path: str | os.PathLike[str]) -> None:
     """Re-read ``path`` line by line and raise :class:`AnnotationError` at the first problem.
 
     Returns normally when the file is fine; the fast path uses this to explain what
-    its bulk checks found, and tests use it as the reference reader.
+    its bulk checks found, and tests use it as the reference reader. It holds the
+    same rules as the fast path (the grammar at the top of this module), and also
+    names what DuckDB's reader refuses before any rule applies: bytes that are not
+    UTF-8, control characters, mixed line ends, overlong lines.
     """
     path = Path(path)
     preamble = read_preamble(spec, path)
     n_values = len(spec.columns)
     value_re = re.compile(_VALUE_PATTERNS[spec.kind])
+    id_re = re.compile(_ID)
     what = {"attr": "-1 or 1", "int": "an integer", "partition": "0, 1 or 2"}[spec.kind]
     seen: dict[str, int] = {}
     rows = 0
     last = spec.first_data_line - 1
-    for number, raw in _data_lines(path, spec.first_data_line):
+    first_end: tuple[str, int] | None = None
+    for number, line, end in _lines(path):
+        if end == "\r":
+            raise AnnotationError(path, number, "the line ends with a CR alone (old Mac line "
+                                                "ends, or a stray carriage return): lines must "
+                                                "end with LF or CR LF")
+        if end:
+            if first_end is None:
+                first_end = (end, number)
+            elif end != first_end[0]:
+                raise AnnotationError(
+                    path, number,
+                    f"the line ends with {_EOL_NAMES.get(end, repr(end))}, line {first_end[1]} "
+                    f"with {_EOL_NAMES.get(first_end[0], repr(first_end[0]))}: mixed line "
+                    "ends; convert the file to one kind (e.g. dos2unix)",
+                )
+        if number < spec.first_data_line:
+            continue  # the preamble, checked by read_preamble
         last = number
-        line = raw.rstrip("\r\n")
-        if not line.strip():
+        if number == 1 and line.startswith("\ufeff"):
+            line = line[1:]  # a byte order mark: DuckDB's reader drops it (one, not more)
+        size = len(line.encode("utf-8", errors="surrogateescape"))
+        if size > MAX_LINE_BYTES:
+            raise AnnotationError(path, number, f"the line is {size:,} bytes long: not a "
+                                                f"{spec.name} line (is this the right file?)")
+        if _NOT_UTF8.search(line):
+            raise AnnotationError(path, number, "bytes that are not UTF-8: is the file in "
+                                                "another encoding (UTF-16, Latin-1)? Save it "
+                                                "as UTF-8")
+        control = _CONTROL.search(line)
+        if control:
+            raise AnnotationError(path, number, f"control character "
+                                                f"U+{ord(control.group()):04X} in the line")
+        if not line.strip(_BLANK):
             continue
-        if "\r" in line:
-            raise AnnotationError(path, number, "stray carriage return inside the line")
-        tokens = _tokens(spec, line)
         if spec.layout == "txt" and "," in line:
             raise AnnotationError(path, number, "commas in a space-separated .txt file")
+        tokens = _tokens(spec, line)
         if len(tokens) != n_values + 1:
-            complete = raw.endswith("\n")
-            hint = "" if complete else " (the last line is cut short: is the file truncated?)"
+            hint = "" if end else " (the last line is cut short: is the file truncated?)"
             raise AnnotationError(
                 path, number,
                 f"expected {n_values + 1} fields (image_id and {n_values} values), "
                 f"found {len(tokens)}{hint}",
             )
         image_id = tokens[0]
+        if not id_re.fullmatch(image_id):
+            raise AnnotationError(path, number, f"image_id {image_id!r}: spaces, tabs and "
+                                                "commas are not allowed in it")
         for name, token in zip(preamble.columns, tokens[1:], strict=True):
             if not value_re.fullmatch(token):
                 raise AnnotationError(

@@ -87,16 +87,40 @@ def lock_timeout() -> float:
         ) from None
 
 
+#: What a sandboxed connection (``connect(sandboxed=True)``) sets before it runs SQL.
+#: ``enable_external_access = false`` closes every file, network and extension access
+#: but the catalog itself (COPY TO, EXPORT DATABASE, read_text, ATTACH, INSTALL, LOAD);
+#: it cannot be turned on again on that database, and ``lock_configuration`` keeps the
+#: rest (extension settings, profiling output files) as set here.
+SANDBOX_SETTINGS: dict[str, str] = {
+    "enable_external_access": "false",
+    "allow_community_extensions": "false",
+    "autoload_known_extensions": "false",
+    "autoinstall_known_extensions": "false",
+    "lock_configuration": "true",
+}
+
+
 def connect(
     db: DbArg = None,
     *,
     read_only: bool = False,
     timeout: float | None = None,
+    sandboxed: bool = False,
 ) -> duckdb.DuckDBPyConnection:
     """Open the catalog with DuckDB.
 
     Read-only connections refuse a missing file (with a hint) instead of creating an
     empty catalog; writable ones create it, and its parent folder.
+
+    ``sandboxed`` (read-only only; ``celebcat sql`` without ``--write``): the SQL run on
+    the connection can read the catalog and nothing else on the machine
+    (:data:`SANDBOX_SETTINGS`). DuckDB keeps one database instance per file and process,
+    and its settings are the instance's, so a sandbox on that instance would also close
+    the library's other connections to the file (and two configurations of one file are
+    refused outright). A sandboxed connection is therefore its own in-memory instance
+    with the catalog attached read-only and made the default database: views, macros
+    and unqualified names work as on a plain connection.
 
     DuckDB lets one process write a database file, or several read it, never both at
     once (https://duckdb.org/docs/current/connect/concurrency). Every command holds its
@@ -107,6 +131,8 @@ def connect(
     """
     import duckdb
 
+    if sandboxed and not read_only:
+        raise ValueError("a sandboxed connection is read-only: pass read_only=True")
     path = resolve_db(db)
     if read_only and not path.exists():
         raise CatalogNotFoundError(
@@ -120,6 +146,8 @@ def connect(
     delay = 0.002
     while True:
         try:
+            if sandboxed:
+                return _sandbox(path)
             return duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as err:
             if not is_lock_conflict(err):
@@ -130,6 +158,40 @@ def connect(
         # jitter keeps two waiting processes from retrying in lockstep
         time.sleep(min(delay * random.uniform(0.5, 1.5), left))
         delay = min(delay * 2, 0.2)
+
+
+def _sandbox(path: Path) -> duckdb.DuckDBPyConnection:
+    """A fresh in-memory instance with the catalog attached read-only as its default
+    database, then closed to everything else (:data:`SANDBOX_SETTINGS`)."""
+    import duckdb
+
+    # The alias DuckDB itself gives the file (current_database() reads the same as on a
+    # plain connection), unless that is one of the names an instance already holds.
+    alias = path.name.split(".")[0]
+    if not alias or alias.lower() in ("memory", "system", "temp", "main"):
+        alias = "catalog"
+    quoted = '"' + alias.replace('"', '""') + '"'
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(f"ATTACH ? AS {quoted} (READ_ONLY)", [str(path)])
+        con.execute(f"USE {quoted}")
+        for name, value in SANDBOX_SETTINGS.items():
+            con.execute(f"SET {name} = {value}")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def is_interrupt(err: BaseException) -> bool:
+    """True for Ctrl-C however it arrives: a KeyboardInterrupt, or DuckDB's own form
+    when the signal lands while a statement runs (a RuntimeError "Query interrupted"
+    after the statement; an InterruptException from ``interrupt()``)."""
+    if isinstance(err, KeyboardInterrupt):
+        return True
+    if type(err).__name__ == "InterruptException":
+        return True
+    return type(err) is RuntimeError and str(err) == "Query interrupted"
 
 
 def is_lock_conflict(err: BaseException) -> bool:

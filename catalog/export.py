@@ -30,7 +30,8 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -203,9 +204,11 @@ def export_snapshot(
 
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a folder: choose another output folder")
-    out.mkdir(parents=True, exist_ok=True)
+    with _writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     busy = partial(ExportError, f"Another export is writing into {out}; wait for it to finish.")
-    with files.locked(out, busy):  # checked under the lock: a concurrent run cannot slip in
+    # checked under the lock: a concurrent run cannot slip in
+    with files.locked(out, busy), _writing(out):
         _check_out(out, manifest)
         files.remove_temporaries(out)  # of export.json / labels.csv, from a killed run
         _write_json(out / MANIFEST, manifest)
@@ -321,10 +324,14 @@ def _remove_outputs(out: Path, image_ids: list[str]) -> None:
 
 
 def _check_out(out: Path, manifest: dict[str, Any]) -> None:
-    """Refuse ``out`` unless it is empty or holds an export of the same snapshot and settings."""
+    """Refuse ``out`` unless it is empty or holds an export of the same snapshot and settings.
+
+    A temporary (``.<name>.<random>.part``) does not count: a run that failed writing
+    its first file (a full disk) or was killed leaves one, and its retry must go on.
+    """
     manifest_path = out / MANIFEST
     if not manifest_path.exists():
-        if any(out.iterdir()):
+        if any(not files.is_temporary(p.name) for p in out.iterdir()):
             raise ExportError(
                 f"{out} is not empty and holds no {MANIFEST}, so it is not an export to "
                 "resume. Choose an empty or new folder."
@@ -371,10 +378,25 @@ def _pending(tasks: list[_Task], sizes: list[int], crop: bool) -> list[_Task]:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = files.temp_name(str(path))
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        files.discard(tmp)
+        raise
+
+
+@contextmanager
+def _writing(out: Path) -> Iterator[None]:
+    """Turn an OSError of writing into ``out`` (full disk, read-only, no permission) into
+    an ExportError that says so; a retry once the cause is fixed resumes the export."""
+    try:
+        yield
+    except OSError as e:
+        raise ExportError(f"Export: {files.write_problem(e, out)} (files already written "
+                          "are kept and skipped).") from e
 
 
 # --- the file work -------------------------------------------------------------------
@@ -387,10 +409,10 @@ def _copy_one(task: _Task) -> None:
         os.replace(tmp, task.dst)
     except BaseException as e:
         files.discard(tmp)
-        if isinstance(e, OSError) and e.filename == task.src:  # the source's fault
+        # A full disk is never the source's fault, though sendfile's error names it.
+        if isinstance(e, OSError) and not files.is_write_error(e, tmp) \
+                and e.filename == task.src:  # the source's fault
             raise _SourceError(task, "unreadable_image", f"copying {task.src}: {e}") from e
-        if isinstance(e, OSError):
-            raise ExportError(f"image {task.image_id}: copying {task.src}: {e}") from e
         raise
 
 
@@ -399,23 +421,22 @@ def _crop_one(task: _Task, size: int) -> None:
     from PIL import Image
 
     assert task.box is not None
-    tmp = files.temp_name(task.dst)
     try:
         # The same crop the Datasets make (catalog.transforms): reduced decoding where
         # the box allows, then one resampling of the box onto size x size.
         image, decoded = transforms.open_for_crop(task.src, task.box, size)
         matrix = transforms.box_to_square(task.box, size) @ transforms.invert(decoded)
         face = Image.fromarray(transforms.warp(image, matrix, size))
-        fmt = Image.registered_extensions().get(Path(task.dst).suffix.lower(), "JPEG")
-        options = {"quality": JPEG_QUALITY} if fmt == "JPEG" else {}
+    except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for bad files
+        raise _SourceError(task, "image_decode_error", f"cropping {task.src}: {e}") from e
+    fmt = Image.registered_extensions().get(Path(task.dst).suffix.lower(), "JPEG")
+    options = {"quality": JPEG_QUALITY} if fmt == "JPEG" else {}
+    tmp = files.temp_name(task.dst)
+    try:  # an error from here on is the destination's (full, read-only), never the source's
         face.save(tmp, format=fmt, **options)
         os.replace(tmp, task.dst)
-    except BaseException as e:
+    except BaseException:
         files.discard(tmp)
-        if isinstance(e, OSError) and getattr(e, "filename", None) == tmp:
-            raise ExportError(f"image {task.image_id}: writing {tmp}: {e}") from e
-        if isinstance(e, (OSError, ValueError, SyntaxError)):  # PIL's errors for bad files
-            raise _SourceError(task, "image_decode_error", f"cropping {task.src}: {e}") from e
         raise
 
 

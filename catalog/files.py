@@ -7,6 +7,7 @@ once, and are dominated by per-file I/O and decoding that release the GIL.
 
 from __future__ import annotations
 
+import errno
 import os
 import queue
 import threading
@@ -48,6 +49,57 @@ def discard(path: str | os.PathLike[str]) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+#: errno values that say a destination cannot take a file, and what to do about it.
+_WRITE_ERRNOS: dict[int, tuple[str, str]] = {
+    errno.ENOSPC: ("no space left on the device", "free some space or choose another place"),
+    errno.EDQUOT: ("the disk quota is exhausted", "free some space or choose another place"),
+    errno.EFBIG: ("the file is too large for the file system", "choose another place"),
+    errno.EROFS: ("the file system is read-only", "choose a writable place"),
+    errno.EACCES: ("permission denied", "choose a place you can write to or fix its permissions"),
+    errno.EPERM: ("permission denied", "choose a place you can write to or fix its permissions"),
+}
+#: Of those, the ones that can only be the destination's fault (a source file can be
+#: unreadable, EACCES, but it cannot be full).
+_FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
+def is_write_error(err: BaseException, target: str | os.PathLike[str] | None = None) -> bool:
+    """True when the OSError ``err`` is the destination's fault: a full or read-only file
+    system, or any error naming ``target`` (the file being written)."""
+    if not isinstance(err, OSError):
+        return False
+    if err.errno in _FULL_OR_READ_ONLY:
+        return True
+    return target is not None and os.fspath(target) in (err.filename, err.filename2)
+
+
+def write_problem(err: OSError, where: str | os.PathLike[str]) -> str:
+    """One line saying why writing into ``where`` failed and what to do, e.g. "cannot
+    write into /data/out: no space left on the device; free some space or choose another
+    place, then run the same command again"."""
+    why, advice = _WRITE_ERRNOS.get(err.errno or 0, (err.strerror or str(err), "fix the cause"))
+    return f"cannot write into {os.fspath(where)}: {why}; {advice}, then run the same " \
+        "command again"
+
+
+def reserve(fd: int, size: int) -> None:
+    """Allocate ``size`` bytes of the open file ``fd`` on disk now.
+
+    A file written through a memory map gets its blocks only when a page is first
+    written; on a full disk that write kills the process with SIGBUS, no message.
+    Reserved first, a full disk is an ``OSError(ENOSPC)`` here instead. File systems
+    that cannot reserve space (and platforms without ``posix_fallocate``) skip it.
+    """
+    fallocate = getattr(os, "posix_fallocate", None)
+    if fallocate is None or size <= 0:  # pragma: no cover - not on Linux
+        return
+    try:
+        fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise
 
 
 @contextmanager

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from catalog.annotations import TABLE_DOCS
-from catalog.db import DbArg, connect, has_table
-from catalog.errors import QueryError, UnknownTableError
+from catalog.db import DbArg, connect, has_table, resolve_db
+from catalog.errors import CatalogError, QueryError, UnknownTableError
 
 if TYPE_CHECKING:
     import duckdb
@@ -59,6 +59,10 @@ DOCS: dict[str, str] = {
     "gallery_entries": "Each gallery face: gallery, identity name, the image (id or path), "
     "its L2-normalised embedding.",
 }
+
+
+class NotIngestedError(CatalogError, LookupError):
+    """The catalog file exists but no ingest has completed into it."""
 
 
 def view_docs() -> dict[str, str]:
@@ -136,7 +140,10 @@ def run_statements(sql: str, db: DbArg = None, *, write: bool = False) -> list[Q
     """Run each statement of ``sql`` (``;``-separated) in order, on one connection;
     one result per statement (no columns for a statement that returns no rows).
 
-    Read-only unless ``write``. A failing statement raises
+    Read-only unless ``write``, and then sandboxed (:func:`catalog.db.connect`): the SQL
+    reads the catalog and nothing else, no file, network or extension (``COPY ... TO``,
+    ``read_text``, ``ATTACH``, ``INSTALL`` are refused). ``write`` opens the catalog
+    as the library does, with all of DuckDB. A failing statement raises
     :class:`~catalog.errors.QueryError` naming it (its number where there are
     several) and, for a write on the read-only catalog, the ``--write`` option; the
     statements before it have run (with ``write``, each commits on its own, as in the
@@ -144,7 +151,7 @@ def run_statements(sql: str, db: DbArg = None, *, write: bool = False) -> list[Q
     """
     import duckdb
 
-    con = connect(db, read_only=not write)
+    con = connect(db, read_only=not write, sandboxed=not write)
     try:
         statements = _split_statements(con, sql)
         results = []
@@ -178,6 +185,9 @@ def _query_error(exc: Exception, i: int, n: int, write: bool) -> str:
     where = f"Statement {i} of {n} failed: " if n > 1 else ""
     if not write and "read-only" in text.lower():
         text += "\nThe catalog is opened read-only; add --write to change it."
+    elif not write and "configuration" in text and ("disabled" in text or "locked" in text):
+        text += ("\nWithout --write, SQL reads the catalog only: no other files, network, "
+                 "extensions or settings.")
     return where + text
 
 
@@ -187,6 +197,11 @@ def problem_summary(db: DbArg = None) -> QueryResult:
 
     con = connect(db, read_only=True)
     try:
+        if not has_table(con, "problems"):
+            raise NotIngestedError(
+                f"The catalog {resolve_db(db)} holds no ingested data (an ingest that did not "
+                "finish leaves it so). Run `celebcat ingest DIR` first."
+            )
         groups = summary(con)
     finally:
         con.close()

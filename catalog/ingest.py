@@ -5,23 +5,27 @@ Order of work:
 1. find the annotation files and image roots under the data folder;
 2. scan the image roots (headers only, in parallel) *before* touching the catalog,
    since that is the slow part and needs no transaction;
-3. load each annotation file into a hidden shadow table (``_ingest_<table>``),
-   several files at once, each in its own transaction on its own connection:
-   DuckDB runs one statement on barely more than one core here, and building a
-   table's key is single-threaded, so files in parallel are what use both cores;
-4. in one transaction: drop the old tables, rename the shadows into place, load
-   the image index, run the cross-file checks, record what was loaded, rebuild
-   the views; commit.
+3. load each annotation file into its table in an in-memory database attached to
+   the catalog's connection (:data:`STAGE`), several files at once, each in its own
+   transaction on its own cursor: DuckDB runs one statement on barely more than one
+   core here, so files in parallel are what use both cores;
+4. in one transaction: drop the old tables, copy the staged ones in, load the image
+   index, run the cross-file checks, record what was loaded (with a token unique to
+   this run), rebuild the views; commit.
 
-Until that last commit the catalog's tables are untouched. Any error or Ctrl-C
-drops the shadows and rolls back, leaving the previous catalog as it was; a
-killed process can leave shadow tables behind, which the next ingest removes.
+Nothing is written to the catalog file before that transaction, so a bad file, an
+error or Ctrl-C before it leave the file byte for byte as it was (and a catalog this
+run created is removed again); one inside it rolls back. A process killed at any
+point leaves the previous catalog or the complete new one. Ctrl-C during the COMMIT
+is reported after it (DuckDB finishes the statement), so the token is read back to
+say which of the two the catalog is (:class:`IngestInterrupted`).
 """
 
 from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,12 +34,13 @@ from typing import TYPE_CHECKING
 
 from catalog import __version__
 from catalog.annotations import (
+    AnnotationError,
     AnnotationFile,
     find_annotation_files,
     load_annotation,
     table_ddl,
 )
-from catalog.db import DbArg, connect, resolve_db, transaction
+from catalog.db import DbArg, connect, has_table, is_interrupt, resolve_db, transaction
 from catalog.errors import CatalogError
 from catalog.formats import ALL_FILES, ANNOTATION_TABLES
 from catalog.problems import PROBLEMS_DDL, run_checks
@@ -102,6 +107,27 @@ class IngestError(CatalogError, RuntimeError):
     """Ingest could not start (nothing to load, missing folder); the catalog is untouched."""
 
 
+class IngestInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped an ingest. ``committed`` says which catalog it left: the new one,
+    complete (the interrupt came during or after the final commit), or the previous one
+    as it was (``None`` where that could not be read back). The message says it in
+    words; the CLI prints it."""
+
+    def __init__(self, db: Path, committed: bool | None, existed: bool) -> None:
+        self.db, self.committed = db, committed
+        if committed:
+            message = f"Interrupted after the commit: the new catalog {db} is complete."
+        elif committed is None:
+            message = (f"Interrupted during the commit, and whether it went through could "
+                       f"not be read back: look with `celebcat tables --db {db}`, or ingest "
+                       "again.")
+        elif existed:
+            message = f"Interrupted: nothing changed; the catalog {db} was left as it was."
+        else:
+            message = f"Interrupted: nothing changed; no catalog was created at {db}."
+        super().__init__(message)
+
+
 def ingest(
     data_dir: str | os.PathLike[str],
     db: DbArg = None,
@@ -110,20 +136,65 @@ def ingest(
     scan_images: bool = True,
     workers: int | None = None,
     progress: IngestProgress | None = None,
+    allow_empty: bool = False,
 ) -> IngestResult:
     """Load every CelebA file under ``data_dir`` into the catalog ``db``, replacing its data.
 
     ``images`` overrides the in-the-wild image root found under ``data_dir``;
     ``scan_images=False`` skips the image index (annotations only). Raises
     :class:`~catalog.annotations.AnnotationError` (file, line, problem) on bad input,
-    after rolling back: the catalog is then exactly as before the call.
+    after rolling back: the catalog file is then byte for byte as before the call (and a
+    catalog this call would have created is not left behind). An annotation file with
+    no rows (a header alone) is refused the same way unless ``allow_empty``: it would
+    replace a table of the catalog with an empty one.
+
+    Ctrl-C raises :class:`IngestInterrupted` (a KeyboardInterrupt), which says whether
+    the new catalog was committed (complete) or the previous one left as it was.
     """
     progress = progress or IngestProgress()
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise IngestError(f"{data_dir} is not a folder. Pass the folder holding the CelebA files.")
+    path = resolve_db(db)
+    existed = path.exists()
+    state = _State()
+    try:
+        return _ingest(data_dir, path, images, scan_images, workers, progress, allow_empty,
+                       state)
+    except BaseException as exc:
+        if is_interrupt(exc):
+            raise IngestInterrupted(path, state.committed, existed) from exc
+        if state.committed is False:
+            raise
+        done = ("is complete (committed)" if state.committed else
+                "may or may not hold the new data (it could not be read back)")
+        raise IngestError(f"The catalog {path} {done}, but then: {exc}") from exc
+
+
+@dataclass
+class _State:
+    #: Whether the new data is in the catalog: False until the COMMIT went through,
+    #: None when that could not be read back after an error.
+    committed: bool | None = False
+
+
+#: The in-memory database each file loads into (attached to the catalog's connection),
+#: so that nothing reaches the catalog file before the final transaction.
+STAGE = "_celebcat_ingest_stage"
+
+
+def _ingest(
+    data_dir: Path,
+    path: Path,
+    images: str | os.PathLike[str] | None,
+    scan_images: bool,
+    workers: int | None,
+    progress: IngestProgress,
+    allow_empty: bool,
+    state: _State,
+) -> IngestResult:
     found, notes = find_annotation_files(data_dir)
-    result = IngestResult(db=resolve_db(db), data_dir=data_dir.resolve(), notes=notes)
+    result = IngestResult(db=path, data_dir=data_dir.resolve(), notes=notes)
     result.files = {table: f.path for table, f in found.items()}
 
     scans = {}
@@ -139,45 +210,84 @@ def ingest(
         )
 
     t0 = time.perf_counter()
-    con = connect(db)
+    existed = path.exists()
+    token = uuid.uuid4().hex  # recorded with the new data: tells whether the COMMIT went in
+    con = connect(path)
     try:
-        _drop_shadows(con)  # left by a killed run
-        progress.step(f"loading {len(found)} annotation files")
-        result.rows.update(_load_shadows(con, found, workers))
-        con.execute("BEGIN TRANSACTION")
-        _create_tables(con, empty=[t for t in ANNOTATION_TABLES if t not in found])
-        for table in found:
-            con.execute(f"ALTER TABLE {SHADOW_PREFIX}{table} RENAME TO {table}")
-        result.rows.update(_load_images(con, scans))
-        progress.step("checking across files")
-        result.problems = run_checks(con, set(scans))
-        _record(con, result, found)
-        _rebuild_views(con, result)
-        result.rows = {  # in table order, whatever order the parallel loads finished in
-            t: result.rows.get(t, 0) for t in (*ANNOTATION_TABLES, "images", "images_aligned")
-        }
-        con.execute("COMMIT")
-    except BaseException:
-        # Also on KeyboardInterrupt: nothing of this run may reach the catalog.
         try:
-            con.execute("ROLLBACK")
-        except Exception:  # noqa: BLE001 - no transaction may be open
-            pass
-        _drop_shadows(con)
-        raise
+            con.execute(f"ATTACH ':memory:' AS {STAGE}")
+            progress.step(f"loading {len(found)} annotation files")
+            result.rows.update(_load_shadows(con, found, workers))
+            if not allow_empty:
+                _refuse_empty(found, result.rows)
+            con.execute("BEGIN TRANSACTION")
+            _drop_shadows(con)  # left in the catalog by a killed run of an older version
+            _create_tables(con, empty=[t for t in ANNOTATION_TABLES if t not in found])
+            for table in found:
+                con.execute(f"CREATE TABLE {table} AS SELECT * FROM {STAGE}.{table}")
+            result.rows.update(_load_images(con, scans))
+            progress.step("checking across files")
+            result.problems = run_checks(con, set(scans))
+            _record(con, result, found, token)
+            _rebuild_views(con, result)
+            result.rows = {  # in table order, whatever order the parallel loads finished in
+                t: result.rows.get(t, 0) for t in (*ANNOTATION_TABLES, "images", "images_aligned")
+            }
+            con.execute("COMMIT")
+            state.committed = True
+        except BaseException:
+            # Also on Ctrl-C: nothing of this run may reach the catalog, unless the
+            # COMMIT went through (DuckDB reports a Ctrl-C during it after the fact).
+            state.committed = _committed(con, token)
+            raise
     finally:
-        con.close()
+        try:
+            con.close()  # checkpoints: a Ctrl-C may land here too, after the COMMIT
+        finally:
+            if state.committed is False and not existed:  # leave no empty catalog behind
+                for leftover in (path, path.with_name(path.name + ".wal")):
+                    leftover.unlink(missing_ok=True)
     result.load_seconds = time.perf_counter() - t0
     return result
+
+
+def _committed(con: duckdb.DuckDBPyConnection, token: str) -> bool | None:
+    """After an error: roll back what is open and say whether the catalog holds this
+    run's data (``token`` in catalog_info), None if that cannot be read."""
+    try:
+        con.execute("ROLLBACK")
+    except Exception:  # noqa: BLE001 - no transaction open (committed, or never begun)
+        pass
+    try:
+        if not has_table(con, "catalog_info"):
+            return False
+        row = con.execute("SELECT value FROM catalog_info WHERE key = 'ingest_id'").fetchone()
+    except Exception:  # noqa: BLE001 - the connection is unusable: cannot tell
+        return None
+    return row is not None and row[0] == token
+
+
+def _refuse_empty(found: dict[str, AnnotationFile], rows: dict[str, int]) -> None:
+    """AnnotationError for the first file that loaded no rows (only its header)."""
+    for table, f in found.items():
+        if rows.get(table):
+            continue
+        declares = " (line 1 declares 0 rows)" if f.spec.count_line else ""
+        raise AnnotationError(
+            f.path, 1 if f.spec.count_line else None,
+            f"the file has no rows{declares}: loading it would replace the catalog's "
+            f"{table} with an empty table. Pass --allow-empty to load it anyway.",
+        )
 
 
 SHADOW_PREFIX = "_ingest_"
 
 
 def _drop_shadows(con: duckdb.DuckDBPyConnection) -> None:
+    """Drop the shadow tables an older version's killed ingest left in the catalog."""
     names = con.execute(
         "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' "
-        "AND starts_with(table_name, ?)",
+        "AND database_name = current_database() AND starts_with(table_name, ?)",
         [SHADOW_PREFIX],
     ).fetchall()
     for (name,) in names:
@@ -187,7 +297,8 @@ def _drop_shadows(con: duckdb.DuckDBPyConnection) -> None:
 def _load_shadows(
     con: duckdb.DuckDBPyConnection, found: dict[str, AnnotationFile], workers: int | None
 ) -> dict[str, int]:
-    """Load every file into its shadow table, in parallel; return rows per table.
+    """Load every file into its table in the in-memory :data:`STAGE`, in parallel;
+    return rows per table.
 
     Each file gets its own cursor (connection) and transaction. On any error the
     other loads are interrupted, and the error of the first failing file (in file
@@ -200,7 +311,7 @@ def _load_shadows(
 
     def load(table: str) -> int:
         with transaction(cursors[table]) as cur:
-            return load_annotation(cur, found[table], SHADOW_PREFIX + table)
+            return load_annotation(cur, found[table], f"{STAGE}.{table}")
 
     # Largest files first, so the long ones do not start last.
     order = sorted(found, key=lambda t: -found[t].path.stat().st_size)
@@ -313,9 +424,11 @@ def _rebuild_views(con: duckdb.DuckDBPyConnection, result: IngestResult) -> None
 
 
 def _record(
-    con: duckdb.DuckDBPyConnection, result: IngestResult, found: dict[str, AnnotationFile]
+    con: duckdb.DuckDBPyConnection, result: IngestResult, found: dict[str, AnnotationFile],
+    token: str,
 ) -> None:
     info = {
+        "ingest_id": token,  # unique per ingest: read back after an interrupted COMMIT
         "data_dir": str(result.data_dir),
         "image_root": str(result.image_root) if result.image_root else None,
         "aligned_root": str(result.aligned_root) if result.aligned_root else None,

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -279,16 +280,20 @@ def _write_cache(
     """
     folder = db_path.parent / f"{db_path.stem}.crops"
     final = folder / f"{snapshot}-{hash_[:12]}-{source.replace('/', '+')}-{size}.npy"
-    folder.mkdir(parents=True, exist_ok=True)
+    with _writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
     busy = partial(CacheError, f"Another cache build is writing into {folder}; wait for it.")
     with files.locked(folder, busy):
-        files.remove_temporaries(folder)  # of killed builds; safe under the lock
+        with _writing(folder):
+            files.remove_temporaries(folder)  # of killed builds; safe under the lock
         tmp = Path(files.temp_name(final))
         try:
-            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+            with _writing(folder):
+                array = _open_reserved(tmp, shape)
             try:
                 fill(array)
-                array.flush()
+                with _writing(folder):
+                    array.flush()
             finally:
                 del array  # unmap before the rename (and before unlinking on error)
             frame, skipped = index()
@@ -299,7 +304,8 @@ def _write_cache(
                 )
             if stale:
                 _forget(db_path, hash_, source, size)
-            os.replace(tmp, final)
+            with _writing(folder):
+                os.replace(tmp, final)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -311,6 +317,36 @@ def _write_cache(
             raise
     return _info(final, snapshot, hash_, size, source, len(frame), seconds, built=True,
                  skipped=skipped)  # fmt: skip
+
+
+def _open_reserved(path: Path, shape: tuple[int, ...]) -> np.memmap:
+    """A new uint8 ``.npy`` file of ``shape`` at ``path``, its space reserved on disk
+    (:func:`catalog.files.reserve`), memory-mapped for writing.
+
+    Without the reservation the file is sparse and a full disk shows only when a crop is
+    written through the map: SIGBUS, the process gone without a word, the temporary
+    left behind. Reserved, a full disk is an ENOSPC here, before any work.
+    """
+    header = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    offset, total = header.offset, header.offset + header.nbytes
+    del header  # nothing was written through it: the file is the header and a hole
+    fd = os.open(path, os.O_RDWR)
+    try:
+        files.reserve(fd, total)
+    finally:
+        os.close(fd)
+    return np.memmap(path, dtype=np.uint8, mode="r+", offset=offset, shape=shape)
+
+
+@contextmanager
+def _writing(folder: Path) -> Iterator[None]:
+    """Turn an OSError of writing into ``folder`` (full disk, read-only, no permission)
+    into a CacheError that says so and what to do."""
+    try:
+        yield
+    except OSError as e:
+        raise CacheError(f"Crop cache: {files.write_problem(e, folder)}. The crops are stored "
+                         "next to the catalog; nothing was written.") from e
 
 
 def _frame(rows: list[_Task], size: int) -> Any:
