@@ -37,6 +37,7 @@ from catalog.synth.population import (
 )
 
 _RNG_STREAM = 0x5EED  # keeps the renderer's draws apart from the population's
+_LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601 weights, as PIL's convert("L")
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,9 @@ def render_face(
         layout = face_layout(traits, pose, flags)
     t = SimpleNamespace(**{k: v[0] for k, v in traits.columns().items()})
     p = SimpleNamespace(**{k: v[0] for k, v in pose.columns().items()})
+    if p.skin_gain != 1.0:
+        # Today's complexion (tan, flush, foundation): skin and lips, not hair or eyes.
+        t.skin, t.lip_rgb = t.skin * p.skin_gain, t.lip_rgb * p.skin_gain
     landmarks = layout.landmarks[0]
     image = _Painter(t, p, flags, landmarks).paint()
     return RenderedFace(
@@ -348,7 +352,12 @@ class _Painter:
         x = a * np.cos(phi) * (1.0 - t.jaw * np.clip(y / b, 0.0, 1.0) ** t.chin_pow)
         # The head narrows toward the crown by ``temple`` (0: the plain ellipse).
         x = x * (1.0 - t.temple * np.clip(-y / b, 0.0, 1.0) ** 2)
-        self.poly(self.pts(x, y), skin)
+        outline = self.pts(x, y)
+        self.poly(outline, skin)
+        if t.contour:
+            # Shading along the cheeks and jaw (points 4..20 run down one side, under the
+            # chin and up the other): the face's shape shows against any hair or wall.
+            self.polyline(outline[3:22], _rgb(t.skin, 0.72), self.line)
         if t.double_chin:
             u = np.linspace(-1.0, 1.0, 9)
             self.polyline(self.pts(0.12 * u, b + 0.04 - 0.02 * u**2), _rgb(t.skin, 0.8), self.line)
@@ -367,7 +376,7 @@ class _Painter:
             for s in (-1.0, 1.0):
                 x, y = _ellipse(s * (t.eye_dx + 0.02), self.nose_y - 0.02, 0.06, 0.045, 14)
                 self.poly(self.pts(x, y), (235, 80, 100, 90))
-        if not t.young:
+        if t.folds:
             for s in (-1.0, 1.0):  # nasolabial folds
                 x = s * np.array([t.nose_w * 1.2, self.mouth_hw + 0.03])
                 y = np.array([self.nose_y - 0.01, self.mouth_y + 0.03])
@@ -378,6 +387,19 @@ class _Painter:
         if t.mark2:
             x, y = _ellipse(t.mark2_x, t.mark2_y, 0.007, 0.007, 8)
             self.poly(self.pts(x, y), _rgb(t.skin, 0.45))
+        if t.cleft:
+            self.polyline(self.pts(np.zeros(2), np.array([b - 0.055, b - 0.02])),
+                          _rgb(t.skin, 0.7), max(1, self.line // 2))  # fmt: skip
+        if t.freckles:
+            # The same pattern in every photo of the person: drawn from their own seed.
+            frng = np.random.default_rng(int(t.freckles))
+            k = int(frng.integers(15, 35))
+            fx = frng.uniform(-0.22, 0.22, k)
+            fy = t.eye_y + frng.uniform(0.03, 0.17, k)
+            fr = frng.uniform(0.004, 0.007, k)
+            colour = (*_rgb(t.skin, 0.68), 170)
+            for j in range(k):
+                self.poly(self.pts(*_ellipse(fx[j], fy[j], fr[j], fr[j], 6)), colour)
 
     def _lower_face(self, top: float) -> tuple[np.ndarray, np.ndarray]:
         """Outline of the jaw region below ``top``, around (not over) the mouth."""
@@ -490,6 +512,20 @@ class _Painter:
         for s in (-1.0, 1.0):
             x, y = _ellipse(s * nw * 0.42, ny + 0.012, 0.017 * wing, 0.008 * wing, 10)
             self.poly(self.anchored(x, y, 0.0, ny, target, depth(y), tip_dz), _rgb(t.skin, 0.4))
+        if t.contour:
+            # The sides of the nose and the creases of its wings, in shade.
+            width = max(1, self.line // 2)
+            for s in (-1.0, 1.0):
+                x = s * np.array([bridge, bridge * 1.2, nw * 0.55])
+                y = np.array([t.eye_y + 0.04, (t.eye_y + ny) / 2, ny - 0.03])
+                line = self.anchored(x, y, 0.0, ny, target, depth(y), tip_dz)
+                self.polyline(line, _rgb(t.skin, 0.75), width)
+                # The outer half of the wing's ellipse (its points run clockwise from +x).
+                x, y = _ellipse(s * nw * 0.75, ny - 0.004, 0.032 * wing, 0.022 * wing, 12)
+                half = [9, 10, 11, 0, 1, 2, 3] if s > 0 else [3, 4, 5, 6, 7, 8, 9]
+                x, y = x[half], y[half]
+                line = self.anchored(x, y, 0.0, ny, target, depth(y), tip_dz)
+                self.polyline(line, _rgb(t.skin, 0.68), width)
         x, y = _ellipse(0.0, ny, 0.008, 0.006, 8)
         self.poly(self.anchored(x, y, 0.0, ny, target, tip_dz, tip_dz), _rgb(t.skin, 1.08))
 
@@ -517,6 +553,10 @@ class _Painter:
         self.poly(np.concatenate([mf(s, lo_top), mf(s[::-1], lo_bot[::-1])]), _rgb(np.array(lip)))
         if not gap:
             self.polyline(mf(s, centre), _rgb(np.array(lip), 0.5), max(1, self.line // 2 + 1))
+        if t.dimples and f["Smiling"]:
+            r = max(1.0, 0.008 * self.h)
+            for x, y in mf(np.array([-1.3, 1.3]), np.array([0.012, 0.012])):
+                self.poly(np.array(_ellipse(x, y, r, r * 1.4, 8)).T, (*_rgb(t.skin, 0.6), 200))
 
     def side_light(self) -> None:
         """Shade one half of the face, as a light from the other side would."""
@@ -631,6 +671,11 @@ class _Painter:
         """
         p = self.p
         w, h = img.size
+        if p.saturation != 1.0:
+            # Towards (or away from) each pixel's grey level, as one colour matrix.
+            sat, grey = float(p.saturation), (1.0 - float(p.saturation)) * _LUMA
+            matrix = np.eye(3) * sat + grey[None, :]
+            img = img.convert("RGB", tuple(np.concatenate([matrix, np.zeros((3, 1))], 1).ravel()))
         gx = np.cos(p.light_angle) * p.light_strength * (np.arange(w, dtype=np.float32) / w - 0.5)
         gy = np.sin(p.light_angle) * p.light_strength * (np.arange(h, dtype=np.float32) / h - 0.5)
         gain = gy.astype(np.float32)[:, None] + gx.astype(np.float32)[None, :] + np.float32(1.0)

@@ -61,7 +61,7 @@ IMAGE_ATTRIBUTES: tuple[str, ...] = tuple(a for a in ATTRIBUTES if a not in IDEN
 #: facial hair.
 LOOK_ATTRIBUTES: tuple[str, ...] = (
     "Bangs", "Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair", "Straight_Hair", "Wavy_Hair",
-    "Goatee", "Mustache", "No_Beard",
+    "Goatee", "Mustache", "No_Beard", "Bald",
 )  # fmt: skip
 
 
@@ -153,6 +153,9 @@ _IMG_RATES: dict[str, tuple[float, float, float]] = {
     "Bags_Under_Eyes": (0.32, 0.12, 3.0),
     "Smiling": (0.482, 0.482, 6.0),
 }
+#: The hard style spreads accessories and make-up more evenly over people (glasses
+#: for reading, a hat outdoors): each concentration times this.
+_HARD_CONCENTRATION = 6.0
 _MALE_RATE = 0.417
 _BLURRY_RATE = 0.051
 # Mouth_Slightly_Open given Smiling / not Smiling: overall 0.483, strongly tied to
@@ -250,6 +253,11 @@ class FaceTraits(_Columns):
     mark2: np.ndarray  # a second mole
     mark2_x: np.ndarray
     mark2_y: np.ndarray
+    folds: np.ndarray  # nasolabial folds drawn (the easy style: everyone not Young)
+    cleft: np.ndarray  # a cleft chin
+    dimples: np.ndarray  # dimples beside the mouth when smiling
+    freckles: np.ndarray  # int64 seed of the person's freckle pattern; 0 = none
+    contour: np.ndarray  # shade the jaw line and the sides of the nose (hard style)
 
 
 #: The constants the easy style's drawing used for the shape parameters above.
@@ -258,6 +266,7 @@ _NEUTRAL_SHAPE: dict[str, float] = {
     "brow_len": 1.3, "brow_dx": 0.012, "brow_taper": 0.45, "nose_bridge": 0.018,
     "nostril": 1.0, "lip_up": 0.85, "lip_lo": 1.1, "lip_bow": 0.007, "mouth_sag": 0.006,
     "ear_dy": 0.07, "ear_w": 0.045, "mark2": False, "mark2_x": 0.0, "mark2_y": 0.0,
+    "cleft": False, "dimples": False, "freckles": 0, "contour": False,
 }  # fmt: skip
 
 
@@ -317,6 +326,8 @@ class Pose(_Columns):
     goatee: np.ndarray
     mustache: np.ndarray
     tint: np.ndarray  # (N, 3) coloured light: added to each channel, grey levels
+    saturation: np.ndarray  # colour saturation of the photo: 1 as drawn, 0 black and white
+    skin_gain: np.ndarray  # today's complexion: the skin (and lip) colour times this
     shadow_rgb: np.ndarray  # (N, 3) eye shadow colour (Heavy_Makeup)
 
 
@@ -448,10 +459,8 @@ def _pick(rng: np.random.Generator, palette: np.ndarray, p: np.ndarray | None, n
 
 
 def _neutral_shape(ids: int) -> dict[str, np.ndarray]:
-    return {
-        k: np.full(ids, v, dtype=bool if isinstance(v, bool) else np.float64)
-        for k, v in _NEUTRAL_SHAPE.items()
-    }
+    types = {bool: bool, int: np.int64, float: np.float64}
+    return {k: np.full(ids, v, dtype=types[type(v)]) for k, v in _NEUTRAL_SHAPE.items()}
 
 
 def draw_identities(ids: int, rng: np.random.Generator) -> tuple[np.ndarray, FaceTraits, dict]:
@@ -569,6 +578,7 @@ def draw_identities(ids: int, rng: np.random.Generator) -> tuple[np.ndarray, Fac
         mark=rng.random(ids) < 0.25,
         mark_x=u(-0.25, 0.25),
         mark_y=u(-0.2, 0.3),
+        folds=~young,
         **_neutral_shape(ids),
     )
 
@@ -608,17 +618,20 @@ def draw_identities(ids: int, rng: np.random.Generator) -> tuple[np.ndarray, Fac
 _FAMILY_SIZES = np.array([1, 2, 3, 4])
 _FAMILY_P = np.array([0.5, 0.25, 0.15, 0.10])
 #: How far a relative's draws stray from the family's, in a Gaussian copula: 0 makes
-#: twins, 1 strangers; the draws of two relatives correlate ``1 - spread**2`` (0.84).
-_KIN_SPREAD = 0.4
+#: twins, 1 strangers; the draws of two relatives correlate ``1 - spread**2`` (0.7).
+_KIN_SPREAD = 0.55
 #: Per image, the chance of the identity's usual hair colour, style, texture and parting
 #: side; otherwise they are drawn afresh from everyone's distribution, so that the
 #: attribute rates stay CelebA's.
-_KEEP_HAIR_COLOUR, _KEEP_HAIR_STYLE, _KEEP_WAVE, _KEEP_PART = 0.4, 0.5, 0.8, 0.75
+_KEEP_HAIR_COLOUR, _KEEP_HAIR_STYLE, _KEEP_WAVE, _KEEP_PART = 0.1, 0.15, 0.8, 0.6
 #: ... and of a man's usual beard, goatee and moustache (grown, trimmed, shaved).
-_KEEP_FACIAL_HAIR = 0.6
+_KEEP_FACIAL_HAIR = 0.15
+#: A bald man's head on the day (else short hair), and another man's shaved head.
+_KEEP_BALD, _BALD_IF_NOT = 0.6, 0.02
 _BEARD_RATE, _GOATEE_RATE, _MUSTACHE_RATE = 0.20, 0.15, 0.10
 #: A fringe on the day: for people who usually wear one, and for the others.
 _BANGS_IF_USUAL, _BANGS_IF_NOT = 0.8, 0.04
+_GREY_PHOTOS = 0.04
 _HAIR_NAMES = ("Black_Hair", "Brown_Hair", "Blond_Hair", "Gray_Hair", "red", "auburn")
 _HAIR_BASE = np.array([_HAIR[name][0] for name in _HAIR_NAMES], dtype=np.float64)
 _HAIR_JITTER = np.array([_HAIR[name][1] for name in _HAIR_NAMES], dtype=np.float64)
@@ -762,32 +775,36 @@ def draw_identities_hard(
     )
 
     chubby, oval = has["Chubby"], has["Oval_Face"]
-    face_w = np.where(oval, u(0.69, 0.74), u(0.70, 0.84)) + 0.02 * male + 0.06 * chubby
-    jaw = np.where(oval, u(0.10, 0.16), u(0.02, 0.32)) + 0.08 * has["High_Cheekbones"]
+    # Ranges about twice the easy style's for what does not move a landmark (outline,
+    # eye size and shape, brows, nose wings, lips, ears), so that faces differ by
+    # pixels, not fractions of one, in a 64-pixel crop; a third wider for the landmark
+    # proportions, which alignment to a template has to absorb.
+    face_w = np.where(oval, u(0.68, 0.75), u(0.67, 0.87)) + 0.02 * male + 0.06 * chubby
+    jaw = np.where(oval, u(0.10, 0.16), u(0.0, 0.36)) + 0.08 * has["High_Cheekbones"]
     jaw = np.clip(jaw - 0.12 * chubby, 0.0, None)
-    nose_len = u(0.155, 0.21) + 0.02 * has["Big_Nose"]
-    lone = 1.0  # moles and their places: a person's own, not the family's
+    nose_len = u(0.15, 0.215) + 0.02 * has["Big_Nose"]
+    lone = 1.0  # moles, freckles and their places: a person's own, not the family's
     traits = FaceTraits(
         face_w=face_w,
         jaw=jaw,
-        eye_y=u(-0.04, 0.02),
-        eye_dx=u(0.138, 0.168),
-        eye_rx=u(0.05, 0.07),
-        eye_open=np.where(has["Narrow_Eyes"], u(0.26, 0.34), u(0.40, 0.62)),
-        brow_gap=u(0.055, 0.09),
+        eye_y=u(-0.05, 0.03),
+        eye_dx=u(0.135, 0.172),
+        eye_rx=u(0.044, 0.076),
+        eye_open=np.where(has["Narrow_Eyes"], u(0.24, 0.34), u(0.38, 0.7)),
+        brow_gap=u(0.045, 0.1),
         brow_thick=(
-            np.where(has["Bushy_Eyebrows"], u(0.028, 0.04), u(0.011, 0.021)) + 0.004 * male
+            np.where(has["Bushy_Eyebrows"], u(0.03, 0.046), u(0.01, 0.024)) + 0.004 * male
         ),
-        brow_tilt=u(-0.15, 0.15),
-        brow_arch=np.where(has["Arched_Eyebrows"], u(0.03, 0.05), u(0.0, 0.018)),
+        brow_tilt=u(-0.4, 0.4),
+        brow_arch=np.where(has["Arched_Eyebrows"], u(0.03, 0.055), u(0.0, 0.02)),
         nose_len=nose_len,
-        nose_w=np.where(has["Big_Nose"], u(0.085, 0.105), u(0.05, 0.078)),
-        nose_tip=np.where(has["Pointy_Nose"], u(0.3, 0.5), u(0.65, 1.05)),
+        nose_w=np.where(has["Big_Nose"], u(0.09, 0.12), u(0.045, 0.085)),
+        nose_tip=np.where(has["Pointy_Nose"], u(0.3, 0.5), u(0.65, 1.1)),
         nose_z=u(0.08, 0.14),
-        mouth_drop=nose_len + u(0.115, 0.16),
-        mouth_hw=u(0.11, 0.15),
-        lip_thick=np.where(has["Big_Lips"], u(0.032, 0.044), u(0.017, 0.029)) - 0.003 * male,
-        ear_size=u(0.8, 1.2),
+        mouth_drop=nose_len + u(0.11, 0.165),
+        mouth_hw=u(0.105, 0.155),
+        lip_thick=np.where(has["Big_Lips"], u(0.034, 0.05), u(0.015, 0.03)) - 0.003 * male,
+        ear_size=u(0.75, 1.25),
         skin=skin,
         hair_rgb=hair_rgb,
         brow_rgb=brow_rgb,
@@ -796,7 +813,7 @@ def draw_identities_hard(
         hair_style=style.astype(np.int8),
         hair_wave=wave.astype(np.int8),
         hair_volume=np.where(np.isin(style, [LONG, CURLY]), u(0.05, 0.1), u(0.025, 0.05)),
-        hairline=np.where(receding, u(-0.40, -0.36), u(-0.33, -0.27)),
+        hairline=np.where(receding, u(-0.40, -0.36), u(-0.34, -0.26)),
         part=np.where(kin.flag(0.5), -1.0, 1.0),
         bangs=bangs,
         receding=receding,
@@ -811,25 +828,30 @@ def draw_identities_hard(
         mark=kin.flag(0.35, lone),
         mark_x=u(-0.25, 0.25, lone),
         mark_y=u(-0.2, 0.3, lone),
-        chin_pow=u(1.4, 3.5),
-        temple=u(0.0, 0.12),
-        eye_tilt=u(-0.16, 0.2),
-        iris=u(0.8, 1.05),
-        crease=np.where(kin.flag(0.5), u(1.35, 2.0), 0.0),
-        brow_len=u(1.05, 1.55),
-        brow_dx=u(-0.005, 0.03),
-        brow_taper=u(0.2, 0.7),
-        nose_bridge=u(0.01, 0.03),
-        nostril=u(0.75, 1.3),
-        lip_up=u(0.6, 1.05),
-        lip_lo=u(0.85, 1.35),
-        lip_bow=u(0.0, 0.014),
-        mouth_sag=u(-0.004, 0.014),
-        ear_dy=u(0.04, 0.1),
-        ear_w=u(0.035, 0.055),
-        mark2=kin.flag(0.2, lone),
+        chin_pow=u(1.3, 4.0),
+        temple=u(0.0, 0.15),
+        eye_tilt=u(-0.2, 0.25),
+        iris=u(0.75, 1.05),
+        crease=np.where(kin.flag(0.5), u(1.35, 2.1), 0.0),
+        brow_len=u(1.0, 1.7),
+        brow_dx=u(-0.01, 0.035),
+        brow_taper=u(0.1, 0.8),
+        nose_bridge=u(0.008, 0.035),
+        nostril=u(0.7, 1.4),
+        lip_up=u(0.55, 1.1),
+        lip_lo=u(0.8, 1.45),
+        lip_bow=u(0.0, 0.016),
+        mouth_sag=u(-0.006, 0.016),
+        ear_dy=u(0.03, 0.11),
+        ear_w=u(0.03, 0.06),
+        mark2=kin.flag(0.25, lone),
         mark2_x=u(-0.28, 0.28, lone),
         mark2_y=u(-0.15, 0.35, lone),
+        folds=~young | kin.flag(0.3),
+        cleft=kin.flag(0.15),
+        dimples=kin.flag(0.2),
+        freckles=np.where(kin.flag(0.12), rng.integers(1, 2**31, ids), 0),
+        contour=np.ones(ids, dtype=bool),
     )
 
     attrs = np.zeros((ids, len(ATTRIBUTES)), dtype=np.int8)
@@ -847,7 +869,7 @@ def draw_identities_hard(
 
     propensity = {}
     for name, (m, f, conc) in _IMG_RATES.items():
-        mean = np.where(male, m, f)
+        mean, conc = np.where(male, m, f), conc * _HARD_CONCENTRATION
         propensity[name] = rng.beta(mean * conc, (1.0 - mean) * conc)
     # Stubble for any man (a beard drawn on the day hides it: make_population).
     propensity["5_o_Clock_Shadow"] = np.where(male, rng.beta(0.66, 1.34, ids), 0.0)
@@ -861,16 +883,19 @@ def draw_looks(
     """The hard style's per-image look: Pose columns that replace the easy ones, and
     the hair attributes (name -> (N,) bool) that the drawn hair makes true.
 
-    Hair: mostly the person's usual colour, style and texture, otherwise anyone's
-    (dyed, tied up, a new cut); bald people stay bald. Photo: exposure, colour cast,
-    contrast, coloured light and side light vary more than in the easy style, so that
-    skin and hair colours vary more between a person's photos than between people.
+    Hair and facial hair: sometimes the person's usual colour, style, texture and beard,
+    more often anyone's (dyed, tied up, a new cut, shaved); bald men are mostly bald,
+    and a few others shave their heads. Photo: exposure, colour cast, contrast,
+    saturation and complexion vary more than in the easy style, so that skin and hair
+    colours vary more between a person's photos than between people.
     """
     n = len(identity)
     male, young = usual["male"][identity], usual["young"][identity]
     own_style = traits.hair_style[identity].astype(np.int64)
-    bald = own_style == BALD
-    keep_style = rng.random(n) < _KEEP_HAIR_STYLE
+    own_bald = own_style == BALD
+    shaves = male & ~traits.receding[identity] & (rng.random(n) < _BALD_IF_NOT)
+    bald = np.where(own_bald, rng.random(n) < _KEEP_BALD, shaves)
+    keep_style = (rng.random(n) < _KEEP_HAIR_STYLE) & ~own_bald
     fresh_style = _inverse_cdf(rng.random(n), _style_p(male))
     style = np.where(bald, BALD, np.where(keep_style, own_style, fresh_style))
     keep_wave = keep_style & (rng.random(n) < _KEEP_WAVE)
@@ -909,12 +934,19 @@ def draw_looks(
         "part": part,
         "hair_scale": volume / traits.hair_volume[identity],
         **facial,
-        "exposure": rng.uniform(0.7, 1.25, n),
+        "exposure": np.exp(rng.uniform(np.log(0.6), np.log(1.35), n)),
         "white_balance": white_balance,
-        "gamma": np.clip(np.exp(rng.normal(0.0, 0.16, n)), 0.75, 1.35),
-        "light_strength": rng.uniform(0.0, 0.9, n),
-        "shade_alpha": np.where(rng.random(n) < 0.35, 0.0, rng.uniform(20.0, 150.0, n)),
-        "tint": rng.normal(0.0, 8.0, (n, 3)),
+        "gamma": np.clip(np.exp(rng.normal(0.0, 0.15, n)), 0.75, 1.35),
+        # Side light and gradients as in the easy style: they shade the face unevenly,
+        # which slows a recogniser down more than they hide colour from a probe.
+        "light_strength": rng.uniform(0.0, 0.6, n),
+        "shade_alpha": np.where(rng.random(n) < 0.5, 0.0, rng.uniform(20.0, 100.0, n)),
+        "tint": rng.normal(0.0, 6.0, (n, 3)),
+        "skin_gain": np.exp(rng.normal(0.0, 0.1, n)),
+        # Some photos are black and white, the others more or less saturated.
+        "saturation": np.where(
+            rng.random(n) < _GREY_PHOTOS, rng.uniform(0.0, 0.15, n), rng.uniform(0.7, 1.2, n)
+        ),
         "noise": rng.uniform(1.0, 6.0, n),
         "shadow_rgb": _pick(rng, _SHADOWS, None, n, 12.0),
     }
@@ -922,6 +954,7 @@ def draw_looks(
     hair_attrs["Straight_Hair"] = wave == STRAIGHT
     hair_attrs["Wavy_Hair"] = wave == WAVY
     hair_attrs["Bangs"] = bangs
+    hair_attrs["Bald"] = bald
     hair_attrs["Goatee"] = facial["goatee"]
     hair_attrs["Mustache"] = facial["mustache"]
     hair_attrs["No_Beard"] = ~(facial["beard"] | facial["goatee"] | facial["mustache"])
@@ -1047,6 +1080,8 @@ def draw_poses(
         goatee=traits.goatee[identity],
         mustache=traits.mustache[identity],
         tint=np.zeros((n, 3)),
+        saturation=np.ones(n),
+        skin_gain=np.ones(n),
         shadow_rgb=np.broadcast_to(_SHADOW_EASY, (n, 3)).copy(),
     )
     layout = Layout(
