@@ -403,6 +403,16 @@ def synth(
         bool, typer.Option(help="Write only the annotation files (fast, for benchmarks).")
     ] = False,
     workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
+    style: Annotated[
+        str,
+        typer.Option(help="Population: hard (identity in the face's shape; hair, light and "
+                     "colours vary per image) or easy (the first population)."),
+    ] = "hard",
+    preview: Annotated[
+        Path | None,
+        typer.Option(help="Also write a contact sheet (PNG) of one identity's images and "
+                     "its look-alikes."),
+    ] = None,
 ) -> None:
     """Write a synthetic CelebA: annotation files in the real formats and drawn faces.
 
@@ -410,20 +420,25 @@ def synth(
 
     Example: celebcat synth /tmp/celeba-synth --ids 200 --seed 1
     Full-size annotations: celebcat synth /tmp/full --ids 10177 --annotations-only
+    One person's photos: celebcat synth /tmp/s --ids 20 --preview /tmp/sheet.png
     """
-    from catalog.synth import synthesize
+    from catalog.synth import make_population, synthesize
+    from catalog.synth.preview import write_contact_sheet
 
     with _progress() as (task, _):
         update = task("images" if not annotations_only else "annotations", 0)
         summary = synthesize(
             out, ids=ids, seed=seed, layout=layout, max_side=max_side, images=images,
             annotations_only=annotations_only, aligned=aligned, workers=workers,
-            progress=update,
-        )
+            progress=update, style=style,
+        )  # fmt: skip
     _console().print(
         f"wrote {summary.images} images of {summary.ids} identities to {summary.out} "
         f"in {summary.seconds:.1f} s ({', '.join(summary.files)})"
     )
+    if preview is not None:
+        pop = make_population(ids, seed, images, max_side, style)
+        _console().print(f"contact sheet: {write_contact_sheet(preview, pop)}")
 
 
 @app.command()

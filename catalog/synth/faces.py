@@ -37,6 +37,7 @@ from catalog.synth.population import (
 )
 
 _RNG_STREAM = 0x5EED  # keeps the renderer's draws apart from the population's
+_LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601 weights, as PIL's convert("L")
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,9 @@ def render_face(
         layout = face_layout(traits, pose, flags)
     t = SimpleNamespace(**{k: v[0] for k, v in traits.columns().items()})
     p = SimpleNamespace(**{k: v[0] for k, v in pose.columns().items()})
+    if p.skin_gain != 1.0:
+        # Today's complexion (tan, flush, foundation): skin and lips, not hair or eyes.
+        t.skin, t.lip_rgb = t.skin * p.skin_gain, t.lip_rgb * p.skin_gain
     landmarks = layout.landmarks[0]
     image = _Painter(t, p, flags, landmarks).paint()
     return RenderedFace(
@@ -263,14 +267,14 @@ class _Painter:
             self.poly(pts, (*colour[i].tolist(), int(alpha[i])))
 
     def back_hair(self) -> None:
-        t, a = self.t, self.a
-        style = t.hair_style
+        t, a, p = self.t, self.a, self.p
+        style = p.hair_style  # today's hair: the Pose's; the person's natural colour: t's
         if style == BALD:
             # A fringe of hair around the ears and the back, none on top.
             for s in (-1.0, 1.0):
                 x = s * np.array([a * 0.9, a + 0.03, a + 0.035, a * 0.9])
                 y = np.array([t.eye_y - 0.14, t.eye_y - 0.12, t.eye_y + 0.1, t.eye_y + 0.12])
-                self.poly(self.flat(x, y), _rgb(t.hair_rgb))
+                self.poly(self.flat(x, y), _rgb(p.hair_rgb))
             return
         if style == SHORT:
             return
@@ -286,18 +290,18 @@ class _Painter:
         side_y = np.linspace(0.0, bottom, 8)
         flare = 0.06 if style == LONG else 0.02
         side_x = rx + flare * np.clip(side_y, 0.0, None)
-        if t.hair_wave == WAVY:
-            side_x = side_x + 0.022 * np.sin(side_y * 28.0 + t.part)
+        if p.hair_wave == WAVY:
+            side_x = side_x + 0.022 * np.sin(side_y * 28.0 + p.part)
         x = np.concatenate([top_x, side_x[1:], -side_x[::-1][:-1]])
         y = np.concatenate([top_y, side_y[1:], side_y[::-1][:-1]])
         if style == CURLY:
             ang = np.arctan2(y, x)
             bump = 1.0 + 0.05 * np.sin(11.0 * ang)
             x, y = x * bump, y * bump
-        self.poly(self.flat(x, y), _rgb(t.hair_rgb))
+        self.poly(self.flat(x, y), _rgb(p.hair_rgb))
         if style == BUN:
             bx, by = _ellipse(0.0, -geometry.HEAD_B - 0.06, 0.12, 0.09, 16)
-            self.poly(self.flat(bx, by), _rgb(t.hair_rgb, 0.9))
+            self.poly(self.flat(bx, by), _rgb(p.hair_rgb, 0.9))
 
     def body(self) -> None:
         t, p, f = self.t, self.p, self.f
@@ -324,8 +328,8 @@ class _Painter:
 
     def ears(self) -> None:
         t, f = self.t, self.f
-        ey = t.eye_y + 0.07
-        rx, ry = 0.045 * t.ear_size, 0.095 * t.ear_size
+        ey = t.eye_y + t.ear_dy
+        rx, ry = t.ear_w * t.ear_size, 0.095 * t.ear_size
         for s in (-1.0, 1.0):
             # The head turns toward +x when yaw > 0: the left ear shows more, the right
             # one hides behind the cheek.
@@ -345,8 +349,15 @@ class _Painter:
             self.poly(self.pts(x, y), _rgb(t.skin, 0.95))
         phi = np.linspace(0.0, 2.0 * np.pi, 48, endpoint=False)
         y = b * np.sin(phi)
-        x = a * np.cos(phi) * (1.0 - t.jaw * np.clip(y / b, 0.0, 1.0) ** 2)
-        self.poly(self.pts(x, y), skin)
+        x = a * np.cos(phi) * (1.0 - t.jaw * np.clip(y / b, 0.0, 1.0) ** t.chin_pow)
+        # The head narrows toward the crown by ``temple`` (0: the plain ellipse).
+        x = x * (1.0 - t.temple * np.clip(-y / b, 0.0, 1.0) ** 2)
+        outline = self.pts(x, y)
+        self.poly(outline, skin)
+        if t.contour:
+            # Shading along the cheeks and jaw (points 4..20 run down one side, under the
+            # chin and up the other): the face's shape shows against any hair or wall.
+            self.polyline(outline[3:22], _rgb(t.skin, 0.72), self.line)
         if t.double_chin:
             u = np.linspace(-1.0, 1.0, 9)
             self.polyline(self.pts(0.12 * u, b + 0.04 - 0.02 * u**2), _rgb(t.skin, 0.8), self.line)
@@ -365,7 +376,7 @@ class _Painter:
             for s in (-1.0, 1.0):
                 x, y = _ellipse(s * (t.eye_dx + 0.02), self.nose_y - 0.02, 0.06, 0.045, 14)
                 self.poly(self.pts(x, y), (235, 80, 100, 90))
-        if not t.young:
+        if t.folds:
             for s in (-1.0, 1.0):  # nasolabial folds
                 x = s * np.array([t.nose_w * 1.2, self.mouth_hw + 0.03])
                 y = np.array([self.nose_y - 0.01, self.mouth_y + 0.03])
@@ -373,6 +384,22 @@ class _Painter:
         if t.mark:
             x, y = _ellipse(t.mark_x, t.mark_y, 0.009, 0.009, 8)
             self.poly(self.pts(x, y), _rgb(t.skin, 0.35))
+        if t.mark2:
+            x, y = _ellipse(t.mark2_x, t.mark2_y, 0.007, 0.007, 8)
+            self.poly(self.pts(x, y), _rgb(t.skin, 0.45))
+        if t.cleft:
+            self.polyline(self.pts(np.zeros(2), np.array([b - 0.055, b - 0.02])),
+                          _rgb(t.skin, 0.7), max(1, self.line // 2))  # fmt: skip
+        if t.freckles:
+            # The same pattern in every photo of the person: drawn from their own seed.
+            frng = np.random.default_rng(int(t.freckles))
+            k = int(frng.integers(15, 35))
+            fx = frng.uniform(-0.22, 0.22, k)
+            fy = t.eye_y + frng.uniform(0.03, 0.17, k)
+            fr = frng.uniform(0.004, 0.007, k)
+            colour = (*_rgb(t.skin, 0.68), 170)
+            for j in range(k):
+                self.poly(self.pts(*_ellipse(fx[j], fy[j], fr[j], fr[j], 6)), colour)
 
     def _lower_face(self, top: float) -> tuple[np.ndarray, np.ndarray]:
         """Outline of the jaw region below ``top``, around (not over) the mouth."""
@@ -380,7 +407,7 @@ class _Painter:
         phi0 = np.arcsin(np.clip(top / b, -1.0, 1.0))
         phi = np.linspace(phi0, np.pi - phi0, 19)
         y = b * np.sin(phi) + 0.01
-        x = (a + 0.005) * np.cos(phi) * (1.0 - t.jaw * np.clip(y / b, 0.0, 1.0) ** 2)
+        x = (a + 0.005) * np.cos(phi) * (1.0 - t.jaw * np.clip(y / b, 0.0, 1.0) ** t.chin_pow)
         my, mw = self.mouth_y, self.mouth_hw
         ix = np.array([-a * 0.8, -(mw + 0.05), -mw * 0.6, 0.0, mw * 0.6, mw + 0.05, a * 0.8])
         iy = np.array(
@@ -391,7 +418,8 @@ class _Painter:
     def facial_hair(self) -> None:
         t, f = self.t, self.f
         hair = t.brow_rgb if t.hair_style == BALD else t.hair_rgb
-        if t.beard:
+        p = self.p  # today's facial hair, in the person's natural colour
+        if p.beard:
             x, y = self._lower_face(t.eye_y + 0.1)
             self.poly(self.pts(x, y), _rgb(hair, 0.8))
         elif f["5_o_Clock_Shadow"]:
@@ -406,12 +434,12 @@ class _Painter:
                 x = sgn * np.array([self.a * 0.98, self.a * 0.8, self.a * 0.82, self.a * 0.99])
                 y = np.array([t.eye_y - 0.12, t.eye_y - 0.12, t.eye_y + 0.13, t.eye_y + 0.13])
                 self.poly(self.pts(x, y), _rgb(hair, 0.85))
-        if t.goatee:
+        if p.goatee:
             my = self.mouth_y
             x = np.array([-0.06, 0.06, 0.085, 0.0, -0.085])
             y = np.array([my + 0.045, my + 0.045, 0.44, 0.5, 0.44])
             self.poly(self.pts(x, y), _rgb(hair, 0.75))
-        if t.mustache:
+        if p.mustache:
             s = np.linspace(-1.15, 1.15, 11)
             up = self.mouth_frame(s, -0.06 + 0.035 * np.abs(s))
             lo = self.mouth_frame(s[::-1], -t.lip_thick * 0.8 + 0.02 * (np.abs(s[::-1]) > 1.0))
@@ -420,16 +448,28 @@ class _Painter:
     def eyes(self) -> None:
         t, f = self.t, self.f
         rx, ry = t.eye_rx, t.eye_rx * t.eye_open * self.p.eye_squint
-        ri = min(0.95 * ry, 0.5 * rx)
+        ri = min(0.95 * ry, 0.5 * rx) * t.iris
         for k, s in ((0, -1.0), (1, 1.0)):
             ex, ey, target = s * t.eye_dx, t.eye_y, self.lm[k]
+
+            def tilt(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                # Outer corners up by ``eye_tilt`` (a shear about the eye centre); the
+                # outer corner is toward -x on the left eye, +x on the right one.
+                if not t.eye_tilt:
+                    return x, y
+                return x, y - s * t.eye_tilt * (x - ex)  # noqa: B023 (called in-loop)
+
             if f["Heavy_Makeup"]:
-                x, y = _ellipse(ex, ey - ry * 0.6, rx * 1.2, ry * 1.5, 16)
-                self.poly(self.anchored(x, y, ex, ey, target), (110, 60, 120, 110))
+                x, y = tilt(*_ellipse(ex, ey - ry * 0.6, rx * 1.2, ry * 1.5, 16))
+                self.poly(self.anchored(x, y, ex, ey, target), (*_rgb(self.p.shadow_rgb), 110))
             if f["Bags_Under_Eyes"]:
                 x, y = _ellipse(ex, ey + ry * 1.1, rx * 0.9, ry * 0.8, 14)
                 self.poly(self.anchored(x, y, ex, ey, target), (70, 40, 50, 70))
-            x, y = _ellipse(ex, ey, rx, ry, 20)
+            if t.crease:
+                x, y = tilt(*_ellipse(ex, ey, rx * 0.92, ry * t.crease, 20))
+                crease = self.anchored(x[10:], y[10:], ex, ey, target)
+                self.polyline(crease, _rgb(t.skin, 0.62), max(1, self.line // 2))
+            x, y = tilt(*_ellipse(ex, ey, rx, ry, 20))
             outline = self.anchored(x, y, ex, ey, target)
             self.poly(outline, (240, 238, 232))
             x, y = _ellipse(ex, ey, ri, ri, 14)
@@ -443,12 +483,12 @@ class _Painter:
     def brows(self) -> None:
         t = self.t
         u = np.linspace(-1.0, 1.0, 9)  # -1 inner end, +1 outer end
-        length = t.eye_rx * 1.3
+        length = t.eye_rx * t.brow_len
         for s in (-1.0, 1.0):
-            x = s * (t.eye_dx + 0.012 + u * length)
+            x = s * (t.eye_dx + t.brow_dx + u * length)
             mid = t.eye_y - t.brow_gap - self.p.brow_raise
             mid = mid - t.brow_arch * (1.0 - u**2) - t.brow_tilt * 0.06 * u
-            thick = t.brow_thick * (1.0 - 0.45 * np.clip(u, 0.0, 1.0))
+            thick = t.brow_thick * (1.0 - t.brow_taper * np.clip(u, 0.0, 1.0))
             x2 = np.concatenate([x, x[::-1]])
             y2 = np.concatenate([mid - thick / 2, (mid + thick / 2)[::-1]])
             self.poly(self.pts(x2, y2), _rgb(t.brow_rgb))
@@ -460,17 +500,32 @@ class _Painter:
         def depth(y: np.ndarray) -> np.ndarray:
             return tip_dz * np.clip((y - t.eye_y) / t.nose_len, 0.0, 1.0)
 
-        x = np.array([-0.018, 0.018, nw * 0.6, 0.0, -nw * 0.6])
+        bridge, wing = t.nose_bridge, t.nostril
+        x = np.array([-bridge, bridge, nw * 0.6, 0.0, -nw * 0.6])
         y = np.array([t.eye_y + 0.03, t.eye_y + 0.03, ny - 0.02, ny, ny - 0.02])
         self.poly(self.anchored(x, y, 0.0, ny, target, depth(y), tip_dz), _rgb(t.skin, 0.9))
         for s in (-1.0, 1.0):
-            x, y = _ellipse(s * nw * 0.75, ny - 0.004, 0.032, 0.022, 12)
+            x, y = _ellipse(s * nw * 0.75, ny - 0.004, 0.032 * wing, 0.022 * wing, 12)
             self.poly(self.anchored(x, y, 0.0, ny, target, depth(y), tip_dz), _rgb(t.skin, 0.86))
         x, y = _ellipse(0.0, ny - 0.012, nw * 0.55 * t.nose_tip, 0.024, 14)
         self.poly(self.anchored(x, y, 0.0, ny, target, depth(y), tip_dz), _rgb(t.skin, 0.97))
         for s in (-1.0, 1.0):
-            x, y = _ellipse(s * nw * 0.42, ny + 0.012, 0.017, 0.008, 10)
+            x, y = _ellipse(s * nw * 0.42, ny + 0.012, 0.017 * wing, 0.008 * wing, 10)
             self.poly(self.anchored(x, y, 0.0, ny, target, depth(y), tip_dz), _rgb(t.skin, 0.4))
+        if t.contour:
+            # The sides of the nose and the creases of its wings, in shade.
+            width = max(1, self.line // 2)
+            for s in (-1.0, 1.0):
+                x = s * np.array([bridge, bridge * 1.2, nw * 0.55])
+                y = np.array([t.eye_y + 0.04, (t.eye_y + ny) / 2, ny - 0.03])
+                line = self.anchored(x, y, 0.0, ny, target, depth(y), tip_dz)
+                self.polyline(line, _rgb(t.skin, 0.75), width)
+                # The outer half of the wing's ellipse (its points run clockwise from +x).
+                x, y = _ellipse(s * nw * 0.75, ny - 0.004, 0.032 * wing, 0.022 * wing, 12)
+                half = [9, 10, 11, 0, 1, 2, 3] if s > 0 else [3, 4, 5, 6, 7, 8, 9]
+                x, y = x[half], y[half]
+                line = self.anchored(x, y, 0.0, ny, target, depth(y), tip_dz)
+                self.polyline(line, _rgb(t.skin, 0.68), width)
         x, y = _ellipse(0.0, ny, 0.008, 0.006, 8)
         self.poly(self.anchored(x, y, 0.0, ny, target, tip_dz, tip_dz), _rgb(t.skin, 1.08))
 
@@ -478,12 +533,13 @@ class _Painter:
         t, f, p = self.t, self.f, self.p
         s = np.linspace(-1.0, 1.0, 15)
         w = (1.0 - s**2) ** 0.6
-        depth = 0.03 if f["Smiling"] else 0.006  # how far the lip line sags below the corners
+        # How far the lip line sags below the corners: a smile's, or the person's own.
+        depth = 0.03 if f["Smiling"] else t.mouth_sag
         gap = 0.045 if f["Mouth_Slightly_Open"] else 0.0
         centre = depth * (1.0 - s**2)
-        up_top = centre - t.lip_thick * 0.85 * w + 0.007 * np.exp(-((s / 0.15) ** 2)) * w
+        up_top = centre - t.lip_thick * t.lip_up * w + t.lip_bow * np.exp(-((s / 0.15) ** 2)) * w
         lo_top = centre + gap * w
-        lo_bot = lo_top + t.lip_thick * 1.1 * w
+        lo_bot = lo_top + t.lip_thick * t.lip_lo * w
         lip = _rgb(p.lipstick_rgb) if f["Wearing_Lipstick"] else _rgb(t.lip_rgb)
         mf = self.mouth_frame
         if gap:
@@ -497,6 +553,10 @@ class _Painter:
         self.poly(np.concatenate([mf(s, lo_top), mf(s[::-1], lo_bot[::-1])]), _rgb(np.array(lip)))
         if not gap:
             self.polyline(mf(s, centre), _rgb(np.array(lip), 0.5), max(1, self.line // 2 + 1))
+        if t.dimples and f["Smiling"]:
+            r = max(1.0, 0.008 * self.h)
+            for x, y in mf(np.array([-1.3, 1.3]), np.array([0.012, 0.012])):
+                self.poly(np.array(_ellipse(x, y, r, r * 1.4, 8)).T, (*_rgb(t.skin, 0.6), 200))
 
     def side_light(self) -> None:
         """Shade one half of the face, as a light from the other side would."""
@@ -518,40 +578,40 @@ class _Painter:
         if t.receding:
             # The M shape: the hairline climbs at the temples.
             y = y - 0.08 * np.exp(-(((np.abs(np.cos(psi)) - 0.55) / 0.18) ** 2))
-        y = y + 0.015 * t.part * np.cos(psi)  # a slight tilt toward the parting
+        y = y + 0.015 * self.p.part * np.cos(psi)  # a slight tilt toward the parting
         return x, y
 
     def front_hair(self) -> None:
-        t = self.t
-        if t.hair_style == BALD:
+        t, p = self.t, self.p
+        if p.hair_style == BALD:
             return
-        hv = t.hair_volume * self.p.hair_scale + (0.06 if t.hair_style == CURLY else 0.0)
+        hv = t.hair_volume * p.hair_scale + (0.06 if p.hair_style == CURLY else 0.0)
         phi = np.linspace(np.pi, 2.0 * np.pi, 19)
         ox = (self.a + hv) * np.cos(phi)
         oy = (geometry.HEAD_B + hv) * np.sin(phi)
-        down = t.eye_y - (0.02 if t.hair_style == SHORT else -0.05)
+        down = t.eye_y - (0.02 if p.hair_style == SHORT else -0.05)
         ox = np.concatenate([[-(self.a + hv) * 0.99], ox, [(self.a + hv) * 0.99]])
         oy = np.concatenate([[down], oy, [down]])
         hx, hy = self._hairline()
         x = np.concatenate([ox, [self.a * 0.97], hx, [-self.a * 0.97]])
         y = np.concatenate([oy, [down], hy, [down]])
-        self.poly(self.pts(x, y), _rgb(t.hair_rgb))
+        self.poly(self.pts(x, y), _rgb(p.hair_rgb))
         # Strands fanning out from the parting: some texture, and a parting side that
         # stays with the person.
         u = np.linspace(0.0, 1.0, 5)
-        crown_x, crown_y = t.part * 0.08, -geometry.HEAD_B - hv * 0.4
+        crown_x, crown_y = p.part * 0.08, -geometry.HEAD_B - hv * 0.4
         for end_x in (-0.2, -0.08, 0.08, 0.2):
             sx = crown_x + (end_x - crown_x) * u
             sy = crown_y + (t.hairline - 0.03 - crown_y) * np.sqrt(u)
-            self.polyline(self.pts(sx, sy), _rgb(t.hair_rgb, 0.78), max(1, self.line // 2))
-        if t.bangs:
+            self.polyline(self.pts(sx, sy), _rgb(p.hair_rgb, 0.78), max(1, self.line // 2))
+        if p.bangs:
             fringe = t.eye_y - t.brow_gap - 0.025
             bx = np.linspace(-self.a * 0.85, self.a * 0.85, 13)
-            by = fringe + 0.018 * (np.arange(13) % 2) + 0.03 * t.part * bx / self.a
+            by = fringe + 0.018 * (np.arange(13) % 2) + 0.03 * p.part * bx / self.a
             top = np.full(13, t.hairline - 0.04)
             x = np.concatenate([bx, bx[::-1]])
             y = np.concatenate([by, top])
-            self.poly(self.pts(x, y), _rgb(t.hair_rgb, 0.95))
+            self.poly(self.pts(x, y), _rgb(p.hair_rgb, 0.95))
 
     def hat(self) -> None:
         t, p = self.t, self.p
@@ -611,6 +671,11 @@ class _Painter:
         """
         p = self.p
         w, h = img.size
+        if p.saturation != 1.0:
+            # Towards (or away from) each pixel's grey level, as one colour matrix.
+            sat, grey = float(p.saturation), (1.0 - float(p.saturation)) * _LUMA
+            matrix = np.eye(3) * sat + grey[None, :]
+            img = img.convert("RGB", tuple(np.concatenate([matrix, np.zeros((3, 1))], 1).ravel()))
         gx = np.cos(p.light_angle) * p.light_strength * (np.arange(w, dtype=np.float32) / w - 0.5)
         gy = np.sin(p.light_angle) * p.light_strength * (np.arange(h, dtype=np.float32) / h - 0.5)
         gain = gy.astype(np.float32)[:, None] + gx.astype(np.float32)[None, :] + np.float32(1.0)
@@ -621,7 +686,7 @@ class _Painter:
         # exposure, contrast (gamma) and white balance in the same pass.
         level = np.minimum(np.arange(256) * (top * float(p.exposure) / 255.0), 1.0)
         curve = 255.0 * level ** float(p.gamma)
-        lut = np.clip(np.rint(curve[None, :] * p.white_balance[:, None]), 0, 255)
+        lut = np.clip(np.rint(curve[None, :] * p.white_balance[:, None] + p.tint[:, None]), 0, 255)
         img = img.point(lut.astype(np.int64).ravel().tolist())
         # Uniform noise in [-k, k] (standard deviation k / sqrt(3)), the same on all three
         # channels; drawn as bytes, which is much cheaper than Gaussian floats.

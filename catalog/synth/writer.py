@@ -30,11 +30,13 @@ from catalog.formats import (
 )
 from catalog.synth.faces import aligned_crop, render_face
 from catalog.synth.population import (
+    DEFAULT_STYLE,
     MAX_IMAGES_PER_IDENTITY,
     FaceTraits,
     Layout,
     Population,
     Pose,
+    check_style,
     default_image_count,
     make_population,
 )
@@ -66,6 +68,7 @@ class SynthSummary:
     seconds: float
     seed: int = 0
     layout: str = "txt"
+    style: str = DEFAULT_STYLE
 
 
 def annotation_specs(layout: str) -> tuple[FileSpec, ...]:
@@ -348,6 +351,7 @@ def synthesize(
     aligned: bool = False,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    style: str = DEFAULT_STYLE,
 ) -> SynthSummary:
     """Write a synthetic dataset in CelebA's formats into ``out``.
 
@@ -359,6 +363,10 @@ def synthesize(
     ``max_side``) and, with ``aligned``, to ``out/img_align_celeba/`` (178x218);
     ``annotations_only`` skips all pixels. All coordinates in the files are pixels of
     the in-the-wild images, except ``list_landmarks_align_celeba.*`` (aligned frame).
+    ``style`` picks the population (:data:`~catalog.synth.population.STYLES`):
+    ``"hard"``, where identity lives in the face's geometry and hair, lighting and
+    colours vary per image, or ``"easy"``, the first population, whose people differ
+    in colour too.
 
     ``out`` is created if missing. Existing CelebA annotation files in it are
     overwritten, and those this layout does not write are removed, so that ``out``
@@ -380,6 +388,7 @@ def synthesize(
         raise ValueError(f"seed must be >= 0, got {seed}")
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}: use one of {', '.join(LAYOUTS)}")
+    check_style(style)
     if not MIN_SIDE <= max_side <= MAX_SIDE:
         raise ValueError(f"max_side must be between {MIN_SIDE} and {MAX_SIDE}, got {max_side}")
     if images is not None:
@@ -402,7 +411,7 @@ def synthesize(
         raise ValueError(f"{out} exists and is not a directory: choose another output folder")
     out.mkdir(parents=True, exist_ok=True)
 
-    pop = make_population(ids, seed, images, max_side)
+    pop = make_population(ids, seed, images, max_side, style)
     files = write_annotations(pop, out, layout)
     for spec in ALL_FILES:
         if spec.name not in files and (out / spec.name).is_file():
@@ -424,6 +433,7 @@ def synthesize(
         seconds=time.perf_counter() - start,
         seed=seed,
         layout=layout,
+        style=style,
     )
 
 
