@@ -225,23 +225,6 @@ def test_train_landmarks_and_runs_commands(tmp_path: Path) -> None:
     assert code == 1 and "--run is needed" in out
 
 
-def test_demo_runs_the_whole_flow_and_keeps_its_catalog(tmp_path: Path) -> None:
-    result = runner.invoke(cli.app, ["demo", "--ids", "20", "--out", str(tmp_path)])
-    assert result.exit_code == 0, result.output
-    for step in ("1. synthesise", "2. ingest", "4. select and freeze", "5. train landmarks",
-                 "6. align and report", "test NME by Eyeglasses"):
-        assert step in result.output, step
-    db = tmp_path / "celeba.duckdb"
-    ((kind, status),) = query(db, "SELECT kind, status FROM runs")
-    assert (kind, status) == ("landmarks", "finished")
-    n = query(db, "SELECT count(*) FROM snapshot_images WHERE snapshot = 'demo'")[0][0]
-    assert query(db, "SELECT count(*) FROM landmark_predictions")[0][0] == n > 0
-    assert query(db, "SELECT count(*) FROM metrics WHERE split = 'test'")[0][0] == 4
-    skipped = runner.invoke(cli.app, ["demo", "--ids", "20", "--no-train",
-                                      "--out", str(tmp_path / "again")])  # fmt: skip
-    assert skipped.exit_code == 0 and "5. train" not in skipped.output
-
-
 def test_a_progress_bar_going_back_restarts_its_clock(monkeypatch) -> None:
     from rich.progress import Progress
 
@@ -500,15 +483,6 @@ def test_json_output_of_ingest_snapshot_export_and_cache(tmp_path: Path) -> None
                                      "--db", db, "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["n_images"] == show["n_images"]
-
-
-def test_demo_twice_into_the_same_folder(tmp_path: Path) -> None:
-    for _ in range(2):  # used to stop at "Snapshot 'demo' exists"
-        result = runner.invoke(cli.app, ["demo", "--ids", "12", "--no-train",
-                                         "--out", str(tmp_path)])  # fmt: skip
-        assert result.exit_code == 0, result.output
-        assert "snapshot demo:" in result.output
-    assert query(tmp_path / "celeba.duckdb", "SELECT count(*) FROM snapshots") == [(1,)]
 
 
 def test_library_constants_live_in_one_place() -> None:

@@ -1,0 +1,138 @@
+"""``celebcat demo`` end to end, in a reduced configuration, twice into one folder.
+
+The reduced plan keeps every step (synthesis to report) and the shape of the data
+(train / val / test, query and distractor identities), with one or two epochs each,
+so the test checks the flow, not the figures; torch runs on one thread (as the
+pipeline tests do). ``--no-train`` and a missing torch stop at the snapshot.
+"""
+
+from __future__ import annotations
+
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import query
+from typer.testing import CliRunner
+
+import cli
+from catalog import demo
+
+runner = CliRunner()
+
+#: Every step, one or two epochs each: 30 identities, 10 images each (2 test images of
+#: each training identity, so the test split has same-identity pairs).
+TINY = demo.Plan("tiny", ids=30, images_per_id=10, holdout_share=0.4, query_images=2,
+                 landmark_epochs=1, recognizer_epochs=2, detector_epochs=1, size=32,
+                 embedding_dim=16, known=2, strangers=2)  # fmt: skip
+
+STEPS = ("1. synthesise", "4. select and freeze", "5. train landmarks", "6. align",
+         "7. train the recognizer", "8. evaluate", "9. train the face detector", "10. gallery",
+         "11. identify", "12. report", "time per step", "Summary:", "Report:")  # fmt: skip
+
+
+def _cpu() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)  # fmt: skip
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def test_demo_runs_every_step_and_twice_into_one_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("matplotlib")
+    monkeypatch.setitem(demo.PLANS, "default", TINY)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path / "demo"
+    pages = []
+    try:
+        for _ in range(2):
+            start, cpu = time.perf_counter(), _cpu()
+            result = runner.invoke(cli.app, ["demo", "--out", str(out)], env={"COLUMNS": "160"})
+            print(f"demo: {time.perf_counter() - start:.1f} s wall, {_cpu() - cpu:.1f} s CPU")
+            assert result.exit_code == 0, result.output + repr(result.exception)
+            for step in STEPS:
+                assert step in result.output, step
+            pages.append((out / "report" / "index.html").read_text())
+    finally:
+        torch.set_num_threads(threads)
+    db = out / "celeba.duckdb"
+    # the second demo replaced the first's snapshot, gallery and report; runs stay
+    assert query(db, "SELECT count(*) FROM snapshots") == [(1,)]
+    assert query(db, "SELECT name, source FROM galleries") == [("demo", "snapshot:demo/query")]
+    kinds = query(db, "SELECT kind, count(*), count(*) FILTER (status = 'finished') FROM runs "
+                      "GROUP BY kind ORDER BY kind")  # fmt: skip
+    assert kinds == [("detector", 2, 2), ("landmarks", 2, 2), ("recognition", 2, 2)]
+    newest = query(db, "SELECT kind, max(run_id) FROM runs GROUP BY kind ORDER BY kind")
+    html = pages[1]
+    for _, run_id in newest:
+        if not run_id.startswith("detector"):
+            assert run_id in html  # the page shows this demo's runs, not the first one's
+    for anchor in ("selection", "landmarks", "recognizer", "identify", "timings"):
+        assert f'id="{anchor}"' in html, anchor
+    assert "reference: ArcFace" in html and html.count("<img ") >= 10
+    # the photo and its truth: gallery people and strangers, identified and drawn
+    assert (out / "group.png").is_file() and (out / "identified.png").is_file()
+    rows = re.findall(r"<tr class=\"(ok|bad)\">", html)
+    assert len(rows) == TINY.known + TINY.strangers
+    assert html.count(">yes</td>") >= TINY.known  # the "in gallery" column at least
+
+
+def test_the_photo_holds_gallery_people_from_images_the_snapshot_does_not_use(
+    tmp_path: Path,
+) -> None:
+    from catalog.synth.group import GroupError, pick_images
+
+    folder = demo.DemoFolder(tmp_path)
+    demo.synthesize_data(folder, ids=TINY.ids)
+    demo.ingest_data(folder)
+    demo.select_and_freeze(folder, plan=TINY)
+    photo = demo.group_photo(folder, TINY)
+    db = folder.db
+    split = dict(query(db, "SELECT image_id, coalesce(split, 'unused') FROM snapshot_images "
+                           "WHERE snapshot = 'demo'"))  # fmt: skip
+    roles = {i: s for i, s in query(db, "SELECT DISTINCT identity, split FROM snapshot_images "
+                                        "WHERE split IN ('query', 'distractor')")}  # fmt: skip
+    assert sorted(f.role for f in photo.faces) == ["gallery"] * 2 + ["stranger"] * 2
+    for face in photo.faces:
+        assert roles[face.identity] == ("query" if face.role == "gallery" else "distractor")
+        assert split.get(face.image_id, "unused") == "unused"  # not in the gallery, not trained
+        x1, y1, x2, y2 = face.box
+        assert 0 <= x1 < x2 <= photo.image.width and 0 <= y1 < y2 <= photo.image.height
+        inside = (face.landmarks >= [x1, y1]) & (face.landmarks <= [x2, y2])
+        assert inside.all()
+    assert folder.photo.is_file()
+    with pytest.raises(GroupError, match="No clean image left"):
+        pick_images(db, [photo.faces[0].identity], exclude=[
+            r[0] for r in query(db, "SELECT image_id FROM identities WHERE identity = ?",
+                                [photo.faces[0].identity])])  # fmt: skip
+
+
+def test_no_train_and_no_torch_stop_at_the_snapshot(tmp_path: Path) -> None:
+    for _ in range(2):  # again into the same folder
+        result = runner.invoke(cli.app, ["demo", "--ids", "12", "--no-train",
+                                         "--out", str(tmp_path / "a")])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert "snapshot demo:" in result.output and "5. train" not in result.output
+    code = ("import sys\nsys.modules['torch'] = None\nimport cli\n"
+            f"sys.argv = ['celebcat', 'demo', '--ids', '12', '--out', {str(tmp_path / 'b')!r}]\n"
+            "cli.main()")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={"COLUMNS": "200", "PATH": "",
+                                            "PYTHONPATH": str(Path(cli.__file__).parent)})
+    assert done.returncode == 0, done.stderr
+    assert "torch is not installed" in done.stdout and ".[torch]" in done.stdout
+    assert "5. train" not in done.stdout and not (tmp_path / "b" / "report").exists()
+
+
+def test_demo_help_says_what_was_measured() -> None:
+    text = " ".join(runner.invoke(cli.app, ["demo", "--help"], env={"COLUMNS": "200"})
+                    .output.split())  # fmt: skip
+    assert "--full" in text and "--no-train" in text and "report/index.html" in text
+    assert "idle 2-core machine" in text and "CPU" in text
