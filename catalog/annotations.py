@@ -425,11 +425,18 @@ _NOT_UTF8 = re.compile(r"[\udc80-\udcff]")  # bytes that are not UTF-8, surrogat
 
 def _lines(path: Path) -> Iterator[tuple[int, str, str]]:
     """(number, line without its end, the end) for every line of the file; bytes that
-    are not UTF-8 come through as lone surrogates (``surrogateescape``)."""
+    are not UTF-8 come through as lone surrogates (``surrogateescape``). The last line
+    of a CR LF file cut after its CR reads as ending in CR LF, as DuckDB's reader
+    takes it."""
+    first_end = ""
     with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
         for number, raw in enumerate(f, start=1):
             line = raw.rstrip("\r\n")
-            yield number, line, raw[len(line):]
+            end = raw[len(line):]
+            first_end = first_end or end
+            if end == "\r" and first_end == "\r\n" and not f.read(1):
+                end = "\r\n"
+            yield number, line, end
 
 
 def find_problem(spec: FileSpec, path: str | os.PathLike[str]) -> None:

@@ -55,16 +55,20 @@ def query(db: Path, sql: str, params: list | None = None) -> list[tuple]:
 
 
 def snapshot_catalog(
-    root: Path, ids: int, seed: int, *, images: bool = True, name: str = "s"
+    root: Path, ids: int, seed: int, *, images: bool = True, name: str = "s",
+    style: str | None = None,
 ) -> Path:
     """Synthetic CelebA in ``root/data`` -> ``root/c.duckdb`` -> a selection that fits
-    it (10 clean images per identity) -> snapshot ``name``. Returns the catalog path."""
+    it (10 clean images per identity) -> snapshot ``name``. Returns the catalog path.
+    ``style``: the synth population style (default: synth's own)."""
     from catalog.ingest import ingest
     from catalog.selection import fitted_params, select
     from catalog.snapshots import create
     from catalog.synth import synthesize
 
-    synthesize(root / "data", ids=ids, seed=seed, annotations_only=not images, workers=2)
+    styled = {} if style is None else {"style": style}
+    synthesize(root / "data", ids=ids, seed=seed, annotations_only=not images, workers=2,
+               **styled)  # fmt: skip
     db = root / "c.duckdb"
     ingest(root / "data", db, workers=2)
     select(db, **fitted_params(db, images_per_id=10))

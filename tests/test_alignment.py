@@ -163,7 +163,9 @@ def bilinear(image: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def faces() -> list:
-    pop = make_population(12, seed=5)
+    # The easy style: faces of CelebA's mean proportions, which the limits below were
+    # measured on (the default style widens face geometry on purpose, issue 10).
+    pop = make_population(12, seed=5, style="easy")
     return [render_face(*pop.face(i)) for i in range(0, pop.images, 10)]
 
 
@@ -211,7 +213,7 @@ def test_synthetic_population_lands_on_the_templates_on_average() -> None:
     of both templates. Per face, identity proportions and head turn (yaw sd 15 deg)
     spread the error (measured: ArcFace mean 1.60 px, p95 3.4; reference mean 2.16).
     """
-    pop = make_population(300, seed=7)
+    pop = make_population(300, seed=7, style="easy")  # proportions around the mean face
     points = pop.layout.landmarks.astype(np.float64)
     for template, mean_limit in ((ARCFACE_TEMPLATE_112, 2.0), (REFERENCE_TEMPLATE, 2.5)):
         target = template_points(template, 112)

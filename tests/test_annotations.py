@@ -64,6 +64,24 @@ def test_crlf_blank_lines_tabs_and_trailing_whitespace(tmp_path: Path) -> None:
     ]
 
 
+def test_crlf_file_cut_after_its_last_cr_loads_on_both_paths(tmp_path: Path) -> None:
+    """Found by the property tests: a CR LF file that lost its final LF. DuckDB's
+    reader takes it; the line-by-line reader (which explains refusals) agrees."""
+    text = attr_txt([attr_row("a.jpg", {"Male"}), attr_row("b.jpg")], eol="\r\n")[:-1]
+    folder = write(tmp_path / "d", {"list_attr_celeba.txt": text})
+    find_problem(ATTR_SPEC, folder / "list_attr_celeba.txt")  # no error
+    con = load(folder, tmp_path)
+    assert con.execute("SELECT image_id, Male FROM attributes ORDER BY 1").fetchall() == [
+        ("a.jpg", True), ("b.jpg", False),
+    ]
+    # a CR alone anywhere else is still refused, by line
+    a_row = attr_row("a.jpg")
+    cut = attr_txt([a_row, attr_row("b.jpg")], eol="\r\n").replace(a_row + "\r\n", a_row + "\r")
+    bad = write(tmp_path / "e", {"list_attr_celeba.txt": cut})
+    with pytest.raises(AnnotationError, match="line 3: the line ends with a CR alone"):
+        find_problem(ATTR_SPEC, bad / "list_attr_celeba.txt")
+
+
 def test_header_order_is_matched_by_name(tmp_path: Path) -> None:
     text = "2\nimage_id width height x_1 y_1\na.jpg 10 20 1 2\nb.jpg 30 40 3 4\n"
     folder = write(tmp_path / "d", {"list_bbox_celeba.txt": text})

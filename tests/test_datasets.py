@@ -146,7 +146,11 @@ def test_flip_and_rotation_keep_landmarks_on_the_drawn_features(
         luminance = image.mean(axis=2)
         for k in (0, 1) if size >= 128 else ():  # pupils: (12, 10, 10) at the eye landmarks
             near = np.hypot(xx - points[k, 0], yy - points[k, 1]) <= 1.5
-            assert luminance[near].mean() < 45, (sample["image_id"], k)
+            # dark (below 30), or clearly darker than the eye and skin around it: the
+            # default synthetic style varies exposure per image, lifting some pupils
+            ring = np.abs(np.hypot(xx - points[k, 0], yy - points[k, 1]) - 8) <= 1.5
+            pupil, around = luminance[near].mean(), np.median(luminance[ring])
+            assert pupil < max(30, min(60, around - 40)), (sample["image_id"], k, pupil, around)
         # the mirror put the subject's left eye on the viewer's left: reordered
         assert points[0, 0] < points[1, 0] and points[3, 0] < points[4, 0]
         assert np.allclose(points, T.flip_landmarks(T.apply(m, rendered.landmarks)), atol=1e-3)

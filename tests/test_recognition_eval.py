@@ -21,9 +21,11 @@ from models import train_recognizer as tr
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """A catalog whose snapshot holds held-out query/distractor identities, and a short
-    CE run on it."""
+    CE run on it. The easy synth style: a few dozen steps of a tiny CE model separate its
+    people, which the default style's are made hard not to be (a test of the plumbing,
+    not of the population)."""
     root = tmp_path_factory.mktemp("recog_eval")
-    db = snapshot_catalog(root, ids=24, seed=11)
+    db = snapshot_catalog(root, ids=24, seed=11, style="easy")
     params = fitted_params(db, images_per_id=10)
     n = int(params["n_ids"])
     select(db, **{**params, "holdout_ids": 6, "query_ids": 3, "query_images": 2,
