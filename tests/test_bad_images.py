@@ -18,7 +18,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import duckdb
-import numpy as np
 import pytest
 from conftest import query, snapshot_catalog, snapshot_ids
 from typer.testing import CliRunner

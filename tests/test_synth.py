@@ -26,8 +26,8 @@ from catalog.synth.geometry import ALIGNED_TEMPLATE, relative_layout
 from catalog.synth.population import (
     CELEBA_IDENTITIES,
     CELEBA_IMAGES,
-    identity_attributes,
     MAX_IMAGES_PER_IDENTITY,
+    identity_attributes,
 )
 
 COL = {name: i for i, name in enumerate(ATTRIBUTES)}
