@@ -1681,7 +1681,7 @@ def report_html(
     its thresholds, ROC, cosine histograms and t-SNE (from the embeddings celebcat
     eval recognizer stored); with --photo, who is in it. Images are embedded, the
     style inline: the page opens from disk, offline, and travels as one file.
-    Plots need matplotlib (the [plots] extra), the t-SNE scikit-learn.
+    Plots need matplotlib (the \\[plots] extra), the t-SNE scikit-learn.
 
     Example: celebcat report html --out report/ --run LANDMARK_RUN --run RECOGNITION_RUN
     """
@@ -1888,7 +1888,7 @@ DetectorOption = Annotated[
     str,
     typer.Option("--detector", help="haar (OpenCV's cascade, frontal faces), catalog (the "
                  "catalog's boxes, by file name), run:<detector run> (celebcat train "
-                 "detector) or onnx:<model.onnx> (needs the [onnx] extra)."),
+                 "detector) or onnx:<model.onnx> (needs the \\[onnx] extra)."),
 ]
 LandmarksOption = Annotated[
     str | None,

@@ -69,6 +69,9 @@ def test_every_command_has_help_with_an_example() -> None:
         result = runner.invoke(cli.app, [*path, "--help"])
         assert result.exit_code == 0, path
         assert "Example" in result.output, path
+    # square brackets are rich markup: an unescaped "[onnx]" vanishes from the help
+    for path, extra in ((["identify"], "[onnx]"), (["report", "html"], "[plots]")):
+        assert extra in runner.invoke(cli.app, [*path, "--help"]).output, path
 
 
 def test_tables_counts_and_formats(catalog_db: Path) -> None:
