@@ -138,6 +138,12 @@ class Template(_Choice):
     arcface = "arcface"
 
 
+class RunKind(_Choice):
+    landmarks = "landmarks"
+    recognition = "recognition"
+    detector = "detector"
+
+
 class LandmarkSource(_Choice):
     predicted = "predicted"
     truth = "truth"
@@ -1706,10 +1712,20 @@ def report_html(
 
 
 @app.command()
-def runs(as_csv: CsvOption = False, as_json: JsonOption = False, db: DbOption = None) -> None:
+@_plain_choices
+def runs(
+    kind: Annotated[RunKind | None, typer.Option(help="Only runs of this kind.")] = None,
+    latest: Annotated[
+        bool, typer.Option("--latest", help="Print only the newest run's id (for scripts).")
+    ] = False,
+    as_csv: CsvOption = False,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
     """List training runs with their status and snapshot.
 
     Example: celebcat runs --json
+    In a script: RUN=$(celebcat runs --kind landmarks --latest)
     """
     from catalog.results import list_runs
 
@@ -1717,10 +1733,16 @@ def runs(as_csv: CsvOption = False, as_json: JsonOption = False, db: DbOption = 
         return None if r.ended_at is None else round(
             (r.ended_at - r.started_at).total_seconds() / 60, 1)  # fmt: skip
 
+    found = list_runs(db, kind)
+    if latest:
+        if not found:
+            raise UserError(f"No {f'{kind} ' if kind else ''}runs in the catalog yet.")
+        print(found[-1].run_id)
+        return
     rows = [
         (r.run_id, r.kind, r.status, r.snapshot, r.snapshot_hash[:12],
          r.started_at.replace(microsecond=0), minutes(r))
-        for r in list_runs(db)
+        for r in found
     ]  # fmt: skip
     _print_rows(["run", "kind", "status", "snapshot", "hash", "started (UTC)", "minutes"], rows,
                 as_csv=as_csv, as_json=as_json)

@@ -187,6 +187,11 @@ def test_train_landmarks_and_runs_commands(tmp_path: Path) -> None:
         ("landmarks", "finished", "tiny")
     ]
     assert list((tmp_path / "ckpt").rglob("best.pt"))
+    # for scripts: the newest run of a kind, its id alone
+    code, out = celebcat("runs", "--kind", "landmarks", "--latest", "--db", db)
+    assert code == 0 and out.strip() == runs[0]["run"]
+    code, out = celebcat("runs", "--kind", "recognition", "--latest", "--db", db)
+    assert code == 1 and "No recognition runs" in out and "Traceback" not in out
     # --resume continues the run with its own settings; --epochs may extend it
     run_dir = next((tmp_path / "ckpt").iterdir())
     result = runner.invoke(cli.app, [
