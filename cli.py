@@ -1411,9 +1411,16 @@ class Mining(_Choice):
     batch_hard = "batch-hard"
 
 
-class FaceSource(_Choice):
-    aligned = "aligned"
-    bbox = "bbox"
+def _face_source(value: str) -> str:
+    """--source of train recognizer: aligned, bbox or aligned/<template>/<run | truth>."""
+    parts = value.split("/")
+    if value in ("aligned", "bbox") or (
+        len(parts) == 3 and parts[0] == "aligned" and parts[1] in Template.__members__
+        and parts[2]
+    ):
+        return value
+    raise typer.BadParameter(f"{value!r}: use aligned (the newest alignment at --size), bbox, "
+                             "or aligned/<reference|arcface>/<landmark run | truth>")
 
 
 class Backbone(_Choice):
@@ -1440,8 +1447,11 @@ def train_recognizer_cmd(
                                "reference's).")
     ] = Backbone.face_cpu,
     source: Annotated[
-        FaceSource, typer.Option(help="aligned (celebcat align first) or bbox (face-box crops).")
-    ] = FaceSource.aligned,
+        str, typer.Option(callback=_face_source,
+                          help="aligned (the newest alignment at --size: celebcat align first), "
+                               "aligned/<template>/<landmark run | truth> (that one) or bbox "
+                               "(face-box crops).")  # fmt: skip
+    ] = "aligned",
     size: Annotated[int, typer.Option(help="Crop side in pixels (a multiple of 16).")] = 112,
     embedding_dim: Annotated[int, typer.Option(help="Embedding size.")] = 512,
     epochs: Annotated[int, typer.Option(help="Epochs.")] = 30,

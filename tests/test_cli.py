@@ -271,6 +271,10 @@ def test_choices_are_refused_when_parsed_before_any_work(tmp_path: Path) -> None
         ["align", "--snapshot", "s", "--run", "r", "--size", "100", "--db", missing],
         ["cache", "build", "s", "--source", "nope", "--db", missing],
         ["synth", str(tmp_path / "out"), "--layout", "nope"],
+        ["train", "recognizer", "--snapshot", "s", "--source", "nope", "--db", missing],
+        ["train", "recognizer", "--snapshot", "s", "--source", "aligned/nope/r", "--db", missing],
+        ["train", "recognizer", "--snapshot", "s", "--source", "aligned/arcface/", "--db", missing],
+        ["runs", "--kind", "nope", "--db", missing],
     ):
         result = runner.invoke(cli.app, args)
         assert result.exit_code == 2, args
