@@ -218,8 +218,10 @@ def _print_rows(
     as_json: bool = False,
     title: str | None = None,
     max_rows: int | None = None,
+    labels: bool = False,
 ) -> None:
-    """Rows as a rich table (default), CSV or JSON on stdout."""
+    """Rows as a rich table (default), CSV or JSON on stdout. ``labels``: the first
+    column names the rows, and is never folded (the others fold to fit)."""
     if as_csv and as_json:
         raise UserError("Choose one of --csv and --json.")
     if as_csv:
@@ -234,8 +236,8 @@ def _print_rows(
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(str(column), overflow="fold")
+    for i, column in enumerate(columns):
+        table.add_column(str(column), overflow="fold", no_wrap=labels and i == 0)
     shown = rows if max_rows is None else rows[:max_rows]
     for row in shown:
         table.add_row(*(_cell(v) for v in row))
@@ -1660,7 +1662,7 @@ def report_compare(
     columns = ["", *(str(r[0]) for r in table.rows)]
     rows = [(name, *(r[i] for r in table.rows)) for i, name in enumerate(table.columns)
             if i > 0]  # fmt: skip
-    _print_rows(columns, rows)
+    _print_rows(columns, rows, labels=True)
 
 
 @report_app.command("html")
