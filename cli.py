@@ -74,11 +74,13 @@ def _print_version(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_print_version, is_eager=True,
-                     help="Print the version and exit."),
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
     pass
+
 
 DbOption = Annotated[
     Path | None,
@@ -338,8 +340,11 @@ def ingest(
     ] = None,
     allow_empty: Annotated[
         bool,
-        typer.Option("--allow-empty", help="Load an annotation file that has no rows (only "
-                     "its header) as an empty table, instead of refusing it."),
+        typer.Option(
+            "--allow-empty",
+            help="Load an annotation file that has no rows (only "
+            "its header) as an empty table, instead of refusing it.",
+        ),
     ] = False,
     as_csv: CsvOption = False,
     as_json: JsonOption = False,
@@ -363,19 +368,29 @@ def ingest(
     with _progress() as (task, live):
         progress = IngestProgress(step=lambda m: live.print(f"[dim]{escape(m)}[/dim]"), scan=task)
         result = run_ingest(
-            data_dir, db, images=images, scan_images=not no_images, workers=workers,
-            progress=progress, allow_empty=allow_empty,
+            data_dir,
+            db,
+            images=images,
+            scan_images=not no_images,
+            workers=workers,
+            progress=progress,
+            allow_empty=allow_empty,
         )
     for note in result.notes:
         err.print(f"[yellow]note:[/yellow] {note}")
     rows = [(t, n, str(result.files.get(t, "")) or "-") for t, n in result.rows.items()]
     if as_json:
-        _print_json({
-            "db": str(result.db), "data_dir": str(result.data_dir),
-            "tables": [{"table": t, "rows": n, "from": f} for t, n, f in rows],
-            "problems": result.problems, "notes": result.notes,
-            "load_seconds": result.load_seconds, "scan_seconds": result.scan_seconds,
-        })  # fmt: skip
+        _print_json(
+            {
+                "db": str(result.db),
+                "data_dir": str(result.data_dir),
+                "tables": [{"table": t, "rows": n, "from": f} for t, n, f in rows],
+                "problems": result.problems,
+                "notes": result.notes,
+                "load_seconds": result.load_seconds,
+                "scan_seconds": result.scan_seconds,
+            }
+        )
         return
     _print_rows(["table", "rows", "from"], rows, title=f"Catalog {result.db}", as_csv=as_csv)
     if as_csv:
@@ -397,9 +412,7 @@ def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write the synthetic CelebA into.")],
     ids: Annotated[int, typer.Option(help="Number of identities.")] = 50,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 0,
-    layout: Annotated[
-        Layout, typer.Option(help="Annotation layout.")
-    ] = Layout.txt,
+    layout: Annotated[Layout, typer.Option(help="Annotation layout.")] = Layout.txt,
     max_side: Annotated[int, typer.Option(help="Longest image side in pixels.")] = 500,
     images: Annotated[
         int | None, typer.Option(help="Total images (default: CelebA's mean per identity).")
@@ -413,13 +426,16 @@ def synth(
     workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
     style: Annotated[
         str,
-        typer.Option(help="Population: hard (identity in the face's shape; hair, light and "
-                     "colours vary per image) or easy (the first population)."),
+        typer.Option(
+            help="Population: hard (identity in the face's shape; hair, light and "
+            "colours vary per image) or easy (the first population)."
+        ),
     ] = "hard",
     preview: Annotated[
         Path | None,
-        typer.Option(help="Also write a contact sheet (PNG) of one identity's images and "
-                     "its look-alikes."),
+        typer.Option(
+            help="Also write a contact sheet (PNG) of one identity's images and its look-alikes."
+        ),
     ] = None,
 ) -> None:
     """Write a synthetic CelebA: annotation files in the real formats and drawn faces.
@@ -436,10 +452,18 @@ def synth(
     with _progress() as (task, _):
         update = task("images" if not annotations_only else "annotations", 0)
         summary = synthesize(
-            out, ids=ids, seed=seed, layout=layout, max_side=max_side, images=images,
-            annotations_only=annotations_only, aligned=aligned, workers=workers,
-            progress=update, style=style,
-        )  # fmt: skip
+            out,
+            ids=ids,
+            seed=seed,
+            layout=layout,
+            max_side=max_side,
+            images=images,
+            annotations_only=annotations_only,
+            aligned=aligned,
+            workers=workers,
+            progress=update,
+            style=style,
+        )
     _console().print(
         f"wrote {summary.images} images of {summary.ids} identities to {summary.out} "
         f"in {summary.seconds:.1f} s ({', '.join(summary.files)})"
@@ -487,9 +511,7 @@ def schema(
 
 @app.command()
 def sql(
-    query: Annotated[
-        str, typer.Argument(help="SQL: one statement, or several separated by ';'.")
-    ],
+    query: Annotated[str, typer.Argument(help="SQL: one statement, or several separated by ';'.")],
     as_csv: CsvOption = False,
     as_json: JsonOption = False,
     write: Annotated[
@@ -525,8 +547,11 @@ def check(
     ] = False,
     decode: Annotated[
         bool,
-        typer.Option("--decode", help="Decode every annotated image first (slow: minutes for "
-                     "CelebA); failures become image_decode_error problems."),
+        typer.Option(
+            "--decode",
+            help="Decode every annotated image first (slow: minutes for "
+            "CelebA); failures become image_decode_error problems.",
+        ),
     ] = False,
     workers: Annotated[
         int | None, typer.Option(help="Decoding threads with --decode (default: one per CPU).")
@@ -577,20 +602,29 @@ def _demo_plan_help() -> str:
 def demo(
     out: Annotated[
         Path,
-        typer.Option(help="Folder for the synthetic data, its catalog, the checkpoints and the "
-                     "report (an earlier demo's data, catalog, snapshot, gallery and report "
-                     "there are replaced)."),
+        typer.Option(
+            help="Folder for the synthetic data, its catalog, the checkpoints and the "
+            "report (an earlier demo's data, catalog, snapshot, gallery and report "
+            "there are replaced)."
+        ),
     ] = Path("celebcat-demo"),
     full: Annotated[
-        bool, typer.Option("--full", help="More identities and epochs: figures closer to what "
-                           "the models reach (about 12 minutes on 2 idle cores).")
+        bool,
+        typer.Option(
+            "--full",
+            help="More identities and epochs: figures closer to what "
+            "the models reach (about 12 minutes on 2 idle cores).",
+        ),
     ] = False,
     ids: Annotated[int | None, typer.Option(help=_demo_plan_help(), show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     train: Annotated[
-        bool, typer.Option("--train/--no-train",
-                           help="Train, evaluate, identify and write the report (needs torch; "
-                           "without it the demo stops at the snapshot).")
+        bool,
+        typer.Option(
+            "--train/--no-train",
+            help="Train, evaluate, identify and write the report (needs torch; "
+            "without it the demo stops at the snapshot).",
+        ),
     ] = True,
 ) -> None:
     """Run the whole flow on a synthetic CelebA made on the spot; write its report.
@@ -622,8 +656,7 @@ def demo(
     folder = steps.DemoFolder(out)
     console.rule("1. synthesise")
     with clock.step("synthesise"), _progress() as (task, _):
-        made = steps.synthesize_data(folder, ids=plan.ids, seed=seed,
-                                     progress=task("images", 0))  # fmt: skip
+        made = steps.synthesize_data(folder, ids=plan.ids, seed=seed, progress=task("images", 0))
     console.print(f"{made.images} images of {made.ids} identities in {folder.data_dir}")
     console.rule("2. ingest")
     from catalog.ingest import IngestProgress
@@ -684,54 +717,93 @@ def _demo_train(console: Any, folder: Any, plan: Any, clock: Any, seed: int) -> 
 
     console.rule("5. train landmarks (briefly: celebcat train landmarks for a real run)")
     with clock.step("train landmarks"):
-        run = steps.train(folder, plan=plan, progress=lambda e: console.print(
-            f"epoch {e['epoch'] + 1}: train loss {e['train_loss']:.5f}, val NME "
-            f"{e['val_nme']:.4f}"))  # fmt: skip
+        run = steps.train(
+            folder,
+            plan=plan,
+            progress=lambda e: console.print(
+                f"epoch {e['epoch'] + 1}: train loss {e['train_loss']:.5f}, val NME "
+                f"{e['val_nme']:.4f}"
+            ),
+        )
     console.rule(f"6. align ({plan.size} px, {plan.template} template) and report")
     with clock.step("align"), _progress() as (task, _):
-        aligned, report = steps.align_and_report(folder, run.run_id, plan=plan,
-                                                 progress=_staged(task))  # fmt: skip
-    console.print(f"run {run.run_id}: {aligned.n_predictions} predictions and aligned crops "
-                  f"({aligned.cache.source}) in the catalog")  # fmt: skip
+        aligned, report = steps.align_and_report(
+            folder, run.run_id, plan=plan, progress=_staged(task)
+        )
+    console.print(
+        f"run {run.run_id}: {aligned.n_predictions} predictions and aligned crops "
+        f"({aligned.cache.source}) in the catalog"
+    )
     _print_rows(report.columns, report.rows, title="test NME by Eyeglasses")
     console.rule("7. train the recognizer (ArcFace, face_cpu backbone)")
     with clock.step("train recognizer"), _progress() as (task, _):
-        rec = steps.train_recognizer(folder, plan, progress=_demo_epochs(
-            task, "epochs", plan.recognizer_epochs,
-            lambda e: f"loss {e['train_loss']:.3f}, val top-1 {e['val_top1']:.3f}"))  # fmt: skip
+        rec = steps.train_recognizer(
+            folder,
+            plan,
+            progress=_demo_epochs(
+                task,
+                "epochs",
+                plan.recognizer_epochs,
+                lambda e: f"loss {e['train_loss']:.3f}, val top-1 {e['val_top1']:.3f}",
+            ),
+        )
     console.print(f"run {rec.run_id}: {rec.epochs_done} epochs, best val top-1 {rec.best:.3f}")
     console.rule("8. evaluate: test and open-set figures")
     with clock.step("evaluate recognizer"), _progress() as (task, _):
         evaluated = steps.evaluate(folder, rec.run_id, progress=_staged(task))
-    _print_rows(*_as_pair(steps.open_set_table(folder, rec.run_id)),
-                title="ours (synthetic data, CPU backbone) beside the reference's (real "
-                "CelebA, ResNet-50)")  # fmt: skip
+    _print_rows(
+        *_as_pair(steps.open_set_table(folder, rec.run_id)),
+        title="ours (synthetic data, CPU backbone) beside the reference's (real CelebA, ResNet-50)",
+    )
     console.rule("9. train the face detector (CenterNet, the catalog's boxes)")
     with clock.step("train detector"), _progress() as (task, _):
-        det = steps.train_detector(folder, plan, progress=_demo_epochs(
-            task, "epochs", plan.detector_epochs,
-            lambda e: f"loss {e['train_loss']:.3f}, val IoU {e['val_iou']:.3f}"))  # fmt: skip
-    console.print(f"run {det.run_id}: test IoU {det.test['iou']:.3f}, recall at IoU 0.5 "
-                  f"{det.test['recall@iou=0.5']:.3f}")  # fmt: skip
+        det = steps.train_detector(
+            folder,
+            plan,
+            progress=_demo_epochs(
+                task,
+                "epochs",
+                plan.detector_epochs,
+                lambda e: f"loss {e['train_loss']:.3f}, val IoU {e['val_iou']:.3f}",
+            ),
+        )
+    console.print(
+        f"run {det.run_id}: test IoU {det.test['iou']:.3f}, recall at IoU 0.5 "
+        f"{det.test['recall@iou=0.5']:.3f}"
+    )
     console.rule("10. gallery: the held-out query people")
     with clock.step("gallery"):
         built = steps.build_gallery(folder, rec.run_id)
     g = built.gallery
-    console.print(f"gallery {g.name}: {g.n_identities} people, {g.n_images} images "
-                  f"({g.source}, crops {g.crops})")  # fmt: skip
+    console.print(
+        f"gallery {g.name}: {g.n_identities} people, {g.n_images} images "
+        f"({g.source}, crops {g.crops})"
+    )
     console.rule("11. identify the faces of a group photo")
     with clock.step("identify"):
         found = steps.identify_photo(folder, plan, rec.run_id, det.run_id, seed=seed)
-    console.print(f"photo {folder.photo}: {len(found.photo.faces)} people; "
-                  f"{found.result.threshold.explain()}")  # fmt: skip
-    _print_rows(["who (truth)", "in gallery", "found (IoU)", "named", "cosine", "right"],
-                [(r.identity, "yes" if r.role == "gallery" else "no",
-                  f"{r.iou:.2f}" if r.named is not None else "not found", r.named or "",
-                  r.cosine, "yes" if r.right else "no") for r in found.rows])  # fmt: skip
+    console.print(
+        f"photo {folder.photo}: {len(found.photo.faces)} people; {found.result.threshold.explain()}"
+    )
+    _print_rows(
+        ["who (truth)", "in gallery", "found (IoU)", "named", "cosine", "right"],
+        [
+            (
+                r.identity,
+                "yes" if r.role == "gallery" else "no",
+                f"{r.iou:.2f}" if r.named is not None else "not found",
+                r.named or "",
+                r.cosine,
+                "yes" if r.right else "no",
+            )
+            for r in found.rows
+        ],
+    )
     console.rule("12. report")
     with clock.step("report"):
-        page, notes = steps.write_report(folder, plan, run.run_id, rec.run_id, found,
-                                         clock.table(), det)  # fmt: skip
+        page, notes = steps.write_report(
+            folder, plan, run.run_id, rec.run_id, found, clock.table(), det
+        )
     for note in notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     _print_rows(*_as_pair(clock.table()), title="time per step")
@@ -807,8 +879,9 @@ def params(as_csv: CsvOption = False, as_json: JsonOption = False, db: DbOption 
         for name, value, text in result.rows
         for spec in [PARAM_NAMES.get(name)]
     ]
-    _print_rows(["name", "value", "default", "range", "description"], rows,
-                as_csv=as_csv, as_json=as_json)
+    _print_rows(
+        ["name", "value", "default", "range", "description"], rows, as_csv=as_csv, as_json=as_json
+    )
 
 
 def _default(name: str) -> float:
@@ -829,25 +902,36 @@ def _param_help(name: str, text: str | None = None) -> str:
 def select_cmd(
     n_ids: Annotated[int | None, typer.Option(help=_param_help("n_ids"))] = None,
     images_per_id: Annotated[
-        int | None, typer.Option(help=_param_help("images_per_id") + " With --fit: the "
-                                 "clean images an identity needs to be selected (default 20).")
+        int | None,
+        typer.Option(
+            help=_param_help("images_per_id") + " With --fit: the "
+            "clean images an identity needs to be selected (default 20)."
+        ),
     ] = None,
     min_images_per_id: Annotated[
         int | None, typer.Option(help=_param_help("min_images_per_id"))
     ] = None,
     min_box: Annotated[
         tuple[int, int] | None,
-        typer.Option(help=f"Minimum face box W H in pixels (default {_default('min_box_w'):g} "
-                     f"{_default('min_box_h'):g}).", show_default=False),
+        typer.Option(
+            help=f"Minimum face box W H in pixels (default {_default('min_box_w'):g} "
+            f"{_default('min_box_h'):g}).",
+            show_default=False,
+        ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help=_param_help("seed", "sampling seed"))] = None,
     keep_blurry: Annotated[
-        bool | None, typer.Option("--keep-blurry/--drop-blurry",
-                                  help="Keep Blurry images (default: drop them).")
+        bool | None,
+        typer.Option(
+            "--keep-blurry/--drop-blurry", help="Keep Blurry images (default: drop them)."
+        ),
     ] = None,
     holdout_ids: Annotated[
-        int | None, typer.Option(help=_param_help("holdout_ids") + " Alone, it is divided "
-                                 "half and half between query and distractor identities.")
+        int | None,
+        typer.Option(
+            help=_param_help("holdout_ids") + " Alone, it is divided "
+            "half and half between query and distractor identities."
+        ),
     ] = None,
     split: Annotated[
         str | None,
@@ -855,13 +939,19 @@ def select_cmd(
     ] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Any parameter as NAME=VALUE (names, defaults and ranges: "
-                     "`celebcat params`)."),
+        typer.Option(
+            "--set",
+            help="Any parameter as NAME=VALUE (names, defaults and ranges: `celebcat params`).",
+        ),
     ] = None,
     fit: Annotated[
-        bool, typer.Option("--fit", help="Use the parameters that fit this catalog: every "
-                           "identity with --images-per-id clean images, a fifth of them "
-                           "held out, the rest split 70/15/15 (other options apply on top).")
+        bool,
+        typer.Option(
+            "--fit",
+            help="Use the parameters that fit this catalog: every "
+            "identity with --images-per-id clean images, a fifth of them "
+            "held out, the rest split 70/15/15 (other options apply on top).",
+        ),
     ] = False,
     quota: Annotated[
         list[str] | None,
@@ -888,10 +978,16 @@ def select_cmd(
     from catalog.selection import options_to_params, select
 
     values = options_to_params(
-        n_ids=n_ids, images_per_id=images_per_id, min_images_per_id=min_images_per_id,
-        min_box=min_box, seed=seed, keep_blurry=keep_blurry, holdout_ids=holdout_ids,
-        split=split, assignments=set_ or (),
-    )  # fmt: skip
+        n_ids=n_ids,
+        images_per_id=images_per_id,
+        min_images_per_id=min_images_per_id,
+        min_box=min_box,
+        seed=seed,
+        keep_blurry=keep_blurry,
+        holdout_ids=holdout_ids,
+        split=split,
+        assignments=set_ or (),
+    )
     quotas = None
     if clear_quotas:
         quotas = {}
@@ -899,24 +995,33 @@ def select_cmd(
         quotas = dict(parse_quota(q) for q in quota)
     summary = select(db, quotas=quotas, fit=fit, **values)
     if as_json:
-        _print_json({
-            "params": summary.params,
-            "clean_images": summary.clean_images,
-            "eligible_identities": summary.eligible_identities,
-            "selected_identities": summary.selected_identities,
-            "selected_images": summary.selected_images,
-            "splits": [{"split": k, "images": n, "identities": i}
-                       for k, (n, i) in summary.splits.items()],
-            "quotas": [{"attribute": a, "target": t, "selected": r}
-                       for a, t, r in summary.quotas],
-            "attribute_shift": [{"attribute": a, "share_all": x, "share_selected": y,
-                                 "diff_points": d} for a, x, y, d in summary.shift],
-        })  # fmt: skip
+        _print_json(
+            {
+                "params": summary.params,
+                "clean_images": summary.clean_images,
+                "eligible_identities": summary.eligible_identities,
+                "selected_identities": summary.selected_identities,
+                "selected_images": summary.selected_images,
+                "splits": [
+                    {"split": k, "images": n, "identities": i}
+                    for k, (n, i) in summary.splits.items()
+                ],
+                "quotas": [
+                    {"attribute": a, "target": t, "selected": r} for a, t, r in summary.quotas
+                ],
+                "attribute_shift": [
+                    {"attribute": a, "share_all": x, "share_selected": y, "diff_points": d}
+                    for a, x, y, d in summary.shift
+                ],
+            }
+        )
         return
     console = _console()
     if fit:
-        console.print("parameters that fit the catalog: " + ", ".join(
-            f"{k}={v}" for k, v in summary.params.items()))  # fmt: skip
+        console.print(
+            "parameters that fit the catalog: "
+            + ", ".join(f"{k}={v}" for k, v in summary.params.items())
+        )
     console.print(
         f"clean images {summary.clean_images:,}; eligible identities "
         f"{summary.eligible_identities:,}; selected {summary.selected_identities:,} identities, "
@@ -930,7 +1035,8 @@ def select_cmd(
     if summary.quotas:
         _print_rows(["quota", "target", "selected"], summary.quotas, title="quotas")
     _print_rows(
-        ["attribute", "share_all", "share_selected", "diff_points"], summary.shift,
+        ["attribute", "share_all", "share_selected", "diff_points"],
+        summary.shift,
         title="largest attribute shifts (selection vs all)",
     )
 
@@ -985,8 +1091,11 @@ def export(
     workers: Annotated[int | None, typer.Option(help="Parallel workers.")] = None,
     skip_bad: Annotated[
         bool,
-        typer.Option("--skip-bad", help="Leave out images that cannot be read (named, with "
-                     "why, in the output) instead of stopping."),
+        typer.Option(
+            "--skip-bad",
+            help="Leave out images that cannot be read (named, with "
+            "why, in the output) instead of stopping.",
+        ),
     ] = False,
     db: DbOption = None,
     as_json: JsonOption = False,
@@ -1005,8 +1114,14 @@ def export(
 
     with _progress() as (task, _):
         result = export_snapshot(
-            snapshot, out, db, crop=crop, size=size, workers=workers,
-            progress=task("exporting", 0), skip_bad=skip_bad,
+            snapshot,
+            out,
+            db,
+            crop=crop,
+            size=size,
+            workers=workers,
+            progress=task("exporting", 0),
+            skip_bad=skip_bad,
         )
     if as_json:
         return _print_json(_fields(result))
@@ -1052,8 +1167,11 @@ def cache_build(
     workers: Annotated[int | None, typer.Option(help="Decoding threads.")] = None,
     skip_bad: Annotated[
         bool,
-        typer.Option("--skip-bad", help="Leave out images that cannot be read (named, with "
-                     "why, in the output) instead of stopping."),
+        typer.Option(
+            "--skip-bad",
+            help="Leave out images that cannot be read (named, with "
+            "why, in the output) instead of stopping.",
+        ),
     ] = False,
     db: DbOption = None,
     as_json: JsonOption = False,
@@ -1072,16 +1190,19 @@ def cache_build(
 
     with _progress() as (task, _):
         info = build_cache(
-            snapshot, db, size=size, source=source, workers=workers, progress=task("crops", 0),
+            snapshot,
+            db,
+            size=size,
+            source=source,
+            workers=workers,
+            progress=task("crops", 0),
             skip_bad=skip_bad,
         )
     if as_json:
         return _print_json(_fields(info))
     what = f"built in {info.seconds:.1f} s" if info.built else "already built"
     console = _console()
-    console.print(
-        f"{info.n_images} crops of {info.size} px for {snapshot}: {what} ({info.path})"
-    )
+    console.print(f"{info.n_images} crops of {info.size} px for {snapshot}: {what} ({info.path})")
     _print_skipped(console, info.skipped, "recorded in the cache's index")
 
 
@@ -1095,13 +1216,23 @@ def cache_list(as_csv: CsvOption = False, as_json: JsonOption = False, db: DbOpt
 
     machine = as_csv or as_json  # full paths there; file names in the table (one folder)
     rows = [
-        (c.snapshot, c.hash[:12], c.source, c.size, c.n_images,
-         round(c.path.stat().st_size / 2**20, 1) if c.path.exists() else None,
-         str(c.path) if machine else c.path.name)
+        (
+            c.snapshot,
+            c.hash[:12],
+            c.source,
+            c.size,
+            c.n_images,
+            round(c.path.stat().st_size / 2**20, 1) if c.path.exists() else None,
+            str(c.path) if machine else c.path.name,
+        )
         for c in list_caches(db)
     ]
-    _print_rows(["snapshot", "hash", "source", "size", "images", "MiB",
-                 "path" if machine else "file"], rows, as_csv=as_csv, as_json=as_json)
+    _print_rows(
+        ["snapshot", "hash", "source", "size", "images", "MiB", "path" if machine else "file"],
+        rows,
+        as_csv=as_csv,
+        as_json=as_json,
+    )
 
 
 @cache_app.command("drop")
@@ -1110,8 +1241,10 @@ def cache_drop(
     size: Annotated[int | None, typer.Option(help="Only caches of this size.")] = None,
     source: Annotated[
         str | None,
-        typer.Option(help="Only this source: bbox, aligned (every alignment) or one, "
-                     "e.g. aligned/arcface/truth."),
+        typer.Option(
+            help="Only this source: bbox, aligned (every alignment) or one, "
+            "e.g. aligned/arcface/truth."
+        ),
     ] = None,
     db: DbOption = None,
 ) -> None:
@@ -1135,8 +1268,7 @@ app.add_typer(train_app, name="train")
 PRESETS = {"small": "hourglass_small", "seed": "hourglass_seed", "paper": "hourglass_paper"}
 
 #: Option names of the train commands -> their config fields, where they differ.
-_CONFIG_NAMES = {"max_batches": "max_batches_per_epoch", "workers": "num_workers",
-                 "out": "out_dir"}  # fmt: skip
+_CONFIG_NAMES = {"max_batches": "max_batches_per_epoch", "workers": "num_workers", "out": "out_dir"}
 
 
 def _typed_options(
@@ -1147,11 +1279,12 @@ def _typed_options(
     resume may not make)."""
     names = {**_CONFIG_NAMES, **(renamed or {})}
     return {
-        names.get(p, p): given[names.get(p, p)] for p in ctx.params
+        names.get(p, p): given[names.get(p, p)]
+        for p in ctx.params
         # by name: typer vendors its own click, whose enum is not click's
         if getattr(ctx.get_parameter_source(p), "name", None) == "COMMANDLINE"
         and names.get(p, p) in given
-    }  # fmt: skip
+    }
 
 
 def _batch_bar(task: ProgressTask) -> Callable[[int, int, int, float], None]:
@@ -1191,8 +1324,10 @@ def train_landmarks_cmd(
     out: Annotated[Path, typer.Option(help="Checkpoint folder.")] = Path("checkpoints"),
     resume: Annotated[
         Path | None,
-        typer.Option(help="Continue from a checkpoint or run folder (with its settings; "
-                     "--epochs, --max-minutes, --workers, --out may change)."),
+        typer.Option(
+            help="Continue from a checkpoint or run folder (with its settings; "
+            "--epochs, --max-minutes, --workers, --out may change)."
+        ),
     ] = None,
     db: DbOption = None,
 ) -> None:
@@ -1213,9 +1348,17 @@ def train_landmarks_cmd(
     if preset not in PRESETS:
         raise UserError(f"--preset {preset!r}: use one of {', '.join(PRESETS)}")
     given = dict(
-        snapshot=snapshot, model=PRESETS[preset], epochs=epochs, batch_size=batch_size, lr=lr,
-        schedule=schedule, max_minutes=max_minutes, max_batches_per_epoch=max_batches,
-        num_workers=workers, seed=seed, out_dir=str(out),
+        snapshot=snapshot,
+        model=PRESETS[preset],
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        schedule=schedule,
+        max_minutes=max_minutes,
+        max_batches_per_epoch=max_batches,
+        num_workers=workers,
+        seed=seed,
+        out_dir=str(out),
     )
     if resume is None:
         config = LandmarkTrainConfig(**given)
@@ -1235,8 +1378,7 @@ def train_landmarks_cmd(
                 f"best {e['best_val_nme']:.4f}"
             )
 
-        result = train_landmarks(config, db, resume=resume, progress=report,
-                                 on_batch=on_batch)  # fmt: skip
+        result = train_landmarks(config, db, resume=resume, progress=report, on_batch=on_batch)
     console = _console()
     console.print(
         f"run {result.run_id}: {result.epochs_done} epochs, best val NME "
@@ -1252,9 +1394,7 @@ def align(
     run: Annotated[
         str | None, typer.Option(help="Landmark run id or checkpoint (not with --source truth).")
     ] = None,
-    size: Annotated[
-        AlignSize, typer.Option(help="Aligned crop side in pixels.")
-    ] = AlignSize.s112,
+    size: Annotated[AlignSize, typer.Option(help="Aligned crop side in pixels.")] = AlignSize.s112,
     template: Annotated[
         Template, typer.Option(help="Face template to align onto.")
     ] = Template.reference,
@@ -1268,8 +1408,11 @@ def align(
     ] = None,
     skip_bad: Annotated[
         bool,
-        typer.Option("--skip-bad", help="Leave out images that cannot be read (named, with "
-                     "why, in the output) instead of stopping."),
+        typer.Option(
+            "--skip-bad",
+            help="Leave out images that cannot be read (named, with "
+            "why, in the output) instead of stopping.",
+        ),
     ] = False,
     db: DbOption = None,
 ) -> None:
@@ -1294,19 +1437,38 @@ def align(
     if source == "predicted" and run is None:
         raise UserError("--run is needed with --source predicted (or use --source truth)")
     if source == "truth" and run is not None:
-        raise UserError("--run and --source truth exclude each other: truth aligns with the "
-                        "catalog's own landmarks, no run's; drop one of them")
+        raise UserError(
+            "--run and --source truth exclude each other: truth aligns with the "
+            "catalog's own landmarks, no run's; drop one of them"
+        )
     from models.align_run import align_snapshot
     from models.distributed import is_main_process
 
     if not is_main_process():  # under torchrun: rank 0 reports, the others work quietly
-        align_snapshot(run, snapshot, db, size=size, template=template, source=source,
-                       batch_size=batch_size, workers=workers, skip_bad=skip_bad)  # fmt: skip
+        align_snapshot(
+            run,
+            snapshot,
+            db,
+            size=size,
+            template=template,
+            source=source,
+            batch_size=batch_size,
+            workers=workers,
+            skip_bad=skip_bad,
+        )
         return
     with _progress() as (task, _):
         result = align_snapshot(
-            run, snapshot, db, size=size, template=template, source=source,
-            batch_size=batch_size, workers=workers, progress=_staged(task), skip_bad=skip_bad,
+            run,
+            snapshot,
+            db,
+            size=size,
+            template=template,
+            source=source,
+            batch_size=batch_size,
+            workers=workers,
+            progress=_staged(task),
+            skip_bad=skip_bad,
         )
     nme = f", mean NME {result.mean_nme:.4f}" if result.n_predictions else ""
     console = _console()
@@ -1370,8 +1532,9 @@ def report_landmarks(
     from catalog.reports import landmark_report, report_scope, write_ced_plot
 
     groups = [b.strip() for b in by.split(",") if b.strip()]
-    result = landmark_report(db, run, groups, threshold=threshold, split=split,
-                             per_landmark=per_landmark)  # fmt: skip
+    result = landmark_report(
+        db, run, groups, threshold=threshold, split=split, per_landmark=per_landmark
+    )
     _print_rows(result.columns, result.rows, as_csv=as_csv, as_json=as_json)
     if split is None:
         _console(stderr=True).print(f"[yellow]note:[/yellow] {report_scope(db, run)}")
@@ -1417,12 +1580,13 @@ def _face_source(value: str) -> str:
     """--source of train recognizer: aligned, bbox or aligned/<template>/<run | truth>."""
     parts = value.split("/")
     if value in ("aligned", "bbox") or (
-        len(parts) == 3 and parts[0] == "aligned" and parts[1] in Template.__members__
-        and parts[2]
+        len(parts) == 3 and parts[0] == "aligned" and parts[1] in Template.__members__ and parts[2]
     ):
         return value
-    raise typer.BadParameter(f"{value!r}: use aligned (the newest alignment at --size), bbox, "
-                             "or aligned/<reference|arcface>/<landmark run | truth>")
+    raise typer.BadParameter(
+        f"{value!r}: use aligned (the newest alignment at --size), bbox, "
+        "or aligned/<reference|arcface>/<landmark run | truth>"
+    )
 
 
 class Backbone(_Choice):
@@ -1438,21 +1602,24 @@ def train_recognizer_cmd(
     ctx: typer.Context,
     snapshot: Annotated[str, typer.Option(help="Snapshot to train on (train/val splits).")],
     loss: Annotated[
-        RecognitionLoss, typer.Option(help="Softmax CE (label smoothing 0.1), ArcFace, CosFace "
-                                      "or triplet.")
+        RecognitionLoss,
+        typer.Option(help="Softmax CE (label smoothing 0.1), ArcFace, CosFace or triplet."),
     ] = RecognitionLoss.arcface,
     mining: Annotated[
         Mining, typer.Option(help="Triplets: random (the reference's) or batch-hard (PK batches).")
     ] = Mining.batch_hard,
     backbone: Annotated[
-        Backbone, typer.Option(help="face_cpu (CPU-sized ResNet-10), resnet18, resnet50 (the "
-                               "reference's).")
+        Backbone,
+        typer.Option(help="face_cpu (CPU-sized ResNet-10), resnet18, resnet50 (the reference's)."),
     ] = Backbone.face_cpu,
     source: Annotated[
-        str, typer.Option(callback=_face_source,
-                          help="aligned (the newest alignment at --size: celebcat align first), "
-                               "aligned/<template>/<landmark run | truth> (that one) or bbox "
-                               "(face-box crops).")  # fmt: skip
+        str,
+        typer.Option(
+            callback=_face_source,
+            help="aligned (the newest alignment at --size: celebcat align first), "
+            "aligned/<template>/<landmark run | truth> (that one) or bbox "
+            "(face-box crops).",
+        ),
     ] = "aligned",
     size: Annotated[int, typer.Option(help="Crop side in pixels (a multiple of 16).")] = 112,
     embedding_dim: Annotated[int, typer.Option(help="Embedding size.")] = 512,
@@ -1473,8 +1640,10 @@ def train_recognizer_cmd(
     out: Annotated[Path, typer.Option(help="Checkpoint folder.")] = Path("checkpoints"),
     resume: Annotated[
         Path | None,
-        typer.Option(help="Continue from a checkpoint or run folder (with its settings; "
-                     "--epochs, --max-minutes, --workers, --out may change)."),
+        typer.Option(
+            help="Continue from a checkpoint or run folder (with its settings; "
+            "--epochs, --max-minutes, --workers, --out may change)."
+        ),
     ] = None,
     db: DbOption = None,
 ) -> None:
@@ -1497,11 +1666,23 @@ def train_recognizer_cmd(
     )
 
     given = dict(
-        snapshot=snapshot, loss=loss, mining=mining, backbone=backbone, source=source,
-        size=size, embedding_dim=embedding_dim, epochs=epochs, batch_size=batch_size, lr=lr,
-        schedule=schedule, max_minutes=max_minutes, max_batches_per_epoch=max_batches,
-        num_workers=workers, seed=seed, out_dir=str(out),
-    )  # fmt: skip
+        snapshot=snapshot,
+        loss=loss,
+        mining=mining,
+        backbone=backbone,
+        source=source,
+        size=size,
+        embedding_dim=embedding_dim,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        schedule=schedule,
+        max_minutes=max_minutes,
+        max_batches_per_epoch=max_batches,
+        num_workers=workers,
+        seed=seed,
+        out_dir=str(out),
+    )
     if resume is None:
         config = RecognizerTrainConfig(**given)
     else:
@@ -1515,11 +1696,14 @@ def train_recognizer_cmd(
         def report(e: dict[str, Any]) -> None:
             top1 = f", val top-1 {e['val_top1']:.4f}" if "val_top1" in e else ""
             best = next(v for k, v in e.items() if k.startswith("best_val_"))
-            console.print(f"epoch {e['epoch'] + 1}: train loss {e['train_loss']:.5f}{top1}, "
-                          f"val AUC {e['val_auc']:.4f}, best {best:.4f}")  # fmt: skip
+            console.print(
+                f"epoch {e['epoch'] + 1}: train loss {e['train_loss']:.5f}{top1}, "
+                f"val AUC {e['val_auc']:.4f}, best {best:.4f}"
+            )
 
-        result = train_recognizer(config, db, resume=resume, progress=report,
-                                  on_batch=_batch_bar(task))  # fmt: skip
+        result = train_recognizer(
+            config, db, resume=resume, progress=report, on_batch=_batch_bar(task)
+        )
     _console().print(
         f"run {result.run_id}: {result.epochs_done} epochs, best val {result.metric} "
         f"{result.best:.4f}, checkpoint {result.best_checkpoint}\n"
@@ -1563,21 +1747,36 @@ def embed(
     gpu = launched() and torch.cuda.is_available()  # torchrun: a GPU a process, if any
     recognizer = load_recognizer(run, db, device("cuda") if gpu else "cpu")
     if not is_main_process():  # rank 0 reports, the others work quietly
-        embed_snapshot(recognizer, snapshot, db, batch_size=batch_size, workers=workers,
-                       skip_bad=skip_bad)  # fmt: skip
+        embed_snapshot(
+            recognizer, snapshot, db, batch_size=batch_size, workers=workers, skip_bad=skip_bad
+        )
         return
     with _progress() as (task, _):
-        out = embed_snapshot(recognizer, snapshot, db, batch_size=batch_size, workers=workers,
-                             skip_bad=skip_bad, progress=_staged(task))  # fmt: skip
-    summary = {"run": out.run_id, "snapshot": out.snapshot, "images": len(out.image_id),
-               "dim": int(out.embeddings.shape[1]) if len(out.image_id) else 0,
-               "source": out.source, "seconds": round(out.seconds, 2)}  # fmt: skip
+        out = embed_snapshot(
+            recognizer,
+            snapshot,
+            db,
+            batch_size=batch_size,
+            workers=workers,
+            skip_bad=skip_bad,
+            progress=_staged(task),
+        )
+    summary = {
+        "run": out.run_id,
+        "snapshot": out.snapshot,
+        "images": len(out.image_id),
+        "dim": int(out.embeddings.shape[1]) if len(out.image_id) else 0,
+        "source": out.source,
+        "seconds": round(out.seconds, 2),
+    }
     if as_json:
         return _print_json(summary)
     console = _console()
-    console.print(f"{summary['images']} embeddings ({summary['dim']}-d, crops {out.source}) of "
-                  f"snapshot {out.snapshot} by run {out.run_id} in the catalog "
-                  f"({out.seconds:.1f} s)")  # fmt: skip
+    console.print(
+        f"{summary['images']} embeddings ({summary['dim']}-d, crops {out.source}) of "
+        f"snapshot {out.snapshot} by run {out.run_id} in the catalog "
+        f"({out.seconds:.1f} s)"
+    )
     _print_skipped(console, out.skipped, "not embedded")
 
 
@@ -1597,8 +1796,10 @@ def eval_recognizer(
         str | None, typer.Option(help="Also per group of these attributes, e.g. Eyeglasses,Male.")
     ] = None,
     plots: Annotated[
-        Path | None, typer.Option(help="Folder for ROC, cosine-histogram and t-SNE PNGs "
-                                  "(needs the plots extra).")
+        Path | None,
+        typer.Option(
+            help="Folder for ROC, cosine-histogram and t-SNE PNGs (needs the plots extra)."
+        ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 128,
     workers: Annotated[int, typer.Option(help="DataLoader workers.")] = 0,
@@ -1625,13 +1826,28 @@ def eval_recognizer(
         _needs("matplotlib")
     attrs = [a.strip() for a in by.split(",") if a.strip()] if by else []
     with _progress() as (task, _):
-        out = evaluate_recognizer(run, db, by=attrs, plots=plots, batch_size=batch_size,
-                                  workers=workers, skip_bad=skip_bad,
-                                  progress=_staged(task))  # fmt: skip
-    rows = [(split, name, value) for split, values in out.metrics.items()
-            for name, value in values.items()]  # fmt: skip
-    _print_rows(["split", "metric", "value"], rows, as_csv=as_csv, as_json=as_json,
-                title=f"run {out.run_id}, epoch {out.epoch + 1}")  # fmt: skip
+        out = evaluate_recognizer(
+            run,
+            db,
+            by=attrs,
+            plots=plots,
+            batch_size=batch_size,
+            workers=workers,
+            skip_bad=skip_bad,
+            progress=_staged(task),
+        )
+    rows = [
+        (split, name, value)
+        for split, values in out.metrics.items()
+        for name, value in values.items()
+    ]
+    _print_rows(
+        ["split", "metric", "value"],
+        rows,
+        as_csv=as_csv,
+        as_json=as_json,
+        title=f"run {out.run_id}, epoch {out.epoch + 1}",
+    )
     if not (as_csv or as_json):
         for path in out.plots:
             _console().print(f"plot: {path}")
@@ -1660,8 +1876,7 @@ def report_compare(
     if as_csv or as_json:
         return _print_rows(table.columns, table.rows, as_csv=as_csv, as_json=as_json)
     columns = ["", *(str(r[0]) for r in table.rows)]
-    rows = [(name, *(r[i] for r in table.rows)) for i, name in enumerate(table.columns)
-            if i > 0]  # fmt: skip
+    rows = [(name, *(r[i] for r in table.rows)) for i, name in enumerate(table.columns) if i > 0]
     _print_rows(columns, rows, labels=True)
 
 
@@ -1670,8 +1885,11 @@ def report_html(
     out: Annotated[Path, typer.Option(help="Folder for the page (index.html; replaced).")],
     run: Annotated[
         list[str] | None,
-        typer.Option("--run", help="A landmark run and/or a recognition run (repeat --run; "
-                     "default: the newest finished run of each kind)."),
+        typer.Option(
+            "--run",
+            help="A landmark run and/or a recognition run (repeat --run; "
+            "default: the newest finished run of each kind).",
+        ),
     ] = None,
     snapshot: Annotated[
         str | None, typer.Option(help="Snapshot whose statistics to show (default: the runs').")
@@ -1681,8 +1899,10 @@ def report_html(
         typer.Option(help=f"Also identify the faces of this photo (needs torch). {NEEDS_TORCH}"),
     ] = None,
     gallery: Annotated[
-        str | None, typer.Option(help="Gallery for --photo (default: the newest one the "
-                                 "recognition run made).")
+        str | None,
+        typer.Option(
+            help="Gallery for --photo (default: the newest one the recognition run made)."
+        ),
     ] = None,
     detector: DetectorOption = "haar",
     fpr: Annotated[
@@ -1713,10 +1933,12 @@ def report_html(
             _, recognition = resolve_runs(db, run or ())
             if recognition is None:
                 raise UserError("--photo needs a recognition run: give one with --run.")
-            sections.append(photo_section(db, photo, recognition, gallery=gallery,
-                                          detector=detector, fpr=fpr))  # fmt: skip
-        page, notes = write_report(db, out, runs=run or (), snapshot=snapshot, sections=sections,
-                                   worst=worst)  # fmt: skip
+            sections.append(
+                photo_section(db, photo, recognition, gallery=gallery, detector=detector, fpr=fpr)
+            )
+        page, notes = write_report(
+            db, out, runs=run or (), snapshot=snapshot, sections=sections, worst=worst
+        )
     console = _console(stderr=True)
     for note in notes:
         console.print(f"[yellow]note:[/yellow] {note}")
@@ -1742,8 +1964,11 @@ def runs(
     from catalog.results import list_runs
 
     def minutes(r: Any) -> float | None:
-        return None if r.ended_at is None else round(
-            (r.ended_at - r.started_at).total_seconds() / 60, 1)  # fmt: skip
+        return (
+            None
+            if r.ended_at is None
+            else round((r.ended_at - r.started_at).total_seconds() / 60, 1)
+        )
 
     found = list_runs(db, kind)
     if latest:
@@ -1752,12 +1977,23 @@ def runs(
         print(found[-1].run_id)
         return
     rows = [
-        (r.run_id, r.kind, r.status, r.snapshot, r.snapshot_hash[:12],
-         r.started_at.replace(microsecond=0), minutes(r))
+        (
+            r.run_id,
+            r.kind,
+            r.status,
+            r.snapshot,
+            r.snapshot_hash[:12],
+            r.started_at.replace(microsecond=0),
+            minutes(r),
+        )
         for r in found
-    ]  # fmt: skip
-    _print_rows(["run", "kind", "status", "snapshot", "hash", "started (UTC)", "minutes"], rows,
-                as_csv=as_csv, as_json=as_json)
+    ]
+    _print_rows(
+        ["run", "kind", "status", "snapshot", "hash", "started (UTC)", "minutes"],
+        rows,
+        as_csv=as_csv,
+        as_json=as_json,
+    )
 
 
 snapshot_app = typer.Typer(
@@ -1795,8 +2031,9 @@ def snapshot_list(as_csv: CsvOption = False, as_json: JsonOption = False, db: Db
     rows = [
         (s.name, s.created_at, s.n_images, s.n_identities, s.hash[:16]) for s in list_snapshots(db)
     ]
-    _print_rows(["name", "created_at", "images", "identities", "hash"], rows,
-                as_csv=as_csv, as_json=as_json)
+    _print_rows(
+        ["name", "created_at", "images", "identities", "hash"], rows, as_csv=as_csv, as_json=as_json
+    )
 
 
 @snapshot_app.command("show")
@@ -1810,14 +2047,21 @@ def snapshot_show(name: str, as_json: JsonOption = False, db: DbOption = None) -
 
     snap, splits = show(name, db)
     order = (*SPLITS, UNUSED_SPLIT)
-    splits = dict(sorted(splits.items(), key=lambda kv: (
-        order.index(kv[0]) if kv[0] in order else len(order), kv[0])))  # fmt: skip
+    splits = dict(
+        sorted(
+            splits.items(),
+            key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0]),
+        )
+    )
     if as_json:
-        return _print_json({
-            **_fields(snap),
-            "splits": [{"split": k, "images": n, "identities": i}
-                       for k, (n, i) in splits.items()],
-        })  # fmt: skip
+        return _print_json(
+            {
+                **_fields(snap),
+                "splits": [
+                    {"split": k, "images": n, "identities": i} for k, (n, i) in splits.items()
+                ],
+            }
+        )
     console = _console()
     console.print(f"snapshot {snap.name}, created {snap.created_at} UTC\nhash {snap.hash}")
     _print_rows(["split", "images", "identities"], [(k, *v) for k, v in splits.items()])
@@ -1867,12 +2111,16 @@ def snapshot_export(
     name: Annotated[str, typer.Argument(help="The snapshot.")],
     out: Annotated[Path, typer.Argument(help="The Parquet file to write (replaced).")],
     embeddings: Annotated[
-        str | None, typer.Option(help="Write this recognition run's embeddings of the "
-                                 "snapshot's images instead.")
+        str | None,
+        typer.Option(
+            help="Write this recognition run's embeddings of the snapshot's images instead."
+        ),
     ] = None,
     predictions: Annotated[
-        str | None, typer.Option(help="Write this landmark run's predicted landmarks of the "
-                                 "snapshot's images instead.")
+        str | None,
+        typer.Option(
+            help="Write this landmark run's predicted landmarks of the snapshot's images instead."
+        ),
     ] = None,
     db: DbOption = None,
 ) -> None:
@@ -1888,10 +2136,16 @@ def snapshot_export(
     from catalog.parquet import export_parquet
 
     result = export_parquet(name, out, db, embeddings=embeddings, predictions=predictions)
-    what = "" if result.table == "snapshot" else (
-        f"run {embeddings or predictions}'s {result.table} of ")  # fmt: skip
-    size = (f"{result.bytes / 1e6:.1f} MB" if result.bytes >= 100_000
-            else f"{result.bytes / 1e3:.0f} kB")  # fmt: skip
+    what = (
+        ""
+        if result.table == "snapshot"
+        else (f"run {embeddings or predictions}'s {result.table} of ")
+    )
+    size = (
+        f"{result.bytes / 1e6:.1f} MB"
+        if result.bytes >= 100_000
+        else f"{result.bytes / 1e3:.0f} kB"
+    )
     _console().print(
         f"wrote {result.rows:,} rows of {what}snapshot {result.snapshot} (hash "
         f"{result.snapshot_hash[:16]}) to {result.path}: {size} in {result.seconds:.1f} s"
@@ -1920,19 +2174,26 @@ def _pipeline_one_line() -> Iterator[None]:
 
 DetectorOption = Annotated[
     str,
-    typer.Option("--detector", help="haar (OpenCV's cascade, frontal faces), catalog (the "
-                 "catalog's boxes, by file name), run:<detector run> (celebcat train "
-                 "detector) or onnx:<model.onnx> (needs the \\[onnx] extra)."),
+    typer.Option(
+        "--detector",
+        help="haar (OpenCV's cascade, frontal faces), catalog (the "
+        "catalog's boxes, by file name), run:<detector run> (celebcat train "
+        "detector) or onnx:<model.onnx> (needs the \\[onnx] extra).",
+    ),
 ]
 LandmarksOption = Annotated[
     str | None,
-    typer.Option("--landmarks", help="Landmark run for the alignment (default: the one the "
-                 "recognizer's aligned crops were made with)."),
+    typer.Option(
+        "--landmarks",
+        help="Landmark run for the alignment (default: the one the "
+        "recognizer's aligned crops were made with).",
+    ),
 ]
 TemplateOption = Annotated[
     str | None,
-    typer.Option("--template", help="Alignment template, reference or arcface (default: the "
-                 "recognizer's)."),
+    typer.Option(
+        "--template", help="Alignment template, reference or arcface (default: the recognizer's)."
+    ),
 ]
 DeviceOption = Annotated[str, typer.Option(help="cpu, cuda or auto.")]
 
@@ -1965,8 +2226,10 @@ def train_detector_cmd(
     out: Annotated[Path, typer.Option(help="Checkpoint folder.")] = Path("checkpoints"),
     resume: Annotated[
         Path | None,
-        typer.Option(help="Continue from a checkpoint or run folder (with its settings; "
-                     "--epochs, --max-minutes, --workers, --device, --out may change)."),
+        typer.Option(
+            help="Continue from a checkpoint or run folder (with its settings; "
+            "--epochs, --max-minutes, --workers, --device, --out may change)."
+        ),
     ] = None,
     db: DbOption = None,
 ) -> None:
@@ -1988,22 +2251,35 @@ def train_detector_cmd(
     )
 
     given = dict(
-        snapshot=snapshot, epochs=epochs, batch_size=batch_size, lr=lr, input_size=input_size,
-        mosaic=mosaic, schedule=schedule, max_minutes=max_minutes,
-        max_batches_per_epoch=max_batches, num_workers=workers, seed=seed, device=device,
+        snapshot=snapshot,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        input_size=input_size,
+        mosaic=mosaic,
+        schedule=schedule,
+        max_minutes=max_minutes,
+        max_batches_per_epoch=max_batches,
+        num_workers=workers,
+        seed=seed,
+        device=device,
         out_dir=str(out),
-    )  # fmt: skip
+    )
     with _pipeline_one_line():
         if resume is None:
             config = DetectorTrainConfig(**given)
         else:
-            names = {"max_batches": "max_batches_per_epoch", "workers": "num_workers",
-                     "out": "out_dir"}  # fmt: skip
+            names = {
+                "max_batches": "max_batches_per_epoch",
+                "workers": "num_workers",
+                "out": "out_dir",
+            }
             typed = {
-                names.get(p, p): given[names.get(p, p)] for p in ctx.params
+                names.get(p, p): given[names.get(p, p)]
+                for p in ctx.params
                 if getattr(ctx.get_parameter_source(p), "name", None) == "COMMANDLINE"
                 and names.get(p, p) in given
-            }  # fmt: skip
+            }
             config = DetectorTrainConfig.resumed(load_checkpoint(resume)["config"], **typed)
         with _progress() as (task, console):
             bar: list[Callable[..., None]] = []
@@ -2020,8 +2296,7 @@ def train_detector_cmd(
                     f"IoU {e['best_val_iou']:.3f}"
                 )
 
-            result = train_detector(config, db, resume=resume, progress=report,
-                                    on_batch=on_batch)  # fmt: skip
+            result = train_detector(config, db, resume=resume, progress=report, on_batch=on_batch)
         console = _console()
         console.print(
             f"run {result.run_id}: {result.epochs_done} epochs, best val IoU "
@@ -2062,18 +2337,24 @@ def gallery_add(
     split: Annotated[str | None, typer.Option(help="The snapshot split, e.g. query.")] = None,
     folder: Annotated[
         Path | None,
-        typer.Option(help="From a folder with one subfolder per person (names: the "
-                     "subfolders'), images of any size."),
+        typer.Option(
+            help="From a folder with one subfolder per person (names: the "
+            "subfolders'), images of any size."
+        ),
     ] = None,
     detector: Annotated[
         str | None,
-        typer.Option("--detector", help="Default: catalog for --snapshot, haar for --folder "
-                     "(see `celebcat identify --help`)."),
+        typer.Option(
+            "--detector",
+            help="Default: catalog for --snapshot, haar for --folder "
+            "(see `celebcat identify --help`).",
+        ),
     ] = None,
     landmarks: LandmarksOption = None,
     template: TemplateOption = None,
-    replace: Annotated[bool, typer.Option("--replace", help="Replace a gallery of that name.")
-                       ] = False,  # fmt: skip
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Replace a gallery of that name.")
+    ] = False,
     device: DeviceOption = "cpu",
     db: DbOption = None,
 ) -> None:
@@ -2097,14 +2378,27 @@ def gallery_add(
                 bar.append(task("embedding", total))
             bar[0](done, total)
 
-        built = add_gallery(db, name, run, snapshot=snapshot, split=split, folder=folder,
-                            detector=detector, landmark_run=landmarks, template=template,
-                            replace=replace, device=device, progress=progress)  # fmt: skip
+        built = add_gallery(
+            db,
+            name,
+            run,
+            snapshot=snapshot,
+            split=split,
+            folder=folder,
+            detector=detector,
+            landmark_run=landmarks,
+            template=template,
+            replace=replace,
+            device=device,
+            progress=progress,
+        )
     g = built.gallery
     console = _console()
-    console.print(f"gallery {g.name}: {g.n_identities} identities, {g.n_images} images from "
-                  f"{g.source} (run {g.run_id}, crops {g.crops}, detector {g.detector}) in "
-                  f"{built.seconds:.1f} s")  # fmt: skip
+    console.print(
+        f"gallery {g.name}: {g.n_identities} identities, {g.n_images} images from "
+        f"{g.source} (run {g.run_id}, crops {g.crops}, detector {g.detector}) in "
+        f"{built.seconds:.1f} s"
+    )
     if built.skipped:
         console.print(f"[yellow]{len(built.skipped)} images left out:[/yellow]")
         for image, why in built.skipped[:10]:
@@ -2114,23 +2408,40 @@ def gallery_add(
 
 
 @gallery_app.command("list")
-def gallery_list(as_csv: CsvOption = False, as_json: JsonOption = False,
-                 db: DbOption = None) -> None:  # fmt: skip
+def gallery_list(
+    as_csv: CsvOption = False, as_json: JsonOption = False, db: DbOption = None
+) -> None:
     """List the galleries.
 
     Example: celebcat gallery list
     """
     from catalog.gallery import list_galleries
 
-    rows = [(g.name, g.n_identities, g.n_images, g.run_id, g.source, g.detector, g.crops,
-             g.created_at.replace(microsecond=0)) for g in list_galleries(db)]  # fmt: skip
-    _print_rows(["gallery", "identities", "images", "run", "source", "detector", "crops",
-                 "created (UTC)"], rows, as_csv=as_csv, as_json=as_json)  # fmt: skip
+    rows = [
+        (
+            g.name,
+            g.n_identities,
+            g.n_images,
+            g.run_id,
+            g.source,
+            g.detector,
+            g.crops,
+            g.created_at.replace(microsecond=0),
+        )
+        for g in list_galleries(db)
+    ]
+    _print_rows(
+        ["gallery", "identities", "images", "run", "source", "detector", "crops", "created (UTC)"],
+        rows,
+        as_csv=as_csv,
+        as_json=as_json,
+    )
 
 
 @gallery_app.command("show")
-def gallery_show(name: str, as_csv: CsvOption = False, as_json: JsonOption = False,
-                 db: DbOption = None) -> None:  # fmt: skip
+def gallery_show(
+    name: str, as_csv: CsvOption = False, as_json: JsonOption = False, db: DbOption = None
+) -> None:
     """A gallery's identities and how many images each has.
 
     Example: celebcat gallery show heldout
@@ -2145,8 +2456,10 @@ def gallery_show(name: str, as_csv: CsvOption = False, as_json: JsonOption = Fal
     counts = Counter(entries.identity_name.tolist())
     rows = [(identity, n) for identity, n in sorted(counts.items())]
     if not (as_csv or as_json):
-        _console().print(f"gallery {g.name}: run {g.run_id}, {g.source}, detector {g.detector}, "
-                         f"crops {g.crops}, created {g.created_at:%Y-%m-%d %H:%M} UTC")  # fmt: skip
+        _console().print(
+            f"gallery {g.name}: run {g.run_id}, {g.source}, detector {g.detector}, "
+            f"crops {g.crops}, created {g.created_at:%Y-%m-%d %H:%M} UTC"
+        )
     _print_rows(["identity", "images"], rows, as_csv=as_csv, as_json=as_json, max_rows=50)
 
 
@@ -2170,8 +2483,10 @@ def identify_cmd(
     top: Annotated[int, typer.Option(help="Matches shown per face.")] = 5,
     fpr: Annotated[
         float,
-        typer.Option(help="False-positive rate whose threshold (measured by the run's open-set "
-                     "evaluation) separates named faces from unknown ones."),
+        typer.Option(
+            help="False-positive rate whose threshold (measured by the run's open-set "
+            "evaluation) separates named faces from unknown ones."
+        ),
     ] = 0.01,
     threshold: Annotated[
         float | None, typer.Option(help="A cosine threshold instead of --fpr's.")
@@ -2184,8 +2499,10 @@ def identify_cmd(
     ] = None,
     draw: Annotated[
         Path | None,
-        typer.Option(help="Write the photo with boxes, points and names here (several photos: "
-                     "OUT-<photo name>.png)."),
+        typer.Option(
+            help="Write the photo with boxes, points and names here (several photos: "
+            "OUT-<photo name>.png)."
+        ),
     ] = None,
     as_json: JsonOption = False,
     device: DeviceOption = "cpu",
@@ -2202,29 +2519,51 @@ def identify_cmd(
     from models.identify import UNKNOWN, draw_faces, identify
 
     with _pipeline_one_line():
-        result = identify(images, gallery, db, run=run, detector=detector,
-                          landmark_run=landmarks, template=template, top=top, fpr=fpr,
-                          threshold=threshold, device=device)  # fmt: skip
+        result = identify(
+            images,
+            gallery,
+            db,
+            run=run,
+            detector=detector,
+            landmark_run=landmarks,
+            template=template,
+            top=top,
+            fpr=fpr,
+            threshold=threshold,
+            device=device,
+        )
         if not result.faces:
             names = ", ".join(im.name for im in result.images)
-            raise UserError(f"No face found in {names} (detector {detector}); try another "
-                            "--detector (run:<detector run>, onnx:<model>).")  # fmt: skip
+            raise UserError(
+                f"No face found in {names} (detector {detector}); try another "
+                "--detector (run:<detector run>, onnx:<model>)."
+            )
         drawn = []
         if draw is not None:
             for k, image in enumerate(result.images):
-                out = draw if len(result.images) == 1 else draw.with_name(
-                    f"{draw.stem}-{Path(image.name).stem}{draw.suffix or '.png'}")  # fmt: skip
+                out = (
+                    draw
+                    if len(result.images) == 1
+                    else draw.with_name(
+                        f"{draw.stem}-{Path(image.name).stem}{draw.suffix or '.png'}"
+                    )
+                )
                 drawn.append(draw_faces(image, result.faces_of(k), out))
     if as_json:
         data = {
-            "gallery": result.gallery.name, "run_id": result.run_id,
-            "threshold": {"cosine": result.threshold.value, "fpr": result.threshold.fpr,
-                          "explanation": result.threshold.explain()},
-            "images": [{"image": str(images[k]),
-                        "faces": [f.as_dict() for f in result.faces_of(k)]}
-                       for k in range(len(result.images))],
+            "gallery": result.gallery.name,
+            "run_id": result.run_id,
+            "threshold": {
+                "cosine": result.threshold.value,
+                "fpr": result.threshold.fpr,
+                "explanation": result.threshold.explain(),
+            },
+            "images": [
+                {"image": str(images[k]), "faces": [f.as_dict() for f in result.faces_of(k)]}
+                for k in range(len(result.images))
+            ],
             "drawn": [str(p) for p in drawn],
-        }  # fmt: skip
+        }
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
     console = _console()
@@ -2254,7 +2593,10 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from catalog.errors import CatalogError
 
     known: list[type[BaseException]] = [
-        UserError, CatalogError, FileNotFoundError, NotADirectoryError,
+        UserError,
+        CatalogError,
+        FileNotFoundError,
+        NotADirectoryError,
     ]
     if "duckdb" in sys.modules:
         import duckdb

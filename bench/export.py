@@ -106,10 +106,20 @@ def catalog(data: Path, work: Path, n_select: int) -> tuple[Path, str]:
             continue
         try:
             select(
-                db, n_ids=n_select // per_id, images_per_id=per_id, min_images_per_id=per_id,
-                min_box_w=0, min_box_h=0, holdout_ids=0, query_ids=0, distractor_ids=0,
-                query_images=0, distractor_images=0, train_per_id=per_id - 2 * (per_id // 5),
-                val_per_id=per_id // 5, test_per_id=per_id // 5,
+                db,
+                n_ids=n_select // per_id,
+                images_per_id=per_id,
+                min_images_per_id=per_id,
+                min_box_w=0,
+                min_box_h=0,
+                holdout_ids=0,
+                query_ids=0,
+                distractor_ids=0,
+                query_images=0,
+                distractor_images=0,
+                train_per_id=per_id - 2 * (per_id // 5),
+                val_per_id=per_id // 5,
+                test_per_id=per_id // 5,
             )
         except InfeasibleSelection:
             continue
@@ -188,7 +198,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=20000, help="synthetic dataset size")
     parser.add_argument("--select", type=int, default=3000, help="images in the snapshot")
     parser.add_argument(
-        "--baseline-files", type=int, default=100,
+        "--baseline-files",
+        type=int,
+        default=100,
         help="files the baseline copies (extrapolated to --select); 0: all of them",
     )
     parser.add_argument("--size", type=int, default=256, help="crop output side in pixels")
@@ -233,7 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     t_base = best["baseline"] * n / len(subset)
     base_note = (
         f"measured on {len(subset)} files ({best['baseline']:.2f} s), x{n / len(subset):.0f}"
-        if extrapolated else "measured on all files"
+        if extrapolated
+        else "measured on all files"
     )
     results: list[tuple[str, float, str]] = [
         ("baseline: glob per file + copy", t_base, base_note),
@@ -244,18 +257,20 @@ def main(argv: list[str] | None = None) -> None:
     log(f"best of {args.repeat} interleaved rounds")
     log(f"{'contender':<34} {'seconds':>9} {'images/s':>10} {'vs baseline':>12}  note")
     for label, seconds, note in results:
-        log(
-            f"{label:<34} {seconds:>9.2f} {n / seconds:>10.0f} {t_base / seconds:>11.1f}x  {note}"
-        )
+        log(f"{label:<34} {seconds:>9.2f} {n / seconds:>10.0f} {t_base / seconds:>11.1f}x  {note}")
     copy_ratio = t_base / results[1][1]
     verdict = "meets" if copy_ratio >= 50 else "MISSES"
     log(f"\nours copy is {copy_ratio:.0f}x faster than the baseline ({verdict} the 50x target)")
     if extrapolated:
-        log("(baseline time extrapolated linearly from the subset; the per-file search cost "
-            "does not depend on which files are searched for)")
+        log(
+            "(baseline time extrapolated linearly from the subset; the per-file search cost "
+            "does not depend on which files are searched for)"
+        )
     ref = 78 * 60 / 25000
-    log(f"reference workflow: {ref * 1000:.0f} ms per file on the 202,599-file tree; "
-        f"baseline here: {t_base / n * 1000:.1f} ms per file on {tree} files")
+    log(
+        f"reference workflow: {ref * 1000:.0f} ms per file on the 202,599-file tree; "
+        f"baseline here: {t_base / n * 1000:.1f} ms per file on {tree} files"
+    )
 
 
 if __name__ == "__main__":

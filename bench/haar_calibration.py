@@ -76,11 +76,12 @@ def main() -> None:
     squares = np.stack([cx - side / 2, cy - side / 2, side, side], axis=1)
     before = np.diag(iou(haar_to_celeba(squares, IDENTITY), t))
     after = np.diag(iou(haar_to_celeba(squares, fit), t))
-    print(f"images {len(rows)}, a Haar box on the true face in {len(p)} "
-          f"({len(p) / len(rows):.0%})")
+    print(f"images {len(rows)}, a Haar box on the true face in {len(p)} ({len(p) / len(rows):.0%})")
     print("fit:", {k: round(v, 3) for k, v in fit.items()})
-    print(f"IoU with the true box: Haar's square {before.mean():.3f} (median "
-          f"{np.median(before):.3f}), mapped {after.mean():.3f} (median {np.median(after):.3f})")
+    print(
+        f"IoU with the true box: Haar's square {before.mean():.3f} (median "
+        f"{np.median(before):.3f}), mapped {after.mean():.3f} (median {np.median(after):.3f})"
+    )
 
 
 if __name__ == "__main__":

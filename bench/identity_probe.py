@@ -34,9 +34,13 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     start = time.perf_counter()
     result = probe_synthetic(
-        args.ids, seed=args.seed, style=args.style, images_per_id=args.images_per_id,
-        workdir=args.workdir, workers=args.workers,
-    )  # fmt: skip
+        args.ids,
+        seed=args.seed,
+        style=args.style,
+        images_per_id=args.images_per_id,
+        workdir=args.workdir,
+        workers=args.workers,
+    )
     print(f"synth --ids {args.ids} --seed {args.seed} --style {args.style or 'default'}")
     print(result)
     seconds = time.perf_counter() - start

@@ -165,8 +165,11 @@ def measure(scale: int, dim: int, fraction: float, repeat: int) -> tuple[Any, ..
     fprs = rm.OPEN_SET_FPRS
     query, labels, distractors = protocol(scale, dim)
     total = pairs(len(query), len(distractors))
-    print(f"scale {scale}: {len(query)} query images ({len(query) // 2} ids), "
-          f"{len(distractors)} distractor images, {total:,} pairs", flush=True)  # fmt: skip
+    print(
+        f"scale {scale}: {len(query)} query images ({len(query) // 2} ids), "
+        f"{len(distractors)} distractor images, {total:,} pairs",
+        flush=True,
+    )
     rows = None if scale == 1 else max(1, round(fraction * len(query)))
     visited = pairs(len(query), len(distractors), rows)
 
@@ -196,8 +199,12 @@ def measure(scale: int, dim: int, fraction: float, repeat: int) -> tuple[Any, ..
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", default="1,10")
-    parser.add_argument("--fraction", type=float, default=0.1,
-                        help="share of query rows the loops run over at scales > 1")  # fmt: skip
+    parser.add_argument(
+        "--fraction",
+        type=float,
+        default=0.1,
+        help="share of query rows the loops run over at scales > 1",
+    )
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
@@ -206,16 +213,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         for scale in args.scales.split(",")
     ]
     print()
-    print(f"{'scale':>5} {'pairs':>11} {'loops s':>9} {'ours s':>8} {'ratio':>7} "
-          f"{'ours+roc s':>10} {'ratio':>7} {'loops MiB':>9} {'ours MiB':>8} "
-          f"{'+roc MiB':>8}  loops")  # fmt: skip
+    print(
+        f"{'scale':>5} {'pairs':>11} {'loops s':>9} {'ours s':>8} {'ratio':>7} "
+        f"{'ours+roc s':>10} {'ratio':>7} {'loops MiB':>9} {'ours MiB':>8} "
+        f"{'+roc MiB':>8}  loops"
+    )
     for scale, total, loop_s, note, loop_mib, ours_s, ours_mib, roc_s, roc_mib in rows_out:
-        print(f"{scale:>5} {total:>11,} {loop_s:>9.2f} {ours_s:>8.4f} {loop_s / ours_s:>6.0f}x "
-              f"{roc_s:>10.4f} {loop_s / roc_s:>6.0f}x {loop_mib:>9.1f} {ours_mib:>8.1f} "
-              f"{roc_mib:>8.1f}  {note}")  # fmt: skip
+        print(
+            f"{scale:>5} {total:>11,} {loop_s:>9.2f} {ours_s:>8.4f} {loop_s / ours_s:>6.0f}x "
+            f"{roc_s:>10.4f} {loop_s / roc_s:>6.0f}x {loop_mib:>9.1f} {ours_mib:>8.1f} "
+            f"{roc_mib:>8.1f}  {note}"
+        )
     worst = min(r[2] / r[5] for r in rows_out)
-    print(f"\ntarget: ours at least 50x faster at every scale: worst {worst:.0f}x -> "
-          f"{'met' if worst >= 50 else 'NOT met'}")  # fmt: skip
+    print(
+        f"\ntarget: ours at least 50x faster at every scale: worst {worst:.0f}x -> "
+        f"{'met' if worst >= 50 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -85,9 +85,20 @@ def prepare(side: int, ids: int) -> tuple[Path, int]:
         synthesize(data, ids=ids, seed=0, max_side=side)
         ingest(data, db)
         # Every face box, however small: the benchmark wants images, not a clean selection.
-        select(db, min_box_w=1, min_box_h=1, n_ids=1, images_per_id=1, min_images_per_id=1,
-               holdout_ids=0, query_ids=0, distractor_ids=0, train_per_id=1, val_per_id=0,
-               test_per_id=0)  # fmt: skip
+        select(
+            db,
+            min_box_w=1,
+            min_box_h=1,
+            n_ids=1,
+            images_per_id=1,
+            min_images_per_id=1,
+            holdout_ids=0,
+            query_ids=0,
+            distractor_ids=0,
+            train_per_id=1,
+            val_per_id=0,
+            test_per_id=0,
+        )
         select(db, **fitted_params(db, images_per_id=10))
         create(SNAPSHOT, db)
         done.write_text("ok\n")
@@ -157,9 +168,9 @@ class ReferenceDataset:
         tensor = (tensor - mean) / std
         ys, xs = np.mgrid[0:HEATMAP, 0:HEATMAP]
         k = HEATMAP / INPUT  # input pixels -> heatmap pixels
-        heat = np.stack([
-            np.exp(-((xs - x * k) ** 2 + (ys - y * k) ** 2) / (2 * 1.5**2)) for x, y in points
-        ]).astype(np.float32)  # fmt: skip
+        heat = np.stack(
+            [np.exp(-((xs - x * k) ** 2 + (ys - y * k) ** 2) / (2 * 1.5**2)) for x, y in points]
+        ).astype(np.float32)
         return {
             "image": tensor,
             "landmarks": torch.from_numpy(points.astype(np.float32)),
@@ -178,8 +189,9 @@ class CeilingDataset:
         self.sample = {
             "image": torch.zeros(3, INPUT, INPUT, dtype=torch.uint8 if uint8 else torch.float32),
             "landmarks": torch.zeros(5, 2),
-            "heatmaps": torch.zeros(5, HEATMAP, HEATMAP), "affine": torch.zeros(2, 3),
-        }  # fmt: skip
+            "heatmaps": torch.zeros(5, HEATMAP, HEATMAP),
+            "affine": torch.zeros(2, 3),
+        }
 
     def __len__(self) -> int:
         return self.n
@@ -269,8 +281,12 @@ def throughput(dataset: Any, workers: int, batches: int) -> float:
 
     from catalog.transforms import normalize_batch
 
-    sampler = RandomSampler(dataset, replacement=True, num_samples=(batches + 1) * BATCH,
-                            generator=torch.Generator().manual_seed(0))  # fmt: skip
+    sampler = RandomSampler(
+        dataset,
+        replacement=True,
+        num_samples=(batches + 1) * BATCH,
+        generator=torch.Generator().manual_seed(0),
+    )
     loader = DataLoader(dataset, batch_size=BATCH, sampler=sampler, num_workers=workers)
     it = iter(loader)
     next(it)  # warm-up: starts the workers, fills their prefetch queues
@@ -299,28 +315,35 @@ def run_set(side: int, args: argparse.Namespace) -> dict[tuple[str, int], float]
         with Image.open(p) as im:
             sizes.append(max(im.size))
     face = np.median(np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]))
-    log(f"\n=== long side up to {side} px: {n_images} images in snapshot {SNAPSHOT!r} "
-        f"(median long side {np.median(sizes):.0f} px, median face box {face:.0f} px) ===")
+    log(
+        f"\n=== long side up to {side} px: {n_images} images in snapshot {SNAPSHOT!r} "
+        f"(median long side {np.median(sizes):.0f} px, median face box {face:.0f} px) ==="
+    )
     for p in paths:  # warm the page cache for every contender alike
         Path(p).read_bytes()
 
     if args.build_repeat:
         builds = time_builds(db, 2, args.build_repeat)
-        log(f"cache build, 2 workers, best of {args.build_repeat}: threads (build_cache) "
+        log(
+            f"cache build, 2 workers, best of {args.build_repeat}: threads (build_cache) "
             f"{builds['threads']:.2f} s ({n_images / builds['threads']:.0f} images/s), "
             f"process pool {builds['processes']:.2f} s "
-            f"({n_images / builds['processes']:.0f} images/s)")
+            f"({n_images / builds['processes']:.0f} images/s)"
+        )
     info = build_cache(SNAPSHOT, db, size=INPUT)
-    log(f"cache: {info.path.relative_to(ROOT)} "
-        f"({'built' if info.built else 'already built'}, {info.seconds:.1f} s)")
+    log(
+        f"cache: {info.path.relative_to(ROOT)} "
+        f"({'built' if info.built else 'already built'}, {info.seconds:.1f} s)"
+    )
 
     torch.set_num_threads(1)  # per-sample work; as DataLoader workers set it too
     augment = T.Augment()
     decoded = LandmarkDataset(db, SNAPSHOT, "all", input_size=INPUT, augment=augment)
     decoded.cache = None  # (b): decode the images although a cache exists
     cached = LandmarkDataset(db, SNAPSHOT, "all", input_size=INPUT, augment=augment)
-    levels = LandmarkDataset(db, SNAPSHOT, "all", input_size=INPUT, augment=augment,
-                             image_dtype="uint8")  # fmt: skip
+    levels = LandmarkDataset(
+        db, SNAPSHOT, "all", input_size=INPUT, augment=augment, image_dtype="uint8"
+    )
     if cached.cache is None or levels.cache is None:
         raise SystemExit("LandmarkDataset did not find the crop cache it was built for")
     contenders = {
@@ -338,31 +361,46 @@ def run_set(side: int, args: argparse.Namespace) -> dict[tuple[str, int], float]
                 rate = throughput(dataset, workers, args.batches)
                 best[name, workers] = max(best.get((name, workers), 0.0), rate)
 
-    log(f"images/s, batch {BATCH}, input {INPUT}, augmentation on, "
-        f"{args.batches} batches timed, best of {args.repeat}")
+    log(
+        f"images/s, batch {BATCH}, input {INPUT}, augmentation on, "
+        f"{args.batches} batches timed, best of {args.repeat}"
+    )
     log(f"{'contender':<24}" + "".join(f"{f'workers={w}':>12}" for w in args.workers))
     for name in contenders:
         log(f"{name:<24}" + "".join(f"{best[name, w]:>12.0f}" for w in args.workers))
     for num in ("(b) ours, decoding", "(c) ours, crop cache", "(c8) cache, uint8"):
         label = f"{num.split()[0]}/(a)"
-        log(f"{label:<24}" + "".join(
-            f"{best[num, w] / best['(a) reference', w]:>11.1f}x" for w in args.workers
-        ))  # fmt: skip
+        log(
+            f"{label:<24}"
+            + "".join(f"{best[num, w] / best['(a) reference', w]:>11.1f}x" for w in args.workers)
+        )
     return best
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ids", type=int, default=200, help="synthetic identities per set")
-    parser.add_argument("--sides", type=int, nargs="+", default=[500, 1200],
-                        help="long side of the synthetic images, one set each")  # fmt: skip
+    parser.add_argument(
+        "--sides",
+        type=int,
+        nargs="+",
+        default=[500, 1200],
+        help="long side of the synthetic images, one set each",
+    )
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--batches", type=int, default=20, help="batches timed")
     parser.add_argument("--repeat", type=int, default=2, help="rounds; the best is kept")
-    parser.add_argument("--build-repeat", type=int, default=1,
-                        help="rounds of the threads-vs-processes build timing (0: skip)")
-    parser.add_argument("--mallopt", action="store_true",
-                        help="raise glibc's mmap/trim thresholds first (see tune_malloc)")
+    parser.add_argument(
+        "--build-repeat",
+        type=int,
+        default=1,
+        help="rounds of the threads-vs-processes build timing (0: skip)",
+    )
+    parser.add_argument(
+        "--mallopt",
+        action="store_true",
+        help="raise glibc's mmap/trim thresholds first (see tune_malloc)",
+    )
     args = parser.parse_args(argv)
     log(f"cpus: {os.cpu_count()} (shared machine: figures are noisy)")
     if args.mallopt:
@@ -374,19 +412,25 @@ def main(argv: list[str] | None = None) -> None:
     for side in args.sides:
         results[side] = run_set(side, args)
 
-    log("\ntargets (issue 4): at least 2,000 images/s; (c)/(a) at least 2x at 500 px, 8x at "
-        "1,200 px (same num_workers)")
+    log(
+        "\ntargets (issue 4): at least 2,000 images/s; (c)/(a) at least 2x at 500 px, 8x at "
+        "1,200 px (same num_workers)"
+    )
     for side, best in results.items():
         want = targets.get(side)
         for name in ("(c) ours, crop cache", "(c8) cache, uint8"):
             for w in args.workers:
                 rate = best[name, w]
                 ratio = rate / best["(a) reference", w]
-                verdict = "" if want is None else (
-                    f", target {want:.0f}x: {'met' if ratio >= want else 'MISSED'}"
-                )  # fmt: skip
-                log(f"  {side} px, {name.split()[0]:<4} workers={w}: {rate:.0f} images/s "
-                    f"({'met' if rate >= 2000 else 'MISSED'}); /(a) {ratio:.1f}x{verdict}")
+                verdict = (
+                    ""
+                    if want is None
+                    else (f", target {want:.0f}x: {'met' if ratio >= want else 'MISSED'}")
+                )
+                log(
+                    f"  {side} px, {name.split()[0]:<4} workers={w}: {rate:.0f} images/s "
+                    f"({'met' if rate >= 2000 else 'MISSED'}); /(a) {ratio:.1f}x{verdict}"
+                )
 
 
 if __name__ == "__main__":

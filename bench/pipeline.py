@@ -67,13 +67,23 @@ def build_runs(root: Path) -> dict[str, str]:
     select(db, **fitted_params(db, images_per_id=10))
     create("s", db)
     out = str(root / "ck")
-    marks = train_landmarks(LandmarkTrainConfig(snapshot="s", epochs=1, max_batches_per_epoch=1,
-                                                batch_size=4, out_dir=out), db)  # fmt: skip
+    marks = train_landmarks(
+        LandmarkTrainConfig(
+            snapshot="s", epochs=1, max_batches_per_epoch=1, batch_size=4, out_dir=out
+        ),
+        db,
+    )
     align_snapshot(marks.run_id, "s", db, size=112, template="arcface")
     runs = {"db": str(db), "landmarks": marks.run_id}
     for source in ("aligned", "bbox"):
-        config = RecognizerTrainConfig(snapshot="s", source=source, epochs=1, batch_size=8,
-                                       max_batches_per_epoch=1, out_dir=out)  # fmt: skip
+        config = RecognizerTrainConfig(
+            snapshot="s",
+            source=source,
+            epochs=1,
+            batch_size=8,
+            max_batches_per_epoch=1,
+            out_dir=out,
+        )
         runs[source] = train_recognizer(config, db).run_id
     return runs
 
@@ -91,12 +101,13 @@ def photos(folder: Path, n: int, seed: int = 0) -> list[Path]:
         side = int(rng.uniform(300, 512))
         x0 = int(rng.uniform(max(0, 270 - side), min(512 - side, 180) + 1))
         y0 = int(rng.uniform(max(0, 168 - side), min(512 - side, 50) + 1))
-        crop = image[y0:y0 + side, x0:x0 + side]
+        crop = image[y0 : y0 + side, x0 : x0 + side]
         if rng.random() < 0.5:
             crop = crop[:, ::-1]
         path = folder / f"{k:05d}.jpg"
         Image.fromarray(np.ascontiguousarray(crop)).resize((500, 500), Image.BILINEAR).save(
-            path, quality=92)  # fmt: skip
+            path, quality=92
+        )
         paths.append(path)
     return paths
 
@@ -114,8 +125,9 @@ def single_photo(pipe: FacePipeline, path: Path, repeats: int) -> dict[str, floa
     return med
 
 
-def search_times(n_ids: int, dim: int, per_id: int, how: str, repeats: int = 50
-                 ) -> tuple[float, float, float]:  # fmt: skip
+def search_times(
+    n_ids: int, dim: int, per_id: int, how: str, repeats: int = 50
+) -> tuple[float, float, float]:
     """(build ms, one-query ms, 64-query ms) for a random gallery."""
     from catalog.gallery import Gallery, GalleryEntries
     from models.identify import GalleryIndex
@@ -124,8 +136,9 @@ def search_times(n_ids: int, dim: int, per_id: int, how: str, repeats: int = 50
     names = np.repeat(np.array([f"id{i:07d}" for i in range(n_ids)]), per_id)
     vectors = rng.standard_normal((n_ids * per_id, dim), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    entries = GalleryEntries(Gallery("bench", "r", None, "x", n_ids, len(names), None, None),
-                             names, names, vectors)  # fmt: skip
+    entries = GalleryEntries(
+        Gallery("bench", "r", None, "x", n_ids, len(names), None, None), names, names, vectors
+    )
     start = time.thread_time()
     index = GalleryIndex(entries, how)
     build = 1000 * (time.thread_time() - start)
@@ -147,8 +160,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--detector-run", help="a trained detector run's checkpoint (or run id "
-                        "in the catalog built here) to time beside Haar")  # fmt: skip
+    parser.add_argument(
+        "--detector-run",
+        help="a trained detector run's checkpoint (or run id "
+        "in the catalog built here) to time beside Haar",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
@@ -162,25 +178,40 @@ def main() -> None:
         Image.fromarray(data.astronaut()).save(photo, quality=92)  # the photo itself, 512 px
         db = runs["db"]
         rows = []
-        setups = [("haar", "aligned", "haar + landmarks + arcface + face_cpu"),
-                  ("haar", "bbox", "haar + face box + face_cpu")]  # fmt: skip
+        setups = [
+            ("haar", "aligned", "haar + landmarks + arcface + face_cpu"),
+            ("haar", "bbox", "haar + face box + face_cpu"),
+        ]
         if args.detector_run:
-            setups.append((f"run:{args.detector_run}?score=0&top=1", "aligned",
-                           "trained CenterNet + landmarks + arcface + face_cpu"))  # fmt: skip
+            setups.append(
+                (
+                    f"run:{args.detector_run}?score=0&top=1",
+                    "aligned",
+                    "trained CenterNet + landmarks + arcface + face_cpu",
+                )
+            )
         pipes = {}
         for detector, source, label in setups:
             pipe = FacePipeline(detector, None, runs[source], db, batch_size=64)
             pipes[label] = pipe
             rows.append((label, single_photo(pipe, photo, args.repeats)))
-        print(f"\n1. one 512 px photo, one face, {args.threads} thread(s): median ms of "
-              f"{args.repeats} runs, CPU time per stage (load average {os.getloadavg()[0]:.1f}"
-              f" on {os.cpu_count()} cores: wall time is longer where cores are shared)")
+        print(
+            f"\n1. one 512 px photo, one face, {args.threads} thread(s): median ms of "
+            f"{args.repeats} runs, CPU time per stage (load average {os.getloadavg()[0]:.1f}"
+            f" on {os.cpu_count()} cores: wall time is longer where cores are shared)"
+        )
         cols = (*STAGES, "total")
-        print(f"{'pipeline':<52}" + "".join(f"{s:>10}" for s in cols)
-              + f"{'wall':>10}  x target (CPU)")  # fmt: skip
+        print(
+            f"{'pipeline':<52}"
+            + "".join(f"{s:>10}" for s in cols)
+            + f"{'wall':>10}  x target (CPU)"
+        )
         for label, t in rows:
-            print(f"{label:<52}" + "".join(f"{t[s]:>10.1f}" for s in cols)
-                  + f"{t['wall']:>10.1f}  {t['total'] / TARGET_MS:>7.2f}")  # fmt: skip
+            print(
+                f"{label:<52}"
+                + "".join(f"{t[s]:>10.1f}" for s in cols)
+                + f"{t['wall']:>10.1f}  {t['total'] / TARGET_MS:>7.2f}"
+            )
 
         paths = photos(root / "many", args.images, seed=1)
         pipe = pipes[setups[0][2]]
@@ -190,23 +221,32 @@ def main() -> None:
         wall = time.perf_counter() - start
         n = len(out.faces)
         found = sum(1 for k in range(len(paths)) if out.faces_of(k))
-        print(f"\n2. batched: {len(paths)} 500 px JPEGs, {setups[0][2]}, 64 crops per pass, "
-              f"{args.threads} thread(s)")  # fmt: skip
+        print(
+            f"\n2. batched: {len(paths)} 500 px JPEGs, {setups[0][2]}, 64 crops per pass, "
+            f"{args.threads} thread(s)"
+        )
         cpu = out.cpu_timings["total"]
-        print(f"   {n} faces in {found} images: {n / cpu:.1f} faces/s of one core's CPU time "
-              f"({1000 * cpu / len(paths):.1f} ms per image); wall {wall:.1f} s, "
-              f"{n / wall:.1f} faces/s here")  # fmt: skip
-        print("   per stage, CPU ms per image: " + ", ".join(
-            f"{s} {1000 * out.cpu_timings[s] / len(paths):.1f}" for s in STAGES))  # fmt: skip
+        print(
+            f"   {n} faces in {found} images: {n / cpu:.1f} faces/s of one core's CPU time "
+            f"({1000 * cpu / len(paths):.1f} ms per image); wall {wall:.1f} s, "
+            f"{n / wall:.1f} faces/s here"
+        )
+        print(
+            "   per stage, CPU ms per image: "
+            + ", ".join(f"{s} {1000 * out.cpu_timings[s] / len(paths):.1f}" for s in STAGES)
+        )
 
     print(f"\n3. gallery search, 512-d, {args.threads} thread(s): median CPU ms (top 5)")
     print(f"{'gallery':<44}{'build':>10}{'1 face':>10}{'64 faces':>10}  x target (1 face)")
-    for n_ids, per_id, how in ((10_000, 1, "mean"), (10_000, 5, "mean"), (10_000, 5, "max"),
-                               (100_000, 1, "mean")):  # fmt: skip
+    for n_ids, per_id, how in (
+        (10_000, 1, "mean"),
+        (10_000, 5, "mean"),
+        (10_000, 5, "max"),
+        (100_000, 1, "mean"),
+    ):
         build, one, many = search_times(n_ids, 512, per_id, how)
         label = f"{n_ids:,} identities x {per_id} image(s), {how}"
-        print(f"{label:<44}{build:>10.1f}{one:>10.2f}{many:>10.2f}  "
-              f"{one / SEARCH_TARGET_MS:>7.3f}")  # fmt: skip
+        print(f"{label:<44}{build:>10.1f}{one:>10.2f}{many:>10.2f}  {one / SEARCH_TARGET_MS:>7.3f}")
 
 
 if __name__ == "__main__":

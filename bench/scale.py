@@ -43,8 +43,17 @@ from selection import annotations, peak_mb  # noqa: E402
 
 #: The large selection: k clean images of every identity that has k.
 BIG_K = 15
-STEPS = ("ingest", "selection", "views", "snapshot", "export", "views-big", "snap-big",
-         "export-big", "read-big")  # fmt: skip
+STEPS = (
+    "ingest",
+    "selection",
+    "views",
+    "snapshot",
+    "export",
+    "views-big",
+    "snap-big",
+    "export-big",
+    "read-big",
+)
 
 
 def child(step: str, folder: str, db: str, out: str) -> dict[str, float]:
@@ -73,8 +82,12 @@ def child(step: str, folder: str, db: str, out: str) -> dict[str, float]:
         if step == "views":
             params = {p.name: p.default for p in PARAMS}
         else:
-            params = {**fitted_params(db, images_per_id=BIG_K, holdout_share=0.02),
-                      "drop_blurry": 0, "min_box_w": 0, "min_box_h": 0}  # fmt: skip
+            params = {
+                **fitted_params(db, images_per_id=BIG_K, holdout_share=0.02),
+                "drop_blurry": 0,
+                "min_box_w": 0,
+                "min_box_h": 0,
+            }
             # fitted_params counted clean images under the stored filters: count again
             # without them
             params.update(_eligible_without_filters(db, params))
@@ -96,9 +109,11 @@ def child(step: str, folder: str, db: str, out: str) -> dict[str, float]:
         rows, ids = con.execute(
             "SELECT count(*), count(DISTINCT identity) FROM read_parquet(?)", [out]
         ).fetchone()
-        meta = dict(con.execute(
-            "SELECT key::VARCHAR, value::VARCHAR FROM parquet_kv_metadata(?)", [out]
-        ).fetchall())  # fmt: skip
+        meta = dict(
+            con.execute(
+                "SELECT key::VARCHAR, value::VARCHAR FROM parquet_kv_metadata(?)", [out]
+            ).fetchall()
+        )
         con.close()
         info["rows"], info["identities"] = rows, ids
         info["hash_in_metadata"] = float(len(meta.get("snapshot_hash", "")) == 64)
@@ -114,19 +129,25 @@ def _eligible_without_filters(db: str, params: dict) -> dict[str, int]:
         n = con.execute(  # clean_images with no blur or size filter (sql/clean_images.sql)
             "SELECT count(*) FROM (SELECT i.identity FROM attributes AS a "
             "JOIN identities AS i USING (image_id) JOIN bboxes AS b USING (image_id) "
-            "GROUP BY i.identity HAVING count(*) >= ?)", [BIG_K],
-        ).fetchone()[0]  # fmt: skip
+            "GROUP BY i.identity HAVING count(*) >= ?)",
+            [BIG_K],
+        ).fetchone()[0]
     finally:
         con.close()
     holdout = int(n * 0.02) // 2 * 2
-    return {"n_ids": n, "holdout_ids": holdout, "query_ids": holdout // 2,
-            "distractor_ids": holdout // 2}  # fmt: skip
+    return {
+        "n_ids": n,
+        "holdout_ids": holdout,
+        "query_ids": holdout // 2,
+        "distractor_ids": holdout // 2,
+    }
 
 
 def measure(step: str, folder: Path, db: Path, out: Path) -> dict[str, float]:
     done = subprocess.run(
         [sys.executable, __file__, "--child", step, str(folder), str(db), str(out)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     if done.returncode:
         raise SystemExit(f"step {step} failed:\n{done.stderr[-3000:]}")
@@ -159,8 +180,11 @@ def main() -> None:
             notes.append("hash in metadata" if r["hash_in_metadata"] else "NO HASH")
         if step == "selection":
             notes.append("target < 1024 MB: " + ("met" if r["peak_mb"] < 1024 else "MISSED"))
-        print(f"  {step:11} {r['seconds']:8.2f} {r['peak_mb']:8.0f} {int(r.get('rows', 0)):>10,}"
-              f"  {', '.join(notes)}", flush=True)
+        print(
+            f"  {step:11} {r['seconds']:8.2f} {r['peak_mb']:8.0f} {int(r.get('rows', 0)):>10,}"
+            f"  {', '.join(notes)}",
+            flush=True,
+        )
     print(f"  catalog file {db.stat().st_size / 2**20:.0f} MiB")
     if not args.keep:
         import shutil

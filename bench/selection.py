@@ -76,8 +76,9 @@ def child(kind: str, folder: str, db: str) -> dict[str, float]:
     attrs = pd.read_csv(d / "list_attr_celeba.txt", sep=r"\s+", skiprows=1)
     attrs = attrs.rename_axis("image_id").reset_index()
     bbox = pd.read_csv(d / "list_bbox_celeba.txt", sep=r"\s+", skiprows=1)
-    ident = pd.read_csv(d / "identity_CelebA.txt", sep=r"\s+", header=None,
-                        names=["image_id", "identity"])
+    ident = pd.read_csv(
+        d / "identity_CelebA.txt", sep=r"\s+", header=None, names=["image_id", "identity"]
+    )
     df = attrs.merge(bbox, on="image_id").merge(ident, on="image_id")
     loaded = time.perf_counter()
     # The reference workflow's step 1, as it was written.
@@ -94,7 +95,9 @@ def child(kind: str, folder: str, db: str) -> dict[str, float]:
 def measure(kind: str, folder: Path, db: Path) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, __file__, "--child", kind, str(folder), str(db)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -122,22 +125,29 @@ def main() -> None:
         folder = annotations(scale)
         with tempfile.TemporaryDirectory() as tmp:
             db = Path(tmp) / "bench.duckdb"
-            r = {k: measure(k, folder, db) for k in
-                 ("ours-load", "pandas-load", "ours-select", "pandas-select")}
+            r = {
+                k: measure(k, folder, db)
+                for k in ("ours-load", "pandas-load", "ours-select", "pandas-select")
+            }
         rows = r["ours-select"].get("rows")
-        print(f"\n{scale}x CelebA ({scale * 202_599:,} rows), selection rows: ours {rows}, "
-              f"pandas {r['pandas-select'].get('rows')}")
+        print(
+            f"\n{scale}x CelebA ({scale * 202_599:,} rows), selection rows: ours {rows}, "
+            f"pandas {r['pandas-select'].get('rows')}"
+        )
         print(f"  {'':8} {'ours s':>8} {'pandas s':>9} {'ours MB':>8} {'pandas MB':>10}")
         for step in ("load", "select"):
             o, p = r[f"ours-{step}"], r[f"pandas-{step}"]
-            print(f"  {step:8} {o['seconds']:8.2f} {p['seconds']:9.2f} "
-                  f"{o['peak_mb']:8.0f} {p['peak_mb']:10.0f}")
+            print(
+                f"  {step:8} {o['seconds']:8.2f} {p['seconds']:9.2f} "
+                f"{o['peak_mb']:8.0f} {p['peak_mb']:10.0f}"
+            )
         o, p = r["ours-load"], r["pandas-load"]
-        print(f"  ingest memory ours/pandas = {o['peak_mb'] / p['peak_mb']:.2f} "
-              "(target <= 0.5)")
+        print(f"  ingest memory ours/pandas = {o['peak_mb'] / p['peak_mb']:.2f} (target <= 0.5)")
         s = r["ours-select"]
-        print(f"  selection: {s['seconds']:.2f} s (target < 2 s at 10x), "
-              f"{s['peak_mb']:.0f} MB (target < 1024 MB)")
+        print(
+            f"  selection: {s['seconds']:.2f} s (target < 2 s at 10x), "
+            f"{s['peak_mb']:.0f} MB (target < 1024 MB)"
+        )
 
 
 if __name__ == "__main__":

@@ -115,8 +115,9 @@ def train_throughput(
     backward, optimiser step) are timed separately.
     """
     model.train()
-    source: Iterator[Any] = iter(batches if not isinstance(batches, list) else
-                                 itertools.cycle(batches))  # fmt: skip
+    source: Iterator[Any] = iter(
+        batches if not isinstance(batches, list) else itertools.cycle(batches)
+    )
     load = step = 0.0
     size = 0
     for i in range(warmup + steps):
@@ -168,16 +169,27 @@ def memory_batches(
 ) -> list[tuple[Tensor, Tensor]]:
     """``n`` in-memory uint8 batches (cycled by train_throughput)."""
     data = InMemoryFaces(batch * n, size, num_classes)
-    return [(data.images[i : i + batch], data.labels[i : i + batch])
-            for i in range(0, batch * n, batch)]  # fmt: skip
+    return [
+        (data.images[i : i + batch], data.labels[i : i + batch]) for i in range(0, batch * n, batch)
+    ]
 
 
 def make_loader(dataset: Dataset, batch: int, workers: int, batches: int) -> DataLoader:
     """Batches drawn with replacement (as many as asked, whatever the dataset's size)."""
-    sampler = RandomSampler(dataset, replacement=True, num_samples=batch * (batches + 4),
-                            generator=torch.Generator().manual_seed(0))  # fmt: skip
-    return DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers,
-                      drop_last=True, persistent_workers=False)  # fmt: skip
+    sampler = RandomSampler(
+        dataset,
+        replacement=True,
+        num_samples=batch * (batches + 4),
+        generator=torch.Generator().manual_seed(0),
+    )
+    return DataLoader(
+        dataset,
+        batch_size=batch,
+        sampler=sampler,
+        num_workers=workers,
+        drop_last=True,
+        persistent_workers=False,
+    )
 
 
 def build_catalog(ids: int, sizes: Iterable[int]) -> Path:
@@ -252,10 +264,12 @@ def main(argv: list[str] | None = None) -> None:
     models = args.models.split(",")
     sizes = [int(s) for s in args.sizes.split(",")]
     workers = [int(w) for w in args.workers.split(",")]
-    log(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+    log(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; batch {args.batch}, "
         f"{args.loss} over {args.classes} classes, {args.optimizer}"
-        f"{', channels_last' if args.channels_last else ''}")  # fmt: skip
+        f"{', channels_last' if args.channels_last else ''}"
+    )
 
     # 1. model steps on in-memory batches
     step_s: dict[tuple[str, int], float] = {}
@@ -266,12 +280,19 @@ def main(argv: list[str] | None = None) -> None:
             counts.setdefault(name, n_parameters(model))  # at the first size (the head's
             # grid, and so its linear layer, can be smaller at smaller sizes)
             timing = train_throughput(
-                model, loss_fn, optimizer, memory_batches(args.batch, size, args.classes),
-                args.steps, args.warmup, args.channels_last,
-            )  # fmt: skip
+                model,
+                loss_fn,
+                optimizer,
+                memory_batches(args.batch, size, args.classes),
+                args.steps,
+                args.warmup,
+                args.channels_last,
+            )
             step_s[name, size] = timing.step_s
-            log(f"  {name:<9} {size:>3} px: {timing.step_s:6.2f} s/step, "
-                f"{timing.step_images_per_s:6.1f} images/s")  # fmt: skip
+            log(
+                f"  {name:<9} {size:>3} px: {timing.step_s:6.2f} s/step, "
+                f"{timing.step_images_per_s:6.1f} images/s"
+            )
 
     # 2. loading alone
     db = build_catalog(args.ids, sizes)
@@ -296,13 +317,25 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"--classes must be at least the snapshot's {cache.num_classes}")
             model, loss_fn, optimizer = setup(args.e2e_model, size, args, args.classes)
             memory = train_throughput(
-                model, loss_fn, optimizer, memory_batches(args.batch, size, args.classes),
-                args.e2e_steps, args.warmup, args.channels_last,
-            )  # fmt: skip
+                model,
+                loss_fn,
+                optimizer,
+                memory_batches(args.batch, size, args.classes),
+                args.e2e_steps,
+                args.warmup,
+                args.channels_last,
+            )
             for w in workers:
                 loader = make_loader(cache, args.batch, w, args.e2e_steps + args.warmup)
-                real = train_throughput(model, loss_fn, optimizer, loader, args.e2e_steps,
-                                        args.warmup, args.channels_last)  # fmt: skip
+                real = train_throughput(
+                    model,
+                    loss_fn,
+                    optimizer,
+                    loader,
+                    args.e2e_steps,
+                    args.warmup,
+                    args.channels_last,
+                )
                 e2e[size, w] = (real, memory)
     report(args, models, sizes, workers, counts, step_s, load_s, e2e, n_train)
 
@@ -321,18 +354,23 @@ def report(
     """The tables."""
     kinds = ("synthetic", "decode", "cache")
     log("")
-    log(f"training steps, batch {args.batch} (normalise + forward + {args.loss} + backward + "
-        f"{args.optimizer} step), mean of {args.steps} after {args.warmup} warm-up")  # fmt: skip
+    log(
+        f"training steps, batch {args.batch} (normalise + forward + {args.loss} + backward + "
+        f"{args.optimizer} step), mean of {args.steps} after {args.warmup} warm-up"
+    )
     header = "".join(f"{f'{s} px s/step':>15}{'img/s':>8}" for s in sizes)
     log(f"{'model':<9} {'params':>7} {header}   (params at {sizes[0]} px)")
     for name in models:
-        cells = "".join(f"{step_s[name, s]:>15.2f}{args.batch / step_s[name, s]:>8.1f}"
-                        for s in sizes)  # fmt: skip
+        cells = "".join(
+            f"{step_s[name, s]:>15.2f}{args.batch / step_s[name, s]:>8.1f}" for s in sizes
+        )
         log(f"{name:<9} {counts[name] / 1e6:>6.1f}M {cells}")
     log("")
-    log(f"loading alone, s/batch of {args.batch} ({args.loader_batches} batches after one; "
+    log(
+        f"loading alone, s/batch of {args.batch} ({args.loader_batches} batches after one; "
         f"FaceDataset train split: {n_train} images of snapshot {SNAPSHOT!r}, drawn with "
-        "replacement)")  # fmt: skip
+        "replacement)"
+    )
     log(f"{'loader':<10} {'size':>4} " + "".join(f"{f'workers={w}':>11}" for w in workers))
     for size in sizes:
         for kind in kinds:
@@ -349,14 +387,18 @@ def report(
             log(f"{name:<9} {size:>4} " + "".join(f"{v:>11.1%}" for v in shares))
     if e2e:
         log("")
-        log(f"end to end, {args.e2e_model}: the loop over FaceDataset (crop cache) against the "
-            f"same steps on in-memory batches, mean of {args.e2e_steps} steps")  # fmt: skip
+        log(
+            f"end to end, {args.e2e_model}: the loop over FaceDataset (crop cache) against the "
+            f"same steps on in-memory batches, mean of {args.e2e_steps} steps"
+        )
         for (size, w), (real, memory) in e2e.items():
             loop = real.load_s + real.step_s
-            log(f"  {size:>3} px, workers={w}: loop {real.images_per_s:6.1f} images/s (waiting "
+            log(
+                f"  {size:>3} px, workers={w}: loop {real.images_per_s:6.1f} images/s (waiting "
                 f"for data {real.load_s / loop:5.1%} of it), in memory "
                 f"{memory.images_per_s:6.1f} images/s: overhead "
-                f"{1 - (memory.load_s + memory.step_s) / loop:5.1%}")  # fmt: skip
+                f"{1 - (memory.load_s + memory.step_s) / loop:5.1%}"
+            )
     log(f"\nload average at the end {os.getloadavg()[0]:.1f}")
 
 

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 #: What each annotation table holds, for ``celebcat schema`` and the README.
 TABLE_DOCS: dict[str, str] = {
     "attributes": "CelebA's 40 binary attributes per image (-1 -> false, 1 -> true); "
-    "names as CelebA spells them, quote \"5_o_Clock_Shadow\" in SQL.",
+    'names as CelebA spells them, quote "5_o_Clock_Shadow" in SQL.',
     "bboxes": "Face box per image: x_1, y_1 (top-left), width, height in pixels of the "
     "in-the-wild image.",
     "landmarks": "5 landmarks (eye centres, nose tip, mouth corners) in pixels of the "
@@ -46,8 +46,7 @@ TABLE_DOCS: dict[str, str] = {
     "landmarks_aligned": "The same 5 landmarks in the 178x218 aligned frame "
     "(img_align_celeba). Never mix with `landmarks`.",
     "identities": "Identity number (person) of each image.",
-    "partitions": "CelebA's official split: partition 0/1/2 and partition_name "
-    "train/valid/test.",
+    "partitions": "CelebA's official split: partition 0/1/2 and partition_name train/valid/test.",
 }
 
 # The grammar of a data line, shared by the fast path (RE2 in DuckDB) and the slow
@@ -142,8 +141,10 @@ def find_annotation_files(
             others = ", ".join(str(p) for _, p in places[1:])
             notes.append(f"{spec.name} found more than once; using {path}, ignoring {others}")
         if spec.table in chosen:
-            notes.append(f"{path.name} ignored: {chosen[spec.table].path.name} already "
-                         f"provides table {spec.table}")
+            notes.append(
+                f"{path.name} ignored: {chosen[spec.table].path.name} already "
+                f"provides table {spec.table}"
+            )
             continue
         chosen[spec.table] = AnnotationFile(spec, path)
     return chosen, notes
@@ -214,7 +215,8 @@ def read_preamble(spec: FileSpec, path: Path) -> Preamble:
         if repeated:
             parts.append("repeated " + ", ".join(repeated))
         raise AnnotationError(
-            path, header_no,
+            path,
+            header_no,
             f"header does not match {spec.name}'s columns ({'; '.join(parts)})",
         )
     return Preamble(declared, tuple(names))
@@ -261,10 +263,12 @@ def _select_sql(spec: FileSpec, columns: tuple[str, ...], lines: str, tabs: bool
         if spec.kind == "attr":  # anything but -1/1 becomes NULL, which the caller checks
             exprs.append(f"CASE {f} WHEN '1' THEN true WHEN '-1' THEN false END AS \"{name}\"")
         elif spec.kind == "partition":
-            exprs.append(f"CASE {f} WHEN '0' THEN 0 WHEN '1' THEN 1 WHEN '2' THEN 2 END::TINYINT "
-                         f"AS \"{name}\"")
+            exprs.append(
+                f"CASE {f} WHEN '0' THEN 0 WHEN '1' THEN 1 WHEN '2' THEN 2 END::TINYINT "
+                f'AS "{name}"'
+            )
         else:  # validated by line_pattern first, so the cast cannot fail
-            exprs.append(f"CAST({f} AS {_VALUE_SQL_TYPES[spec.kind]}) AS \"{name}\"")
+            exprs.append(f'CAST({f} AS {_VALUE_SQL_TYPES[spec.kind]}) AS "{name}"')
     if spec.table == "partitions":
         case = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in PARTITION_NAMES.items())
         exprs.append(f"CASE f[2] {case} END AS partition_name")
@@ -298,19 +302,19 @@ def load_annotation(
             raise
         find_problem(spec, path)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise AnnotationError(path, None, f"the file cannot be read as {spec.name}: "
-                                          f"{reason}") from exc
+        raise AnnotationError(
+            path, None, f"the file cannot be read as {spec.name}: {reason}"
+        ) from exc
     if preamble.declared_rows is not None and rows != preamble.declared_rows:
         find_problem(spec, path)
-        raise AnnotationError(path, 1, f"line 1 declares {preamble.declared_rows} rows, "
-                                       f"the file has {rows}")
+        raise AnnotationError(
+            path, 1, f"line 1 declares {preamble.declared_rows} rows, the file has {rows}"
+        )
     # image_id is unique, checked here where the file can be named. No PRIMARY KEY:
     # its index cost a fifth of ingest's time and made the catalog file 3.8x larger,
     # for point lookups that zone maps over the ordered ids answer in ~2 ms anyway
     # (docs/decisions.md, "Primary keys").
-    dupes = con.execute(
-        f"SELECT count(*) - count(DISTINCT image_id) FROM {table}"
-    ).fetchone()[0]
+    dupes = con.execute(f"SELECT count(*) - count(DISTINCT image_id) FROM {table}").fetchone()[0]
     if dupes:
         find_problem(spec, path)
         raise AnnotationError(path, None, f"{dupes} duplicate image ids")
@@ -335,8 +339,9 @@ def _load_fast(
     new_line = _line_end(path)
     if new_line is None:
         find_problem(spec, path)
-        raise AnnotationError(path, 1, "lines end with a CR alone: save the file with LF or "
-                                       "CR LF line ends")
+        raise AnnotationError(
+            path, 1, "lines end with a CR alone: save the file with LF or CR LF line ends"
+        )
     lines = (
         "(SELECT line FROM (SELECT CASE WHEN rest IS NULL THEN line "
         "ELSE concat(line, chr(1), rest) END AS line "
@@ -371,9 +376,9 @@ def _line_end(path: Path) -> str | None:
             cut = re.search(rb"[\r\n]", chunk)
             if cut is None:
                 continue
-            if chunk[cut.start():cut.start() + 1] == b"\n":
+            if chunk[cut.start() : cut.start() + 1] == b"\n":
                 return "\\n"
-            after = chunk[cut.start() + 1:cut.start() + 2] or f.read(1)
+            after = chunk[cut.start() + 1 : cut.start() + 2] or f.read(1)
             return "\\r\\n" if after == b"\n" else None
     return "\\n"
 
@@ -400,8 +405,7 @@ def _load_checked_in_table(
     )
     for tabs in (False, True):
         con.execute(
-            f"CREATE TABLE {table} AS "
-            f"{_select_sql(spec, preamble.columns, lines, tabs)}",
+            f"CREATE TABLE {table} AS {_select_sql(spec, preamble.columns, lines, tabs)}",
             source,
         )
         rows, bad = con.execute(check).fetchone()
@@ -432,7 +436,7 @@ def _lines(path: Path) -> Iterator[tuple[int, str, str]]:
     with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
         for number, raw in enumerate(f, start=1):
             line = raw.rstrip("\r\n")
-            end = raw[len(line):]
+            end = raw[len(line) :]
             first_end = first_end or end
             if end == "\r" and first_end == "\r\n" and not f.read(1):
                 end = "\r\n"
@@ -460,15 +464,20 @@ def find_problem(spec: FileSpec, path: str | os.PathLike[str]) -> None:
     first_end: tuple[str, int] | None = None
     for number, line, end in _lines(path):
         if end == "\r":
-            raise AnnotationError(path, number, "the line ends with a CR alone (old Mac line "
-                                                "ends, or a stray carriage return): lines must "
-                                                "end with LF or CR LF")
+            raise AnnotationError(
+                path,
+                number,
+                "the line ends with a CR alone (old Mac line "
+                "ends, or a stray carriage return): lines must "
+                "end with LF or CR LF",
+            )
         if end:
             if first_end is None:
                 first_end = (end, number)
             elif end != first_end[0]:
                 raise AnnotationError(
-                    path, number,
+                    path,
+                    number,
                     f"the line ends with {_EOL_NAMES.get(end, repr(end))}, line {first_end[1]} "
                     f"with {_EOL_NAMES.get(first_end[0], repr(first_end[0]))}: mixed line "
                     "ends; convert the file to one kind (e.g. dos2unix)",
@@ -480,16 +489,25 @@ def find_problem(spec: FileSpec, path: str | os.PathLike[str]) -> None:
             line = line[1:]  # a byte order mark: DuckDB's reader drops it (one, not more)
         size = len(line.encode("utf-8", errors="surrogateescape"))
         if size > MAX_LINE_BYTES:
-            raise AnnotationError(path, number, f"the line is {size:,} bytes long: not a "
-                                                f"{spec.name} line (is this the right file?)")
+            raise AnnotationError(
+                path,
+                number,
+                f"the line is {size:,} bytes long: not a "
+                f"{spec.name} line (is this the right file?)",
+            )
         if _NOT_UTF8.search(line):
-            raise AnnotationError(path, number, "bytes that are not UTF-8: is the file in "
-                                                "another encoding (UTF-16, Latin-1)? Save it "
-                                                "as UTF-8")
+            raise AnnotationError(
+                path,
+                number,
+                "bytes that are not UTF-8: is the file in "
+                "another encoding (UTF-16, Latin-1)? Save it "
+                "as UTF-8",
+            )
         control = _CONTROL.search(line)
         if control:
-            raise AnnotationError(path, number, f"control character "
-                                                f"U+{ord(control.group()):04X} in the line")
+            raise AnnotationError(
+                path, number, f"control character U+{ord(control.group()):04X} in the line"
+            )
         if not line.strip(_BLANK):
             continue
         if spec.layout == "txt" and "," in line:
@@ -498,14 +516,18 @@ def find_problem(spec: FileSpec, path: str | os.PathLike[str]) -> None:
         if len(tokens) != n_values + 1:
             hint = "" if end else " (the last line is cut short: is the file truncated?)"
             raise AnnotationError(
-                path, number,
+                path,
+                number,
                 f"expected {n_values + 1} fields (image_id and {n_values} values), "
                 f"found {len(tokens)}{hint}",
             )
         image_id = tokens[0]
         if not id_re.fullmatch(image_id):
-            raise AnnotationError(path, number, f"image_id {image_id!r}: spaces, tabs and "
-                                                "commas are not allowed in it")
+            raise AnnotationError(
+                path,
+                number,
+                f"image_id {image_id!r}: spaces, tabs and commas are not allowed in it",
+            )
         for name, token in zip(preamble.columns, tokens[1:], strict=True):
             if not value_re.fullmatch(token):
                 raise AnnotationError(
@@ -520,9 +542,10 @@ def find_problem(spec: FileSpec, path: str | os.PathLike[str]) -> None:
     declared = preamble.declared_rows
     if declared is not None and rows != declared:
         if rows < declared:
-            problem = (f"line 1 declares {declared} rows but the file has {rows}: "
-                       "it looks truncated; re-download or re-extract it")
+            problem = (
+                f"line 1 declares {declared} rows but the file has {rows}: "
+                "it looks truncated; re-download or re-extract it"
+            )
         else:
             problem = f"line 1 declares {declared} rows but the file has {rows}"
         raise AnnotationError(path, last if rows < declared else 1, problem)
-

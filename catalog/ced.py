@@ -88,10 +88,15 @@ def plot_ced(
     for label, values in curves.items():
         x, y = ced_curve(values, limit)
         n = _errors(values).size
-        ax.step(x, y, where="post", label=(
-            f"{label}: AUC@{limit:g} {ced_auc(values, limit):.3f}, "
-            f"FR@{limit:g} {failure_rate(values, limit):.3f}, n={n:,}"
-        ))  # fmt: skip
+        ax.step(
+            x,
+            y,
+            where="post",
+            label=(
+                f"{label}: AUC@{limit:g} {ced_auc(values, limit):.3f}, "
+                f"FR@{limit:g} {failure_rate(values, limit):.3f}, n={n:,}"
+            ),
+        )
     ax.set(xlim=(0, limit), ylim=(0, 1.0), xlabel=xlabel, ylabel="share of faces", title=title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)

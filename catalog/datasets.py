@@ -66,8 +66,9 @@ class _ImageError(snapshots.SnapshotImageError, DatasetError):
     """Images of the snapshot cannot be read: a DatasetError and a SnapshotImageError."""
 
 
-def _in_cache(rows: snapshots.SnapshotImages, cache: crop_cache.CropCache) -> (
-        snapshots.SnapshotImages):  # fmt: skip
+def _in_cache(
+    rows: snapshots.SnapshotImages, cache: crop_cache.CropCache
+) -> snapshots.SnapshotImages:
     """``rows`` less the images the cache was built without (recorded as skipped)."""
     held = np.isin(rows.image_id, cache.image_ids)
     if held.all():
@@ -124,8 +125,14 @@ class _CropDataset(Dataset):
                     "source='bbox' meanwhile."
                 )
             rows = snapshots.read_images(
-                con, snapshot, split, landmarks=landmarks, boxes=source == "bbox",
-                files=cache is None, skip_bad=skip_bad, error=_ImageError,
+                con,
+                snapshot,
+                split,
+                landmarks=landmarks,
+                boxes=source == "bbox",
+                files=cache is None,
+                skip_bad=skip_bad,
+                error=_ImageError,
             )
         finally:
             if own:
@@ -184,16 +191,19 @@ class _CropDataset(Dataset):
             # bbox: the cached crop is this box at the cache's size; aligned: the cached
             # crop is the output frame itself, at the cache's size.
             base = (
-                T.box_to_square(rows.box[index], s) if self.source == "bbox"
+                T.box_to_square(rows.box[index], s)
+                if self.source == "bbox"
                 else T.box_to_square((0, 0, n, n), s) @ to_source
-            )  # fmt: skip
+            )
         else:
             source, to_source = T.open_for_crop(str(rows.path[index]), rows.box[index], s)
             base = T.box_to_square(rows.box[index], s)
         matrix = aug @ base
         on_source = matrix @ T.invert(to_source)
-        if self.augment is None and np.shape(source)[:2] == (s, s) and (
-            np.abs(on_source - np.eye(3)).max() < 1e-9
+        if (
+            self.augment is None
+            and np.shape(source)[:2] == (s, s)
+            and (np.abs(on_source - np.eye(3)).max() < 1e-9)
         ):
             image = np.asarray(source)  # the cached crop as it is: no resampling
         else:
@@ -260,8 +270,9 @@ class LandmarkDataset(_CropDataset):
         image_dtype: str = "float32",
         skip_bad: bool = False,
     ) -> None:
-        super().__init__(catalog, snapshot, split, input_size, "bbox", augment, seed, True,
-                         image_dtype, skip_bad)  # fmt: skip
+        super().__init__(
+            catalog, snapshot, split, input_size, "bbox", augment, seed, True, image_dtype, skip_bad
+        )
         self.input_size, self.heatmap_size, self.sigma = input_size, heatmap_size, sigma
 
     @property
@@ -325,8 +336,9 @@ class FaceDataset(_CropDataset):
         image_dtype: str = "float32",
         skip_bad: bool = False,
     ) -> None:
-        super().__init__(catalog, snapshot, split, size, source, augment, seed, False,
-                         image_dtype, skip_bad)  # fmt: skip
+        super().__init__(
+            catalog, snapshot, split, size, source, augment, seed, False, image_dtype, skip_bad
+        )
 
     @property
     def labels(self) -> np.ndarray:
@@ -378,15 +390,23 @@ class PKSampler(Sampler[list[int]]):
     """
 
     def __init__(
-        self, labels: Sequence[int], p: int, k: int, seed: int = 0, drop_last: bool = True,
-        *, rank: int = 0, num_replicas: int = 1,
-    ) -> None:  # fmt: skip
+        self,
+        labels: Sequence[int],
+        p: int,
+        k: int,
+        seed: int = 0,
+        drop_last: bool = True,
+        *,
+        rank: int = 0,
+        num_replicas: int = 1,
+    ) -> None:
         labels = np.asarray(labels, dtype=np.int64)
         if p < 1 or k < 1:
             raise ValueError(f"p and k must be >= 1, got p={p}, k={k}")
         if num_replicas < 1 or not 0 <= rank < num_replicas:
-            raise ValueError(f"rank must be in [0, num_replicas), got rank={rank}, "
-                             f"num_replicas={num_replicas}")  # fmt: skip
+            raise ValueError(
+                f"rank must be in [0, num_replicas), got rank={rank}, num_replicas={num_replicas}"
+            )
         ids, inverse = np.unique(labels, return_inverse=True)
         order = np.argsort(inverse, kind="stable")
         groups = np.split(order, np.cumsum(np.bincount(inverse))[:-1])

@@ -218,9 +218,7 @@ def _busy_message(path: Path, err: BaseException, waited: float) -> str:
     )
 
 
-def engine(
-    db: DbArg = None, *, read_only: bool = True
-) -> sqlalchemy.engine.Engine:
+def engine(db: DbArg = None, *, read_only: bool = True) -> sqlalchemy.engine.Engine:
     """A SQLAlchemy engine on the catalog (duckdb-engine), e.g. for ``pandas.read_sql``.
 
     Its connections come from :func:`connect`, so they have the library's settings (a

@@ -71,12 +71,27 @@ class Plan:
 #: each step's CPU time (README, "The demo"): about 3 minutes and 12 minutes of wall
 #: time on an idle 2-core machine.
 PLANS: dict[str, Plan] = {
-    "default": Plan("default", ids=120, images_per_id=12, holdout_share=0.45,
-                    query_images=3, landmark_epochs=10, recognizer_epochs=40,
-                    detector_epochs=20),
-    "full": Plan("full", ids=300, images_per_id=15, holdout_share=0.4, query_images=4,
-                 landmark_epochs=15, recognizer_epochs=60, detector_epochs=30),
-}  # fmt: skip
+    "default": Plan(
+        "default",
+        ids=120,
+        images_per_id=12,
+        holdout_share=0.45,
+        query_images=3,
+        landmark_epochs=10,
+        recognizer_epochs=40,
+        detector_epochs=20,
+    ),
+    "full": Plan(
+        "full",
+        ids=300,
+        images_per_id=15,
+        holdout_share=0.4,
+        query_images=4,
+        landmark_epochs=15,
+        recognizer_epochs=60,
+        detector_epochs=30,
+    ),
+}
 #: Identities of the default demo (``--ids`` in ``celebcat demo --help``).
 IDS = PLANS["default"].ids
 IMAGES_PER_ID = PLANS["default"].images_per_id
@@ -149,8 +164,13 @@ class StepClock:
         from catalog.info import QueryResult
 
         rows = [(n, round(w, 1), round(c, 1)) for n, w, c in self.steps]
-        rows.append(("total", round(sum(s[1] for s in self.steps), 1),
-                     round(sum(s[2] for s in self.steps), 1)))  # fmt: skip
+        rows.append(
+            (
+                "total",
+                round(sum(s[1] for s in self.steps), 1),
+                round(sum(s[2] for s in self.steps), 1),
+            )
+        )
         return QueryResult(["step", "wall s", "CPU s"], rows)
 
 
@@ -198,8 +218,10 @@ def select_and_freeze(
         images_per_id = plan.images_per_id
         eligible = fitted_params(folder.db, images_per_id=images_per_id)["n_ids"]
         holdout = max(4, int(eligible * plan.holdout_share) // 2 * 2)
-        extra = {"holdout_ids": min(holdout, max(eligible - 2, 0) // 2 * 2),
-                 "query_images": min(plan.query_images, images_per_id)}  # fmt: skip
+        extra = {
+            "holdout_ids": min(holdout, max(eligible - 2, 0) // 2 * 2),
+            "query_images": min(plan.query_images, images_per_id),
+        }
     summary = select(folder.db, fit=True, images_per_id=images_per_id, **extra)
     try:
         drop(SNAPSHOT, folder.db)
@@ -221,24 +243,41 @@ def group_photo(folder: DemoFolder, plan: Plan, *, seed: int = 0) -> GroupPhoto:
 
     con = connect(folder.db, read_only=True)
     try:
-        def ids(split: str) -> list[int]:
-            return [r[0] for r in con.execute(
-                "SELECT DISTINCT identity FROM snapshot_images WHERE snapshot = ? AND split = ? "
-                "ORDER BY md5(? || ':' || identity)", [SNAPSHOT, split, str(seed)],
-            ).fetchall()]  # fmt: skip
 
-        known, strangers = ids("query")[:plan.known], ids("distractor")[:plan.strangers]
-        used = [r[0] for r in con.execute(
-            "SELECT image_id FROM snapshot_images WHERE snapshot = ? AND split IS NOT NULL",
-            [SNAPSHOT],
-        ).fetchall()]  # fmt: skip
+        def ids(split: str) -> list[int]:
+            return [
+                r[0]
+                for r in con.execute(
+                    "SELECT DISTINCT identity FROM snapshot_images "
+                    "WHERE snapshot = ? AND split = ? "
+                    "ORDER BY md5(? || ':' || identity)",
+                    [SNAPSHOT, split, str(seed)],
+                ).fetchall()
+            ]
+
+        known, strangers = ids("query")[: plan.known], ids("distractor")[: plan.strangers]
+        used = [
+            r[0]
+            for r in con.execute(
+                "SELECT image_id FROM snapshot_images WHERE snapshot = ? AND split IS NOT NULL",
+                [SNAPSHOT],
+            ).fetchall()
+        ]
     finally:
         con.close()
     people = [(i, "gallery") for i in known] + [(i, "stranger") for i in strangers]
     order = np.random.default_rng(seed).permutation(len(people))
     people = [people[k] for k in order]
     columns = 3 if len(people) > 4 else 2
-    photo = compose(folder.db, [i for i, _ in people], roles=[r for _, r in people],
-                    exclude=used, seed=seed, columns=columns, tile=200, face_share=0.8)  # fmt: skip
+    photo = compose(
+        folder.db,
+        [i for i, _ in people],
+        roles=[r for _, r in people],
+        exclude=used,
+        seed=seed,
+        columns=columns,
+        tile=200,
+        face_share=0.8,
+    )
     photo.save(folder.photo)
     return photo

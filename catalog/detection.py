@@ -66,8 +66,15 @@ def map_boxes(matrix: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     if not len(b):
         return b.copy()
     x1, y1, x2, y2 = (b[:, k] - 0.5 for k in range(4))
-    corners = np.stack([np.stack([x1, y1], 1), np.stack([x2, y1], 1),
-                        np.stack([x1, y2], 1), np.stack([x2, y2], 1)], axis=1)  # fmt: skip
+    corners = np.stack(
+        [
+            np.stack([x1, y1], 1),
+            np.stack([x2, y1], 1),
+            np.stack([x1, y2], 1),
+            np.stack([x2, y2], 1),
+        ],
+        axis=1,
+    )
     mapped = T.apply(np.broadcast_to(matrix, (len(b), 3, 3)), corners)
     lo, hi = mapped.min(axis=1), mapped.max(axis=1)
     return np.concatenate([lo + 0.5, hi + 0.5], axis=1)
@@ -79,7 +86,8 @@ def _raw_boxes(con: duckdb.DuckDBPyConnection, snapshot: str) -> dict[str, tuple
         return {}
     rows = con.execute(
         "SELECT b.image_id, b.x_1, b.y_1, b.x_1 + b.width, b.y_1 + b.height FROM bboxes b "
-        "JOIN snapshot_images s USING (image_id) WHERE s.snapshot = ?", [snapshot],
+        "JOIN snapshot_images s USING (image_id) WHERE s.snapshot = ?",
+        [snapshot],
     ).fetchall()
     return {r[0]: r[1:] for r in rows}
 
@@ -148,8 +156,9 @@ class DetectionDataset(Dataset):
         w, h = int(self.widths[index]), int(self.heights[index])
         side = max(w, h)
         x0, y0 = (w - side) / 2, (h - side) / 2
-        source, to_source = T.open_for_crop(str(self.paths[index]),
-                                            (x0, y0, x0 + side, y0 + side), size)  # fmt: skip
+        source, to_source = T.open_for_crop(
+            str(self.paths[index]), (x0, y0, x0 + side, y0 + side), size
+        )
         matrix = place @ letterbox_matrix(w, h, size)
         return T.warp(source, matrix @ T.invert(to_source), self.size), matrix
 
@@ -194,5 +203,6 @@ def _visible(boxes: np.ndarray, size: int) -> np.ndarray:
     area = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
     sides = clipped[:, 2:] - clipped[:, :2]
     keep = (np.prod(np.maximum(sides, 0), axis=1) >= MIN_VISIBLE * area) & (
-        sides.min(axis=1) >= MIN_SIDE)
+        sides.min(axis=1) >= MIN_SIDE
+    )
     return clipped[keep]

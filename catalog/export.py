@@ -64,9 +64,15 @@ JPEG_QUALITY = 95
 
 #: Columns of labels.csv, in order.
 LABEL_COLUMNS: tuple[str, ...] = (
-    "image_id", "file", "identity", "label", "split",
-    *ATTRIBUTES, *BBOX_COLUMNS, *LANDMARK_COLUMNS,
-)  # fmt: skip
+    "image_id",
+    "file",
+    "identity",
+    "label",
+    "split",
+    *ATTRIBUTES,
+    *BBOX_COLUMNS,
+    *LANDMARK_COLUMNS,
+)
 
 
 class ExportError(CatalogError, RuntimeError):
@@ -182,14 +188,15 @@ def export_snapshot(
 
     con = connect(db, read_only=True)
     try:
-        images = snapshots.read_images(con, name, boxes=crop, skip_bad=skip_bad,
-                                       error=_ImageError)  # fmt: skip
+        images = snapshots.read_images(con, name, boxes=crop, skip_bad=skip_bad, error=_ImageError)
         rows = _labels_rows(con, images)
     finally:
         con.close()  # the file work below needs no catalog; do not hold it open
     if not len(images):
-        raise _ImageError(f"None of the images of snapshot {name!r} can be read: nothing to "
-                          "export.", images.skipped)  # fmt: skip
+        raise _ImageError(
+            f"None of the images of snapshot {name!r} can be read: nothing to export.",
+            images.skipped,
+        )
     skipped = list(images.skipped)
     manifest = {
         "format": EXPORT_FORMAT,
@@ -219,8 +226,16 @@ def export_snapshot(
         cpus = os.cpu_count() or 1
         n_workers = workers or (cpus if crop else min(8, 2 * cpus))
         failed: list[BadImage] = []
-        _run(todo, crop, size, n_workers, n_skipped, len(tasks), progress,
-             failed if skip_bad else None)  # fmt: skip
+        _run(
+            todo,
+            crop,
+            size,
+            n_workers,
+            n_skipped,
+            len(tasks),
+            progress,
+            failed if skip_bad else None,
+        )
         if failed:
             skipped = sorted([*skipped, *failed], key=lambda b: b.image_id)
             manifest["skipped"] = [b.as_dict() for b in skipped]
@@ -248,8 +263,7 @@ def export_snapshot(
 # --- reading the catalog -------------------------------------------------------------
 
 
-def _labels_rows(con: duckdb.DuckDBPyConnection, images: snapshots.SnapshotImages
-                 ) -> pd.DataFrame:  # fmt: skip
+def _labels_rows(con: duckdb.DuckDBPyConnection, images: snapshots.SnapshotImages) -> pd.DataFrame:
     """One row per image to export, by image_id: the snapshot's identity, label, split
     and face box (from ``images``), and the image's annotations for labels.csv."""
     import pandas as pd
@@ -266,28 +280,31 @@ def _labels_rows(con: duckdb.DuckDBPyConnection, images: snapshots.SnapshotImage
         [images.snapshot],
     ).df()
     face = images.box
-    frame = pd.DataFrame({
-        "image_id": images.image_id.astype(object),
-        "identity": images.identity,
-        "label": pd.array(np.where(images.label >= 0, images.label, 0), dtype="Int64"),
-        "split": pd.Series(images.split, dtype=object),
-        **{f"face_{c}": face[:, k] for k, c in enumerate(("x_1", "y_1", "x_2", "y_2"))},
-        "src": images.path.astype(object),
-    })  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "image_id": images.image_id.astype(object),
+            "identity": images.identity,
+            "label": pd.array(np.where(images.label >= 0, images.label, 0), dtype="Int64"),
+            "split": pd.Series(images.split, dtype=object),
+            **{f"face_{c}": face[:, k] for k, c in enumerate(("x_1", "y_1", "x_2", "y_2"))},
+            "src": images.path.astype(object),
+        }
+    )
     frame.loc[images.label < 0, "label"] = pd.NA
     frame.loc[frame["split"] == UNUSED_SPLIT, "split"] = None
     return frame.merge(notes, on="image_id", how="left", validate="one_to_one")
 
 
-def _plan(
-    images: snapshots.SnapshotImages, out: Path, crop: bool
-) -> tuple[list[_Task], list[int]]:
+def _plan(images: snapshots.SnapshotImages, out: Path, crop: bool) -> tuple[list[_Task], list[int]]:
     """One task per image, and each source's size (one stat each, for resuming)."""
     tasks: list[_Task] = []
     sizes: list[int] = []
     missing: list[str] = []
     for image_id, src, split, box in zip(
-        images.image_id.tolist(), images.path.tolist(), images.split.tolist(), images.box,
+        images.image_id.tolist(),
+        images.path.tolist(),
+        images.split.tolist(),
+        images.box,
         strict=True,
     ):
         try:
@@ -395,8 +412,9 @@ def _writing(out: Path) -> Iterator[None]:
     try:
         yield
     except OSError as e:
-        raise ExportError(f"Export: {files.write_problem(e, out)} (files already written "
-                          "are kept and skipped).") from e
+        raise ExportError(
+            f"Export: {files.write_problem(e, out)} (files already written are kept and skipped)."
+        ) from e
 
 
 # --- the file work -------------------------------------------------------------------
@@ -410,8 +428,9 @@ def _copy_one(task: _Task) -> None:
     except BaseException as e:
         files.discard(tmp)
         # A full disk is never the source's fault, though sendfile's error names it.
-        if isinstance(e, OSError) and not files.is_write_error(e, tmp) \
-                and e.filename == task.src:  # the source's fault
+        if (
+            isinstance(e, OSError) and not files.is_write_error(e, tmp) and e.filename == task.src
+        ):  # the source's fault
             raise _SourceError(task, "unreadable_image", f"copying {task.src}: {e}") from e
         raise
 

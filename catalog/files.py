@@ -80,8 +80,7 @@ def write_problem(err: OSError, where: str | os.PathLike[str]) -> str:
     write into /data/out: no space left on the device; free some space or choose another
     place, then run the same command again"."""
     why, advice = _WRITE_ERRNOS.get(err.errno or 0, (err.strerror or str(err), "fix the cause"))
-    return f"cannot write into {os.fspath(where)}: {why}; {advice}, then run the same " \
-        "command again"
+    return f"cannot write into {os.fspath(where)}: {why}; {advice}, then run the same command again"
 
 
 def reserve(fd: int, size: int) -> None:

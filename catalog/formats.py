@@ -25,15 +25,47 @@ from dataclasses import dataclass
 #: spells them (including the leading digit of ``5_o_Clock_Shadow``), so SQL that
 #: names them must quote that one: ``"5_o_Clock_Shadow"``.
 ATTRIBUTES: tuple[str, ...] = (
-    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald",
-    "Bangs", "Big_Lips", "Big_Nose", "Black_Hair", "Blond_Hair",
-    "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin",
-    "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones",
-    "Male", "Mouth_Slightly_Open", "Mustache", "Narrow_Eyes", "No_Beard",
-    "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline", "Rosy_Cheeks",
-    "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings",
-    "Wearing_Hat", "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
-)  # fmt: skip
+    "5_o_Clock_Shadow",
+    "Arched_Eyebrows",
+    "Attractive",
+    "Bags_Under_Eyes",
+    "Bald",
+    "Bangs",
+    "Big_Lips",
+    "Big_Nose",
+    "Black_Hair",
+    "Blond_Hair",
+    "Blurry",
+    "Brown_Hair",
+    "Bushy_Eyebrows",
+    "Chubby",
+    "Double_Chin",
+    "Eyeglasses",
+    "Goatee",
+    "Gray_Hair",
+    "Heavy_Makeup",
+    "High_Cheekbones",
+    "Male",
+    "Mouth_Slightly_Open",
+    "Mustache",
+    "Narrow_Eyes",
+    "No_Beard",
+    "Oval_Face",
+    "Pale_Skin",
+    "Pointy_Nose",
+    "Receding_Hairline",
+    "Rosy_Cheeks",
+    "Sideburns",
+    "Smiling",
+    "Straight_Hair",
+    "Wavy_Hair",
+    "Wearing_Earrings",
+    "Wearing_Hat",
+    "Wearing_Lipstick",
+    "Wearing_Necklace",
+    "Wearing_Necktie",
+    "Young",
+)
 
 BBOX_COLUMNS: tuple[str, ...] = ("x_1", "y_1", "width", "height")
 
@@ -83,8 +115,13 @@ TXT_FILES: tuple[FileSpec, ...] = (
     FileSpec("list_bbox_celeba.txt", "bboxes", BBOX_COLUMNS, "int", "txt", True, True),
     FileSpec("list_landmarks_celeba.txt", "landmarks", LANDMARK_COLUMNS, "int", "txt", True, True),
     FileSpec(
-        "list_landmarks_align_celeba.txt", "landmarks_aligned", LANDMARK_COLUMNS, "int", "txt",
-        True, True,
+        "list_landmarks_align_celeba.txt",
+        "landmarks_aligned",
+        LANDMARK_COLUMNS,
+        "int",
+        "txt",
+        True,
+        True,
     ),
     FileSpec("identity_CelebA.txt", "identities", ("identity",), "int", "txt"),
     FileSpec("list_eval_partition.txt", "partitions", ("partition",), "partition", "txt"),
@@ -121,8 +158,9 @@ UNUSED_SPLIT = "unused"
 def split_order_sql(column: str) -> str:
     """SQL ranking a split column in :data:`SPLITS` order (unknown names, then NULL, last)."""
     whens = " ".join(f"WHEN '{s}' THEN {i}" for i, s in enumerate(SPLITS))
-    return f"CASE {column} {whens} WHEN '{UNUSED_SPLIT}' THEN {len(SPLITS)} " \
-        f"ELSE {len(SPLITS) + 1} END"
+    return (
+        f"CASE {column} {whens} WHEN '{UNUSED_SPLIT}' THEN {len(SPLITS)} ELSE {len(SPLITS) + 1} END"
+    )
 
 
 WILD_IMAGE_DIR = "img_celeba"

@@ -117,8 +117,11 @@ _COLUMNS = "name, run_id, created_at, source, n_identities, n_images, detector, 
 
 
 def _unknown(con: duckdb.DuckDBPyConnection, name: str) -> GalleryError:
-    known = [r[0] for r in con.execute("SELECT name FROM galleries ORDER BY 1").fetchall()
-             ] if _has_tables(con) else []  # fmt: skip
+    known = (
+        [r[0] for r in con.execute("SELECT name FROM galleries ORDER BY 1").fetchall()]
+        if _has_tables(con)
+        else []
+    )
     hint = f"Known: {', '.join(known)}" if known else "There are none yet"
     return GalleryError(f"No gallery {name!r}. {hint} (celebcat gallery add NAME ...).")
 
@@ -146,8 +149,10 @@ def write_gallery(
     if n == 0:
         raise GalleryError(f"Gallery {name!r} would be empty: no face was embedded.")
     if matrix.ndim != 2 or len(matrix) != n or len(images) != n:
-        raise GalleryError(f"{n} names, {len(images)} images and embeddings of shape "
-                           f"{matrix.shape} do not fit one gallery")  # fmt: skip
+        raise GalleryError(
+            f"{n} names, {len(images)} images and embeddings of shape "
+            f"{matrix.shape} do not fit one gallery"
+        )
     if not np.isfinite(matrix).all():
         raise GalleryError(f"Gallery {name!r}: the embeddings hold NaN or infinite values")
     if len(set(images)) != n:
@@ -156,25 +161,32 @@ def write_gallery(
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     import pandas as pd
 
-    frame = pd.DataFrame({"gallery": name, "identity_name": [str(s) for s in identity_names],
-                          "image_id_or_path": [str(s) for s in images],
-                          "embedding": list(matrix)})  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "gallery": name,
+            "identity_name": [str(s) for s in identity_names],
+            "image_id_or_path": [str(s) for s in images],
+            "embedding": list(matrix),
+        }
+    )
     con = connect(db)
     try:
         with transaction(con):
             ensure_tables(con)
-            exists = con.execute("SELECT count(*) FROM galleries WHERE name = ?",
-                                 [name]).fetchone()[0]  # fmt: skip
+            exists = con.execute(
+                "SELECT count(*) FROM galleries WHERE name = ?", [name]
+            ).fetchone()[0]
             if exists and not replace:
-                raise GalleryError(f"Gallery {name!r} exists; drop it first (celebcat gallery "
-                                   "drop) or add with --replace.")  # fmt: skip
+                raise GalleryError(
+                    f"Gallery {name!r} exists; drop it first (celebcat gallery "
+                    "drop) or add with --replace."
+                )
             con.execute("DELETE FROM gallery_entries WHERE gallery = ?", [name])
             con.execute("DELETE FROM galleries WHERE name = ?", [name])
             con.execute(
                 f"INSERT INTO galleries ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [name, run_id, now, source, len(set(frame["identity_name"])), n, detector,
-                 crops],
-            )  # fmt: skip
+                [name, run_id, now, source, len(set(frame["identity_name"])), n, detector, crops],
+            )
             con.register("new_entries", frame)
             con.execute(
                 "INSERT INTO gallery_entries SELECT gallery, identity_name, image_id_or_path, "
@@ -193,8 +205,11 @@ def _gallery(row: tuple) -> Gallery:
 def get_gallery(db: str | os.PathLike[str] | None, name: str) -> Gallery:
     con = connect(db, read_only=True)
     try:
-        row = con.execute(f"SELECT {_COLUMNS} FROM galleries WHERE name = ?",
-                          [name]).fetchone() if _has_tables(con) else None  # fmt: skip
+        row = (
+            con.execute(f"SELECT {_COLUMNS} FROM galleries WHERE name = ?", [name]).fetchone()
+            if _has_tables(con)
+            else None
+        )
         if row is None:
             raise _unknown(con, name)
     finally:
@@ -218,20 +233,27 @@ def read_entries(db: str | os.PathLike[str] | None, name: str) -> GalleryEntries
     """A gallery and its rows (GalleryError for an unknown name)."""
     con = connect(db, read_only=True)
     try:
-        row = con.execute(f"SELECT {_COLUMNS} FROM galleries WHERE name = ?",
-                          [name]).fetchone() if _has_tables(con) else None  # fmt: skip
+        row = (
+            con.execute(f"SELECT {_COLUMNS} FROM galleries WHERE name = ?", [name]).fetchone()
+            if _has_tables(con)
+            else None
+        )
         if row is None:
             raise _unknown(con, name)
         # numpy straight from DuckDB: 4x faster than Python lists (0.4 s for 10,000 x 512)
         cols = con.execute(
             "SELECT identity_name, image_id_or_path, embedding FROM gallery_entries "
-            "WHERE gallery = ? ORDER BY identity_name, image_id_or_path", [name],
+            "WHERE gallery = ? ORDER BY identity_name, image_id_or_path",
+            [name],
         ).fetchnumpy()
     finally:
         con.close()
     n = len(cols["identity_name"])
-    vectors = (np.stack(list(cols["embedding"])).astype(np.float32, copy=False) if n
-               else np.zeros((0, 0), np.float32))  # fmt: skip
+    vectors = (
+        np.stack(list(cols["embedding"])).astype(np.float32, copy=False)
+        if n
+        else np.zeros((0, 0), np.float32)
+    )
     return GalleryEntries(
         _gallery(row),
         np.asarray(cols["identity_name"], dtype=str),
@@ -246,8 +268,9 @@ def drop_gallery(db: str | os.PathLike[str] | None, name: str) -> None:
     try:
         with transaction(con):
             ensure_tables(con)
-            found = con.execute("DELETE FROM galleries WHERE name = ? RETURNING name",
-                                [name]).fetchall()  # fmt: skip
+            found = con.execute(
+                "DELETE FROM galleries WHERE name = ? RETURNING name", [name]
+            ).fetchall()
             if not found:
                 raise _unknown(con, name)
             con.execute("DELETE FROM gallery_entries WHERE gallery = ?", [name])

@@ -141,8 +141,9 @@ def stats_section(db: DbArg, snapshot: str, *, plots: bool = True) -> Section:
         section.tables.append(Table("splits", stats.splits))
     section.tables.append(Table("summary", stats.summary))
     section.tables.append(Table("face box sizes, pixels", stats.bbox_sizes))
-    section.tables.append(Table("attribute shares (largest first)", stats.attributes,
-                                collapsed=True))  # fmt: skip
+    section.tables.append(
+        Table("attribute shares (largest first)", stats.attributes, collapsed=True)
+    )
     if plots and _plots_available():
         with tempfile.TemporaryDirectory(prefix="celebcat-report-") as temp:
             for path in write_plots(stats, temp):
@@ -153,8 +154,9 @@ def stats_section(db: DbArg, snapshot: str, *, plots: bool = True) -> Section:
     return section
 
 
-def worst_faces(db: DbArg, run_id: str, *, split: str | None = "test", n: int = WORST,
-                size: int = 192) -> list[Figure]:  # fmt: skip
+def worst_faces(
+    db: DbArg, run_id: str, *, split: str | None = "test", n: int = WORST, size: int = 192
+) -> list[Figure]:
     """The ``n`` images of ``split`` with the largest NME under landmark run ``run_id``,
     each cropped around its face box (a square 1.4 times its longer side) at ``size``
     pixels, predicted points red, true points green, a yellow line between each pair."""
@@ -177,8 +179,9 @@ def worst_faces(db: DbArg, run_id: str, *, split: str | None = "test", n: int = 
             f"SELECT p.image_id, i.path, b.x_1, b.y_1, b.width, b.height, {cols}, {true_cols} "
             "FROM landmark_predictions p JOIN images i USING (image_id) "
             "JOIN bboxes b USING (image_id) JOIN landmarks l USING (image_id) "
-            "WHERE p.run_id = ? AND list_contains(?, p.image_id)", [run_id, ids],
-        ).fetchall()  # fmt: skip
+            "WHERE p.run_id = ? AND list_contains(?, p.image_id)",
+            [run_id, ids],
+        ).fetchall()
     finally:
         con.close()
     found = {r[0]: r for r in rows}
@@ -207,10 +210,12 @@ def worst_faces(db: DbArg, run_id: str, *, split: str | None = "test", n: int = 
             draw.line([(tx, ty), (px, py)], fill=LINE_COLOUR, width=1)
         for points, colour in ((t_pts, TRUE_COLOUR), (p_pts, PREDICTED_COLOUR)):
             for px, py in points:
-                draw.ellipse([px - radius, py - radius, px + radius, py + radius], fill=colour,
-                             outline=(0, 0, 0))  # fmt: skip
-        figures.append(Figure(f"#{rank} {image_id}", _pil_png(crop), f"NME {nme:.3f}",
-                              width=size))  # fmt: skip
+                draw.ellipse(
+                    [px - radius, py - radius, px + radius, py + radius],
+                    fill=colour,
+                    outline=(0, 0, 0),
+                )
+        figures.append(Figure(f"#{rank} {image_id}", _pil_png(crop), f"NME {nme:.3f}", width=size))
     return figures
 
 
@@ -220,8 +225,15 @@ def _landmark_columns() -> tuple[str, ...]:
     return tuple(LANDMARK_COLUMNS)
 
 
-def landmark_section(db: DbArg, run_id: str, *, split: str = "test", worst: int = WORST,
-                     plots: bool = True, by: Sequence[str] = ()) -> Section:  # fmt: skip
+def landmark_section(
+    db: DbArg,
+    run_id: str,
+    *,
+    split: str = "test",
+    worst: int = WORST,
+    plots: bool = True,
+    by: Sequence[str] = (),
+) -> Section:
     """A landmark run's ``split`` figures, its CED and its worst faces."""
     from catalog.reports import FAILURE_THRESHOLD, NORMALISER, landmark_report, write_ced_plot
     from catalog.results import get_run
@@ -243,8 +255,9 @@ def landmark_section(db: DbArg, run_id: str, *, split: str = "test", worst: int 
     if plots and _plots_available():
         with tempfile.TemporaryDirectory(prefix="celebcat-report-") as temp:
             ced = write_ced_plot(db, run_id, Path(temp) / "ced.png", list(by), split=split)
-            section.figures.append(Figure("cumulative error distribution", ced.read_bytes(),
-                                          width=560))  # fmt: skip
+            section.figures.append(
+                Figure("cumulative error distribution", ced.read_bytes(), width=560)
+            )
     elif plots:
         section.paragraphs.append(NO_PLOTS)
     faces = worst_faces(db, run_id, split=split, n=worst)
@@ -261,12 +274,17 @@ def landmark_section(db: DbArg, run_id: str, *, split: str = "test", worst: int 
 def _val_curve(db: DbArg, run_id: str, name: str) -> QueryResult:
     con = connect(db, read_only=True)
     try:
-        rows = con.execute(
-            "SELECT epoch + 1 AS epoch, max(value) FILTER (split = 'train' AND name = 'loss') "
-            "AS train_loss, max(value) FILTER (split = 'val' AND name = ?) AS val "
-            "FROM metrics WHERE run_id = ? GROUP BY epoch HAVING val IS NOT NULL "
-            "ORDER BY epoch", [name, run_id],
-        ).fetchall() if has_table(con, "metrics") else []  # fmt: skip
+        rows = (
+            con.execute(
+                "SELECT epoch + 1 AS epoch, max(value) FILTER (split = 'train' AND name = 'loss') "
+                "AS train_loss, max(value) FILTER (split = 'val' AND name = ?) AS val "
+                "FROM metrics WHERE run_id = ? GROUP BY epoch HAVING val IS NOT NULL "
+                "ORDER BY epoch",
+                [name, run_id],
+            ).fetchall()
+            if has_table(con, "metrics")
+            else []
+        )
     finally:
         con.close()
     return QueryResult(["epoch", "train loss", f"val {name}"], rows)
@@ -287,10 +305,13 @@ def _beside_reference(db: DbArg, run_id: str, *, landmarks: bool) -> Table:
             continue
         rows.append((column, *values))
     names = ["this run" if r[0] == run_id else r[0] for r in shown]
-    return Table("beside the reference's reported figures", QueryResult(["", *names], rows),
-                 note="The reference: real CelebA, ResNet-50 (landmarks: the hourglass at "
-                 "256 px), two T4 GPUs. This run: the synthetic data and CPU-sized model "
-                 "above. Blank: not reported.")  # fmt: skip
+    return Table(
+        "beside the reference's reported figures",
+        QueryResult(["", *names], rows),
+        note="The reference: real CelebA, ResNet-50 (landmarks: the hourglass at "
+        "256 px), two T4 GPUs. This run: the synthetic data and CPU-sized model "
+        "above. Blank: not reported.",
+    )
 
 
 def recognizer_section(db: DbArg, run_id: str, figures: Sequence[Figure] = ()) -> Section:
@@ -312,17 +333,30 @@ def recognizer_section(db: DbArg, run_id: str, figures: Sequence[Figure] = ()) -
     metrics = get_metrics(db, run_id)
     latest = max((e for e, s, _ in metrics if s == "open_set"), default=None)
     if latest is not None:
-        fprs = sorted({float(n.split("=", 1)[1]) for e, s, n in metrics
-                       if e == latest and s == "open_set" and n.startswith("threshold@fpr=")},
-                      reverse=True)  # fmt: skip
-        rows = [(f, metrics.get((latest, "open_set", f"threshold@fpr={f:g}")),
-                 metrics.get((latest, "open_set", f"tpr@fpr={f:g}"))) for f in fprs]
-        section.tables.append(Table(
-            "open-set thresholds (what identify names a face above)",
-            QueryResult(["FPR", "cosine threshold", "TPR"], rows),
-            note="Two different held-out people score above the threshold at rate FPR; "
-            "two images of one held-out person do at rate TPR.",
-        ))  # fmt: skip
+        fprs = sorted(
+            {
+                float(n.split("=", 1)[1])
+                for e, s, n in metrics
+                if e == latest and s == "open_set" and n.startswith("threshold@fpr=")
+            },
+            reverse=True,
+        )
+        rows = [
+            (
+                f,
+                metrics.get((latest, "open_set", f"threshold@fpr={f:g}")),
+                metrics.get((latest, "open_set", f"tpr@fpr={f:g}")),
+            )
+            for f in fprs
+        ]
+        section.tables.append(
+            Table(
+                "open-set thresholds (what identify names a face above)",
+                QueryResult(["FPR", "cosine threshold", "TPR"], rows),
+                note="Two different held-out people score above the threshold at rate FPR; "
+                "two images of one held-out person do at rate TPR.",
+            )
+        )
     val = _val_curve(db, run_id, "top1" if config.get("loss") != "triplet" else "auc")
     if val.rows:
         section.tables.append(Table("validation by epoch", val, collapsed=True))
@@ -394,7 +428,7 @@ def _table_html(table: Table) -> str:
                 cells.append(f"<td>{'' if value is None else html.escape(str(value))}</td>")
         row_class = f' class="{html.escape(mark, quote=True)}"' if mark else ""
         body.append(f"<tr{row_class}>" + "".join(cells) + "</tr>")
-    out = (f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+    out = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
     note = f'<p class="note">{html.escape(table.note)}</p>' if table.note else ""
     title = html.escape(table.title)
     if table.collapsed:
@@ -406,9 +440,11 @@ def _figure_html(figure: Figure) -> str:
     data = base64.b64encode(figure.png).decode("ascii")
     width = f' width="{int(figure.width)}"' if figure.width else ""
     caption = ": ".join(x for x in (figure.title, figure.caption) if x)
-    return (f'<figure><img src="data:image/png;base64,{data}"{width} '
-            f'alt="{html.escape(figure.title, quote=True)}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
+    return (
+        f'<figure><img src="data:image/png;base64,{data}"{width} '
+        f'alt="{html.escape(figure.title, quote=True)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
 def _tables_html(tables: Sequence[Table]) -> str:
@@ -424,8 +460,13 @@ def _figures_html(figures: Sequence[Figure]) -> str:
     return f'<div class="figures">{"".join(_figure_html(f) for f in figures)}</div>'
 
 
-def render(title: str, sections: Sequence[Section], *, subtitle: str = "",
-           generated: datetime | None = None) -> str:  # fmt: skip
+def render(
+    title: str,
+    sections: Sequence[Section],
+    *,
+    subtitle: str = "",
+    generated: datetime | None = None,
+) -> str:
     """The page: a title, a table of contents and the sections, as one HTML string."""
     when = (generated or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
@@ -438,12 +479,14 @@ def render(title: str, sections: Sequence[Section], *, subtitle: str = "",
         '</head><body data-images="pending"><main>',
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="sub">{html.escape(subtitle)}{" · " if subtitle else ""}written {when}</p>',
-        "<nav>" + "".join(f'<a href="#{html.escape(s.id)}">{html.escape(s.title)}</a>'
-                          for s in sections) + "</nav>",
-    ]  # fmt: skip
+        "<nav>"
+        + "".join(f'<a href="#{html.escape(s.id)}">{html.escape(s.title)}</a>' for s in sections)
+        + "</nav>",
+    ]
     for section in sections:
-        parts.append(f'<section id="{html.escape(section.id)}"><h2>{html.escape(section.title)}'
-                     "</h2>")  # fmt: skip
+        parts.append(
+            f'<section id="{html.escape(section.id)}"><h2>{html.escape(section.title)}</h2>'
+        )
         parts.extend(f"<p>{html.escape(p)}</p>" for p in section.paragraphs)
         blocks = [_tables_html(section.tables), _figures_html(section.figures)]
         parts.extend(reversed(blocks) if section.figures_first else blocks)

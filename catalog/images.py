@@ -41,8 +41,14 @@ CHUNK_SIZE = 2000
 
 #: Columns of the frame ``scan_images`` returns, in order.
 SCAN_COLUMNS: tuple[str, ...] = (
-    "image_id", "path", "file_size", "width", "height", "error", "problem",
-)  # fmt: skip
+    "image_id",
+    "path",
+    "file_size",
+    "width",
+    "height",
+    "error",
+    "problem",
+)
 
 #: ``problem`` of a file whose header was read but whose end marker is missing.
 TRUNCATED = "image_truncated"
@@ -210,11 +216,18 @@ def scan_images(
 
     headers = [header for chunk_result in results for header in chunk_result]
     rows = [
-        (name, rel, size, width, height, error,
-         TRUNCATED if error is not None and width is not None else None)
+        (
+            name,
+            rel,
+            size,
+            width,
+            height,
+            error,
+            TRUNCATED if error is not None and width is not None else None,
+        )
         for (rel, name, _full), (size, width, height, error) in zip(files, headers, strict=True)
         if size is not None  # no size: the file was removed since it was listed
-    ]  # fmt: skip
+    ]
     rows += outside
     rows.sort(key=lambda r: r[1])
     return pd.DataFrame(
@@ -300,9 +313,17 @@ def _list_images(
                 target = _outside(entry.path, real_root) if entry.is_symlink() else None
                 if entry.is_dir():
                     if target is not None:
-                        outside.append((None, f"{prefix}{name}/", _link_size(entry), None, None,
-                                        f"a folder link out of the image root, to {target}: "
-                                        "not scanned", OUTSIDE_ROOT))  # fmt: skip
+                        outside.append(
+                            (
+                                None,
+                                f"{prefix}{name}/",
+                                _link_size(entry),
+                                None,
+                                None,
+                                f"a folder link out of the image root, to {target}: not scanned",
+                                OUTSIDE_ROOT,
+                            )
+                        )
                         continue
                     key = _dir_key(Path(entry.path))
                     # Skip the excluded subtree, and a folder already walked (a symlink
@@ -313,9 +334,17 @@ def _list_images(
                     stack.append((entry.path, f"{prefix}{name}/"))
                 elif _is_image_name(name) and entry.is_file():
                     if target is not None:
-                        outside.append((name, prefix + name, _link_size(entry), None, None,
-                                        f"a symbolic link out of the image root, to {target}: "
-                                        "not followed", OUTSIDE_ROOT))  # fmt: skip
+                        outside.append(
+                            (
+                                name,
+                                prefix + name,
+                                _link_size(entry),
+                                None,
+                                None,
+                                f"a symbolic link out of the image root, to {target}: not followed",
+                                OUTSIDE_ROOT,
+                            )
+                        )
                         continue
                     out.append((prefix + name, name, entry.path))
     out.sort()

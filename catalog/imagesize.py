@@ -158,8 +158,10 @@ def _tail_damage(fd: int, size: int, kind: str) -> str | None:
     if kind == "jpeg":
         if b"\xff\xd9" in tail:
             return None
-        return (f"{TRUNCATED} JPEG: no end-of-image marker (FF D9) in its last {n} bytes; "
-                "the file was cut short")  # fmt: skip
+        return (
+            f"{TRUNCATED} JPEG: no end-of-image marker (FF D9) in its last {n} bytes; "
+            "the file was cut short"
+        )
     if b"IEND" in tail:
         return None
     return f"{TRUNCATED} PNG: no IEND chunk in its last {n} bytes; the file was cut short"

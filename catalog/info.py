@@ -74,7 +74,7 @@ def view_docs() -> dict[str, str]:
     for view in view_files():
         text = " ".join(view.comment.split())
         prefix = f"{view.name}:"
-        out[view.name] = text[len(prefix):].strip() if text.startswith(prefix) else text
+        out[view.name] = text[len(prefix) :].strip() if text.startswith(prefix) else text
     return out
 
 
@@ -186,8 +186,10 @@ def _query_error(exc: Exception, i: int, n: int, write: bool) -> str:
     if not write and "read-only" in text.lower():
         text += "\nThe catalog is opened read-only; add --write to change it."
     elif not write and "configuration" in text and ("disabled" in text or "locked" in text):
-        text += ("\nWithout --write, SQL reads the catalog only: no other files, network, "
-                 "extensions or settings.")
+        text += (
+            "\nWithout --write, SQL reads the catalog only: no other files, network, "
+            "extensions or settings."
+        )
     return where + text
 
 
@@ -209,7 +211,11 @@ def problem_summary(db: DbArg = None) -> QueryResult:
     columns = ["check", "source", "severity", "count", "examples", "what it means"]
     rows = [
         (
-            g["check_name"], g["source"], g["severity"], g["n"], g["examples"],
+            g["check_name"],
+            g["source"],
+            g["severity"],
+            g["n"],
+            g["examples"],
             docs.get((g["check_name"], g["source"]), ""),
         )
         for g in groups

@@ -75,7 +75,12 @@ CREATE TABLE ingested_files (
 
 #: Every table ingest owns (recreated on each ingest).
 INGEST_TABLES: tuple[str, ...] = (
-    *ANNOTATION_TABLES, "images", "images_aligned", "problems", "catalog_info", "ingested_files",
+    *ANNOTATION_TABLES,
+    "images",
+    "images_aligned",
+    "problems",
+    "catalog_info",
+    "ingested_files",
 )
 
 
@@ -118,9 +123,11 @@ class IngestInterrupted(KeyboardInterrupt):
         if committed:
             message = f"Interrupted after the commit: the new catalog {db} is complete."
         elif committed is None:
-            message = (f"Interrupted during the commit, and whether it went through could "
-                       f"not be read back: look with `celebcat tables --db {db}`, or ingest "
-                       "again.")
+            message = (
+                f"Interrupted during the commit, and whether it went through could "
+                f"not be read back: look with `celebcat tables --db {db}`, or ingest "
+                "again."
+            )
         elif existed:
             message = f"Interrupted: nothing changed; the catalog {db} was left as it was."
         else:
@@ -159,15 +166,17 @@ def ingest(
     existed = path.exists()
     state = _State()
     try:
-        return _ingest(data_dir, path, images, scan_images, workers, progress, allow_empty,
-                       state)
+        return _ingest(data_dir, path, images, scan_images, workers, progress, allow_empty, state)
     except BaseException as exc:
         if is_interrupt(exc):
             raise IngestInterrupted(path, state.committed, existed) from exc
         if state.committed is False:
             raise
-        done = ("is complete (committed)" if state.committed else
-                "may or may not hold the new data (it could not be read back)")
+        done = (
+            "is complete (committed)"
+            if state.committed
+            else "may or may not hold the new data (it could not be read back)"
+        )
         raise IngestError(f"The catalog {path} {done}, but then: {exc}") from exc
 
 
@@ -274,7 +283,8 @@ def _refuse_empty(found: dict[str, AnnotationFile], rows: dict[str, int]) -> Non
             continue
         declares = " (line 1 declares 0 rows)" if f.spec.count_line else ""
         raise AnnotationError(
-            f.path, 1 if f.spec.count_line else None,
+            f.path,
+            1 if f.spec.count_line else None,
             f"the file has no rows{declares}: loading it would replace the catalog's "
             f"{table} with an empty table. Pass --allow-empty to load it anyway.",
         )
@@ -424,7 +434,9 @@ def _rebuild_views(con: duckdb.DuckDBPyConnection, result: IngestResult) -> None
 
 
 def _record(
-    con: duckdb.DuckDBPyConnection, result: IngestResult, found: dict[str, AnnotationFile],
+    con: duckdb.DuckDBPyConnection,
+    result: IngestResult,
+    found: dict[str, AnnotationFile],
     token: str,
 ) -> None:
     info = {

@@ -70,13 +70,16 @@ class ParquetExport:
 
 def _snapshot_query(con: duckdb.DuckDBPyConnection) -> tuple[str, list[object]]:
     """The snapshot's rows (parameter: its name) with files and landmarks, where known."""
-    root_row = con.execute(
-        "SELECT value FROM catalog_info WHERE key = 'image_root'"
-    ).fetchone() if has_table(con, "catalog_info") else None  # fmt: skip
+    root_row = (
+        con.execute("SELECT value FROM catalog_info WHERE key = 'image_root'").fetchone()
+        if has_table(con, "catalog_info")
+        else None
+    )
     root = (root_row[0] or "") if root_row else ""
     if has_table(con, "images") and root:
-        files_sql = ("CASE WHEN i.path IS NULL THEN NULL ELSE ? || i.path END AS path, "
-                     "i.width, i.height")  # fmt: skip
+        files_sql = (
+            "CASE WHEN i.path IS NULL THEN NULL ELSE ? || i.path END AS path, i.width, i.height"
+        )
         join_images, params = "LEFT JOIN images AS i USING (image_id) ", [os.path.join(root, "")]
     else:  # annotations only: no files to name
         files_sql = "NULL::VARCHAR AS path, NULL::INTEGER AS width, NULL::INTEGER AS height"
@@ -135,8 +138,11 @@ def export_parquet(
     if embeddings is not None and predictions is not None:
         raise ParquetExportError("Export embeddings or predictions, not both: one table a file.")
     run_id = embeddings if embeddings is not None else predictions
-    table = "embeddings" if embeddings is not None else (
-        "predictions" if predictions is not None else "snapshot")  # fmt: skip
+    table = (
+        "embeddings"
+        if embeddings is not None
+        else ("predictions" if predictions is not None else "snapshot")
+    )
     out = Path(out)
     if out.is_dir():
         raise ParquetExportError(f"{out} is a folder; name the .parquet file to write.")
@@ -163,26 +169,32 @@ def export_parquet(
                     f"Run {run_id} is a {run.kind} run; {table} come from {wanted} runs."
                 )
             source = "embeddings" if table == "embeddings" else "landmark_predictions"
-            n = con.execute(
-                f"SELECT count(*) FROM snapshot_images AS s JOIN {source} AS r "
-                "ON r.image_id = s.image_id AND r.run_id = ? WHERE s.snapshot = ?",
-                [run_id, snapshot],
-            ).fetchone()[0] if has_table(con, source) else 0  # fmt: skip
+            n = (
+                con.execute(
+                    f"SELECT count(*) FROM snapshot_images AS s JOIN {source} AS r "
+                    "ON r.image_id = s.image_id AND r.run_id = ? WHERE s.snapshot = ?",
+                    [run_id, snapshot],
+                ).fetchone()[0]
+                if has_table(con, source)
+                else 0
+            )
             if n == 0:
-                how = (f"celebcat embed --run {run_id} --snapshot {snapshot}"
-                       if table == "embeddings"
-                       else f"celebcat align --run {run_id} --snapshot {snapshot}")  # fmt: skip
+                how = (
+                    f"celebcat embed --run {run_id} --snapshot {snapshot}"
+                    if table == "embeddings"
+                    else f"celebcat align --run {run_id} --snapshot {snapshot}"
+                )
                 raise ParquetExportError(
                     f"Run {run_id} has no {table} for the images of snapshot {snapshot!r}; "
                     f"make them first (`{how}`)."
                 )
             sql, params = _run_query(table), [run_id, snapshot]
-            meta.update(run_id=run.run_id, run_kind=run.kind,
-                        run_snapshot_hash=run.snapshot_hash)  # fmt: skip
+            meta.update(run_id=run.run_id, run_kind=run.kind, run_snapshot_hash=run.snapshot_hash)
         meta["code_version"] = results.code_version()
-        meta["exported_at"] = datetime.now(timezone.utc).replace(tzinfo=None).isoformat(
-            timespec="seconds")
-        kv = ", ".join(f"\"{key}\": {_literal(value)}" for key, value in meta.items())
+        meta["exported_at"] = (
+            datetime.now(timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds")
+        )
+        kv = ", ".join(f'"{key}": {_literal(value)}' for key, value in meta.items())
         out.parent.mkdir(parents=True, exist_ok=True)
         temp = files.temp_name(out)
         try:
@@ -197,8 +209,16 @@ def export_parquet(
             raise
     finally:
         con.close()
-    return ParquetExport(out, table, snap.name, snap.hash, int(rows),
-                         out.stat().st_size, time.perf_counter() - start, meta)  # fmt: skip
+    return ParquetExport(
+        out,
+        table,
+        snap.name,
+        snap.hash,
+        int(rows),
+        out.stat().st_size,
+        time.perf_counter() - start,
+        meta,
+    )
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:

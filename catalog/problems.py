@@ -44,9 +44,7 @@ ERROR = "error"
 DECODE_CHECK = "image_decode_error"
 
 _OTHERS = ("bboxes", "landmarks", "landmarks_aligned", "identities", "partitions")
-_ANNOTATED = " UNION ".join(
-    f"SELECT image_id FROM {t}" for t in ("attributes",) + _OTHERS
-)
+_ANNOTATED = " UNION ".join(f"SELECT image_id FROM {t}" for t in ("attributes",) + _OTHERS)
 
 
 def _outside(x0: str, y0: str, x1: str, y1: str) -> str:
@@ -75,13 +73,17 @@ def _checks() -> list[Check]:
     checks: list[Check] = []
     checks += [
         Check(
-            "zero_size_box", "bboxes", "boxes whose width or height is 0 or less",
+            "zero_size_box",
+            "bboxes",
+            "boxes whose width or height is 0 or less",
             "SELECT image_id, format('width {} height {}', width, height) FROM bboxes "
             "WHERE width <= 0 OR height <= 0",
             ("bboxes",),
         ),
         Check(
-            "bbox_outside_image", "bboxes", "boxes reaching outside their in-the-wild image",
+            "bbox_outside_image",
+            "bboxes",
+            "boxes reaching outside their in-the-wild image",
             "SELECT b.image_id, format('box x {}..{} y {}..{}, image {}x{}', b.x_1, "
             "b.x_1 + b.width, b.y_1, b.y_1 + b.height, i.width, i.height) "
             "FROM bboxes b JOIN images i USING (image_id) "
@@ -90,7 +92,9 @@ def _checks() -> list[Check]:
             ("bboxes", "images"),
         ),
         Check(
-            "landmark_outside_bbox", "landmarks", "in-the-wild landmarks outside their box",
+            "landmark_outside_bbox",
+            "landmarks",
+            "in-the-wild landmarks outside their box",
             "SELECT image_id, 'outside the box: ' || array_to_string(pts, ', ') FROM ("
             "SELECT l.image_id, "
             + _outside("b.x_1", "b.y_1", "b.x_1 + b.width", "b.y_1 + b.height")
@@ -98,7 +102,8 @@ def _checks() -> list[Check]:
             ("landmarks", "bboxes"),
         ),
         Check(
-            "landmark_outside_image", "landmarks_aligned",
+            "landmark_outside_image",
+            "landmarks_aligned",
             f"aligned landmarks outside the {ALIGNED_SIZE[0]}x{ALIGNED_SIZE[1]} frame",
             "SELECT image_id, 'outside the frame: ' || array_to_string(pts, ', ') FROM ("
             "SELECT l.image_id, "
@@ -115,45 +120,57 @@ def _checks() -> list[Check]:
         indexed = f"_scan_{scan} AS s JOIN {table} AS i USING (image_id, path)"
         checks += [
             Check(
-                "no_image_on_disk", table,
+                "no_image_on_disk",
+                table,
                 f"annotated images not found under the {what} image root",
                 f"SELECT image_id, 'annotated, but no {'aligned ' if scan == 'aligned' else ''}"
                 f"file' FROM ({_ANNOTATED}) ANTI JOIN {table} USING (image_id)",
-                (f"scan:{scan}",), severity,
+                (f"scan:{scan}",),
+                severity,
             ),
             Check(
-                "unreadable_image", table, f"{what} images whose header could not be read",
+                "unreadable_image",
+                table,
+                f"{what} images whose header could not be read",
                 f"SELECT image_id, s.path || ': ' || s.error FROM {indexed} "
                 "WHERE s.error IS NOT NULL AND s.problem IS NULL",
-                (f"scan:{scan}",), severity,
+                (f"scan:{scan}",),
+                severity,
             ),
             Check(
-                "image_truncated", table,
+                "image_truncated",
+                table,
                 f"{what} images cut short: the header reads, the end marker is missing",
                 f"SELECT image_id, s.path || ': ' || s.error FROM {indexed} "
                 "WHERE s.problem = 'image_truncated'",
-                (f"scan:{scan}",), severity,
+                (f"scan:{scan}",),
+                severity,
             ),
             Check(
-                "image_outside_root", table,
+                "image_outside_root",
+                table,
                 f"symbolic links out of the {what} image root (never followed)",
                 f"SELECT s.image_id, s.path || ': ' || s.error FROM _scan_{scan} AS s "
                 f"LEFT JOIN {table} AS i USING (image_id, path) "
                 "WHERE s.problem = 'image_outside_root' "
                 "AND (s.image_id IS NULL OR i.image_id IS NOT NULL)",  # folder, or indexed
-                (f"scan:{scan}",), severity,
+                (f"scan:{scan}",),
+                severity,
             ),
             Check(
-                "image_too_large", table,
+                "image_too_large",
+                table,
                 f"{what} images of more than {MAX_IMAGE_PIXELS:,} pixels (Pillow's "
                 "decompression-bomb limit)",
                 "SELECT image_id, format('{}: {}x{}, {} pixels', path, width, height, "
                 f"width::BIGINT * height) FROM {table} "
                 f"WHERE width::BIGINT * height > {MAX_IMAGE_PIXELS}",
-                (f"scan:{scan}",), severity,
+                (f"scan:{scan}",),
+                severity,
             ),
             Check(
-                "duplicate_image_name", table,
+                "duplicate_image_name",
+                table,
                 f"file names found more than once under the {what} image root (the first "
                 "path is used)",
                 f"SELECT image_id, string_agg(path, ', ' ORDER BY path) FROM _scan_{scan} "
@@ -163,14 +180,17 @@ def _checks() -> list[Check]:
         ]
     checks += [
         Check(
-            "aligned_image_size", "images_aligned",
+            "aligned_image_size",
+            "images_aligned",
             f"aligned images that are not {ALIGNED_SIZE[0]}x{ALIGNED_SIZE[1]}",
             "SELECT image_id, format('{}x{}', width, height) FROM images_aligned "
             f"WHERE width <> {ALIGNED_SIZE[0]} OR height <> {ALIGNED_SIZE[1]}",
             ("images_aligned",),
         ),
         Check(
-            "image_not_annotated", "images", "in-the-wild images no annotation file mentions",
+            "image_not_annotated",
+            "images",
+            "in-the-wild images no annotation file mentions",
             f"SELECT image_id, path FROM images ANTI JOIN ({_ANNOTATED}) USING (image_id)",
             ("images", "any_annotation"),
             severity="info",
@@ -311,15 +331,17 @@ def check_decode(
     start = time.perf_counter()
     con = connect(db, read_only=True)
     try:
-        root_row = con.execute(
-            "SELECT value FROM catalog_info WHERE key = 'image_root'"
-        ).fetchone()
+        root_row = con.execute("SELECT value FROM catalog_info WHERE key = 'image_root'").fetchone()
         root = root_row[0] if root_row else None
-        rows = con.execute(
-            f"SELECT image_id, path FROM images SEMI JOIN ({_ANNOTATED}) USING (image_id) "
-            f"WHERE error IS NULL AND width::BIGINT * height <= {MAX_IMAGE_PIXELS} "
-            "ORDER BY image_id"
-        ).fetchall() if root else []  # fmt: skip
+        rows = (
+            con.execute(
+                f"SELECT image_id, path FROM images SEMI JOIN ({_ANNOTATED}) USING (image_id) "
+                f"WHERE error IS NULL AND width::BIGINT * height <= {MAX_IMAGE_PIXELS} "
+                "ORDER BY image_id"
+            ).fetchall()
+            if root
+            else []
+        )
     finally:
         con.close()
     if not root:

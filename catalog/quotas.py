@@ -180,9 +180,7 @@ def refresh(con: duckdb.DuckDBPyConnection) -> list[QuotaResult]:
     img_order = {r[0]: _md5(f"{seed}:img:{r[0]}") + r[0] for r in clean}
     col = {a: 2 + names.index(a) for a in names}
     # Each identity's default images: its first images_per_id in md5 order.
-    default = {
-        i: sorted(rows, key=lambda r: img_order[r[0]])[:per_id] for i, rows in by_id.items()
-    }
+    default = {i: sorted(rows, key=lambda r: img_order[r[0]])[:per_id] for i, rows in by_id.items()}
     n_chosen = min(n_ids, len(by_id))
     total = per_id * n_chosen
     # Distances are measured in tolerance units (1 point of identities or of images),
@@ -199,7 +197,9 @@ def refresh(con: duckdb.DuckDBPyConnection) -> list[QuotaResult]:
         for i, rows in by_id.items()
     }
     chosen = _swap_towards(
-        [str(i) for i in ranked[:n_chosen]], [str(i) for i in ranked[n_chosen:]], id_vec,
+        [str(i) for i in ranked[:n_chosen]],
+        [str(i) for i in ranked[n_chosen:]],
+        id_vec,
         [quotas[a] * n_chosen for a in id_attrs] + [quotas[a] * total for a in img_attrs],
         id_w + [w / 4 for w in img_w],  # images are fine-tuned in step 2
         id_order,
@@ -214,8 +214,9 @@ def refresh(con: duckdb.DuckDBPyConnection) -> list[QuotaResult]:
     if img_attrs:
         img_vec = {r[0]: tuple(r[col[a]] for a in img_attrs) for r in clean}
         targets = [quotas[a] * total for a in img_attrs]
-        counts = [sum(img_vec[x][k] for m in picks.values() for x in m)
-                  for k in range(len(img_attrs))]
+        counts = [
+            sum(img_vec[x][k] for m in picks.values() for x in m) for k in range(len(img_attrs))
+        ]
         # Identity by identity (md5 order), each moving its own counts as far towards
         # the remaining need as its spare images allow.
         for i in sorted(picks, key=lambda i: id_order[str(i)]):
@@ -247,8 +248,11 @@ def refresh(con: duckdb.DuckDBPyConnection) -> list[QuotaResult]:
         columns=["identity", "pick"],
     )
     images = pd.DataFrame(
-        [(x, n + 1) for m in picks.values()
-         for n, x in enumerate(sorted(m, key=img_order.__getitem__))],
+        [
+            (x, n + 1)
+            for m in picks.values()
+            for n, x in enumerate(sorted(m, key=img_order.__getitem__))
+        ],
         columns=["image_id", "pick_in_id"],
     )
     for table, frame in (("quota_identities", ids), ("quota_images", images)):

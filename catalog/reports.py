@@ -77,8 +77,7 @@ def _per_landmark_sql() -> str:
     )
 
 
-def _errors_sql(db: DbArg, run_id: str, split: str | None
-                ) -> tuple[str, list[object]]:  # fmt: skip
+def _errors_sql(db: DbArg, run_id: str, split: str | None) -> tuple[str, list[object]]:
     """A query of the run's images with an NME: image_id, nme, nme_<landmark> x5 and
     every attribute, restricted to ``split`` of the run's snapshot; and its parameters.
     """
@@ -88,16 +87,30 @@ def _errors_sql(db: DbArg, run_id: str, split: str | None
     con = connect(db, read_only=True)
     try:
         # the SQL below divides by the eye distance; refuse predictions scored otherwise
-        others = [r[0] for r in con.execute(
-            "SELECT DISTINCT normaliser FROM landmark_predictions "
-            "WHERE run_id = ? AND normaliser <> ?",
-            [run_id, NORMALISER],
-        ).fetchall()] if _has_predictions(con) else []  # fmt: skip
+        others = (
+            [
+                r[0]
+                for r in con.execute(
+                    "SELECT DISTINCT normaliser FROM landmark_predictions "
+                    "WHERE run_id = ? AND normaliser <> ?",
+                    [run_id, NORMALISER],
+                ).fetchall()
+            ]
+            if _has_predictions(con)
+            else []
+        )
         row = con.execute("SELECT hash FROM snapshots WHERE name = ?", [run.snapshot]).fetchone()
-        splits = [r[0] for r in con.execute(
-            f"SELECT DISTINCT {_SPLIT} FROM snapshot_images WHERE snapshot = ? ORDER BY 1",
-            [run.snapshot],
-        ).fetchall()] if row else []  # fmt: skip
+        splits = (
+            [
+                r[0]
+                for r in con.execute(
+                    f"SELECT DISTINCT {_SPLIT} FROM snapshot_images WHERE snapshot = ? ORDER BY 1",
+                    [run.snapshot],
+                ).fetchall()
+            ]
+            if row
+            else []
+        )
     finally:
         con.close()
     if others:
@@ -184,26 +197,39 @@ def report_scope(db: DbArg, run_id: str) -> str:
     run = get_run(db, run_id)
     con = connect(db, read_only=True)
     try:
-        total = con.execute(
-            "SELECT count(*) FROM landmark_predictions WHERE run_id = ? AND nme IS NOT NULL "
-            "AND NOT isnan(nme)", [run_id]
-        ).fetchone()[0] if _has_predictions(con) else 0  # fmt: skip
-        row = con.execute("SELECT hash FROM snapshots WHERE name = ?", [run.snapshot]).fetchone() \
-            if has_table(con, "snapshots") else None  # fmt: skip
+        total = (
+            con.execute(
+                "SELECT count(*) FROM landmark_predictions WHERE run_id = ? AND nme IS NOT NULL "
+                "AND NOT isnan(nme)",
+                [run_id],
+            ).fetchone()[0]
+            if _has_predictions(con)
+            else 0
+        )
+        row = (
+            con.execute("SELECT hash FROM snapshots WHERE name = ?", [run.snapshot]).fetchone()
+            if has_table(con, "snapshots")
+            else None
+        )
         current = row is not None and row[0] == run.snapshot_hash
-        counts = con.execute(
-            f"SELECT {_SPLIT} AS s, count(*) FROM landmark_predictions AS p "
-            "JOIN snapshot_images AS i ON i.image_id = p.image_id AND i.snapshot = ? "
-            "WHERE p.run_id = ? AND p.nme IS NOT NULL AND NOT isnan(p.nme) "
-            f"GROUP BY s ORDER BY min({split_order_sql('split')}), s",
-            [run.snapshot, run_id],
-        ).fetchall() if current and total else []  # fmt: skip
+        counts = (
+            con.execute(
+                f"SELECT {_SPLIT} AS s, count(*) FROM landmark_predictions AS p "
+                "JOIN snapshot_images AS i ON i.image_id = p.image_id AND i.snapshot = ? "
+                "WHERE p.run_id = ? AND p.nme IS NOT NULL AND NOT isnan(p.nme) "
+                f"GROUP BY s ORDER BY min({split_order_sql('split')}), s",
+                [run.snapshot, run_id],
+            ).fetchall()
+            if current and total
+            else []
+        )
     finally:
         con.close()
     head = f"covers all {total:,} images run {run_id} predicted"
     if not current:
-        return (f"{head} (snapshot {run.snapshot!r} changed since the run, so their splits "
-                "are unknown)")  # fmt: skip
+        return (
+            f"{head} (snapshot {run.snapshot!r} changed since the run, so their splits are unknown)"
+        )
     parts = ", ".join(f"{split} {n:,}" for split, n in counts)
     return f"{head}: {parts or 'none'}; --split test for the test split alone"
 
@@ -237,7 +263,7 @@ def landmark_errors(
     return LandmarkErrors(
         image_ids=[r[0] for r in rows],
         nme=np.array([r[1] for r in rows], dtype=np.float64),
-        per_landmark=np.array([r[2:2 + k] for r in rows], dtype=np.float64).reshape(-1, k),
+        per_landmark=np.array([r[2 : 2 + k] for r in rows], dtype=np.float64).reshape(-1, k),
         groups=groups,
     )
 
@@ -279,29 +305,42 @@ def write_ced_plot(
 #: The columns of ``celebcat report compare``: (split, metric) pairs, in order. A
 #: column is shown where at least one run has it.
 COMPARE_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("test", "nme"), ("test", "failure_rate"),
-    ("test", "top1"), ("test", "top5"), ("test", "verif_auc"),
-    ("test", "verif_tpr@fpr=0.01"), ("test", "triplet_acc"),
-    ("open_set", "tpr@fpr=0.5"), ("open_set", "tpr@fpr=0.2"), ("open_set", "tpr@fpr=0.1"),
-    ("open_set", "tpr@fpr=0.05"), ("open_set", "tpr@fpr=0.01"), ("open_set", "tpr@fpr=0.001"),
-    ("open_set", "tpir@fpir=0.1"), ("open_set", "tpir@fpir=0.01"),
-)  # fmt: skip
+    ("test", "nme"),
+    ("test", "failure_rate"),
+    ("test", "top1"),
+    ("test", "top5"),
+    ("test", "verif_auc"),
+    ("test", "verif_tpr@fpr=0.01"),
+    ("test", "triplet_acc"),
+    ("open_set", "tpr@fpr=0.5"),
+    ("open_set", "tpr@fpr=0.2"),
+    ("open_set", "tpr@fpr=0.1"),
+    ("open_set", "tpr@fpr=0.05"),
+    ("open_set", "tpr@fpr=0.01"),
+    ("open_set", "tpr@fpr=0.001"),
+    ("open_set", "tpir@fpir=0.1"),
+    ("open_set", "tpir@fpir=0.01"),
+)
 #: The reference course project's reported figures (real CelebA, ResNet-50, 2 x T4), in
 #: the same columns, for ``report compare --reference``.
 REFERENCE_ROWS: dict[str, dict[tuple[str, str], float]] = {
     "reference: landmarks (hourglass, argmax)": {("test", "nme"): 0.037},
     "reference: softmax CE": {
-        ("test", "top1"): 0.89, ("open_set", "tpr@fpr=0.5"): 0.98,
-        ("open_set", "tpr@fpr=0.2"): 0.95, ("open_set", "tpr@fpr=0.1"): 0.87,
+        ("test", "top1"): 0.89,
+        ("open_set", "tpr@fpr=0.5"): 0.98,
+        ("open_set", "tpr@fpr=0.2"): 0.95,
+        ("open_set", "tpr@fpr=0.1"): 0.87,
         ("open_set", "tpr@fpr=0.05"): 0.78,
     },
     "reference: ArcFace": {
-        ("test", "top1"): 0.93, ("open_set", "tpr@fpr=0.5"): 0.97,
-        ("open_set", "tpr@fpr=0.2"): 0.92, ("open_set", "tpr@fpr=0.1"): 0.86,
+        ("test", "top1"): 0.93,
+        ("open_set", "tpr@fpr=0.5"): 0.97,
+        ("open_set", "tpr@fpr=0.2"): 0.92,
+        ("open_set", "tpr@fpr=0.1"): 0.86,
         ("open_set", "tpr@fpr=0.05"): 0.81,
     },
     "reference: triplet (random)": {("test", "triplet_acc"): 0.91},
-}  # fmt: skip
+}
 
 
 def compare_runs(
@@ -348,9 +387,17 @@ def compare_runs(
             if run.kind != "landmarks" and val[run.run_id].get(name):
                 best = f"{name} {max(val[run.run_id][name]):.4f}"
                 break
-        out.append((run.run_id, run.kind, config.get("backbone") or config.get("model", ""),
-                    config.get("loss", ""), epochs[run.run_id], best,
-                    *(found[run.run_id].get(c) for c in shown)))  # fmt: skip
+        out.append(
+            (
+                run.run_id,
+                run.kind,
+                config.get("backbone") or config.get("model", ""),
+                config.get("loss", ""),
+                epochs[run.run_id],
+                best,
+                *(found[run.run_id].get(c) for c in shown),
+            )
+        )
     if reference:
         for name, values in REFERENCE_ROWS.items():
             out.append((name, "", "", "", None, "", *(values.get(c) for c in shown)))

@@ -166,21 +166,27 @@ def code_version() -> str:
     root = Path(catalog.__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-            text=True, timeout=1, check=True,
-        ).stdout.strip()  # fmt: skip
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=1,
+            check=True,
+        ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-            capture_output=True, text=True, timeout=1, check=True,
-        ).stdout.strip()  # fmt: skip
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=1,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return version
     return f"{version}+g{commit}{'.dirty' if dirty else ''}" if commit else version
 
 
-def start_run(
-    db: DbArg, kind: str, config: Mapping[str, Any], snapshot: str
-) -> str:
+def start_run(db: DbArg, kind: str, config: Mapping[str, Any], snapshot: str) -> str:
     """Record a new run (status 'running') and return its id.
 
     Raises SnapshotError for an unknown snapshot, before anything is written.
@@ -195,9 +201,16 @@ def start_run(
                 "INSERT INTO runs BY NAME SELECT ? AS run_id, ? AS kind, ? AS config, "
                 "? AS snapshot, ? AS snapshot_hash, ? AS code_version, ? AS started_at, "
                 "'running' AS status",
-                [run_id, kind, json.dumps(dict(config), default=str), snapshot, snap_hash,
-                 code_version(), _now()],
-            )  # fmt: skip
+                [
+                    run_id,
+                    kind,
+                    json.dumps(dict(config), default=str),
+                    snapshot,
+                    snap_hash,
+                    code_version(),
+                    _now(),
+                ],
+            )
             _claim(con, run_id)
     finally:
         con.close()
@@ -225,7 +238,7 @@ def _set_status(db: DbArg, run_id: str, status: str) -> None:
                 [status, None if status == "running" else _now(), run_id],
             ).fetchall()
             if not found:
-                raise RunError(f"No run {run_id!r} (see `celebcat sql \"select * from runs\"`).")
+                raise RunError(f'No run {run_id!r} (see `celebcat sql "select * from runs"`).')
             if status == "running":
                 _claim(con, run_id)
     finally:
@@ -339,10 +352,14 @@ def write_embeddings(
         raise ValueError(f"run {run_id}: embeddings hold NaN or infinite values")
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     matrix = matrix / np.maximum(norms, 1e-12)
-    frame = pd.DataFrame({
-        "run_id": run_id, "image_id": [str(i) for i in image_ids], "source": source,
-        "embedding": list(matrix),
-    })  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "run_id": run_id,
+            "image_id": [str(i) for i in image_ids],
+            "source": source,
+            "embedding": list(matrix),
+        }
+    )
     con = connect(db)
     try:
         with transaction(con):
@@ -394,18 +411,34 @@ def _run(row: tuple) -> Run:
     run_id, kind, config, snapshot, snap_hash, version, started, ended, status = row[:9]
     host, pid, proc_start = row[9:]
     if (
-        status == "running" and pid is not None and host == socket.gethostname()
+        status == "running"
+        and pid is not None
+        and host == socket.gethostname()
         and not _process_alive(pid, proc_start)
-    ):  # fmt: skip
+    ):
         status = DIED
-    return Run(run_id, kind, json.loads(config), snapshot, snap_hash, version, started, ended,
-               status, host, pid)  # fmt: skip
+    return Run(
+        run_id,
+        kind,
+        json.loads(config),
+        snapshot,
+        snap_hash,
+        version,
+        started,
+        ended,
+        status,
+        host,
+        pid,
+    )
 
 
 def _has_run_columns(con: duckdb.DuckDBPyConnection) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'runs' AND column_name = 'pid'"
-    ).fetchone()[0])
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM duckdb_columns() "
+            "WHERE table_name = 'runs' AND column_name = 'pid'"
+        ).fetchone()[0]
+    )
 
 
 def _select_runs(con: duckdb.DuckDBPyConnection) -> str:
@@ -426,7 +459,7 @@ def get_run(db: DbArg, run_id: str) -> Run:
     finally:
         con.close()
     if row is None:
-        raise RunError(f"No run {run_id!r} (see `celebcat sql \"select * from runs\"`).")
+        raise RunError(f'No run {run_id!r} (see `celebcat sql "select * from runs"`).')
     return _run(row)
 
 
@@ -446,9 +479,7 @@ def list_runs(db: DbArg = None, kind: str | None = None) -> list[Run]:
     return [_run(r) for r in rows]
 
 
-def get_metrics(
-    db: DbArg, run_id: str
-) -> dict[tuple[int, str, str], float]:
+def get_metrics(db: DbArg, run_id: str) -> dict[tuple[int, str, str], float]:
     """A run's metrics as {(epoch, split, name): value}."""
     con = connect(db, read_only=True)
     try:

@@ -159,9 +159,12 @@ def options_to_params(
     """
     values: dict[str, float] = {}
     for name, value in (
-        ("n_ids", n_ids), ("images_per_id", images_per_id),
-        ("min_images_per_id", min_images_per_id), ("seed", seed), ("holdout_ids", holdout_ids),
-    ):  # fmt: skip
+        ("n_ids", n_ids),
+        ("images_per_id", images_per_id),
+        ("min_images_per_id", min_images_per_id),
+        ("seed", seed),
+        ("holdout_ids", holdout_ids),
+    ):
         if value is not None:
             values[name] = value
     if min_box is not None:
@@ -263,8 +266,7 @@ def _fit(
     ).fetchone()[0]
     if eligible == 0:
         raise InfeasibleSelection(
-            f"No identity has {images_per_id} clean images; lower images_per_id "
-            "(--images-per-id)"
+            f"No identity has {images_per_id} clean images; lower images_per_id (--images-per-id)"
         )
     holdout = int(eligible * holdout_share) // 2 * 2
     val = max(1, round(images_per_id * 0.15))

@@ -89,8 +89,12 @@ class BadImage:
     detail: str
 
     def as_dict(self) -> dict[str, str]:
-        return {"image_id": self.image_id, "path": self.path, "reason": self.reason,
-                "detail": self.detail}  # fmt: skip
+        return {
+            "image_id": self.image_id,
+            "path": self.path,
+            "reason": self.reason,
+            "detail": self.detail,
+        }
 
 
 #: What to do about an image that fails to decode though ingest could read its header.
@@ -141,9 +145,11 @@ def get(con: duckdb.DuckDBPyConnection, name: str) -> Snapshot:
     if _has_tables(con):
         row = con.execute("SELECT * FROM snapshots WHERE name = ?", [name]).fetchone()
     if row is None:
-        known = [
-            r[0] for r in con.execute("SELECT name FROM snapshots ORDER BY 1").fetchall()
-        ] if _has_tables(con) else []
+        known = (
+            [r[0] for r in con.execute("SELECT name FROM snapshots ORDER BY 1").fetchall()]
+            if _has_tables(con)
+            else []
+        )
         hint = f"Known: {', '.join(known)}" if known else "There are none yet"
         raise SnapshotError(f"No snapshot {name!r}. {hint} (celebcat snapshot create NAME).")
     name, hash_, created, params, quotas, n_images, n_ids = row
@@ -159,9 +165,7 @@ def create(name: str, db: str | os.PathLike[str] | None = None) -> Snapshot:
     a snapshot: an ingest records it, and the selection then leaves it out.
     """
     if not name or any(c not in _NAME_OK for c in name):
-        raise SnapshotError(
-            f"Snapshot name {name!r}: use letters, digits, '_', '-' and '.' only"
-        )
+        raise SnapshotError(f"Snapshot name {name!r}: use letters, digits, '_', '-' and '.' only")
     con = connect(db)
     try:
         with transaction(con):
@@ -176,7 +180,8 @@ def create(name: str, db: str | os.PathLike[str] | None = None) -> Snapshot:
             if has_boxes:
                 _refuse_missing_files(con)
             boxes = (
-                "LEFT JOIN face_boxes AS f USING (image_id)" if has_boxes
+                "LEFT JOIN face_boxes AS f USING (image_id)"
+                if has_boxes
                 else "LEFT JOIN (SELECT NULL::VARCHAR AS image_id, NULL::INTEGER AS x_1, "
                 "NULL::INTEGER AS y_1, NULL::INTEGER AS x_2, NULL::INTEGER AS y_2 "
                 "WHERE false) AS f USING (image_id)"
@@ -230,8 +235,11 @@ def _refuse_missing_files(con: duckdb.DuckDBPyConnection) -> None:
     bad = check_files([(i, os.path.join(root, p)) for i, p in pairs], root)
     if not bad:
         return
-    where = f"the image folder {root} is not there (moved, or not mounted?). " if (
-        not os.path.isdir(root)) else ""  # fmt: skip
+    where = (
+        f"the image folder {root} is not there (moved, or not mounted?). "
+        if (not os.path.isdir(root))
+        else ""
+    )
     shown = "; ".join(f"{b.image_id} ({b.path}: {b.detail})" for b in bad[:5])
     raise SnapshotImageError(
         f"{len(bad)} of the {len(pairs)} selected images cannot be read: {where}{shown}"
@@ -247,8 +255,10 @@ def list_snapshots(db: str | os.PathLike[str] | None = None) -> list[Snapshot]:
     try:
         if not _has_tables(con):
             return []
-        names = [r[0] for r in con.execute("SELECT name FROM snapshots ORDER BY created_at, name")
-                 .fetchall()]
+        names = [
+            r[0]
+            for r in con.execute("SELECT name FROM snapshots ORDER BY created_at, name").fetchall()
+        ]
         return [get(con, n) for n in names]
     finally:
         con.close()
@@ -304,7 +314,8 @@ def diff(a: str, b: str, db: str | os.PathLike[str] | None = None) -> SnapshotDi
         keys = sorted(set(sa.params) | set(sb.params))
         params = {
             k: (sa.params.get(k), sb.params.get(k))
-            for k in keys if sa.params.get(k) != sb.params.get(k)
+            for k in keys
+            if sa.params.get(k) != sb.params.get(k)
         }
         return SnapshotDiff([r[0] for r in only_a], [r[0] for r in only_b], changed, params)
     finally:
@@ -360,14 +371,29 @@ class SnapshotImages:
         keep = np.asarray(keep, dtype=bool)
         arrays = {
             name: getattr(self, name)[keep]
-            for name in ("image_id", "identity", "label", "split", "box", "path", "file_size",
-                         "width", "height")
-        }  # fmt: skip
+            for name in (
+                "image_id",
+                "identity",
+                "label",
+                "split",
+                "box",
+                "path",
+                "file_size",
+                "width",
+                "height",
+            )
+        }
         marks = None if self.landmarks is None else self.landmarks[keep]
         left_out = tuple(sorted((*self.skipped, *skipped), key=lambda b: b.image_id))
-        return SnapshotImages(self.snapshot, self.hash, self.image_root, **arrays,
-                              landmarks=marks, num_classes=self.num_classes,
-                              skipped=left_out)  # fmt: skip
+        return SnapshotImages(
+            self.snapshot,
+            self.hash,
+            self.image_root,
+            **arrays,
+            landmarks=marks,
+            num_classes=self.num_classes,
+            skipped=left_out,
+        )
 
 
 def read_images(
@@ -434,9 +460,10 @@ def read_images(
     if (files or boxes) and not root:
         lacking = sum(map(no_box, rows)) if boxes else 0
         what = (
-            f"{lacking} of the {len(rows)} images of {where} have no face box: " if lacking
+            f"{lacking} of the {len(rows)} images of {where} have no face box: "
+            if lacking
             else f"{where[0].upper()}{where[1:]}: "
-        )  # fmt: skip
+        )
         raise error(
             f"{what}the catalog has no image index (it was ingested without images), so "
             "there are no image files to read. Ingest the data folder with its images "
@@ -477,17 +504,18 @@ def read_images(
         box=np.array(
             [[np.nan if v is None else v for v in r[4:8]] for r in rows], dtype=np.float64
         ).reshape(-1, 4),
-        path=np.array([os.path.join(root, r[8]) if root and r[8] else "" for r in rows],
-                      dtype=str),  # fmt: skip
+        path=np.array([os.path.join(root, r[8]) if root and r[8] else "" for r in rows], dtype=str),
         file_size=np.array([-1 if r[9] is None else r[9] for r in rows], dtype=np.int64),
         width=np.array([-1 if r[10] is None else r[10] for r in rows], dtype=np.int64),
         height=np.array([-1 if r[11] is None else r[11] for r in rows], dtype=np.int64),
         landmarks=np.array(
             [[np.nan if v is None else v for v in r[15:]] for r in rows], dtype=np.float64
-        ).reshape(-1, 5, 2) if landmarks else None,
+        ).reshape(-1, 5, 2)
+        if landmarks
+        else None,
         num_classes=int(num_classes),
         skipped=tuple(skipped),
-    )  # fmt: skip
+    )
 
 
 def _image_root(con: duckdb.DuckDBPyConnection) -> str:
@@ -505,18 +533,28 @@ UNUSABLE = "error"
 def _snapshot_rows(con: duckdb.DuckDBPyConnection, snapshot: str, landmarks: bool) -> list[tuple]:
     """(image_id, identity, label, split, x_1, y_1, x_2, y_2, path, file_size, width,
     height, error, check, check detail, *landmarks) per image, by image_id."""
-    images = "images" if has_table(con, "images") else (
-        "(SELECT NULL::VARCHAR AS image_id, NULL::VARCHAR AS path, NULL::BIGINT AS file_size, "
-        "NULL::INTEGER AS width, NULL::INTEGER AS height, NULL::VARCHAR AS error WHERE false)")
+    images = (
+        "images"
+        if has_table(con, "images")
+        else (
+            "(SELECT NULL::VARCHAR AS image_id, NULL::VARCHAR AS path, NULL::BIGINT AS file_size, "
+            "NULL::INTEGER AS width, NULL::INTEGER AS height, NULL::VARCHAR AS error WHERE false)"
+        )
+    )
     problems = (
-        "(SELECT image_id, array_to_string(list_sort(list_distinct(list(check_name))), ', ') "
-        "AS check_name, string_agg(coalesce(detail, ''), '; ' ORDER BY check_name) AS detail "
-        "FROM problems "
-        f"WHERE severity = '{UNUSABLE}' AND source = 'images' AND image_id IS NOT NULL "
-        "GROUP BY image_id)"
-    ) if has_table(con, "problems") else (
-        "(SELECT NULL::VARCHAR AS image_id, NULL::VARCHAR AS check_name, "
-        "NULL::VARCHAR AS detail WHERE false)")  # fmt: skip
+        (
+            "(SELECT image_id, array_to_string(list_sort(list_distinct(list(check_name))), ', ') "
+            "AS check_name, string_agg(coalesce(detail, ''), '; ' ORDER BY check_name) AS detail "
+            "FROM problems "
+            f"WHERE severity = '{UNUSABLE}' AND source = 'images' AND image_id IS NOT NULL "
+            "GROUP BY image_id)"
+        )
+        if has_table(con, "problems")
+        else (
+            "(SELECT NULL::VARCHAR AS image_id, NULL::VARCHAR AS check_name, "
+            "NULL::VARCHAR AS detail WHERE false)"
+        )
+    )
     marks = ", ".join(f"l.{c}" for c in LANDMARK_COLUMNS) if landmarks else "NULL"
     return con.execute(
         f"SELECT s.image_id, s.identity, coalesce(s.label, -1), coalesce(s.split, '{UNUSED}'), "
@@ -540,8 +578,14 @@ def _bad_images(rows: list[tuple], root: str) -> tuple[list[BadImage], list[BadI
         if check is not None:
             flagged.append(BadImage(image_id, path, check, detail))
         elif rel is None:
-            flagged.append(BadImage(image_id, "", "no_image_on_disk",
-                                    "not found under the image root at the last ingest"))
+            flagged.append(
+                BadImage(
+                    image_id,
+                    "",
+                    "no_image_on_disk",
+                    "not found under the image root at the last ingest",
+                )
+            )
         elif err is not None:
             flagged.append(BadImage(image_id, path, "unreadable_image", err))
         else:
@@ -572,20 +616,35 @@ def check_files(images: Sequence[tuple[str, str]], root: str) -> list[BadImage]:
         if folder not in folders:
             folders[folder] = outside(folder)
         if folders[folder] is not None:
-            bad.append(BadImage(image_id, path, "image_outside_root",
-                                f"its folder leads out of the image root, to {folders[folder]}"))
+            bad.append(
+                BadImage(
+                    image_id,
+                    path,
+                    "image_outside_root",
+                    f"its folder leads out of the image root, to {folders[folder]}",
+                )
+            )
             continue
         try:
             mode = os.lstat(path).st_mode
         except OSError:
-            bad.append(BadImage(image_id, path, "image_missing", "no file (deleted since the "
-                                "last ingest?)"))  # fmt: skip
+            bad.append(
+                BadImage(
+                    image_id, path, "image_missing", "no file (deleted since the last ingest?)"
+                )
+            )
             continue
         if stat.S_ISLNK(mode):
             target = outside(path)
             if target is not None:
-                bad.append(BadImage(image_id, path, "image_outside_root",
-                                    f"a symbolic link out of the image root, to {target}"))
+                bad.append(
+                    BadImage(
+                        image_id,
+                        path,
+                        "image_outside_root",
+                        f"a symbolic link out of the image root, to {target}",
+                    )
+                )
                 continue
             if not os.path.isfile(path):
                 bad.append(BadImage(image_id, path, "image_missing", "a broken symbolic link"))
@@ -598,6 +657,7 @@ def _describe_bad(
     where: str, total: int, flagged: list[BadImage], found_now: list[BadImage]
 ) -> str:
     """The message of a refusal: the images grouped by what is wrong, then what to do."""
+
     def listed(items: list[BadImage], with_detail: bool) -> str:
         shown = [
             f"{b.image_id} ({b.path or 'no file'}"
@@ -612,11 +672,15 @@ def _describe_bad(
     if missing:
         parts.append(f"{len(missing)} missing on disk: {listed(missing, False)}.")
     if linked:
-        parts.append(f"{len(linked)} reached through a link out of the image root (never "
-                     f"followed): {listed(linked, True)}.")  # fmt: skip
+        parts.append(
+            f"{len(linked)} reached through a link out of the image root (never "
+            f"followed): {listed(linked, True)}."
+        )
     if flagged:
-        parts.append(f"{len(flagged)} marked unusable by the catalog's image checks: "
-                     f"{listed(flagged, True)}.")  # fmt: skip
+        parts.append(
+            f"{len(flagged)} marked unusable by the catalog's image checks: "
+            f"{listed(flagged, True)}."
+        )
     if found_now:
         parts.append(
             "Restore those files, or go on without them (--skip-bad); `celebcat ingest` "

@@ -36,10 +36,14 @@ if TYPE_CHECKING:
 BIN_PX = 10
 
 QUANTILES: tuple[tuple[str, float], ...] = (
-    ("min", 0.0), ("5%", 0.05), ("25%", 0.25), ("median", 0.5), ("75%", 0.75),
-    ("95%", 0.95), ("max", 1.0),
-)  # fmt: skip
-
+    ("min", 0.0),
+    ("5%", 0.05),
+    ("25%", 0.25),
+    ("median", 0.5),
+    ("75%", 0.75),
+    ("95%", 0.95),
+    ("max", 1.0),
+)
 
 
 @dataclass(frozen=True)
@@ -189,7 +193,7 @@ def _params(con: duckdb.DuckDBPyConnection, snapshot: str | None) -> dict[str, f
 
 
 def _box_text(box: tuple[int, int], sep: str = " ") -> str:
-    """"100 px" for a square threshold, "80x100 px" otherwise."""
+    """ "100 px" for a square threshold, "80x100 px" otherwise."""
     w, h = box
     return f"{w}{sep}px" if w == h else f"{w}x{h}{sep}px"
 
@@ -234,8 +238,9 @@ def _compute(
         ),
     )
     if n_attr != n_images:
-        notes.append(f"Attribute shares are over the {n_attr:,} of {n_images:,} images "
-                     "that have attributes.")
+        notes.append(
+            f"Attribute shares are over the {n_attr:,} of {n_images:,} images that have attributes."
+        )
 
     # --- images per identity ----------------------------------------------------------
     per_id = f"SELECT identity, count(*) AS n FROM {ids} GROUP BY identity"
@@ -465,9 +470,13 @@ def _plot_images_per_identity(Figure: Any, stats: Stats) -> Any:
     right = (many - 0.5) < 0.6 * x_max
     ax.annotate(
         f"{stats.ids_with_many:,} identities with >= {many} images",
-        xy=(many - 0.5, 0.97), xycoords=("data", "axes fraction"),
-        xytext=(6 if right else -6, 0), textcoords="offset points",
-        ha="left" if right else "right", va="top", color="tab:red",
+        xy=(many - 0.5, 0.97),
+        xycoords=("data", "axes fraction"),
+        xytext=(6 if right else -6, 0),
+        textcoords="offset points",
+        ha="left" if right else "right",
+        va="top",
+        color="tab:red",
         bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85},
     )
     ax.set_xlabel("images per identity")
@@ -544,11 +553,17 @@ def _plot_sizes(
 def _plot_bbox_sizes(Figure: Any, stats: Stats) -> Any:
     if not stats.bbox_bins.rows:
         return None
-    share = "" if stats.small_box_share is None else (
-        f"; {100 * stats.small_box_share:.1f}% under {_box_wide_or_high(stats.small_box)}"
+    share = (
+        ""
+        if stats.small_box_share is None
+        else (f"; {100 * stats.small_box_share:.1f}% under {_box_wide_or_high(stats.small_box)}")
     )
     return _plot_sizes(
-        Figure, stats.bbox_bins, stats.bin_px, f"Face box sizes, {stats.scope}{share}", "boxes",
+        Figure,
+        stats.bbox_bins,
+        stats.bin_px,
+        f"Face box sizes, {stats.scope}{share}",
+        "boxes",
         stats.small_box,
     )
 
@@ -575,8 +590,10 @@ def _plot_partitions(Figure: Any, stats: Stats) -> Any:
         images = [n for _, n, _ in result.rows]
         bars = ax.bar(names, images, color="tab:blue")
         ax.bar_label(
-            bars, labels=[f"{n:,} img\n{i:,} ids" for _, n, i in result.rows],
-            padding=2, fontsize=9,
+            bars,
+            labels=[f"{n:,} img\n{i:,} ids" for _, n, i in result.rows],
+            padding=2,
+            fontsize=9,
         )
         ax.set_ylim(0, max(images) * 1.2)  # room for the labels above the tallest bar
         ax.set_ylabel("images")

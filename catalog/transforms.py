@@ -84,9 +84,9 @@ def invert(matrix: np.ndarray) -> np.ndarray:
     if det == 0 or not math.isfinite(det):
         raise np.linalg.LinAlgError(f"singular affine matrix {m[:2].tolist()}")
     ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
-    return np.array([
-        [ia, ib, -(ia * tx + ib * ty)], [ic, id_, -(ic * tx + id_ * ty)], [0.0, 0.0, 1.0]
-    ])  # fmt: skip
+    return np.array(
+        [[ia, ib, -(ia * tx + ib * ty)], [ic, id_, -(ic * tx + id_ * ty)], [0.0, 0.0, 1.0]]
+    )
 
 
 # --- augmentation -----------------------------------------------------------------------
@@ -135,8 +135,9 @@ def flip_landmarks(points: np.ndarray) -> np.ndarray:
     return np.asarray(points)[list(FLIP_ORDER)]
 
 
-def colour_matrix(image: Image.Image | np.ndarray, aug: Augment, rng: np.random.Generator
-                  ) -> np.ndarray:  # fmt: skip
+def colour_matrix(
+    image: Image.Image | np.ndarray, aug: Augment, rng: np.random.Generator
+) -> np.ndarray:
     """The random 3x4 colour matrix of :func:`jitter_colour` for ``image``, on values in
     [0, 1]: brightness, contrast and saturation, each by a random factor near 1 (the
     same blends as PIL's ImageEnhance: towards black, towards the mean grey, towards
@@ -163,8 +164,9 @@ def colour_matrix(image: Image.Image | np.ndarray, aug: Augment, rng: np.random.
     return np.hstack([a, b[:, None]])
 
 
-def jitter_colour(image: Image.Image | np.ndarray, aug: Augment, rng: np.random.Generator
-                  ) -> np.ndarray:  # fmt: skip
+def jitter_colour(
+    image: Image.Image | np.ndarray, aug: Augment, rng: np.random.Generator
+) -> np.ndarray:
     """Brightness, contrast and saturation jitter (:func:`colour_matrix`) in a single
     pass (cv2.transform) on a float32 (H, W, 3) array in [0, 1], which it returns,
     clipped once.
@@ -176,8 +178,7 @@ def jitter_colour(image: Image.Image | np.ndarray, aug: Augment, rng: np.random.
     return np.clip(x, 0.0, 1.0, out=x)
 
 
-def jitter_colour_uint8(image: np.ndarray, aug: Augment, rng: np.random.Generator
-                        ) -> np.ndarray:  # fmt: skip
+def jitter_colour_uint8(image: np.ndarray, aug: Augment, rng: np.random.Generator) -> np.ndarray:
     """:func:`jitter_colour` on uint8 (H, W, 3), returning uint8: the same draws and
     matrix, applied in one saturating pass (so clipped, and rounded to whole levels;
     OpenCV's 8-bit transform uses fixed-point coefficients: within one level of the
@@ -224,14 +225,16 @@ def warp(image: Image.Image | np.ndarray, matrix: np.ndarray, size: int) -> np.n
 
     source = np.asarray(image)
     return cv2.warpAffine(
-        source, np.asarray(matrix, dtype=np.float64)[:2], (size, size),
-        flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+        source,
+        np.asarray(matrix, dtype=np.float64)[:2],
+        (size, size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
     )
 
 
-def open_for_crop(
-    path: str, box: Sequence[float], size: int
-) -> tuple[Image.Image, np.ndarray]:
+def open_for_crop(path: str, box: Sequence[float], size: int) -> tuple[Image.Image, np.ndarray]:
     """Open an image at the smallest scale that still gives the box ``size`` pixels.
 
     A large JPEG is decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself (Pillow's
@@ -305,8 +308,9 @@ def to_tensor(
     planes = _channels_first(array)
     out = np.empty(planes.shape, dtype=np.float32)
     for c, (gain, offset) in enumerate(norm):
-        cv2.addWeighted(planes[c], float(gain), planes[c], 0.0, float(offset), dst=out[c],
-                        dtype=cv2.CV_32F)  # fmt: skip
+        cv2.addWeighted(
+            planes[c], float(gain), planes[c], 0.0, float(offset), dst=out[c], dtype=cv2.CV_32F
+        )
     return torch.from_numpy(out)
 
 
@@ -321,9 +325,7 @@ def to_uint8_tensor(image: Image.Image | np.ndarray):  # noqa: ANN201 - torch im
     return torch.from_numpy(_channels_first(array))
 
 
-def normalize_batch(
-    images: Any, mean: Sequence[float] = MEAN, std: Sequence[float] = STD
-):  # noqa: ANN201 - torch is imported lazily
+def normalize_batch(images: Any, mean: Sequence[float] = MEAN, std: Sequence[float] = STD):  # noqa: ANN201 - torch is imported lazily
     """float32 normalised images from uint8 ones, (B, 3, H, W) or (3, H, W), on their
     device: what :func:`to_tensor` gives per sample, for batches of
     ``image_dtype="uint8"`` Datasets (equal to it within float rounding)."""
@@ -331,8 +333,9 @@ def normalize_batch(
 
     if images.dtype != torch.uint8:
         raise ValueError(f"normalize_batch takes uint8 images, got {images.dtype}")
-    norm = torch.as_tensor(_normaliser(mean, std, 1 / 255), dtype=torch.float32,
-                           device=images.device)  # fmt: skip
+    norm = torch.as_tensor(
+        _normaliser(mean, std, 1 / 255), dtype=torch.float32, device=images.device
+    )
     shape = (3, 1, 1)
     return torch.addcmul(norm[:, 1].view(shape), images.to(torch.float32), norm[:, 0].view(shape))
 
@@ -386,10 +389,15 @@ def shrink_boxes(boxes: np.ndarray, shrink: float, width: int, height: int) -> n
     """
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
-    raw = np.stack([
-        b[:, 0] + w * shrink / 2, b[:, 1] + h * shrink / 2,
-        b[:, 0] + w * (1 - shrink / 2), b[:, 1] + h * (1 - shrink / 2),
-    ], axis=1)  # fmt: skip
+    raw = np.stack(
+        [
+            b[:, 0] + w * shrink / 2,
+            b[:, 1] + h * shrink / 2,
+            b[:, 0] + w * (1 - shrink / 2),
+            b[:, 1] + h * (1 - shrink / 2),
+        ],
+        axis=1,
+    )
     rounded = np.sign(raw) * np.floor(np.abs(raw) + 0.5)
     rounded[:, :2] = np.maximum(rounded[:, :2], 0)
     rounded[:, 2] = np.minimum(rounded[:, 2], width)

@@ -43,8 +43,10 @@ class Param:
         kind = "whole number" if self.integer else "number"
         if self.high is None:
             return f"a {kind} >= {self.low:g}"
-        return f"a {kind} with {self.low:g} <= {self.name} {'<' if self.high_open else '<='} " \
+        return (
+            f"a {kind} with {self.low:g} <= {self.name} {'<' if self.high_open else '<='} "
             f"{self.high:g}"
+        )
 
     def check(self, value: float) -> None:
         """Raise :class:`~catalog.errors.ParameterError` when ``value`` is out of range."""
@@ -62,8 +64,10 @@ class Param:
 
     def help(self, text: str | None = None) -> str:
         """Help text for an option setting this parameter: what it means, its default."""
-        return f"{(text or self.description)[0].upper()}{(text or self.description)[1:]} " \
+        return (
+            f"{(text or self.description)[0].upper()}{(text or self.description)[1:]} "
             f"(default {self.default:g})."
+        )
 
 
 #: The selection parameters, their defaults (the reference workflow's) and valid ranges.
@@ -75,8 +79,14 @@ PARAMS: tuple[Param, ...] = (
     Param("n_ids", 1000, "identities to sample from the eligible ones", low=1),
     Param("images_per_id", 25, "clean images to sample per selected identity", low=1),
     Param("seed", 21, "seed of every sampling step (md5 of seed and key, never random())"),
-    Param("box_shrink", 0.05, "shrink each face box by this share about its centre", False,
-          high=1, high_open=True),
+    Param(
+        "box_shrink",
+        0.05,
+        "shrink each face box by this share about its centre",
+        False,
+        high=1,
+        high_open=True,
+    ),
     Param("holdout_ids", 200, "selected identities held out of training for open-set tests"),
     Param("query_ids", 100, "held-out identities used as queries"),
     Param("query_images", 2, "images per query identity"),
@@ -187,9 +197,7 @@ def check_params(values: dict[str, float]) -> None:
     """Refuse unknown names and values outside their range, naming the parameter."""
     for name, value in values.items():
         if name not in PARAM_NAMES:
-            raise ParameterError(
-                f"Unknown parameter {name!r}. Known: {', '.join(PARAM_NAMES)}"
-            )
+            raise ParameterError(f"Unknown parameter {name!r}. Known: {', '.join(PARAM_NAMES)}")
         PARAM_NAMES[name].check(value)
 
 

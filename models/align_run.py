@@ -116,8 +116,9 @@ def _snapshot_images(
     ``files``: check that every image can be read (:func:`catalog.snapshots.read_images`;
     SnapshotImageError naming those that cannot, or with ``skip_bad`` leave them out).
     """
-    images = snapshots.read_images(db, snapshot, landmarks=True, boxes=False, files=files,
-                                   skip_bad=skip_bad)  # fmt: skip
+    images = snapshots.read_images(
+        db, snapshot, landmarks=True, boxes=False, files=files, skip_bad=skip_bad
+    )
     assert images.landmarks is not None
     return _Images(
         ids=images.image_id.tolist(),
@@ -131,9 +132,14 @@ def _snapshot_images(
 
 
 def _predict(
-    ckpt: dict[str, Any], db: str | os.PathLike[str] | None, snapshot: str,
-    ids: list[str], batch_size: int, progress: ProgressFn | None, skip_bad: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    ckpt: dict[str, Any],
+    db: str | os.PathLike[str] | None,
+    snapshot: str,
+    ids: list[str],
+    batch_size: int,
+    progress: ProgressFn | None,
+    skip_bad: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """Predicted landmarks (N, 5, 2) in in-the-wild pixels, in ``ids`` order: decoded
     as the run was (sub-pixel), and by argmax alone, from the same heatmaps. On CUDA
     when there is one (uint8 batches normalised there), else on the CPU. Weights that
@@ -144,8 +150,15 @@ def _predict(
     model = create_model(config["model"])
     load_weights(model, ckpt, "model")
     model.to(device).eval()
-    data = FaceDataset(db, snapshot, "all", source="bbox", size=model.config.input_size,
-                       image_dtype="uint8", skip_bad=skip_bad)  # fmt: skip
+    data = FaceDataset(
+        db,
+        snapshot,
+        "all",
+        source="bbox",
+        size=model.config.input_size,
+        image_dtype="uint8",
+        skip_bad=skip_bad,
+    )
     # the images to align: those the file checks kept (a crop cache may still hold a
     # file deleted since; it is left out as the warp cannot read it)
     position = {str(i): k for k, i in enumerate(data.image_ids)}
@@ -153,7 +166,8 @@ def _predict(
     if missing:
         raise snapshots.SnapshotImageError(
             f"{len(missing)} image(s) to align have no face crop to predict from, e.g. "
-            f"{missing[0]}: rerun with --skip-bad", ()
+            f"{missing[0]}: rerun with --skip-bad",
+            (),
         )
     rows = [position[i] for i in ids]
     # No augmentation: each sample's matrix is its box stretched onto the square.
@@ -163,11 +177,14 @@ def _predict(
     if progress is not None:
         progress("predict", 0, hi - lo)
     points = predict_landmarks(
-        model, DataLoader(Subset(data, rows[lo:hi]), batch_size=batch_size, shuffle=False),
-        device, config.get("decode", "dark"), config.get("sigma", 1.5),
+        model,
+        DataLoader(Subset(data, rows[lo:hi]), batch_size=batch_size, shuffle=False),
+        device,
+        config.get("decode", "dark"),
+        config.get("sigma", 1.5),
         to_original=to_original[lo:hi],
         progress=None if progress is None else lambda done: progress("predict", done, hi - lo),
-    )  # fmt: skip
+    )
     return distributed.gather_rows(*points)
 
 
@@ -218,10 +235,18 @@ def align_snapshot(
     rank's crops).
     """
     with distributed.session():
-        return _align(run_id_or_checkpoint, snapshot, db, size=size, template=template,
-                      source=source, batch_size=batch_size, workers=workers,
-                      progress=progress if distributed.is_main() else None,
-                      skip_bad=skip_bad)  # fmt: skip
+        return _align(
+            run_id_or_checkpoint,
+            snapshot,
+            db,
+            size=size,
+            template=template,
+            source=source,
+            batch_size=batch_size,
+            workers=workers,
+            progress=progress if distributed.is_main() else None,
+            skip_bad=skip_bad,
+        )
 
 
 def _align(
@@ -261,8 +286,7 @@ def _align(
     if ckpt is not None:
         run_id = str(ckpt["run_id"])
         normaliser = ckpt["config"].get("normaliser", results.NME_NORMALISER)
-        points, points_argmax = _predict(ckpt, db, snapshot, ids, batch_size, progress,
-                                         skip_bad)  # fmt: skip
+        points, points_argmax = _predict(ckpt, db, snapshot, ids, batch_size, progress, skip_bad)
         errors = np.full(len(ids), np.nan)
         known = np.isfinite(truth).all(axis=(1, 2))
         if known.any():
@@ -304,8 +328,12 @@ def _align(
     skipped = list(images.skipped)  # store_crops reads it once the crops are filled
     threads = workers or distributed.cpus()  # torchrun: the node's CPUs shared out
 
-    def warp_into(dest: np.ndarray, indices: range, bad: list[snapshots.BadImage],
-                  tick: Callable[[], None] | None = None) -> None:  # fmt: skip
+    def warp_into(
+        dest: np.ndarray,
+        indices: range,
+        bad: list[snapshots.BadImage],
+        tick: Callable[[], None] | None = None,
+    ) -> None:
         """Crops of images ``indices`` into ``dest`` (its row 0 is image indices[0]);
         the images that fail to decode to ``bad`` (skip_bad) or raised."""
 
@@ -317,7 +345,8 @@ def _align(
                 if not skip_bad:
                     raise snapshots.SnapshotImageError(
                         f"image {ids[k]}: aligning {paths[k]}: {e}. Nothing was written. "
-                        + snapshots.DECODE_ADVICE, [b],
+                        + snapshots.DECODE_ADVICE,
+                        [b],
                     ) from e
                 bad.append(b)  # list.append is atomic: threads may share the list
 
@@ -343,7 +372,7 @@ def _align(
             return
 
         def place(indices: range, part: tuple[np.ndarray, list]) -> None:  # rank 0
-            array[indices.start:indices.stop] = part[0]
+            array[indices.start : indices.stop] = part[0]
             skipped.extend(part[1])
             advance(len(indices))
 
@@ -351,11 +380,31 @@ def _align(
 
     variant = f"aligned/{template}/{run_id or 'truth'}"
     if distributed.is_main():
-        info = store_crops(snapshot, db, size=size, source=variant, crops=fill, image_ids=ids,
-                           matrices=matrices, skipped=skipped)  # fmt: skip
-        result = AlignResult(snapshot, source, template, size, run_id, info.n_images, n_pred,
-                             mean_nme, test_metrics, n_fallback, info,
-                             time.perf_counter() - start, info.skipped)  # fmt: skip
+        info = store_crops(
+            snapshot,
+            db,
+            size=size,
+            source=variant,
+            crops=fill,
+            image_ids=ids,
+            matrices=matrices,
+            skipped=skipped,
+        )
+        result = AlignResult(
+            snapshot,
+            source,
+            template,
+            size,
+            run_id,
+            info.n_images,
+            n_pred,
+            mean_nme,
+            test_metrics,
+            n_fallback,
+            info,
+            time.perf_counter() - start,
+            info.skipped,
+        )
     else:  # the other ranks warp their shares for rank 0's fill
         distributed.gather_chunks(len(ids), warp_share, None)
         result = None
@@ -399,10 +448,12 @@ def alignment_report(
     try:
         snap = snapshots.get(con, snapshot)
         caches = [
-            c for c in list_caches(db)
-            if c.hash == snap.hash and source_kind(c.source) == "aligned"
+            c
+            for c in list_caches(db)
+            if c.hash == snap.hash
+            and source_kind(c.source) == "aligned"
             and (size is None or c.size == size)
-        ]  # fmt: skip
+        ]
         found = [find_cache(con, snap.hash, c.size, c.source, snapshot=snapshot) for c in caches]
     finally:
         con.close()
@@ -419,11 +470,26 @@ def alignment_report(
             continue
         eyes = T.apply(cache.matrices[known], points[known, :2])
         error = np.linalg.norm(eyes - template_points(template, info.size)[:2], axis=2).ravel()
-        rows.append((info.source, info.size, int(known.sum()), float(error.mean()),
-                     float(np.percentile(error, 95)), float(error.max()),
-                     float((error <= 2.0).mean())))  # fmt: skip
-    columns = ["source", "size", "images", "eye_error_mean_px", "eye_error_p95_px",
-               "eye_error_max_px", "within_2px"]  # fmt: skip
+        rows.append(
+            (
+                info.source,
+                info.size,
+                int(known.sum()),
+                float(error.mean()),
+                float(np.percentile(error, 95)),
+                float(error.max()),
+                float((error <= 2.0).mean()),
+            )
+        )
+    columns = [
+        "source",
+        "size",
+        "images",
+        "eye_error_mean_px",
+        "eye_error_p95_px",
+        "eye_error_max_px",
+        "within_2px",
+    ]
     return QueryResult(columns, rows)
 
 

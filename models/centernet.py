@@ -76,14 +76,16 @@ class CenterNetConfig:
         names = [f.name for f in dataclasses.fields(self)]
         unknown = sorted(set(overrides) - set(names))
         if unknown:
-            raise ValueError(f"Unknown CenterNetConfig field(s) {', '.join(unknown)}; "
-                             f"fields: {', '.join(names)}")  # fmt: skip
+            raise ValueError(
+                f"Unknown CenterNetConfig field(s) {', '.join(unknown)}; fields: {', '.join(names)}"
+            )
         return dataclasses.replace(self, **overrides)
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))  # fmt: skip
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 class CenterNet(nn.Module):
@@ -101,7 +103,7 @@ class CenterNet(nn.Module):
             cin = cout
         self.stages = nn.ModuleList(stages)
         self.levels = {4: 1, 8: 2}[config.stride]  # index of the heads' stage
-        self.lateral = nn.ModuleList(nn.Conv2d(c, config.neck, 1) for c in w[self.levels:])
+        self.lateral = nn.ModuleList(nn.Conv2d(c, config.neck, 1) for c in w[self.levels :])
         self.smooth = _conv(config.neck, config.neck)
         self.heat = nn.Sequential(_conv(config.neck, config.neck), nn.Conv2d(config.neck, 1, 1))
         self.box = nn.Sequential(_conv(config.neck, config.neck), nn.Conv2d(config.neck, 4, 1))
@@ -112,10 +114,11 @@ class CenterNet(nn.Module):
         for stage in self.stages:
             x = stage(x)
             features.append(x)
-        features = features[self.levels:]
+        features = features[self.levels :]
         top = self.lateral[-1](features[-1])
-        for lateral, feature in zip(reversed(self.lateral[:-1]), reversed(features[:-1]),
-                                    strict=True):  # fmt: skip
+        for lateral, feature in zip(
+            reversed(self.lateral[:-1]), reversed(features[:-1]), strict=True
+        ):
             top = F.interpolate(top, size=feature.shape[-2:], mode="nearest") + lateral(feature)
         top = self.smooth(top)
         box = self.box(top)
@@ -152,8 +155,9 @@ def _cells(boxes: torch.Tensor, config: CenterNetConfig) -> tuple[torch.Tensor, 
     return cx, cy, w, h
 
 
-def render_targets(boxes: torch.Tensor, n_boxes: torch.Tensor, config: CenterNetConfig
-                   ) -> dict[str, torch.Tensor]:  # fmt: skip
+def render_targets(
+    boxes: torch.Tensor, n_boxes: torch.Tensor, config: CenterNetConfig
+) -> dict[str, torch.Tensor]:
     """CenterNet targets of a batch: boxes (B, K, 4) input pixels, the first
     ``n_boxes`` (B,) of each row real. Returns ``heat`` (B, 1, M, M) (1 at each centre
     cell, Gaussians around it, the max where faces overlap), ``cell`` (B, K, 2) long
@@ -184,7 +188,7 @@ def render_targets(boxes: torch.Tensor, n_boxes: torch.Tensor, config: CenterNet
 def _gather(maps: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
     """(B, C, M, M) at cells (B, K, 2) (x, y) -> (B, K, C)."""
     b, c, m, _ = maps.shape
-    index = (cell[..., 1] * m + cell[..., 0])  # (B, K)
+    index = cell[..., 1] * m + cell[..., 0]  # (B, K)
     flat = maps.reshape(b, c, m * m)
     return flat.gather(2, index[:, None, :].expand(b, c, index.shape[1])).transpose(1, 2)
 
@@ -218,8 +222,9 @@ def detection_loss(
 # --- decoding -------------------------------------------------------------------------------
 
 
-def decode(outputs: dict[str, torch.Tensor], config: CenterNetConfig, top_k: int = 20
-           ) -> np.ndarray:  # fmt: skip
+def decode(
+    outputs: dict[str, torch.Tensor], config: CenterNetConfig, top_k: int = 20
+) -> np.ndarray:
     """(B, top_k, 5) float32 boxes ``x_1, y_1, x_2, y_2, score`` in input pixels
     (exclusive ends), the highest-scoring peaks first (scores are heatmap sigmoids;
     threshold and NMS them as needed)."""

@@ -115,8 +115,9 @@ def load_checkpoint(
         reason = "truncated" if isinstance(err, EOFError) else _reason(err)
         if "unsupported global" in reason.lower():
             raise CheckpointError(
-                path, f"holds objects other than weights, so it was not loaded (nothing in "
-                f"it was run): {reason}"
+                path,
+                f"holds objects other than weights, so it was not loaded (nothing in "
+                f"it was run): {reason}",
             ) from None
         raise CheckpointError(
             path, f"not a readable checkpoint: not written by torch.save, or damaged ({reason})"
@@ -145,9 +146,10 @@ def require(ckpt: Mapping[str, Any], required: Mapping[str, type | tuple[type, .
     if missing:
         raise CheckpointError(path, f"lacks {_shorten(missing)} (not a training checkpoint?)")
     wrong = [
-        f"{k} is a {type(ckpt[k]).__name__}" for k, kind in required.items()
+        f"{k} is a {type(ckpt[k]).__name__}"
+        for k, kind in required.items()
         if not isinstance(ckpt[k], kind) or (isinstance(ckpt[k], bool) and kind is not bool)
-    ]  # fmt: skip
+    ]
     if wrong:
         raise CheckpointError(path, f"damaged: {_shorten(wrong)}")
 
@@ -172,12 +174,16 @@ def load_weights(module: nn.Module, ckpt: Mapping[str, Any], key: str = "model")
         f"{k} {_shape(v)} in the file, {tuple(own[k].shape)} in the model"
         for k, v in state.items()
         if k in own and (not isinstance(v, torch.Tensor) or v.shape != own[k].shape)
-    ]  # fmt: skip
+    ]
     problems = [
         f"{label} {len(names)}: {_shorten(names)}"
-        for label, names in (("missing", missing), ("unexpected", unexpected),
-                             ("wrong shape", mismatched)) if names
-    ]  # fmt: skip
+        for label, names in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("wrong shape", mismatched),
+        )
+        if names
+    ]
     if problems:
         raise CheckpointError(path, f"its {what} do not fit the model: {'; '.join(problems)}")
     try:

@@ -36,9 +36,10 @@ def train(
     from models.train_landmarks import LandmarkTrainConfig, train_landmarks
 
     config = LandmarkTrainConfig(
-        snapshot=SNAPSHOT, epochs=plan.landmark_epochs if plan else epochs,
+        snapshot=SNAPSHOT,
+        epochs=plan.landmark_epochs if plan else epochs,
         out_dir=str(Path(folder.checkpoints)),
-    )  # fmt: skip
+    )
     return train_landmarks(config, folder.db, progress=progress)
 
 
@@ -56,26 +57,32 @@ def align_and_report(
     from models.align_run import align_snapshot
 
     plan = plan or PLANS["default"]
-    result = align_snapshot(run_id, SNAPSHOT, folder.db, size=plan.size, template=plan.template,
-                            progress=progress)  # fmt: skip
+    result = align_snapshot(
+        run_id, SNAPSHOT, folder.db, size=plan.size, template=plan.template, progress=progress
+    )
     return result, landmark_report(folder.db, run_id, list(by), split="test")
 
 
-def train_recognizer(folder: DemoFolder, plan: Plan, *, progress: Progress | None = None
-                     ) -> Any:  # fmt: skip
+def train_recognizer(folder: DemoFolder, plan: Plan, *, progress: Progress | None = None) -> Any:
     """Step 7: ArcFace on the CPU backbone, on the aligned crops of step 6."""
     from models.train_recognizer import RecognizerTrainConfig, train_recognizer
 
     config = RecognizerTrainConfig(
-        snapshot=SNAPSHOT, epochs=plan.recognizer_epochs, backbone="face_cpu", loss="arcface",
-        source="aligned", size=plan.size, embedding_dim=plan.embedding_dim,
+        snapshot=SNAPSHOT,
+        epochs=plan.recognizer_epochs,
+        backbone="face_cpu",
+        loss="arcface",
+        source="aligned",
+        size=plan.size,
+        embedding_dim=plan.embedding_dim,
         out_dir=str(folder.checkpoints),
-    )  # fmt: skip
+    )
     return train_recognizer(config, folder.db, progress=progress)
 
 
-def evaluate(folder: DemoFolder, run_id: str, *,
-             progress: Callable[[str, int, int], None] | None = None) -> Any:  # fmt: skip
+def evaluate(
+    folder: DemoFolder, run_id: str, *, progress: Callable[[str, int, int], None] | None = None
+) -> Any:
     """Step 8: embed the snapshot, measure the test and open-set figures (written to
     the catalog: the thresholds identify uses come from here); the RecognitionEval."""
     from models.recognition_eval import evaluate_recognizer
@@ -92,10 +99,14 @@ def open_set_table(folder: DemoFolder, run_id: str) -> QueryResult:
     names = ["ours" if r[0] == run_id else r[0].removeprefix("reference: ") for r in table.rows]
     rows = [(c, *(r[i] for r in table.rows)) for i, c in enumerate(table.columns) if i >= 4]
     keep = [k for k, name in enumerate(names) if name in ("ours", "softmax CE", "ArcFace")]
-    return QueryResult(["figure", *(f"reference {names[k]}" if names[k] != "ours" else "ours"
-                                    for k in keep)],
-                       [(r[0], *(r[k + 1] for k in keep)) for r in rows
-                        if any(r[k + 1] is not None for k in keep)])  # fmt: skip
+    return QueryResult(
+        ["figure", *(f"reference {names[k]}" if names[k] != "ours" else "ours" for k in keep)],
+        [
+            (r[0], *(r[k + 1] for k in keep))
+            for r in rows
+            if any(r[k + 1] is not None for k in keep)
+        ],
+    )
 
 
 @dataclass
@@ -105,15 +116,19 @@ class DetectorOutcome:
     test: dict[str, float]
 
 
-def train_detector(folder: DemoFolder, plan: Plan, *, progress: Progress | None = None
-                   ) -> DetectorOutcome:  # fmt: skip
+def train_detector(
+    folder: DemoFolder, plan: Plan, *, progress: Progress | None = None
+) -> DetectorOutcome:
     """Step 9: the small CenterNet on the catalog's boxes, many of its pictures 2 x 2
     mosaics (several small faces, as a group photo has); its test IoU and recall."""
     from models.train_detector import DetectorTrainConfig, evaluate_detector, train_detector
 
-    config = DetectorTrainConfig(snapshot=SNAPSHOT, epochs=plan.detector_epochs,
-                                 mosaic=plan.detector_mosaic,
-                                 out_dir=str(folder.checkpoints))  # fmt: skip
+    config = DetectorTrainConfig(
+        snapshot=SNAPSHOT,
+        epochs=plan.detector_epochs,
+        mosaic=plan.detector_mosaic,
+        out_dir=str(folder.checkpoints),
+    )
     run = train_detector(config, folder.db, progress=progress)
     test = evaluate_detector(run.run_id, folder.db)
     return DetectorOutcome(run.run_id, run.epochs_done, test.metrics)
@@ -125,8 +140,9 @@ def build_gallery(folder: DemoFolder, recognizer_run: str) -> Any:
     the catalog's boxes, aligned with the landmark run the recognizer's crops used."""
     from models.identify import add_gallery
 
-    return add_gallery(folder.db, GALLERY, recognizer_run, snapshot=SNAPSHOT, split="query",
-                       replace=True)  # fmt: skip
+    return add_gallery(
+        folder.db, GALLERY, recognizer_run, snapshot=SNAPSHOT, split="query", replace=True
+    )
 
 
 @dataclass
@@ -138,8 +154,9 @@ class DemoIdentify:
     drawn: Path
 
 
-def identify_photo(folder: DemoFolder, plan: Plan, recognizer_run: str, detector_run: str,
-                   *, seed: int = 0) -> DemoIdentify:  # fmt: skip
+def identify_photo(
+    folder: DemoFolder, plan: Plan, recognizer_run: str, detector_run: str, *, seed: int = 0
+) -> DemoIdentify:
     """Step 11: the group photo (``catalog.demo.group_photo``), its faces found by the
     trained detector, named against the gallery at the open-set threshold of
     ``plan.fpr``, drawn to ``folder.identified`` and checked against the truth."""
@@ -148,24 +165,39 @@ def identify_photo(folder: DemoFolder, plan: Plan, recognizer_run: str, detector
     from models.report_html import identify_rows
 
     photo = group_photo(folder, plan, seed=seed)
-    result = identify([folder.photo], GALLERY, folder.db, run=recognizer_run,
-                      detector=f"run:{detector_run}", fpr=plan.fpr)  # fmt: skip
+    result = identify(
+        [folder.photo],
+        GALLERY,
+        folder.db,
+        run=recognizer_run,
+        detector=f"run:{detector_run}",
+        fpr=plan.fpr,
+    )
     draw_faces(result.images[0], result.faces, folder.identified)
     rows, extra = identify_rows(result, photo)
     return DemoIdentify(result, photo, rows, extra, folder.identified)
 
 
-def write_report(folder: DemoFolder, plan: Plan, landmark_run: str, recognizer_run: str,
-                 identified: DemoIdentify, timings: QueryResult | None = None,
-                 detector: DetectorOutcome | None = None) -> tuple[Path, list[str]]:  # fmt: skip
+def write_report(
+    folder: DemoFolder,
+    plan: Plan,
+    landmark_run: str,
+    recognizer_run: str,
+    identified: DemoIdentify,
+    timings: QueryResult | None = None,
+    detector: DetectorOutcome | None = None,
+) -> tuple[Path, list[str]]:
     """Step 12: ``folder.report/index.html`` (:func:`models.report_html.write_report`)
     with the identify result and, where given, the detector's figures and the steps'
     timings."""
     from catalog import html_report as H
     from models.report_html import identify_section, write_report
 
-    sections = [identify_section(identified.result, identified.drawn.read_bytes(),
-                                 identified.photo, "the group photo")]  # fmt: skip
+    sections = [
+        identify_section(
+            identified.result, identified.drawn.read_bytes(), identified.photo, "the group photo"
+        )
+    ]
     if detector is not None:
         sections[0].paragraphs.append(
             f"Faces found by detector run {detector.run_id} ({detector.epochs} epochs; test "
@@ -173,11 +205,23 @@ def write_report(folder: DemoFolder, plan: Plan, landmark_run: str, recognizer_r
             f"{detector.test.get('recall@iou=0.5', float('nan')):.3f})."
         )
     if timings is not None:
-        sections.append(H.Section("How long each step took", [
-            "Wall and CPU seconds of this demo's steps up to the report (CPU: this process "
-            "and its workers, all threads)."], [H.Table("steps", timings)], anchor="timings"))
+        sections.append(
+            H.Section(
+                "How long each step took",
+                [
+                    "Wall and CPU seconds of this demo's steps up to the report (CPU: this process "
+                    "and its workers, all threads)."
+                ],
+                [H.Table("steps", timings)],
+                anchor="timings",
+            )
+        )
     return write_report(
-        folder.db, folder.report, runs=[landmark_run, recognizer_run], snapshot=SNAPSHOT,
-        sections=sections, title="celebcat demo",
+        folder.db,
+        folder.report,
+        runs=[landmark_run, recognizer_run],
+        snapshot=SNAPSHOT,
+        sections=sections,
+        title="celebcat demo",
         subtitle=f"the {plan.name} demo: synthetic CelebA of {plan.ids} identities",
-    )  # fmt: skip
+    )

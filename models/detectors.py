@@ -63,8 +63,12 @@ __all__ = [
 ]
 
 #: The forms ``make_detector`` takes, for messages and ``--help``.
-DETECTOR_SPECS = ("catalog", "haar[?options]", "run:<detector run id>[?options]",
-                  "onnx:<model.onnx>[?options]")  # fmt: skip
+DETECTOR_SPECS = (
+    "catalog",
+    "haar[?options]",
+    "run:<detector run id>[?options]",
+    "onnx:<model.onnx>[?options]",
+)
 
 #: Haar's square box (x, y, side) -> the CelebA face box: centre x + dx * side,
 #: centre y + dy * side, width sw * side, height sh * side. Fitted (medians) on the
@@ -90,9 +94,9 @@ class Detector(abc.ABC):
     spec: str = ""
 
     @abc.abstractmethod
-    def detect(self, images: Sequence[np.ndarray], names: Sequence[str] | None = None
-               ) -> list[np.ndarray]:  # fmt: skip
-        ...
+    def detect(
+        self, images: Sequence[np.ndarray], names: Sequence[str] | None = None
+    ) -> list[np.ndarray]: ...
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec!r})"
@@ -107,9 +111,13 @@ class CatalogDetector(Detector):
         con = connect(db, read_only=True)
         try:
             has = has_table(con, "bboxes")
-            rows = con.execute(
-                "SELECT image_id, x_1, y_1, x_1 + width, y_1 + height FROM bboxes"
-            ).fetchall() if has else []
+            rows = (
+                con.execute(
+                    "SELECT image_id, x_1, y_1, x_1 + width, y_1 + height FROM bboxes"
+                ).fetchall()
+                if has
+                else []
+            )
         finally:
             con.close()
         if not rows:
@@ -119,8 +127,9 @@ class CatalogDetector(Detector):
             )
         self.boxes = {r[0]: np.array(r[1:], np.float32) for r in rows}
 
-    def detect(self, images: Sequence[np.ndarray], names: Sequence[str] | None = None
-               ) -> list[np.ndarray]:  # fmt: skip
+    def detect(
+        self, images: Sequence[np.ndarray], names: Sequence[str] | None = None
+    ) -> list[np.ndarray]:
         if names is None or len(names) != len(images):
             raise DetectorError("the catalog detector needs each image's name (its image_id)")
         missing = [n for n in names if n not in self.boxes]
@@ -131,8 +140,7 @@ class CatalogDetector(Detector):
                 "only knows catalog images by file name; use --detector haar or "
                 "run:<detector run> for other photos."
             )
-        return [np.append(self.boxes[n], np.float32(1.0))[None].astype(np.float32)
-                for n in names]  # fmt: skip
+        return [np.append(self.boxes[n], np.float32(1.0))[None].astype(np.float32) for n in names]
 
 
 class HaarDetector(Detector):
@@ -152,29 +160,46 @@ class HaarDetector(Detector):
 
     OPTIONS = ("scale_factor", "min_neighbors", "min_size", "max_side")
 
-    def __init__(self, scale_factor: float = 1.2, min_neighbors: int = 5, min_size: int = 20,
-                 max_side: int = 320) -> None:  # fmt: skip
+    def __init__(
+        self,
+        scale_factor: float = 1.2,
+        min_neighbors: int = 5,
+        min_size: int = 20,
+        max_side: int = 320,
+    ) -> None:
         import cv2
 
         path = Path(cv2.data.haarcascades) / self.CASCADE
         self.cascade = cv2.CascadeClassifier(str(path))
         if self.cascade.empty():
-            raise DetectorError(f"OpenCV's Haar cascade {path} is missing or unreadable: "
-                                "reinstall opencv-python-headless 4.x")  # fmt: skip
+            raise DetectorError(
+                f"OpenCV's Haar cascade {path} is missing or unreadable: "
+                "reinstall opencv-python-headless 4.x"
+            )
         if not scale_factor > 1 or min_neighbors < 0 or min_size < 1 or max_side < 16:
-            raise DetectorError("haar options: scale_factor > 1, min_neighbors >= 0, min_size "
-                                ">= 1, max_side >= 16")  # fmt: skip
+            raise DetectorError(
+                "haar options: scale_factor > 1, min_neighbors >= 0, min_size >= 1, max_side >= 16"
+            )
         self.scale_factor, self.min_neighbors = float(scale_factor), int(min_neighbors)
         self.min_size, self.max_side = int(min_size), int(max_side)
         defaults = (1.2, 5, 20, 320)
-        given = {k: v for k, v, d in zip(self.OPTIONS, (scale_factor, min_neighbors, min_size,
-                                                         max_side), defaults, strict=True)
-                 if v != d}  # fmt: skip
-        self.spec = "haar" + ("?" + "&".join(f"{k}={v:g}" for k, v in given.items())
-                              if given else "")  # fmt: skip
+        given = {
+            k: v
+            for k, v, d in zip(
+                self.OPTIONS,
+                (scale_factor, min_neighbors, min_size, max_side),
+                defaults,
+                strict=True,
+            )
+            if v != d
+        }
+        self.spec = "haar" + (
+            "?" + "&".join(f"{k}={v:g}" for k, v in given.items()) if given else ""
+        )
 
-    def detect(self, images: Sequence[np.ndarray], names: Sequence[str] | None = None
-               ) -> list[np.ndarray]:  # fmt: skip
+    def detect(
+        self, images: Sequence[np.ndarray], names: Sequence[str] | None = None
+    ) -> list[np.ndarray]:
         return [self._one(np.asarray(image)) for image in images]
 
     def _one(self, image: np.ndarray) -> np.ndarray:
@@ -184,13 +209,19 @@ class HaarDetector(Detector):
         scale = min(1.0, self.max_side / max(h, w))
         grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         if scale < 1.0:
-            grey = cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))),
-                              interpolation=cv2.INTER_AREA)  # fmt: skip
+            grey = cv2.resize(
+                grey,
+                (max(1, round(w * scale)), max(1, round(h * scale))),
+                interpolation=cv2.INTER_AREA,
+            )
         grey = cv2.equalizeHist(grey)
         rects, _, weights = self.cascade.detectMultiScale3(
-            grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
-            minSize=(self.min_size, self.min_size), outputRejectLevels=True,
-        )  # fmt: skip
+            grey,
+            scaleFactor=self.scale_factor,
+            minNeighbors=self.min_neighbors,
+            minSize=(self.min_size, self.min_size),
+            outputRejectLevels=True,
+        )
         if len(rects) == 0:
             return _empty()
         # the working image's pixels back to the original's (edges onto edges)
@@ -221,21 +252,29 @@ class TrainedDetector(Detector):
 
     OPTIONS = ("score", "top")
 
-    def __init__(self, run: str | os.PathLike[str], db: str | os.PathLike[str] | None = None,
-                 device: str = "cpu", score_threshold: float | None = None,
-                 batch_size: int = 32, top: int = 20) -> None:  # fmt: skip
+    def __init__(
+        self,
+        run: str | os.PathLike[str],
+        db: str | os.PathLike[str] | None = None,
+        device: str = "cpu",
+        score_threshold: float | None = None,
+        batch_size: int = 32,
+        top: int = 20,
+    ) -> None:
         from models.train_detector import load_detector
 
         if top < 1:
             raise DetectorError(f"top must be at least 1, got {top}")
         self.loaded = load_detector(run, db, device)
         self.spec = f"run:{self.loaded.run_id}"
-        self.score_threshold = (self.loaded.config.score_threshold if score_threshold is None
-                                else score_threshold)  # fmt: skip
+        self.score_threshold = (
+            self.loaded.config.score_threshold if score_threshold is None else score_threshold
+        )
         self.batch_size, self.top = batch_size, int(top)
 
-    def detect(self, images: Sequence[np.ndarray], names: Sequence[str] | None = None
-               ) -> list[np.ndarray]:  # fmt: skip
+    def detect(
+        self, images: Sequence[np.ndarray], names: Sequence[str] | None = None
+    ) -> list[np.ndarray]:
         import torch
 
         from catalog.detection import letterbox_matrix, map_boxes
@@ -247,17 +286,15 @@ class TrainedDetector(Detector):
         device = next(model.parameters()).device
         out: list[np.ndarray] = []
         for start in range(0, len(images), self.batch_size):
-            chunk = images[start:start + self.batch_size]
+            chunk = images[start : start + self.batch_size]
             crops, inverses = [], []
             for image in chunk:
                 h, w = np.asarray(image).shape[:2]
                 side = max(w, h)
                 x0, y0 = (w - side) / 2, (h - side) / 2
-                source, to_source = T.reduce_for_crop(image, (x0, y0, x0 + side, y0 + side),
-                                                      size)  # fmt: skip
+                source, to_source = T.reduce_for_crop(image, (x0, y0, x0 + side, y0 + side), size)
                 matrix = letterbox_matrix(w, h, size)
-                crops.append(T.to_uint8_tensor(T.warp(source, matrix @ T.invert(to_source),
-                                                      size)))  # fmt: skip
+                crops.append(T.to_uint8_tensor(T.warp(source, matrix @ T.invert(to_source), size)))
                 inverses.append(T.invert(matrix))
             with torch.no_grad():
                 batch = T.normalize_batch(torch.stack(crops).to(device))
@@ -292,8 +329,16 @@ class OnnxDetector(Detector):
 
     OPTIONS = ("score", "nms", "mean", "std", "coords")
 
-    def __init__(self, path: str | os.PathLike[str], *, score: float = 0.5, nms: float = 0.4,
-                 mean: float = 0.0, std: float = 255.0, coords: str = "auto") -> None:  # fmt: skip
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        score: float = 0.5,
+        nms: float = 0.4,
+        mean: float = 0.0,
+        std: float = 255.0,
+        coords: str = "auto",
+    ) -> None:
         path = Path(path)
         if not path.is_file():
             raise DetectorError(f"No ONNX model at {path}")
@@ -312,12 +357,15 @@ class OnnxDetector(Detector):
             self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime's own error types: a bad or foreign file
             first = (str(err).splitlines() or [type(err).__name__])[0]
-            raise DetectorError(f"{path} is not an ONNX model onnxruntime can run: {first}"
-                                ) from None  # fmt: skip
+            raise DetectorError(
+                f"{path} is not an ONNX model onnxruntime can run: {first}"
+            ) from None
         inputs = self.session.get_inputs()
         if not inputs or len(inputs[0].shape) != 4:
-            raise DetectorError(f"{path}: the first input must be an NCHW image, got shape "
-                                f"{inputs[0].shape if inputs else None}")  # fmt: skip
+            raise DetectorError(
+                f"{path}: the first input must be an NCHW image, got shape "
+                f"{inputs[0].shape if inputs else None}"
+            )
         self.input_name = inputs[0].name
         h, w = inputs[0].shape[2], inputs[0].shape[3]
         self.fixed = (int(h), int(w)) if isinstance(h, int) and isinstance(w, int) else None
@@ -337,8 +385,9 @@ class OnnxDetector(Detector):
                 raise DetectorError(f"onnx option {key}={value!r} is not a number") from None
         return cls(path, **options)
 
-    def detect(self, images: Sequence[np.ndarray], names: Sequence[str] | None = None
-               ) -> list[np.ndarray]:  # fmt: skip
+    def detect(
+        self, images: Sequence[np.ndarray], names: Sequence[str] | None = None
+    ) -> list[np.ndarray]:
         return [self._one(np.asarray(image)) for image in images]
 
     def _one(self, image: np.ndarray) -> np.ndarray:
@@ -348,16 +397,21 @@ class OnnxDetector(Detector):
 
         h, w = image.shape[:2]
         ih, iw = self.fixed or (h, w)
-        pixels = image if (ih, iw) == (h, w) else cv2.resize(image, (iw, ih),
-                                                              interpolation=cv2.INTER_AREA)
+        pixels = (
+            image
+            if (ih, iw) == (h, w)
+            else cv2.resize(image, (iw, ih), interpolation=cv2.INTER_AREA)
+        )
         x = (pixels.astype(np.float32) - np.float32(self.mean)) / np.float32(self.std)
         x = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
         outputs = self.session.run(None, {self.input_name: x})
         dets = self._parse(outputs)
         if self.coords == "normalized" or (
-            self.coords == "auto" and len(dets) and dets[:, :4].min() >= -0.25
+            self.coords == "auto"
+            and len(dets)
+            and dets[:, :4].min() >= -0.25
             and dets[:, :4].max() <= 1.25
-        ):  # fmt: skip
+        ):
             dets[:, [0, 2]] *= iw
             dets[:, [1, 3]] *= ih
         dets[:, [0, 2]] *= w / iw  # input pixels -> the image's (edges onto edges)
@@ -370,8 +424,10 @@ class OnnxDetector(Detector):
         if len(arrays) == 1:
             a = arrays[0].reshape(-1, arrays[0].shape[-1]) if arrays[0].ndim else arrays[0]
             if a.ndim != 2 or a.shape[1] != 5:
-                raise DetectorError(f"{self.spec}: one output must be (N, 5) x_1, y_1, x_2, y_2, "
-                                    f"score; got shape {arrays[0].shape}")  # fmt: skip
+                raise DetectorError(
+                    f"{self.spec}: one output must be (N, 5) x_1, y_1, x_2, y_2, "
+                    f"score; got shape {arrays[0].shape}"
+                )
             return a.copy()
         if len(arrays) == 2:
             boxes, scores = arrays
@@ -389,8 +445,9 @@ class OnnxDetector(Detector):
                     f"got shapes {arrays[0].shape} and {arrays[1].shape}"
                 )
             return np.concatenate([boxes, scores[:, None]], axis=1)
-        raise DetectorError(f"{self.spec}: expected one output (N, 5) or two (boxes, scores), "
-                            f"got {len(arrays)}")  # fmt: skip
+        raise DetectorError(
+            f"{self.spec}: expected one output (N, 5) or two (boxes, scores), got {len(arrays)}"
+        )
 
 
 def _options(query: str, allowed: Sequence[str]) -> dict[str, float]:
@@ -406,8 +463,9 @@ def _options(query: str, allowed: Sequence[str]) -> dict[str, float]:
     return options
 
 
-def make_detector(spec: str | Detector, db: str | os.PathLike[str] | None = None,
-                  device: str = "cpu") -> Detector:  # fmt: skip
+def make_detector(
+    spec: str | Detector, db: str | os.PathLike[str] | None = None, device: str = "cpu"
+) -> Detector:
     """The detector a spec names (see the module docstring); a Detector is returned as
     it is. Unknown specs raise DetectorError (a ValueError) listing the valid forms."""
     if isinstance(spec, Detector):
@@ -420,8 +478,9 @@ def make_detector(spec: str | Detector, db: str | os.PathLike[str] | None = None
     if sep and kind in ("run", "trained") and rest:
         run, _, query = rest.partition("?")
         options = _options(query, TrainedDetector.OPTIONS)
-        return TrainedDetector(run, db, device, options.get("score"),
-                               top=int(options.get("top", 20)))  # fmt: skip
+        return TrainedDetector(
+            run, db, device, options.get("score"), top=int(options.get("top", 20))
+        )
     if sep and kind == "onnx" and rest:
         return OnnxDetector.from_spec(rest)
     raise DetectorError(f"Unknown detector {spec!r}: use one of {', '.join(DETECTOR_SPECS)}")

@@ -304,15 +304,25 @@ def shuffled_loader(
     only one short of ``batch_size`` (no 1-image BatchNorm batch)."""
     n = len(dataset)  # type: ignore[arg-type]
     if not active():
-        return DataLoader(dataset, batch_size=batch_size, shuffle=True,
-                          generator=torch.Generator().manual_seed(seed),
-                          drop_last=n > batch_size, **options)  # fmt: skip
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(seed),
+            drop_last=n > batch_size,
+            **options,
+        )
     sampler: DistributedSampler = DistributedSampler(
         dataset, num_replicas=world_size(), rank=rank(), shuffle=True, seed=seed
     )
     sampler.set_epoch(epoch)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
-                      drop_last=len(sampler) > batch_size, **options)  # fmt: skip
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=len(sampler) > batch_size,
+        **options,
+    )
 
 
 __all__ = [

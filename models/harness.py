@@ -160,8 +160,9 @@ class TrainConfig:
         unknown = sorted(set(changed) - {f.name for f in fields(cls)})
         if unknown:
             raise ValueError(f"unknown setting(s) {', '.join(unknown)}")
-        refused = [n for n, v in changed.items()
-                   if n not in cls.RESUMABLE and v != getattr(base, n)]  # fmt: skip
+        refused = [
+            n for n, v in changed.items() if n not in cls.RESUMABLE and v != getattr(base, n)
+        ]
         if refused:
             was = "; ".join(f"{n} {getattr(base, n)!r}, given {changed[n]!r}" for n in refused)
             raise ValueError(
@@ -296,9 +297,7 @@ class Writer:
         if self.enabled:
             results.reopen_run(self.db, run_id)
 
-    def log_metrics(
-        self, run_id: str, epoch: int, split: str, values: Mapping[str, float]
-    ) -> None:
+    def log_metrics(self, run_id: str, epoch: int, split: str, values: Mapping[str, float]) -> None:
         if self.enabled:
             results.log_metrics(self.db, run_id, epoch, split, values)
 
@@ -322,8 +321,19 @@ class TrainOutcome:
 
 
 #: Checkpoint keys of the harness's own (a task's modules and extra state take others).
-_STATE_KEYS = frozenset({"optimizer", "scaler", "epoch", "best_epoch", "config", "run_id",
-                         "snapshot", "snapshot_hash", "rng"})  # fmt: skip
+_STATE_KEYS = frozenset(
+    {
+        "optimizer",
+        "scaler",
+        "epoch",
+        "best_epoch",
+        "config",
+        "run_id",
+        "snapshot",
+        "snapshot_hash",
+        "rng",
+    }
+)
 
 
 def _batch_len(batch: Any) -> int:
@@ -335,13 +345,21 @@ def _batch_len(batch: Any) -> int:
     return len(batch)
 
 
-def _restore(ckpt: Checkpoint, task: Task, modules: dict[str, nn.Module],
-             optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, env: Env,
-             best_key: str) -> None:  # fmt: skip
+def _restore(
+    ckpt: Checkpoint,
+    task: Task,
+    modules: dict[str, nn.Module],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    env: Env,
+    best_key: str,
+) -> None:
     """Load the modules, optimizer, scaler and RNG state from ``ckpt``, or raise a
     CheckpointError saying what in it does not fit."""
-    require(ckpt, {"optimizer": dict, "scaler": dict, "rng": dict, "best_epoch": int,
-                   best_key: (float, int)})  # fmt: skip
+    require(
+        ckpt,
+        {"optimizer": dict, "scaler": dict, "rng": dict, "best_epoch": int, best_key: (float, int)},
+    )
     if ckpt["snapshot_hash"] != task.snapshot_hash:
         raise ValueError(
             f"Snapshot {task.config.snapshot!r} is not the one run {ckpt['run_id']} trained on "
@@ -508,10 +526,16 @@ def _train(
                 writer.save_checkpoint(run_dir / "best.pt", state)
             writer.save_checkpoint(run_dir / "last.pt", state)
             if progress is not None:
-                progress({"run_id": run_id, "epoch": epoch, "lr": epoch_lr(config, epoch),
-                          "train_loss": train_loss,
-                          **{f"val_{name}": value for name, value in val.items()},
-                          best_key: best})  # fmt: skip
+                progress(
+                    {
+                        "run_id": run_id,
+                        "epoch": epoch,
+                        "lr": epoch_lr(config, epoch),
+                        "train_loss": train_loss,
+                        **{f"val_{name}": value for name, value in val.items()},
+                        best_key: best,
+                    }
+                )
             epochs_done = epoch + 1
             # the budget is a limit: stop unless another epoch as long as the longest
             # so far still fits (the first epoch always runs)

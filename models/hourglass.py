@@ -262,11 +262,14 @@ class StackedHourglass(nn.Module):
         self.stem = Stem(config.channels, config.stem_widths)
         self.stacks = nn.ModuleList(
             HourglassStack(
-                config.depth, config.channels, config.landmarks, config.blocks,
+                config.depth,
+                config.channels,
+                config.landmarks,
+                config.blocks,
                 feedback=i < config.stacks - 1,
             )
             for i in range(config.stacks)
-        )  # fmt: skip
+        )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -73,8 +73,7 @@ __all__ = [
 UNKNOWN = "unknown"
 #: What a gallery folder's images may be (by suffix); anything else is skipped, named.
 IMAGE_SUFFIXES = frozenset(
-    ext.lower() for ext, fmt in Image.registered_extensions().items()
-    if fmt in Image.OPEN  # fmt: skip
+    ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN
 )
 
 
@@ -107,20 +106,24 @@ class Threshold:
         )
 
 
-def open_set_threshold(db: str | os.PathLike[str] | None, run_id: str, fpr: float = 0.01,
-                       epoch: int | None = None) -> Threshold:  # fmt: skip
+def open_set_threshold(
+    db: str | os.PathLike[str] | None, run_id: str, fpr: float = 0.01, epoch: int | None = None
+) -> Threshold:
     """The threshold the run's open-set evaluation stored at ``fpr`` (at ``epoch``,
     else the latest epoch evaluated). IdentifyError, saying what to run, where the
     run was never evaluated or not at that FPR."""
-    stored = {(e, n): v for (e, s, n), v in results.get_metrics(db, run_id).items()
-              if s == "open_set"}  # fmt: skip
+    stored = {
+        (e, n): v for (e, s, n), v in results.get_metrics(db, run_id).items() if s == "open_set"
+    }
     name = f"threshold@fpr={fpr:g}"
     epochs = sorted({e for e, n in stored if n == name})
     if epoch is not None:
         epochs = [e for e in epochs if e == epoch] or epochs
     if not epochs:
-        have = sorted({float(n.split("=", 1)[1]) for _, n in stored
-                       if n.startswith("threshold@fpr=")}, reverse=True)  # fmt: skip
+        have = sorted(
+            {float(n.split("=", 1)[1]) for _, n in stored if n.startswith("threshold@fpr=")},
+            reverse=True,
+        )
         if have:
             raise IdentifyError(
                 f"Run {run_id}'s open-set evaluation has thresholds at FPR "
@@ -148,8 +151,10 @@ class GalleryIndex:
         if how not in ("mean", "max"):
             raise ValueError(f"how must be mean or max, got {how!r}")
         if not len(entries):
-            raise IdentifyError(f"Gallery {entries.gallery.name!r} is empty: add people to it "
-                                "(celebcat gallery add ... --replace).")  # fmt: skip
+            raise IdentifyError(
+                f"Gallery {entries.gallery.name!r} is empty: add people to it "
+                "(celebcat gallery add ... --replace)."
+            )
         self.gallery, self.how = entries.gallery, how
         # each identity's rows together (read_entries gives them so: a no-op then)
         order = np.argsort(entries.identity_name, kind="stable")
@@ -184,8 +189,11 @@ class GalleryIndex:
         (Q, k)), best first (k = min(top, identities))."""
         s = self.scores(queries)
         k = min(top, s.shape[1])
-        part = np.argpartition(-s, k - 1, axis=1)[:, :k] if k < s.shape[1] else (
-            np.broadcast_to(np.arange(s.shape[1]), s.shape))  # fmt: skip
+        part = (
+            np.argpartition(-s, k - 1, axis=1)[:, :k]
+            if k < s.shape[1]
+            else (np.broadcast_to(np.arange(s.shape[1]), s.shape))
+        )
         picked = np.take_along_axis(s, part, axis=1)
         order = np.argsort(-picked, axis=1, kind="stable")
         return np.take_along_axis(part, order, axis=1), np.take_along_axis(picked, order, axis=1)
@@ -204,12 +212,15 @@ class GalleryBuild:
 def _folder_images(folder: Path) -> tuple[list[str], list[Path], list[tuple[str, str]]]:
     """(identity names, image paths, skipped (path, why)) of a gallery folder."""
     if not folder.is_dir():
-        raise IdentifyError(f"{folder}: not a folder (a gallery folder holds one subfolder "
-                            "per person)")  # fmt: skip
+        raise IdentifyError(
+            f"{folder}: not a folder (a gallery folder holds one subfolder per person)"
+        )
     people = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not people:
-        raise IdentifyError(f"{folder} has no subfolders: a gallery folder holds one subfolder "
-                            "per person, named after them, with their photos in it.")  # fmt: skip
+        raise IdentifyError(
+            f"{folder} has no subfolders: a gallery folder holds one subfolder "
+            "per person, named after them, with their photos in it."
+        )
     names, paths, skipped = [], [], []
     for person in people:
         for path in sorted(p for p in person.rglob("*") if p.is_file()):
@@ -254,8 +265,10 @@ def add_gallery(
         except G.GalleryError:
             pass
         else:
-            raise IdentifyError(f"Gallery {name!r} exists; drop it first (celebcat gallery "
-                                "drop) or add with --replace.")  # fmt: skip
+            raise IdentifyError(
+                f"Gallery {name!r} exists; drop it first (celebcat gallery "
+                "drop) or add with --replace."
+            )
     skipped: list[tuple[str, str]] = []
     if snapshot is not None:
         if split is None:
@@ -271,15 +284,16 @@ def add_gallery(
         sources = [str(p) for p in paths]
         labels = [str(p) for p in paths]
         where, spec = f"folder:{folder}", detector or "haar"
-    pipe = pipeline or FacePipeline(spec, landmark_run, run, db, template=template,
-                                    device=device)  # fmt: skip
+    pipe = pipeline or FacePipeline(spec, landmark_run, run, db, template=template, device=device)
     keep_names, keep_images, vectors = [], [], []
     chunk = 64
     for first in range(0, len(sources), chunk):
         # a snapshot's images are named by image id, a folder's by file name
-        out = pipe.run(sources[first:first + chunk],
-                       labels[first:first + chunk] if snapshot is not None else None,
-                       skip_bad=True)  # fmt: skip
+        out = pipe.run(
+            sources[first : first + chunk],
+            labels[first : first + chunk] if snapshot is not None else None,
+            skip_bad=True,
+        )
         for k, why in out.skipped:
             skipped.append((labels[first + k], why))
         for k in range(len(out.images)):
@@ -300,9 +314,18 @@ def add_gallery(
             f"No face found in any of the {len(sources)} images ({pipe.detector.spec} "
             "detector): nothing to store. Try another --detector (run:<detector run>)."
         )
-    stored = G.write_gallery(db, name, pipe.run_id, where, keep_names, keep_images,
-                             np.stack(vectors), detector=pipe.detector.spec,
-                             crops=pipe.plan.source, replace=replace)  # fmt: skip
+    stored = G.write_gallery(
+        db,
+        name,
+        pipe.run_id,
+        where,
+        keep_names,
+        keep_images,
+        np.stack(vectors),
+        detector=pipe.detector.spec,
+        crops=pipe.plan.source,
+        replace=replace,
+    )
     return GalleryBuild(stored, skipped, time.perf_counter() - start)
 
 
@@ -332,12 +355,14 @@ class IdentifiedFace:
         return {
             "box": [round(float(v), 2) for v in self.box],
             "detector_score": round(self.score, 4),
-            "landmarks": None if self.landmarks is None
+            "landmarks": None
+            if self.landmarks is None
             else [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
             "identity": self.identity,
-            "matches": [{"identity": m.identity, "cosine": round(m.cosine, 4)}
-                        for m in self.matches],
-        }  # fmt: skip
+            "matches": [
+                {"identity": m.identity, "cosine": round(m.cosine, 4)} for m in self.matches
+            ],
+        }
 
 
 @dataclass
@@ -397,27 +422,34 @@ def identify(
         limit = Threshold(float(threshold), run_id, None)
     else:
         if fpr not in OPEN_SET_FPRS:
-            raise IdentifyError(f"--fpr {fpr:g}: the open-set evaluation measures FPR "
-                                f"{', '.join(f'{f:g}' for f in OPEN_SET_FPRS)}")  # fmt: skip
+            raise IdentifyError(
+                f"--fpr {fpr:g}: the open-set evaluation measures FPR "
+                f"{', '.join(f'{f:g}' for f in OPEN_SET_FPRS)}"
+            )
         limit = open_set_threshold(db, run_id, fpr)
     loaded = [src if isinstance(src, LoadedImage) else load_image(src) for src in images]
-    pipe = pipeline or FacePipeline(detector, landmark_run, run_id, db, template=template,
-                                    device=device)  # fmt: skip
+    pipe = pipeline or FacePipeline(
+        detector, landmark_run, run_id, db, template=template, device=device
+    )
     out = pipe.run(loaded)
     start = time.perf_counter()
     faces: list[IdentifiedFace] = []
     if out.faces:
         emb = out.embeddings
         if emb.shape[1] != index.dim:
-            raise IdentifyError(f"Gallery {gallery!r} holds {index.dim}-d embeddings, run "
-                                f"{run_id} makes {emb.shape[1]}-d ones: rebuild the gallery.")
+            raise IdentifyError(
+                f"Gallery {gallery!r} holds {index.dim}-d embeddings, run "
+                f"{run_id} makes {emb.shape[1]}-d ones: rebuild the gallery."
+            )
         found, cosines = index.search(emb, top)
         for face, rows, values in zip(out.faces, found, cosines, strict=True):
-            matches = [Match(str(index.names[r]), float(v))
-                       for r, v in zip(rows, values, strict=True)]  # fmt: skip
+            matches = [
+                Match(str(index.names[r]), float(v)) for r, v in zip(rows, values, strict=True)
+            ]
             name = matches[0].identity if matches[0].cosine > limit.value else UNKNOWN
-            faces.append(IdentifiedFace(face.image, face.box, face.score, face.landmarks,
-                                        matches, name))  # fmt: skip
+            faces.append(
+                IdentifiedFace(face.image, face.box, face.score, face.landmarks, matches, name)
+            )
     timings = dict(out.timings)
     timings["search"] = time.perf_counter() - start
     return IdentifyResult(entries.gallery, run_id, limit, loaded, faces, timings)
@@ -430,8 +462,9 @@ UNKNOWN_COLOUR = (255, 48, 48)
 POINT_COLOUR = (255, 255, 0)
 
 
-def draw_faces(image: LoadedImage, faces: Sequence[IdentifiedFace],
-               path: str | os.PathLike[str]) -> Path:  # fmt: skip
+def draw_faces(
+    image: LoadedImage, faces: Sequence[IdentifiedFace], path: str | os.PathLike[str]
+) -> Path:
     """Write ``image`` with each face's box (green: named, red: unknown), its five
     points and its name and cosine above the box; the format from the suffix."""
     from PIL import ImageDraw, ImageFont
@@ -447,14 +480,18 @@ def draw_faces(image: LoadedImage, faces: Sequence[IdentifiedFace],
         colour = KNOWN_COLOUR if face.known else UNKNOWN_COLOUR
         x1, y1, x2, y2 = (float(v) for v in face.box)
         # the outline drawn inwards from the box's outermost pixels, whole pixels
-        draw.rectangle([round(x1), round(y1), round(x2) - 1, round(y2) - 1], outline=colour,
-                       width=width)  # fmt: skip
+        draw.rectangle(
+            [round(x1), round(y1), round(x2) - 1, round(y2) - 1], outline=colour, width=width
+        )
         if face.landmarks is not None:
             r = width + 1
             for x, y in face.landmarks:
                 draw.ellipse([x - r, y - r, x + r, y + r], fill=POINT_COLOUR)
-        label = (f"{face.identity} {face.matches[0].cosine:.2f}" if face.known
-                 else f"{UNKNOWN} ({face.matches[0].identity} {face.matches[0].cosine:.2f})")
+        label = (
+            f"{face.identity} {face.matches[0].cosine:.2f}"
+            if face.known
+            else f"{UNKNOWN} ({face.matches[0].identity} {face.matches[0].cosine:.2f})"
+        )
         left, top, right, bottom = draw.textbbox((x1, y1), label, font=font)
         lift = bottom - top + 2 * width
         ty = y1 - lift if y1 - lift >= 0 else y2 + width
@@ -465,7 +502,7 @@ def draw_faces(image: LoadedImage, faces: Sequence[IdentifiedFace],
     try:
         canvas.save(path)
     except (KeyError, ValueError) as err:  # an unknown suffix
-        raise IdentifyError(f"--draw {path}: cannot write that format ({err}); use .png or "
-                            ".jpg") from None  # fmt: skip
+        raise IdentifyError(
+            f"--draw {path}: cannot write that format ({err}); use .png or .jpg"
+        ) from None
     return path
-

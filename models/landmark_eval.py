@@ -51,15 +51,18 @@ def predict_landmarks(
         for batch in loader:
             images = batch["image"].to(device, non_blocking=True, memory_format=memory_format)
             images = T.normalize_batch(images).contiguous(memory_format=memory_format)
-            autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
-                        else contextlib.nullcontext())  # fmt: skip
+            autocast = (
+                torch.autocast(device.type, dtype=amp_dtype)
+                if amp_dtype is not None
+                else contextlib.nullcontext()
+            )
             with autocast:
                 heatmaps = model(images)[-1].float().cpu()
             n = len(heatmaps)
             if "affine" in batch:
                 affine = batch["affine"].double().numpy()
             elif to_original is not None:
-                affine = to_original[done:done + n]
+                affine = to_original[done : done + n]
             else:
                 raise ValueError("predict_landmarks needs batches with 'affine' or to_original")
             points = decode_subpixel(heatmaps, decode, sigma)[0]  # type: ignore[arg-type]
@@ -70,8 +73,10 @@ def predict_landmarks(
             if progress is not None:
                 progress(done)
     empty = np.empty((0, 5, 2))
-    return (np.concatenate(out) if out else empty,
-            np.concatenate(out_argmax) if out_argmax else empty)  # fmt: skip
+    return (
+        np.concatenate(out) if out else empty,
+        np.concatenate(out_argmax) if out_argmax else empty,
+    )
 
 
 __all__ = ["predict_landmarks"]

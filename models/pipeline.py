@@ -110,8 +110,9 @@ class LoadedImage:
         return T.reduce_for_crop(self.pil if self.pil is not None else self.pixels, box, size)
 
 
-def load_image(source: str | os.PathLike[str] | np.ndarray | Image.Image, name: str | None = None
-               ) -> LoadedImage:  # fmt: skip
+def load_image(
+    source: str | os.PathLike[str] | np.ndarray | Image.Image, name: str | None = None
+) -> LoadedImage:
     """A photo from a file (any format PIL reads, any size; turned upright by its EXIF
     orientation), a PIL image or an RGB uint8 array. PipelineError, one line, where a
     file is missing or not an image."""
@@ -120,8 +121,10 @@ def load_image(source: str | os.PathLike[str] | np.ndarray | Image.Image, name: 
         if pixels.ndim == 2:
             pixels = np.repeat(pixels[:, :, None], 3, axis=2)
         if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
-            raise PipelineError(f"{name or 'image'}: expected an RGB uint8 (H, W, 3) array, got "
-                                f"{pixels.dtype} {pixels.shape}")  # fmt: skip
+            raise PipelineError(
+                f"{name or 'image'}: expected an RGB uint8 (H, W, 3) array, got "
+                f"{pixels.dtype} {pixels.shape}"
+            )
         return LoadedImage(name or "image", np.ascontiguousarray(pixels))
     if isinstance(source, Image.Image):
         rgb = source.convert("RGB")
@@ -143,8 +146,7 @@ def load_image(source: str | os.PathLike[str] | np.ndarray | Image.Image, name: 
     except (OSError, ValueError, SyntaxError) as err:  # PIL's not-an-image / damaged errors
         reason = (str(err).splitlines() or [type(err).__name__])[0]
         raise PipelineError(f"{path}: not an image PIL can read ({reason})") from None
-    return LoadedImage(name, np.asarray(rgb), None if turned else str(path), fmt == "JPEG",
-                       rgb)  # fmt: skip
+    return LoadedImage(name, np.asarray(rgb), None if turned else str(path), fmt == "JPEG", rgb)
 
 
 # --- which crops -------------------------------------------------------------------------
@@ -169,8 +171,9 @@ class CropPlan:
         return "bbox" if self.kind == "bbox" else f"aligned/{self.template}/{self.landmark_run}"
 
 
-def _stored_sources(db: str | os.PathLike[str] | None, run_id: str, snapshot: str, size: int
-                    ) -> tuple[list[str], str | None, dict[str, Any]]:  # fmt: skip
+def _stored_sources(
+    db: str | os.PathLike[str] | None, run_id: str, snapshot: str, size: int
+) -> tuple[list[str], str | None, dict[str, Any]]:
     """(the run's embedding sources, the newest aligned crop cache of its snapshot at
     ``size``, the snapshot's parameters)."""
     from catalog import snapshots
@@ -179,9 +182,16 @@ def _stored_sources(db: str | os.PathLike[str] | None, run_id: str, snapshot: st
 
     con = connect(db, read_only=True)
     try:
-        sources = [r[0] for r in con.execute(
-            "SELECT DISTINCT source FROM embeddings WHERE run_id = ? ORDER BY 1", [run_id]
-        ).fetchall()] if has_table(con, "embeddings") else []  # fmt: skip
+        sources = (
+            [
+                r[0]
+                for r in con.execute(
+                    "SELECT DISTINCT source FROM embeddings WHERE run_id = ? ORDER BY 1", [run_id]
+                ).fetchall()
+            ]
+            if has_table(con, "embeddings")
+            else []
+        )
         cache, params = None, {}
         try:
             snap = snapshots.get(con, snapshot)
@@ -211,8 +221,9 @@ def crop_plan(
     sources, cache, params = _stored_sources(db, recognizer.run_id, config.snapshot, config.size)
     shrink = float(params.get("box_shrink", PARAM_NAMES["box_shrink"].default))
     if config.source == "bbox":
-        return CropPlan("bbox", config.size, shrink, template, landmark_run,
-                        "trained on face-box crops")  # fmt: skip
+        return CropPlan(
+            "bbox", config.size, shrink, template, landmark_run, "trained on face-box crops"
+        )
     if config.source.startswith("aligned/"):
         found, why = config.source, f"the run's source {config.source}"
     else:
@@ -241,9 +252,18 @@ def crop_plan(
     if tmpl not in TEMPLATES:
         raise PipelineError(f"template {tmpl!r}: use one of {', '.join(TEMPLATES)}")
     if landmark_run or template:
-        why += " (overridden: " + ", ".join(
-            x for x in (f"landmarks {landmark_run}" if landmark_run else "",
-                        f"template {template}" if template else "") if x) + ")"  # fmt: skip
+        why += (
+            " (overridden: "
+            + ", ".join(
+                x
+                for x in (
+                    f"landmarks {landmark_run}" if landmark_run else "",
+                    f"template {template}" if template else "",
+                )
+                if x
+            )
+            + ")"
+        )
     return CropPlan("aligned", config.size, shrink, tmpl, run, why)
 
 
@@ -336,11 +356,15 @@ class FacePipeline:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.db, self.batch_size = db, batch_size
-        self.recognizer = (recognizer_run if isinstance(recognizer_run, Recognizer)
-                           else load_recognizer(recognizer_run, db, self.device))  # fmt: skip
+        self.recognizer = (
+            recognizer_run
+            if isinstance(recognizer_run, Recognizer)
+            else load_recognizer(recognizer_run, db, self.device)
+        )
         self.recognizer.model.to(self.device).eval()
-        self.plan = crop_plan(self.recognizer, db,
-                              None if landmark_run is None else str(landmark_run), template)
+        self.plan = crop_plan(
+            self.recognizer, db, None if landmark_run is None else str(landmark_run), template
+        )
         self.landmarks = None
         run = self.plan.landmark_run
         if run is not None:
@@ -351,9 +375,15 @@ class FacePipeline:
     def run_id(self) -> str:
         return self.recognizer.run_id
 
-    def run(self, images: Sequence[Any], names: Sequence[str] | None = None, *,
-            chunk: int = 32, keep_crops: bool = False, skip_bad: bool = False
-            ) -> PipelineOutput:  # fmt: skip
+    def run(
+        self,
+        images: Sequence[Any],
+        names: Sequence[str] | None = None,
+        *,
+        chunk: int = 32,
+        keep_crops: bool = False,
+        skip_bad: bool = False,
+    ) -> PipelineOutput:
         """Every face of ``images`` (paths, PIL images, RGB uint8 arrays or
         :class:`LoadedImage`; ``names`` for the catalog detector where arrays are
         given), ``chunk`` images at a time. An input that is not an image raises
@@ -368,10 +398,13 @@ class FacePipeline:
             batch: list[LoadedImage] = []
             where: list[int] = []
             with timer.stage("decode"):
-                for k, src in enumerate(images[first:first + chunk], start=first):
+                for k, src in enumerate(images[first : first + chunk], start=first):
                     try:
-                        image = src if isinstance(src, LoadedImage) else load_image(
-                            src, None if names is None else names[k])  # fmt: skip
+                        image = (
+                            src
+                            if isinstance(src, LoadedImage)
+                            else load_image(src, None if names is None else names[k])
+                        )
                     except PipelineError as err:
                         if not skip_bad:
                             raise
@@ -387,18 +420,22 @@ class FacePipeline:
         cpu = {**timer.cpu, "total": time.thread_time() - cpu_start}
         return PipelineOutput(loaded, faces, timings, skipped, cpu)
 
-    def _faces(self, batch: list[LoadedImage], where: list[int], timer: _Timer,
-               keep_crops: bool) -> list[Face]:  # fmt: skip
+    def _faces(
+        self, batch: list[LoadedImage], where: list[int], timer: _Timer, keep_crops: bool
+    ) -> list[Face]:
         with timer.stage("detect"):
             dets = self.detector.detect([im.pixels for im in batch], [im.name for im in batch])
         owner = [k for k, d in enumerate(dets) for _ in range(len(d))]
         if not owner:
             return []
         boxes = np.concatenate([d for d in dets if len(d)])
-        crop_boxes = np.concatenate([
-            T.shrink_boxes(d[:, :4], self.plan.box_shrink, im.width, im.height)
-            for im, d in zip(batch, dets, strict=True) if len(d)
-        ])  # fmt: skip
+        crop_boxes = np.concatenate(
+            [
+                T.shrink_boxes(d[:, :4], self.plan.box_shrink, im.width, im.height)
+                for im, d in zip(batch, dets, strict=True)
+                if len(d)
+            ]
+        )
         points = None
         if self.landmarks is not None:
             with timer.stage("landmarks"):
@@ -408,16 +445,25 @@ class FacePipeline:
         with timer.stage("embed"):
             embeddings = self._embed(crops)
         return [
-            Face(where[owner[i]], boxes[i, :4].copy(), float(boxes[i, 4]), crop_boxes[i],
-                 None if points is None else points[i], embeddings[i],
-                 crops[i] if keep_crops else None)
+            Face(
+                where[owner[i]],
+                boxes[i, :4].copy(),
+                float(boxes[i, 4]),
+                crop_boxes[i],
+                None if points is None else points[i],
+                embeddings[i],
+                crops[i] if keep_crops else None,
+            )
             for i in range(len(owner))
-        ]  # fmt: skip
+        ]
 
     def _recognizer_crops(
-        self, batch: list[LoadedImage], owner: list[int], crop_boxes: np.ndarray,
+        self,
+        batch: list[LoadedImage],
+        owner: list[int],
+        crop_boxes: np.ndarray,
         points: np.ndarray | None,
-    ) -> np.ndarray:  # fmt: skip
+    ) -> np.ndarray:
         size = self.plan.size
         crops = np.empty((len(owner), size, size, 3), np.uint8)
         if self.plan.kind == "bbox":
@@ -444,13 +490,17 @@ class FacePipeline:
         model = self.recognizer.model
         with torch.no_grad():
             for start in range(0, len(crops), self.batch_size):
-                part = torch.from_numpy(np.ascontiguousarray(
-                    crops[start:start + self.batch_size].transpose(0, 3, 1, 2)))  # fmt: skip
+                part = torch.from_numpy(
+                    np.ascontiguousarray(
+                        crops[start : start + self.batch_size].transpose(0, 3, 1, 2)
+                    )
+                )
                 emb = model(T.normalize_batch(part.to(self.device))).float().cpu().numpy()
                 out.append(emb)
         emb = np.concatenate(out)
-        return (emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-                ).astype(np.float32)  # fmt: skip
+        return (emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)).astype(
+            np.float32
+        )
 
 
 def _box_crop(image: LoadedImage, box: np.ndarray, size: int) -> np.ndarray:
@@ -462,8 +512,7 @@ def _box_crop(image: LoadedImage, box: np.ndarray, size: int) -> np.ndarray:
 class _LandmarkModel:
     """A landmark run's hourglass, predicting as ``celebcat align`` predicts."""
 
-    def __init__(self, run: str, db: str | os.PathLike[str] | None, device: torch.device
-                 ) -> None:  # fmt: skip
+    def __init__(self, run: str, db: str | os.PathLike[str] | None, device: torch.device) -> None:
         from models.align_run import resolve_checkpoint
         from models.checkpoints import load_weights
         from models.registry import create_model
@@ -477,8 +526,9 @@ class _LandmarkModel:
         self.device = device
         self.decode, self.sigma = config.get("decode", "dark"), config.get("sigma", 1.5)
 
-    def predict(self, batch: list[LoadedImage], owner: list[int], crop_boxes: np.ndarray,
-                batch_size: int) -> np.ndarray:  # fmt: skip
+    def predict(
+        self, batch: list[LoadedImage], owner: list[int], crop_boxes: np.ndarray, batch_size: int
+    ) -> np.ndarray:
         from models.landmark_eval import predict_landmarks
 
         size = self.model.config.input_size
@@ -486,10 +536,13 @@ class _LandmarkModel:
 
         def batches() -> Iterator[dict[str, torch.Tensor]]:
             for start in range(0, len(owner), batch_size):
-                crops = [T.to_uint8_tensor(_box_crop(batch[owner[i]], crop_boxes[i], size))
-                         for i in range(start, min(start + batch_size, len(owner)))]  # fmt: skip
+                crops = [
+                    T.to_uint8_tensor(_box_crop(batch[owner[i]], crop_boxes[i], size))
+                    for i in range(start, min(start + batch_size, len(owner)))
+                ]
                 yield {"image": torch.stack(crops)}
 
-        points, _ = predict_landmarks(self.model, batches(), self.device, self.decode,
-                                      self.sigma, to_original=to_original)  # fmt: skip
+        points, _ = predict_landmarks(
+            self.model, batches(), self.device, self.decode, self.sigma, to_original=to_original
+        )
         return points

@@ -96,18 +96,35 @@ def load_recognizer(
     path = run_checkpoint_path(run_id_or_checkpoint, db, KIND)
     ckpt = load_checkpoint(path)
     config = RecognizerTrainConfig.from_saved(ckpt["config"])
-    model = create_model(config.backbone, input_size=config.size,
-                         embedding_dim=config.embedding_dim, dropout=config.dropout)  # fmt: skip
+    model = create_model(
+        config.backbone,
+        input_size=config.size,
+        embedding_dim=config.embedding_dim,
+        dropout=config.dropout,
+    )
     load_weights(model, ckpt, "model")
     n_classes = int(ckpt["num_classes"]) if config.loss != TRIPLET else None
-    loss = make_loss(config.loss, n_classes, config.embedding_dim, mining=config.mining,
-                     margin=config.margin, scale=config.scale,
-                     label_smoothing=config.label_smoothing)  # fmt: skip
+    loss = make_loss(
+        config.loss,
+        n_classes,
+        config.embedding_dim,
+        mining=config.mining,
+        margin=config.margin,
+        scale=config.scale,
+        label_smoothing=config.label_smoothing,
+    )
     load_weights(loss, ckpt, "loss")
     model.to(device).eval()
     loss.to(device).eval()
-    return Recognizer(str(ckpt["run_id"]), config, model, loss, int(ckpt["epoch"]) - 1, path,
-                      str(ckpt["snapshot_hash"]))  # fmt: skip
+    return Recognizer(
+        str(ckpt["run_id"]),
+        config,
+        model,
+        loss,
+        int(ckpt["epoch"]) - 1,
+        path,
+        str(ckpt["snapshot_hash"]),
+    )
 
 
 @dataclass
@@ -147,9 +164,16 @@ def embed_snapshot(
     its local rank where the recognizer is on CUDA) and rank 0 writes them all;
     ``progress`` is rank 0's, over its share."""
     with distributed.session():
-        return _embed(recognizer, snapshot, db, batch_size=batch_size, workers=workers,
-                      skip_bad=skip_bad, write=write,
-                      progress=progress if distributed.is_main() else None)  # fmt: skip
+        return _embed(
+            recognizer,
+            snapshot,
+            db,
+            batch_size=batch_size,
+            workers=workers,
+            skip_bad=skip_bad,
+            write=write,
+            progress=progress if distributed.is_main() else None,
+        )
 
 
 def _embed(
@@ -166,8 +190,9 @@ def _embed(
     start = time.perf_counter()
     config = recognizer.config
     snapshot = snapshot or config.snapshot
-    ds = FaceDataset(db, snapshot, "all", config.source, config.size, image_dtype="uint8",
-                     skip_bad=skip_bad)  # fmt: skip
+    ds = FaceDataset(
+        db, snapshot, "all", config.source, config.size, image_dtype="uint8", skip_bad=skip_bad
+    )
     keep = np.isin(ds.splits, EMBED_SPLITS)
     subset = torch.utils.data.Subset(ds, np.flatnonzero(keep).tolist())
     device = next(recognizer.model.parameters()).device
@@ -180,15 +205,28 @@ def _embed(
     batches = _counted(loader, progress, "embed")
     logits_of = recognizer.loss.logits if config.loss != TRIPLET else None
     emb, _, logits = distributed.gather_rows(
-        *embed_loader(recognizer.model, batches, env, logits_of))
+        *embed_loader(recognizer.model, batches, env, logits_of)
+    )
     emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     source = ds.cache.source if ds.cache is not None else config.source
-    out = Embedded(recognizer.run_id, snapshot, source, ds.image_ids[keep], ds.identities[keep],
-                   ds.labels[keep], ds.splits[keep], emb.astype(np.float32), logits,
-                   tuple(ds.skipped))  # fmt: skip
+    out = Embedded(
+        recognizer.run_id,
+        snapshot,
+        source,
+        ds.image_ids[keep],
+        ds.identities[keep],
+        ds.labels[keep],
+        ds.splits[keep],
+        emb.astype(np.float32),
+        logits,
+        tuple(ds.skipped),
+    )
     if write:
-        distributed.on_main(lambda: results.write_embeddings(
-            db, recognizer.run_id, list(out.image_id), out.embeddings, source))  # fmt: skip
+        distributed.on_main(
+            lambda: results.write_embeddings(
+                db, recognizer.run_id, list(out.image_id), out.embeddings, source
+            )
+        )
     out.seconds = time.perf_counter() - start
     return out
 
@@ -233,13 +271,16 @@ def closed_set_metrics(e: Embedded, mask: np.ndarray | None = None) -> dict[str,
     if e.logits is not None:
         top = topk_accuracy(e.logits[test], labels, ks=(1, 5))
         out["top1"], out["top5"] = top[1], top[5]
-    centre = closed_set_accuracy(e.embeddings[test], labels, e.embeddings[train],
-                                 e.label[train], ks=(1, 5))  # fmt: skip
+    centre = closed_set_accuracy(
+        e.embeddings[test], labels, e.embeddings[train], e.label[train], ks=(1, 5)
+    )
     out["top1_centre"], out["top5_centre"] = centre[1], centre[5]
     if e.logits is None:  # no classifier: the centre figures are the closed-set ones
         out["top1"], out["top5"] = centre[1], centre[5]
-    if len(np.unique(labels)) >= 2 and np.bincount(np.unique(labels, return_inverse=True)[1]
-                                                  ).max() >= 2:  # fmt: skip
+    if (
+        len(np.unique(labels)) >= 2
+        and np.bincount(np.unique(labels, return_inverse=True)[1]).max() >= 2
+    ):
         v = verification(e.embeddings[test], labels, VERIFICATION_FPRS)
         out["verif_auc"], out["verif_eer"] = v.auc, v.eer
         for f in VERIFICATION_FPRS:
@@ -256,14 +297,14 @@ def open_set_metrics(e: Embedded, mask: np.ndarray | None = None) -> dict[str, f
     q_ids = e.identity[query]
     if not distractor.any() or len(q_ids) < 2 or len(np.unique(q_ids)) == len(q_ids):
         return out  # no positives or no distractors: nothing to measure
-    v = open_set_verification(e.embeddings[query], q_ids, e.embeddings[distractor],
-                              OPEN_SET_FPRS)  # fmt: skip
+    v = open_set_verification(e.embeddings[query], q_ids, e.embeddings[distractor], OPEN_SET_FPRS)
     out["auc"], out["eer"] = v.auc, v.eer
     for f in OPEN_SET_FPRS:
         out[f"tpr@fpr={_fmt(f)}"] = v.tpr(f)
         out[f"threshold@fpr={_fmt(f)}"] = v.threshold(f)
-    ident = open_set_identification(e.embeddings[query], q_ids, e.embeddings[distractor],
-                                    IDENTIFICATION_FPIRS)  # fmt: skip
+    ident = open_set_identification(
+        e.embeddings[query], q_ids, e.embeddings[distractor], IDENTIFICATION_FPIRS
+    )
     out["rank1"] = ident.rank1
     for f in IDENTIFICATION_FPIRS:
         out[f"tpir@fpir={_fmt(f)}"] = ident.tpir(f)
@@ -271,15 +312,17 @@ def open_set_metrics(e: Embedded, mask: np.ndarray | None = None) -> dict[str, f
     return out
 
 
-def _groups(db: str | os.PathLike[str] | None, image_ids: np.ndarray, by: Sequence[str]
-            ) -> dict[str, np.ndarray]:  # fmt: skip
+def _groups(
+    db: str | os.PathLike[str] | None, image_ids: np.ndarray, by: Sequence[str]
+) -> dict[str, np.ndarray]:
     """{"Eyeglasses=1,Male=-1": mask over image_ids, ...} from the attributes table."""
     from catalog.formats import ATTRIBUTES
 
     unknown = [a for a in by if a not in ATTRIBUTES]
     if unknown:
-        raise ValueError(f"Unknown attribute(s) {', '.join(unknown)}; see `celebcat schema "
-                         "attributes`")  # fmt: skip
+        raise ValueError(
+            f"Unknown attribute(s) {', '.join(unknown)}; see `celebcat schema attributes`"
+        )
     cols = ", ".join(f'"{a}"' for a in by)
     con = connect(db, read_only=True)
     try:
@@ -287,11 +330,14 @@ def _groups(db: str | os.PathLike[str] | None, image_ids: np.ndarray, by: Sequen
     finally:
         con.close()
     value = {r[0]: r[1:] for r in rows}
-    keys = np.array([
-        ",".join(f"{a}={'1' if v else '-1'}" for a, v in zip(by, value[i], strict=True))
-        if i in value else "no attributes"
-        for i in image_ids
-    ])  # fmt: skip
+    keys = np.array(
+        [
+            ",".join(f"{a}={'1' if v else '-1'}" for a, v in zip(by, value[i], strict=True))
+            if i in value
+            else "no attributes"
+            for i in image_ids
+        ]
+    )
     return {k: keys == k for k in sorted(set(keys.tolist()))}
 
 
@@ -318,17 +364,25 @@ def evaluate_recognizer(
             f"{recognizer.snapshot_hash[:12]}): its test split is not the run's."
         )
     with distributed.session():  # torchrun: every rank embeds, rank 0 measures and writes
-        embedded = embed_snapshot(recognizer, db=db, batch_size=batch_size, workers=workers,
-                                  skip_bad=skip_bad, progress=progress)  # fmt: skip
-        metrics, drawn = distributed.on_main(
-            lambda: _measure(embedded, db, recognizer, by, plots))
+        embedded = embed_snapshot(
+            recognizer,
+            db=db,
+            batch_size=batch_size,
+            workers=workers,
+            skip_bad=skip_bad,
+            progress=progress,
+        )
+        metrics, drawn = distributed.on_main(lambda: _measure(embedded, db, recognizer, by, plots))
     return RecognitionEval(recognizer.run_id, recognizer.epoch, metrics, embedded, drawn)
 
 
 def _measure(
-    embedded: Embedded, db: str | os.PathLike[str] | None, recognizer: Recognizer,
-    by: Sequence[str], plots: str | os.PathLike[str] | None,
-) -> tuple[dict[str, dict[str, float]], list[Path]]:  # fmt: skip
+    embedded: Embedded,
+    db: str | os.PathLike[str] | None,
+    recognizer: Recognizer,
+    by: Sequence[str],
+    plots: str | os.PathLike[str] | None,
+) -> tuple[dict[str, dict[str, float]], list[Path]]:
     """Every protocol's figures, written to ``metrics``; the plots drawn, if asked."""
     metrics = {"test": closed_set_metrics(embedded), "open_set": open_set_metrics(embedded)}
     if by:

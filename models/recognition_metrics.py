@@ -400,10 +400,16 @@ def verification_from_scores(
     tprs, thresholds, reached = _tpr_at_fpr(pos_sorted, neg_sorted, fprs)
     eer, eer_threshold = _eer(pos_sorted, neg_sorted)
     return VerificationResult(
-        auc=_auc(pos_sorted, neg_sorted), eer=eer, eer_threshold=eer_threshold,
-        fprs=np.asarray(fprs, np.float64), tprs=tprs, thresholds=thresholds,
-        fprs_reached=reached, positives=pos, negatives=neg,
-    )  # fmt: skip
+        auc=_auc(pos_sorted, neg_sorted),
+        eer=eer,
+        eer_threshold=eer_threshold,
+        fprs=np.asarray(fprs, np.float64),
+        tprs=tprs,
+        thresholds=thresholds,
+        fprs_reached=reached,
+        positives=pos,
+        negatives=neg,
+    )
 
 
 def verification(
@@ -452,8 +458,7 @@ def open_set_verification(
 ) -> VerificationResult:
     """The reference's open-set verification (see the module docstring): TPR at each
     FPR of ``fprs``, the thresholds, and AUC/EER, of :func:`open_set_scores`."""
-    return verification_from_scores(*open_set_scores(query, query_labels, distractors, chunk),
-                                    fprs)  # fmt: skip
+    return verification_from_scores(*open_set_scores(query, query_labels, distractors, chunk), fprs)
 
 
 @dataclass(frozen=True)
@@ -535,10 +540,15 @@ def open_set_identification(
     tpirs = ((mated_scores[None, :] > thresholds[:, None]) & correct[None, :]).mean(1)
     reached = (nonmated_scores[None, :] > thresholds[:, None]).mean(1)
     return IdentificationResult(
-        fpirs=f, tpirs=tpirs, thresholds=thresholds, fpirs_reached=reached,
-        rank1=float(correct.mean()), mated_scores=mated_scores, mated_correct=correct,
+        fpirs=f,
+        tpirs=tpirs,
+        thresholds=thresholds,
+        fpirs_reached=reached,
+        rank1=float(correct.mean()),
+        mated_scores=mated_scores,
+        mated_correct=correct,
         nonmated_scores=nonmated_scores,
-    )  # fmt: skip
+    )
 
 
 # --- triplets ---------------------------------------------------------------------------

@@ -37,9 +37,11 @@ def draw_all(e: Embedded, out: Path) -> list[Path]:
     """ROC, cosine histograms and t-SNE of ``e`` into ``out`` (created); the files."""
     out.mkdir(parents=True, exist_ok=True)
     prefix = out / e.run_id
-    return [draw_roc(e, Path(f"{prefix}-roc.png")),
-            draw_histograms(e, Path(f"{prefix}-cosines.png")),
-            draw_tsne(e, Path(f"{prefix}-tsne.png"))]  # fmt: skip
+    return [
+        draw_roc(e, Path(f"{prefix}-roc.png")),
+        draw_histograms(e, Path(f"{prefix}-cosines.png")),
+        draw_tsne(e, Path(f"{prefix}-tsne.png")),
+    ]
 
 
 def _curves(e: Embedded) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -51,7 +53,8 @@ def _curves(e: Embedded) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     query, distractor = e.where("query"), e.where("distractor")
     if query.sum() > 1 and distractor.any():
         curves["open set (query / distractor)"] = open_set_scores(
-            e.embeddings[query], e.identity[query], e.embeddings[distractor])
+            e.embeddings[query], e.identity[query], e.embeddings[distractor]
+        )
     return curves
 
 
@@ -79,8 +82,9 @@ def draw_roc(e: Embedded, path: Path) -> Path:
 def draw_histograms(e: Embedded, path: Path) -> Path:
     plt = _pyplot()
     curves = _curves(e)
-    fig, axes = plt.subplots(1, max(len(curves), 1), figsize=(6 * max(len(curves), 1), 4),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        1, max(len(curves), 1), figsize=(6 * max(len(curves), 1), 4), squeeze=False
+    )
     bins = np.linspace(-1, 1, 81)
     for ax, (name, (same, different)) in zip(axes[0], curves.items(), strict=False):
         ax.hist(different, bins=bins, density=True, alpha=0.6, label="different identity")
@@ -95,24 +99,22 @@ def draw_histograms(e: Embedded, path: Path) -> Path:
     return path
 
 
-def draw_tsne(e: Embedded, path: Path, identities: int = TSNE_IDENTITIES, seed: int = 0
-              ) -> Path:  # fmt: skip
+def draw_tsne(e: Embedded, path: Path, identities: int = TSNE_IDENTITIES, seed: int = 0) -> Path:
     """t-SNE of the test, val and query images of up to ``identities`` identities (the
     first by id), a colour each."""
     plt = _pyplot()
     try:
         from sklearn.manifold import TSNE
     except ImportError:
-        raise ImportError(
-            "The t-SNE plot needs scikit-learn: pip install -e '.[plots]'"
-        ) from None
+        raise ImportError("The t-SNE plot needs scikit-learn: pip install -e '.[plots]'") from None
     shown = np.isin(e.split, ("test", "val", "query"))
     ids = np.unique(e.identity[shown])[:identities]
     keep = shown & np.isin(e.identity, ids)
     fig, ax = plt.subplots(figsize=(7, 6))
     if keep.sum() >= 5:
-        points = TSNE(n_components=2, perplexity=min(30, (keep.sum() - 1) / 3),
-                      random_state=seed, init="pca").fit_transform(e.embeddings[keep])
+        points = TSNE(
+            n_components=2, perplexity=min(30, (keep.sum() - 1) / 3), random_state=seed, init="pca"
+        ).fit_transform(e.embeddings[keep])
         colour = np.searchsorted(ids, e.identity[keep])
         ax.scatter(points[:, 0], points[:, 1], c=colour, cmap="tab20", s=12)
     ax.set_title(f"t-SNE of {len(ids)} identities ({int(keep.sum())} images), run {e.run_id}")

@@ -73,22 +73,32 @@ def stored_embeddings(db: str | os.PathLike[str] | None, run_id: str) -> StoredE
     run = results.get_run(db, run_id)
     ids, vectors = results.read_embeddings(db, run_id)
     if not ids:
-        raise ReportError(f"Run {run_id} has no stored embeddings: run `celebcat eval "
-                          f"recognizer --run {run_id}` first.")  # fmt: skip
+        raise ReportError(
+            f"Run {run_id} has no stored embeddings: run `celebcat eval "
+            f"recognizer --run {run_id}` first."
+        )
     snap = snapshots.read_images(db, run.snapshot, files=False, boxes=False)
     if snap.hash != run.snapshot_hash:
-        raise ReportError(f"Snapshot {run.snapshot!r} was recreated since run {run_id} "
-                          "trained on it: its splits are not the run's.")  # fmt: skip
+        raise ReportError(
+            f"Snapshot {run.snapshot!r} was recreated since run {run_id} "
+            "trained on it: its splits are not the run's."
+        )
     where = {str(i): k for k, i in enumerate(snap.image_id)}
     keep = [k for k, i in enumerate(ids) if i in where]
     rows = np.array([where[ids[k]] for k in keep], dtype=np.int64)
-    return StoredEmbeddings(run_id, snap.image_id[rows], snap.identity[rows],
-                            snap.identity[rows], snap.split[rows],
-                            np.asarray(vectors, np.float32)[keep])  # fmt: skip
+    return StoredEmbeddings(
+        run_id,
+        snap.image_id[rows],
+        snap.identity[rows],
+        snap.identity[rows],
+        snap.split[rows],
+        np.asarray(vectors, np.float32)[keep],
+    )
 
 
-def recognizer_figures(db: str | os.PathLike[str] | None, run_id: str) -> tuple[
-        list[H.Figure], list[str]]:  # fmt: skip
+def recognizer_figures(
+    db: str | os.PathLike[str] | None, run_id: str
+) -> tuple[list[H.Figure], list[str]]:
     """(ROC, cosine histograms, t-SNE of the run's stored embeddings; notes on what
     could not be drawn)."""
     if importlib.util.find_spec("matplotlib") is None:
@@ -136,16 +146,21 @@ class TruthRow:
     right: bool  # found, and named as themselves (gallery) or unknown (stranger)
 
 
-def identify_rows(result: Any, truth: GroupPhoto, image: int = 0
-                  ) -> tuple[list[TruthRow], int]:  # fmt: skip
+def identify_rows(result: Any, truth: GroupPhoto, image: int = 0) -> tuple[list[TruthRow], int]:
     """Each person of ``truth`` matched to the detected face of image ``image`` that
     overlaps their box most (IoU >= :data:`MATCH_IOU`, each face used once, best
     overlaps first); (rows, detections that matched no one)."""
     from models.identify import UNKNOWN
 
     faces = result.faces_of(image)
-    pairs = sorted(((_iou(f.box, p.box), i, j) for i, p in enumerate(truth.faces)
-                    for j, f in enumerate(faces)), reverse=True)  # fmt: skip
+    pairs = sorted(
+        (
+            (_iou(f.box, p.box), i, j)
+            for i, p in enumerate(truth.faces)
+            for j, f in enumerate(faces)
+        ),
+        reverse=True,
+    )
     taken_p: dict[int, tuple[int, float]] = {}
     taken_f: set[int] = set()
     for overlap, i, j in pairs:
@@ -156,20 +171,30 @@ def identify_rows(result: Any, truth: GroupPhoto, image: int = 0
     rows = []
     for i, person in enumerate(truth.faces):
         if i not in taken_p:
-            rows.append(TruthRow(person.identity, person.role, person.image_id, 0.0, None,
-                                 None, False))  # fmt: skip
+            rows.append(
+                TruthRow(person.identity, person.role, person.image_id, 0.0, None, None, False)
+            )
             continue
         j, overlap = taken_p[i]
         face = faces[j]
         expected = str(person.identity) if person.role == "gallery" else UNKNOWN
-        rows.append(TruthRow(person.identity, person.role, person.image_id, overlap,
-                             face.identity, face.matches[0].cosine,
-                             face.identity == expected))  # fmt: skip
+        rows.append(
+            TruthRow(
+                person.identity,
+                person.role,
+                person.image_id,
+                overlap,
+                face.identity,
+                face.matches[0].cosine,
+                face.identity == expected,
+            )
+        )
     return rows, len(faces) - len(taken_f)
 
 
-def identify_section(result: Any, drawn_png: bytes, truth: GroupPhoto | None = None,
-                     photo_name: str = "") -> H.Section:  # fmt: skip
+def identify_section(
+    result: Any, drawn_png: bytes, truth: GroupPhoto | None = None, photo_name: str = ""
+) -> H.Section:
     """The identify result as a page section: the drawn photo, and a row per person
     (``truth``) or per detected face."""
     section = H.Section("Who is in the photo: identify", anchor="identify", figures_first=True)
@@ -191,29 +216,62 @@ def identify_section(result: Any, drawn_png: bytes, truth: GroupPhoto | None = N
             f"called unknown); {extra} detection(s) where no one is."
         )
         table = QueryResult(
-            ["#", "who (truth)", "in gallery", "cut from", "found (IoU)", "named", "cosine",
-             "right"],
-            [(k + 1, r.identity, "yes" if r.role == "gallery" else "no", r.image_id,
-              round(r.iou, 2) if r.named is not None else "not found", r.named or "",
-              r.cosine, "yes" if r.right else "no") for k, r in enumerate(rows)],
-        )  # fmt: skip
-        section.tables.append(H.Table(
-            "each person, left to right and top to bottom", table,
-            marks=["ok" if r.right else "bad" for r in rows],
-        ))  # fmt: skip
+            [
+                "#",
+                "who (truth)",
+                "in gallery",
+                "cut from",
+                "found (IoU)",
+                "named",
+                "cosine",
+                "right",
+            ],
+            [
+                (
+                    k + 1,
+                    r.identity,
+                    "yes" if r.role == "gallery" else "no",
+                    r.image_id,
+                    round(r.iou, 2) if r.named is not None else "not found",
+                    r.named or "",
+                    r.cosine,
+                    "yes" if r.right else "no",
+                )
+                for k, r in enumerate(rows)
+            ],
+        )
+        section.tables.append(
+            H.Table(
+                "each person, left to right and top to bottom",
+                table,
+                marks=["ok" if r.right else "bad" for r in rows],
+            )
+        )
     else:
         faces = result.faces_of(0)
         table = QueryResult(
             ["#", "box", "detector score", "named", "best match", "cosine"],
-            [(k + 1, ", ".join(f"{v:.0f}" for v in f.box), round(f.score, 3), f.identity,
-              f.matches[0].identity, f.matches[0].cosine) for k, f in enumerate(faces)],
-        )  # fmt: skip
+            [
+                (
+                    k + 1,
+                    ", ".join(f"{v:.0f}" for v in f.box),
+                    round(f.score, 3),
+                    f.identity,
+                    f.matches[0].identity,
+                    f.matches[0].cosine,
+                )
+                for k, f in enumerate(faces)
+            ],
+        )
         section.tables.append(H.Table(f"{len(faces)} faces found", table))
-    section.figures.append(H.Figure(
-        photo_name or "the photo", drawn_png, width=min(2 * result.images[0].width, 1000),
-        caption="green: named, red: unknown (its closest match in brackets), yellow: "
-        "landmarks",
-    ))  # fmt: skip
+    section.figures.append(
+        H.Figure(
+            photo_name or "the photo",
+            drawn_png,
+            width=min(2 * result.images[0].width, 1000),
+            caption="green: named, red: unknown (its closest match in brackets), yellow: landmarks",
+        )
+    )
     return section
 
 
@@ -230,26 +288,32 @@ def _has_predictions(db: str | os.PathLike[str] | None, run_id: str) -> bool:
 
     con = connect(db, read_only=True)
     try:
-        return has_table(con, "landmark_predictions") and bool(con.execute(
-            "SELECT count(*) FROM landmark_predictions WHERE run_id = ?", [run_id]
-        ).fetchone()[0])  # fmt: skip
+        return has_table(con, "landmark_predictions") and bool(
+            con.execute(
+                "SELECT count(*) FROM landmark_predictions WHERE run_id = ?", [run_id]
+            ).fetchone()[0]
+        )
     finally:
         con.close()
 
 
-def resolve_runs(db: str | os.PathLike[str] | None, runs: Sequence[str] = ()
-                 ) -> tuple[str | None, str | None]:  # fmt: skip
+def resolve_runs(
+    db: str | os.PathLike[str] | None, runs: Sequence[str] = ()
+) -> tuple[str | None, str | None]:
     """(landmark run, recognition run): those of ``runs`` by kind, else the newest
     finished run of each kind. ReportError for a run of another kind or two of one."""
     by_kind: dict[str, str] = {}
     for run_id in runs:
         run = results.get_run(db, run_id)  # RunError names an unknown id
         if run.kind not in ("landmarks", "recognition"):
-            raise ReportError(f"Run {run_id} is a {run.kind} run: the page shows a landmark "
-                              "run and a recognition run.")  # fmt: skip
+            raise ReportError(
+                f"Run {run_id} is a {run.kind} run: the page shows a landmark "
+                "run and a recognition run."
+            )
         if run.kind in by_kind:
-            raise ReportError(f"Two {run.kind} runs given ({by_kind[run.kind]}, {run_id}): "
-                              "give one of each kind.")  # fmt: skip
+            raise ReportError(
+                f"Two {run.kind} runs given ({by_kind[run.kind]}, {run_id}): give one of each kind."
+            )
         by_kind[run.kind] = run_id
     landmarks = by_kind.get("landmarks") or (None if runs else _newest(db, "landmarks"))
     recognition = by_kind.get("recognition") or (None if runs else _newest(db, "recognition"))
@@ -286,8 +350,10 @@ def write_report(
     if landmark_run is not None and _has_predictions(db, landmark_run):
         page.append(H.landmark_section(db, landmark_run, worst=worst))
     elif landmark_run is not None:
-        notes.append(f"landmark run {landmark_run} has no predictions (celebcat align "
-                     f"--run {landmark_run}): no landmark section")  # fmt: skip
+        notes.append(
+            f"landmark run {landmark_run} has no predictions (celebcat align "
+            f"--run {landmark_run}): no landmark section"
+        )
     else:
         notes.append("no landmark run")
     if recognition_run is not None:
@@ -313,21 +379,32 @@ def draw_png(image: Any, faces: Sequence[Any]) -> bytes:
         return draw_faces(image, faces, Path(temp) / "drawn.png").read_bytes()
 
 
-def photo_section(db: str | os.PathLike[str] | None, photo: str | os.PathLike[str],
-                  recognition_run: str, *, gallery: str | None = None, detector: str = "haar",
-                  fpr: float = 0.01) -> H.Section:  # fmt: skip
+def photo_section(
+    db: str | os.PathLike[str] | None,
+    photo: str | os.PathLike[str],
+    recognition_run: str,
+    *,
+    gallery: str | None = None,
+    detector: str = "haar",
+    fpr: float = 0.01,
+) -> H.Section:
     """Identify the faces of ``photo`` against ``gallery`` (default: the newest one
     ``recognition_run`` made) as a page section. Needs torch."""
     from catalog.gallery import list_galleries
     from models.identify import identify
 
     if gallery is None:
-        made = sorted((g for g in list_galleries(db) if g.run_id == recognition_run),
-                      key=lambda g: g.created_at)  # fmt: skip
+        made = sorted(
+            (g for g in list_galleries(db) if g.run_id == recognition_run),
+            key=lambda g: g.created_at,
+        )
         if not made:
-            raise ReportError(f"No gallery was made by recognizer run {recognition_run}: give "
-                              "one with --gallery (celebcat gallery list).")  # fmt: skip
+            raise ReportError(
+                f"No gallery was made by recognizer run {recognition_run}: give "
+                "one with --gallery (celebcat gallery list)."
+            )
         gallery = made[-1].name
     result = identify([photo], gallery, db, run=recognition_run, detector=detector, fpr=fpr)
-    return identify_section(result, draw_png(result.images[0], result.faces),
-                            photo_name=Path(photo).name)  # fmt: skip
+    return identify_section(
+        result, draw_png(result.images[0], result.faces), photo_name=Path(photo).name
+    )

@@ -49,8 +49,9 @@ from models.harness import Env, Task, TrainConfig
 
 KIND = "detector"
 #: Augmentation of the detector's pictures: faces of many sizes and places, upright.
-DETECTOR_AUGMENT = T.Augment(scale=0.3, rotate=10.0, shift=0.15, flip=0.5,
-                             brightness=0.3, contrast=0.3, saturation=0.3)  # fmt: skip
+DETECTOR_AUGMENT = T.Augment(
+    scale=0.3, rotate=10.0, shift=0.15, flip=0.5, brightness=0.3, contrast=0.3, saturation=0.3
+)
 #: The IoU at which a detection counts as finding a face (recall@iou=0.5).
 MATCH_IOU = 0.5
 #: Overlapping detections above this IoU are one face (NMS).
@@ -117,8 +118,9 @@ def predict_boxes(
     return out
 
 
-def box_metrics(detections: list[np.ndarray], truth: np.ndarray, score_threshold: float
-                ) -> dict[str, float]:  # fmt: skip
+def box_metrics(
+    detections: list[np.ndarray], truth: np.ndarray, score_threshold: float
+) -> dict[str, float]:
     """``iou``: mean IoU of each image's top detection with its true box; ``recall@iou=
     0.5``: the share of true boxes that a detection above ``score_threshold`` overlaps
     by IoU >= 0.5; ``detections_per_image``: mean count above the threshold."""
@@ -129,9 +131,11 @@ def box_metrics(detections: list[np.ndarray], truth: np.ndarray, score_threshold
         above = dets[:, 4] >= score_threshold
         found.append(bool((overlaps[above] >= MATCH_IOU).any()))
         counts.append(int(above.sum()))
-    return {"iou": float(np.mean(tops)) if tops else float("nan"),
-            f"recall@iou={MATCH_IOU:g}": float(np.mean(found)) if found else float("nan"),
-            "detections_per_image": float(np.mean(counts)) if counts else float("nan")}  # fmt: skip
+    return {
+        "iou": float(np.mean(tops)) if tops else float("nan"),
+        f"recall@iou={MATCH_IOU:g}": float(np.mean(found)) if found else float("nan"),
+        "detections_per_image": float(np.mean(counts)) if counts else float("nan"),
+    }
 
 
 class DetectorTask(Task):
@@ -147,10 +151,14 @@ class DetectorTask(Task):
         config, self.env = self.config, env
         self.model = create_detector_model(config.model, input_size=config.input_size)
         self.train_ds = DetectionDataset(
-            self.db, config.snapshot, "train", config.input_size,
+            self.db,
+            config.snapshot,
+            "train",
+            config.input_size,
             augment=DETECTOR_AUGMENT if config.augment else None,
-            mosaic=config.mosaic if config.augment else 0.0, seed=config.seed,
-        )  # fmt: skip
+            mosaic=config.mosaic if config.augment else 0.0,
+            seed=config.seed,
+        )
         try:
             self.val_ds = DetectionDataset(self.db, config.snapshot, "val", config.input_size)
         except ValueError as err:
@@ -163,19 +171,24 @@ class DetectorTask(Task):
             ) from err
         self.snapshot_hash = self.train_ds.snapshot_hash
         self.val_loader = DataLoader(
-            self.val_ds, batch_size=config.batch_size, num_workers=config.num_workers,
+            self.val_ds,
+            batch_size=config.batch_size,
+            num_workers=config.num_workers,
             pin_memory=env.cuda,
-        )  # fmt: skip
+        )
         return {"model": self.model}
 
     def train_loader(self, epoch: int, seed: int) -> DataLoader:
         self.train_ds.set_epoch(epoch)
         return DataLoader(
-            self.train_ds, batch_size=self.config.batch_size, shuffle=True,
+            self.train_ds,
+            batch_size=self.config.batch_size,
+            shuffle=True,
             generator=torch.Generator().manual_seed(seed),
-            num_workers=self.config.num_workers, pin_memory=self.env.cuda,
+            num_workers=self.config.num_workers,
+            pin_memory=self.env.cuda,
             drop_last=len(self.train_ds) > self.config.batch_size,
-        )  # fmt: skip
+        )
 
     def train_step(self, batch: dict[str, Any]) -> torch.Tensor:
         images = self.env.images(batch["image"])
@@ -202,14 +215,16 @@ def train_detector(
     ``progress`` after each epoch (``val_iou``, ``val_recall@iou=0.5``, ...),
     ``on_batch(epoch, done, total, mean loss so far)`` after each batch."""
     outcome = harness.train(DetectorTask, config, db, resume, progress, on_batch)
-    return DetectorResult(outcome.run_id, outcome.best, outcome.best_checkpoint,
-                          outcome.epochs_done)  # fmt: skip
+    return DetectorResult(
+        outcome.run_id, outcome.best, outcome.best_checkpoint, outcome.epochs_done
+    )
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
     """A checkpoint written by :func:`train_detector` (a run folder means its last.pt)."""
-    return checkpoints.load_checkpoint(path, map_location, kind=KIND,
-                                       config_type=DetectorTrainConfig)  # fmt: skip
+    return checkpoints.load_checkpoint(
+        path, map_location, kind=KIND, config_type=DetectorTrainConfig
+    )
 
 
 @dataclass
@@ -235,8 +250,9 @@ def load_detector(
     model = create_detector_model(config.model, input_size=config.input_size)
     checkpoints.load_weights(model, ckpt, "model")
     model.to(device).eval()
-    return LoadedDetector(str(ckpt["run_id"]), config, model, int(ckpt["epoch"]) - 1, path,
-                          str(ckpt["snapshot_hash"]))  # fmt: skip
+    return LoadedDetector(
+        str(ckpt["run_id"]), config, model, int(ckpt["epoch"]) - 1, path, str(ckpt["snapshot_hash"])
+    )
 
 
 @dataclass

@@ -64,8 +64,9 @@ class LandmarkTrainConfig(TrainConfig):
         if not self.sigma > 0:
             raise ValueError(f"sigma must be positive, got {self.sigma}")
         if self.normaliser != results.NME_NORMALISER:
-            raise ValueError(f"normaliser must be {results.NME_NORMALISER!r}, "
-                             f"got {self.normaliser!r}")  # fmt: skip
+            raise ValueError(
+                f"normaliser must be {results.NME_NORMALISER!r}, got {self.normaliser!r}"
+            )
 
 
 #: Fields a resumed run may change; any other change would make it a different run.
@@ -89,8 +90,9 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     its ``config`` complete (fields older runs lack filled in). Raises
     :class:`models.checkpoints.CheckpointError` (a ValueError) naming the file and what
     is wrong where it is not one; loading never runs code (``weights_only``)."""
-    return checkpoints.load_checkpoint(path, map_location, kind=KIND,
-                                       config_type=LandmarkTrainConfig)  # fmt: skip
+    return checkpoints.load_checkpoint(
+        path, map_location, kind=KIND, config_type=LandmarkTrainConfig
+    )
 
 
 class LandmarkTask(Task):
@@ -109,15 +111,26 @@ class LandmarkTask(Task):
         input_size, heatmap_size = self.model.config.input_size, self.model.config.heatmap_size
         # data (an unknown snapshot or missing split fails here, before a run is recorded)
         self.train_ds = LandmarkDataset(
-            self.db, config.snapshot, "train", input_size, heatmap_size, config.sigma,
-            augment=T.Augment() if config.augment else None, seed=config.seed,
+            self.db,
+            config.snapshot,
+            "train",
+            input_size,
+            heatmap_size,
+            config.sigma,
+            augment=T.Augment() if config.augment else None,
+            seed=config.seed,
             image_dtype="uint8",
-        )  # fmt: skip
+        )
         try:
             self.val_ds = LandmarkDataset(
-                self.db, config.snapshot, "val", input_size, heatmap_size, config.sigma,
+                self.db,
+                config.snapshot,
+                "val",
+                input_size,
+                heatmap_size,
+                config.sigma,
                 image_dtype="uint8",
-            )  # fmt: skip
+            )
         except DatasetError:
             raise  # images or landmarks missing: its own message says what to do
         except ValueError as err:  # no 'val' split at all
@@ -128,17 +141,24 @@ class LandmarkTask(Task):
             ) from err
         self.snapshot_hash = self.train_ds.snapshot_hash
         self.val_loader = DataLoader(
-            distributed.shard(self.val_ds), batch_size=config.batch_size, shuffle=False,
-            num_workers=config.num_workers, pin_memory=env.cuda,
-        )  # fmt: skip  (under torchrun: this rank's share; evaluate gathers)
+            distributed.shard(self.val_ds),
+            batch_size=config.batch_size,
+            shuffle=False,
+            num_workers=config.num_workers,
+            pin_memory=env.cuda,
+        )  # under torchrun: this rank's share; evaluate gathers)
         return {"model": self.model}
 
     def train_loader(self, epoch: int, seed: int) -> DataLoader:
         self.train_ds.set_epoch(epoch)  # before the iterator (and its workers) exist
         return distributed.shuffled_loader(
-            self.train_ds, self.config.batch_size, seed, epoch,
-            num_workers=self.config.num_workers, pin_memory=self.env.cuda,
-        )  # fmt: skip
+            self.train_ds,
+            self.config.batch_size,
+            seed,
+            epoch,
+            num_workers=self.config.num_workers,
+            pin_memory=self.env.cuda,
+        )
 
     def train_step(self, batch: dict[str, Any]) -> torch.Tensor:
         images = self.env.images(batch["image"])
@@ -150,13 +170,20 @@ class LandmarkTask(Task):
     def evaluate(self) -> dict[str, float]:
         """NME in original pixels, sub-pixel and argmax, against the catalog's points."""
         points, points_argmax = predict_landmarks(
-            self.model, self.val_loader, self.env.device, self.config.decode, self.config.sigma,
-            amp_dtype=self.env.amp_dtype, memory_format=self.env.memory_format,
-        )  # fmt: skip
+            self.model,
+            self.val_loader,
+            self.env.device,
+            self.config.decode,
+            self.config.sigma,
+            amp_dtype=self.env.amp_dtype,
+            memory_format=self.env.memory_format,
+        )
         points, points_argmax = distributed.gather_rows(points, points_argmax)
         truth, norm = self.val_ds.landmarks, self.config.normaliser
-        return {"nme": float(nme(points, truth, norm).mean()),
-                "nme_argmax": float(nme(points_argmax, truth, norm).mean())}  # fmt: skip
+        return {
+            "nme": float(nme(points, truth, norm).mean()),
+            "nme_argmax": float(nme(points_argmax, truth, norm).mean()),
+        }
 
 
 def train_landmarks(
@@ -175,8 +202,7 @@ def train_landmarks(
     ``out_dir/<run_id>/last.pt`` (only :data:`RESUMABLE` settings may change).
     """
     outcome = harness.train(LandmarkTask, config, db, resume, progress, on_batch, clock=_clock)
-    return TrainResult(outcome.run_id, outcome.best, outcome.best_checkpoint,
-                       outcome.epochs_done)  # fmt: skip
+    return TrainResult(outcome.run_id, outcome.best, outcome.best_checkpoint, outcome.epochs_done)
 
 
 __all__ = [

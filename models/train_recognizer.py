@@ -47,8 +47,9 @@ KIND = "recognition"
 #: Where the crops come from: an alignment (``celebcat align``) or the face box.
 SOURCES = ("aligned", "bbox")
 #: Augmentation for recognition crops: upright faces, so little rotation.
-RECOGNITION_AUGMENT = T.Augment(scale=0.1, rotate=5.0, shift=0.05, flip=0.5,
-                                brightness=0.2, contrast=0.2, saturation=0.2)  # fmt: skip
+RECOGNITION_AUGMENT = T.Augment(
+    scale=0.1, rotate=5.0, shift=0.05, flip=0.5, brightness=0.2, contrast=0.2, saturation=0.2
+)
 
 
 @dataclass
@@ -76,15 +77,17 @@ class RecognizerTrainConfig(TrainConfig):
     def validate(self) -> None:
         super().validate()
         if self.backbone not in list_models(RECOGNITION):
-            raise ValueError(f"backbone {self.backbone!r}: use one of "
-                             f"{', '.join(list_models(RECOGNITION))}")  # fmt: skip
+            raise ValueError(
+                f"backbone {self.backbone!r}: use one of {', '.join(list_models(RECOGNITION))}"
+            )
         if self.loss not in LOSSES:
             raise ValueError(f"loss {self.loss!r}: use one of {', '.join(LOSSES)}")
         if self.mining not in MININGS:
             raise ValueError(f"mining {self.mining!r}: use one of {', '.join(MININGS)}")
         if self.source not in SOURCES and not self.source.startswith("aligned/"):
-            raise ValueError(f"source {self.source!r}: use aligned, bbox or "
-                             "aligned/<template>/<run id | truth>")  # fmt: skip
+            raise ValueError(
+                f"source {self.source!r}: use aligned, bbox or aligned/<template>/<run id | truth>"
+            )
         if self.size < 16 or self.size % 16:
             raise ValueError(f"size must be a multiple of 16 (64, 112, 224...), got {self.size}")
         if self.embedding_dim < 2:
@@ -115,8 +118,15 @@ class _PKEpoch:
     split holds: PKSampler visits each identity once per round, so an epoch chains
     ``rounds`` rounds (each seeded from the epoch's seed and its round number)."""
 
-    def __init__(self, dataset: FaceDataset, sampler: PKSampler, rounds: int, seed: int,
-                 num_workers: int, pin_memory: bool) -> None:  # fmt: skip
+    def __init__(
+        self,
+        dataset: FaceDataset,
+        sampler: PKSampler,
+        rounds: int,
+        seed: int,
+        num_workers: int,
+        pin_memory: bool,
+    ) -> None:
         self.dataset, self.sampler, self.rounds, self.seed = dataset, sampler, rounds, seed
         self.num_workers, self.pin_memory = num_workers, pin_memory
 
@@ -126,8 +136,12 @@ class _PKEpoch:
     def __iter__(self) -> Iterator[Any]:
         for r in range(self.rounds):
             self.sampler.seed = int(np.random.SeedSequence([self.seed, r]).generate_state(1)[0])
-            loader = DataLoader(self.dataset, batch_sampler=self.sampler,
-                                num_workers=self.num_workers, pin_memory=self.pin_memory)
+            loader = DataLoader(
+                self.dataset,
+                batch_sampler=self.sampler,
+                num_workers=self.num_workers,
+                pin_memory=self.pin_memory,
+            )
             yield from loader
 
 
@@ -147,16 +161,27 @@ class RecognizerTask(Task):
 
     def build(self, env: Env) -> dict[str, nn.Module]:
         config, self.env = self.config, env
-        self.model = create_model(config.backbone, input_size=config.size,
-                                  embedding_dim=config.embedding_dim,
-                                  dropout=config.dropout)  # fmt: skip
+        self.model = create_model(
+            config.backbone,
+            input_size=config.size,
+            embedding_dim=config.embedding_dim,
+            dropout=config.dropout,
+        )
         augment = RECOGNITION_AUGMENT if config.augment else None
-        self.train_ds = FaceDataset(self.db, config.snapshot, "train", config.source,
-                                    config.size, augment, config.seed,
-                                    image_dtype="uint8")  # fmt: skip
+        self.train_ds = FaceDataset(
+            self.db,
+            config.snapshot,
+            "train",
+            config.source,
+            config.size,
+            augment,
+            config.seed,
+            image_dtype="uint8",
+        )
         try:
-            self.val_ds = FaceDataset(self.db, config.snapshot, "val", config.source,
-                                      config.size, image_dtype="uint8")  # fmt: skip
+            self.val_ds = FaceDataset(
+                self.db, config.snapshot, "val", config.source, config.size, image_dtype="uint8"
+            )
         except FileNotFoundError:
             raise
         except ValueError as err:
@@ -168,14 +193,22 @@ class RecognizerTask(Task):
         if self.train_ds.snapshot_hash != self.val_ds.snapshot_hash:  # pragma: no cover
             raise ValueError("the snapshot changed while it was read")
         self.snapshot_hash = self.train_ds.snapshot_hash
-        self.loss = make_loss(config.loss, self.train_ds.num_classes, config.embedding_dim,
-                              mining=config.mining, margin=config.margin, scale=config.scale,
-                              label_smoothing=config.label_smoothing,
-                              seed=config.seed)  # fmt: skip
-        self.val_loader = DataLoader(distributed.shard(self.val_ds),  # gathered in evaluate
-                                     batch_size=config.batch_size,
-                                     num_workers=config.num_workers,
-                                     pin_memory=env.cuda)  # fmt: skip
+        self.loss = make_loss(
+            config.loss,
+            self.train_ds.num_classes,
+            config.embedding_dim,
+            mining=config.mining,
+            margin=config.margin,
+            scale=config.scale,
+            label_smoothing=config.label_smoothing,
+            seed=config.seed,
+        )
+        self.val_loader = DataLoader(
+            distributed.shard(self.val_ds),  # gathered in evaluate
+            batch_size=config.batch_size,
+            num_workers=config.num_workers,
+            pin_memory=env.cuda,
+        )
         return {"model": self.model, "loss": self.loss}
 
     def train_loader(self, epoch: int, seed: int) -> Any:
@@ -190,16 +223,25 @@ class RecognizerTask(Task):
             p = config.batch_size // k
             # under torchrun each rank takes every world_size-th batch of each round, so
             # the ranks together still cover the rounds one process would
-            sampler = PKSampler(self.train_ds.labels, p, k, seed=seed,
-                                rank=distributed.rank(), num_replicas=distributed.world_size())
+            sampler = PKSampler(
+                self.train_ds.labels,
+                p,
+                k,
+                seed=seed,
+                rank=distributed.rank(),
+                num_replicas=distributed.world_size(),
+            )
             identities = len(sampler.groups)
             rounds = max(1, round(len(self.train_ds) / (identities * k)))
-            return _PKEpoch(self.train_ds, sampler, rounds, seed, config.num_workers,
-                            self.env.cuda)  # fmt: skip
+            return _PKEpoch(self.train_ds, sampler, rounds, seed, config.num_workers, self.env.cuda)
         return distributed.shuffled_loader(
-            self.train_ds, config.batch_size, seed, epoch, num_workers=config.num_workers,
+            self.train_ds,
+            config.batch_size,
+            seed,
+            epoch,
+            num_workers=config.num_workers,
             pin_memory=self.env.cuda,
-        )  # fmt: skip
+        )
 
     def extra_state(self) -> dict[str, Any]:
         # the classifier's size, so the loss module can be rebuilt to load its weights
@@ -214,11 +256,11 @@ class RecognizerTask(Task):
 
     def evaluate(self) -> dict[str, float]:
         """Validation top-1 (classifier losses) and all-pairs verification AUC."""
-        embeddings, labels, logits = distributed.gather_rows(*embed_loader(
-            self.model, self.val_loader, self.env, self.loss.logits))  # fmt: skip
+        embeddings, labels, logits = distributed.gather_rows(
+            *embed_loader(self.model, self.val_loader, self.env, self.loss.logits)
+        )
         same, different = pair_scores(embeddings, labels)
-        values = {"auc": roc_auc(same, different) if len(same) and len(different)
-                  else math.nan}  # fmt: skip
+        values = {"auc": roc_auc(same, different) if len(same) and len(different) else math.nan}
         if logits is not None:
             values["top1"] = topk_accuracy(logits, labels, ks=(1,))[1]
         return values
@@ -251,8 +293,9 @@ def embed_loader(
 def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
     """A checkpoint written by :func:`train_recognizer` (a run folder means its last.pt);
     :class:`models.checkpoints.CheckpointError` naming the file where it is not one."""
-    return checkpoints.load_checkpoint(path, map_location, kind=KIND,
-                                       config_type=RecognizerTrainConfig)  # fmt: skip
+    return checkpoints.load_checkpoint(
+        path, map_location, kind=KIND, config_type=RecognizerTrainConfig
+    )
 
 
 def train_recognizer(
@@ -269,8 +312,9 @@ def train_recognizer(
     ``on_batch(epoch, done, total, mean loss so far)`` after each batch.
     """
     outcome = harness.train(RecognizerTask, config, db, resume, progress, on_batch)
-    return RecognizerResult(outcome.run_id, outcome.metric, outcome.best,
-                            outcome.best_checkpoint, outcome.epochs_done)  # fmt: skip
+    return RecognizerResult(
+        outcome.run_id, outcome.metric, outcome.best, outcome.best_checkpoint, outcome.epochs_done
+    )
 
 
 __all__ = [

@@ -106,6 +106,7 @@ def main() -> None:
 
         n = int(point.split(":")[1]) if point.startswith("fill:") else None
         if point == "record":
+
             def record(*a, **k):
                 die()
 
@@ -113,14 +114,25 @@ def main() -> None:
         elif point.startswith("commit-"):
             at_commit(ix, point)
         if op == "cache":
-            b.build_cache(args["snapshot"], args["db"], size=args["size"], workers=1,
-                          progress=lambda done, total: done == n and die())  # fmt: skip
+            b.build_cache(
+                args["snapshot"],
+                args["db"],
+                size=args["size"],
+                workers=1,
+                progress=lambda done, total: done == n and die(),
+            )
         else:
             from models.align_run import align_snapshot
 
-            align_snapshot(None, args["snapshot"], args["db"], size=args["size"],
-                           source="truth", workers=1,
-                           progress=lambda stage, done, total: done == n and die())  # fmt: skip
+            align_snapshot(
+                None,
+                args["snapshot"],
+                args["db"],
+                size=args["size"],
+                source="truth",
+                workers=1,
+                progress=lambda stage, done, total: done == n and die(),
+            )
     elif op == "train":
         import models.checkpoints as ck
         from models import train_landmarks as tl

@@ -40,9 +40,12 @@ def pairs_txt(values: dict[str, int]) -> str:
 
 def snapshot_ids(db: Path, snapshot: str = "s") -> list[str]:
     """A snapshot's image ids, sorted."""
-    return [r[0] for r in query(
-        db, "SELECT image_id FROM snapshot_images WHERE snapshot = ? ORDER BY 1", [snapshot]
-    )]  # fmt: skip
+    return [
+        r[0]
+        for r in query(
+            db, "SELECT image_id FROM snapshot_images WHERE snapshot = ? ORDER BY 1", [snapshot]
+        )
+    ]
 
 
 def query(db: Path, sql: str, params: list | None = None) -> list[tuple]:
@@ -55,7 +58,12 @@ def query(db: Path, sql: str, params: list | None = None) -> list[tuple]:
 
 
 def snapshot_catalog(
-    root: Path, ids: int, seed: int, *, images: bool = True, name: str = "s",
+    root: Path,
+    ids: int,
+    seed: int,
+    *,
+    images: bool = True,
+    name: str = "s",
     style: str | None = None,
 ) -> Path:
     """Synthetic CelebA in ``root/data`` -> ``root/c.duckdb`` -> a selection that fits
@@ -67,8 +75,7 @@ def snapshot_catalog(
     from catalog.synth import synthesize
 
     styled = {} if style is None else {"style": style}
-    synthesize(root / "data", ids=ids, seed=seed, annotations_only=not images, workers=2,
-               **styled)  # fmt: skip
+    synthesize(root / "data", ids=ids, seed=seed, annotations_only=not images, workers=2, **styled)
     db = root / "c.duckdb"
     ingest(root / "data", db, workers=2)
     select(db, **fitted_params(db, images_per_id=10))
@@ -91,8 +98,11 @@ def small_celeba(tmp_path: Path) -> Path:
         tmp_path / "celeba",
         {
             "list_attr_celeba.txt": attr_txt(
-                [attr_row(ids[0], {"Male", "Smiling"}), attr_row(ids[1]),
-                 attr_row(ids[2], {"Young", "5_o_Clock_Shadow"})]
+                [
+                    attr_row(ids[0], {"Male", "Smiling"}),
+                    attr_row(ids[1]),
+                    attr_row(ids[2], {"Young", "5_o_Clock_Shadow"}),
+                ]
             ),
             "list_bbox_celeba.txt": bbox_txt(
                 {ids[0]: (95, 71, 226, 313), ids[1]: (72, 94, 221, 306), ids[2]: (10, 20, 30, 40)}

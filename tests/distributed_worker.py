@@ -26,11 +26,37 @@ from catalog import results  # noqa: E402
 from models import align_run  # noqa: E402
 
 #: hourglass_small (128 px crops): 2 epochs of 2 batches of 4 a process.
-LANDMARKS = ["train", "landmarks", "--snapshot", "s", "--epochs", "2", "--batch-size", "4",
-             "--max-batches", "2"]  # fmt: skip
+LANDMARKS = [
+    "train",
+    "landmarks",
+    "--snapshot",
+    "s",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "4",
+    "--max-batches",
+    "2",
+]
 #: face_cpu at 32 px: a second or two an epoch on a CPU.
-RECOGNIZER = ["train", "recognizer", "--snapshot", "s", "--source", "bbox", "--size", "32",
-              "--embedding-dim", "16", "--batch-size", "8", "--epochs", "2", "--lr", "3e-3"]
+RECOGNIZER = [
+    "train",
+    "recognizer",
+    "--snapshot",
+    "s",
+    "--source",
+    "bbox",
+    "--size",
+    "32",
+    "--embedding-dim",
+    "16",
+    "--batch-size",
+    "8",
+    "--epochs",
+    "2",
+    "--lr",
+    "3e-3",
+]
 
 
 def main(db: str, out: str) -> None:
@@ -39,13 +65,17 @@ def main(db: str, out: str) -> None:
     cli.app([*LANDMARKS, "--out", f"{out}/ck", "--db", db], standalone_mode=False)
     done["landmarks"] = results.list_runs(db, kind="landmarks")[-1].run_id
     for loss in ("arcface", "triplet"):
-        cli.app([*RECOGNIZER, "--loss", loss, "--out", f"{out}/ck", "--db", db],
-                standalone_mode=False)  # fmt: skip
+        cli.app(
+            [*RECOGNIZER, "--loss", loss, "--out", f"{out}/ck", "--db", db], standalone_mode=False
+        )
         done[loss] = results.list_runs(db, kind="recognition")[-1].run_id
-    cli.app(["embed", "--run", f"{out}/ck/{done['arcface']}", "--batch-size", "8", "--db", db],
-            standalone_mode=False)  # fmt: skip
-    aligned = align_run.align_snapshot(f"{out}/ck/{done['landmarks']}", "s", db, size=32,
-                                       batch_size=8, workers=1)  # fmt: skip
+    cli.app(
+        ["embed", "--run", f"{out}/ck/{done['arcface']}", "--batch-size", "8", "--db", db],
+        standalone_mode=False,
+    )
+    aligned = align_run.align_snapshot(
+        f"{out}/ck/{done['landmarks']}", "s", db, size=32, batch_size=8, workers=1
+    )
     done["aligned"] = [aligned.n_images, aligned.n_predictions, aligned.cache.source]
     Path(out, f"rank{done['rank']}.json").write_text(json.dumps(done))
 

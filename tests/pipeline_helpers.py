@@ -42,16 +42,35 @@ def trained_catalog(factory: pytest.TempPathFactory) -> SimpleNamespace:
     root = factory.mktemp("pipeline")
     db = snapshot_catalog(root, ids=24, seed=11)
     params = fitted_params(db, images_per_id=10)
-    select(db, **{**params, "holdout_ids": 6, "query_ids": 3, "query_images": 2,
-                  "distractor_ids": 3, "distractor_images": 3,
-                  "train_per_id": 6, "val_per_id": 2, "test_per_id": 2})  # fmt: skip
+    select(
+        db,
+        **{
+            **params,
+            "holdout_ids": 6,
+            "query_ids": 3,
+            "query_images": 2,
+            "distractor_ids": 3,
+            "distractor_images": 3,
+            "train_per_id": 6,
+            "val_per_id": 2,
+            "test_per_id": 2,
+        },
+    )
     create("h", db)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        config = tr.RecognizerTrainConfig(snapshot="h", source="bbox", size=32,
-                                          embedding_dim=32, batch_size=16, epochs=8, lr=3e-3,
-                                          loss="ce", out_dir=str(root / "ck"))  # fmt: skip
+        config = tr.RecognizerTrainConfig(
+            snapshot="h",
+            source="bbox",
+            size=32,
+            embedding_dim=32,
+            batch_size=16,
+            epochs=8,
+            lr=3e-3,
+            loss="ce",
+            out_dir=str(root / "ck"),
+        )
         run = tr.train_recognizer(config, db)
         ev.evaluate_recognizer(run.run_id, db)
     finally:
@@ -69,7 +88,12 @@ def copy_catalog(built: SimpleNamespace, folder: Path) -> Path:
 
 def split_images(db: Path, split: str, snapshot: str = "h") -> list[tuple[str, int, str]]:
     """(image_id, identity, path relative to the image root) of a snapshot split."""
-    return [tuple(r) for r in query(
-        db, "SELECT s.image_id, s.identity, i.path FROM snapshot_images s JOIN images i "
-            "USING (image_id) WHERE s.snapshot = ? AND s.split = ? ORDER BY 1", [snapshot, split]
-    )]  # fmt: skip
+    return [
+        tuple(r)
+        for r in query(
+            db,
+            "SELECT s.image_id, s.identity, i.path FROM snapshot_images s JOIN images i "
+            "USING (image_id) WHERE s.snapshot = ? AND s.split = ? ORDER BY 1",
+            [snapshot, split],
+        )
+    ]

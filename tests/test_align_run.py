@@ -88,13 +88,21 @@ def test_truth_alignment_feeds_the_aligned_face_dataset(db: Path) -> None:
 
 def test_aligned_crops_go_stale_when_an_image_file_changes(db: Path) -> None:
     result = align_snapshot(None, "s", db, size=32, template="arcface", source="truth")
-    assert query(db, "SELECT count(file_size) FROM crop_cache_rows WHERE source = ?",
-                 [result.cache.source])[0][0] == result.n_images  # fmt: skip
+    assert (
+        query(
+            db,
+            "SELECT count(file_size) FROM crop_cache_rows WHERE source = ?",
+            [result.cache.source],
+        )[0][0]
+        == result.n_images
+    )
     assert len(FaceDataset(db, "s", "train", source="aligned", size=32)) > 0
     con = connect(db)
     try:  # what a re-ingest records after the file was replaced by one of another size
-        con.execute("UPDATE images SET file_size = file_size + 1 WHERE image_id = "
-                    "(SELECT min(image_id) FROM snapshot_images WHERE snapshot = 's')")
+        con.execute(
+            "UPDATE images SET file_size = file_size + 1 WHERE image_id = "
+            "(SELECT min(image_id) FROM snapshot_images WHERE snapshot = 's')"
+        )
     finally:
         con.close()
     with pytest.raises(FileNotFoundError, match="No aligned crops"):
@@ -105,14 +113,20 @@ def test_alignment_report_measures_the_true_eyes_against_the_template(db: Path) 
     align_snapshot(None, "s", db, size=112, template="arcface", source="truth")
     align_snapshot(None, "s", db, size=64, template="reference", source="truth")
     report = alignment_report(db, "s")
-    assert [r[:2] for r in report.rows] == [("aligned/arcface/truth", 112),
-                                            ("aligned/reference/truth", 64)]  # fmt: skip
+    assert [r[:2] for r in report.rows] == [
+        ("aligned/arcface/truth", 112),
+        ("aligned/reference/truth", 64),
+    ]
     ((source, size, n, mean, p95, worst, within),) = alignment_report(db, "s", 112).rows
     cache = _cache(db, 112)
     truth = _truth(db, cache.image_ids)
     arc = template_points(ARCFACE_TEMPLATE_112, 112)
-    errors = np.array([np.linalg.norm(T.apply(m, p)[:2] - arc[:2], axis=1)
-                       for m, p in zip(cache.matrices, truth, strict=True)])  # fmt: skip
+    errors = np.array(
+        [
+            np.linalg.norm(T.apply(m, p)[:2] - arc[:2], axis=1)
+            for m, p in zip(cache.matrices, truth, strict=True)
+        ]
+    )
     assert n == len(truth) and mean == pytest.approx(errors.mean())
     assert worst == pytest.approx(errors.max()) and within == pytest.approx((errors <= 2).mean())
     assert mean < 2.0 and mean <= p95 <= worst
@@ -133,8 +147,14 @@ def test_truth_alignment_matches_the_template_at_another_size(db: Path) -> None:
 
 
 def test_predicted_alignment_writes_one_prediction_per_image(db: Path, tmp_path: Path) -> None:
-    config = LandmarkTrainConfig(snapshot="s", epochs=1, max_batches_per_epoch=2, batch_size=4,
-                                 out_dir=str(tmp_path / "ckpt"), augment=False)  # fmt: skip
+    config = LandmarkTrainConfig(
+        snapshot="s",
+        epochs=1,
+        max_batches_per_epoch=2,
+        batch_size=4,
+        out_dir=str(tmp_path / "ckpt"),
+        augment=False,
+    )
     run = train_landmarks(config, db)
     # a run id resolves to its best.pt under the recorded out_dir
     path, ckpt = resolve_checkpoint(run.run_id, db)
@@ -157,8 +177,13 @@ def test_predicted_alignment_writes_one_prediction_per_image(db: Path, tmp_path:
     assert len(data) == n and data.cache.source == f"aligned/reference/{run.run_id}"
     # the test split's figures land in metrics, at the checkpoint's epoch, and agree with
     # the per-image predictions (report's test NME)
-    metrics = dict(query(db, "SELECT name, value FROM metrics WHERE run_id = ? AND split = "
-                             "'test' AND epoch = ?", [run.run_id, ckpt["epoch"] - 1]))  # fmt: skip
+    metrics = dict(
+        query(
+            db,
+            "SELECT name, value FROM metrics WHERE run_id = ? AND split = 'test' AND epoch = ?",
+            [run.run_id, ckpt["epoch"] - 1],
+        )
+    )
     assert set(metrics) == {"nme", "nme_argmax", "failure_rate", "ced_auc"}
     assert metrics == result.test_metrics
     ((test_nme, *_),) = landmark_report(db, run.run_id, split="test").rows
@@ -170,8 +195,12 @@ def test_predicted_alignment_writes_one_prediction_per_image(db: Path, tmp_path:
     assert get_snapshot_hash(db, "other") != ckpt["snapshot_hash"]
     other = align_snapshot(run.run_id, "other", db, size=64, batch_size=8)
     assert other.test_metrics == {} and other.n_predictions == other.n_images
-    assert query(db, "SELECT count(*) FROM metrics WHERE run_id = ? AND split = 'test'",
-                 [run.run_id])[0][0] == 4  # fmt: skip
+    assert (
+        query(db, "SELECT count(*) FROM metrics WHERE run_id = ? AND split = 'test'", [run.run_id])[
+            0
+        ][0]
+        == 4
+    )
 
 
 def test_alignments_of_one_size_coexist_and_the_newest_is_read(db: Path) -> None:
@@ -190,9 +219,11 @@ def test_alignments_of_one_size_coexist_and_the_newest_is_read(db: Path) -> None
         FaceDataset(db, "s", "train", source="bbox/x", size=48)
     # drop one alignment by name, then every alignment by kind
     assert [c.source for c in drop_cache("s", db, size=48, source="aligned/arcface/truth")] == [
-        "aligned/arcface/truth"]  # fmt: skip
+        "aligned/arcface/truth"
+    ]
     assert FaceDataset(db, "s", "train", source="aligned", size=48).cache.source == (
-        "aligned/reference/truth")  # fmt: skip
+        "aligned/reference/truth"
+    )
     assert [c.source for c in drop_cache("s", db, source="aligned")] == ["aligned/reference/truth"]
     assert not list_caches(db)
 
@@ -208,8 +239,11 @@ def test_collapsed_predictions_are_aligned_from_the_face_box(db: Path, monkeypat
         return collapsed, collapsed
 
     monkeypatch.setattr(align_run, "_predict", fake_predict)
-    monkeypatch.setattr(align_run, "resolve_checkpoint",
-                        lambda run, db: (None, {"run_id": "r", "config": {}, "epoch": 1}))
+    monkeypatch.setattr(
+        align_run,
+        "resolve_checkpoint",
+        lambda run, db: (None, {"run_id": "r", "config": {}, "epoch": 1}),
+    )
     result = align_run.align_snapshot("r", "s", db, size=32, template="reference")
     assert result.n_box_fallback == (len(images.ids) + 1) // 2
     # the fallback lays the template over the box, so the box fills the crop: centred
@@ -240,13 +274,14 @@ def test_store_crops_checks_its_inputs(db: Path) -> None:
     with pytest.raises(ValueError, match="source"):
         store_crops("s", db, size=8, source="bbox", crops=crops, image_ids=ids, matrices=eye)
     with pytest.raises(ValueError, match="missing"):
-        store_crops("s", db, size=8, source="aligned", crops=crops[1:], image_ids=ids[1:],
-                    matrices=eye[1:])  # fmt: skip
+        store_crops(
+            "s", db, size=8, source="aligned", crops=crops[1:], image_ids=ids[1:], matrices=eye[1:]
+        )
     with pytest.raises(ValueError, match="crops must be"):
-        store_crops("s", db, size=16, source="aligned", crops=crops, image_ids=ids,
-                    matrices=eye)  # fmt: skip
-    info = store_crops("s", db, size=8, source="aligned", crops=crops + 7, image_ids=ids,
-                       matrices=eye)  # fmt: skip
+        store_crops("s", db, size=16, source="aligned", crops=crops, image_ids=ids, matrices=eye)
+    info = store_crops(
+        "s", db, size=8, source="aligned", crops=crops + 7, image_ids=ids, matrices=eye
+    )
     cache = _cache(db, 8)
     assert cache is not None and len(cache) == info.n_images == len(ids)
     crop, matrix = cache.crop(ids[0])
@@ -273,13 +308,14 @@ def test_store_crops_streams_and_a_failed_fill_keeps_the_previous_cache(db: Path
         raise OSError("disk gone")
 
     with pytest.raises(OSError, match="disk gone"):
-        store_crops("s", db, size=8, source="aligned/x/y", crops=broken, image_ids=ids,
-                    matrices=eye)  # fmt: skip
+        store_crops(
+            "s", db, size=8, source="aligned/x/y", crops=broken, image_ids=ids, matrices=eye
+        )
     # the previous cache of the key is intact, and no half-written file is left
     assert (_cache(db, 8).crop(ids[3])[0] == 3).all()
     snap_hash = query(db, "SELECT hash FROM snapshots WHERE name = 's'")[0][0]
     assert [p.name for p in (db.parent / "c.crops").iterdir()] == [
-        f"s-{snap_hash[:12]}-aligned+x+y-8.npy"]  # fmt: skip
+        f"s-{snap_hash[:12]}-aligned+x+y-8.npy"
+    ]
     with pytest.raises(ValueError, match="variant"):
-        store_crops("s", db, size=8, source="aligned/../x", crops=fill, image_ids=ids,
-                    matrices=eye)  # fmt: skip
+        store_crops("s", db, size=8, source="aligned/../x", crops=fill, image_ids=ids, matrices=eye)

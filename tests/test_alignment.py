@@ -52,8 +52,13 @@ def test_umeyama_is_the_least_squares_fit() -> None:
         return float(((T.apply(m, src) - dst) ** 2).sum())
 
     # any nudge of angle, scale or translation costs more
-    for nudge in (similarity(0.2, 1, 0, 0), T.scale(1.002), T.translate(0.05, 0),
-                  T.translate(0, -0.05), similarity(-0.2, 0.998, 0, 0)):  # fmt: skip
+    for nudge in (
+        similarity(0.2, 1, 0, 0),
+        T.scale(1.002),
+        T.translate(0.05, 0),
+        T.translate(0, -0.05),
+        similarity(-0.2, 0.998, 0, 0),
+    ):
         assert cost(nudge @ fit) > cost(fit)
         assert cost(fit @ nudge) > cost(fit)
 

@@ -29,11 +29,18 @@ def test_official_txt_files_load_with_their_spacing(small_celeba: Path, tmp_path
         "SELECT Male, Smiling, Young FROM attributes WHERE image_id = '000001.jpg'"
     ).fetchone()
     assert (male, smiling, young) == (True, True, False)
-    assert con.execute(
-        "SELECT \"5_o_Clock_Shadow\" FROM attributes WHERE image_id = '000003.jpg'"
-    ).fetchone()[0] is True
+    assert (
+        con.execute(
+            "SELECT \"5_o_Clock_Shadow\" FROM attributes WHERE image_id = '000003.jpg'"
+        ).fetchone()[0]
+        is True
+    )
     assert con.execute("SELECT * FROM bboxes ORDER BY image_id LIMIT 1").fetchone() == (
-        "000001.jpg", 95, 71, 226, 313,
+        "000001.jpg",
+        95,
+        71,
+        226,
+        313,
     )
     assert con.execute(
         "SELECT lefteye_x, rightmouth_y FROM landmarks WHERE image_id = '000002.jpg'"
@@ -42,7 +49,9 @@ def test_official_txt_files_load_with_their_spacing(small_celeba: Path, tmp_path
         "SELECT lefteye_x FROM landmarks_aligned WHERE image_id = '000001.jpg'"
     ).fetchone() == (69,)
     assert con.execute("SELECT identity FROM identities ORDER BY image_id").fetchall() == [
-        (2880,), (2937,), (2880,),
+        (2880,),
+        (2937,),
+        (2880,),
     ]
     assert con.execute(
         "SELECT partition, partition_name FROM partitions ORDER BY image_id"
@@ -60,7 +69,8 @@ def test_crlf_blank_lines_tabs_and_trailing_whitespace(tmp_path: Path) -> None:
     folder = write(tmp_path / "d", {"list_attr_celeba.txt": text})
     con = load(folder, tmp_path)
     assert con.execute("SELECT image_id, Male FROM attributes ORDER BY 1").fetchall() == [
-        ("a.jpg", True), ("b.jpg", False),
+        ("a.jpg", True),
+        ("b.jpg", False),
     ]
 
 
@@ -72,7 +82,8 @@ def test_crlf_file_cut_after_its_last_cr_loads_on_both_paths(tmp_path: Path) -> 
     find_problem(ATTR_SPEC, folder / "list_attr_celeba.txt")  # no error
     con = load(folder, tmp_path)
     assert con.execute("SELECT image_id, Male FROM attributes ORDER BY 1").fetchall() == [
-        ("a.jpg", True), ("b.jpg", False),
+        ("a.jpg", True),
+        ("b.jpg", False),
     ]
     # a CR alone anywhere else is still refused, by line
     a_row = attr_row("a.jpg")
@@ -87,7 +98,8 @@ def test_header_order_is_matched_by_name(tmp_path: Path) -> None:
     folder = write(tmp_path / "d", {"list_bbox_celeba.txt": text})
     con = load(folder, tmp_path)
     assert con.execute("SELECT x_1, y_1, width, height FROM bboxes ORDER BY 1").fetchall() == [
-        (1, 2, 10, 20), (3, 4, 30, 40),
+        (1, 2, 10, 20),
+        (3, 4, 30, 40),
     ]
 
 
@@ -114,8 +126,11 @@ def test_kaggle_csvs_and_a_mix_of_layouts(tmp_path: Path) -> None:
     assert con.execute("SELECT identity FROM identities").fetchone() == (2880,)
     layouts = dict(con.execute("SELECT table_name, layout FROM ingested_files").fetchall())
     assert layouts == {
-        "attributes": "csv", "bboxes": "csv", "partitions": "csv",
-        "landmarks_aligned": "csv", "identities": "txt",
+        "attributes": "csv",
+        "bboxes": "csv",
+        "partitions": "csv",
+        "landmarks_aligned": "csv",
+        "identities": "txt",
     }
 
 
@@ -135,7 +150,12 @@ def test_files_in_official_subfolders_are_found(small_celeba: Path, tmp_path: Pa
         (root / sub / f.name).write_bytes(f.read_bytes())
     found, _ = find_annotation_files(root)
     assert set(found) == {
-        "attributes", "bboxes", "landmarks", "landmarks_aligned", "identities", "partitions",
+        "attributes",
+        "bboxes",
+        "landmarks",
+        "landmarks_aligned",
+        "identities",
+        "partitions",
     }
 
 
@@ -146,7 +166,8 @@ def test_absent_files_leave_empty_tables(tmp_path: Path) -> None:
     for table in ("attributes", "bboxes", "landmarks", "landmarks_aligned", "partitions"):
         assert con.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
     assert [c[0] for c in con.execute("DESCRIBE attributes").fetchall()][:2] == [
-        "image_id", "5_o_Clock_Shadow",
+        "image_id",
+        "5_o_Clock_Shadow",
     ]
 
 

@@ -63,8 +63,9 @@ def image_path(cat: SimpleNamespace, image_id: str) -> Path:
 
 
 def problems(db: Path, image_id: str) -> set[tuple[str, str]]:
-    return set(query(db, "SELECT check_name, severity FROM problems WHERE image_id = ?",
-                     [image_id]))  # fmt: skip
+    return set(
+        query(db, "SELECT check_name, severity FROM problems WHERE image_id = ?", [image_id])
+    )
 
 
 def clean(db: Path, image_id: str) -> bool:
@@ -113,8 +114,11 @@ def test_deleted_file_is_named_with_the_right_advice_then_left_out(cat: SimpleNa
     assert not clean(cat.db, cat.victim)
     assert cat.victim not in reselect_and_snapshot(cat.db, "t")
     # the old snapshot still holds it; now the catalog knows, and says so
-    with pytest.raises(CacheError, match=rf"marked unusable.*{cat.victim}.*no_image_on_disk"
-                                         r".*create a new snapshot"):  # fmt: skip
+    with pytest.raises(
+        CacheError,
+        match=rf"marked unusable.*{cat.victim}.*no_image_on_disk"
+        r".*create a new snapshot",
+    ):
         build_cache("s", cat.db, size=SIZE)
     with pytest.raises(DatasetError, match=rf"{cat.victim}.*no_image_on_disk") as caught:
         FaceDataset(cat.db, "s", "all")
@@ -144,8 +148,11 @@ def test_corrupt_data_aborts_nothing_and_check_decode_finds_it(cat: SimpleNamesp
     ingest(cat.data, cat.db, workers=1)
     assert problems(cat.db, cat.victim) == set()  # header and end are fine
     # found while cropping: one clear error naming it (no traceback), nothing written
-    with pytest.raises(CacheError, match=rf"image {cat.victim}: cropping .*--skip-bad.*"
-                                         r"check --decode"):  # fmt: skip
+    with pytest.raises(
+        CacheError,
+        match=rf"image {cat.victim}: cropping .*--skip-bad.*"
+        r"check --decode",
+    ):
         build_cache("s", cat.db, size=SIZE, workers=2)
     assert list_caches(cat.db) == []
     with pytest.raises(ExportError, match=rf"image {cat.victim}: cropping"):
@@ -171,8 +178,9 @@ def test_header_claiming_huge_dimensions_is_too_large(cat: SimpleNamespace) -> N
     path.write_bytes(bytes(data))
     ingest(cat.data, cat.db, workers=1)
     assert 30000 * 30000 > MAX_IMAGE_PIXELS
-    assert query(cat.db, "SELECT width, height FROM images WHERE image_id = ?",
-                 [cat.victim]) == [(30000, 30000)]  # fmt: skip
+    assert query(cat.db, "SELECT width, height FROM images WHERE image_id = ?", [cat.victim]) == [
+        (30000, 30000)
+    ]
     assert problems(cat.db, cat.victim) == {("image_too_large", "error")}
     assert not clean(cat.db, cat.victim)
     before = check_decode(cat.db).n_images  # never decoded: it is not opened at all
@@ -238,8 +246,7 @@ def test_export_skip_bad_records_in_export_json(cat: SimpleNamespace) -> None:
 def test_align_skip_bad_records_in_the_result_and_the_cache(cat: SimpleNamespace) -> None:
     corrupt_middle(image_path(cat, cat.victim))
     image_path(cat, cat.ids[5]).unlink()
-    result = align_snapshot(None, "s", cat.db, size=SIZE, source="truth", skip_bad=True,
-                            workers=2)  # fmt: skip
+    result = align_snapshot(None, "s", cat.db, size=SIZE, source="truth", skip_bad=True, workers=2)
     assert [(b.image_id, b.reason) for b in result.skipped] == sorted(
         [(cat.victim, "image_decode_error"), (cat.ids[5], "image_missing")]
     )
@@ -247,7 +254,9 @@ def test_align_skip_bad_records_in_the_result_and_the_cache(cat: SimpleNamespace
     assert result.cache.skipped == result.skipped
     data = FaceDataset(cat.db, "s", "all", source="aligned", size=SIZE)
     assert len(data) == len(cat.ids) - 2 and {b.image_id for b in data.skipped} == {
-        cat.victim, cat.ids[5]}  # fmt: skip
+        cat.victim,
+        cat.ids[5],
+    }
 
 
 def test_align_skip_bad_with_a_landmark_run(cat: SimpleNamespace, tmp_path: Path) -> None:
@@ -257,9 +266,17 @@ def test_align_skip_bad_with_a_landmark_run(cat: SimpleNamespace, tmp_path: Path
     from models.train_landmarks import LandmarkTrainConfig, train_landmarks
 
     torch.set_num_threads(1)
-    run = train_landmarks(LandmarkTrainConfig(snapshot="s", epochs=1, batch_size=8,
-                                              max_batches_per_epoch=1, augment=False,
-                                              out_dir=str(tmp_path / "ck")), cat.db)  # fmt: skip
+    run = train_landmarks(
+        LandmarkTrainConfig(
+            snapshot="s",
+            epochs=1,
+            batch_size=8,
+            max_batches_per_epoch=1,
+            augment=False,
+            out_dir=str(tmp_path / "ck"),
+        ),
+        cat.db,
+    )
     image_path(cat, cat.victim).unlink()
     with pytest.raises(SnapshotImageError, match=cat.victim):
         align_snapshot(run.run_id, "s", cat.db, size=SIZE, workers=2)
@@ -279,8 +296,9 @@ def test_cli_check_decode_and_skip_bad(cat: SimpleNamespace) -> None:
     result = runner.invoke(cli.app, ["check", "--decode", "--strict", "--db", str(cat.db)])
     assert result.exit_code == 1, result.output  # an error-severity problem: --strict fails
     assert "image_decode_error" in result.output and "1 failed" in result.output
-    result = runner.invoke(cli.app, ["cache", "build", "s", "--size", str(SIZE), "--skip-bad",
-                                     "--db", str(cat.db)])  # fmt: skip
+    result = runner.invoke(
+        cli.app, ["cache", "build", "s", "--size", str(SIZE), "--skip-bad", "--db", str(cat.db)]
+    )
     assert result.exit_code == 0, result.output
     assert "skipped 1 images" in result.output and cat.victim in result.output
     out = cat.db.parent / "out"
@@ -288,7 +306,20 @@ def test_cli_check_decode_and_skip_bad(cat: SimpleNamespace) -> None:
     assert result.exit_code != 0 and cat.victim in str(result.exception)
     result = runner.invoke(cli.app, ["export", "s", str(out), "--skip-bad", "--db", str(cat.db)])
     assert result.exit_code == 0 and "export.json" in result.output
-    result = runner.invoke(cli.app, ["align", "--snapshot", "s", "--source", "truth", "--size",
-                                     "64", "--skip-bad", "--db", str(cat.db)])  # fmt: skip
+    result = runner.invoke(
+        cli.app,
+        [
+            "align",
+            "--snapshot",
+            "s",
+            "--source",
+            "truth",
+            "--size",
+            "64",
+            "--skip-bad",
+            "--db",
+            str(cat.db),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "skipped 1 images" in result.output and "image_decode_error" in result.output

@@ -219,8 +219,9 @@ def test_a_cache_from_before_file_sizes_is_still_used(db: Path) -> None:
     assert open_cache(db) is not None  # nothing recorded, nothing compared
     assert not build_cache("s", db, size=SIZE).built
     build_cache("s", db, size=SIZE + 1)  # a new build gains the column
-    assert query(db, "SELECT count(file_size) FROM crop_cache_rows WHERE size = ?",
-                 [SIZE + 1])[0][0] == len(snapshot_rows(db))  # fmt: skip
+    assert query(db, "SELECT count(file_size) FROM crop_cache_rows WHERE size = ?", [SIZE + 1])[0][
+        0
+    ] == len(snapshot_rows(db))
 
 
 def test_interrupted_build_leaves_nothing_and_a_rerun_completes(db: Path) -> None:
@@ -264,9 +265,12 @@ def test_pickled_cache_reads_in_another_process(db: Path) -> None:
         "sys.stdout.buffer.write(pixels.tobytes() + matrix.tobytes())\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", child], input=blob, capture_output=True, check=True,
+        [sys.executable, "-c", child],
+        input=blob,
+        capture_output=True,
+        check=True,
         cwd=Path(__file__).resolve().parent.parent,
-    ).stdout  # fmt: skip
+    ).stdout
     assert out == pixels.tobytes() + matrix.tobytes()
 
 
@@ -294,8 +298,9 @@ def test_list_and_drop(db: Path) -> None:
     b = build_cache("s", db, size=32)
     listed = list_caches(db)
     assert {(c.snapshot, c.size, c.n_images, c.path) for c in listed} == {
-        ("s", SIZE, a.n_images, a.path), ("s", 32, b.n_images, b.path),
-    }  # fmt: skip
+        ("s", SIZE, a.n_images, a.path),
+        ("s", 32, b.n_images, b.path),
+    }
     assert all(c.created_at is not None and c.seconds > 0 for c in listed)
     dropped = drop_cache("s", db, size=32)
     assert [d.size for d in dropped] == [32] and not b.path.exists() and a.path.exists()

@@ -100,7 +100,8 @@ def crafted(case: str, db: Path, folder: Path) -> tuple[Path, str]:
         state["model"] = {**weights, key: torch.zeros(1, 1, 1, 1)}
         shape = tuple(weights[key].shape)
         return _save(path, state), re.escape(
-            f"wrong shape 1: {key} (1, 1, 1, 1) in the file, {shape} in the model")
+            f"wrong shape 1: {key} (1, 1, 1, 1) in the file, {shape} in the model"
+        )
     if case == "not_weights":
         state["model"] = "weights"
         return _save(path, state), "has no .* weights"
@@ -118,8 +119,16 @@ def _save(path: Path, state: dict[str, Any]) -> Path:
     return path
 
 
-FILE_CASES = ["garbage", "empty", "code", "raw_pickle", "not_a_dict", "no_run", "bad_config",
-              "other_kind"]  # fmt: skip
+FILE_CASES = [
+    "garbage",
+    "empty",
+    "code",
+    "raw_pickle",
+    "not_a_dict",
+    "no_run",
+    "bad_config",
+    "other_kind",
+]
 WEIGHT_CASES = ["missing_keys", "extra_keys", "wrong_shapes", "not_weights"]
 
 
@@ -189,14 +198,20 @@ def test_a_torn_write_leaves_the_previous_checkpoint(tmp_path: Path, monkeypatch
 def celebcat(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", "import cli; cli.main()", *args],
-        capture_output=True, text=True, timeout=120,
-        env={"COLUMNS": "1000", "PATH": "",
-             "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            "COLUMNS": "1000",
+            "PATH": "",
+            "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        },
+    )
 
 
-@pytest.mark.parametrize(("command", "case"), [("train", "empty"), ("align", "code"),
-                                                ("align", "wrong_shapes")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("command", "case"), [("train", "empty"), ("align", "code"), ("align", "wrong_shapes")]
+)
 def test_the_cli_says_what_is_wrong_in_one_line(
     command: str, case: str, db: Path, tmp_path: Path
 ) -> None:

@@ -22,7 +22,9 @@ def celebcat(*args: str) -> tuple[int, str]:
     """Run a command through the same entry point users get (errors included)."""
     result = subprocess.run(
         [sys.executable, "-c", "import cli; cli.main()", *args],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={"COLUMNS": "200", "PATH": "", "PYTHONPATH": str(Path(cli.__file__).parent)},
     )
     return result.returncode, result.stdout + result.stderr
@@ -91,8 +93,9 @@ def test_sql_json_csv_and_read_only(catalog_db: Path) -> None:
     assert code == 1 and "read-only" in out.lower()
     code, out = celebcat("sql", "delete from attributes", "--write", "--db", str(catalog_db))
     assert code == 0
-    result = runner.invoke(cli.app, ["sql", "select count(*) n from attributes", "--json",
-                                     "--db", str(catalog_db)])
+    result = runner.invoke(
+        cli.app, ["sql", "select count(*) n from attributes", "--json", "--db", str(catalog_db)]
+    )
     assert json.loads(result.output) == [{"n": 0}]
 
 
@@ -144,23 +147,45 @@ def test_select_snapshot_views_and_stats_commands(tmp_path: Path) -> None:
     assert {v["view"] for v in views} >= {"clean_images", "selection", "recognition_split"}
     code, out = celebcat("select", "--n-ids", "5000", "--db", db)
     assert code == 1 and "n_ids = 5000 but only" in " ".join(out.split())
-    result = runner.invoke(cli.app, [
-        "select", "--n-ids", "6", "--min-images-per-id", "20", "--images-per-id", "20",
-        "--split", "14/3/3", "--set", "holdout_ids=2", "--set", "query_ids=1",
-        "--set", "distractor_ids=1", "--quota", "Male=0.5", "--db", db,
-    ])
+    result = runner.invoke(
+        cli.app,
+        [
+            "select",
+            "--n-ids",
+            "6",
+            "--min-images-per-id",
+            "20",
+            "--images-per-id",
+            "20",
+            "--split",
+            "14/3/3",
+            "--set",
+            "holdout_ids=2",
+            "--set",
+            "query_ids=1",
+            "--set",
+            "distractor_ids=1",
+            "--quota",
+            "Male=0.5",
+            "--db",
+            db,
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "selected 6 identities, 120 images" in " ".join(result.output.split())
-    params = {p["name"]: p["value"] for p in json.loads(
-        runner.invoke(cli.app, ["params", "--json", "--db", db]).output)}
+    params = {
+        p["name"]: p["value"]
+        for p in json.loads(runner.invoke(cli.app, ["params", "--json", "--db", db]).output)
+    }
     assert params["n_ids"] == 6 and params["train_per_id"] == 14
     assert runner.invoke(cli.app, ["snapshot", "create", "v1", "--db", db]).exit_code == 0
     listed = json.loads(runner.invoke(cli.app, ["snapshot", "list", "--json", "--db", db]).output)
     assert [s["name"] for s in listed] == ["v1"] and listed[0]["images"] == 120
     code, out = celebcat("snapshot", "create", "v1", "--db", db)
     assert code == 1 and "exists" in out
-    stats = json.loads(runner.invoke(cli.app, ["stats", "--snapshot", "v1", "--json",
-                                               "--db", db]).output)
+    stats = json.loads(
+        runner.invoke(cli.app, ["stats", "--snapshot", "v1", "--json", "--db", db]).output
+    )
     assert stats["images"] == 120 and stats["identities"] == 6
     code, out = celebcat("stats", "--snapshot", "nope", "--db", db)
     assert code == 1 and "No snapshot 'nope'. Known: v1" in " ".join(out.split())
@@ -176,10 +201,25 @@ def test_train_landmarks_and_runs_commands(tmp_path: Path) -> None:
     assert runner.invoke(cli.app, ["ingest", str(tmp_path / "data"), "--db", db]).exit_code == 0
     select(db, **fitted_params(db, images_per_id=10))
     create("tiny", db)
-    result = runner.invoke(cli.app, [
-        "train", "landmarks", "--snapshot", "tiny", "--epochs", "1", "--max-batches", "2",
-        "--batch-size", "4", "--out", str(tmp_path / "ckpt"), "--db", db,
-    ])
+    result = runner.invoke(
+        cli.app,
+        [
+            "train",
+            "landmarks",
+            "--snapshot",
+            "tiny",
+            "--epochs",
+            "1",
+            "--max-batches",
+            "2",
+            "--batch-size",
+            "4",
+            "--out",
+            str(tmp_path / "ckpt"),
+            "--db",
+            db,
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "epoch 1: train loss" in result.output and "best val NME" in result.output
     runs = json.loads(runner.invoke(cli.app, ["runs", "--json", "--db", db]).output)
@@ -194,37 +234,82 @@ def test_train_landmarks_and_runs_commands(tmp_path: Path) -> None:
     assert code == 1 and "No recognition runs" in out and "Traceback" not in out
     # --resume continues the run with its own settings; --epochs may extend it
     run_dir = next((tmp_path / "ckpt").iterdir())
-    result = runner.invoke(cli.app, [
-        "train", "landmarks", "--snapshot", "tiny", "--resume", str(run_dir), "--epochs", "2",
-        "--db", db,
-    ])  # fmt: skip
+    result = runner.invoke(
+        cli.app,
+        [
+            "train",
+            "landmarks",
+            "--snapshot",
+            "tiny",
+            "--resume",
+            str(run_dir),
+            "--epochs",
+            "2",
+            "--db",
+            db,
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "epoch 2: train loss" in result.output and "epoch 1:" not in result.output
     assert query(Path(db), "SELECT count(*), max(status) FROM runs")[0] == (1, "finished")
     assert query(Path(db), "SELECT max(epoch) FROM metrics")[0][0] == 1  # 0-based: 2 epochs
-    code, out = celebcat("train", "landmarks", "--snapshot", "tiny", "--resume", str(run_dir),
-                         "--lr", "0.5", "--db", db)  # fmt: skip
+    code, out = celebcat(
+        "train",
+        "landmarks",
+        "--snapshot",
+        "tiny",
+        "--resume",
+        str(run_dir),
+        "--lr",
+        "0.5",
+        "--db",
+        db,
+    )
     assert code == 1 and "different lr" in out
-    code, out = celebcat("train", "landmarks", "--snapshot", "tiny", "--preset", "huge",
-                         "--db", db)
+    code, out = celebcat("train", "landmarks", "--snapshot", "tiny", "--preset", "huge", "--db", db)
     assert code == 1 and "use one of small, seed, paper" in out
 
     run_id = runs[0]["run"]
-    result = runner.invoke(cli.app, ["align", "--run", run_id, "--snapshot", "tiny",
-                                     "--size", "112", "--db", db])
+    result = runner.invoke(
+        cli.app, ["align", "--run", run_id, "--snapshot", "tiny", "--size", "112", "--db", db]
+    )
     assert result.exit_code == 0, result.output
     assert "aligned" in result.output and "mean NME" in result.output
-    result = runner.invoke(cli.app, [
-        "report", "landmarks", "--run", run_id, "--by", "Male", "--json", "--db", db,
-    ])  # fmt: skip
+    result = runner.invoke(
+        cli.app,
+        [
+            "report",
+            "landmarks",
+            "--run",
+            run_id,
+            "--by",
+            "Male",
+            "--json",
+            "--db",
+            db,
+        ],
+    )
     report = json.loads(result.stdout)
     assert "covers all" in result.stderr and "train" in result.stderr  # says it mixes splits
     n = query(Path(db), "SELECT count(*) FROM landmark_predictions")[0][0]
     assert sum(row["images"] for row in report) == n > 0
-    result = runner.invoke(cli.app, [
-        "report", "landmarks", "--run", run_id, "--split", "test", "--per-landmark",
-        "--ced", str(tmp_path / "ced.png"), "--json", "--db", db,
-    ])  # fmt: skip
+    result = runner.invoke(
+        cli.app,
+        [
+            "report",
+            "landmarks",
+            "--run",
+            run_id,
+            "--split",
+            "test",
+            "--per-landmark",
+            "--ced",
+            str(tmp_path / "ced.png"),
+            "--json",
+            "--db",
+            db,
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "ced.png").stat().st_size > 0 and "wrote" in result.output
     code, out = celebcat("report", "landmarks", "--run", run_id, "--split", "nope", "--db", db)
@@ -238,8 +323,11 @@ def test_a_progress_bar_going_back_restarts_its_clock(monkeypatch) -> None:
 
     resets: list[dict] = []
     reset = Progress.reset
-    monkeypatch.setattr(Progress, "reset", lambda self, task_id, **kw: (
-        resets.append(kw), reset(self, task_id, **kw))[1])  # fmt: skip
+    monkeypatch.setattr(
+        Progress,
+        "reset",
+        lambda self, task_id, **kw: (resets.append(kw), reset(self, task_id, **kw))[1],
+    )
     with cli._progress() as (task, _):
         update = task("training", 3)
         for done in (1, 2, 3):
@@ -300,7 +388,10 @@ def _main_with(setup: str, *args: str) -> tuple[int, str]:
     """cli.main() on ``args`` after running ``setup`` (Python) in the same process."""
     code = f"import sys\n{setup}\nimport cli\nsys.argv = ['celebcat', *{list(args)!r}]\ncli.main()"
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={"COLUMNS": "200", "PATH": "", "PYTHONPATH": str(Path(cli.__file__).parent)},
     )
     return result.returncode, result.stdout + result.stderr
@@ -314,13 +405,17 @@ def test_argument_errors_of_library_calls_stay_one_line(tmp_path: Path) -> None:
 
 
 def test_only_library_errors_become_one_line(catalog_db: Path) -> None:
-    bug = ("import catalog.info\n"
-           "def broken(*a, **k):\n    raise ValueError('a bug')\n"
-           "catalog.info.list_tables = broken")  # fmt: skip
+    bug = (
+        "import catalog.info\n"
+        "def broken(*a, **k):\n    raise ValueError('a bug')\n"
+        "catalog.info.list_tables = broken"
+    )
     code, out = _main_with(bug, "tables", "--db", str(catalog_db))
     assert code == 1 and "Traceback" in out and "ValueError: a bug" in out
-    known = bug.replace("raise ValueError('a bug')",
-                        "from catalog.snapshots import SnapshotError; raise SnapshotError('told')")
+    known = bug.replace(
+        "raise ValueError('a bug')",
+        "from catalog.snapshots import SnapshotError; raise SnapshotError('told')",
+    )
     code, out = _main_with(known, "tables", "--db", str(catalog_db))
     assert code == 1 and "Traceback" not in out and "Error: told" in out
 
@@ -328,16 +423,19 @@ def test_only_library_errors_become_one_line(catalog_db: Path) -> None:
 def test_missing_extras_are_named_in_one_line(catalog_db: Path, tmp_path: Path) -> None:
     db = str(catalog_db)
     no_torch = "sys.modules['torch'] = None"
-    for args in (["train", "landmarks", "--snapshot", "s", "--db", db],
-                 ["align", "--snapshot", "s", "--source", "truth", "--db", db]):
+    for args in (
+        ["train", "landmarks", "--snapshot", "s", "--db", db],
+        ["align", "--snapshot", "s", "--source", "truth", "--db", db],
+    ):
         code, out = _main_with(no_torch, *args)
         assert code == 1 and "Traceback" not in out, out
         assert "torch is not installed" in out and ".[torch]" in out, out
         assert len(out.strip().splitlines()) == 1 or "pip install" in out.splitlines()[0]
     no_plots = "sys.modules['matplotlib'] = None"
-    for args in (["stats", "--plots", str(tmp_path / "p"), "--db", db],
-                 ["report", "landmarks", "--run", "r", "--ced", str(tmp_path / "c.png"),
-                  "--db", db]):
+    for args in (
+        ["stats", "--plots", str(tmp_path / "p"), "--db", db],
+        ["report", "landmarks", "--run", "r", "--ced", str(tmp_path / "c.png"), "--db", db],
+    ):
         code, out = _main_with(no_plots, *args)
         assert code == 1 and "Traceback" not in out, out
         assert "matplotlib is not installed" in out and ".[plots]" in out, out
@@ -345,8 +443,9 @@ def test_missing_extras_are_named_in_one_line(catalog_db: Path, tmp_path: Path) 
     help_text = runner.invoke(cli.app, ["train", "--help"]).output
     assert ".[torch]" in help_text
     assert ".[plots]" in runner.invoke(cli.app, ["stats", "--help"]).output
-    assert ".[plots]" in " ".join(runner.invoke(cli.app, ["report", "landmarks", "--help"])
-                                  .output.split())  # fmt: skip
+    assert ".[plots]" in " ".join(
+        runner.invoke(cli.app, ["report", "landmarks", "--help"]).output.split()
+    )
 
 
 # --- sql, tables, views -----------------------------------------------------------------
@@ -354,12 +453,19 @@ def test_missing_extras_are_named_in_one_line(catalog_db: Path, tmp_path: Path) 
 
 def test_sql_runs_several_statements_in_order(catalog_db: Path) -> None:
     db = str(catalog_db)
-    result = runner.invoke(cli.app, ["sql", "select 1 as a; select 'x;y' as b", "--csv",
-                                     "--db", db])  # fmt: skip
+    result = runner.invoke(
+        cli.app, ["sql", "select 1 as a; select 'x;y' as b", "--csv", "--db", db]
+    )
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == ["a", "1", "b", "x;y"]
-    code, out = celebcat("sql", "create table t (x int); insert into t values (7); "
-                         "select x from t", "--write", "--csv", "--db", db)  # fmt: skip
+    code, out = celebcat(
+        "sql",
+        "create table t (x int); insert into t values (7); select x from t",
+        "--write",
+        "--csv",
+        "--db",
+        db,
+    )
     assert code == 0 and out.splitlines()[-2:] == ["x", "7"], out
     code, out = celebcat("sql", "select 1; drop table t", "--db", db)
     assert code == 1 and "Statement 2 of 2" in out and "--write" in out
@@ -377,18 +483,32 @@ def test_tables_and_views_are_all_described(tmp_path: Path) -> None:
     db = snapshot_catalog(tmp_path, ids=6, seed=1)
     build_cache("s", db, size=32, workers=1)
     import numpy as np
+
     run_id = start_run(db, "landmarks", {"snapshot": "s"}, "s")
-    write_landmark_predictions(db, run_id, {"image_id": ["x.jpg"],
-                                            "landmarks": np.zeros((1, 5, 2))})  # fmt: skip
-    rows = json.loads(runner.invoke(cli.app, ["tables", "--counts", "--json",
-                                              "--db", str(db)]).output)  # fmt: skip
+    write_landmark_predictions(
+        db, run_id, {"image_id": ["x.jpg"], "landmarks": np.zeros((1, 5, 2))}
+    )
+    rows = json.loads(
+        runner.invoke(cli.app, ["tables", "--counts", "--json", "--db", str(db)]).output
+    )
     names = {r["name"] for r in rows}
-    assert {"runs", "metrics", "landmark_predictions", "crop_caches", "snapshots",
-            "params", "quotas", "selection", "recognition_split"} <= names  # fmt: skip
+    assert {
+        "runs",
+        "metrics",
+        "landmark_predictions",
+        "crop_caches",
+        "snapshots",
+        "params",
+        "quotas",
+        "selection",
+        "recognition_split",
+    } <= names
     undescribed = [r["name"] for r in rows if not r["description"]]
     assert undescribed == []
-    views = {v["view"]: v["selects"] for v in json.loads(
-        runner.invoke(cli.app, ["views", "--json", "--db", str(db)]).output)}  # fmt: skip
+    views = {
+        v["view"]: v["selects"]
+        for v in json.loads(runner.invoke(cli.app, ["views", "--json", "--db", str(db)]).output)
+    }
     # the whole comment, not its first line
     assert views["recognition_split"].endswith("by its seeded image order.")
 
@@ -402,8 +522,9 @@ def test_every_table_the_library_creates_is_described() -> None:
     root = Path(cli.__file__).parent
     created = set(ANNOTATION_TABLES) | {"images", "images_aligned"}
     for path in [*root.glob("catalog/**/*.py"), *root.glob("models/**/*.py")]:
-        created |= set(re.findall(r"CREATE (?:OR REPLACE )?TABLE (?:IF NOT EXISTS )?(\w+)",
-                                  path.read_text()))  # fmt: skip
+        created |= set(
+            re.findall(r"CREATE (?:OR REPLACE )?TABLE (?:IF NOT EXISTS )?(\w+)", path.read_text())
+        )
     created -= {"table", "name"}  # f-string placeholders: {table}, {name}
     assert sorted(created - set(DOCS)) == []
 
@@ -446,8 +567,10 @@ def test_select_fit_holdout_and_json(synth_catalog: Path) -> None:
     fitted = fitted_params(db, images_per_id=10)
     assert "parameters that fit the catalog: " in result.output
     assert f"n_ids={fitted['n_ids']}" in result.output
-    params = {p["name"]: p["value"] for p in json.loads(
-        runner.invoke(cli.app, ["params", "--json", "--db", db]).output)}  # fmt: skip
+    params = {
+        p["name"]: p["value"]
+        for p in json.loads(runner.invoke(cli.app, ["params", "--json", "--db", db]).output)
+    }
     assert {k: params[k] for k in fitted} == fitted
     # --holdout-ids alone: half queries, half distractors (used to be refused)
     result = runner.invoke(cli.app, ["select", "--holdout-ids", "2", "--json", "--db", db])
@@ -475,24 +598,41 @@ def test_json_output_of_ingest_snapshot_export_and_cache(tmp_path: Path) -> None
     result = runner.invoke(cli.app, ["ingest", str(tmp_path / "data"), "--csv", "--db", db])
     assert result.stdout.splitlines()[0] == "table,rows,from"
     # --fit counts clean images under the options given with it (small synthetic faces)
-    result = runner.invoke(cli.app, ["select", "--fit", "--images-per-id", "5", "--min-box",
-                                     "10", "10", "--keep-blurry", "--db", db])  # fmt: skip
+    result = runner.invoke(
+        cli.app,
+        [
+            "select",
+            "--fit",
+            "--images-per-id",
+            "5",
+            "--min-box",
+            "10",
+            "10",
+            "--keep-blurry",
+            "--db",
+            db,
+        ],
+    )
     assert result.exit_code == 0, result.output
     for name in ("a", "b"):
         assert runner.invoke(cli.app, ["snapshot", "create", name, "--db", db]).exit_code == 0
-    show = json.loads(runner.invoke(cli.app, ["snapshot", "show", "a", "--json",
-                                              "--db", db]).output)  # fmt: skip
+    show = json.loads(
+        runner.invoke(cli.app, ["snapshot", "show", "a", "--json", "--db", db]).output
+    )
     assert show["name"] == "a" and show["params"]["images_per_id"] == 5
     assert [s["split"] for s in show["splits"]][:3] == ["train", "val", "test"]
-    diff = json.loads(runner.invoke(cli.app, ["snapshot", "diff", "a", "b", "--json",
-                                              "--db", db]).output)  # fmt: skip
+    diff = json.loads(
+        runner.invoke(cli.app, ["snapshot", "diff", "a", "b", "--json", "--db", db]).output
+    )
     assert diff["only_a"] == [] and diff["only_b"] == [] and diff["a"] == "a"
-    result = runner.invoke(cli.app, ["cache", "build", "a", "--size", "32", "--workers", "1",
-                                     "--db", db, "--json"])  # fmt: skip
+    result = runner.invoke(
+        cli.app, ["cache", "build", "a", "--size", "32", "--workers", "1", "--db", db, "--json"]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["size"] == 32
-    result = runner.invoke(cli.app, ["export", "a", str(tmp_path / "out"), "--workers", "1",
-                                     "--db", db, "--json"])  # fmt: skip
+    result = runner.invoke(
+        cli.app, ["export", "a", str(tmp_path / "out"), "--workers", "1", "--db", db, "--json"]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["n_images"] == show["n_images"]
 
@@ -501,11 +641,13 @@ def test_library_constants_live_in_one_place() -> None:
     import re
 
     root = Path(cli.__file__).parent
-    sources = {p.relative_to(root).as_posix(): p.read_text()
-               for p in [root / "cli.py", *root.glob("catalog/**/*.py"),
-                         *root.glob("models/**/*.py")]}  # fmt: skip
+    sources = {
+        p.relative_to(root).as_posix(): p.read_text()
+        for p in [root / "cli.py", *root.glob("catalog/**/*.py"), *root.glob("models/**/*.py")]
+    }
     assert [f for f, t in sources.items() if re.search(r"^DbArg\b.*=", t, re.M)] == [
-        "catalog/db.py"]  # fmt: skip
+        "catalog/db.py"
+    ]
     # whether a table exists: catalog.db.has_table, not a duckdb_tables() query of its own
     asks = re.compile(r"duckdb_tables\(\)[^;]{0,120}?table_name (=|IN) ", re.S)
     assert [f for f, t in sources.items() if asks.search(t)] == []
@@ -524,7 +666,9 @@ def test_choices_reach_the_library_as_plain_values(monkeypatch: pytest.MonkeyPat
         raise cli.UserError("stop")
 
     monkeypatch.setattr(models.align_run, "align_snapshot", fake)
-    runner.invoke(cli.app, ["align", "--snapshot", "s", "--run", "r", "--size", "224",
-                            "--template", "arcface"])  # fmt: skip
+    runner.invoke(
+        cli.app,
+        ["align", "--snapshot", "s", "--run", "r", "--size", "224", "--template", "arcface"],
+    )
     assert (seen["size"], seen["template"], seen["source"]) == (224, "arcface", "predicted")
     assert type(seen["size"]) is int and type(seen["template"]) is str

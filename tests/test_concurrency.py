@@ -39,9 +39,13 @@ def db(template: Path, tmp_path: Path) -> Path:
 def _python(code: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)], env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs,
-    )  # fmt: skip
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
 
 
 def test_connection_and_engine_in_one_process(db: Path):

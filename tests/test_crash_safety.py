@@ -44,11 +44,11 @@ CHILD = Path(__file__).with_name("_crash_child.py")
 ROOT = CHILD.parent.parent
 
 #: Columns whose values differ between two runs of the same operation.
-VOLATILE = {("snapshots", "created_at"), ("crop_caches", "seconds"),
-            ("crop_caches", "created_at")}  # fmt: skip
+VOLATILE = {("snapshots", "created_at"), ("crop_caches", "seconds"), ("crop_caches", "created_at")}
 #: Training: a tiny model (64 px crops), 2 epochs of 2 batches of 4, no augmentation.
-TRAIN = dict(snapshot="s", model=TINY_MODEL, epochs=2, batch_size=4, max_batches_per_epoch=2,
-             augment=False)  # fmt: skip
+TRAIN = dict(
+    snapshot="s", model=TINY_MODEL, epochs=2, batch_size=4, max_batches_per_epoch=2, augment=False
+)
 
 
 def catalog_state(db: Path) -> dict[str, str]:
@@ -58,23 +58,34 @@ def catalog_state(db: Path) -> dict[str, str]:
     con = connect(db, read_only=True)
     try:
         state = {}
-        tables = [r[0] for r in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' ORDER BY 1"
-        ).fetchall()]  # fmt: skip
+        tables = [
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' ORDER BY 1"
+            ).fetchall()
+        ]
         for table in tables:
             if table in ("runs", "metrics"):
                 continue  # a training run's own: checked by its metrics
-            cols = [f'"{c}"' for (c,) in con.execute(
-                "SELECT column_name FROM duckdb_columns() WHERE schema_name = 'main' "
-                "AND table_name = ? ORDER BY column_index", [table]).fetchall()
-                if (table, c) not in VOLATILE]  # fmt: skip
-            where = ("WHERE key NOT IN ('ingest_id', 'ingested_at')"
-                     if table == "catalog_info" else "")  # fmt: skip
-            rows = con.execute(f'SELECT {", ".join(cols)} FROM "{table}" {where} '
-                               "ORDER BY ALL").fetchall()  # fmt: skip
+            cols = [
+                f'"{c}"'
+                for (c,) in con.execute(
+                    "SELECT column_name FROM duckdb_columns() WHERE schema_name = 'main' "
+                    "AND table_name = ? ORDER BY column_index",
+                    [table],
+                ).fetchall()
+                if (table, c) not in VOLATILE
+            ]
+            where = (
+                "WHERE key NOT IN ('ingest_id', 'ingested_at')" if table == "catalog_info" else ""
+            )
+            rows = con.execute(
+                f'SELECT {", ".join(cols)} FROM "{table}" {where} ORDER BY ALL'
+            ).fetchall()
             state[table] = hashlib.sha256(repr(rows).encode()).hexdigest()
-        for name, sql in con.execute("SELECT view_name, sql FROM duckdb_views() "
-                                     "WHERE NOT internal ORDER BY 1").fetchall():  # fmt: skip
+        for name, sql in con.execute(
+            "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal ORDER BY 1"
+        ).fetchall():
             state[f"view {name}"] = hashlib.sha256(sql.encode()).hexdigest()
         return state
     finally:
@@ -105,9 +116,13 @@ def run_child(s: Scenario) -> Scenario:
     # one thread each: several processes share the cores, and a training run's numbers
     # are compared exactly with the reference's, computed with one thread too
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, str(CHILD), s.op, s.point,
-                           json.dumps({**s.args, "db": str(s.db)})],
-                          capture_output=True, text=True, timeout=240, env=env)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(CHILD), s.op, s.point, json.dumps({**s.args, "db": str(s.db)})],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
     s.returncode, s.output = done.returncode, done.stdout + done.stderr
     return s
 
@@ -155,9 +170,11 @@ def _kill_and_check(template: Path, tmp_path: Path) -> None:
         *(Scenario("snapshot", p, {"name": "t"}) for p in ("commit-before", "commit-after")),
         *(Scenario("cache", p, {"snapshot": "s", "size": 48}) for p in ("fill:5", "record")),
         Scenario("align", "fill:5", {"snapshot": "s", "size": 112}),
-        *(Scenario("train", p, {"config": {**TRAIN, "out_dir": ""}})
-          for p in ("batch:1:1", "save:1")),
-    ]  # fmt: skip
+        *(
+            Scenario("train", p, {"config": {**TRAIN, "out_dir": ""}})
+            for p in ("batch:1:1", "save:1")
+        ),
+    ]
     for k, s in enumerate(scenarios):
         s.db = copy(f"{k}-{s.op}-{s.point.replace(':', '_')}")
         if s.op == "train":
@@ -205,15 +222,21 @@ def _references(template: Path, tmp_path: Path, ingest_args: dict) -> dict[str, 
     out["snapshot"] = {"state": catalog_state(db)}
     db = copy("cache")
     build_cache("s", db, size=48, workers=1)
-    out["cache"] = {"state": catalog_state(db), "source": "bbox",
-                    "pixels": cache_pixels(db, 48, "bbox")}  # fmt: skip
+    out["cache"] = {
+        "state": catalog_state(db),
+        "source": "bbox",
+        "pixels": cache_pixels(db, 48, "bbox"),
+    }
     from models import train_landmarks as tl
     from models.align_run import align_snapshot
 
     db = copy("align")
     info = align_snapshot(None, "s", db, size=112, source="truth", workers=1).cache
-    out["align"] = {"state": catalog_state(db), "source": info.source,
-                    "pixels": cache_pixels(db, 112, info.source)}  # fmt: skip
+    out["align"] = {
+        "state": catalog_state(db),
+        "source": info.source,
+        "pixels": cache_pixels(db, 112, info.source),
+    }
     db = copy("train")
     config = tl.LandmarkTrainConfig(**TRAIN, out_dir=str(db.parent / "ckpt"))
     result = tl.train_landmarks(config, db)
@@ -252,7 +275,8 @@ def _check_training(s: Scenario, reference: dict, what: str) -> None:
     assert resumed.epochs_done == TRAIN["epochs"], what
     assert results.get_run(s.db, run.run_id).status == "finished", what
     assert results.get_metrics(s.db, run.run_id) == results.get_metrics(
-        reference["db"], reference["run_id"]), what
+        reference["db"], reference["run_id"]
+    ), what
     ref_dir = reference["db"].parent / "ckpt" / reference["run_id"]
     a = tl.load_checkpoint(ref_dir)["model"]
     b = tl.load_checkpoint(run_dir)["model"]

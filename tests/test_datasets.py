@@ -30,8 +30,9 @@ from catalog.synth.population import make_population
 
 IDS, SEED = 30, 5
 #: Geometry only: pixels are compared with the drawn truth, which colour jitter changes.
-GEOMETRY = T.Augment(scale=0.1, rotate=30, shift=0.05, flip=1.0,
-                     brightness=0, contrast=0, saturation=0)  # fmt: skip
+GEOMETRY = T.Augment(
+    scale=0.1, rotate=30, shift=0.05, flip=1.0, brightness=0, contrast=0, saturation=0
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +63,12 @@ def test_landmark_sample_shapes_and_dtypes(cat: SimpleNamespace, augment: T.Augm
     ds = LandmarkDataset(cat.db, "s", "train", input_size=128, heatmap_size=32, augment=augment)
     sample = ds[3]
     assert set(sample) == {"image", "landmarks", "heatmaps", "affine", "image_id"}
-    shapes = {"image": (3, 128, 128), "landmarks": (5, 2), "heatmaps": (5, 32, 32),
-              "affine": (2, 3)}  # fmt: skip
+    shapes = {
+        "image": (3, 128, 128),
+        "landmarks": (5, 2),
+        "heatmaps": (5, 32, 32),
+        "affine": (2, 3),
+    }
     for key, shape in shapes.items():
         assert tuple(sample[key].shape) == shape and sample[key].dtype == torch.float32, key
     assert sample["image_id"] == ds.image_ids[3] and isinstance(sample["image_id"], str)
@@ -123,8 +128,9 @@ def test_flip_and_rotation_keep_landmarks_on_the_drawn_features(
     sample's matrix (better than by that matrix moved one pixel), each eye landmark sits
     on a dark pupil, and after the flip index 0 is again the viewer's left eye. At 64
     pixels most faces are decoded at half scale (JPEG draft mode)."""
-    ds = LandmarkDataset(cat.db, "s", "all", input_size=size, heatmap_size=16,
-                         augment=GEOMETRY, seed=1)  # fmt: skip
+    ds = LandmarkDataset(
+        cat.db, "s", "all", input_size=size, heatmap_size=16, augment=GEOMETRY, seed=1
+    )
     yy, xx = np.mgrid[:size, :size]
     samples = range(0, len(ds), 23)
     if size == 64:
@@ -139,9 +145,14 @@ def test_flip_and_rotation_keep_landmarks_on_the_drawn_features(
         m = forward(sample["affine"])
         errors = [
             np.abs(np.asarray(T.warp(rendered.image, nudge @ m, size), float) - image).mean()
-            for nudge in (np.eye(3), T.translate(1, 0), T.translate(-1, 0), T.translate(0, 1),
-                          T.translate(0, -1))
-        ]  # fmt: skip
+            for nudge in (
+                np.eye(3),
+                T.translate(1, 0),
+                T.translate(-1, 0),
+                T.translate(0, 1),
+                T.translate(0, -1),
+            )
+        ]
         assert errors[0] < 6 and errors[0] < min(errors[1:]), (sample["image_id"], errors)
         luminance = image.mean(axis=2)
         for k in (0, 1) if size >= 128 else ():  # pupils: (12, 10, 10) at the eye landmarks
@@ -198,8 +209,9 @@ def test_workers_give_the_same_batches_and_epochs_differ(cat: SimpleNamespace) -
     assert con.execute("SELECT count(*) FROM snapshots").fetchone() == (1,)  # left open
     con.close()  # the Dataset keeps no connection: it works after the caller's closes
     assert same(batches(plain, 0), batches(plain, 2))
-    augmented = LandmarkDataset(cat.db, "s", "val", input_size=96, heatmap_size=24,
-                                augment=T.Augment(), seed=7)  # fmt: skip
+    augmented = LandmarkDataset(
+        cat.db, "s", "val", input_size=96, heatmap_size=24, augment=T.Augment(), seed=7
+    )
     first = batches(augmented, 0)
     assert same(first, batches(augmented, 2))  # draws depend on the index, not the worker
     assert not same(first, batches(plain, 0))
@@ -273,8 +285,11 @@ def test_pk_sampler_repeats_small_identities() -> None:
 def test_unknown_snapshot_split_and_source(cat: SimpleNamespace) -> None:
     with pytest.raises(SnapshotError, match="No snapshot 'nope'. Known: s"):
         LandmarkDataset(cat.db, "nope", "train")
-    with pytest.raises(ValueError, match=r"no split 'training'. Available: train \(\d+\), "
-                                         r"val \(\d+\), .* all \(\d+\)"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"no split 'training'. Available: train \(\d+\), "
+        r"val \(\d+\), .* all \(\d+\)",
+    ):
         FaceDataset(cat.db, "s", "training")
     with pytest.raises(ValueError, match="source 'crop': use one of bbox, aligned"):
         FaceDataset(cat.db, "s", "train", source="crop")
@@ -356,7 +371,10 @@ def test_aligned_source_reads_the_aligned_cache(
     assert np.array_equal(stand_in.crop(ids[9])[0], real.crop(ids[9])[0])
 
     def find(
-        con: duckdb.DuckDBPyConnection, snapshot_hash: str, size: int, source: str = "bbox",
+        con: duckdb.DuckDBPyConnection,
+        snapshot_hash: str,
+        size: int,
+        source: str = "bbox",
         snapshot: str | None = None,
     ) -> CropCache | None:
         return stand_in if source == "aligned" else None

@@ -26,18 +26,43 @@ runner = CliRunner()
 
 #: Every step, one or two epochs each: 30 identities, 10 images each (2 test images of
 #: each training identity, so the test split has same-identity pairs).
-TINY = demo.Plan("tiny", ids=30, images_per_id=10, holdout_share=0.4, query_images=2,
-                 landmark_epochs=1, recognizer_epochs=2, detector_epochs=1, size=32,
-                 embedding_dim=16, known=2, strangers=2)  # fmt: skip
+TINY = demo.Plan(
+    "tiny",
+    ids=30,
+    images_per_id=10,
+    holdout_share=0.4,
+    query_images=2,
+    landmark_epochs=1,
+    recognizer_epochs=2,
+    detector_epochs=1,
+    size=32,
+    embedding_dim=16,
+    known=2,
+    strangers=2,
+)
 
-STEPS = ("1. synthesise", "4. select and freeze", "5. train landmarks", "6. align",
-         "7. train the recognizer", "8. evaluate", "9. train the face detector", "10. gallery",
-         "11. identify", "12. report", "time per step", "Summary:", "Report:")  # fmt: skip
+STEPS = (
+    "1. synthesise",
+    "4. select and freeze",
+    "5. train landmarks",
+    "6. align",
+    "7. train the recognizer",
+    "8. evaluate",
+    "9. train the face detector",
+    "10. gallery",
+    "11. identify",
+    "12. report",
+    "time per step",
+    "Summary:",
+    "Report:",
+)
 
 
 def _cpu() -> float:
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
-        resource.RUSAGE_CHILDREN)  # fmt: skip
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
@@ -66,8 +91,11 @@ def test_demo_runs_every_step_and_twice_into_one_folder(
     # the second demo replaced the first's snapshot, gallery and report; runs stay
     assert query(db, "SELECT count(*) FROM snapshots") == [(1,)]
     assert query(db, "SELECT name, source FROM galleries") == [("demo", "snapshot:demo/query")]
-    kinds = query(db, "SELECT kind, count(*), count(*) FILTER (status = 'finished') FROM runs "
-                      "GROUP BY kind ORDER BY kind")  # fmt: skip
+    kinds = query(
+        db,
+        "SELECT kind, count(*), count(*) FILTER (status = 'finished') FROM runs "
+        "GROUP BY kind ORDER BY kind",
+    )
     assert kinds == [("detector", 2, 2), ("landmarks", 2, 2), ("recognition", 2, 2)]
     newest = query(db, "SELECT kind, max(run_id) FROM runs GROUP BY kind ORDER BY kind")
     html = pages[1]
@@ -95,10 +123,21 @@ def test_the_photo_holds_gallery_people_from_images_the_snapshot_does_not_use(
     demo.select_and_freeze(folder, plan=TINY)
     photo = demo.group_photo(folder, TINY)
     db = folder.db
-    split = dict(query(db, "SELECT image_id, coalesce(split, 'unused') FROM snapshot_images "
-                           "WHERE snapshot = 'demo'"))  # fmt: skip
-    roles = {i: s for i, s in query(db, "SELECT DISTINCT identity, split FROM snapshot_images "
-                                        "WHERE split IN ('query', 'distractor')")}  # fmt: skip
+    split = dict(
+        query(
+            db,
+            "SELECT image_id, coalesce(split, 'unused') FROM snapshot_images "
+            "WHERE snapshot = 'demo'",
+        )
+    )
+    roles = {
+        i: s
+        for i, s in query(
+            db,
+            "SELECT DISTINCT identity, split FROM snapshot_images "
+            "WHERE split IN ('query', 'distractor')",
+        )
+    }
     assert sorted(f.role for f in photo.faces) == ["gallery"] * 2 + ["stranger"] * 2
     for face in photo.faces:
         assert roles[face.identity] == ("query" if face.role == "gallery" else "distractor")
@@ -109,30 +148,47 @@ def test_the_photo_holds_gallery_people_from_images_the_snapshot_does_not_use(
         assert inside.all()
     assert folder.photo.is_file()
     with pytest.raises(GroupError, match="No clean image left"):
-        pick_images(db, [photo.faces[0].identity], exclude=[
-            r[0] for r in query(db, "SELECT image_id FROM identities WHERE identity = ?",
-                                [photo.faces[0].identity])])  # fmt: skip
+        pick_images(
+            db,
+            [photo.faces[0].identity],
+            exclude=[
+                r[0]
+                for r in query(
+                    db,
+                    "SELECT image_id FROM identities WHERE identity = ?",
+                    [photo.faces[0].identity],
+                )
+            ],
+        )
 
 
 def test_no_train_and_no_torch_stop_at_the_snapshot(tmp_path: Path) -> None:
     for _ in range(2):  # again into the same folder
-        result = runner.invoke(cli.app, ["demo", "--ids", "12", "--no-train",
-                                         "--out", str(tmp_path / "a")])  # fmt: skip
+        result = runner.invoke(
+            cli.app, ["demo", "--ids", "12", "--no-train", "--out", str(tmp_path / "a")]
+        )
         assert result.exit_code == 0, result.output
         assert "snapshot demo:" in result.output and "5. train" not in result.output
-    code = ("import sys\nsys.modules['torch'] = None\nimport cli\n"
-            f"sys.argv = ['celebcat', 'demo', '--ids', '12', '--out', {str(tmp_path / 'b')!r}]\n"
-            "cli.main()")  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, env={"COLUMNS": "200", "PATH": "",
-                                            "PYTHONPATH": str(Path(cli.__file__).parent)})
+    code = (
+        "import sys\nsys.modules['torch'] = None\nimport cli\n"
+        f"sys.argv = ['celebcat', 'demo', '--ids', '12', '--out', {str(tmp_path / 'b')!r}]\n"
+        "cli.main()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"COLUMNS": "200", "PATH": "", "PYTHONPATH": str(Path(cli.__file__).parent)},
+    )
     assert done.returncode == 0, done.stderr
     assert "torch is not installed" in done.stdout and ".[torch]" in done.stdout
     assert "5. train" not in done.stdout and not (tmp_path / "b" / "report").exists()
 
 
 def test_demo_help_says_what_was_measured() -> None:
-    text = " ".join(runner.invoke(cli.app, ["demo", "--help"], env={"COLUMNS": "200"})
-                    .output.split())  # fmt: skip
+    text = " ".join(
+        runner.invoke(cli.app, ["demo", "--help"], env={"COLUMNS": "200"}).output.split()
+    )
     assert "--full" in text and "--no-train" in text and "report/index.html" in text
     assert "idle 2-core machine" in text and "CPU" in text

@@ -53,7 +53,8 @@ def _image(db: Path, image_id: str) -> np.ndarray:
 def test_specs_and_unknown_ones(db: Path) -> None:
     assert isinstance(make_detector("haar"), HaarDetector)
     assert make_detector("haar?max_side=640&min_neighbors=6").spec == (
-        "haar?min_neighbors=6&max_side=640")
+        "haar?min_neighbors=6&max_side=640"
+    )
     assert isinstance(make_detector("catalog", db), CatalogDetector)
     for bad in ("nope", "run:", "onnx:", "haar:x", ""):
         with pytest.raises(ValueError, match="Unknown detector.*catalog, haar.*run:.*onnx:"):
@@ -111,8 +112,9 @@ def test_haar_finds_the_astronauts_face_and_nothing_in_a_blank() -> None:
 
 def test_letterbox_and_box_mapping_keep_boxes_on_the_pixels() -> None:
     m = letterbox_matrix(200, 100, 64)  # scale 0.32, 50 px of padding above at full scale
-    np.testing.assert_allclose(map_boxes(m, np.array([[0, 50, 200, 150]]))[0],
-                               [0, 32, 64, 64 + 0], atol=1e-9)  # fmt: skip
+    np.testing.assert_allclose(
+        map_boxes(m, np.array([[0, 50, 200, 150]]))[0], [0, 32, 64, 64 + 0], atol=1e-9
+    )
     back = map_boxes(T.invert(m), map_boxes(m, np.array([[10.0, 20, 60, 90]])))
     np.testing.assert_allclose(back[0], [10, 20, 60, 90], atol=1e-9)
 
@@ -172,15 +174,17 @@ def test_trained_detector_learns_and_reports_test_iou(db: Path, tmp_path: Path) 
     from models.train_detector import DetectorTrainConfig, evaluate_detector, train_detector
 
     seen: list[dict] = []
-    config = DetectorTrainConfig(snapshot="s", input_size=64, batch_size=8, epochs=6, lr=4e-3,
-                                 out_dir=str(tmp_path / "ck"))  # fmt: skip
+    config = DetectorTrainConfig(
+        snapshot="s", input_size=64, batch_size=8, epochs=6, lr=4e-3, out_dir=str(tmp_path / "ck")
+    )
     result = train_detector(config, db, progress=seen.append)
     ious = [e["val_iou"] for e in seen]
     assert ious[-1] > ious[0] + 0.15 and result.best_val_iou == max(ious), ious
     test = evaluate_detector(result.run_id, db)
     assert 0 <= test.metrics["iou"] <= 1 and "recall@iou=0.5" in test.metrics
-    stored = query(db, "SELECT name, value FROM metrics WHERE run_id = ? AND split = 'test'",
-                   [result.run_id])  # fmt: skip
+    stored = query(
+        db, "SELECT name, value FROM metrics WHERE run_id = ? AND split = 'test'", [result.run_id]
+    )
     assert dict(stored)["iou"] == pytest.approx(test.metrics["iou"])
     # as a pipeline detector: boxes in the image's pixels
     detector = make_detector(f"run:{result.run_id}", db)
@@ -197,8 +201,7 @@ def test_trained_detector_learns_and_reports_test_iou(db: Path, tmp_path: Path) 
 # --- ONNX ---------------------------------------------------------------------------------
 
 
-def _onnx_model(path: Path, outputs: dict[str, np.ndarray], fixed: tuple[int, int] | None
-                ) -> Path:  # fmt: skip
+def _onnx_model(path: Path, outputs: dict[str, np.ndarray], fixed: tuple[int, int] | None) -> Path:
     """A tiny ONNX model: each output a constant (plus 0 x the input's mean, so the graph
     reads its input), the input (1, 3, H, W) float32, H and W fixed or dynamic."""
     import onnx
@@ -216,10 +219,12 @@ def _onnx_model(path: Path, outputs: dict[str, np.ndarray], fixed: tuple[int, in
         nodes.append(helper.make_node("Add", [f"{name}_value", "nothing"], [name]))
         graph_outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, value.shape))
     graph = helper.make_graph(
-        nodes, "tiny_detector",
+        nodes,
+        "tiny_detector",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, h, w])],
-        graph_outputs, inits,
-    )  # fmt: skip
+        graph_outputs,
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -228,8 +233,9 @@ def _onnx_model(path: Path, outputs: dict[str, np.ndarray], fixed: tuple[int, in
 
 
 def test_onnx_one_output_normalised_boxes(tmp_path: Path) -> None:
-    dets = np.array([[[0.25, 0.1, 0.75, 0.6, 0.9], [0.26, 0.11, 0.74, 0.61, 0.8],
-                      [0.0, 0.0, 0.1, 0.1, 0.2]]])  # fmt: skip
+    dets = np.array(
+        [[[0.25, 0.1, 0.75, 0.6, 0.9], [0.26, 0.11, 0.74, 0.61, 0.8], [0.0, 0.0, 0.1, 0.1, 0.2]]]
+    )
     path = _onnx_model(tmp_path / "one.onnx", {"dets": dets}, None)
     detector = make_detector(f"onnx:{path}")
     assert isinstance(detector, OnnxDetector) and detector.fixed is None
@@ -237,7 +243,8 @@ def test_onnx_one_output_normalised_boxes(tmp_path: Path) -> None:
     # the low score dropped, the overlapping second box suppressed, scaled to 400 x 200
     np.testing.assert_allclose(out, [[100, 20, 300, 120, 0.9]], rtol=1e-5)
     lower = make_detector(f"onnx:{path}?score=0.1&nms=0.99").detect(
-        [np.zeros((200, 400, 3), np.uint8)])[0]  # fmt: skip
+        [np.zeros((200, 400, 3), np.uint8)]
+    )[0]
     assert len(lower) == 3
 
 
@@ -271,15 +278,34 @@ def test_train_detector_command_prints_the_test_figures(db: Path, tmp_path: Path
 
     import cli
 
-    result = CliRunner().invoke(cli.app, [
-        "train", "detector", "--snapshot", "s", "--epochs", "1", "--max-batches", "1",
-        "--input-size", "64", "--batch-size", "4", "--device", "cpu",
-        "--out", str(tmp_path / "ck"), "--db", str(db),
-    ])  # fmt: skip
+    result = CliRunner().invoke(
+        cli.app,
+        [
+            "train",
+            "detector",
+            "--snapshot",
+            "s",
+            "--epochs",
+            "1",
+            "--max-batches",
+            "1",
+            "--input-size",
+            "64",
+            "--batch-size",
+            "4",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "ck"),
+            "--db",
+            str(db),
+        ],
+    )
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "test split (" in text and "recall@IoU0.5" in text and "--detector run:detector-" in text
-    bad = CliRunner().invoke(cli.app, ["train", "detector", "--snapshot", "s", "--input-size",
-                                       "50", "--db", str(db)])  # fmt: skip
+    bad = CliRunner().invoke(
+        cli.app, ["train", "detector", "--snapshot", "s", "--input-size", "50", "--db", str(db)]
+    )
     assert isinstance(bad.exception, cli.UserError)
     assert "input_size must be a multiple of 32" in str(bad.exception)

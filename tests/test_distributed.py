@@ -48,14 +48,28 @@ def one_thread():
 def torchrun(*args: str, cwd: Path) -> str:
     """``torchrun --standalone --nproc_per_node=2 ARGS`` (a free port of its own); its
     output, or a failure showing it."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
-                        "CELEBCAT_DB")}  # fmt: skip
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "CELEBCAT_DB")
+    }
     env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", COLUMNS="200")
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            *args,
+        ],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-5000:]
     return done.stdout
@@ -68,17 +82,26 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     work = root / "two"
     work.mkdir()
     db = Path(shutil.copy(template, work / "c.duckdb"))
-    printed = torchrun(str(ROOT / "tests" / "distributed_worker.py"), str(db), str(work),
-                       cwd=work)  # fmt: skip
+    printed = torchrun(str(ROOT / "tests" / "distributed_worker.py"), str(db), str(work), cwd=work)
     ranks = [json.loads((work / f"rank{r}.json").read_text()) for r in (0, 1)]
-    return SimpleNamespace(root=root, work=work, db=db, printed=printed, ranks=ranks,
-                           landmark_run=ranks[0]["landmarks"])  # fmt: skip
+    return SimpleNamespace(
+        root=root,
+        work=work,
+        db=db,
+        printed=printed,
+        ranks=ranks,
+        landmark_run=ranks[0]["landmarks"],
+    )
 
 
 def metric_keys(db: Path, run_id: str) -> list[tuple]:
     """A run's training metrics (not align's test figures)."""
-    return query(db, "SELECT epoch, split, name FROM metrics WHERE run_id = ? "
-                     "AND split IN ('train', 'val') ORDER BY ALL", [run_id])  # fmt: skip
+    return query(
+        db,
+        "SELECT epoch, split, name FROM metrics WHERE run_id = ? "
+        "AND split IN ('train', 'val') ORDER BY ALL",
+        [run_id],
+    )
 
 
 def test_landmarks_under_torchrun_make_one_run_written_once(two: SimpleNamespace) -> None:
@@ -87,9 +110,10 @@ def test_landmarks_under_torchrun_make_one_run_written_once(two: SimpleNamespace
     run = runs[0]
     assert run.status == "finished" and run.config["world_size"] == 2
     assert metric_keys(two.db, run.run_id) == [
-        (e, s, n) for e in (0, 1) for s, n in (("train", "loss"), ("val", "nme"),
-                                               ("val", "nme_argmax"))
-    ]  # fmt: skip
+        (e, s, n)
+        for e in (0, 1)
+        for s, n in (("train", "loss"), ("val", "nme"), ("val", "nme_argmax"))
+    ]
     for run_id in (run.run_id, two.ranks[0]["arcface"], two.ranks[0]["triplet"]):
         assert two.printed.count(f"run {run_id}:") == 1  # rank 0 reports, alone
 
@@ -103,8 +127,7 @@ def test_validation_gathered_from_both_ranks_is_one_process_nme(two: SimpleNames
     load_weights(model, ckpt, "model")
     model.eval()
     size = model.config.input_size
-    val = LandmarkDataset(two.db, "s", "val", size, model.config.heatmap_size,
-                          image_dtype="uint8")  # fmt: skip
+    val = LandmarkDataset(two.db, "s", "val", size, model.config.heatmap_size, image_dtype="uint8")
     points, _ = predict_landmarks(model, DataLoader(val, batch_size=4), torch.device("cpu"))
     logged = results.get_metrics(two.db, two.landmark_run)[(1, "val", "nme")]
     assert float(nme(points, val.landmarks).mean()) == pytest.approx(logged, rel=1e-5)
@@ -113,8 +136,9 @@ def test_validation_gathered_from_both_ranks_is_one_process_nme(two: SimpleNames
 def test_two_process_checkpoint_resumes_in_one_process(two: SimpleNamespace) -> None:
     db = Path(shutil.copy(two.db, two.root / "resume.duckdb"))
     last = two.work / "ck" / two.landmark_run / "last.pt"
-    config = tl.LandmarkTrainConfig.resumed(tl.load_checkpoint(last)["config"], epochs=3,
-                                            out_dir=str(two.root / "ck1"))  # fmt: skip
+    config = tl.LandmarkTrainConfig.resumed(
+        tl.load_checkpoint(last)["config"], epochs=3, out_dir=str(two.root / "ck1")
+    )
     result = tl.train_landmarks(config, db, resume=last)
     assert (result.run_id, result.epochs_done) == (two.landmark_run, 3)
     assert results.get_run(db, result.run_id).status == "finished"
@@ -126,24 +150,25 @@ def test_two_process_checkpoint_resumes_in_one_process(two: SimpleNamespace) -> 
 def test_recognizer_under_torchrun(two: SimpleNamespace, tmp_path: Path) -> None:
     rank0, rank1 = two.ranks
     assert {k: v for k, v in rank0.items() if k != "rank"} == {
-        k: v for k, v in rank1.items() if k != "rank"}  # every rank returned the same
+        k: v for k, v in rank1.items() if k != "rank"
+    }  # every rank returned the same
     runs = {r.run_id: r for r in results.list_runs(two.db) if r.kind == "recognition"}
     assert sorted(runs) == sorted([rank0["arcface"], rank0["triplet"]])  # one row a run
     for loss, names in (("arcface", ("auc", "top1")), ("triplet", ("auc",))):
         run = runs[rank0[loss]]
-        assert (run.status, run.config["loss"], run.config["world_size"]) == (
-            "finished", loss, 2)
+        assert (run.status, run.config["loss"], run.config["world_size"]) == ("finished", loss, 2)
         assert metric_keys(two.db, run.run_id) == sorted(
-            [(e, "train", "loss") for e in (0, 1)] + [(e, "val", n) for e in (0, 1)
-                                                       for n in names])  # fmt: skip
+            [(e, "train", "loss") for e in (0, 1)] + [(e, "val", n) for e in (0, 1) for n in names]
+        )
     # ArcFace's class weights were trained under DDP with the backbone: the checkpoint
     # holds both without a prefix and resumes in one process
     folder = two.work / "ck" / rank0["arcface"]
     ckpt = tr.load_checkpoint(folder / "last.pt")
     assert "loss" in ckpt and not any(k.startswith("module.") for k in ckpt["loss"])
     db = Path(shutil.copy(two.db, tmp_path / "c.duckdb"))
-    config = tr.RecognizerTrainConfig.resumed(ckpt["config"], epochs=3,
-                                              out_dir=str(tmp_path / "ck"))  # fmt: skip
+    config = tr.RecognizerTrainConfig.resumed(
+        ckpt["config"], epochs=3, out_dir=str(tmp_path / "ck")
+    )
     result = tr.train_recognizer(config, db, resume=folder / "last.pt")
     assert (result.run_id, result.epochs_done) == (rank0["arcface"], 3)
 
@@ -166,8 +191,9 @@ def test_embed_and_align_write_what_one_process_writes(two: SimpleNamespace) -> 
     con = duckdb.connect(str(db))  # what one process writes, not what the copy holds
     con.execute("DELETE FROM landmark_predictions; DELETE FROM metrics WHERE split = 'test'")
     con.close()
-    mine = align_run.align_snapshot(two.work / "ck" / two.landmark_run, "s", db, size=32,
-                                    batch_size=8, workers=1)  # fmt: skip
+    mine = align_run.align_snapshot(
+        two.work / "ck" / two.landmark_run, "s", db, size=32, batch_size=8, workers=1
+    )
     sql = "SELECT * FROM landmark_predictions ORDER BY image_id"
     assert query(db, sql) == query(two.db, sql)
     sql = "SELECT * FROM metrics WHERE split = 'test' ORDER BY ALL"
@@ -193,8 +219,9 @@ def test_one_process_helpers_do_what_one_process_would() -> None:
     assert distributed.gather_rows(a, None)[0] is a
     assert distributed.on_main(lambda: 7) == 7 and distributed.broadcast("x") == "x"
     seen: list[tuple[int, int]] = []
-    distributed.gather_chunks(5, lambda idx: list(idx),
-                              lambda idx, got: seen.append((idx.start, len(got))), chunk=2)
+    distributed.gather_chunks(
+        5, lambda idx: list(idx), lambda idx, got: seen.append((idx.start, len(got))), chunk=2
+    )
     assert seen == [(0, 2), (2, 2), (4, 1)]
     with distributed.session():  # no torchrun: no process group
         assert not distributed.active()

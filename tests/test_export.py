@@ -52,10 +52,20 @@ POSITIVES = {"000002.jpg": {"Male", "Smiling"}, "000007.jpg": {"Young", "5_o_Clo
 #: Selection: all three identities, 3 images each, 1 train + 1 val; the third image of
 #: each identity is selected but in no split ('unused').
 PARAMS = dict(
-    n_ids=3, min_images_per_id=3, images_per_id=3, holdout_ids=0, query_ids=0,
-    distractor_ids=0, query_images=1, distractor_images=1, train_per_id=1, val_per_id=1,
-    test_per_id=0, min_box_w=10, min_box_h=10,
-)  # fmt: skip
+    n_ids=3,
+    min_images_per_id=3,
+    images_per_id=3,
+    holdout_ids=0,
+    query_ids=0,
+    distractor_ids=0,
+    query_images=1,
+    distractor_images=1,
+    train_per_id=1,
+    val_per_id=1,
+    test_per_id=0,
+    min_box_w=10,
+    min_box_h=10,
+)
 
 
 def landmarks_for(box: tuple[int, int, int, int]) -> tuple[int, ...]:
@@ -124,11 +134,13 @@ def catalog_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def snapshot_rows(db: Path, name: str = "snap") -> dict[str, dict]:
     con = connect(db, read_only=True)
     try:
-        root = Path(con.execute("SELECT value FROM catalog_info WHERE key = 'image_root'")
-                    .fetchone()[0])
+        root = Path(
+            con.execute("SELECT value FROM catalog_info WHERE key = 'image_root'").fetchone()[0]
+        )
         cur = con.execute(
             "SELECT s.*, i.path FROM snapshot_images s JOIN images i USING (image_id) "
-            "WHERE snapshot = ?", [name],
+            "WHERE snapshot = ?",
+            [name],
         )
         cols = [d[0] for d in cur.description]
         rows = {r[1]: dict(zip(cols, r, strict=True)) for r in cur.fetchall()}
@@ -264,8 +276,9 @@ def test_resume_skips_finished_files_and_leaves_no_temporaries(
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        export_snapshot("snap", out, catalog_db, crop=crop, size=32, workers=1,
-                        progress=stop_after_k)
+        export_snapshot(
+            "snap", out, catalog_db, crop=crop, size=32, workers=1, progress=stop_after_k
+        )
     first = {p: (out / p).stat().st_mtime_ns for p in files_under(out)}
     images = {p for p in first if p not in ("export.json", "labels.csv")}
     # The worker may have finished a few more files than the callback saw before it
@@ -280,8 +293,9 @@ def test_resume_skips_finished_files_and_leaves_no_temporaries(
     stale_labels = out / ".labels.csv.0123456789ab.part"
     stale_labels.write_text("image_id\n")
     calls: list[tuple[int, int]] = []
-    result = export_snapshot("snap", out, catalog_db, crop=crop, size=32,
-                             progress=lambda d, t: calls.append((d, t)))
+    result = export_snapshot(
+        "snap", out, catalog_db, crop=crop, size=32, progress=lambda d, t: calls.append((d, t))
+    )
     assert (result.n_skipped, result.n_written) == (len(images), 9 - len(images))
     assert calls[0] == (len(images), 9) and calls[-1] == (9, 9)
     assert not stale.exists() and not stale_labels.exists()
@@ -394,8 +408,11 @@ def test_an_image_flagged_unreadable_is_never_exported(tmp_path: Path) -> None:
     ingest(tmp_path / "celeba", db)  # marks it unreadable; the snapshot still holds it
     out = tmp_path / "out"
     for crop in (False, True):
-        with pytest.raises(SnapshotImageError, match=r"1 marked unusable.*000008\.jpg \(.*part1"
-                           r".*unreadable_image.*--skip-bad.*create a new snapshot"):
+        with pytest.raises(
+            SnapshotImageError,
+            match=r"1 marked unusable.*000008\.jpg \(.*part1"
+            r".*unreadable_image.*--skip-bad.*create a new snapshot",
+        ):
             export_snapshot("snap", out, db, crop=crop)
     assert not out.exists()
     result = export_snapshot("snap", out, db, skip_bad=True)

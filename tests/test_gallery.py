@@ -42,11 +42,24 @@ def one_thread():  # noqa: ANN201
 
 def test_store_list_read_replace_drop(db: Path) -> None:
     vectors = np.array([[3.0, 4, 0], [0, 2, 0], [0, 0, 5]])
-    g = G.write_gallery(db, "g1", "run-a", "folder:/x", ["b", "a", "a"],
-                        ["1.jpg", "2.jpg", "3.jpg"], vectors, detector="haar",
-                        crops="bbox")  # fmt: skip
+    g = G.write_gallery(
+        db,
+        "g1",
+        "run-a",
+        "folder:/x",
+        ["b", "a", "a"],
+        ["1.jpg", "2.jpg", "3.jpg"],
+        vectors,
+        detector="haar",
+        crops="bbox",
+    )
     assert (g.name, g.run_id, g.n_identities, g.n_images, g.detector) == (
-        "g1", "run-a", 2, 3, "haar")
+        "g1",
+        "run-a",
+        2,
+        3,
+        "haar",
+    )
     assert [x.name for x in G.list_galleries(db)] == ["g1"]
     entries = G.read_entries(db, "g1")
     assert entries.identity_name.tolist() == ["a", "a", "b"]
@@ -57,25 +70,39 @@ def test_store_list_read_replace_drop(db: Path) -> None:
         G.write_gallery(db, "g1", "run-a", "x", ["c"], ["9.jpg"], vectors[:1])
     G.write_gallery(db, "g1", "run-b", "x", ["c"], ["9.jpg"], vectors[:1], replace=True)
     assert G.get_gallery(db, "g1").run_id == "run-b" and len(G.read_entries(db, "g1")) == 1
-    for bad, match in ((dict(name="a b"), "Gallery name"), (dict(names=[]), "empty"),
-                       (dict(images=["x", "x"]), "appears twice")):  # fmt: skip
+    for bad, match in (
+        (dict(name="a b"), "Gallery name"),
+        (dict(names=[]), "empty"),
+        (dict(images=["x", "x"]), "appears twice"),
+    ):
         names = bad.get("names", ["p", "q"])
         with pytest.raises(G.GalleryError, match=match):
-            G.write_gallery(db, bad.get("name", "g2"), "r", "x", names,
-                            bad.get("images", ["1", "2"][:len(names)]),
-                            vectors[:len(names)])  # fmt: skip
+            G.write_gallery(
+                db,
+                bad.get("name", "g2"),
+                "r",
+                "x",
+                names,
+                bad.get("images", ["1", "2"][: len(names)]),
+                vectors[: len(names)],
+            )
     G.drop_gallery(db, "g1")
     assert G.list_galleries(db) == []
     with pytest.raises(G.GalleryError, match="No gallery 'g1'. There are none yet"):
         G.drop_gallery(db, "g1")
 
 
-def test_a_snapshot_split_gallery_holds_the_runs_embeddings(db: Path, built: SimpleNamespace
-                                                            ) -> None:  # fmt: skip
+def test_a_snapshot_split_gallery_holds_the_runs_embeddings(
+    db: Path, built: SimpleNamespace
+) -> None:
     done = add_gallery(db, "heldout", built.run_id, snapshot="h", split="query")
     g = done.gallery
-    assert (g.source, g.detector, g.crops, g.run_id) == ("snapshot:h/query", "catalog", "bbox",
-                                                         built.run_id)  # fmt: skip
+    assert (g.source, g.detector, g.crops, g.run_id) == (
+        "snapshot:h/query",
+        "catalog",
+        "bbox",
+        built.run_id,
+    )
     rows = split_images(db, "query")
     assert (g.n_identities, g.n_images) == (len({i for _, i, _ in rows}), len(rows))
     entries = G.read_entries(db, "heldout")
@@ -89,8 +116,9 @@ def test_a_snapshot_split_gallery_holds_the_runs_embeddings(db: Path, built: Sim
         add_gallery(db, "other", built.run_id, snapshot="h")
 
 
-def test_a_folder_gallery_names_people_by_subfolder(db: Path, built: SimpleNamespace,
-                                                    tmp_path: Path) -> None:  # fmt: skip
+def test_a_folder_gallery_names_people_by_subfolder(
+    db: Path, built: SimpleNamespace, tmp_path: Path
+) -> None:
     rows = split_images(db, "train")
     folder = tmp_path / "people"
     for person, picked in (("alice", rows[:2]), ("bob", rows[6:7])):
@@ -112,8 +140,9 @@ def test_a_folder_gallery_names_people_by_subfolder(db: Path, built: SimpleNames
         add_gallery(db, "x", built.run_id, folder=folder / "bob")
 
 
-def test_folder_faces_from_haar_and_images_without_one(db: Path, built: SimpleNamespace,
-                                                       tmp_path: Path) -> None:  # fmt: skip
+def test_folder_faces_from_haar_and_images_without_one(
+    db: Path, built: SimpleNamespace, tmp_path: Path
+) -> None:
     from skimage import data
 
     folder = tmp_path / "photos"
@@ -131,16 +160,32 @@ def test_folder_faces_from_haar_and_images_without_one(db: Path, built: SimpleNa
 
 def test_gallery_commands(db: Path, built: SimpleNamespace) -> None:
     base = ["--db", str(db)]
-    result = runner.invoke(cli.app, ["gallery", "add", "heldout", "--run", built.run_id,
-                                     "--snapshot", "h", "--split", "query", *base])  # fmt: skip
+    result = runner.invoke(
+        cli.app,
+        [
+            "gallery",
+            "add",
+            "heldout",
+            "--run",
+            built.run_id,
+            "--snapshot",
+            "h",
+            "--split",
+            "query",
+            *base,
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "gallery heldout: 3 identities, 6 images from snapshot:h/query" in " ".join(
-        result.output.split())
+        result.output.split()
+    )
     listed = json.loads(runner.invoke(cli.app, ["gallery", "list", "--json", *base]).output)
     assert [(x["gallery"], x["identities"], x["run"]) for x in listed] == [
-        ("heldout", 3, built.run_id)]
-    shown = json.loads(runner.invoke(cli.app, ["gallery", "show", "heldout", "--json",
-                                               *base]).output)  # fmt: skip
+        ("heldout", 3, built.run_id)
+    ]
+    shown = json.loads(
+        runner.invoke(cli.app, ["gallery", "show", "heldout", "--json", *base]).output
+    )
     assert [x["images"] for x in shown] == [2, 2, 2]
     result = runner.invoke(cli.app, ["gallery", "drop", "heldout", *base])
     assert result.exit_code == 0 and "dropped gallery heldout" in result.output

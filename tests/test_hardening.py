@@ -37,8 +37,9 @@ from catalog.ingest import ingest
 ROOT = Path(cli.__file__).parent
 
 
-def celebcat(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str
-             ) -> tuple[int, str]:  # fmt: skip
+def celebcat(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str
+) -> tuple[int, str]:
     """Run ``celebcat ARGS`` in this process through the users' entry point (``main``):
     an error that escapes it (a traceback for a user) fails the test."""
     monkeypatch.setenv("COLUMNS", "250")
@@ -90,8 +91,9 @@ class _CtrlCAtCommit:
 
 def _ctrl_c_at_commit(monkeypatch: pytest.MonkeyPatch, when: str) -> None:
     real = ingest_module.connect
-    monkeypatch.setattr(ingest_module, "connect",
-                        lambda *a, **k: _CtrlCAtCommit(real(*a, **k), when))  # fmt: skip
+    monkeypatch.setattr(
+        ingest_module, "connect", lambda *a, **k: _CtrlCAtCommit(real(*a, **k), when)
+    )
 
 
 def test_ctrl_c_during_the_commit_says_the_new_catalog_is_complete(
@@ -101,8 +103,9 @@ def test_ctrl_c_during_the_commit_says_the_new_catalog_is_complete(
     ingest(small_celeba, db, scan_images=False)
     (small_celeba / "identity_CelebA.txt").write_text(pairs_txt({"000001.jpg": 7}))
     _ctrl_c_at_commit(monkeypatch, "during")
-    code, out = celebcat(monkeypatch, capsys, "ingest", str(small_celeba), "--no-images",
-                         "--db", str(db))  # fmt: skip
+    code, out = celebcat(
+        monkeypatch, capsys, "ingest", str(small_celeba), "--no-images", "--db", str(db)
+    )
     assert code == 130, out
     assert "Interrupted after the commit: the new catalog" in out and "is complete" in out
     assert "Traceback" not in out
@@ -117,8 +120,9 @@ def test_ctrl_c_before_the_commit_says_nothing_changed(
     before = db.read_bytes()
     (small_celeba / "identity_CelebA.txt").write_text(pairs_txt({"000001.jpg": 7}))
     _ctrl_c_at_commit(monkeypatch, "before")
-    code, out = celebcat(monkeypatch, capsys, "ingest", str(small_celeba), "--no-images",
-                         "--db", str(db))  # fmt: skip
+    code, out = celebcat(
+        monkeypatch, capsys, "ingest", str(small_celeba), "--no-images", "--db", str(db)
+    )
     assert code == 130, out
     assert "Interrupted: nothing changed; the catalog" in out and "was left as it was" in out
     assert db.read_bytes() == before  # the COMMIT never ran: the file is as it was
@@ -132,8 +136,9 @@ def test_ctrl_c_while_a_first_ingest_loads_is_not_silent_and_creates_nothing(
 
     monkeypatch.setattr(ingest_module, "load_annotation", interrupted)
     db = tmp_path / "new" / "c.duckdb"
-    code, out = celebcat(monkeypatch, capsys, "ingest", str(small_celeba), "--no-images",
-                         "--db", str(db))  # fmt: skip
+    code, out = celebcat(
+        monkeypatch, capsys, "ingest", str(small_celeba), "--no-images", "--db", str(db)
+    )
     assert code == 130, out
     assert f"Interrupted: nothing changed; no catalog was created at {db}" in out
     assert not db.exists() and not Path(f"{db}.wal").exists()
@@ -161,8 +166,9 @@ def test_a_failed_first_ingest_leaves_no_catalog(
     part = small_celeba / "list_eval_partition.txt"
     part.write_text(part.read_text() + "000009.jpg 7\n")
     db = tmp_path / "c.duckdb"
-    code, out = celebcat(monkeypatch, capsys, "ingest", str(small_celeba), "--no-images",
-                         "--db", str(db))  # fmt: skip
+    code, out = celebcat(
+        monkeypatch, capsys, "ingest", str(small_celeba), "--no-images", "--db", str(db)
+    )
     assert code == 1 and "list_eval_partition.txt, line 4" in out, out
     assert not db.exists() and not Path(f"{db}.wal").exists()
 
@@ -178,14 +184,24 @@ def test_check_on_a_catalog_no_ingest_completed_says_so(
     assert "does not exist" not in out
 
 
-@pytest.mark.parametrize("name, text", [
-    ("list_attr_celeba.txt", attr_txt([])),  # count 0 and the header
-    ("list_attr_celeba.csv", "image_id," + ",".join(attr_txt([]).splitlines()[1].split()) + "\n"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("list_attr_celeba.txt", attr_txt([])),  # count 0 and the header
+        (
+            "list_attr_celeba.csv",
+            "image_id," + ",".join(attr_txt([]).splitlines()[1].split()) + "\n",
+        ),
+    ],
+)
 def test_a_file_with_only_its_header_is_refused_unless_allowed(
-    name: str, text: str, small_celeba: Path, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, capsys,
-) -> None:  # fmt: skip
+    name: str,
+    text: str,
+    small_celeba: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys,
+) -> None:
     db = tmp_path / "c.duckdb"
     ingest(small_celeba, db, scan_images=False)
     before = db.read_bytes()
@@ -228,10 +244,16 @@ def test_sql_without_write_reads_the_catalog_and_nothing_else(
         assert "Without --write, SQL reads the catalog only" in out, (statement, out)
     assert not any(p.exists() for p in made)
     # the catalog itself answers as before: tables, views, their param() macro
-    code, out = celebcat(monkeypatch, capsys, "sql",
-                         "SELECT count(*) AS n, param('images_per_id') AS k FROM selection; "
-                         "SELECT current_database() AS c; SHOW TABLES; DESCRIBE attributes",
-                         "--json", "--db", str(db))  # fmt: skip
+    code, out = celebcat(
+        monkeypatch,
+        capsys,
+        "sql",
+        "SELECT count(*) AS n, param('images_per_id') AS k FROM selection; "
+        "SELECT current_database() AS c; SHOW TABLES; DESCRIBE attributes",
+        "--json",
+        "--db",
+        str(db),
+    )
     assert code == 0, out
     assert '"k": 10' in out and '"c": "c"' in out and "snapshot_images" in out
     # --write keeps all of DuckDB
@@ -269,8 +291,19 @@ def test_the_sql_sandbox_is_its_own_and_leaves_the_library_alone(db: Path) -> No
 def test_align_refuses_a_run_with_true_landmarks(
     db: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    code, out = celebcat(monkeypatch, capsys, "align", "--snapshot", "s", "--run", "r1",
-                         "--source", "truth", "--db", str(db))  # fmt: skip
+    code, out = celebcat(
+        monkeypatch,
+        capsys,
+        "align",
+        "--snapshot",
+        "s",
+        "--run",
+        "r1",
+        "--source",
+        "truth",
+        "--db",
+        str(db),
+    )
     assert code == 1 and "--run and --source truth exclude each other" in out, out
 
 
@@ -316,9 +349,15 @@ def test_an_alignment_on_a_full_disk_is_a_clear_error_and_leaves_nothing(
     filled: list[int] = []
 
     def store():
-        return store_crops("s", db, size=32, source="aligned/reference/truth",
-                           crops=lambda a: filled.append(len(a)), image_ids=ids,
-                           matrices=np.tile(np.eye(3), (len(ids), 1, 1)))  # fmt: skip
+        return store_crops(
+            "s",
+            db,
+            size=32,
+            source="aligned/reference/truth",
+            crops=lambda a: filled.append(len(a)),
+            image_ids=ids,
+            matrices=np.tile(np.eye(3), (len(ids), 1, 1)),
+        )
 
     _no_space(monkeypatch)
     with pytest.raises(CacheError, match="no space left on the device"):
@@ -416,17 +455,23 @@ def test_read_only_folders_are_one_clear_line(
 def _can_mount() -> bool:
     if shutil.which("unshare") is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
         return False
-    probe = ("d=$(mktemp -d) && mount -t tmpfs -o size=1m tmpfs \"$d\" && umount \"$d\" "
-             "&& rmdir \"$d\"")  # fmt: skip
+    probe = 'd=$(mktemp -d) && mount -t tmpfs -o size=1m tmpfs "$d" && umount "$d" && rmdir "$d"'
     try:
-        return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", probe],
-                              capture_output=True, timeout=30).returncode == 0  # fmt: skip
+        return (
+            subprocess.run(
+                ["unshare", "-m", "--propagation", "private", "sh", "-c", probe],
+                capture_output=True,
+                timeout=30,
+            ).returncode
+            == 0
+        )
     except (OSError, subprocess.SubprocessError):
         return False
 
 
-needs_mount = pytest.mark.skipif("not _can_mount()",
-                                 reason="needs a private mount namespace (unshare -m as root)")
+needs_mount = pytest.mark.skipif(
+    "not _can_mount()", reason="needs a private mount namespace (unshare -m as root)"
+)
 
 
 def _in_namespace(script: str) -> str:
@@ -435,9 +480,13 @@ def _in_namespace(script: str) -> str:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "250"}
     python = shlex.quote(sys.executable)
     prelude = f"celebcat() {{ {python} -c 'import cli; cli.main()' \"$@\"; }}\n"
-    result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
-                             prelude + script], capture_output=True, text=True, timeout=300,
-                            env=env)  # fmt: skip
+    result = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", prelude + script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     return result.stdout + result.stderr
 
 

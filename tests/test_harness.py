@@ -44,8 +44,9 @@ class Fake(Task):
 
     def build(self, env: Env) -> dict[str, nn.Module]:
         self.env = env
-        self.model = nn.Sequential(nn.Linear(3, self.config.hidden), nn.Dropout(0.3),
-                                   nn.Linear(self.config.hidden, 1))  # fmt: skip
+        self.model = nn.Sequential(
+            nn.Linear(3, self.config.hidden), nn.Dropout(0.3), nn.Linear(self.config.hidden, 1)
+        )
         self.head = nn.Linear(1, 1)  # trained too: a loss module with parameters
         g = torch.Generator().manual_seed(123)  # the data: fixed, not from the seed
         x = torch.randn(32, 3, generator=g)
@@ -56,8 +57,12 @@ class Fake(Task):
 
     def train_loader(self, epoch: int, seed: int) -> DataLoader:
         self.epoch = epoch
-        return DataLoader(self.data, batch_size=self.config.batch_size, shuffle=True,
-                          generator=torch.Generator().manual_seed(seed))  # fmt: skip
+        return DataLoader(
+            self.data,
+            batch_size=self.config.batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(seed),
+        )
 
     def train_step(self, batch: list[torch.Tensor]) -> torch.Tensor:
         if self.epoch == self.fail_at:
@@ -100,14 +105,16 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 def test_a_run_trains_logs_and_checkpoints(db: Path, tmp_path: Path) -> None:
     epochs, batches = [], []
-    out = harness.train(Fake, _config(tmp_path), db, progress=epochs.append,
-                        on_batch=lambda *a: batches.append(a))  # fmt: skip
+    out = harness.train(
+        Fake, _config(tmp_path), db, progress=epochs.append, on_batch=lambda *a: batches.append(a)
+    )
     assert out.epochs_done == 3 and out.metric == "mse"
     run = results.get_run(db, out.run_id)
     assert run.kind == "fake" and run.status == "finished" and run.config["hidden"] == 4
     metrics = results.get_metrics(db, out.run_id)
-    assert set(metrics) == {(e, s, n) for e in range(3) for s, n in
-                            [("train", "loss"), ("val", "mse")]}  # fmt: skip
+    assert set(metrics) == {
+        (e, s, n) for e in range(3) for s, n in [("train", "loss"), ("val", "mse")]
+    }
     assert metrics[2, "val", "mse"] < metrics[0, "val", "mse"]
     assert out.best == min(metrics[e, "val", "mse"] for e in range(3))
     # 32 samples, batches of 8: 4 per epoch, each with the running mean loss
@@ -171,8 +178,7 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        harness.train(Fake, _config(tmp_path / "b", epochs=4), db,
-                      progress=stop_after_second_epoch)  # fmt: skip
+        harness.train(Fake, _config(tmp_path / "b", epochs=4), db, progress=stop_after_second_epoch)
     (run,) = [r for r in results.list_runs(db) if r.run_id != straight.run_id]
     assert run.status == "interrupted" and run.ended_at is not None
     run_dir = tmp_path / "b" / "ckpt" / run.run_id
@@ -200,16 +206,18 @@ def test_resume_changes_only_what_it_may(db: Path, tmp_path: Path) -> None:
     saved = load_checkpoint(out.best_checkpoint)["config"]
     more = FakeConfig.resumed(saved, epochs=3, num_workers=0, lr=saved["lr"])  # same lr: fine
     assert more.epochs == 3 and more.hidden == 4
-    with pytest.raises(ValueError, match=r"different lr, hidden \(the run's lr 0.05, given "
-                                         r"0.1; hidden 4, given 8\); only device, epochs"):
+    with pytest.raises(
+        ValueError,
+        match=r"different lr, hidden \(the run's lr 0.05, given "
+        r"0.1; hidden 4, given 8\); only device, epochs",
+    ):
         FakeConfig.resumed(saved, lr=0.1, hidden=8)
     with pytest.raises(ValueError, match="unknown setting.*colour"):
         FakeConfig.resumed(saved, colour="red")
     with pytest.raises(ValueError, match="epochs must be at least 1"):
         FakeConfig.resumed(saved, epochs=0)
     with pytest.raises(ValueError, match="different hidden"):
-        harness.train(Fake, _config(tmp_path, epochs=2, hidden=8), db,
-                      resume=out.best_checkpoint)  # fmt: skip
+        harness.train(Fake, _config(tmp_path, epochs=2, hidden=8), db, resume=out.best_checkpoint)
     # fields saved before they existed: the schedule of old runs was constant
     old = {k: v for k, v in saved.items() if k != "schedule"}
     assert FakeConfig.from_saved(old).schedule == "constant"
@@ -229,9 +237,19 @@ def test_resume_refuses_another_snapshot(db: Path, tmp_path: Path) -> None:
         harness.train(Other, _config(tmp_path, epochs=2), db, resume=out.best_checkpoint)
 
 
-@pytest.mark.parametrize("bad", [{"epochs": 0}, {"batch_size": 0}, {"max_batches_per_epoch": 0},
-                                 {"max_minutes": 0}, {"lr": 0}, {"schedule": "step"},
-                                 {"num_workers": -1}, {"device": "gpu"}])  # fmt: skip
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"epochs": 0},
+        {"batch_size": 0},
+        {"max_batches_per_epoch": 0},
+        {"max_minutes": 0},
+        {"lr": 0},
+        {"schedule": "step"},
+        {"num_workers": -1},
+        {"device": "gpu"},
+    ],
+)
 def test_configs_that_would_fail_later_are_refused_when_made(bad: dict) -> None:
     name = next(iter(bad))
     with pytest.raises(ValueError, match=name):
@@ -249,6 +267,10 @@ def test_the_writer_is_the_one_place_that_writes(db: Path, tmp_path: Path) -> No
 
 def test_max_batches_cuts_epochs_short(db: Path, tmp_path: Path) -> None:
     batches: list[tuple] = []
-    harness.train(Fake, _config(tmp_path, epochs=2, max_batches_per_epoch=2), db,
-                  on_batch=lambda *a: batches.append(a[:3]))  # fmt: skip
+    harness.train(
+        Fake,
+        _config(tmp_path, epochs=2, max_batches_per_epoch=2),
+        db,
+        on_batch=lambda *a: batches.append(a[:3]),
+    )
     assert batches == [(0, 1, 2), (0, 2, 2), (1, 1, 2), (1, 2, 2)]

@@ -66,8 +66,9 @@ def test_dark_uses_the_cross_derivative_on_tilted_peaks() -> None:
     rng = np.random.default_rng(4)
     centres = rng.uniform(10, 54, size=(20, 2))
     c, s = np.cos(np.radians(30)), np.sin(np.radians(30))
-    inv_cov = np.linalg.inv(np.array([[c, -s], [s, c]]) @ np.diag([3.0, 1.0]) ** 2
-                            @ np.array([[c, s], [-s, c]]))  # fmt: skip
+    inv_cov = np.linalg.inv(
+        np.array([[c, -s], [s, c]]) @ np.diag([3.0, 1.0]) ** 2 @ np.array([[c, s], [-s, c]])
+    )
     yy, xx = np.mgrid[0:SIZE, 0:SIZE]
     d = np.stack([xx, yy], -1)[None] - centres[:, None, None, :]  # (20, H, W, 2)
     maps = np.exp(-0.5 * np.einsum("nhwi,ij,nhwj->nhw", d, inv_cov, d))

@@ -59,21 +59,25 @@ def good_file(spec: FileSpec) -> bytes:
     n = len(spec.columns)
     if spec.layout == "csv":
         if spec.kind == "attr":
-            rows = [",".join([i, *("1" if (k + j) % 3 == 0 else "-1" for j in range(n))])
-                    for k, i in enumerate(IDS)]  # fmt: skip
+            rows = [
+                ",".join([i, *("1" if (k + j) % 3 == 0 else "-1" for j in range(n))])
+                for k, i in enumerate(IDS)
+            ]
         elif spec.kind == "partition":
             rows = [f"{i},{k % 3}" for k, i in enumerate(IDS)]
         else:
-            rows = [",".join([i, *(str(10 * k + j - 3) for j in range(n))])
-                    for k, i in enumerate(IDS)]  # fmt: skip
+            rows = [
+                ",".join([i, *(str(10 * k + j - 3) for j in range(n))]) for k, i in enumerate(IDS)
+            ]
         return ("\n".join([",".join(["image_id", *spec.columns]), *rows]) + "\n").encode()
     if spec.kind == "attr":
         return attr_txt([attr_row(i, {ATTRIBUTES[k], "Young"}) for k, i in enumerate(IDS)]).encode()
     if spec.table == "bboxes":
         return bbox_txt({i: (95 + k, 71, 226, 313 - k) for k, i in enumerate(IDS)}).encode()
     if spec.table.startswith("landmarks"):
-        return landmarks_txt({i: tuple(100 + 7 * j + k for j in range(10))
-                              for k, i in enumerate(IDS)}).encode()  # fmt: skip
+        return landmarks_txt(
+            {i: tuple(100 + 7 * j + k for j in range(10)) for k, i in enumerate(IDS)}
+        ).encode()
     if spec.kind == "partition":
         return pairs_txt({i: k % 3 for k, i in enumerate(IDS)}).encode()
     return pairs_txt({i: 2880 + k for k, i in enumerate(IDS)}).encode()
@@ -84,33 +88,81 @@ def good_file(spec: FileSpec) -> bytes:
 #: Values a number can be replaced with: huge, signed, non-ASCII digits (Python's \d
 #: takes them, RE2's does not), other notations DuckDB's cast would take, empty.
 ODD_NUMBERS = [
-    "9" * 10, "9" * 40, "-" + "9" * 12, "2147483648", "+1", "-0", "1.5", "1e3", "0x10",
-    "1_000", "\u0663", "\uff11", "\u00b2", "", "NaN", "inf", "--1", "1-", "\u22121",
-]  # fmt: skip
+    "9" * 10,
+    "9" * 40,
+    "-" + "9" * 12,
+    "2147483648",
+    "+1",
+    "-0",
+    "1.5",
+    "1e3",
+    "0x10",
+    "1_000",
+    "\u0663",
+    "\uff11",
+    "\u00b2",
+    "",
+    "NaN",
+    "inf",
+    "--1",
+    "1-",
+    "\u22121",
+]
 #: Bytes the readers must survive anywhere: NUL, DuckDB's line-reader delimiter chr(1),
 #: quotes, a lone CR, invalid UTF-8, a BOM in the middle, non-breaking space, tab.
-ODD_BYTES = [b"\x00", b"\x01", b'"', b"'", b"\r", b"\xff", b"\xc3", b"\xef\xbb\xbf",
-             b"\xc2\xa0", b"\t", b",", b" ", b"\n", b"\\", b"\x1a"]  # fmt: skip
+ODD_BYTES = [
+    b"\x00",
+    b"\x01",
+    b'"',
+    b"'",
+    b"\r",
+    b"\xff",
+    b"\xc3",
+    b"\xef\xbb\xbf",
+    b"\xc2\xa0",
+    b"\t",
+    b",",
+    b" ",
+    b"\n",
+    b"\\",
+    b"\x1a",
+]
 
 
 @st.composite
 def damaged(draw: st.DrawFn, base: bytes) -> bytes:
     data = base
     for _ in range(draw(st.integers(1, 3))):
-        kind = draw(st.sampled_from([
-            "edit", "edit", "insert", "delete", "truncate", "number", "encoding", "crlf",
-            "cr", "bom", "tabs", "blank", "repeat", "long",
-        ]))  # fmt: skip
+        kind = draw(
+            st.sampled_from(
+                [
+                    "edit",
+                    "edit",
+                    "insert",
+                    "delete",
+                    "truncate",
+                    "number",
+                    "encoding",
+                    "crlf",
+                    "cr",
+                    "bom",
+                    "tabs",
+                    "blank",
+                    "repeat",
+                    "long",
+                ]
+            )
+        )
         pos = draw(st.integers(0, len(data)))
         if kind == "edit" and data:
             pos = min(pos, len(data) - 1)
             odd = draw(st.sampled_from(ODD_BYTES) | st.binary(min_size=1, max_size=3))
-            data = data[:pos] + odd + data[pos + 1:]
+            data = data[:pos] + odd + data[pos + 1 :]
         elif kind == "insert":
             odd = draw(st.sampled_from(ODD_BYTES) | st.binary(min_size=1, max_size=4))
             data = data[:pos] + odd + data[pos:]
         elif kind == "delete":
-            data = data[:pos] + data[pos + draw(st.integers(1, 12)):]
+            data = data[:pos] + data[pos + draw(st.integers(1, 12)) :]
         elif kind == "truncate":
             data = data[:pos]
         elif kind == "number":
@@ -118,12 +170,13 @@ def damaged(draw: st.DrawFn, base: bytes) -> bytes:
             if numbers:
                 m = numbers[draw(st.integers(0, len(numbers) - 1))]
                 odd = draw(st.sampled_from(ODD_NUMBERS)).encode()
-                data = data[:m.start()] + odd + data[m.end():]
+                data = data[: m.start()] + odd + data[m.end() :]
         elif kind == "encoding":
             text = data.decode("utf-8", errors="replace").replace("000002", "0000é2")
-            data = text.encode(draw(st.sampled_from(["utf-16", "utf-16-le", "latin-1",
-                                                     "utf-8-sig", "utf-32"])),
-                               errors="replace")  # fmt: skip
+            data = text.encode(
+                draw(st.sampled_from(["utf-16", "utf-16-le", "latin-1", "utf-8-sig", "utf-32"])),
+                errors="replace",
+            )
         elif kind == "crlf":
             data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
         elif kind == "cr":
@@ -139,7 +192,7 @@ def damaged(draw: st.DrawFn, base: bytes) -> bytes:
             lines = data.splitlines(keepends=True)
             if lines:
                 k = draw(st.integers(0, len(lines) - 1))
-                data = b"".join(lines[:k + 1] + [lines[k]] + lines[k + 1:])
+                data = b"".join(lines[: k + 1] + [lines[k]] + lines[k + 1 :])
         elif kind == "long":
             data = data[:pos] + b"7" * draw(st.sampled_from([1000, 70_000])) + data[pos:]
     return data
@@ -169,8 +222,11 @@ def reference_rows(spec: FileSpec, path: Path) -> list[tuple]:
                 line = line[1:]
             # the grammar: csv fields split at commas (blanks after the last one go),
             # txt fields at runs of spaces and tabs, nothing else
-            tokens = (line.rstrip(" \t").split(",") if spec.layout == "csv"
-                      else re.split(r"[ \t]+", line.strip(" \t")))  # fmt: skip
+            tokens = (
+                line.rstrip(" \t").split(",")
+                if spec.layout == "csv"
+                else re.split(r"[ \t]+", line.strip(" \t"))
+            )
             values = dict(zip(preamble.columns, tokens[1:], strict=True))
             rows.append((tokens[0], *(convert(values[c]) for c in spec.columns)))
     return sorted(rows)
@@ -218,8 +274,12 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
-@settings(max_examples=3 * EXAMPLES, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+@settings(
+    max_examples=3 * EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(data=st.data())
 def test_any_damage_loads_cleanly_or_names_file_and_line(
     name: str, workdir: Path, data: st.DataObject
@@ -231,6 +291,7 @@ def test_any_damage_loads_cleanly_or_names_file_and_line(
     path.write_bytes(data.draw(damaged(good_file(spec))))
     con = duckdb.connect()
     try:
+
         def load() -> list[tuple]:
             con.execute("BEGIN")
             load_annotation(con, AnnotationFile(spec, path), "t")
@@ -263,8 +324,12 @@ def catalogs(workdir: Path) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
-@settings(max_examples=EXAMPLES, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(data=st.data())
 def test_a_refused_file_leaves_the_catalog_byte_for_byte(
     name: str, workdir: Path, catalogs: dict[str, Path], data: st.DataObject
@@ -295,5 +360,7 @@ def test_a_refused_file_leaves_the_catalog_byte_for_byte(
 
 def test_report_examples_run() -> None:
     """Not a check: how many examples each property ran (shown with pytest -s)."""
-    print(f"\nhypothesis examples run: {sum(RAN.values())} "
-          f"({', '.join(f'{k}: {v}' for k, v in sorted(RAN.items()))})")
+    print(
+        f"\nhypothesis examples run: {sum(RAN.values())} "
+        f"({', '.join(f'{k}: {v}' for k, v in sorted(RAN.items()))})"
+    )

@@ -43,8 +43,12 @@ def test_seed_is_the_reference_configuration() -> None:
     model = create_model("hourglass_seed")
     cfg = model.config
     assert (cfg.input_size, cfg.heatmap_size, cfg.channels, cfg.depth, cfg.landmarks) == (
-        256, 64, 256, 4, 5,
-    )  # fmt: skip
+        256,
+        64,
+        256,
+        4,
+        5,
+    )
     assert cfg.stacks == 2
     count = n_params(model)
     print(f"hourglass_seed: {count:,} parameters")

@@ -34,10 +34,16 @@ def celebcat(*args: str) -> tuple[int, str]:
     """A command through the entry point users get (its error handling included)."""
     result = subprocess.run(
         [sys.executable, "-c", "import cli; cli.main()", *args],
-        capture_output=True, text=True, timeout=180,
-        env={"COLUMNS": "200", "PATH": "", "PYTHONPATH": str(Path(cli.__file__).parent),
-             "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={
+            "COLUMNS": "200",
+            "PATH": "",
+            "PYTHONPATH": str(Path(cli.__file__).parent),
+            "OMP_NUM_THREADS": "1",
+        },
+    )
     return result.returncode, result.stdout + result.stderr
 
 
@@ -77,13 +83,24 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     Image.new("RGB", (240, 180), (120, 120, 120)).save(blank)
     notes = root / "notes.jpg"
     notes.write_text("not a photo")
-    return SimpleNamespace(db=db, run_id=built.run_id, picked=picked, distractors=distractors,
-                           blank=blank, notes=notes, root=root)  # fmt: skip
+    return SimpleNamespace(
+        db=db,
+        run_id=built.run_id,
+        picked=picked,
+        distractors=distractors,
+        blank=blank,
+        notes=notes,
+        root=root,
+    )
 
 
 def _stored_threshold(db: Path, run_id: str, fpr: str) -> tuple[int, float]:
-    return query(db, "SELECT epoch, value FROM metrics WHERE run_id = ? AND split = 'open_set' "
-                     "AND name = ? ORDER BY epoch DESC", [run_id, f"threshold@fpr={fpr}"])[0]
+    return query(
+        db,
+        "SELECT epoch, value FROM metrics WHERE run_id = ? AND split = 'open_set' "
+        "AND name = ? ORDER BY epoch DESC",
+        [run_id, f"threshold@fpr={fpr}"],
+    )[0]
 
 
 def test_the_threshold_is_the_one_the_evaluation_stored(setup: SimpleNamespace) -> None:
@@ -95,8 +112,9 @@ def test_the_threshold_is_the_one_the_evaluation_stored(setup: SimpleNamespace) 
     assert f"epoch {epoch}" in text and "rate of 0.01" in text
     loose = idf.open_set_threshold(setup.db, setup.run_id, 0.5)
     assert loose.value <= t.value  # a looser FPR, a lower bar
-    with pytest.raises(idf.IdentifyError, match="thresholds at FPR 0.5, 0.2, 0.1, 0.05, 0.01, "
-                                                "0.001, not 0.3"):  # fmt: skip
+    with pytest.raises(
+        idf.IdentifyError, match="thresholds at FPR 0.5, 0.2, 0.1, 0.05, 0.01, 0.001, not 0.3"
+    ):
         idf.open_set_threshold(setup.db, setup.run_id, 0.3)
     with pytest.raises(idf.IdentifyError, match="--fpr 0.3: the open-set evaluation measures"):
         idf.identify([setup.blank], "people", setup.db, fpr=0.3)
@@ -113,8 +131,13 @@ def test_a_run_never_evaluated_says_what_to_run(setup: SimpleNamespace, tmp_path
     assert f"`celebcat eval recognizer --run {setup.run_id}`" in message
     assert "--threshold" in message and "\n" not in message
     # a threshold given instead
-    out = idf.identify([setup.picked["person" + next(iter(setup.picked))[6:]]], "people", db,
-                       detector="catalog", threshold=0.5)  # fmt: skip
+    out = idf.identify(
+        [setup.picked["person" + next(iter(setup.picked))[6:]]],
+        "people",
+        db,
+        detector="catalog",
+        threshold=0.5,
+    )
     assert out.threshold.fpr is None and out.threshold.explain() == "cosine > 0.5000 (given)"
 
 
@@ -145,8 +168,9 @@ def test_known_and_unknown_faces(setup: SimpleNamespace) -> None:
     for face, row in zip(out.faces, direct, strict=True):
         for m in face.matches:
             assert m.cosine == pytest.approx(float(row[list(names).index(m.identity)]), abs=1e-5)
-    by_max = idf.identify(probes[:1], "people", setup.db, detector="catalog", how="max",
-                          pipeline=pipe)  # fmt: skip
+    by_max = idf.identify(
+        probes[:1], "people", setup.db, detector="catalog", how="max", pipeline=pipe
+    )
     assert by_max.faces[0].identity == name
 
 
@@ -173,17 +197,22 @@ def test_gallery_search_is_one_product_per_identity() -> None:
 def test_bad_input_is_one_clear_line(setup: SimpleNamespace, tmp_path: Path) -> None:
     db = Path(shutil.copy(setup.db, tmp_path / "c.duckdb"))
     con = duckdb.connect(str(db))
-    con.execute("INSERT INTO galleries SELECT 'hollow', run_id, created_at, source, 0, 0, "
-                "detector, crops FROM galleries WHERE name = 'people'")  # fmt: skip
+    con.execute(
+        "INSERT INTO galleries SELECT 'hollow', run_id, created_at, source, 0, 0, "
+        "detector, crops FROM galleries WHERE name = 'people'"
+    )
     con.close()
     cases = [
         (dict(images=[setup.notes]), PipelineError, "notes.jpg: not an image PIL can read"),
         (dict(gallery="nope"), G.GalleryError, "No gallery 'nope'. Known: hollow, people"),
         (dict(gallery="hollow"), idf.IdentifyError, "Gallery 'hollow' is empty"),
-        (dict(run="recognition-00000000-000000-beef"), idf.IdentifyError,
-         "was made by recognizer run .* not recognition-00000000-000000-beef"),
+        (
+            dict(run="recognition-00000000-000000-beef"),
+            idf.IdentifyError,
+            "was made by recognizer run .* not recognition-00000000-000000-beef",
+        ),
         (dict(images=[]), idf.IdentifyError, "No image given"),
-    ]  # fmt: skip
+    ]
     for change, kind, message in cases:
         args = {"images": [setup.blank], "gallery": "people", **change}
         with pytest.raises(kind, match=message) as err:
@@ -195,8 +224,7 @@ def test_bad_input_is_one_clear_line(setup: SimpleNamespace, tmp_path: Path) -> 
 
 
 def test_cli_errors_are_one_line_without_traceback(setup: SimpleNamespace) -> None:
-    code, out = celebcat("identify", str(setup.notes), "--gallery", "people", "--db",
-                         str(setup.db))  # fmt: skip
+    code, out = celebcat("identify", str(setup.notes), "--gallery", "people", "--db", str(setup.db))
     assert code == 1 and "Traceback" not in out, out
     assert "notes.jpg: not an image PIL can read" in " ".join(out.split())
     assert len(out.strip().splitlines()) == 1, out
@@ -204,9 +232,11 @@ def test_cli_errors_are_one_line_without_traceback(setup: SimpleNamespace) -> No
     for args, message in (
         ([str(setup.blank), "--gallery", "people"], "No face found in wall.png (detector haar)"),
         ([str(setup.blank), "--gallery", "nope"], "No gallery 'nope'. Known: people"),
-        ([str(setup.blank), "--gallery", "people", "--detector", "magic"],
-         "Unknown detector 'magic'"),
-    ):  # fmt: skip
+        (
+            [str(setup.blank), "--gallery", "people", "--detector", "magic"],
+            "Unknown detector 'magic'",
+        ),
+    ):
         result = runner.invoke(cli.app, ["identify", *args, "--db", str(setup.db)])
         assert isinstance(result.exception, cli.UserError), result.output
         assert message in str(result.exception) and "\n" not in str(result.exception)
@@ -220,10 +250,22 @@ def test_a_real_photograph_end_to_end(setup: SimpleNamespace, tmp_path: Path) ->
     photo = tmp_path / "astronaut.png"
     Image.fromarray(data.astronaut()).save(photo)
     drawn = tmp_path / "out" / "drawn.png"
-    result = runner.invoke(cli.app, [
-        "identify", str(photo), "--gallery", "people", "--top", "2", "--draw", str(drawn),
-        "--json", "--db", str(setup.db),
-    ])  # fmt: skip
+    result = runner.invoke(
+        cli.app,
+        [
+            "identify",
+            str(photo),
+            "--gallery",
+            "people",
+            "--top",
+            "2",
+            "--draw",
+            str(drawn),
+            "--json",
+            "--db",
+            str(setup.db),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     faces = report["images"][0]["faces"]
@@ -238,10 +280,16 @@ def test_a_real_photograph_end_to_end(setup: SimpleNamespace, tmp_path: Path) ->
     colour = idf.KNOWN_COLOUR if face["identity"] != "unknown" else idf.UNKNOWN_COLOUR
     painted = (after == colour).all(axis=2) & (before != colour).any(axis=2)
     x1, y1, x2, y2 = (round(v) for v in face["box"])
-    assert painted[y1 + 5:y2 - 5, x1].mean() > 0.95 and painted[y1 + 5:y2 - 5, x2 - 1].mean() > 0.95
-    assert painted[y2 - 1, x1 + 5:x2 - 5].mean() > 0.95
+    assert (
+        painted[y1 + 5 : y2 - 5, x1].mean() > 0.95
+        and painted[y1 + 5 : y2 - 5, x2 - 1].mean() > 0.95
+    )
+    assert painted[y2 - 1, x1 + 5 : x2 - 5].mean() > 0.95
     inside = (slice(y1 + 10, y2 - 10), slice(x1 + 10, x2 - 10))
     assert (after[inside] == before[inside]).all()
-    text = " ".join(runner.invoke(cli.app, ["identify", str(photo), "--gallery", "people",
-                                            "--db", str(setup.db)]).output.split())  # fmt: skip
+    text = " ".join(
+        runner.invoke(
+            cli.app, ["identify", str(photo), "--gallery", "people", "--db", str(setup.db)]
+        ).output.split()
+    )
     assert "threshold: cosine >" in text and "astronaut.png: 1 face" in text

@@ -24,8 +24,9 @@ IDS = 70  # 42 identities with 10 clean images
 @pytest.fixture(scope="module")
 def scores() -> dict[str, float]:
     return {
-        style: probe_population(make_population(IDS, seed=4, style=style), images_per_id=10,
-                                test_per_id=3)  # fmt: skip
+        style: probe_population(
+            make_population(IDS, seed=4, style=style), images_per_id=10, test_per_id=3
+        )
         for style in ("hard", "easy")
     }
 

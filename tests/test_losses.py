@@ -68,9 +68,14 @@ def train(name: str, steps: int = 40, **kwargs) -> tuple[list[float], torch.nn.M
 
 @pytest.mark.parametrize(
     ("name", "kwargs"),
-    [(CE, {}), (ARCFACE, {}), (COSFACE, {}), (TRIPLET, {"mining": RANDOM}),
-     (TRIPLET, {"mining": BATCH_HARD})],
-)  # fmt: skip
+    [
+        (CE, {}),
+        (ARCFACE, {}),
+        (COSFACE, {}),
+        (TRIPLET, {"mining": RANDOM}),
+        (TRIPLET, {"mining": BATCH_HARD}),
+    ],
+)
 def test_each_loss_falls_on_separable_data(name: str, kwargs: dict) -> None:
     losses, net, loss_fn = train(name, **kwargs)
     print(name, kwargs, " ".join(f"{v:.3f}" for v in losses[::5]), f"{losses[-1]:.3f}")

@@ -42,31 +42,47 @@ def test_snapshot_reads_back_with_its_rows_and_hash(db: Path, tmp_path: Path) ->
     out = tmp_path / "sub" / "s.parquet"
     result = export_parquet("s", out, db)
     snap = next(s for s in list_snapshots(db) if s.name == "s")
-    stored = query(db, "SELECT image_id, identity, split, label, x_1, y_1, x_2, y_2 "
-                       "FROM snapshot_images WHERE snapshot = 's' ORDER BY image_id")  # fmt: skip
-    back = read(out, "SELECT image_id, identity, split, label, x_1, y_1, x_2, y_2 "
-                     "FROM read_parquet(?) ORDER BY image_id")  # fmt: skip
+    stored = query(
+        db,
+        "SELECT image_id, identity, split, label, x_1, y_1, x_2, y_2 "
+        "FROM snapshot_images WHERE snapshot = 's' ORDER BY image_id",
+    )
+    back = read(
+        out,
+        "SELECT image_id, identity, split, label, x_1, y_1, x_2, y_2 "
+        "FROM read_parquet(?) ORDER BY image_id",
+    )
     assert back == stored and result.rows == len(stored) == snap.n_images
     meta = read_metadata(out)
     assert meta["snapshot_hash"] == snap.hash == result.snapshot_hash
-    assert (meta["table"], meta["snapshot"], meta["n_images"]) == ("snapshot", "s",
-                                                                   str(snap.n_images))
+    assert (meta["table"], meta["snapshot"], meta["n_images"]) == (
+        "snapshot",
+        "s",
+        str(snap.n_images),
+    )
     assert json.loads(meta["snapshot_params"]) == snap.params
     # the files, absolute, exist; the landmarks are the catalog's
     paths = read(out, "SELECT path, width FROM read_parquet(?)")
     assert all(Path(p).is_absolute() and Path(p).exists() and w > 0 for p, w in paths)
     marks = ", ".join(LANDMARK_COLUMNS)
     assert read(out, f"SELECT image_id, {marks} FROM read_parquet(?) ORDER BY 1") == query(
-        db, f"SELECT image_id, {marks} FROM landmarks JOIN snapshot_images USING (image_id) "
-            "WHERE snapshot = 's' ORDER BY 1")  # fmt: skip
+        db,
+        f"SELECT image_id, {marks} FROM landmarks JOIN snapshot_images USING (image_id) "
+        "WHERE snapshot = 's' ORDER BY 1",
+    )
     assert [p.name for p in out.parent.iterdir()] == ["s.parquet"]  # no temporary left
 
 
 def test_runs_results_framed_by_the_snapshot(db: Path, tmp_path: Path) -> None:
-    ids = [r[0] for r in query(db, "SELECT image_id FROM snapshot_images WHERE snapshot = 's' "
-                                   "ORDER BY 1")]  # fmt: skip
-    outside = query(db, "SELECT image_id FROM images WHERE image_id NOT IN (SELECT image_id "
-                        "FROM snapshot_images) LIMIT 1")  # fmt: skip
+    ids = [
+        r[0]
+        for r in query(db, "SELECT image_id FROM snapshot_images WHERE snapshot = 's' ORDER BY 1")
+    ]
+    outside = query(
+        db,
+        "SELECT image_id FROM images WHERE image_id NOT IN (SELECT image_id "
+        "FROM snapshot_images) LIMIT 1",
+    )
     rec = results.start_run(db, "recognition", {"x": 1}, "s")
     rng = np.random.default_rng(0)
     embedded = ids[:5] + [r[0] for r in outside]
@@ -86,15 +102,18 @@ def test_runs_results_framed_by_the_snapshot(db: Path, tmp_path: Path) -> None:
     results.write_landmark_predictions(db, marks, {"image_id": ids[:3], "landmarks": points})
     out = tmp_path / "p.parquet"
     export_parquet("s", out, db, predictions=marks)
-    back = read(out, f"SELECT {', '.join(LANDMARK_COLUMNS)} FROM read_parquet(?) "
-                     "ORDER BY image_id")  # fmt: skip
+    back = read(out, f"SELECT {', '.join(LANDMARK_COLUMNS)} FROM read_parquet(?) ORDER BY image_id")
     np.testing.assert_allclose(np.array(back).reshape(-1, 5, 2), points)
 
     with pytest.raises(ParquetExportError, match="landmarks runs"):
         export_parquet("s", tmp_path / "x.parquet", db, predictions=rec)
     with pytest.raises(ParquetExportError, match="no embeddings"):
-        export_parquet("s", tmp_path / "x.parquet", db,
-                       embeddings=results.start_run(db, "recognition", {}, "s"))  # fmt: skip
+        export_parquet(
+            "s",
+            tmp_path / "x.parquet",
+            db,
+            embeddings=results.start_run(db, "recognition", {}, "s"),
+        )
     with pytest.raises(ParquetExportError, match="not both"):
         export_parquet("s", tmp_path / "x.parquet", db, embeddings=rec, predictions=marks)
     with pytest.raises(SnapshotError):

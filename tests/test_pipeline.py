@@ -34,11 +34,14 @@ def one_thread():  # noqa: ANN201
 
 def test_shrink_boxes_is_the_face_boxes_view(built: SimpleNamespace) -> None:
     """The pipeline's crop box of a catalog face is the snapshot's box, to the pixel."""
-    rows = query(built.db, """
+    rows = query(
+        built.db,
+        """
         SELECT b.x_1, b.y_1, b.x_1 + b.width, b.y_1 + b.height, i.width, i.height,
                s.x_1, s.y_1, s.x_2, s.y_2
         FROM snapshot_images s JOIN bboxes b USING (image_id) JOIN images i USING (image_id)
-        WHERE s.snapshot = 'h'""")  # fmt: skip
+        WHERE s.snapshot = 'h'""",
+    )
     shrink = PARAM_NAMES["box_shrink"].default
     for *raw, w, h, x1, y1, x2, y2 in rows:
         got = T.shrink_boxes(np.array([raw]), shrink, w, h)[0]
@@ -48,9 +51,11 @@ def test_shrink_boxes_is_the_face_boxes_view(built: SimpleNamespace) -> None:
     raw = np.round(rng.uniform(-20, 400, (200, 2)), 1)
     boxes = np.concatenate([raw, raw + np.round(rng.uniform(1, 200, (200, 2)), 1)], axis=1)
     con = duckdb.connect()
-    sql = ("SELECT greatest(round(x + w * 0.05 / 2), 0), greatest(round(y + h * 0.05 / 2), 0), "
-           "least(round(x + w * (1 - 0.05 / 2)), 300), least(round(y + h * (1 - 0.05 / 2)), 250) "
-           "FROM (SELECT ?::DOUBLE x, ?::DOUBLE y, ?::DOUBLE w, ?::DOUBLE h)")  # fmt: skip
+    sql = (
+        "SELECT greatest(round(x + w * 0.05 / 2), 0), greatest(round(y + h * 0.05 / 2), 0), "
+        "least(round(x + w * (1 - 0.05 / 2)), 300), least(round(y + h * (1 - 0.05 / 2)), 250) "
+        "FROM (SELECT ?::DOUBLE x, ?::DOUBLE y, ?::DOUBLE w, ?::DOUBLE h)"
+    )
     for b in boxes:
         want = con.execute(sql, [b[0], b[1], b[2] - b[0], b[3] - b[1]]).fetchone()
         assert T.shrink_boxes(b[None], 0.05, 300, 250)[0].tolist() == list(want)
@@ -74,8 +79,9 @@ def test_bbox_recognizer_embeddings_match_the_evaluations(built: SimpleNamespace
     assert cos.min() > 0.99, cos
 
 
-def test_every_stage_is_timed_and_bad_input_is_one_line(built: SimpleNamespace,
-                                                        tmp_path: Path) -> None:  # fmt: skip
+def test_every_stage_is_timed_and_bad_input_is_one_line(
+    built: SimpleNamespace, tmp_path: Path
+) -> None:
     pipe = FacePipeline("catalog", None, built.run_id, built.db)
     image_id, _, path = split_images(built.db, "test")[0]
     out = pipe.run([built.images / path])
@@ -119,40 +125,62 @@ def aligned(built: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) ->
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        marks = train_landmarks(LandmarkTrainConfig(
-            snapshot="h", epochs=1, max_batches_per_epoch=2, batch_size=8,
-            out_dir=str(root / "ck")), db)  # fmt: skip
+        marks = train_landmarks(
+            LandmarkTrainConfig(
+                snapshot="h",
+                epochs=1,
+                max_batches_per_epoch=2,
+                batch_size=8,
+                out_dir=str(root / "ck"),
+            ),
+            db,
+        )
         done = align_snapshot(marks.run_id, "h", db, size=32, template="arcface", workers=2)
-        config = tr.RecognizerTrainConfig(snapshot="h", source="aligned", size=32,
-                                          embedding_dim=16, batch_size=16, epochs=1,
-                                          max_batches_per_epoch=2, loss="ce",
-                                          out_dir=str(root / "ck"))  # fmt: skip
+        config = tr.RecognizerTrainConfig(
+            snapshot="h",
+            source="aligned",
+            size=32,
+            embedding_dim=16,
+            batch_size=16,
+            epochs=1,
+            max_batches_per_epoch=2,
+            loss="ce",
+            out_dir=str(root / "ck"),
+        )
         run = tr.train_recognizer(config, db)
         ev.embed_snapshot(ev.load_recognizer(run.run_id, db), db=db)
     finally:
         torch.set_num_threads(threads)
-    return SimpleNamespace(db=db, run_id=run.run_id, landmarks=marks.run_id, align=done,
-                           images=built.images)  # fmt: skip
+    return SimpleNamespace(
+        db=db, run_id=run.run_id, landmarks=marks.run_id, align=done, images=built.images
+    )
 
 
 def test_aligned_recognizer_embeddings_match_the_evaluations(aligned: SimpleNamespace) -> None:
     """Detector box -> shrink -> landmarks -> arcface similarity -> warp: the crops
     celebcat align stored, so the embeddings embed_snapshot stored."""
     images = split_images(aligned.db, "test")[:5] + split_images(aligned.db, "distractor")[:3]
-    ids, stored = results.read_embeddings(aligned.db, aligned.run_id,
-                                          [i for i, _, _ in images])  # fmt: skip
+    ids, stored = results.read_embeddings(aligned.db, aligned.run_id, [i for i, _, _ in images])
     pipe = FacePipeline("catalog", None, aligned.run_id, aligned.db, batch_size=3)
     plan = pipe.plan
-    assert (plan.kind, plan.template, plan.landmark_run) == ("aligned", "arcface",
-                                                             aligned.landmarks)  # fmt: skip
+    assert (plan.kind, plan.template, plan.landmark_run) == (
+        "aligned",
+        "arcface",
+        aligned.landmarks,
+    )
     assert "embeddings' source" in plan.why
     out = pipe.run([aligned.images / p for _, _, p in images], keep_crops=True)
     assert all(f.landmarks is not None and f.landmarks.shape == (5, 2) for f in out.faces)
     assert out.timings["landmarks"] > 0
     # the landmarks are the ones align wrote to the catalog
-    marks = {r[0]: r[1:] for r in query(
-        aligned.db, "SELECT * EXCLUDE (run_id, nme, normaliser) FROM landmark_predictions "
-                    "WHERE run_id = ?", [aligned.landmarks])}  # fmt: skip
+    marks = {
+        r[0]: r[1:]
+        for r in query(
+            aligned.db,
+            "SELECT * EXCLUDE (run_id, nme, normaliser) FROM landmark_predictions WHERE run_id = ?",
+            [aligned.landmarks],
+        )
+    }
     for face, (image_id, _, _) in zip(out.faces, images, strict=True):
         np.testing.assert_allclose(face.landmarks.ravel(), marks[image_id], atol=1e-3)
     cos = (out.embeddings * stored).sum(axis=1)

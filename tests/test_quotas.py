@@ -14,8 +14,15 @@ from catalog.selection import select
 from catalog.synth import synthesize
 
 PARAMS = dict(
-    n_ids=40, min_images_per_id=20, images_per_id=20, holdout_ids=10, query_ids=5,
-    distractor_ids=5, train_per_id=14, val_per_id=3, test_per_id=3,
+    n_ids=40,
+    min_images_per_id=20,
+    images_per_id=20,
+    holdout_ids=10,
+    query_ids=5,
+    distractor_ids=5,
+    train_per_id=14,
+    val_per_id=3,
+    test_per_id=3,
 )
 
 
@@ -29,16 +36,21 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-
 def shares(db: Path) -> dict[str, float]:
-    row = query(db, "SELECT avg(Male::int), avg(Eyeglasses::int), avg(Wearing_Hat::int) "
-                "FROM selection JOIN attributes USING (image_id)")[0]
+    row = query(
+        db,
+        "SELECT avg(Male::int), avg(Eyeglasses::int), avg(Wearing_Hat::int) "
+        "FROM selection JOIN attributes USING (image_id)",
+    )[0]
     return dict(zip(["Male", "Eyeglasses", "Wearing_Hat"], row, strict=True))
 
 
 def identity_male_share(db: Path) -> float:
-    return query(db, "SELECT avg(m) FROM (SELECT identity, (avg(Male::int) >= 0.5)::int AS m "
-                 "FROM selection JOIN attributes USING (image_id) GROUP BY identity)")[0][0]
+    return query(
+        db,
+        "SELECT avg(m) FROM (SELECT identity, (avg(Male::int) >= 0.5)::int AS m "
+        "FROM selection JOIN attributes USING (image_id) GROUP BY identity)",
+    )[0][0]
 
 
 def test_quotas_are_met_within_one_point(db: Path) -> None:

@@ -52,9 +52,10 @@ def blocks(text: str) -> list[tuple[int, str, set[str], str]]:
 
 def test_every_code_block_says_whether_it_runs() -> None:
     undecided = [
-        (line, language) for line, language, words, _ in blocks(README.read_text())
+        (line, language)
+        for line, language, words, _ in blocks(README.read_text())
         if language in CODE_LANGUAGES and not words & {"runnable", "norun"}
-    ]  # fmt: skip
+    ]
     assert undecided == [], "mark each README code block 'runnable' or 'norun'"
     runnable = [b for b in blocks(README.read_text()) if "runnable" in b[2]]
     assert len(runnable) >= 8  # the tour, parameters, snapshots, Datasets, caches, models
@@ -95,8 +96,9 @@ def test_readme_examples_run(tmp_path: Path) -> None:
         else:
             command = ["bash", "-euo", "pipefail", "-c", code]
         start, cpu = time.perf_counter(), _children_cpu()
-        result = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True,
-                                timeout=300)  # fmt: skip
+        result = subprocess.run(
+            command, cwd=work, env=env, capture_output=True, text=True, timeout=300
+        )
         timings.append((line, time.perf_counter() - start, _children_cpu() - cpu))
         assert result.returncode == 0, (
             f"README.md block at line {line} failed ({result.returncode}):\n{code}\n"
@@ -111,5 +113,7 @@ def test_readme_examples_run(tmp_path: Path) -> None:
     assert (work / "celeba.duckdb").exists() and (work / "out" / "labels.csv").exists()
     assert (work / "ced.png").stat().st_size > 0 and (work / "stats.json").stat().st_size > 0
     assert list((work / "plots").glob("*.png"))
-    print("README blocks (line, wall s, CPU s):",
-          [(n, round(w, 1), round(c, 1)) for n, w, c in timings])
+    print(
+        "README blocks (line, wall s, CPU s):",
+        [(n, round(w, 1), round(c, 1)) for n, w, c in timings],
+    )

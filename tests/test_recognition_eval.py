@@ -28,17 +28,36 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     db = snapshot_catalog(root, ids=24, seed=11, style="easy")
     params = fitted_params(db, images_per_id=10)
     n = int(params["n_ids"])
-    select(db, **{**params, "holdout_ids": 6, "query_ids": 3, "query_images": 2,
-                  "distractor_ids": 3, "distractor_images": 3,
-                  "train_per_id": 6, "val_per_id": 2, "test_per_id": 2})  # fmt: skip
+    select(
+        db,
+        **{
+            **params,
+            "holdout_ids": 6,
+            "query_ids": 3,
+            "query_images": 2,
+            "distractor_ids": 3,
+            "distractor_images": 3,
+            "train_per_id": 6,
+            "val_per_id": 2,
+            "test_per_id": 2,
+        },
+    )
     create("h", db)
     assert n >= 12
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        config = tr.RecognizerTrainConfig(snapshot="h", source="bbox", size=32,
-                                          embedding_dim=32, batch_size=16, epochs=8, lr=3e-3,
-                                          loss="ce", out_dir=str(root / "ck"))  # fmt: skip
+        config = tr.RecognizerTrainConfig(
+            snapshot="h",
+            source="bbox",
+            size=32,
+            embedding_dim=32,
+            batch_size=16,
+            epochs=8,
+            lr=3e-3,
+            loss="ce",
+            out_dir=str(root / "ck"),
+        )
         run = tr.train_recognizer(config, db)
     finally:
         torch.set_num_threads(threads)
@@ -51,27 +70,48 @@ def db(trained: SimpleNamespace, tmp_path: Path) -> Path:
 
 
 def test_evaluation_writes_every_protocol(trained: SimpleNamespace, db: Path, tmp_path: Path):
-    out = ev.evaluate_recognizer(trained.run.run_id, db, by=["Eyeglasses"],
-                                 plots=tmp_path / "plots")  # fmt: skip
+    out = ev.evaluate_recognizer(
+        trained.run.run_id, db, by=["Eyeglasses"], plots=tmp_path / "plots"
+    )
     test, open_set = out.metrics["test"], out.metrics["open_set"]
-    for name in ("top1", "top5", "top1_centre", "verif_auc", "verif_eer",
-                 "verif_tpr@fpr=0.1", "triplet_acc"):  # fmt: skip
+    for name in (
+        "top1",
+        "top5",
+        "top1_centre",
+        "verif_auc",
+        "verif_eer",
+        "verif_tpr@fpr=0.1",
+        "triplet_acc",
+    ):
         assert 0 <= test[name] <= 1, name
     assert test["top5"] >= test["top1"]
-    for name in ("auc", "tpr@fpr=0.5", "tpr@fpr=0.05", "threshold@fpr=0.01", "tpir@fpir=0.1",
-                 "rank1"):  # fmt: skip
+    for name in (
+        "auc",
+        "tpr@fpr=0.5",
+        "tpr@fpr=0.05",
+        "threshold@fpr=0.01",
+        "tpir@fpir=0.1",
+        "rank1",
+    ):
         assert name in open_set, name
     # TPR falls as the FPR tightens, thresholds rise
     tprs = [open_set[f"tpr@fpr={f}"] for f in ("0.5", "0.2", "0.1", "0.05", "0.01", "0.001")]
     assert tprs == sorted(tprs, reverse=True)
     assert open_set["threshold@fpr=0.01"] >= open_set["threshold@fpr=0.5"]
     # the catalog holds them, at the checkpoint's epoch
-    stored = {(s, n): v for s, n, v in query(
-        db, "SELECT split, name, value FROM metrics WHERE run_id = ? AND split <> 'train' "
-            "AND split <> 'val'", [trained.run.run_id])}  # fmt: skip
+    stored = {
+        (s, n): v
+        for s, n, v in query(
+            db,
+            "SELECT split, name, value FROM metrics WHERE run_id = ? AND split <> 'train' "
+            "AND split <> 'val'",
+            [trained.run.run_id],
+        )
+    }
     assert stored[("test", "top1")] == pytest.approx(test["top1"])
     assert stored[("open_set", "threshold@fpr=0.01")] == pytest.approx(
-        open_set["threshold@fpr=0.01"])
+        open_set["threshold@fpr=0.01"]
+    )
     groups = {s for s, _ in stored if s.startswith("test:")}
     assert groups <= {"test:Eyeglasses=1", "test:Eyeglasses=-1"} and groups
     assert all(p.exists() and p.stat().st_size > 1000 for p in out.plots)
@@ -87,7 +127,9 @@ def test_embeddings_land_and_sql_finds_the_same_identity(trained: SimpleNamespac
     assert ids == sorted(ids) and len(ids) == n[0][0]
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, rtol=1e-5)
     # nearest neighbour of every training image, in SQL: mostly its own identity
-    rows = query(db, """
+    rows = query(
+        db,
+        """
         with train as (
             select e.image_id, e.embedding, s.identity from embeddings e
             join snapshot_images s on s.snapshot = 'h' and s.image_id = e.image_id
@@ -99,7 +141,9 @@ def test_embeddings_land_and_sql_finds_the_same_identity(trained: SimpleNamespac
             from train a join train b on a.image_id <> b.image_id
         )
         select avg((a_id = b_id)::int), count(distinct a_id) from ranked where r = 1
-    """, [trained.run.run_id])  # fmt: skip
+    """,
+        [trained.run.run_id],
+    )
     same, identities = rows[0]
     assert same > 5 / identities, (same, identities)
 
@@ -130,15 +174,13 @@ def test_report_compare_puts_runs_and_the_reference_side_by_side(
     out = ev.evaluate_recognizer(run_id, db)
     table = compare_runs(db, [run_id], reference=True)
     row = dict(zip(table.columns, table.rows[0], strict=True))
-    assert (row["run"], row["kind"], row["loss"], row["epochs"]) == (
-        run_id, "recognition", "ce", 8)
+    assert (row["run"], row["kind"], row["loss"], row["epochs"]) == (run_id, "recognition", "ce", 8)
     assert row["test top1"] == pytest.approx(out.metrics["test"]["top1"])
     assert row["open_set tpr@fpr=0.05"] == pytest.approx(out.metrics["open_set"]["tpr@fpr=0.05"])
     assert row["best val"].startswith("top1 ")
     names = [r[0] for r in table.rows]
     assert "reference: ArcFace" in names
-    arcface = dict(zip(table.columns, table.rows[names.index("reference: ArcFace")],
-                       strict=True))  # fmt: skip
+    arcface = dict(zip(table.columns, table.rows[names.index("reference: ArcFace")], strict=True))
     assert arcface["test top1"] == 0.93 and arcface["open_set tpr@fpr=0.05"] == 0.81
 
 
@@ -157,9 +199,28 @@ def test_the_recognition_commands(trained: SimpleNamespace, db: Path, tmp_path: 
         assert result.exit_code == 0, result.output
         return result.stdout  # progress bars go to stderr
 
-    out = run("train", "recognizer", "--snapshot", "h", "--source", "bbox", "--size", "32",
-              "--embedding-dim", "16", "--epochs", "1", "--max-batches", "2", "--batch-size",
-              "8", "--loss", "cosface", "--out", str(tmp_path / "ck"))  # fmt: skip
+    out = run(
+        "train",
+        "recognizer",
+        "--snapshot",
+        "h",
+        "--source",
+        "bbox",
+        "--size",
+        "32",
+        "--embedding-dim",
+        "16",
+        "--epochs",
+        "1",
+        "--max-batches",
+        "2",
+        "--batch-size",
+        "8",
+        "--loss",
+        "cosface",
+        "--out",
+        str(tmp_path / "ck"),
+    )
     assert "celebcat eval recognizer --run recognition-" in out
     run_id = results.list_runs(db, "recognition")[-1].run_id
     assert results.get_run(db, run_id).config["loss"] == "cosface"
@@ -170,6 +231,7 @@ def test_the_recognition_commands(trained: SimpleNamespace, db: Path, tmp_path: 
     table = json.loads(run("report", "compare", run_id, trained.run.run_id, "--json"))
     assert [r["run"] for r in table] == [run_id, trained.run.run_id]
     # a choice outside the enum is refused before any work
-    bad = runner.invoke(cli.app, ["train", "recognizer", "--snapshot", "h", "--loss", "soft",
-                                  "--db", str(db)])  # fmt: skip
+    bad = runner.invoke(
+        cli.app, ["train", "recognizer", "--snapshot", "h", "--loss", "soft", "--db", str(db)]
+    )
     assert bad.exit_code == 2 and "soft" in bad.output

@@ -86,11 +86,13 @@ def test_reference_loops_agree_on_the_hand_made_case_and_on_a_score_matrix() -> 
     assert sorted(neg) == sorted(ours.negatives.tolist())
     # A hand-made score matrix through the loops' score lookup: rows are indices.
     matrix = np.array(
-        [[1.0, 0.9, 0.3, 0.2, 0.4, 0.1],
-         [0.9, 1.0, 0.6, 0.35, 0.25, 0.45],
-         [0.3, 0.6, 1.0, 0.55, 0.5, 0.15],
-         [0.2, 0.35, 0.55, 1.0, 0.05, 0.7]]
-    )  # fmt: skip  # 4 query images (ids 0, 0, 1, 1) x (4 query + 2 distractor) columns
+        [
+            [1.0, 0.9, 0.3, 0.2, 0.4, 0.1],
+            [0.9, 1.0, 0.6, 0.35, 0.25, 0.45],
+            [0.3, 0.6, 1.0, 0.55, 0.5, 0.15],
+            [0.2, 0.35, 0.55, 1.0, 0.05, 0.7],
+        ]
+    )  # 4 query images (ids 0, 0, 1, 1) x (4 query + 2 distractor) columns
     idx = np.arange(6)[:, None]
     tprs, thresholds, pos, neg = bench.reference_ir_loops(
         idx[:4], [0, 0, 1, 1], idx[4:], fprs, score=lambda a, b: matrix[a[0], b[0]]

@@ -35,9 +35,12 @@ def _fake_runs(db: Path) -> tuple[str, str]:
     """A landmark run with predictions and a recognition run with embeddings and
     figures, on snapshot ``h``."""
     rng = np.random.default_rng(0)
-    rows = query(db, "SELECT s.image_id, s.identity, s.split, l.* EXCLUDE (image_id) FROM "
-                     "snapshot_images s JOIN landmarks l USING (image_id) WHERE s.snapshot = 'h' "
-                     "ORDER BY 1")  # fmt: skip
+    rows = query(
+        db,
+        "SELECT s.image_id, s.identity, s.split, l.* EXCLUDE (image_id) FROM "
+        "snapshot_images s JOIN landmarks l USING (image_id) WHERE s.snapshot = 'h' "
+        "ORDER BY 1",
+    )
     ids = [r[0] for r in rows]
     true = np.array([r[3:] for r in rows], np.float64).reshape(-1, 5, 2)
     pred = true + rng.normal(0, 2.0, true.shape) * np.linspace(0.2, 3, len(rows))[:, None, None]
@@ -51,9 +54,18 @@ def _fake_runs(db: Path) -> tuple[str, str]:
     results.log_metrics(db, lm, 2, "test", {"nme": float(nme.mean()), "failure_rate": 0.2})
     results.finish_run(db, lm)
 
-    rec = results.start_run(db, "recognition", {"backbone": "face_cpu", "loss": "arcface",
-                                                "size": 64, "source": "aligned",
-                                                "embedding_dim": 16}, "h")  # fmt: skip
+    rec = results.start_run(
+        db,
+        "recognition",
+        {
+            "backbone": "face_cpu",
+            "loss": "arcface",
+            "size": 64,
+            "source": "aligned",
+            "embedding_dim": 16,
+        },
+        "h",
+    )
     identities = np.array([r[1] for r in rows])
     directions = {i: rng.normal(size=16) for i in np.unique(identities)}
     vectors = np.stack([directions[i] + rng.normal(0, 0.8, 16) for i in identities])
@@ -61,9 +73,19 @@ def _fake_runs(db: Path) -> tuple[str, str]:
     results.log_metrics(db, rec, 0, "train", {"loss": 12.0})
     results.log_metrics(db, rec, 0, "val", {"top1": 0.5, "auc": 0.8})
     results.log_metrics(db, rec, 0, "test", {"top1": 0.61, "top5": 0.9, "verif_auc": 0.85})
-    results.log_metrics(db, rec, 0, "open_set", {
-        "tpr@fpr=0.1": 0.55, "threshold@fpr=0.1": 0.31, "tpr@fpr=0.01": 0.2,
-        "threshold@fpr=0.01": 0.62, "auc": 0.83})  # fmt: skip
+    results.log_metrics(
+        db,
+        rec,
+        0,
+        "open_set",
+        {
+            "tpr@fpr=0.1": 0.55,
+            "threshold@fpr=0.1": 0.31,
+            "tpr@fpr=0.01": 0.2,
+            "threshold@fpr=0.01": 0.62,
+            "auc": 0.83,
+        },
+    )
     results.finish_run(db, rec)
     return lm, rec
 
@@ -77,13 +99,25 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
 
     root = tmp_path_factory.mktemp("report")
     db = snapshot_catalog(root, ids=24, seed=5)
-    select(db, **{**fitted_params(db, images_per_id=8), "holdout_ids": 6, "query_ids": 3,
-                  "query_images": 2, "distractor_ids": 3, "distractor_images": 3,
-                  "train_per_id": 4, "val_per_id": 2, "test_per_id": 2})  # fmt: skip
+    select(
+        db,
+        **{
+            **fitted_params(db, images_per_id=8),
+            "holdout_ids": 6,
+            "query_ids": 3,
+            "query_images": 2,
+            "distractor_ids": 3,
+            "distractor_images": 3,
+            "train_per_id": 4,
+            "val_per_id": 2,
+            "test_per_id": 2,
+        },
+    )
     create("h", db)
     lm, rec = _fake_runs(db)
-    extra = H.Section("Extra", ["a note"], [H.Table("t", H.QueryResult(["a"], [(1,)]),
-                                                    marks=["ok"])])  # fmt: skip
+    extra = H.Section(
+        "Extra", ["a note"], [H.Table("t", H.QueryResult(["a"], [(1,)]), marks=["ok"])]
+    )
     path, notes = write_report(db, root / "out", sections=[extra], title="the test page")
     return SimpleNamespace(db=db, path=path, notes=notes, html=path.read_text(), lm=lm, rec=rec)
 
@@ -127,8 +161,11 @@ def test_the_figures_stand_beside_the_reference_and_the_worst_faces_are_worst(
     from catalog.reports import REFERENCE_ROWS
 
     html = page.html
-    for name in ("reference: ArcFace", "reference: softmax CE",
-                 "reference: landmarks (hourglass, argmax)"):  # fmt: skip
+    for name in (
+        "reference: ArcFace",
+        "reference: softmax CE",
+        "reference: landmarks (hourglass, argmax)",
+    ):
         assert name in html
     arcface = REFERENCE_ROWS["reference: ArcFace"]
     assert f">{arcface[('open_set', 'tpr@fpr=0.1')]:.4g}<" in html  # 0.86
@@ -138,11 +175,18 @@ def test_the_figures_stand_beside_the_reference_and_the_worst_faces_are_worst(
     assert [int(k) for k, _, _ in worst] == list(range(1, H.WORST + 1))
     values = [float(v) for _, _, v in worst]
     assert values == sorted(values, reverse=True)
-    test_ids = {r[0] for r in query(page.db, "SELECT image_id FROM snapshot_images "
-                                             "WHERE snapshot = 'h' AND split = 'test'")}
+    test_ids = {
+        r[0]
+        for r in query(
+            page.db, "SELECT image_id FROM snapshot_images WHERE snapshot = 'h' AND split = 'test'"
+        )
+    }
     assert {i for _, i, _ in worst} <= test_ids
-    top = query(page.db, "SELECT max(nme) FROM landmark_predictions p JOIN snapshot_images s "
-                         "USING (image_id) WHERE s.snapshot = 'h' AND s.split = 'test'")[0][0]
+    top = query(
+        page.db,
+        "SELECT max(nme) FROM landmark_predictions p JOIN snapshot_images s "
+        "USING (image_id) WHERE s.snapshot = 'h' AND s.split = 'test'",
+    )[0][0]
     assert values[0] == pytest.approx(top, abs=5e-4)
     assert '<tr class="ok">' in html
 
@@ -160,21 +204,43 @@ def test_report_html_command_writes_the_page(page: SimpleNamespace, tmp_path: Pa
 
     import cli
 
-    result = CliRunner().invoke(cli.app, ["report", "html", "--out", str(tmp_path / "r"),
-                                          "--run", page.rec, "--db", str(page.db)])
+    result = CliRunner().invoke(
+        cli.app,
+        ["report", "html", "--out", str(tmp_path / "r"), "--run", page.rec, "--db", str(page.db)],
+    )
     assert result.exit_code == 0, result.output
     html = (tmp_path / "r" / "index.html").read_text()
     assert 'id="recognizer"' in html and 'id="landmarks"' not in html  # only the run given
-    bad = CliRunner().invoke(cli.app, ["report", "html", "--out", str(tmp_path / "x"),
-                                       "--run", page.lm, "--run", page.lm, "--db", str(page.db)])
+    bad = CliRunner().invoke(
+        cli.app,
+        [
+            "report",
+            "html",
+            "--out",
+            str(tmp_path / "x"),
+            "--run",
+            page.lm,
+            "--run",
+            page.lm,
+            "--db",
+            str(page.db),
+        ],
+    )
     assert bad.exit_code != 0 and "Two landmarks runs given" in str(bad.exception)
 
 
 # --- in a real browser --------------------------------------------------------------------
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync")  # fmt: skip
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
 
 
 def chromium() -> str:
@@ -191,14 +257,23 @@ def chromium() -> str:
 
 def _browse(page_path: Path, profile: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1200,900",
-         *args, page_path.resolve().as_uri()],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            chromium(),
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            "--window-size=1200,900",
+            *args,
+            page_path.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_chromium_loads_the_page_with_every_image_and_no_console_message(
-    page: SimpleNamespace, tmp_path: Path,
+    page: SimpleNamespace,
+    tmp_path: Path,
 ) -> None:
     chromium()
     shot = tmp_path / "page.png"
@@ -207,8 +282,9 @@ def test_chromium_loads_the_page_with_every_image_and_no_console_message(
     image = Image.open(shot)
     assert image.size == (1200, 900)
     assert len(np.unique(np.asarray(image.convert("L")))) > 10  # a page was drawn, not a blank
-    dom = _browse(page.path, tmp_path / "profile2", "--dump-dom", "--enable-logging=stderr",
-                  "--v=0")  # fmt: skip
+    dom = _browse(
+        page.path, tmp_path / "profile2", "--dump-dom", "--enable-logging=stderr", "--v=0"
+    )
     assert dom.returncode == 0, dom.stderr[-2000:]
     n = len(re.findall(r"<img ", page.html))
     assert f'data-images="{n}/{n}"' in dom.stdout  # every image decoded (the inline check)

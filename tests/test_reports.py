@@ -29,19 +29,25 @@ def run(template_db: Path, tmp_path: Path) -> tuple[Path, str, dict[str, float]]
     ids = snapshot_ids(db)
     run_id = start_run(db, "landmarks", {"snapshot": "s"}, "s")
     errors = {i: 0.02 + 0.2 * (k % 4 == 0) + 0.001 * k for k, i in enumerate(ids)}
-    write_landmark_predictions(db, run_id, {
-        "image_id": ids, "landmarks": np.zeros((len(ids), 5, 2)),
-        "nme": [errors[i] for i in ids],
-    })  # fmt: skip
+    write_landmark_predictions(
+        db,
+        run_id,
+        {
+            "image_id": ids,
+            "landmarks": np.zeros((len(ids), 5, 2)),
+            "nme": [errors[i] for i in ids],
+        },
+    )
     return db, run_id, errors
 
 
 def _attrs(db: Path) -> dict[str, tuple[int, int]]:
     con = connect(db, read_only=True)
     try:
-        return {r[0]: (r[1], r[2]) for r in con.execute(
-            'SELECT image_id, "Male", "Eyeglasses" FROM attributes'
-        ).fetchall()}  # fmt: skip
+        return {
+            r[0]: (r[1], r[2])
+            for r in con.execute('SELECT image_id, "Male", "Eyeglasses" FROM attributes').fetchall()
+        }
     finally:
         con.close()
 
@@ -49,8 +55,15 @@ def _attrs(db: Path) -> dict[str, tuple[int, int]]:
 def test_grouped_by_male_and_eyeglasses(run: tuple[Path, str, dict[str, float]]) -> None:
     db, run_id, errors = run
     report = landmark_report(db, run_id, ["Male", "Eyeglasses"])
-    assert report.columns == ["Male", "Eyeglasses", "nme_mean", "nme_median", "failure_rate",
-                              "ced_auc", "images"]  # fmt: skip
+    assert report.columns == [
+        "Male",
+        "Eyeglasses",
+        "nme_mean",
+        "nme_median",
+        "failure_rate",
+        "ced_auc",
+        "images",
+    ]
     assert sum(r[-1] for r in report.rows) == len(errors)
     assert len({r[:2] for r in report.rows}) == len(report.rows) >= 2
     attrs = _attrs(db)
@@ -86,12 +99,17 @@ def test_unknown_attribute_and_run_are_refused(run: tuple[Path, str, dict[str, f
 def _truth_and_splits(db: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     con = connect(db, read_only=True)
     try:
-        truth = {r[0]: np.array(r[1:], dtype=np.float64).reshape(5, 2) for r in con.execute(
-            f"SELECT image_id, {', '.join(LANDMARK_COLUMNS)} FROM landmarks"
-        ).fetchall()}  # fmt: skip
-        splits = dict(con.execute(
-            "SELECT image_id, split FROM snapshot_images WHERE snapshot = 's'"
-        ).fetchall())  # fmt: skip
+        truth = {
+            r[0]: np.array(r[1:], dtype=np.float64).reshape(5, 2)
+            for r in con.execute(
+                f"SELECT image_id, {', '.join(LANDMARK_COLUMNS)} FROM landmarks"
+            ).fetchall()
+        }
+        splits = dict(
+            con.execute(
+                "SELECT image_id, split FROM snapshot_images WHERE snapshot = 's'"
+            ).fetchall()
+        )
     finally:
         con.close()
     return truth, splits
@@ -109,8 +127,9 @@ def shifted(template_db: Path, tmp_path: Path) -> tuple[Path, str, dict[str, np.
     iod = np.linalg.norm(points[:, 1] - points[:, 0] - [1, 0], axis=1)  # true eye distance
     per_landmark = np.arange(1, 6)[None, :] / iod[:, None]
     run_id = start_run(db, "landmarks", {"snapshot": "s"}, "s")
-    write_landmark_predictions(db, run_id, {"image_id": ids, "landmarks": points,
-                                            "nme": per_landmark.mean(axis=1)})  # fmt: skip
+    write_landmark_predictions(
+        db, run_id, {"image_id": ids, "landmarks": points, "nme": per_landmark.mean(axis=1)}
+    )
     return db, run_id, dict(zip(ids, per_landmark, strict=True))
 
 
@@ -143,8 +162,11 @@ def test_split_keeps_the_images_of_that_split_only(shifted) -> None:
     unused = sorted(i for i, s in splits.items() if s == "train")[:3]
     con = connect(db)
     try:  # (held-out identities' spare images have no split; this fixture has none)
-        con.execute("UPDATE snapshot_images SET split = NULL WHERE snapshot = 's' AND "
-                    "image_id IN (SELECT unnest(?))", [unused])  # fmt: skip
+        con.execute(
+            "UPDATE snapshot_images SET split = NULL WHERE snapshot = 's' AND "
+            "image_id IN (SELECT unnest(?))",
+            [unused],
+        )
     finally:
         con.close()
     assert landmark_errors(db, run_id, split="unused").image_ids == unused

@@ -31,7 +31,11 @@ def test_run_round_trip(db: Path):
     run = results.get_run(db, run_id)
     snap_hash = query(db, "SELECT hash FROM snapshots WHERE name = 's'")[0][0]
     assert (run.kind, run.snapshot, run.snapshot_hash, run.status) == (
-        "landmarks", "s", snap_hash, "running")
+        "landmarks",
+        "s",
+        snap_hash,
+        "running",
+    )
     assert run.config == {"lr": 1e-3, "out_dir": "x"}
     assert run.code_version.startswith("0.") and run.ended_at is None
 
@@ -39,7 +43,10 @@ def test_run_round_trip(db: Path):
     results.log_metrics(db, run_id, 0, "val", {"nme": 0.5, "nme_argmax": 0.6})
     results.log_metrics(db, run_id, 0, "train", {"loss": 1.5})  # upsert, no duplicate key
     assert results.get_metrics(db, run_id) == {
-        (0, "train", "loss"): 1.5, (0, "val", "nme"): 0.5, (0, "val", "nme_argmax"): 0.6}
+        (0, "train", "loss"): 1.5,
+        (0, "val", "nme"): 0.5,
+        (0, "val", "nme_argmax"): 0.6,
+    }
 
     results.finish_run(db, run_id, "interrupted")
     results.reopen_run(db, run_id)
@@ -69,16 +76,19 @@ def test_landmark_predictions(db: Path):
     run_id = results.start_run(db, "landmarks", {}, "s")
     points = np.arange(20, dtype=float).reshape(2, 5, 2)
     n = results.write_landmark_predictions(
-        db, run_id, {"image_id": ["000001.jpg", "000002.jpg"], "landmarks": points,
-                     "nme": [0.1, 0.2]})  # fmt: skip
+        db,
+        run_id,
+        {"image_id": ["000001.jpg", "000002.jpg"], "landmarks": points, "nme": [0.1, 0.2]},
+    )
     assert n == 2
     rows = query(db, "SELECT * FROM landmark_predictions ORDER BY image_id")
     assert rows[1] == (run_id, "000002.jpg", *range(10, 20), 0.2, "inter_ocular")
     # A DataFrame overwrites by (run_id, image_id); nme may be left out.
     import pandas as pd
 
-    frame = pd.DataFrame({"image_id": ["000001.jpg"], **{
-        c: [1.0] for c in results.LANDMARK_COLUMNS}})  # fmt: skip
+    frame = pd.DataFrame(
+        {"image_id": ["000001.jpg"], **{c: [1.0] for c in results.LANDMARK_COLUMNS}}
+    )
     results.write_landmark_predictions(db, run_id, frame)
     rows = query(db, "SELECT lefteye_x, nme FROM landmark_predictions ORDER BY image_id")
     assert rows[0] == (1.0, None) and rows[1] == (10.0, 0.2)
@@ -89,18 +99,24 @@ def test_landmark_predictions(db: Path):
 def test_predictions_table_of_an_older_catalog_gains_the_normaliser(db: Path):
     con = connect(db)
     try:  # the table as catalogs made before the column had it
-        con.execute("CREATE TABLE landmark_predictions (run_id VARCHAR, image_id VARCHAR, "
-                    + ", ".join(f"{c} DOUBLE" for c in results.LANDMARK_COLUMNS)
-                    + ", nme DOUBLE, PRIMARY KEY (run_id, image_id))")  # fmt: skip
-        con.execute("INSERT INTO landmark_predictions VALUES ('old', '000001.jpg', "
-                    + "0, " * 10 + "0.5)")  # fmt: skip
+        con.execute(
+            "CREATE TABLE landmark_predictions (run_id VARCHAR, image_id VARCHAR, "
+            + ", ".join(f"{c} DOUBLE" for c in results.LANDMARK_COLUMNS)
+            + ", nme DOUBLE, PRIMARY KEY (run_id, image_id))"
+        )
+        con.execute(
+            "INSERT INTO landmark_predictions VALUES ('old', '000001.jpg', " + "0, " * 10 + "0.5)"
+        )
     finally:
         con.close()
     run_id = results.start_run(db, "landmarks", {}, "s")
-    results.write_landmark_predictions(db, run_id, {
-        "image_id": ["000002.jpg"], "landmarks": np.zeros((1, 5, 2)), "nme": [0.1]})  # fmt: skip
+    results.write_landmark_predictions(
+        db, run_id, {"image_id": ["000002.jpg"], "landmarks": np.zeros((1, 5, 2)), "nme": [0.1]}
+    )
     assert query(db, "SELECT run_id, nme, normaliser FROM landmark_predictions ORDER BY 1") == [
-        (run_id, 0.1, "inter_ocular"), ("old", 0.5, "inter_ocular")]  # fmt: skip
+        (run_id, 0.1, "inter_ocular"),
+        ("old", 0.5, "inter_ocular"),
+    ]
 
 
 def test_embeddings_round_trip_and_sql_neighbours(db: Path):
@@ -108,19 +124,25 @@ def test_embeddings_round_trip_and_sql_neighbours(db: Path):
     ids = query(db, "SELECT image_id FROM snapshot_images WHERE snapshot = 's' ORDER BY 1")
     ids = [i for (i,) in ids][:6]
     # two tight clusters: images 0-2 near e0, images 3-5 near e1 (unnormalised on purpose)
-    vectors = np.array([[3, 0.1, 0], [2, 0, 0.1], [4, 0.2, 0.1], [0, 5, 0], [0.1, 2, 0],
-                        [0, 3, 0.2]], dtype=np.float64)  # fmt: skip
+    vectors = np.array(
+        [[3, 0.1, 0], [2, 0, 0.1], [4, 0.2, 0.1], [0, 5, 0], [0.1, 2, 0], [0, 3, 0.2]],
+        dtype=np.float64,
+    )
     assert results.write_embeddings(db, run_id, ids, vectors, source="bbox") == 6
     got_ids, got = results.read_embeddings(db, run_id)
     assert got_ids == sorted(ids) and got.shape == (6, 3) and got.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, rtol=1e-6)
     _, ordered = results.read_embeddings(db, run_id, ids[::-1])
     np.testing.assert_allclose(ordered[0], vectors[5] / np.linalg.norm(vectors[5]), rtol=1e-6)
-    near = query(db, """
+    near = query(
+        db,
+        """
         select b.image_id from embeddings a join embeddings b using (run_id)
         where a.run_id = ? and a.image_id = ? and b.image_id <> a.image_id
         order by list_cosine_similarity(a.embedding, b.embedding) desc limit 2
-    """, [run_id, ids[0]])  # fmt: skip
+    """,
+        [run_id, ids[0]],
+    )
     assert sorted(r[0] for r in near) == sorted(ids[1:3])
     results.write_embeddings(db, run_id, ids[:1], [[0, 0, 1]], source="bbox")  # overwrite
     assert len(results.read_embeddings(db, run_id)[0]) == 6

@@ -23,7 +23,6 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-
 def test_ingest_gives_back_the_ground_truth(synth_dir: Path, tmp_path: Path) -> None:
     db = tmp_path / "c.duckdb"
     result = ingest(synth_dir, db, workers=1)
@@ -49,8 +48,9 @@ def test_ingest_gives_back_the_ground_truth(synth_dir: Path, tmp_path: Path) -> 
     part = query(db, "SELECT partition FROM partitions ORDER BY image_id")
     assert [p for (p,) in part] == [int(p) for p in truth.partition]
     sizes = query(db, "SELECT width, height FROM images ORDER BY image_id")
-    assert sizes == [(int(w), int(h)) for w, h in zip(truth.poses.width, truth.poses.height,
-                                                        strict=True)]
+    assert sizes == [
+        (int(w), int(h)) for w, h in zip(truth.poses.width, truth.poses.height, strict=True)
+    ]
     assert query(db, "SELECT DISTINCT width, height FROM images_aligned") == [(178, 218)]
 
 
@@ -65,7 +65,13 @@ def test_the_txt_and_kaggle_layouts_load_the_same_tables(synth_dir: Path, tmp_pa
     ingest(kaggle, csv_db, scan_images=False)
     layouts = dict(query(csv_db, "SELECT table_name, layout FROM ingested_files"))
     assert layouts["attributes"] == "csv" and layouts["identities"] == "txt"
-    for name in ("attributes", "bboxes", "landmarks", "landmarks_aligned", "identities",
-                 "partitions"):
+    for name in (
+        "attributes",
+        "bboxes",
+        "landmarks",
+        "landmarks_aligned",
+        "identities",
+        "partitions",
+    ):
         sql = f"SELECT * FROM {name} ORDER BY image_id"
         assert query(txt_db, sql) == query(csv_db, sql), name

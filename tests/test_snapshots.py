@@ -16,8 +16,15 @@ from catalog.selection import select
 from catalog.synth import synthesize
 
 PARAMS = dict(
-    n_ids=10, min_images_per_id=20, images_per_id=20, holdout_ids=4, query_ids=2,
-    distractor_ids=2, train_per_id=14, val_per_id=3, test_per_id=3,
+    n_ids=10,
+    min_images_per_id=20,
+    images_per_id=20,
+    holdout_ids=4,
+    query_ids=2,
+    distractor_ids=2,
+    train_per_id=14,
+    val_per_id=3,
+    test_per_id=3,
 )
 
 
@@ -35,29 +42,38 @@ def half_up(value: float) -> int:
     return math.floor(value + 0.5)
 
 
-
 def test_snapshot_freezes_selection_split_and_labels(db: Path) -> None:
     snap = snapshots.create("base", db)
-    frozen = query(db, "SELECT image_id, identity, split FROM snapshot_images "
-                      "WHERE snapshot = 'base' ORDER BY 1")
-    current = query(db, "SELECT s.image_id, s.identity, r.split FROM selection s "
-                       "LEFT JOIN recognition_split r USING (image_id) ORDER BY 1")
+    frozen = query(
+        db,
+        "SELECT image_id, identity, split FROM snapshot_images WHERE snapshot = 'base' ORDER BY 1",
+    )
+    current = query(
+        db,
+        "SELECT s.image_id, s.identity, r.split FROM selection s "
+        "LEFT JOIN recognition_split r USING (image_id) ORDER BY 1",
+    )
     assert frozen == current
     assert snap.n_images == len(frozen) == 200 and snap.n_identities == 10
-    boxes = {r[0]: r[1:] for r in query(db, "SELECT image_id, x_1, y_1, x_2, y_2 "
-                                            "FROM snapshot_images")}
+    boxes = {
+        r[0]: r[1:] for r in query(db, "SELECT image_id, x_1, y_1, x_2, y_2 FROM snapshot_images")
+    }
     lines = "\n".join(
         f"{i}:{k}:{s or ''}:" + ",".join(str(v) for v in boxes[i] if v is not None)
         for i, k, s in frozen
     )
     assert snap.hash == hashlib.sha256(lines.encode()).hexdigest()
     # labels: contiguous 0..C-1 over the closed-set identities, none for held-out ones
-    labels = query(db, "SELECT identity, label FROM snapshot_labels WHERE snapshot = 'base' "
-                      "ORDER BY label")
+    labels = query(
+        db, "SELECT identity, label FROM snapshot_labels WHERE snapshot = 'base' ORDER BY label"
+    )
     assert [lab for _, lab in labels] == list(range(6))
     assert [k for k, _ in labels] == sorted(k for k, _ in labels)
-    held = query(db, "SELECT DISTINCT label FROM snapshot_images WHERE snapshot = 'base' "
-                    "AND split IN ('query', 'distractor')")
+    held = query(
+        db,
+        "SELECT DISTINCT label FROM snapshot_images WHERE snapshot = 'base' "
+        "AND split IN ('query', 'distractor')",
+    )
     assert held == [(None,)]
     assert snap.params["n_ids"] == 10 and snap.params["seed"] == 21
 
@@ -109,27 +125,42 @@ def test_face_boxes_shrink_and_clamp(tmp_path: Path) -> None:
     # Two identities x 2 images; one box runs past the image's right and bottom edges.
     boxes = {
         "000001.jpg": (100, 100, 200, 200),
-        "000002.jpg": (250, 300, 200, 200),   # image is 400 x 400: clamped
+        "000002.jpg": (250, 300, 200, 200),  # image is 400 x 400: clamped
         "000003.jpg": (0, 0, 120, 140),
         "000004.jpg": (10, 20, 300, 100),
     }
-    folder = write(tmp_path / "d", {
-        "list_attr_celeba.txt": attr_txt([attr_row(i) for i in boxes]),
-        "list_bbox_celeba.txt": bbox_txt(boxes),
-        "identity_CelebA.txt": pairs_txt({i: 1 + (n >= 2) for n, i in enumerate(boxes)}),
-    })
+    folder = write(
+        tmp_path / "d",
+        {
+            "list_attr_celeba.txt": attr_txt([attr_row(i) for i in boxes]),
+            "list_bbox_celeba.txt": bbox_txt(boxes),
+            "identity_CelebA.txt": pairs_txt({i: 1 + (n >= 2) for n, i in enumerate(boxes)}),
+        },
+    )
     (folder / "img_celeba").mkdir()
     for name in boxes:
         Image.new("RGB", (400, 400)).save(folder / "img_celeba" / name)
     db = tmp_path / "c.duckdb"
     ingest(folder, db, workers=1)
-    select(db, n_ids=2, min_images_per_id=2, images_per_id=2, holdout_ids=0, query_ids=0,
-           distractor_ids=0, train_per_id=2, val_per_id=0, test_per_id=0)
+    select(
+        db,
+        n_ids=2,
+        min_images_per_id=2,
+        images_per_id=2,
+        holdout_ids=0,
+        query_ids=0,
+        distractor_ids=0,
+        train_per_id=2,
+        val_per_id=0,
+        test_per_id=0,
+    )
     got = {r[0]: r[1:] for r in query(db, "SELECT image_id, x_1, y_1, x_2, y_2 FROM face_boxes")}
     for name, (x, y, w, h) in boxes.items():
         expect = (
-            max(half_up(x + w * 0.05 / 2), 0), max(half_up(y + h * 0.05 / 2), 0),
-            min(half_up(x + w * (1 - 0.05 / 2)), 400), min(half_up(y + h * (1 - 0.05 / 2)), 400),
+            max(half_up(x + w * 0.05 / 2), 0),
+            max(half_up(y + h * 0.05 / 2), 0),
+            min(half_up(x + w * (1 - 0.05 / 2)), 400),
+            min(half_up(y + h * (1 - 0.05 / 2)), 400),
         )
         assert got[name] == expect, name
     assert got["000002.jpg"][2:] == (400, 400)

@@ -205,9 +205,21 @@ def test_snapshot_statistics_cover_only_its_images(catalog_with_images: Path) ->
     # Every image clean, identities with >= 5 images eligible (104, 105, 106): two of
     # them, 5 images each, split 3/1/1 and nothing held out.
     select(
-        db, drop_blurry=0, min_box_w=0, min_box_h=0, min_images_per_id=5, n_ids=2,
-        images_per_id=5, holdout_ids=0, query_ids=0, distractor_ids=0, query_images=0,
-        distractor_images=0, train_per_id=3, val_per_id=1, test_per_id=1,
+        db,
+        drop_blurry=0,
+        min_box_w=0,
+        min_box_h=0,
+        min_images_per_id=5,
+        n_ids=2,
+        images_per_id=5,
+        holdout_ids=0,
+        query_ids=0,
+        distractor_ids=0,
+        query_images=0,
+        distractor_images=0,
+        train_per_id=3,
+        val_per_id=1,
+        test_per_id=1,
     )
     snapshots.create("small", db)
     con = duckdb.connect(str(db), read_only=True)
@@ -234,12 +246,26 @@ def test_thresholds_are_the_parameters_in_force_or_the_snapshots(
     db = catalog_with_images
     data = {i: d["identity"] for i, d in DATA.items()}
     _check(compute_stats(db), _expected(list(DATA), data))  # the defaults: 25, 100 x 100
-    select(db, drop_blurry=0, min_box_w=80, min_box_h=120, min_images_per_id=3, n_ids=3,
-           images_per_id=3, holdout_ids=0, train_per_id=1, val_per_id=1, test_per_id=1)
+    select(
+        db,
+        drop_blurry=0,
+        min_box_w=80,
+        min_box_h=120,
+        min_images_per_id=3,
+        n_ids=3,
+        images_per_id=3,
+        holdout_ids=0,
+        train_per_id=1,
+        val_per_id=1,
+        test_per_id=1,
+    )
     stats = compute_stats(db)
     _check(stats, _expected(list(DATA), data, many=3, box=(80, 120)))
-    assert stats.as_dict()["thresholds"] == {"min_images_per_id": 3, "min_box_w": 80,
-                                             "min_box_h": 120}  # fmt: skip
+    assert stats.as_dict()["thresholds"] == {
+        "min_images_per_id": 3,
+        "min_box_w": 80,
+        "min_box_h": 120,
+    }
     snapshots.create("then", db)
     select(db, min_box_w=100, min_box_h=100, min_images_per_id=6, images_per_id=3, n_ids=2)
     assert compute_stats(db).many_images == 6  # in force now
@@ -252,9 +278,23 @@ def test_thresholds_are_the_parameters_in_force_or_the_snapshots(
 def test_unknown_snapshot_names_the_known_ones(catalog_with_images: Path) -> None:
     with pytest.raises(snapshots.SnapshotError, match="There are none yet"):
         compute_stats(catalog_with_images, snapshot="nope")
-    select(catalog_with_images, drop_blurry=0, min_box_w=0, min_box_h=0, min_images_per_id=5,
-           n_ids=1, images_per_id=5, holdout_ids=0, query_ids=0, distractor_ids=0,
-           query_images=0, distractor_images=0, train_per_id=5, val_per_id=0, test_per_id=0)
+    select(
+        catalog_with_images,
+        drop_blurry=0,
+        min_box_w=0,
+        min_box_h=0,
+        min_images_per_id=5,
+        n_ids=1,
+        images_per_id=5,
+        holdout_ids=0,
+        query_ids=0,
+        distractor_ids=0,
+        query_images=0,
+        distractor_images=0,
+        train_per_id=5,
+        val_per_id=0,
+        test_per_id=0,
+    )
     snapshots.create("a1", catalog_with_images)
     with pytest.raises(snapshots.SnapshotError, match=r"No snapshot 'nope'\. Known: a1"):
         compute_stats(catalog_with_images, snapshot="nope")
@@ -289,7 +329,9 @@ def test_as_dict_holds_the_tables(catalog_without_images: Path) -> None:
     assert {r["attribute"] for r in out["attributes"]} == set(ATTRIBUTES)
     train = [d["identity"] for d in DATA.values() if d["partition"] == 0]
     assert out["partitions"][0] == {
-        "partition": "train", "images": len(train), "identities": len(set(train))
+        "partition": "train",
+        "images": len(train),
+        "identities": len(set(train)),
     }
 
 
@@ -299,8 +341,12 @@ def test_write_plots_writes_readable_pngs(
 ) -> None:
     db = catalog_with_images if with_images else catalog_without_images
     paths = write_plots(compute_stats(db), tmp_path / "plots")
-    expected = ["attribute_shares.png", "images_per_identity.png", "bbox_sizes.png",
-                "partitions.png"]
+    expected = [
+        "attribute_shares.png",
+        "images_per_identity.png",
+        "bbox_sizes.png",
+        "partitions.png",
+    ]
     if with_images:
         expected.insert(3, "image_sizes.png")
     assert [p.name for p in paths] == expected

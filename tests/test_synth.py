@@ -251,10 +251,23 @@ def test_celeba_like_distributions(full_pop: Population) -> None:
     assert 1.2 <= np.median(box[:, 3] / box[:, 2]) <= 1.4
     assert np.percentile(box[:, 3] / pop.poses.height, 99) <= 0.65
     rates = (pop.attributes > 0).mean(axis=0)
-    celeba = {"Male": 0.417, "Blurry": 0.051, "Eyeglasses": 0.065, "Wearing_Hat": 0.048,
-              "Smiling": 0.482, "Mouth_Slightly_Open": 0.483, "Bald": 0.022, "Bangs": 0.152,
-              "No_Beard": 0.835, "Attractive": 0.513, "Young": 0.774, "Heavy_Makeup": 0.387,
-              "Wearing_Lipstick": 0.472, "Black_Hair": 0.239, "Blond_Hair": 0.148}  # fmt: skip
+    celeba = {
+        "Male": 0.417,
+        "Blurry": 0.051,
+        "Eyeglasses": 0.065,
+        "Wearing_Hat": 0.048,
+        "Smiling": 0.482,
+        "Mouth_Slightly_Open": 0.483,
+        "Bald": 0.022,
+        "Bangs": 0.152,
+        "No_Beard": 0.835,
+        "Attractive": 0.513,
+        "Young": 0.774,
+        "Heavy_Makeup": 0.387,
+        "Wearing_Lipstick": 0.472,
+        "Black_Hair": 0.239,
+        "Blond_Hair": 0.148,
+    }
     for name, rate in celeba.items():
         assert abs(rates[COL[name]] - rate) < max(0.03, 0.2 * rate), name
     male = pop.attributes[:, COL["Male"]] > 0
@@ -336,9 +349,13 @@ def test_landmarks_inside_boxes_inside_images(dataset, full_pop: Population) -> 
     assert sizes.max() <= 500 and sizes.min() >= 128
     cases = [
         (file_box, file_lm.reshape(-1, 5, 2), sizes[:, 0], sizes[:, 1]),
-        (full_pop.layout.bbox, full_pop.layout.landmarks, full_pop.poses.width,
-         full_pop.poses.height),
-    ]  # fmt: skip
+        (
+            full_pop.layout.bbox,
+            full_pop.layout.landmarks,
+            full_pop.poses.width,
+            full_pop.poses.height,
+        ),
+    ]
     for box, lm, w, h in cases:
         x1, y1, bw, bh = box.T
         assert (x1 >= 0).all() and (y1 >= 0).all()
@@ -354,9 +371,15 @@ def test_yaw_shifts_nose_toward_the_turn() -> None:
     cols = {k: np.repeat(v[:1], 3) for k, v in pop.traits.columns().items()}
     yaw = np.array([-0.4, 0.0, 0.4])
     rel, _ = relative_layout(
-        cols, np.zeros(3), yaw, np.zeros(3), np.full(3, 200.0), np.ones((3, 4)), np.zeros(3, bool),
+        cols,
+        np.zeros(3),
+        yaw,
+        np.zeros(3),
+        np.full(3, 200.0),
+        np.ones((3, 4)),
         np.zeros(3, bool),
-    )  # fmt: skip
+        np.zeros(3, bool),
+    )
     nose_offset = rel[:, 2, 0] - rel[:, :2, 0].mean(axis=1)
     assert nose_offset[0] < -5 and abs(nose_offset[1]) < 1e-9 and nose_offset[2] > 5
     eye_gap = rel[:, 1, 0] - rel[:, 0, 0]
@@ -427,8 +450,10 @@ def test_eyeglasses_change_pixels_near_the_eyes_only(faces_pop: Population) -> N
         (lx, ly), (rx, ry) = off.landmarks[:2]
         d = rx - lx
         band = np.zeros_like(mask)
-        band[max(0, min(ly, ry) - int(0.6 * d)) : max(ly, ry) + int(0.6 * d),
-             max(0, lx - int(1.2 * d)) : rx + int(1.2 * d)] = True  # fmt: skip
+        band[
+            max(0, min(ly, ry) - int(0.6 * d)) : max(ly, ry) + int(0.6 * d),
+            max(0, lx - int(1.2 * d)) : rx + int(1.2 * d),
+        ] = True
         assert mask.sum() > 0.5 * d, i  # frames around both eyes at least
         assert (mask & band).sum() >= 0.98 * mask.sum(), i
         for x, y in off.landmarks[:2]:  # a rim around each eye

@@ -35,8 +35,9 @@ def straight(template: Path, tmp_path_factory: pytest.TempPathFactory) -> Simple
     config = tl.LandmarkTrainConfig(**TINY, out_dir=str(root / "ckpt"))
     epochs: list[dict] = []
     batches: list[tuple] = []
-    result = tl.train_landmarks(config, db, progress=epochs.append,
-                                on_batch=lambda *a: batches.append(a))  # fmt: skip
+    result = tl.train_landmarks(
+        config, db, progress=epochs.append, on_batch=lambda *a: batches.append(a)
+    )
     return SimpleNamespace(db=db, config=config, result=result, epochs=epochs, batches=batches)
 
 
@@ -59,8 +60,11 @@ def test_tiny_run_learns_and_lands_in_the_catalog(straight: SimpleNamespace):
     assert run.snapshot_hash == query(db, "SELECT hash FROM snapshots WHERE name = 's'")[0][0]
     assert run.config["max_batches_per_epoch"] == 3
     metrics = results.get_metrics(db, result.run_id)
-    assert set(metrics) == {(e, s, n) for e in (0, 1) for s, n in
-                            [("train", "loss"), ("val", "nme"), ("val", "nme_argmax")]}
+    assert set(metrics) == {
+        (e, s, n)
+        for e in (0, 1)
+        for s, n in [("train", "loss"), ("val", "nme"), ("val", "nme_argmax")]
+    }
     assert result.best_val_nme == min(metrics[e, "val", "nme"] for e in (0, 1))
     assert all(v > 0 and v == v for v in metrics.values())  # positive, not NaN
 
@@ -88,14 +92,16 @@ def test_resume_equals_uninterrupted(straight: SimpleNamespace, db: Path, tmp_pa
     assert resumed.run_id == run.run_id and resumed.epochs_done == 2
     assert results.get_run(db, run.run_id).status == "finished"
     assert results.get_metrics(db, run.run_id) == results.get_metrics(
-        straight.db, straight.result.run_id)
+        straight.db, straight.result.run_id
+    )
     a = tl.load_checkpoint(straight.result.best_checkpoint.parent)["model"]
     b = tl.load_checkpoint(resumed.best_checkpoint.parent)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
     with pytest.raises(ValueError, match="different lr"):
-        tl.train_landmarks(tl.LandmarkTrainConfig(**{**TINY, "lr": 0.1}), db,
-                           resume=resumed.best_checkpoint.parent)  # fmt: skip
+        tl.train_landmarks(
+            tl.LandmarkTrainConfig(**{**TINY, "lr": 0.1}), db, resume=resumed.best_checkpoint.parent
+        )
 
 
 def test_unknown_snapshot_is_a_clear_error(db: Path, tmp_path: Path):
@@ -136,8 +142,9 @@ def test_the_time_budget_stops_before_an_epoch_that_would_overrun(
     # past the budget) ran 2 epochs in both cases.
     clock = iter(range(0, 10_000, 20))
     monkeypatch.setattr(tl, "_clock", lambda: float(next(clock)))
-    config = tl.LandmarkTrainConfig(**{**TINY, "epochs": 5, "max_minutes": budget_s / 60},
-                                    out_dir=str(tmp_path))  # fmt: skip
+    config = tl.LandmarkTrainConfig(
+        **{**TINY, "epochs": 5, "max_minutes": budget_s / 60}, out_dir=str(tmp_path)
+    )
     assert tl.train_landmarks(config, db).epochs_done == epochs
 
 
@@ -169,28 +176,31 @@ def test_the_optimizer_follows_the_schedule(db: Path, tmp_path: Path, monkeypatc
         tl.train_landmarks(tl.LandmarkTrainConfig(**TINY, schedule="step"), db)
 
 
-@pytest.mark.parametrize("bad", [{"epochs": 0}, {"batch_size": 0},
-                                 {"max_batches_per_epoch": 0}, {"max_minutes": 0}])  # fmt: skip
+@pytest.mark.parametrize(
+    "bad", [{"epochs": 0}, {"batch_size": 0}, {"max_batches_per_epoch": 0}, {"max_minutes": 0}]
+)
 def test_settings_that_would_train_nothing_are_refused(db: Path, bad: dict) -> None:
     with pytest.raises(ValueError, match=f"{next(iter(bad))} must be"):
         tl.train_landmarks(tl.LandmarkTrainConfig(**{**TINY, **bad}), db)
     assert query(db, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'runs'")[0][0] == 0
 
 
-def test_a_checkpoint_from_before_schedules_resumes_at_a_constant_rate(
-    db: Path, tmp_path: Path
-):
+def test_a_checkpoint_from_before_schedules_resumes_at_a_constant_rate(db: Path, tmp_path: Path):
     config = tl.LandmarkTrainConfig(**{**TINY, "schedule": "constant"}, out_dir=str(tmp_path))
     run = tl.train_landmarks(config, db)
     last = run.best_checkpoint.parent / "last.pt"
     ckpt = torch.load(last, weights_only=False)
     del ckpt["config"]["schedule"]  # as runs saved before the field existed
     torch.save(ckpt, last)
-    resumed = tl.train_landmarks(tl.LandmarkTrainConfig(**{**TINY, "schedule": "constant",
-                                                           "epochs": 3},
-                                                        out_dir=str(tmp_path)),
-                                 db, resume=last)  # fmt: skip
+    resumed = tl.train_landmarks(
+        tl.LandmarkTrainConfig(
+            **{**TINY, "schedule": "constant", "epochs": 3}, out_dir=str(tmp_path)
+        ),
+        db,
+        resume=last,
+    )
     assert resumed.epochs_done == 3
     with pytest.raises(ValueError, match="different schedule"):
-        tl.train_landmarks(tl.LandmarkTrainConfig(**{**TINY, "epochs": 3},
-                                                  out_dir=str(tmp_path)), db, resume=last)
+        tl.train_landmarks(
+            tl.LandmarkTrainConfig(**{**TINY, "epochs": 3}, out_dir=str(tmp_path)), db, resume=last
+        )

@@ -13,8 +13,16 @@ from catalog import results
 from models import train_recognizer as tr
 
 #: face_cpu at 32 px, bbox crops, a 32-d embedding: seconds per epoch on a CPU.
-TINY = dict(snapshot="s", source="bbox", size=32, embedding_dim=32, batch_size=16,
-            epochs=3, lr=3e-3, augment=False)  # fmt: skip
+TINY = dict(
+    snapshot="s",
+    source="bbox",
+    size=32,
+    embedding_dim=32,
+    batch_size=16,
+    epochs=3,
+    lr=3e-3,
+    augment=False,
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +54,14 @@ def test_every_loss_trains_and_lands_in_the_catalog(db: Path, tmp_path: Path, lo
     assert losses[-1] < losses[0], losses
     run = results.get_run(db, result.run_id)
     assert (run.kind, run.status, run.config["loss"]) == ("recognition", "finished", loss)
-    names = {r[0] for r in query(db, "SELECT DISTINCT name FROM metrics WHERE run_id = ? "
-                                     "AND split = 'val'", [result.run_id])}  # fmt: skip
+    names = {
+        r[0]
+        for r in query(
+            db,
+            "SELECT DISTINCT name FROM metrics WHERE run_id = ? AND split = 'val'",
+            [result.run_id],
+        )
+    }
     assert names == ({"auc"} if loss == "triplet" else {"auc", "top1"})
     best = max(e[f"val_{result.metric}"] for e in epochs)
     assert result.best == pytest.approx(best)
@@ -58,8 +72,9 @@ def test_every_loss_trains_and_lands_in_the_catalog(db: Path, tmp_path: Path, lo
 def test_classifier_beats_chance_on_seen_identities(db: Path, tmp_path: Path):
     """Validation images are new images of the training identities: a few epochs of CE
     must rank well above chance (1/C)."""
-    config = tr.RecognizerTrainConfig(**{**TINY, "epochs": 6}, loss="ce",
-                                      out_dir=str(tmp_path / "ck"))  # fmt: skip
+    config = tr.RecognizerTrainConfig(
+        **{**TINY, "epochs": 6}, loss="ce", out_dir=str(tmp_path / "ck")
+    )
     result = tr.train_recognizer(config, db)
     n_classes = query(db, "SELECT count(*) FROM snapshot_labels WHERE snapshot = 's'")[0][0]
     assert result.best > 3 / n_classes, (result.best, n_classes)
@@ -71,13 +86,16 @@ def test_resume_matches_an_uninterrupted_run(db: Path, tmp_path: Path, loss: str
     constant rate: a cosine schedule is shaped by the epoch count, which extends)."""
     tiny = {**TINY, "schedule": "constant", "augment": True, "loss": loss, "mining": mining}
     straight = tr.train_recognizer(
-        tr.RecognizerTrainConfig(**tiny, out_dir=str(tmp_path / "a")), db)
+        tr.RecognizerTrainConfig(**tiny, out_dir=str(tmp_path / "a")), db
+    )
     first = tr.train_recognizer(
-        tr.RecognizerTrainConfig(**{**tiny, "epochs": 2}, out_dir=str(tmp_path / "b")), db)
+        tr.RecognizerTrainConfig(**{**tiny, "epochs": 2}, out_dir=str(tmp_path / "b")), db
+    )
     resumed = tr.train_recognizer(
-        tr.RecognizerTrainConfig(**tiny, out_dir=str(tmp_path / "b")), db,
+        tr.RecognizerTrainConfig(**tiny, out_dir=str(tmp_path / "b")),
+        db,
         resume=first.best_checkpoint.parent,
-    )  # fmt: skip
+    )
     assert resumed.run_id == first.run_id and resumed.epochs_done == 3
     a = tr.load_checkpoint(straight.best_checkpoint.parent / "last.pt")
     b = tr.load_checkpoint(resumed.best_checkpoint.parent / "last.pt")
@@ -111,10 +129,16 @@ def test_settings_are_checked_before_anything_runs(db: Path):
         tr.RecognizerTrainConfig(size=100)
     with pytest.raises(ValueError, match="K >= 2"):
         tr.RecognizerTrainConfig(loss="triplet", pk_images=1)
-    before = query(db, "SELECT count(*) FROM runs")[0][0] if query(
-        db, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'runs'")[0][0] else 0
+    before = (
+        query(db, "SELECT count(*) FROM runs")[0][0]
+        if query(db, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'runs'")[0][0]
+        else 0
+    )
     with pytest.raises(FileNotFoundError, match="align"):  # no alignment yet
         tr.train_recognizer(tr.RecognizerTrainConfig(**{**TINY, "source": "aligned"}), db)
-    after = query(db, "SELECT count(*) FROM runs")[0][0] if query(
-        db, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'runs'")[0][0] else 0
+    after = (
+        query(db, "SELECT count(*) FROM runs")[0][0]
+        if query(db, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'runs'")[0][0]
+        else 0
+    )
     assert after == before  # no run recorded for a run that could not start

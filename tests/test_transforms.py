@@ -151,9 +151,11 @@ def test_colour_jitter_and_tensor() -> None:
 
     photo = Image.fromarray(np.random.default_rng(2).integers(0, 256, (16, 16, 3), np.uint8))
     only = {"brightness": 0, "contrast": 0, "saturation": 0}
-    for name, enhancer in (("brightness", ImageEnhance.Brightness),
-                           ("contrast", ImageEnhance.Contrast),
-                           ("saturation", ImageEnhance.Color)):
+    for name, enhancer in (
+        ("brightness", ImageEnhance.Brightness),
+        ("contrast", ImageEnhance.Contrast),
+        ("saturation", ImageEnhance.Color),
+    ):
         aug = T.Augment(**{**only, name: 0.3})
         ours = T.jitter_colour(photo, aug, np.random.default_rng(5)) * 255
         factor = 1 + np.random.default_rng(5).uniform(-0.3, 0.3)

@@ -16,9 +16,18 @@ from catalog.synth import synthesize
 from catalog.views import apply_views, view_files
 
 PARAMS = dict(
-    n_ids=12, min_images_per_id=20, images_per_id=20, holdout_ids=4, query_ids=2,
-    distractor_ids=2, query_images=2, distractor_images=5, train_per_id=14, val_per_id=3,
-    test_per_id=3, seed=7,
+    n_ids=12,
+    min_images_per_id=20,
+    images_per_id=20,
+    holdout_ids=4,
+    query_ids=2,
+    distractor_ids=2,
+    query_images=2,
+    distractor_images=5,
+    train_per_id=14,
+    val_per_id=3,
+    test_per_id=3,
+    seed=7,
 )
 
 
@@ -36,16 +45,19 @@ def synth_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
-
 def reference(db: Path, p: dict) -> dict[str, object]:
     """The selection recomputed in plain Python from the raw tables."""
     blurry = dict(query(db, "SELECT image_id, Blurry FROM attributes"))
     identity = dict(query(db, "SELECT image_id, identity FROM identities"))
     boxes = {r[0]: r[1:] for r in query(db, "SELECT image_id, width, height FROM bboxes")}
     clean = sorted(
-        i for i in blurry
-        if not blurry[i] and i in identity and i in boxes
-        and boxes[i][0] >= 100 and boxes[i][1] >= 100
+        i
+        for i in blurry
+        if not blurry[i]
+        and i in identity
+        and i in boxes
+        and boxes[i][0] >= 100
+        and boxes[i][1] >= 100
     )
     per_id: dict[int, list[str]] = defaultdict(list)
     for i in clean:
@@ -79,8 +91,13 @@ def reference(db: Path, p: dict) -> dict[str, object]:
             split[i] = "distractor"
         elif r == "closed":
             split[i] = (
-                "train" if rank <= t else "val" if rank <= t + v else "test"
-                if rank <= t + v + s else None
+                "train"
+                if rank <= t
+                else "val"
+                if rank <= t + v
+                else "test"
+                if rank <= t + v + s
+                else None
             )
     return {
         "clean": clean,
@@ -96,23 +113,28 @@ def test_views_match_a_python_reference(synth_db: Path) -> None:
     assert [r[0] for r in query(synth_db, "SELECT image_id FROM clean_images ORDER BY 1")] == (
         ref["clean"]
     )
-    assert query(synth_db, "SELECT identity, n_clean FROM eligible_identities ORDER BY 1") == (
-        ref["eligible"]
+    assert (
+        query(synth_db, "SELECT identity, n_clean FROM eligible_identities ORDER BY 1")
+        == (ref["eligible"])
     )
-    assert [r[0] for r in query(synth_db, "SELECT identity FROM selected_identities ORDER BY 1")] \
-        == ref["selected"]
-    assert query(synth_db, "SELECT image_id, identity, pick_in_id FROM selection ORDER BY 1") == (
-        ref["selection"]
+    assert [
+        r[0] for r in query(synth_db, "SELECT identity FROM selected_identities ORDER BY 1")
+    ] == ref["selected"]
+    assert (
+        query(synth_db, "SELECT image_id, identity, pick_in_id FROM selection ORDER BY 1")
+        == (ref["selection"])
     )
-    assert query(synth_db, "SELECT image_id, split FROM recognition_split ORDER BY 1") == (
-        ref["split"]
+    assert (
+        query(synth_db, "SELECT image_id, split FROM recognition_split ORDER BY 1")
+        == (ref["split"])
     )
     assert len(ref["selected"]) == PARAMS["n_ids"]
 
 
 def test_split_sizes_and_no_identity_crosses_into_the_holdout(synth_db: Path) -> None:
-    sizes = dict(query(synth_db, "SELECT split, count(DISTINCT identity) FROM recognition_split "
-                                "GROUP BY 1"))
+    sizes = dict(
+        query(synth_db, "SELECT split, count(DISTINCT identity) FROM recognition_split GROUP BY 1")
+    )
     assert sizes == {"train": 8, "val": 8, "test": 8, "query": 2, "distractor": 2}
     per_id = query(
         synth_db, "SELECT identity, split, count(*) FROM recognition_split GROUP BY 1, 2"
@@ -158,10 +180,12 @@ def test_same_parameters_same_rows_after_reingest(synth_db: Path, tmp_path: Path
 def test_applying_views_twice_changes_nothing(synth_db: Path) -> None:
     con = duckdb.connect(str(synth_db))
     try:
-        first = [(v, con.execute(f"SELECT * FROM {v} ORDER BY ALL").fetchall())
-                 for v in apply_views(con)]
-        second = [(v, con.execute(f"SELECT * FROM {v} ORDER BY ALL").fetchall())
-                  for v in apply_views(con)]
+        first = [
+            (v, con.execute(f"SELECT * FROM {v} ORDER BY ALL").fetchall()) for v in apply_views(con)
+        ]
+        second = [
+            (v, con.execute(f"SELECT * FROM {v} ORDER BY ALL").fetchall()) for v in apply_views(con)
+        ]
     finally:
         con.close()
     assert first == second
@@ -172,8 +196,15 @@ def test_view_order_comes_from_dependencies() -> None:
     for view in view_files():
         for dep in view.depends_on:
             assert order.index(dep) < order.index(view.name)
-    assert {"clean_images", "eligible_identities", "selected_identities", "selection",
-            "face_boxes", "recognition_split", "attribute_shift"} <= set(order)
+    assert {
+        "clean_images",
+        "eligible_identities",
+        "selected_identities",
+        "selection",
+        "face_boxes",
+        "recognition_split",
+        "attribute_shift",
+    } <= set(order)
 
 
 def test_boundaries_24_25_images_and_100px_boxes(tmp_path: Path) -> None:
@@ -191,11 +222,14 @@ def test_boundaries_24_25_images_and_100px_boxes(tmp_path: Path) -> None:
             width = 99 if identity == 3 and k == 0 else 100
             boxes[name] = (0, 0, width, 100)
             ident[name] = identity
-    folder = write(tmp_path / "d", {
-        "list_attr_celeba.txt": attr_txt(attrs),
-        "list_bbox_celeba.txt": bbox_txt(boxes),
-        "identity_CelebA.txt": pairs_txt(ident),
-    })
+    folder = write(
+        tmp_path / "d",
+        {
+            "list_attr_celeba.txt": attr_txt(attrs),
+            "list_bbox_celeba.txt": bbox_txt(boxes),
+            "identity_CelebA.txt": pairs_txt(ident),
+        },
+    )
     db = tmp_path / "c.duckdb"
     ingest(folder, db, scan_images=False)
     assert query(db, "SELECT identity, n_clean FROM eligible_identities") == [(1, 25)]
@@ -226,8 +260,15 @@ def test_every_parameter_has_a_range_checked_on_set(synth_db: Path) -> None:
     out_of_range = r"box_shrink = 5 is out of range: .*0 <= box_shrink < 1"
     with pytest.raises(ParameterError, match=out_of_range):
         select(synth_db, box_shrink=5)
-    for bad in ({"box_shrink": 1}, {"box_shrink": -0.1}, {"drop_blurry": 2},
-                {"n_ids": 0}, {"images_per_id": 1.5}, {"seed": -1}, {"min_box_w": float("nan")}):
+    for bad in (
+        {"box_shrink": 1},
+        {"box_shrink": -0.1},
+        {"drop_blurry": 2},
+        {"n_ids": 0},
+        {"images_per_id": 1.5},
+        {"seed": -1},
+        {"min_box_w": float("nan")},
+    ):
         with pytest.raises(ParameterError, match=next(iter(bad))):
             select(synth_db, **bad)
     assert query(synth_db, "SELECT * FROM params ORDER BY 1") == before
@@ -245,12 +286,21 @@ def test_holdout_ids_alone_is_divided_between_queries_and_distractors(synth_db: 
     from catalog.selection import derive_holdout
 
     assert derive_holdout({"holdout_ids": 200}) == {
-        "holdout_ids": 200, "query_ids": 100, "distractor_ids": 100}  # fmt: skip
+        "holdout_ids": 200,
+        "query_ids": 100,
+        "distractor_ids": 100,
+    }
     assert derive_holdout({"holdout_ids": 5}) == {
-        "holdout_ids": 5, "query_ids": 3, "distractor_ids": 2}  # fmt: skip
+        "holdout_ids": 5,
+        "query_ids": 3,
+        "distractor_ids": 2,
+    }
     assert derive_holdout({"holdout_ids": 6, "query_ids": 1})["distractor_ids"] == 5
     assert derive_holdout({"holdout_ids": 6, "query_ids": 1, "distractor_ids": 1}) == {
-        "holdout_ids": 6, "query_ids": 1, "distractor_ids": 1}  # fmt: skip
+        "holdout_ids": 6,
+        "query_ids": 1,
+        "distractor_ids": 1,
+    }
     assert derive_holdout({"n_ids": 3}) == {"n_ids": 3}
     summary = select(synth_db, holdout_ids=2)  # used to be refused: query_ids 2 + 2 > 2
     assert (summary.params["query_ids"], summary.params["distractor_ids"]) == (1, 1)

@@ -117,13 +117,25 @@ def build_cache(
         if existing is not None and (
             not existing.skipped or (skip_bad and _still_skipped(existing.skipped, plan[1]))
         ):
-            return _info(existing.path, snapshot, snap.hash, size, source, len(existing),
-                         time.perf_counter() - start, built=False,
-                         skipped=existing.skipped)  # fmt: skip
-        stale = _has_cache_tables(con) and con.execute(
-            "SELECT count(*) FROM crop_caches WHERE hash = ? AND source = ? AND size = ?",
-            [snap.hash, source, size],
-        ).fetchone()[0] > 0  # fmt: skip
+            return _info(
+                existing.path,
+                snapshot,
+                snap.hash,
+                size,
+                source,
+                len(existing),
+                time.perf_counter() - start,
+                built=False,
+                skipped=existing.skipped,
+            )
+        stale = (
+            _has_cache_tables(con)
+            and con.execute(
+                "SELECT count(*) FROM crop_caches WHERE hash = ? AND source = ? AND size = ?",
+                [snap.hash, source, size],
+            ).fetchone()[0]
+            > 0
+        )
         tasks, skipped = plan or _plan(con, snapshot, skip_bad)
     finally:
         con.close()  # the decoding below needs no catalog: do not hold it open
@@ -137,9 +149,16 @@ def build_cache(
         return _frame(kept, size), tuple(sorted((*skipped, *failed), key=lambda b: b.image_id))
 
     return _write_cache(
-        db_path, snapshot, snap.hash, source, size, stale, shape,
+        db_path,
+        snapshot,
+        snap.hash,
+        source,
+        size,
+        stale,
+        shape,
         lambda array: _run(tasks, array, size, n_workers, progress, failed if skip_bad else None),
-        index, start,
+        index,
+        start,
     )
 
 
@@ -214,18 +233,32 @@ def store_crops(
     con = connect(db_path, read_only=True)
     try:
         snap = snapshots.get(con, snapshot)  # SnapshotError naming the known snapshots
-        wanted = {r[0] for r in con.execute(
-            "SELECT image_id FROM snapshot_images WHERE snapshot = ?", [snapshot]
-        ).fetchall()}  # fmt: skip
-        stale = _has_cache_tables(con) and con.execute(
-            "SELECT count(*) FROM crop_caches WHERE hash = ? AND source = ? AND size = ?",
-            [snap.hash, source, size],
-        ).fetchone()[0] > 0  # fmt: skip
+        wanted = {
+            r[0]
+            for r in con.execute(
+                "SELECT image_id FROM snapshot_images WHERE snapshot = ?", [snapshot]
+            ).fetchall()
+        }
+        stale = (
+            _has_cache_tables(con)
+            and con.execute(
+                "SELECT count(*) FROM crop_caches WHERE hash = ? AND source = ? AND size = ?",
+                [snap.hash, source, size],
+            ).fetchone()[0]
+            > 0
+        )
         # the crops were cut from these files: record their sizes, as build_cache does
-        sizes = dict(con.execute(
-            "SELECT image_id, file_size FROM images WHERE image_id IN "
-            "(SELECT image_id FROM snapshot_images WHERE snapshot = ?)", [snapshot]
-        ).fetchall()) if _has_table(con, "images") else {}  # fmt: skip
+        sizes = (
+            dict(
+                con.execute(
+                    "SELECT image_id, file_size FROM images WHERE image_id IN "
+                    "(SELECT image_id FROM snapshot_images WHERE snapshot = ?)",
+                    [snapshot],
+                ).fetchall()
+            )
+            if _has_table(con, "images")
+            else {}
+        )
     finally:
         con.close()
     given = set(ids) | {b.image_id for b in skipped}
@@ -242,12 +275,18 @@ def store_crops(
         left_out = sorted(skipped, key=lambda b: b.image_id)
         gone = {b.image_id for b in left_out}
         keep = np.array([i not in gone for i in ids], dtype=bool)
-        frame = _rows_frame([i for i in ids if i not in gone], np.arange(n)[keep], None,
-                            matrices[keep], [sizes.get(i) for i in ids if i not in gone])
+        frame = _rows_frame(
+            [i for i in ids if i not in gone],
+            np.arange(n)[keep],
+            None,
+            matrices[keep],
+            [sizes.get(i) for i in ids if i not in gone],
+        )
         return frame, tuple(left_out)
 
-    return _write_cache(db_path, snapshot, snap.hash, source, size, stale, shape, fill, index,
-                        start)  # fmt: skip
+    return _write_cache(
+        db_path, snapshot, snap.hash, source, size, stale, shape, fill, index, start
+    )
 
 
 def _copy_into(crops: np.ndarray, array: np.ndarray) -> None:
@@ -300,7 +339,8 @@ def _write_cache(
             if not len(frame):
                 raise _ImageError(
                     f"Every image of snapshot {snapshot!r} was skipped: nothing to cache "
-                    f"({', '.join(sorted({b.reason for b in skipped}))}).", skipped,
+                    f"({', '.join(sorted({b.reason for b in skipped}))}).",
+                    skipped,
                 )
             if stale:
                 _forget(db_path, hash_, source, size)
@@ -315,8 +355,9 @@ def _write_cache(
         except BaseException:
             final.unlink(missing_ok=True)  # no index row points at it (rolled back)
             raise
-    return _info(final, snapshot, hash_, size, source, len(frame), seconds, built=True,
-                 skipped=skipped)  # fmt: skip
+    return _info(
+        final, snapshot, hash_, size, source, len(frame), seconds, built=True, skipped=skipped
+    )
 
 
 def _open_reserved(path: Path, shape: tuple[int, ...]) -> np.memmap:
@@ -345,8 +386,10 @@ def _writing(folder: Path) -> Iterator[None]:
     try:
         yield
     except OSError as e:
-        raise CacheError(f"Crop cache: {files.write_problem(e, folder)}. The crops are stored "
-                         "next to the catalog; nothing was written.") from e
+        raise CacheError(
+            f"Crop cache: {files.write_problem(e, folder)}. The crops are stored "
+            "next to the catalog; nothing was written."
+        ) from e
 
 
 def _frame(rows: list[_Task], size: int) -> Any:
@@ -355,12 +398,18 @@ def _frame(rows: list[_Task], size: int) -> Any:
 
     boxes = np.array([t.box for t in rows], dtype=np.int64).reshape(-1, 4)
     matrices = np.array([box_to_square(t.box, size) for t in rows]).reshape(-1, 3, 3)
-    return _rows_frame([t.image_id for t in rows], np.array([t.row for t in rows]),
-                       boxes, matrices, [t.file_size for t in rows])  # fmt: skip
+    return _rows_frame(
+        [t.image_id for t in rows],
+        np.array([t.row for t in rows]),
+        boxes,
+        matrices,
+        [t.file_size for t in rows],
+    )
 
 
-def render_crop(src: str | os.PathLike[str], box: tuple[int, int, int, int], size: int
-                ) -> np.ndarray:  # fmt: skip
+def render_crop(
+    src: str | os.PathLike[str], box: tuple[int, int, int, int], size: int
+) -> np.ndarray:
     """The uint8 (size, size, 3) RGB crop of ``box`` (in-the-wild pixels, exclusive ends)
     from the image at ``src``: what a cache row holds.
 
@@ -391,13 +440,18 @@ def _plan(
     tasks = [
         _Task(k, str(image_id), str(path), tuple(int(v) for v in box), int(file_size))
         for k, (image_id, path, box, file_size) in enumerate(
-            zip(images.image_id, images.path, images.box, images.file_size, strict=True))
-    ]  # fmt: skip
+            zip(images.image_id, images.path, images.box, images.file_size, strict=True)
+        )
+    ]
     return tasks, images.skipped
 
 
 def _run(
-    tasks: list[_Task], array: np.ndarray, size: int, workers: int, progress: ProgressFn | None,
+    tasks: list[_Task],
+    array: np.ndarray,
+    size: int,
+    workers: int,
+    progress: ProgressFn | None,
     failed: list[BadImage] | None = None,
 ) -> None:
     """Crop every task into ``array[task.row]`` with ``workers`` threads.
@@ -421,7 +475,8 @@ def _run(
             if failed is None:
                 raise _ImageError(
                     f"image {task.image_id}: cropping {task.src}: {e}. Nothing was written. "
-                    + snapshots.DECODE_ADVICE, [bad],
+                    + snapshots.DECODE_ADVICE,
+                    [bad],
                 ) from e
             failed.append(bad)  # list.append is atomic: threads may share the list
 
@@ -431,5 +486,3 @@ def _run(
             progress(count[0], total)
 
     files.run_threads(tasks, one, workers, tick, name="crop-cache")
-
-

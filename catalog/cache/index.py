@@ -41,6 +41,7 @@ def source_kind(source: str) -> str:
     """``"aligned"`` for ``"aligned/arcface/truth"``; a plain source is its own kind."""
     return source.split("/", 1)[0]
 
+
 CACHE_DDL = """
 CREATE TABLE IF NOT EXISTS crop_caches (
     hash       VARCHAR NOT NULL,   -- the snapshot hash the crops were cut for
@@ -139,9 +140,12 @@ def find_cache(
 
 
 def _find_exact(
-    con: duckdb.DuckDBPyConnection, snapshot_hash: str, size: int, source: str,
+    con: duckdb.DuckDBPyConnection,
+    snapshot_hash: str,
+    size: int,
+    source: str,
     snapshot: str | None,
-) -> CropCache | None:  # fmt: skip
+) -> CropCache | None:
     row = con.execute(
         f"SELECT path, n_images, {_skipped_column(con)} FROM crop_caches "
         "WHERE hash = ? AND source = ? AND size = ?",
@@ -168,9 +172,15 @@ def _find_exact(
     matrices[:, :2, :] = top.reshape(-1, 2, 3)
     matrices[:, 2, 2] = 1.0
     return CropCache(
-        path, size, source, np.asarray(data["image_id"], dtype=str),
-        np.asarray(data["row"]), matrices, hash=snapshot_hash, skipped=_bad_images(row[2]),
-    )  # fmt: skip
+        path,
+        size,
+        source,
+        np.asarray(data["image_id"], dtype=str),
+        np.asarray(data["row"]),
+        matrices,
+        hash=snapshot_hash,
+        skipped=_bad_images(row[2]),
+    )
 
 
 def list_caches(db: str | os.PathLike[str] | None = None) -> list[CacheInfo]:
@@ -187,18 +197,23 @@ def list_caches(db: str | os.PathLike[str] | None = None) -> list[CacheInfo]:
     finally:
         con.close()
     return [
-        CacheInfo(_absolute(base, p), snap, h, size, source, n, secs, False, created,
-                  _bad_images(skipped))  # fmt: skip
+        CacheInfo(
+            _absolute(base, p), snap, h, size, source, n, secs, False, created, _bad_images(skipped)
+        )
         for p, snap, h, size, source, n, secs, created, skipped in rows
     ]
 
 
 def _skipped_column(con: duckdb.DuckDBPyConnection) -> str:
     """``skipped``, or NULL in a catalog whose caches predate it (read-only: not added)."""
-    return "skipped" if con.execute(
-        "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'crop_caches' "
-        "AND column_name = 'skipped'"
-    ).fetchone()[0] else "NULL::JSON"  # fmt: skip
+    return (
+        "skipped"
+        if con.execute(
+            "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'crop_caches' "
+            "AND column_name = 'skipped'"
+        ).fetchone()[0]
+        else "NULL::JSON"
+    )
 
 
 def _bad_images(stored: str | None) -> tuple[BadImage, ...]:
@@ -222,9 +237,11 @@ def drop_cache(
     con = connect(db)
     try:
         ensure_tables(con)
-        current = con.execute(
-            "SELECT hash FROM snapshots WHERE name = ?", [snapshot]
-        ).fetchone() if _has_table(con, "snapshots") else None  # fmt: skip
+        current = (
+            con.execute("SELECT hash FROM snapshots WHERE name = ?", [snapshot]).fetchone()
+            if _has_table(con, "snapshots")
+            else None
+        )
         where = "(snapshot = ? OR hash = ?::VARCHAR)"
         args: list[Any] = [snapshot, current[0] if current else None]
         if size is not None:
@@ -240,10 +257,12 @@ def drop_cache(
             args,
         ).fetchall()
         if not found:
-            known = sorted({
-                f"{r[0]} ({r[1]})"
-                for r in con.execute("SELECT snapshot, size FROM crop_caches").fetchall()
-            })
+            known = sorted(
+                {
+                    f"{r[0]} ({r[1]})"
+                    for r in con.execute("SELECT snapshot, size FROM crop_caches").fetchall()
+                }
+            )
             hint = f"Caches: {', '.join(known)}" if known else "There are no caches"
             raise CacheError(f"No crop cache for {snapshot!r} with these settings. {hint}.")
         with transaction(con):
@@ -312,51 +331,65 @@ def _boxes_differ(
     """Whether any snapshot of this hash (or ``snapshot``) has another box for an image."""
     if source != "bbox" or not _has_table(con, "snapshots"):
         return False  # not cut from the face box, or no snapshot to compare with
-    return bool(con.execute(
-        "SELECT count(*) FROM crop_cache_rows AS r "
-        "JOIN snapshots AS s ON s.hash = r.hash "
-        "JOIN snapshot_images AS i ON i.snapshot = s.name AND i.image_id = r.image_id "
-        "WHERE r.hash = ? AND r.source = ? AND r.size = ? AND (?::VARCHAR IS NULL OR s.name = ?) "
-        "AND (i.x_1, i.y_1, i.x_2, i.y_2) IS DISTINCT FROM (r.x_1, r.y_1, r.x_2, r.y_2)",
-        [hash_, source, size, snapshot, snapshot],
-    ).fetchone()[0])  # fmt: skip
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM crop_cache_rows AS r "
+            "JOIN snapshots AS s ON s.hash = r.hash "
+            "JOIN snapshot_images AS i ON i.snapshot = s.name AND i.image_id = r.image_id "
+            "WHERE r.hash = ? AND r.source = ? AND r.size = ? "
+            "AND (?::VARCHAR IS NULL OR s.name = ?) "
+            "AND (i.x_1, i.y_1, i.x_2, i.y_2) IS DISTINCT FROM (r.x_1, r.y_1, r.x_2, r.y_2)",
+            [hash_, source, size, snapshot, snapshot],
+        ).fetchone()[0]
+    )
 
 
 def _files_differ(con: duckdb.DuckDBPyConnection, hash_: str, source: str, size: int) -> bool:
     """Whether an image file was replaced since its crop was cut: the image index (a
     re-ingest scans the files again) gives another size than the one recorded."""
-    if not _has_table(con, "images") or not con.execute(
-        "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'crop_cache_rows' "
-        "AND column_name = 'file_size'"
-    ).fetchone()[0]:
+    if (
+        not _has_table(con, "images")
+        or not con.execute(
+            "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'crop_cache_rows' "
+            "AND column_name = 'file_size'"
+        ).fetchone()[0]
+    ):
         return False  # no index to compare with, or a cache from before sizes were kept
-    return bool(con.execute(
-        "SELECT count(*) FROM crop_cache_rows AS r JOIN images AS i USING (image_id) "
-        "WHERE r.hash = ? AND r.source = ? AND r.size = ? AND r.file_size IS NOT NULL "
-        "AND r.file_size <> i.file_size",
-        [hash_, source, size],
-    ).fetchone()[0])  # fmt: skip
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM crop_cache_rows AS r JOIN images AS i USING (image_id) "
+            "WHERE r.hash = ? AND r.source = ? AND r.size = ? AND r.file_size IS NOT NULL "
+            "AND r.file_size <> i.file_size",
+            [hash_, source, size],
+        ).fetchone()[0]
+    )
 
 
 def _rows_frame(
-    image_ids: list[str], rows: np.ndarray, boxes: np.ndarray | None, matrices: np.ndarray,
+    image_ids: list[str],
+    rows: np.ndarray,
+    boxes: np.ndarray | None,
+    matrices: np.ndarray,
     file_sizes: list[int] | None = None,
 ) -> Any:
     """The crop_cache_rows columns (less hash, source, size) as a DataFrame."""
     import pandas as pd
 
     matrices = np.asarray(matrices, dtype=np.float64).reshape(-1, 3, 3)
-    return pd.DataFrame({
-        "image_id": image_ids,
-        "row": np.asarray(rows, dtype=np.int32),
-        **{
-            c: boxes[:, k].astype(np.int32) if boxes is not None
-            else pd.array([None] * len(image_ids), dtype="Int32")
-            for k, c in enumerate(_BOX_COLUMNS)
-        },
-        **{c: matrices[:, k // 3, k % 3] for k, c in enumerate(_MATRIX_COLUMNS)},
-        "file_size": pd.array(file_sizes or [None] * len(image_ids), dtype="Int64"),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "image_id": image_ids,
+            "row": np.asarray(rows, dtype=np.int32),
+            **{
+                c: boxes[:, k].astype(np.int32)
+                if boxes is not None
+                else pd.array([None] * len(image_ids), dtype="Int32")
+                for k, c in enumerate(_BOX_COLUMNS)
+            },
+            **{c: matrices[:, k // 3, k % 3] for k, c in enumerate(_MATRIX_COLUMNS)},
+            "file_size": pd.array(file_sizes or [None] * len(image_ids), dtype="Int64"),
+        }
+    )
 
 
 def _record(
@@ -388,10 +421,17 @@ def _record(
             con.execute(
                 "INSERT INTO crop_caches (hash, source, size, snapshot, path, n_images, "
                 "seconds, created_at, skipped) VALUES (?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?)",
-                [hash_, source, size, snapshot, _relative(_catalog_dir(con), final),
-                 len(frame), seconds,
-                 json.dumps([b.as_dict() for b in skipped]) if skipped else None],
-            )  # fmt: skip
+                [
+                    hash_,
+                    source,
+                    size,
+                    snapshot,
+                    _relative(_catalog_dir(con), final),
+                    len(frame),
+                    seconds,
+                    json.dumps([b.as_dict() for b in skipped]) if skipped else None,
+                ],
+            )
     finally:
         con.close()
 
@@ -422,8 +462,15 @@ def _delete_index(con: duckdb.DuckDBPyConnection, hash_: str, source: str, size:
 
 
 def _info(
-    path: Path, snapshot: str, hash_: str, size: int, source: str, n: int, seconds: float,
-    *, built: bool, skipped: tuple[BadImage, ...] = (),
-) -> CacheInfo:  # fmt: skip
+    path: Path,
+    snapshot: str,
+    hash_: str,
+    size: int,
+    source: str,
+    n: int,
+    seconds: float,
+    *,
+    built: bool,
+    skipped: tuple[BadImage, ...] = (),
+) -> CacheInfo:
     return CacheInfo(path, snapshot, hash_, size, source, n, seconds, built, skipped=skipped)
-

@@ -20,7 +20,6 @@ class CacheError(CatalogError, RuntimeError):
     """A cache cannot be built or read; the message says which image or file, and why."""
 
 
-
 class CropCache:
     """Read access to one crop cache; pickles cheaply, opens its file lazily.
 
@@ -113,8 +112,11 @@ class CropCache:
                     "`celebcat cache build`."
                 ) from e
             expected = (int(self._rows.max()) + 1 if len(self) else 0, self.size, self.size, 3)
-            if array.dtype != np.uint8 or array.ndim != 4 or array.shape[0] < expected[0] or (
-                array.shape[1:] != expected[1:]
+            if (
+                array.dtype != np.uint8
+                or array.ndim != 4
+                or array.shape[0] < expected[0]
+                or (array.shape[1:] != expected[1:])
             ):
                 raise CacheError(
                     f"Crop cache {self.path} holds {array.dtype} {array.shape}, expected "
@@ -122,4 +124,3 @@ class CropCache:
                 )
             self._array, self._pid = array, os.getpid()
         return self._array
-

@@ -159,8 +159,9 @@ def _ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 20) -> tuple[n
 class _Painter:
     """Draws one face; holds the face-to-image transform of that image."""
 
-    def __init__(self, t: SimpleNamespace, p: SimpleNamespace, flags: dict[str, bool],
-                 landmarks: np.ndarray) -> None:  # fmt: skip
+    def __init__(
+        self, t: SimpleNamespace, p: SimpleNamespace, flags: dict[str, bool], landmarks: np.ndarray
+    ) -> None:
         self.t, self.p, self.f, self.lm = t, p, flags, landmarks.astype(np.float64)
         self.a = t.face_w / 2.0
         self.h = float(p.face_h)
@@ -192,8 +193,16 @@ class _Painter:
         """Points off the face (neck, clothes, hair outline): roll and scale, no turn."""
         return self._to_image(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
 
-    def anchored(self, x: np.ndarray, y: np.ndarray, ax: float, ay: float, target: np.ndarray,
-                 dz: float | np.ndarray = 0.0, adz: float = 0.0) -> np.ndarray:  # fmt: skip
+    def anchored(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        ax: float,
+        ay: float,
+        target: np.ndarray,
+        dz: float | np.ndarray = 0.0,
+        adz: float = 0.0,
+    ) -> np.ndarray:
         """Points drawn so that face-frame (ax, ay) lands exactly on pixel ``target``."""
         pts = self.pts(x, y, dz)
         anchor = self.pts(np.array([ax]), np.array([ay]), adz)[0]
@@ -388,8 +397,11 @@ class _Painter:
             x, y = _ellipse(t.mark2_x, t.mark2_y, 0.007, 0.007, 8)
             self.poly(self.pts(x, y), _rgb(t.skin, 0.45))
         if t.cleft:
-            self.polyline(self.pts(np.zeros(2), np.array([b - 0.055, b - 0.02])),
-                          _rgb(t.skin, 0.7), max(1, self.line // 2))  # fmt: skip
+            self.polyline(
+                self.pts(np.zeros(2), np.array([b - 0.055, b - 0.02])),
+                _rgb(t.skin, 0.7),
+                max(1, self.line // 2),
+            )
         if t.freckles:
             # The same pattern in every photo of the person: drawn from their own seed.
             frng = np.random.default_rng(int(t.freckles))

@@ -140,9 +140,12 @@ def relative_layout(
     )
     cr, sr = np.cos(roll)[:, None], np.sin(roll)[:, None]
     xp, yp = turn(
-        x, y, z, (np.cos(yaw)[:, None], np.sin(yaw)[:, None]),
+        x,
+        y,
+        z,
+        (np.cos(yaw)[:, None], np.sin(yaw)[:, None]),
         (np.cos(pitch)[:, None], np.sin(pitch)[:, None]),
-    )  # fmt: skip
+    )
     s = face_h[:, None]
     rel = np.stack([s * (cr * xp - sr * yp), s * (sr * xp + cr * yp)], axis=2)
 
@@ -152,10 +155,14 @@ def relative_layout(
     hx = face_h * np.sqrt((a * c) ** 2 + (HEAD_B * si) ** 2)
     hy = face_h * np.sqrt((a * si) ** 2 + (HEAD_B * c) ** 2)
     box = np.stack(
-        [-hx * box_jitter[:, 0], -hy * box_jitter[:, 1], hx * box_jitter[:, 2],
-         hy * box_jitter[:, 3]],
+        [
+            -hx * box_jitter[:, 0],
+            -hy * box_jitter[:, 1],
+            hx * box_jitter[:, 2],
+            hy * box_jitter[:, 3],
+        ],
         axis=1,
-    )  # fmt: skip
+    )
     # Never let the jitter cut a landmark out of the box.
     m = LANDMARK_BOX_MARGIN_PX
     box[:, 0] = np.minimum(box[:, 0], rel[:, :, 0].min(axis=1) - m)

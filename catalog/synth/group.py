@@ -34,8 +34,15 @@ from catalog import transforms as T
 from catalog.db import connect
 from catalog.errors import CatalogError
 
-__all__ = ["GroupError", "GroupFace", "GroupPhoto", "Portrait", "compose", "group_photo",
-           "pick_images"]  # fmt: skip
+__all__ = [
+    "GroupError",
+    "GroupFace",
+    "GroupPhoto",
+    "Portrait",
+    "compose",
+    "group_photo",
+    "pick_images",
+]
 
 
 class GroupError(CatalogError, ValueError):
@@ -94,11 +101,12 @@ def pick_images(
         raise GroupError(f"{len(roles)} roles for {len(identities)} identities")
     con = connect(db, read_only=True)
     try:
-        root = con.execute(
-            "SELECT value FROM catalog_info WHERE key = 'image_root'").fetchone()  # fmt: skip
+        root = con.execute("SELECT value FROM catalog_info WHERE key = 'image_root'").fetchone()
         if root is None or not root[0]:
-            raise GroupError("The catalog has no image index (ingested without images): a "
-                             "group photo needs the image files.")  # fmt: skip
+            raise GroupError(
+                "The catalog has no image index (ingested without images): a "
+                "group photo needs the image files."
+            )
         con.execute("CREATE TEMP TABLE _group_exclude (image_id VARCHAR)")
         if exclude:
             con.executemany("INSERT INTO _group_exclude VALUES (?)", [[i] for i in exclude])
@@ -126,10 +134,16 @@ def pick_images(
     out = []
     for k, identity in enumerate(identities):
         r = found[int(identity)]
-        out.append(Portrait(int(r[0]), str(r[1]), str(Path(root[0]) / r[2]),
-                            (float(r[3]), float(r[4]), float(r[5]), float(r[6])),
-                            np.asarray(r[7:17], np.float64).reshape(5, 2),
-                            roles[k] if roles is not None else ""))  # fmt: skip
+        out.append(
+            Portrait(
+                int(r[0]),
+                str(r[1]),
+                str(Path(root[0]) / r[2]),
+                (float(r[3]), float(r[4]), float(r[5]), float(r[6])),
+                np.asarray(r[7:17], np.float64).reshape(5, 2),
+                roles[k] if roles is not None else "",
+            )
+        )
     return out
 
 
@@ -149,8 +163,10 @@ def compose(
     if not portraits:
         raise GroupError("A group photo needs at least one face")
     if columns < 1 or tile < 32 or not 0 < face_share <= 1 or gap < 0 or not 0 <= jitter < 0.5:
-        raise GroupError(f"columns {columns}, tile {tile}, face_share {face_share}, gap {gap}, "
-                         f"jitter {jitter}: out of range")  # fmt: skip
+        raise GroupError(
+            f"columns {columns}, tile {tile}, face_share {face_share}, gap {gap}, "
+            f"jitter {jitter}: out of range"
+        )
     rng = np.random.default_rng([seed, len(portraits)])
     rows = math.ceil(len(portraits) / columns)
     step = tile + 2 * gap
@@ -177,18 +193,32 @@ def compose(
         to_tile = T.box_to_square(region_box, side)  # image pixels -> tile pixels
         pixels = T.warp(source, to_tile @ T.invert(to_source), side)
         # outside the image: its edge colours, not black (T.warp pads with zeros)
-        inside = T.warp(np.full(np.asarray(source).shape[:2], 255, np.uint8),
-                        to_tile @ T.invert(to_source), side) > 127  # fmt: skip
+        inside = (
+            T.warp(
+                np.full(np.asarray(source).shape[:2], 255, np.uint8),
+                to_tile @ T.invert(to_source),
+                side,
+            )
+            > 127
+        )
         if not inside.all():
-            pixels[~inside] = np.median(pixels[inside], axis=0).astype(np.uint8) \
-                if inside.any() else 127  # fmt: skip
-        canvas[y0:y0 + side, x0:x0 + side] = pixels
+            pixels[~inside] = (
+                np.median(pixels[inside], axis=0).astype(np.uint8) if inside.any() else 127
+            )
+        canvas[y0 : y0 + side, x0 : x0 + side] = pixels
         to_photo = T.translate(x0, y0) @ to_tile
         # box edges (exclusive ends) are half a pixel outside the pixels they bound
         corners = T.apply(to_photo, np.array([[bx, by], [bx + bw, by + bh]]) - 0.5) + 0.5
         box = tuple(float(v) for v in corners.reshape(-1))
-        faces.append(GroupFace(p.identity, p.image_id, p.role, box,  # type: ignore[arg-type]
-                               T.apply(to_photo, p.landmarks)))  # fmt: skip
+        faces.append(
+            GroupFace(
+                p.identity,
+                p.image_id,
+                p.role,
+                box,  # type: ignore[arg-type]
+                T.apply(to_photo, p.landmarks),
+            )
+        )
     return GroupPhoto(Image.fromarray(canvas), faces)
 
 

@@ -50,19 +50,50 @@ DEFAULT_STYLE = STYLES[0]
 #: hard style also varies the hair and facial hair ones (``LOOK_ATTRIBUTES``) per
 #: image: see :func:`identity_attributes`.
 IDENTITY_ATTRIBUTES: tuple[str, ...] = (
-    "Arched_Eyebrows", "Attractive", "Bald", "Bangs", "Big_Lips", "Big_Nose", "Black_Hair",
-    "Blond_Hair", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin", "Goatee",
-    "Gray_Hair", "High_Cheekbones", "Male", "Mustache", "Narrow_Eyes", "No_Beard",
-    "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline", "Sideburns",
-    "Straight_Hair", "Wavy_Hair", "Young",
-)  # fmt: skip
+    "Arched_Eyebrows",
+    "Attractive",
+    "Bald",
+    "Bangs",
+    "Big_Lips",
+    "Big_Nose",
+    "Black_Hair",
+    "Blond_Hair",
+    "Brown_Hair",
+    "Bushy_Eyebrows",
+    "Chubby",
+    "Double_Chin",
+    "Goatee",
+    "Gray_Hair",
+    "High_Cheekbones",
+    "Male",
+    "Mustache",
+    "Narrow_Eyes",
+    "No_Beard",
+    "Oval_Face",
+    "Pale_Skin",
+    "Pointy_Nose",
+    "Receding_Hairline",
+    "Sideburns",
+    "Straight_Hair",
+    "Wavy_Hair",
+    "Young",
+)
 IMAGE_ATTRIBUTES: tuple[str, ...] = tuple(a for a in ATTRIBUTES if a not in IDENTITY_ATTRIBUTES)
 #: What the hard style draws per image from today's hair (colour, style, fringe) and
 #: facial hair.
 LOOK_ATTRIBUTES: tuple[str, ...] = (
-    "Bangs", "Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair", "Straight_Hair", "Wavy_Hair",
-    "Goatee", "Mustache", "No_Beard", "Bald",
-)  # fmt: skip
+    "Bangs",
+    "Black_Hair",
+    "Blond_Hair",
+    "Brown_Hair",
+    "Gray_Hair",
+    "Straight_Hair",
+    "Wavy_Hair",
+    "Goatee",
+    "Mustache",
+    "No_Beard",
+    "Bald",
+)
 
 
 def check_style(style: str) -> str:
@@ -90,9 +121,18 @@ NEITHER, STRAIGHT, WAVY = range(3)
 # Colour palettes, RGB. Skin tones are shared by many identities on purpose: a
 # recogniser must not be able to tell people apart by colour alone.
 _SKIN = np.array(
-    [[241, 194, 170], [228, 176, 146], [234, 188, 156], [200, 148, 112], [178, 125, 92],
-     [144, 98, 68], [112, 74, 52], [88, 58, 42]], dtype=np.float64,
-)  # fmt: skip
+    [
+        [241, 194, 170],
+        [228, 176, 146],
+        [234, 188, 156],
+        [200, 148, 112],
+        [178, 125, 92],
+        [144, 98, 68],
+        [112, 74, 52],
+        [88, 58, 42],
+    ],
+    dtype=np.float64,
+)
 _SKIN_P = np.array([0.19, 0.18, 0.17, 0.15, 0.12, 0.08, 0.06, 0.05])
 _PALE_SKIN = np.array([[250, 224, 212], [247, 230, 222]], dtype=np.float64)
 _HAIR = {  # name -> (rgb, jitter)
@@ -262,12 +302,30 @@ class FaceTraits(_Columns):
 
 #: The constants the easy style's drawing used for the shape parameters above.
 _NEUTRAL_SHAPE: dict[str, float] = {
-    "chin_pow": 2.0, "temple": 0.0, "eye_tilt": 0.0, "iris": 1.0, "crease": 0.0,
-    "brow_len": 1.3, "brow_dx": 0.012, "brow_taper": 0.45, "nose_bridge": 0.018,
-    "nostril": 1.0, "lip_up": 0.85, "lip_lo": 1.1, "lip_bow": 0.007, "mouth_sag": 0.006,
-    "ear_dy": 0.07, "ear_w": 0.045, "mark2": False, "mark2_x": 0.0, "mark2_y": 0.0,
-    "cleft": False, "dimples": False, "freckles": 0, "contour": False,
-}  # fmt: skip
+    "chin_pow": 2.0,
+    "temple": 0.0,
+    "eye_tilt": 0.0,
+    "iris": 1.0,
+    "crease": 0.0,
+    "brow_len": 1.3,
+    "brow_dx": 0.012,
+    "brow_taper": 0.45,
+    "nose_bridge": 0.018,
+    "nostril": 1.0,
+    "lip_up": 0.85,
+    "lip_lo": 1.1,
+    "lip_bow": 0.007,
+    "mouth_sag": 0.006,
+    "ear_dy": 0.07,
+    "ear_w": 0.045,
+    "mark2": False,
+    "mark2_x": 0.0,
+    "mark2_y": 0.0,
+    "cleft": False,
+    "dimples": False,
+    "freckles": 0,
+    "contour": False,
+}
 
 
 @dataclass(frozen=True)
@@ -452,8 +510,9 @@ def order_images(
     return np.concatenate(blocks)
 
 
-def _pick(rng: np.random.Generator, palette: np.ndarray, p: np.ndarray | None, n: int,
-          jitter: float) -> np.ndarray:  # fmt: skip
+def _pick(
+    rng: np.random.Generator, palette: np.ndarray, p: np.ndarray | None, n: int, jitter: float
+) -> np.ndarray:
     idx = rng.choice(len(palette), size=n, p=p)
     return np.clip(palette[idx] + rng.normal(0.0, jitter, (n, 3)), 0, 255)
 
@@ -487,9 +546,10 @@ def draw_identities(ids: int, rng: np.random.Generator) -> tuple[np.ndarray, Fac
     style = np.where(bald, BALD, style)
     short = style == SHORT
     wave = np.where(
-        rng.random(ids) < np.where(short, 0.2, 0.28), STRAIGHT,
+        rng.random(ids) < np.where(short, 0.2, 0.28),
+        STRAIGHT,
         np.where(rng.random(ids) < np.where(short, 0.1, 0.5), WAVY, NEITHER),
-    )  # fmt: skip
+    )
     wave = np.where(style == CURLY, WAVY, np.where(bald, NEITHER, wave))
     bangs = has["Bangs"] & ~bald & (style != BUN)
     receding = has["Receding_Hairline"] & ~bald & ~bangs
@@ -705,9 +765,10 @@ def _wave(style: np.ndarray, u1: np.ndarray, u2: np.ndarray) -> np.ndarray:
     """Hair texture from two uniforms, at the easy style's rates for each style."""
     short = style == SHORT
     wave = np.where(
-        u1 < np.where(short, 0.2, 0.28), STRAIGHT,
+        u1 < np.where(short, 0.2, 0.28),
+        STRAIGHT,
         np.where(u2 < np.where(short, 0.1, 0.5), WAVY, NEITHER),
-    )  # fmt: skip
+    )
     return np.where(style == CURLY, WAVY, np.where(style == BALD, NEITHER, wave))
 
 
@@ -756,8 +817,9 @@ def draw_identities_hard(
     hair_cat = kin.choice(_hair_colour_p(male, young), spread=0.5)
     hair_rgb = np.clip(
         _HAIR_BASE[hair_cat] + rng.normal(0.0, 1.0, (ids, 3)) * _HAIR_JITTER[hair_cat, None],
-        0, 255,
-    )  # fmt: skip
+        0,
+        255,
+    )
     blond = hair_cat == _HAIR_NAMES.index("Blond_Hair")
     brow_rgb = np.where(blond[:, None], 0.7, 0.85) * hair_rgb
     brow_rgb = np.where(bald[:, None], np.array([60.0, 44.0, 36.0]), brow_rgb)
@@ -792,9 +854,7 @@ def draw_identities_hard(
         eye_rx=u(0.044, 0.076),
         eye_open=np.where(has["Narrow_Eyes"], u(0.24, 0.34), u(0.38, 0.7)),
         brow_gap=u(0.045, 0.1),
-        brow_thick=(
-            np.where(has["Bushy_Eyebrows"], u(0.03, 0.046), u(0.01, 0.024)) + 0.004 * male
-        ),
+        brow_thick=(np.where(has["Bushy_Eyebrows"], u(0.03, 0.046), u(0.01, 0.024)) + 0.004 * male),
         brow_tilt=u(-0.4, 0.4),
         brow_arch=np.where(has["Arched_Eyebrows"], u(0.03, 0.055), u(0.0, 0.02)),
         nose_len=nose_len,
@@ -909,8 +969,11 @@ def draw_looks(
     hair_rgb = _HAIR_BASE[cat] * shade + rng.normal(0.0, 1.0, (n, 3)) * _HAIR_JITTER[cat, None]
     hair_rgb = np.where(bald[:, None], traits.hair_rgb[identity], np.clip(hair_rgb, 0, 255))
     facial = {}
-    for name, rate in (("beard", _BEARD_RATE), ("goatee", _GOATEE_RATE),
-                       ("mustache", _MUSTACHE_RATE)):  # fmt: skip
+    for name, rate in (
+        ("beard", _BEARD_RATE),
+        ("goatee", _GOATEE_RATE),
+        ("mustache", _MUSTACHE_RATE),
+    ):
         keep = rng.random(n) < _KEEP_FACIAL_HAIR
         fresh = rng.random(n) < rate
         facial[name] = male & np.where(keep, getattr(traits, name)[identity], fresh)

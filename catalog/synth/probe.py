@@ -125,8 +125,9 @@ def probe_population(
         for i in index:
             face = render_face(*pop.face(int(i)), layout=pop.layout.row(int(i)))
             x, y, w, h = face.bbox
-            crop = face.image.resize((size, size), Image.Resampling.BILINEAR,
-                                     box=(x, y, x + w, y + h))  # fmt: skip
+            crop = face.image.resize(
+                (size, size), Image.Resampling.BILINEAR, box=(x, y, x + w, y + h)
+            )
             out.append(np.asarray(crop).reshape(-1))
         return np.stack(out)
 
