@@ -1820,11 +1820,23 @@ def eval_recognizer(
 
     Example: celebcat eval recognizer --run RUN --by Eyeglasses --plots plots/
     """
+    from models.distributed import is_main_process
     from models.recognition_eval import evaluate_recognizer
 
     if plots is not None:
         _needs("matplotlib")
     attrs = [a.strip() for a in by.split(",") if a.strip()] if by else []
+    if not is_main_process():  # under torchrun: rank 0 measures and reports
+        evaluate_recognizer(
+            run,
+            db,
+            by=attrs,
+            plots=plots,
+            batch_size=batch_size,
+            workers=workers,
+            skip_bad=skip_bad,
+        )
+        return
     with _progress() as (task, _):
         out = evaluate_recognizer(
             run,

@@ -1,8 +1,9 @@
 """What tests/test_distributed.py runs under torchrun, in one launch (start-up is most of
 its time), as the commands ``-m cli`` runs: ``celebcat train landmarks``, two
 ``celebcat train recognizer`` runs (ArcFace: a loss with weights; triplet: PK batches
-dealt out to the ranks), ``celebcat embed`` of the ArcFace run; then ``align`` with
-the landmark run (the library call: the command takes 64 px and more).
+dealt out to the ranks), ``celebcat embed`` and ``celebcat eval recognizer`` of the
+ArcFace run; then ``align`` with the landmark run (the library call: the command takes
+64 px and more).
 
     torchrun --standalone --nproc_per_node=2 tests/distributed_worker.py DB OUT
 
@@ -71,6 +72,19 @@ def main(db: str, out: str) -> None:
         done[loss] = results.list_runs(db, kind="recognition")[-1].run_id
     cli.app(
         ["embed", "--run", f"{out}/ck/{done['arcface']}", "--batch-size", "8", "--db", db],
+        standalone_mode=False,
+    )
+    cli.app(
+        [
+            "eval",
+            "recognizer",
+            "--run",
+            f"{out}/ck/{done['arcface']}",
+            "--batch-size",
+            "8",
+            "--db",
+            db,
+        ],
         standalone_mode=False,
     )
     aligned = align_run.align_snapshot(

@@ -179,6 +179,7 @@ def test_embed_and_align_write_what_one_process_writes(two: SimpleNamespace) -> 
     rank0 = two.ranks[0]
     assert rank0["aligned"][0] == rank0["aligned"][1] > 0
     assert two.printed.count(" embeddings (16-d, crops bbox) of snapshot s") == 1
+    assert two.printed.count("verif_tpr@fpr=0.001") == 1  # eval: rank 0's table alone
     # embed: the rows rank 0 wrote are one process's embeddings
     recognizer = recognition_eval.load_recognizer(two.work / "ck" / rank0["arcface"], two.db)
     one = recognition_eval.embed_snapshot(recognizer, db=two.db, batch_size=8, write=False)
@@ -196,7 +197,9 @@ def test_embed_and_align_write_what_one_process_writes(two: SimpleNamespace) -> 
     )
     sql = "SELECT * FROM landmark_predictions ORDER BY image_id"
     assert query(db, sql) == query(two.db, sql)
-    sql = "SELECT * FROM metrics WHERE split = 'test' ORDER BY ALL"
+    sql = (
+        f"SELECT * FROM metrics WHERE split = 'test' AND run_id = '{two.landmark_run}' ORDER BY ALL"
+    )
     assert query(db, sql) == query(two.db, sql) != []
     (theirs,) = (two.work / "c.crops").glob("*.npy")
     assert np.array_equal(np.load(mine.cache.path), np.load(theirs))
