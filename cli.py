@@ -641,8 +641,10 @@ def demo(
     figures and times, and writes one self-contained HTML page:
     OUT/report/index.html.
 
-    Measured: about 3 minutes on an idle 2-core machine (about 300 CPU
-    seconds; the step timings are printed at the end); --full about 12.
+    Measured: about 2¼ minutes on an idle 2-core machine (134 s wall, 226 CPU
+    seconds; the step timings are printed at the end); --full about 12. The
+    demo draws the easy synthetic population, which small models learn in
+    minutes.
 
     Example: celebcat demo --out ./celebcat-demo
     """
@@ -656,7 +658,9 @@ def demo(
     folder = steps.DemoFolder(out)
     console.rule("1. synthesise")
     with clock.step("synthesise"), _progress() as (task, _):
-        made = steps.synthesize_data(folder, ids=plan.ids, seed=seed, progress=task("images", 0))
+        made = steps.synthesize_data(
+            folder, ids=plan.ids, seed=seed, style=plan.style, progress=task("images", 0)
+        )
     console.print(f"{made.images} images of {made.ids} identities in {folder.data_dir}")
     console.rule("2. ingest")
     from catalog.ingest import IngestProgress
