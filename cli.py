@@ -790,13 +790,14 @@ def _demo_train(console: Any, folder: Any, plan: Any, clock: Any, seed: int) -> 
         f"photo {folder.photo}: {len(found.photo.faces)} people; {found.result.threshold.explain()}"
     )
     _print_rows(
-        ["who (truth)", "in gallery", "found (IoU)", "named", "cosine", "right"],
+        ["who (truth)", "in gallery", "found (IoU)", "named", "closest", "cosine", "right"],
         [
             (
                 r.identity,
                 "yes" if r.role == "gallery" else "no",
                 f"{r.iou:.2f}" if r.named is not None else "not found",
                 r.named or "",
+                r.closest or "",
                 r.cosine,
                 "yes" if r.right else "no",
             )
@@ -812,6 +813,8 @@ def _demo_train(console: Any, folder: Any, plan: Any, clock: Any, seed: int) -> 
         console.print(f"[yellow]note:[/yellow] {note}")
     _print_rows(*_as_pair(clock.table()), title="time per step")
     right = sum(r.right for r in found.rows)
+    known = [r for r in found.rows if r.role == "gallery" and r.named is not None]
+    closest = sum(r.closest == str(r.identity) for r in known)
     test, open_set = evaluated.metrics.get("test", {}), evaluated.metrics.get("open_set", {})
     console.print(
         f"\nSummary: landmarks test NME {aligned.test_metrics.get('nme', float('nan')):.4f}; "
@@ -819,7 +822,8 @@ def _demo_train(console: Any, folder: Any, plan: Any, clock: Any, seed: int) -> 
         f"{open_set.get('tpr@fpr=0.1', float('nan')):.3f} at FPR 0.1 and "
         f"{open_set.get('tpr@fpr=0.01', float('nan')):.3f} at FPR 0.01; the photo: "
         f"{sum(r.named is not None for r in found.rows)} of {len(found.rows)} faces found, "
-        f"{right} answered right."
+        f"{right} answered right; the closest gallery person of {closest} of the "
+        f"{len(known)} gallery people found was themselves."
     )
     console.print(f"Report: {page.resolve()} (one file: open it in a browser)")
 

@@ -144,6 +144,7 @@ class TruthRow:
     named: str | None  # the face's name (an identity or "unknown"); None: not detected
     cosine: float | None  # its best match's
     right: bool  # found, and named as themselves (gallery) or unknown (stranger)
+    closest: str | None = None  # the closest gallery identity, above the threshold or not
 
 
 def identify_rows(result: Any, truth: GroupPhoto, image: int = 0) -> tuple[list[TruthRow], int]:
@@ -187,6 +188,7 @@ def identify_rows(result: Any, truth: GroupPhoto, image: int = 0) -> tuple[list[
                 face.identity,
                 face.matches[0].cosine,
                 face.identity == expected,
+                face.matches[0].identity,
             )
         )
     return rows, len(faces) - len(taken_f)
@@ -223,6 +225,7 @@ def identify_section(
                 "cut from",
                 "found (IoU)",
                 "named",
+                "closest",
                 "cosine",
                 "right",
             ],
@@ -234,6 +237,7 @@ def identify_section(
                     r.image_id,
                     round(r.iou, 2) if r.named is not None else "not found",
                     r.named or "",
+                    r.closest or "",
                     r.cosine,
                     "yes" if r.right else "no",
                 )

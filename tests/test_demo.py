@@ -84,6 +84,9 @@ def test_demo_runs_every_step_and_twice_into_one_folder(
             assert result.exit_code == 0, result.output + repr(result.exception)
             for step in STEPS:
                 assert step in result.output, step
+            assert re.search(
+                r"the closest gallery person of \d+ of the\s+\d+ gallery", result.output
+            )
             pages.append((out / "report" / "index.html").read_text())
     finally:
         torch.set_num_threads(threads)
@@ -110,6 +113,7 @@ def test_demo_runs_every_step_and_twice_into_one_folder(
     rows = re.findall(r"<tr class=\"(ok|bad)\">", html)
     assert len(rows) == TINY.known + TINY.strangers
     assert html.count(">yes</td>") >= TINY.known  # the "in gallery" column at least
+    assert "<th>closest</th>" in html  # whom each face is closest to, named or not
 
 
 def test_the_photo_holds_gallery_people_from_images_the_snapshot_does_not_use(
