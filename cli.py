@@ -613,7 +613,7 @@ def demo(
         typer.Option(
             "--full",
             help="More identities and epochs: figures closer to what "
-            "the models reach (about 12 minutes on 2 idle cores).",
+            "the models reach (about 10 minutes on 2 idle cores).",
         ),
     ] = False,
     ids: Annotated[int | None, typer.Option(help=_demo_plan_help(), show_default=False)] = None,
@@ -642,7 +642,7 @@ def demo(
     OUT/report/index.html.
 
     Measured: about 2¼ minutes on an idle 2-core machine (134 s wall, 226 CPU
-    seconds; the step timings are printed at the end); --full about 12. The
+    seconds; the step timings are printed at the end); --full about 10 (613 s). The
     demo draws the easy synthetic population, which small models learn in
     minutes.
 
