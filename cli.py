@@ -94,6 +94,24 @@ DbOption = Annotated[
 CsvOption = Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON rows instead of a table.")]
 
+# Options the trainers share (train landmarks, recognizer, detector; workers and seed
+# also embed, eval and demo).
+TrainSnapshotOption = Annotated[str, typer.Option(help="Snapshot to train on (train/val splits).")]
+EpochsOption = Annotated[int, typer.Option(help="Epochs.")]
+LrOption = Annotated[float, typer.Option(help="AdamW learning rate.")]
+ScheduleOption = Annotated[
+    str, typer.Option(help="cosine (lr to lr/100 at the last epoch) or constant.")
+]
+MaxMinutesOption = Annotated[
+    float | None, typer.Option(help="Time budget: stop before an epoch likely to overrun it.")
+]
+MaxBatchesOption = Annotated[
+    int | None, typer.Option(help="Batches per epoch (short runs for demos).")
+]
+WorkersOption = Annotated[int, typer.Option(help="DataLoader workers.")]
+SeedOption = Annotated[int, typer.Option(help="Random seed.")]
+CheckpointsOption = Annotated[Path, typer.Option(help="Checkpoint folder.")]
+
 
 class UserError(Exception):
     """An error whose message is the whole story (no traceback)."""
@@ -617,7 +635,7 @@ def demo(
         ),
     ] = False,
     ids: Annotated[int | None, typer.Option(help=_demo_plan_help(), show_default=False)] = None,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: SeedOption = 0,
     train: Annotated[
         bool,
         typer.Option(
@@ -1311,25 +1329,19 @@ def _batch_bar(task: ProgressTask) -> Callable[[int, int, int, float], None]:
 @_user_errors(ValueError)  # models.train_landmarks checks its config with ValueError
 def train_landmarks_cmd(
     ctx: typer.Context,
-    snapshot: Annotated[str, typer.Option(help="Snapshot to train on (train/val splits).")],
+    snapshot: TrainSnapshotOption,
     preset: Annotated[
         str, typer.Option(help="Model: small (CPU-friendly), seed (the reference), paper.")
     ] = "small",
-    epochs: Annotated[int, typer.Option(help="Epochs.")] = 30,
+    epochs: EpochsOption = 30,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 16,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
-    schedule: Annotated[
-        str, typer.Option(help="cosine (lr to lr/100 at the last epoch) or constant.")
-    ] = "cosine",
-    max_minutes: Annotated[
-        float | None, typer.Option(help="Time budget: stop before an epoch likely to overrun it.")
-    ] = None,
-    max_batches: Annotated[
-        int | None, typer.Option(help="Batches per epoch (short runs for demos).")
-    ] = None,
-    workers: Annotated[int, typer.Option(help="DataLoader workers.")] = 0,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    out: Annotated[Path, typer.Option(help="Checkpoint folder.")] = Path("checkpoints"),
+    lr: LrOption = 1e-3,
+    schedule: ScheduleOption = "cosine",
+    max_minutes: MaxMinutesOption = None,
+    max_batches: MaxBatchesOption = None,
+    workers: WorkersOption = 0,
+    seed: SeedOption = 0,
+    out: CheckpointsOption = Path("checkpoints"),
     resume: Annotated[
         Path | None,
         typer.Option(
@@ -1608,7 +1620,7 @@ class Backbone(_Choice):
 @_plain_choices
 def train_recognizer_cmd(
     ctx: typer.Context,
-    snapshot: Annotated[str, typer.Option(help="Snapshot to train on (train/val splits).")],
+    snapshot: TrainSnapshotOption,
     loss: Annotated[
         RecognitionLoss,
         typer.Option(help="Softmax CE (label smoothing 0.1), ArcFace, CosFace or triplet."),
@@ -1631,21 +1643,15 @@ def train_recognizer_cmd(
     ] = "aligned",
     size: Annotated[int, typer.Option(help="Crop side in pixels (a multiple of 16).")] = 112,
     embedding_dim: Annotated[int, typer.Option(help="Embedding size.")] = 512,
-    epochs: Annotated[int, typer.Option(help="Epochs.")] = 30,
+    epochs: EpochsOption = 30,
     batch_size: Annotated[int, typer.Option(help="Batch size (triplet: P x K with K=4).")] = 64,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
-    schedule: Annotated[
-        str, typer.Option(help="cosine (lr to lr/100 at the last epoch) or constant.")
-    ] = "cosine",
-    max_minutes: Annotated[
-        float | None, typer.Option(help="Time budget: stop before an epoch likely to overrun it.")
-    ] = None,
-    max_batches: Annotated[
-        int | None, typer.Option(help="Batches per epoch (short runs for demos).")
-    ] = None,
-    workers: Annotated[int, typer.Option(help="DataLoader workers.")] = 0,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    out: Annotated[Path, typer.Option(help="Checkpoint folder.")] = Path("checkpoints"),
+    lr: LrOption = 1e-3,
+    schedule: ScheduleOption = "cosine",
+    max_minutes: MaxMinutesOption = None,
+    max_batches: MaxBatchesOption = None,
+    workers: WorkersOption = 0,
+    seed: SeedOption = 0,
+    out: CheckpointsOption = Path("checkpoints"),
     resume: Annotated[
         Path | None,
         typer.Option(
@@ -1727,7 +1733,7 @@ def embed(
         str | None, typer.Option(help="Snapshot to embed (default: the run's).")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 128,
-    workers: Annotated[int, typer.Option(help="DataLoader workers.")] = 0,
+    workers: WorkersOption = 0,
     skip_bad: Annotated[
         bool, typer.Option("--skip-bad", help="Leave out images that cannot be read.")
     ] = False,
@@ -1810,7 +1816,7 @@ def eval_recognizer(
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 128,
-    workers: Annotated[int, typer.Option(help="DataLoader workers.")] = 0,
+    workers: WorkersOption = 0,
     skip_bad: Annotated[
         bool, typer.Option("--skip-bad", help="Leave out images that cannot be read.")
     ] = False,
@@ -2221,29 +2227,23 @@ DeviceOption = Annotated[str, typer.Option(help="cpu, cuda or auto.")]
 @train_app.command("detector")
 def train_detector_cmd(
     ctx: typer.Context,
-    snapshot: Annotated[str, typer.Option(help="Snapshot to train on (train/val splits).")],
-    epochs: Annotated[int, typer.Option(help="Epochs.")] = 20,
+    snapshot: TrainSnapshotOption,
+    epochs: EpochsOption = 20,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 32,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 3e-3,
+    lr: LrOption = 3e-3,
     input_size: Annotated[
         int, typer.Option(help="Side of the letterboxed input square (a multiple of 32).")
     ] = 128,
     mosaic: Annotated[
         float, typer.Option(help="Share of training pictures made 2 x 2 mosaics (several faces).")
     ] = 0.3,
-    schedule: Annotated[
-        str, typer.Option(help="cosine (lr to lr/100 at the last epoch) or constant.")
-    ] = "cosine",
-    max_minutes: Annotated[
-        float | None, typer.Option(help="Time budget: stop before an epoch likely to overrun it.")
-    ] = None,
-    max_batches: Annotated[
-        int | None, typer.Option(help="Batches per epoch (short runs for demos).")
-    ] = None,
-    workers: Annotated[int, typer.Option(help="DataLoader workers.")] = 0,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    schedule: ScheduleOption = "cosine",
+    max_minutes: MaxMinutesOption = None,
+    max_batches: MaxBatchesOption = None,
+    workers: WorkersOption = 0,
+    seed: SeedOption = 0,
     device: DeviceOption = "auto",
-    out: Annotated[Path, typer.Option(help="Checkpoint folder.")] = Path("checkpoints"),
+    out: CheckpointsOption = Path("checkpoints"),
     resume: Annotated[
         Path | None,
         typer.Option(
