@@ -111,6 +111,13 @@ MaxBatchesOption = Annotated[
 WorkersOption = Annotated[int, typer.Option(help="DataLoader workers.")]
 SeedOption = Annotated[int, typer.Option(help="Random seed.")]
 CheckpointsOption = Annotated[Path, typer.Option(help="Checkpoint folder.")]
+ResumeOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Continue from a checkpoint or run folder (with its settings; "
+        "--epochs, --max-minutes, --workers, --out may change)."
+    ),
+]
 
 
 class UserError(Exception):
@@ -1342,13 +1349,7 @@ def train_landmarks_cmd(
     workers: WorkersOption = 0,
     seed: SeedOption = 0,
     out: CheckpointsOption = Path("checkpoints"),
-    resume: Annotated[
-        Path | None,
-        typer.Option(
-            help="Continue from a checkpoint or run folder (with its settings; "
-            "--epochs, --max-minutes, --workers, --out may change)."
-        ),
-    ] = None,
+    resume: ResumeOption = None,
     db: DbOption = None,
 ) -> None:
     """Train the stacked-hourglass landmark model; runs and metrics go to the catalog.
@@ -1652,13 +1653,7 @@ def train_recognizer_cmd(
     workers: WorkersOption = 0,
     seed: SeedOption = 0,
     out: CheckpointsOption = Path("checkpoints"),
-    resume: Annotated[
-        Path | None,
-        typer.Option(
-            help="Continue from a checkpoint or run folder (with its settings; "
-            "--epochs, --max-minutes, --workers, --out may change)."
-        ),
-    ] = None,
+    resume: ResumeOption = None,
     db: DbOption = None,
 ) -> None:
     """Train a face recognizer (backbone + loss); runs and metrics go to the catalog.
