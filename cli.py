@@ -742,7 +742,7 @@ def _demo_epochs(
 
 def _demo_train(console: Any, folder: Any, plan: Any, clock: Any, seed: int) -> None:
     """The demo's steps 5 to 12, from landmarks to the report."""
-    from models import demo as steps
+    from models.pipeline.faces import demo as steps
 
     console.rule("5. train landmarks (briefly: celebcat train landmarks for a real run)")
     with clock.step("train landmarks"):
@@ -1333,7 +1333,7 @@ def _batch_bar(task: ProgressTask) -> Callable[[int, int, int, float], None]:
 
 
 @train_app.command("landmarks")
-@_user_errors(ValueError)  # models.train_landmarks checks its config with ValueError
+@_user_errors(ValueError)  # models.landmarks.train checks its config with ValueError
 def train_landmarks_cmd(
     ctx: typer.Context,
     snapshot: TrainSnapshotOption,
@@ -1364,7 +1364,7 @@ def train_landmarks_cmd(
     Example: celebcat train landmarks --snapshot demo --preset small --epochs 5
     """
     from models.distributed import is_main_process
-    from models.train_landmarks import LandmarkTrainConfig, load_checkpoint, train_landmarks
+    from models.landmarks.train import LandmarkTrainConfig, load_checkpoint, train_landmarks
 
     if preset not in PRESETS:
         raise UserError(f"--preset {preset!r}: use one of {', '.join(PRESETS)}")
@@ -1408,7 +1408,7 @@ def train_landmarks_cmd(
 
 
 @app.command()
-@_user_errors(ValueError)  # models.align_run checks its arguments with ValueError
+@_user_errors(ValueError)  # models.alignment.snapshot checks its arguments with ValueError
 @_plain_choices
 def align(
     snapshot: Annotated[str, typer.Option(help="Snapshot whose images to align.")],
@@ -1462,7 +1462,7 @@ def align(
             "--run and --source truth exclude each other: truth aligns with the "
             "catalog's own landmarks, no run's; drop one of them"
         )
-    from models.align_run import align_snapshot
+    from models.alignment.snapshot import align_snapshot
     from models.distributed import is_main_process
 
     if not is_main_process():  # under torchrun: rank 0 reports, the others work quietly
@@ -1579,7 +1579,7 @@ def report_alignment(
 
     Example: celebcat report alignment --snapshot base-v1 --size 112
     """
-    from models.align_run import alignment_report
+    from models.alignment.snapshot import alignment_report
 
     result = alignment_report(db, snapshot, size)
     _print_rows(result.columns, result.rows, as_csv=as_csv, as_json=as_json)
@@ -1617,7 +1617,7 @@ class Backbone(_Choice):
 
 
 @train_app.command("recognizer")
-@_user_errors(ValueError)  # models.train_recognizer checks its config with ValueError
+@_user_errors(ValueError)  # models.recognition.train checks its config with ValueError
 @_plain_choices
 def train_recognizer_cmd(
     ctx: typer.Context,
@@ -1668,7 +1668,7 @@ def train_recognizer_cmd(
     Example: celebcat train recognizer --snapshot demo --loss arcface --epochs 10
     """
     from models.distributed import is_main_process
-    from models.train_recognizer import (
+    from models.recognition.train import (
         RecognizerTrainConfig,
         load_checkpoint,
         train_recognizer,
@@ -1751,7 +1751,7 @@ def embed(
     import torch
 
     from models.distributed import device, is_main_process, launched
-    from models.recognition_eval import embed_snapshot, load_recognizer
+    from models.recognition.evaluate import embed_snapshot, load_recognizer
 
     gpu = launched() and torch.cuda.is_available()  # torchrun: a GPU a process, if any
     recognizer = load_recognizer(run, db, device("cuda") if gpu else "cpu")
@@ -1830,7 +1830,7 @@ def eval_recognizer(
     Example: celebcat eval recognizer --run RUN --by Eyeglasses --plots plots/
     """
     from models.distributed import is_main_process
-    from models.recognition_eval import evaluate_recognizer
+    from models.recognition.evaluate import evaluate_recognizer
 
     if plots is not None:
         _needs("matplotlib")
@@ -1946,7 +1946,7 @@ def report_html(
     """
     if photo is not None:
         _needs("torch")
-    from models.report_html import photo_section, resolve_runs, write_report
+    from models.pipeline.report import photo_section, resolve_runs, write_report
 
     with _pipeline_one_line():
         sections = []
@@ -2174,8 +2174,8 @@ def snapshot_export(
 
 
 # ---------------------------------------------------------------------------
-# The face pipeline: train detector, gallery, identify (models/pipeline.py,
-# models/detectors.py, models/identify.py, catalog/gallery.py)
+# The face pipeline: train detector, gallery, identify (models/pipeline/faces.py,
+# models/detection/detectors.py, models/pipeline/identify.py, catalog/gallery.py)
 # ---------------------------------------------------------------------------
 
 
@@ -2258,7 +2258,7 @@ def train_detector_cmd(
 
     Example: celebcat train detector --snapshot demo --epochs 20
     """
-    from models.train_detector import (
+    from models.detection.train import (
         DetectorTrainConfig,
         evaluate_detector,
         load_checkpoint,
@@ -2381,7 +2381,7 @@ def gallery_add(
 
     Example: celebcat gallery add heldout --run RUN --snapshot demo --split query
     """
-    from models.identify import add_gallery
+    from models.pipeline.identify import add_gallery
 
     if (snapshot is None) == (folder is None):
         raise UserError("Give either --snapshot (with --split) or --folder.")
@@ -2531,7 +2531,7 @@ def identify_cmd(
 
     Example: celebcat identify photo.jpg --gallery friends --top 3 --draw out.png
     """
-    from models.identify import UNKNOWN, draw_faces, identify
+    from models.pipeline.identify import UNKNOWN, draw_faces, identify
 
     with _pipeline_one_line():
         result = identify(

@@ -3,7 +3,7 @@
 The cascade's square sits on brows, eyes and mouth; CelebA's box runs from the hair
 line to the chin. The pipeline crops detected boxes as the catalog's are cropped, so
 the Haar detector maps its squares onto the CelebA convention
-(``models.detectors.HAAR_TO_CELEBA``). This script fits that map on a catalog's
+(``models.detection.detectors.HAAR_TO_CELEBA``). This script fits that map on a catalog's
 images: each image's Haar detections, the one whose centre lies inside the true box
 and nearest its centre matched to it, then the medians of (centre offset / side,
 width / side, height / side). It prints the fit, the detection rate, and the IoU with
@@ -24,8 +24,8 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from catalog.db import connect  # noqa: E402
-from models.centernet import iou  # noqa: E402
-from models.detectors import HAAR_TO_CELEBA, HaarDetector, haar_to_celeba  # noqa: E402
+from models.detection.centernet import iou  # noqa: E402
+from models.detection.detectors import HAAR_TO_CELEBA, HaarDetector, haar_to_celeba  # noqa: E402
 
 IDENTITY = {"dx": 0.0, "dy": 0.0, "sw": 1.0, "sh": 1.0}
 

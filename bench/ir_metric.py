@@ -2,7 +2,7 @@
 
 Run:  python bench/ir_metric.py [--scales 1,10] [--fraction 0.1] [--dim 512] [--repeat 3]
 
-The protocol (models.recognition_metrics.open_set_verification): Nq query identities x
+The protocol (models.recognition.metrics.open_set_verification): Nq query identities x
 2 images and Nd distractor identities x 5 images; positives are the query-query pairs
 of one identity, negatives the query-query pairs of two identities and every
 query-distractor pair; TPR at FPR 0.5, 0.2, 0.1, 0.05, 0.01, 0.001 with the threshold
@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models import recognition_metrics as rm  # noqa: E402
+from models.recognition import metrics as rm  # noqa: E402
 
 QUERY_IMAGES, DISTRACTOR_IMAGES = 2, 5
 NOISE = 2.5

@@ -13,7 +13,7 @@
    places, flipped or not, 500 px JPEGs on disk, one face each) through one
    ``run`` (64 crops per forward pass): faces per second and where the time goes.
 3. **Gallery search**: one face (and a batch of 64) against 10,000 identities of
-   512-d centres (``models.identify.GalleryIndex``: one matrix product), beside the
+   512-d centres (``models.pipeline.identify.GalleryIndex``: one matrix product), beside the
    maximum over 5 images per identity, and 100,000 identities to show the scaling.
    The target is under 10 ms at 10,000.
 
@@ -45,7 +45,7 @@ from PIL import Image  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from models.pipeline import STAGES, FacePipeline  # noqa: E402
+from models.pipeline.faces import STAGES, FacePipeline  # noqa: E402
 
 TARGET_MS = 100.0
 SEARCH_TARGET_MS = 10.0
@@ -57,9 +57,9 @@ def build_runs(root: Path) -> dict[str, str]:
     from catalog.selection import fitted_params, select
     from catalog.snapshots import create
     from catalog.synth import synthesize
-    from models.align_run import align_snapshot
-    from models.train_landmarks import LandmarkTrainConfig, train_landmarks
-    from models.train_recognizer import RecognizerTrainConfig, train_recognizer
+    from models.alignment.snapshot import align_snapshot
+    from models.landmarks.train import LandmarkTrainConfig, train_landmarks
+    from models.recognition.train import RecognizerTrainConfig, train_recognizer
 
     synthesize(root / "data", ids=12, seed=1, workers=2)
     db = root / "c.duckdb"
@@ -130,7 +130,7 @@ def search_times(
 ) -> tuple[float, float, float]:
     """(build ms, one-query ms, 64-query ms) for a random gallery."""
     from catalog.gallery import Gallery, GalleryEntries
-    from models.identify import GalleryIndex
+    from models.pipeline.identify import GalleryIndex
 
     rng = np.random.default_rng(0)
     names = np.repeat(np.array([f"id{i:07d}" for i in range(n_ids)]), per_id)

@@ -58,8 +58,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from catalog.transforms import normalize_batch  # noqa: E402
-from models.backbones import n_parameters  # noqa: E402
-from models.losses import RecognitionLoss, make_loss  # noqa: E402
+from models.recognition.backbones import n_parameters  # noqa: E402
+from models.recognition.losses import RecognitionLoss, make_loss  # noqa: E402
 from models.registry import RECOGNITION, create_model, list_models  # noqa: E402
 
 WORK = ROOT / "bench" / "_work"

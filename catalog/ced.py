@@ -1,7 +1,7 @@
 """The cumulative error distribution (CED) of landmark errors, and its summaries.
 
 NumPy only, so reports in ``catalog`` and training in ``models`` share one
-definition (``models.metrics`` re-exports these for torch tensors). Errors are NME
+definition (``models.landmarks.metrics`` re-exports these for torch tensors). Errors are NME
 values, one per face; NaN (no prediction) counts as an infinite error.
 
 Conventions follow the face-alignment literature (300-W, WFLW): the failure rate is

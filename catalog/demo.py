@@ -4,7 +4,7 @@ photo the demo identifies; how big a demo is (:data:`PLANS`) and how long each o
 steps took (:class:`StepClock`).
 
 The training half (landmarks, alignment, recognizer, evaluation, detector, gallery,
-identify, the HTML report) is ``models.demo``; the CLI calls the steps in order and
+identify, the HTML report) is ``models.pipeline.demo``; the CLI calls the steps in order and
 prints what each returns. Running the demo again into the same folder replaces its
 data, catalog tables, snapshot, gallery and report (training runs and checkpoints of
 earlier demos stay, as any run does).

@@ -4,7 +4,7 @@ A gallery is a named set of face embeddings, each with the name of the person it
 shows, made by one recognizer run (embeddings of two runs are not comparable, so a
 gallery records its run and is only searched with it). It is built from a snapshot
 split (identity names: CelebA's identity numbers) or a folder with one subfolder per
-person (identity names: the subfolder names) by :mod:`models.identify`; this module
+person (identity names: the subfolder names) by :mod:`models.pipeline.identify`; this module
 only stores, lists, reads and drops them.
 
 This module owns two tables:

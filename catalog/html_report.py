@@ -5,7 +5,7 @@ images are embedded as base64 ``data:`` URIs and whose style is inline, so it op
 from disk in any browser, offline, with no server, and can be mailed as one file.
 
 This module assembles the page from what the catalog holds, and from PNG bytes it is
-given (figures made where torch or a model is needed: :mod:`models.report_html`):
+given (figures made where torch or a model is needed: :mod:`models.pipeline.report`):
 
 - :func:`stats_section`: the selection's statistics (:func:`catalog.stats.compute_stats`
   over a snapshot: summary, splits, face box sizes, attribute shares) and its plots;

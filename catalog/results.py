@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 #: How NME is normalised in the catalog: by the distance between the two true eye
-#: centres (models.metrics.nme's "inter_ocular"); stored with every prediction.
+#: centres (models.landmarks.metrics.nme's "inter_ocular"); stored with every prediction.
 NME_NORMALISER = "inter_ocular"
 
 RESULTS_DDL = f"""

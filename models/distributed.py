@@ -3,8 +3,8 @@
 ``torchrun --nproc_per_node=N -m cli train landmarks ...`` starts N copies of a
 command with ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and
 ``MASTER_PORT`` in their environment. The library functions that can use them
-(:func:`models.harness.train`, :func:`models.align_run.align_snapshot`,
-:func:`models.recognition_eval.embed_snapshot`) open a :func:`session`: one process
+(:func:`models.harness.train`, :func:`models.alignment.snapshot.align_snapshot`,
+:func:`models.recognition.evaluate.embed_snapshot`) open a :func:`session`: one process
 group (gloo on the CPU; where there is CUDA, NCCL for CUDA tensors and gloo for
 Python objects and CPU tensors), each process on the GPU of its ``LOCAL_RANK``
 (:func:`device`). Without torchrun (or with one process) nothing here does anything:

@@ -22,7 +22,8 @@ from typing import Any
 
 from torch import nn
 
-from models import backbones, hourglass
+from models.landmarks import hourglass
+from models.recognition import backbones
 
 __all__ = ["LANDMARKS", "RECOGNITION", "TASKS", "create_model", "list_models", "model_task"]
 
@@ -31,13 +32,13 @@ TASKS: tuple[str, ...] = (LANDMARKS, RECOGNITION)
 
 _MODELS: dict[str, dict[str, Callable[..., nn.Module]]] = {
     LANDMARKS: {
-        # Stacked hourglass landmark models (models/hourglass.py), input S -> heatmaps S/4.
+        # Stacked hourglass landmark models (models/landmarks/hourglass.py): S -> heatmaps S/4.
         "hourglass_seed": hourglass.hourglass_seed,  # the reference: 2 stacks, 256 ch, 256 -> 64
         "hourglass_paper": hourglass.hourglass_paper,  # Newell et al.: 8 stacks, 256 ch, 256 -> 64
         "hourglass_small": hourglass.hourglass_small,  # CPU-sized: 2 stacks, 64 ch, 128 -> 32
     },
     RECOGNITION: {
-        # ResNets with the ArcFace embedding head (models/backbones.py), 112 px -> 512-d.
+        # ResNets, ArcFace embedding head (models/recognition/backbones.py): 112 px -> 512-d.
         "resnet50": backbones.resnet50,  # He et al.'s ResNet-50: bottleneck 3-4-6-3, 64 wide
         "resnet18": backbones.resnet18,  # He et al.'s ResNet-18: basic 2-2-2-2, 64 wide
         "face_cpu": backbones.face_cpu,  # ResNet-10, 32 wide, stride-2 stem: CPU-sized

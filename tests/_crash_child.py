@@ -70,7 +70,8 @@ def register_tiny_model(setitem=None) -> None:
     ``setitem``: pytest's ``monkeypatch.setitem``, so that the test undoes it."""
     from functools import partial
 
-    from models import hourglass, registry
+    from models import registry
+    from models.landmarks import hourglass
 
     setitem = setitem or (lambda d, k, v: d.__setitem__(k, v))
     tiny = partial(hourglass.hourglass_small, stacks=1, depth=2, channels=16, input_size=64)
@@ -122,7 +123,7 @@ def main() -> None:
                 progress=lambda done, total: done == n and die(),
             )
         else:
-            from models.align_run import align_snapshot
+            from models.alignment.snapshot import align_snapshot
 
             align_snapshot(
                 None,
@@ -135,7 +136,7 @@ def main() -> None:
             )
     elif op == "train":
         import models.checkpoints as ck
-        from models import train_landmarks as tl
+        from models.landmarks import train as tl
 
         register_tiny_model()
 

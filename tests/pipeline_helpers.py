@@ -36,8 +36,8 @@ def trained_catalog(factory: pytest.TempPathFactory) -> SimpleNamespace:
         return _BUILT["recognizer"]
     from catalog.selection import fitted_params, select
     from catalog.snapshots import create
-    from models import recognition_eval as ev
-    from models import train_recognizer as tr
+    from models.recognition import evaluate as ev
+    from models.recognition import train as tr
 
     root = factory.mktemp("pipeline")
     db = snapshot_catalog(root, ids=24, seed=11)

@@ -17,9 +17,9 @@ from catalog.formats import LANDMARK_COLUMNS
 from catalog.reports import landmark_report
 from catalog.selection import fitted_params, select
 from catalog.snapshots import create, get
-from models.align_run import align_snapshot, alignment_report, resolve_checkpoint
-from models.alignment import ARCFACE_TEMPLATE_112, REFERENCE_TEMPLATE, template_points
-from models.train_landmarks import LandmarkTrainConfig, train_landmarks
+from models.alignment.similarity import ARCFACE_TEMPLATE_112, REFERENCE_TEMPLATE, template_points
+from models.alignment.snapshot import align_snapshot, alignment_report, resolve_checkpoint
+from models.landmarks.train import LandmarkTrainConfig, train_landmarks
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +229,7 @@ def test_alignments_of_one_size_coexist_and_the_newest_is_read(db: Path) -> None
 
 
 def test_collapsed_predictions_are_aligned_from_the_face_box(db: Path, monkeypatch) -> None:
-    import models.align_run as align_run
+    import models.alignment.snapshot as align_run
 
     images = align_run._snapshot_images(db, "s")
     collapsed = np.repeat(images.boxes[:, None, :2] + 20.0, 5, axis=1)  # one point per face

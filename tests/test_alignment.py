@@ -9,7 +9,7 @@ from PIL import Image
 from catalog import transforms as T
 from catalog.synth import make_population, render_face
 from catalog.synth.geometry import ALIGNED_TEMPLATE
-from models.alignment import (
+from models.alignment.similarity import (
     ARCFACE_TEMPLATE_112,
     REFERENCE_TEMPLATE,
     align_face,

@@ -1,4 +1,4 @@
-"""models.backbones and their registration: shapes, head, configs, registry tasks.
+"""models.recognition.backbones and their registration: shapes, head, configs, registry tasks.
 
 CPU, float32, synthetic tensors, batch 2 (the head's BatchNorm1d needs two samples in
 training mode); the whole file runs in a few seconds.
@@ -12,7 +12,13 @@ import pytest
 import torch
 from torch import nn
 
-from models.backbones import Backbone, BackboneConfig, BasicBlock, IBasicBlock, n_parameters
+from models.recognition.backbones import (
+    Backbone,
+    BackboneConfig,
+    BasicBlock,
+    IBasicBlock,
+    n_parameters,
+)
 from models.registry import RECOGNITION, create_model, list_models, model_task
 
 BACKBONES = list_models(RECOGNITION)

@@ -31,7 +31,7 @@ from catalog.ingest import ingest
 from catalog.problems import check_decode
 from catalog.selection import fitted_params, select
 from catalog.snapshots import SnapshotImageError, create, get, read_images
-from models.align_run import align_snapshot
+from models.alignment.snapshot import align_snapshot
 
 SIZE = 32
 
@@ -263,7 +263,7 @@ def test_align_skip_bad_with_a_landmark_run(cat: SimpleNamespace, tmp_path: Path
     """Predicted landmarks skip the missing file too, with no crop cache built first."""
     import torch
 
-    from models.train_landmarks import LandmarkTrainConfig, train_landmarks
+    from models.landmarks.train import LandmarkTrainConfig, train_landmarks
 
     torch.set_num_threads(1)
     run = train_landmarks(

@@ -21,10 +21,10 @@ from conftest import query, snapshot_catalog
 
 from catalog import results
 from models import checkpoints
-from models.align_run import align_snapshot
+from models.alignment.snapshot import align_snapshot
 from models.checkpoints import CheckpointError, load_weights
+from models.landmarks.train import LandmarkTrainConfig, load_checkpoint, train_landmarks
 from models.registry import create_model
-from models.train_landmarks import LandmarkTrainConfig, load_checkpoint, train_landmarks
 
 
 class Payload:

@@ -373,7 +373,7 @@ def test_choices_are_refused_when_parsed_before_any_work(tmp_path: Path) -> None
 def test_choices_match_the_library() -> None:
     from catalog.cache import SOURCES as CACHE_SOURCES
     from catalog.synth import LAYOUTS
-    from models.align_run import SOURCES, TEMPLATES
+    from models.alignment.snapshot import SOURCES, TEMPLATES
 
     assert [c.value for c in cli.Layout] == list(LAYOUTS)
     assert [c.value for c in cli.Template] == list(TEMPLATES)
@@ -657,7 +657,7 @@ def test_library_constants_live_in_one_place() -> None:
 
 
 def test_choices_reach_the_library_as_plain_values(monkeypatch: pytest.MonkeyPatch) -> None:
-    import models.align_run
+    import models.alignment.snapshot
 
     seen: dict = {}
 
@@ -665,7 +665,7 @@ def test_choices_reach_the_library_as_plain_values(monkeypatch: pytest.MonkeyPat
         seen.update(kwargs)
         raise cli.UserError("stop")
 
-    monkeypatch.setattr(models.align_run, "align_snapshot", fake)
+    monkeypatch.setattr(models.alignment.snapshot, "align_snapshot", fake)
     runner.invoke(
         cli.app,
         ["align", "--snapshot", "s", "--run", "r", "--size", "224", "--template", "arcface"],

@@ -227,8 +227,8 @@ def _references(template: Path, tmp_path: Path, ingest_args: dict) -> dict[str, 
         "source": "bbox",
         "pixels": cache_pixels(db, 48, "bbox"),
     }
-    from models import train_landmarks as tl
-    from models.align_run import align_snapshot
+    from models.alignment.snapshot import align_snapshot
+    from models.landmarks import train as tl
 
     db = copy("align")
     info = align_snapshot(None, "s", db, size=112, source="truth", workers=1).cache
@@ -253,7 +253,7 @@ def _again(s: Scenario) -> None:
     elif s.op == "cache":
         build_cache("s", s.db, size=48, workers=1)
     else:
-        from models.align_run import align_snapshot
+        from models.alignment.snapshot import align_snapshot
 
         align_snapshot(None, "s", s.db, size=112, source="truth", workers=1)
 
@@ -264,7 +264,7 @@ def _check_training(s: Scenario, reference: dict, what: str) -> None:
     import torch
 
     from catalog import results
-    from models import train_landmarks as tl
+    from models.landmarks import train as tl
 
     (run,) = results.list_runs(s.db)
     assert run.status == "died", what  # marked 'running' by a process that is gone

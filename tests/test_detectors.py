@@ -12,8 +12,8 @@ from PIL import Image
 
 from catalog import transforms as T
 from catalog.detection import DetectionDataset, letterbox_matrix, map_boxes
-from models import centernet as cn
-from models.detectors import (
+from models.detection import centernet as cn
+from models.detection.detectors import (
     CatalogDetector,
     DetectorError,
     HaarDetector,
@@ -151,7 +151,7 @@ def test_nms_keeps_the_best_of_overlapping_boxes() -> None:
 
 
 def test_detection_dataset_samples(db: Path) -> None:
-    from models.train_detector import DETECTOR_AUGMENT
+    from models.detection.train import DETECTOR_AUGMENT
 
     plain = DetectionDataset(db, "s", "val", 64)
     sample = plain[0]
@@ -171,7 +171,7 @@ def test_detection_dataset_samples(db: Path) -> None:
 
 
 def test_trained_detector_learns_and_reports_test_iou(db: Path, tmp_path: Path) -> None:
-    from models.train_detector import DetectorTrainConfig, evaluate_detector, train_detector
+    from models.detection.train import DetectorTrainConfig, evaluate_detector, train_detector
 
     seen: list[dict] = []
     config = DetectorTrainConfig(

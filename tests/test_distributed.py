@@ -27,11 +27,11 @@ from torch.utils.data import DataLoader
 from catalog import results
 from catalog.datasets import LandmarkDataset, PKSampler
 from models import distributed
-from models import train_landmarks as tl
-from models import train_recognizer as tr
 from models.checkpoints import load_weights
-from models.landmark_eval import predict_landmarks
-from models.metrics import nme
+from models.landmarks import train as tl
+from models.landmarks.metrics import nme
+from models.landmarks.predict import predict_landmarks
+from models.recognition import train as tr
 from models.registry import create_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,7 +174,8 @@ def test_recognizer_under_torchrun(two: SimpleNamespace, tmp_path: Path) -> None
 
 
 def test_embed_and_align_write_what_one_process_writes(two: SimpleNamespace) -> None:
-    from models import align_run, recognition_eval
+    from models.alignment.similarity import snapshot as align_run
+    from models.recognition import evaluate as recognition_eval
 
     rank0 = two.ranks[0]
     assert rank0["aligned"][0] == rank0["aligned"][1] > 0

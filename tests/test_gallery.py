@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import cli
 from catalog import gallery as G
 from catalog import results
-from models.identify import IdentifyError, add_gallery
+from models.pipeline.identify import IdentifyError, add_gallery
 
 runner = CliRunner()
 

@@ -7,8 +7,13 @@ import pytest
 import torch
 
 from catalog import transforms as T
-from models.heatmaps import decode_argmax, decode_subpixel, heatmap_to_input, input_to_original
-from models.metrics import ced_auc, ced_curve, failure_rate, mean_nme, nme
+from models.landmarks.heatmaps import (
+    decode_argmax,
+    decode_subpixel,
+    heatmap_to_input,
+    input_to_original,
+)
+from models.landmarks.metrics import ced_auc, ced_curve, failure_rate, mean_nme, nme
 
 SIZE, SIGMA = 64, 1.5
 

@@ -1,4 +1,4 @@
-"""models.hourglass and models.registry: shapes, wiring, loss, init, and a tiny training run.
+"""models.landmarks.hourglass and models.registry: shapes, wiring, loss, init, a tiny run.
 
 Everything runs on CPU in float32 on synthetic tensors; the training run uses the
 ``hourglass_small`` preset at its own input size (128 -> 32) and takes a few seconds.
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from catalog import transforms as T
-from models.hourglass import (
+from models.landmarks.hourglass import (
     Bottleneck,
     HourglassConfig,
     StackedHourglass,

@@ -20,10 +20,10 @@ from typer.testing import CliRunner
 
 import cli
 from catalog import gallery as G
-from models import identify as idf
-from models.centernet import iou
-from models.pipeline import FacePipeline, PipelineError
-from models.recognition_metrics import class_centres
+from models.detection.centernet import iou
+from models.pipeline.faces import FacePipeline, PipelineError
+from models.pipeline.faces import identify as idf
+from models.recognition.metrics import class_centres
 
 runner = CliRunner()
 #: The astronaut's face in scikit-image's data.astronaut() (CelebA box convention).

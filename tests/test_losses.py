@@ -1,4 +1,4 @@
-"""models.losses: each loss trains, the margin losses match their formulas and the
+"""models.recognition.losses: each loss trains, the margin losses match their formulas and the
 library, ArcFace's fallback branch, and the two triplet mining modes.
 
 CPU, float32, tiny synthetic data; the file runs in a few seconds.
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_metric_learning.losses import ArcFaceLoss, CosFaceLoss
 
-from models.losses import (
+from models.recognition.losses import (
     ARCFACE,
     BATCH_HARD,
     CE,

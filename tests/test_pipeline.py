@@ -16,7 +16,7 @@ from pipeline_helpers import copy_catalog, split_images, trained_catalog
 from catalog import results
 from catalog import transforms as T
 from catalog.views import PARAM_NAMES
-from models.pipeline import STAGES, FacePipeline, PipelineError, crop_plan, load_image
+from models.pipeline.faces import STAGES, FacePipeline, PipelineError, crop_plan, load_image
 
 
 @pytest.fixture(scope="module")
@@ -115,10 +115,10 @@ def test_a_photo_turned_by_exif_is_cropped_upright(tmp_path: Path) -> None:
 def aligned(built: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """A brief landmark run, the snapshot aligned with it (arcface, 32 px), and a brief
     recognizer on those aligned crops, embedded."""
-    from models import recognition_eval as ev
-    from models import train_recognizer as tr
-    from models.align_run import align_snapshot
-    from models.train_landmarks import LandmarkTrainConfig, train_landmarks
+    from models.alignment.snapshot import align_snapshot
+    from models.landmarks.train import LandmarkTrainConfig, train_landmarks
+    from models.recognition import evaluate as ev
+    from models.recognition import train as tr
 
     root = tmp_path_factory.mktemp("aligned")
     db = copy_catalog(built, root)
@@ -188,7 +188,7 @@ def test_aligned_recognizer_embeddings_match_the_evaluations(aligned: SimpleName
 
 
 def test_crop_plan_finds_the_alignment_or_says_what_to_pass(aligned: SimpleNamespace) -> None:
-    from models.recognition_eval import load_recognizer
+    from models.recognition.evaluate import load_recognizer
 
     recognizer = load_recognizer(aligned.run_id, aligned.db)
     # without the embeddings, from the newest aligned crops of its snapshot

@@ -1,4 +1,4 @@
-"""models.recognition_eval: embeddings in the catalog, every protocol in `metrics`, plots."""
+"""models.recognition.evaluate: embeddings in the catalog, every protocol in `metrics`, plots."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from conftest import query, snapshot_catalog
 from catalog import results
 from catalog.selection import fitted_params, select
 from catalog.snapshots import create
-from models import recognition_eval as ev
-from models import train_recognizer as tr
+from models.recognition import evaluate as ev
+from models.recognition import train as tr
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""models.recognition_metrics: hand-made cases with known answers, scikit-learn's ROC,
+"""models.recognition.metrics: hand-made cases with known answers, scikit-learn's ROC,
 the reference's per-pair loops (bench/ir_metric.py), chunked == whole.
 
 Hand-made embeddings have coordinates 0, +-1 or +-0.5 in 4-d, unit length, so every
@@ -19,7 +19,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 from threadpoolctl import threadpool_limits
 
-from models import recognition_metrics as rm
+from models.recognition import metrics as rm
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -95,7 +95,7 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """The page of a small catalog (written once for the module's tests)."""
     from catalog.selection import fitted_params, select
     from catalog.snapshots import create
-    from models.report_html import write_report
+    from models.pipeline.report import write_report
 
     root = tmp_path_factory.mktemp("report")
     db = snapshot_catalog(root, ids=24, seed=5)

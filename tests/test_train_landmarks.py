@@ -1,4 +1,4 @@
-"""models.train_landmarks: a tiny CPU run learns, lands in the catalog, resumes exactly."""
+"""models.landmarks.train: a tiny CPU run learns, lands in the catalog, resumes exactly."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from conftest import query, snapshot_catalog
 
 from catalog import results, snapshots
 from catalog.selection import fitted_params, select
-from models import train_landmarks as tl
+from models.landmarks import train as tl
 from models.registry import create_model
 
 #: hourglass_small (128 px crops), 3 batches of 8 per epoch, no augmentation noise.

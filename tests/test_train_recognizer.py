@@ -1,4 +1,4 @@
-"""models.train_recognizer: tiny CPU runs of every loss learn, land in the catalog, resume."""
+"""models.recognition.train: tiny CPU runs of every loss learn, land in the catalog, resume."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from conftest import query, snapshot_catalog
 
 from catalog import results
-from models import train_recognizer as tr
+from models.recognition import train as tr
 
 #: face_cpu at 32 px, bbox crops, a 32-d embedding: seconds per epoch on a CPU.
 TINY = dict(

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 SOURCES: tuple[str, ...] = ("bbox",)
 
 #: Crop sources whose pixels are computed elsewhere and stored with :func:`store_crops`.
-#: "aligned": faces warped onto a landmark template (models.align_run). A stored cache's
+#: "aligned": faces warped onto a landmark template (models.alignment.snapshot). A stored cache's
 #: source may name its variant after a slash, e.g. ``aligned/arcface/truth``.
 STORED_SOURCES: tuple[str, ...] = ("aligned",)
 

@@ -33,7 +33,7 @@ def train(
     progress: Progress | None = None,
 ) -> Any:
     """Step 5: train the small landmark model on the demo snapshot; the TrainResult."""
-    from models.train_landmarks import LandmarkTrainConfig, train_landmarks
+    from models.landmarks.train import LandmarkTrainConfig, train_landmarks
 
     config = LandmarkTrainConfig(
         snapshot=SNAPSHOT,
@@ -54,7 +54,7 @@ def align_and_report(
     """Step 6: align the snapshot with the run's landmarks; (AlignResult, the test
     split's NME report grouped ``by`` these attributes)."""
     from catalog.reports import landmark_report
-    from models.align_run import align_snapshot
+    from models.alignment.snapshot import align_snapshot
 
     plan = plan or PLANS["default"]
     result = align_snapshot(
@@ -65,7 +65,7 @@ def align_and_report(
 
 def train_recognizer(folder: DemoFolder, plan: Plan, *, progress: Progress | None = None) -> Any:
     """Step 7: ArcFace on the CPU backbone, on the aligned crops of step 6."""
-    from models.train_recognizer import RecognizerTrainConfig, train_recognizer
+    from models.recognition.train import RecognizerTrainConfig, train_recognizer
 
     config = RecognizerTrainConfig(
         snapshot=SNAPSHOT,
@@ -85,7 +85,7 @@ def evaluate(
 ) -> Any:
     """Step 8: embed the snapshot, measure the test and open-set figures (written to
     the catalog: the thresholds identify uses come from here); the RecognitionEval."""
-    from models.recognition_eval import evaluate_recognizer
+    from models.recognition.evaluate import evaluate_recognizer
 
     return evaluate_recognizer(run_id, folder.db, progress=progress)
 
@@ -121,7 +121,7 @@ def train_detector(
 ) -> DetectorOutcome:
     """Step 9: the small CenterNet on the catalog's boxes, many of its pictures 2 x 2
     mosaics (several small faces, as a group photo has); its test IoU and recall."""
-    from models.train_detector import DetectorTrainConfig, evaluate_detector, train_detector
+    from models.detection.train import DetectorTrainConfig, evaluate_detector, train_detector
 
     config = DetectorTrainConfig(
         snapshot=SNAPSHOT,
@@ -138,7 +138,7 @@ def build_gallery(folder: DemoFolder, recognizer_run: str) -> Any:
     """Step 10: gallery :data:`catalog.demo.GALLERY` from the snapshot's query split
     (the held-out people, never trained on), replacing an earlier demo's; faces from
     the catalog's boxes, aligned with the landmark run the recognizer's crops used."""
-    from models.identify import add_gallery
+    from models.pipeline.identify import add_gallery
 
     return add_gallery(
         folder.db, GALLERY, recognizer_run, snapshot=SNAPSHOT, split="query", replace=True
@@ -147,9 +147,9 @@ def build_gallery(folder: DemoFolder, recognizer_run: str) -> Any:
 
 @dataclass
 class DemoIdentify:
-    result: Any  # models.identify.IdentifyResult
+    result: Any  # models.pipeline.identify.IdentifyResult
     photo: Any  # catalog.synth.group.GroupPhoto
-    rows: list[Any]  # models.report_html.TruthRow, one per person
+    rows: list[Any]  # models.pipeline.report.TruthRow, one per person
     extra: int  # detections where no one is
     drawn: Path
 
@@ -161,8 +161,8 @@ def identify_photo(
     trained detector, named against the gallery at the open-set threshold of
     ``plan.fpr``, drawn to ``folder.identified`` and checked against the truth."""
     from catalog.demo import group_photo
-    from models.identify import draw_faces, identify
-    from models.report_html import identify_rows
+    from models.pipeline.identify import draw_faces, identify
+    from models.pipeline.report import identify_rows
 
     photo = group_photo(folder, plan, seed=seed)
     result = identify(
@@ -187,11 +187,11 @@ def write_report(
     timings: QueryResult | None = None,
     detector: DetectorOutcome | None = None,
 ) -> tuple[Path, list[str]]:
-    """Step 12: ``folder.report/index.html`` (:func:`models.report_html.write_report`)
+    """Step 12: ``folder.report/index.html`` (:func:`models.pipeline.report.write_report`)
     with the identify result and, where given, the detector's figures and the steps'
     timings."""
     from catalog import html_report as H
-    from models.report_html import identify_section, write_report
+    from models.pipeline.report import identify_section, write_report
 
     sections = [
         identify_section(

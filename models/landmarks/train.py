@@ -7,7 +7,7 @@ heatmap loss over every stack, and validation NME, the metric that keeps ``best.
 (lower is better).
 
 Validation NME is measured in the in-the-wild image's pixels
-(:func:`models.landmark_eval.predict_landmarks`, which ``celebcat align`` uses too),
+(:func:`models.landmarks.predict.predict_landmarks`, which ``celebcat align`` uses too),
 both with the sub-pixel decoding (``config.decode``) and argmax, logged as ``nme`` and
 ``nme_argmax``, so the gain of sub-pixel decoding is visible per epoch.
 
@@ -34,9 +34,9 @@ from catalog import transforms as T
 from catalog.datasets import DatasetError, LandmarkDataset
 from models import checkpoints, distributed, harness
 from models.harness import SCHEDULES, Env, Task, TrainConfig, epoch_lr
-from models.hourglass import heatmap_loss
-from models.landmark_eval import predict_landmarks
-from models.metrics import nme
+from models.landmarks.hourglass import heatmap_loss
+from models.landmarks.metrics import nme
+from models.landmarks.predict import predict_landmarks
 from models.registry import create_model, list_models
 
 KIND = "landmarks"
@@ -53,7 +53,7 @@ class LandmarkTrainConfig(TrainConfig):
     sigma: float = 1.5  # heatmap pixels, targets and DARK smoothing alike
     augment: bool = True  # catalog.transforms.Augment() defaults on the train split
     decode: str = "dark"  # decode_subpixel method: dark | quarter
-    normaliser: str = results.NME_NORMALISER  # how NME is normalised (models.metrics.nme)
+    normaliser: str = results.NME_NORMALISER  # how NME is normalised (models.landmarks.metrics.nme)
 
     def validate(self) -> None:
         super().validate()

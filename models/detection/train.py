@@ -2,7 +2,7 @@
 
 The detection task of :mod:`models.harness` (the loop, the run and its metrics in the
 catalog, checkpoints, resume, the time budget, the schedule and mixed precision): a
-CenterNet-style model (:mod:`models.centernet`) on letterboxed whole images
+CenterNet-style model (:mod:`models.detection.centernet`) on letterboxed whole images
 (:class:`catalog.detection.DetectionDataset`: random zoom, shift, small rotation,
 flips, colour jitter, and 2 x 2 mosaics so that several faces share a picture).
 Validation: the mean IoU of each image's top detection with its face box, in the
@@ -12,7 +12,7 @@ at IoU 0.5 of the detections above ``score_threshold``.
 :func:`evaluate_detector` measures the same on the ``test`` split and writes it to
 ``metrics`` (split ``test``, the checkpoint's epoch); ``celebcat train detector``
 prints it. :func:`load_detector` gives the trained model to
-:class:`models.detectors.TrainedDetector` (``--detector run:<run id>``).
+:class:`models.detection.detectors.TrainedDetector` (``--detector run:<run id>``).
 
 The boxes follow the catalog's ``bboxes`` convention (CelebA's loose face box), so
 the face pipeline shrinks and crops them as the ``face_boxes`` view does.
@@ -35,7 +35,7 @@ from catalog import results
 from catalog import transforms as T
 from catalog.detection import DetectionDataset, map_boxes
 from models import checkpoints, harness
-from models.centernet import (
+from models.detection.centernet import (
     DETECTORS,
     CenterNet,
     create_detector_model,
@@ -65,7 +65,7 @@ class DetectorTrainConfig(TrainConfig):
     batch_size: int = 32
     epochs: int = 20
     lr: float = 3e-3
-    model: str = "centernet_small"  # models.centernet.DETECTORS
+    model: str = "centernet_small"  # models.detection.centernet.DETECTORS
     input_size: int = 128  # the letterboxed square's side (a multiple of 32)
     augment: bool = True
     mosaic: float = 0.3  # share of training pictures that are 2 x 2 mosaics

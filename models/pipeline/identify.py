@@ -6,7 +6,7 @@
   numbers; faces from the catalog's boxes) or a folder with one subfolder per person
   (identity names: the subfolder names; faces from a detector, the highest-scoring
   face of each image, which should show its person alone) through
-  :class:`models.pipeline.FacePipeline`, and store the embeddings in the catalog
+  :class:`models.pipeline.faces.FacePipeline`, and store the embeddings in the catalog
   (:mod:`catalog.gallery`).
 - :func:`identify`: every face of the given photos, its box, landmarks and top
   matches in a gallery by cosine similarity, named when the best match is above the
@@ -15,7 +15,7 @@
 **The search** (:class:`GalleryIndex`) is one matrix product of the faces'
 embeddings with one row per identity: the identity's *centre*, the mean of its
 L2-normalised embeddings normalised again (as IJB-C compares templates, and as
-:func:`models.recognition_metrics.class_centres` computes for the closed-set
+:func:`models.recognition.metrics.class_centres` computes for the closed-set
 figures; here one ``np.add.reduceat`` over the identity-sorted rows). Against the
 maximum over an identity's images, the centre averages away a single image's pose,
 light or mislabelling, costs one row per identity however many images it has, and
@@ -28,7 +28,7 @@ identities, or for many searches a second; below that it would only add a depend
 
 **The threshold** is not guessed: it is the one the open-set evaluation of the
 recognizer run measured (``celebcat eval recognizer``,
-:func:`models.recognition_eval.evaluate_recognizer`; ``metrics`` split ``open_set``,
+:func:`models.recognition.evaluate.evaluate_recognizer`; ``metrics`` split ``open_set``,
 ``threshold@fpr=<f>``), at which a pair of faces of two different held-out people
 scores above it with probability f (the reference's protocol: query faces against
 each other and against distractors). A face is named when its best match's cosine
@@ -52,8 +52,8 @@ from PIL import Image
 from catalog import gallery as G
 from catalog import results, snapshots
 from catalog.errors import CatalogError
-from models.pipeline import FacePipeline, LoadedImage, load_image
-from models.recognition_metrics import OPEN_SET_FPRS, l2_normalize
+from models.pipeline.faces import FacePipeline, LoadedImage, load_image
+from models.recognition.metrics import OPEN_SET_FPRS, l2_normalize
 
 __all__ = [
     "UNKNOWN",
@@ -133,7 +133,7 @@ def open_set_threshold(
         raise IdentifyError(
             f"Run {run_id} has no open-set evaluation to take the unknown-face threshold "
             f"from: run `celebcat eval recognizer --run {run_id}` (the library's "
-            "models.recognition_eval.evaluate_recognizer), or pass --threshold."
+            "models.recognition.evaluate.evaluate_recognizer), or pass --threshold."
         )
     e = epochs[-1]
     tpr = stored.get((e, f"tpr@fpr={fpr:g}"))

@@ -7,7 +7,7 @@
 2. :func:`embed_snapshot`: every image of the run's snapshot that has a split, cropped
    as in training (the run's ``source`` and ``size``, no augmentation), embedded in
    batches and written to the catalog's ``embeddings`` table, L2-normalised.
-3. :func:`evaluate_recognizer` (:mod:`models.recognition_metrics` does the maths):
+3. :func:`evaluate_recognizer` (:mod:`models.recognition.metrics` does the maths):
 
    - split ``test`` (images of training identities never trained on): closed-set
      top-1 / top-5 from the classifier (for triplet runs, and as ``top1_centre`` for
@@ -52,8 +52,8 @@ from catalog.formats import SPLITS
 from models import distributed
 from models.checkpoints import load_weights, run_checkpoint_path
 from models.harness import Env
-from models.losses import TRIPLET, make_loss
-from models.recognition_metrics import (
+from models.recognition.losses import TRIPLET, make_loss
+from models.recognition.metrics import (
     IDENTIFICATION_FPIRS,
     OPEN_SET_FPRS,
     VERIFICATION_FPRS,
@@ -64,8 +64,8 @@ from models.recognition_metrics import (
     triplet_accuracy,
     verification,
 )
+from models.recognition.train import KIND, RecognizerTrainConfig, embed_loader, load_checkpoint
 from models.registry import create_model
-from models.train_recognizer import KIND, RecognizerTrainConfig, embed_loader, load_checkpoint
 
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -395,7 +395,7 @@ def _measure(
             results.log_metrics(db, recognizer.run_id, recognizer.epoch, split, values)
     if plots is None:
         return metrics, []
-    from models.recognition_plots import draw_all
+    from models.recognition.plots import draw_all
 
     return metrics, draw_all(embedded, Path(plots))
 

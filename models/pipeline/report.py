@@ -2,10 +2,10 @@
 the figures that need the models side.
 
 - :func:`recognizer_figures`: ROC, cosine histograms and t-SNE of a recognizer run,
-  drawn (:mod:`models.recognition_plots`) from the embeddings ``celebcat eval
+  drawn (:mod:`models.recognition.plots`) from the embeddings ``celebcat eval
   recognizer`` stored in the catalog, split by the run's snapshot: no model is
   loaded, no torch is needed.
-- :func:`identify_section`: an identify result (:func:`models.identify.identify`):
+- :func:`identify_section`: an identify result (:func:`models.pipeline.identify.identify`):
   the photo with the answer drawn and one row per face; given the truth of a
   synthetic group photo (:mod:`catalog.synth.group`), each person, whether a face
   was found where they are (IoU >= 0.5), what it was named and whether that is right.
@@ -55,7 +55,7 @@ class ReportError(CatalogError, ValueError):
 @dataclass
 class StoredEmbeddings:
     """A run's stored embeddings with their snapshot split: what
-    :mod:`models.recognition_plots` draws (its ``Embedded`` without logits)."""
+    :mod:`models.recognition.plots` draws (its ``Embedded`` without logits)."""
 
     run_id: str
     image_id: np.ndarray
@@ -103,7 +103,7 @@ def recognizer_figures(
     could not be drawn)."""
     if importlib.util.find_spec("matplotlib") is None:
         return [], [H.NO_PLOTS]
-    from models import recognition_plots as P
+    from models.recognition import plots as P
 
     e = stored_embeddings(db, run_id)
     figures, notes = [], []
@@ -151,7 +151,7 @@ def identify_rows(result: Any, truth: GroupPhoto, image: int = 0) -> tuple[list[
     """Each person of ``truth`` matched to the detected face of image ``image`` that
     overlaps their box most (IoU >= :data:`MATCH_IOU`, each face used once, best
     overlaps first); (rows, detections that matched no one)."""
-    from models.identify import UNKNOWN
+    from models.pipeline.identify import UNKNOWN
 
     faces = result.faces_of(image)
     pairs = sorted(
@@ -376,8 +376,8 @@ def write_report(
 
 
 def draw_png(image: Any, faces: Sequence[Any]) -> bytes:
-    """``models.identify.draw_faces`` into PNG bytes."""
-    from models.identify import draw_faces
+    """``models.pipeline.identify.draw_faces`` into PNG bytes."""
+    from models.pipeline.identify import draw_faces
 
     with tempfile.TemporaryDirectory(prefix="celebcat-report-") as temp:
         return draw_faces(image, faces, Path(temp) / "drawn.png").read_bytes()
@@ -395,7 +395,7 @@ def photo_section(
     """Identify the faces of ``photo`` against ``gallery`` (default: the newest one
     ``recognition_run`` made) as a page section. Needs torch."""
     from catalog.gallery import list_galleries
-    from models.identify import identify
+    from models.pipeline.identify import identify
 
     if gallery is None:
         made = sorted(

@@ -2,8 +2,8 @@
 
 The recognition task of :mod:`models.harness` (which owns the loop, the run and its
 metrics in the catalog, checkpoints, resume, the time budget, the schedule and mixed
-precision): a registered backbone (:mod:`models.backbones`) making L2-normalisable
-embeddings, and one of the losses of :mod:`models.losses`:
+precision): a registered backbone (:mod:`models.recognition.backbones`) making L2-normalisable
+embeddings, and one of the losses of :mod:`models.recognition.losses`:
 
 - ``ce``, ``arcface``, ``cosface``: classifiers over the snapshot's training
   identities; batches shuffled; validation top-1 (the classifier's logits on the
@@ -39,8 +39,8 @@ from catalog import transforms as T
 from catalog.datasets import FaceDataset, PKSampler
 from models import checkpoints, distributed, harness
 from models.harness import Env, Task, TrainConfig
-from models.losses import LOSSES, MININGS, TRIPLET, RandomTripletMiner, make_loss
-from models.recognition_metrics import pair_scores, roc_auc, topk_accuracy
+from models.recognition.losses import LOSSES, MININGS, TRIPLET, RandomTripletMiner, make_loss
+from models.recognition.metrics import pair_scores, roc_auc, topk_accuracy
 from models.registry import RECOGNITION, create_model, list_models
 
 KIND = "recognition"

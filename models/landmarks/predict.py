@@ -18,7 +18,12 @@ import torch
 from torch import nn
 
 from catalog import transforms as T
-from models.heatmaps import decode_argmax, decode_subpixel, heatmap_to_input, input_to_original
+from models.landmarks.heatmaps import (
+    decode_argmax,
+    decode_subpixel,
+    heatmap_to_input,
+    input_to_original,
+)
 
 
 def predict_landmarks(
@@ -34,7 +39,7 @@ def predict_landmarks(
     progress: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Points (N, K, 2) float64 in in-the-wild pixels, in the loader's order: decoded
-    with ``decode`` (:func:`models.heatmaps.decode_subpixel`, ``sigma`` heatmap
+    with ``decode`` (:func:`models.landmarks.heatmaps.decode_subpixel`, ``sigma`` heatmap
     pixels), and by argmax alone, from the same heatmaps.
 
     ``model`` (in eval mode; it has ``config.input_size`` and ``config.heatmap_size``)

@@ -2,7 +2,7 @@
 
 For every image of a snapshot: five landmarks in in-the-wild pixels (predicted by a
 landmark run, or the catalog's true ones as a control), the least-squares similarity
-(:func:`models.alignment.alignment_matrices`) onto the template laid out at ``size``,
+(:func:`models.alignment.similarity.alignment_matrices`) onto the template laid out at ``size``,
 and the original image warped with it (decoded at reduced scale where that still
 gives ``size`` pixels, the decode matrix composed in: one resampling), on worker
 threads, straight into the memory-mapped cache file (no crop array in memory). The
@@ -49,17 +49,17 @@ from catalog.datasets import FaceDataset
 from catalog.db import connect
 from catalog.info import QueryResult
 from models import distributed
-from models.alignment import (
+from models.alignment.similarity import (
     ARCFACE_TEMPLATE_112,
     REFERENCE_TEMPLATE,
     alignment_matrices,
     template_points,
 )
 from models.checkpoints import load_weights, run_checkpoint_path
-from models.landmark_eval import predict_landmarks
-from models.metrics import nme
+from models.landmarks.metrics import nme
+from models.landmarks.predict import predict_landmarks
+from models.landmarks.train import KIND, load_checkpoint
 from models.registry import create_model
-from models.train_landmarks import KIND, load_checkpoint
 
 TEMPLATES = {"reference": REFERENCE_TEMPLATE, "arcface": ARCFACE_TEMPLATE_112}
 SOURCES = ("predicted", "truth")

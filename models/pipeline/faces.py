@@ -9,7 +9,7 @@ Step 4 of the reference workflow as one object::
 Each stage makes its crops with the functions training made them with, or
 recognition degrades:
 
-1. **detect** (:mod:`models.detectors`): boxes in the catalog's ``bboxes``
+1. **detect** (:mod:`models.detection.detectors`): boxes in the catalog's ``bboxes``
    convention;
 2. **crop**: each box shrunk, rounded and clamped as the ``face_boxes`` view does
    (``box_shrink`` of the recognizer's snapshot, else the default of
@@ -18,10 +18,10 @@ recognition degrades:
    (:func:`catalog.transforms.box_to_square`, :func:`~catalog.transforms.warp`; a
    large image shrunk first as :func:`~catalog.transforms.open_for_crop` shrinks it);
 3. **landmarks**: the landmark run's hourglass on the crop at its input size,
-   decoded as the run decodes (DARK by default; :func:`models.landmark_eval.
+   decoded as the run decodes (DARK by default; :func:`models.landmarks.predict.
    predict_landmarks`, which ``celebcat align`` uses) into the image's pixels;
 4. **align**: the similarity onto the template the recognizer's crops were aligned
-   with (:func:`models.alignment.alignment_matrices`), warped as ``celebcat align``
+   with (:func:`models.alignment.similarity.alignment_matrices`), warped as ``celebcat align``
    warps (a face whose points collapse aligned from its box, as there);
 5. **embed**: the recognizer, L2-normalised embeddings.
 
@@ -53,7 +53,7 @@ from catalog import transforms as T
 from catalog.db import connect
 from catalog.errors import CatalogError
 from catalog.views import PARAM_NAMES
-from models.detectors import Detector, make_detector
+from models.detection.detectors import Detector, make_detector
 
 __all__ = [
     "STAGES",
@@ -211,11 +211,11 @@ def crop_plan(
     landmark_run: str | None = None,
     template: str | None = None,
 ) -> CropPlan:
-    """The crops ``recognizer`` (a :class:`models.recognition_eval.Recognizer`) was
+    """The crops ``recognizer`` (a :class:`models.recognition.evaluate.Recognizer`) was
     trained on (module docstring); ``landmark_run`` and ``template`` override what the
     catalog records. PipelineError where an aligned recognizer's alignment cannot be
     found or was made from the catalog's true landmarks, which a photo has none of."""
-    from models.align_run import TEMPLATES
+    from models.alignment.snapshot import TEMPLATES
 
     config = recognizer.config
     sources, cache, params = _stored_sources(db, recognizer.run_id, config.snapshot, config.size)
@@ -330,11 +330,11 @@ class _Stage:
 class FacePipeline:
     """detector -> landmarks -> alignment -> embedding (module docstring).
 
-    ``detector``: a :class:`models.detectors.Detector` or a spec (``haar``,
+    ``detector``: a :class:`models.detection.detectors.Detector` or a spec (``haar``,
     ``catalog``, ``run:<id>``, ``onnx:<path>``). ``landmark_run``: a landmark run id or
     checkpoint, or None for the one the recognizer's crops record (:func:`crop_plan`).
     ``recognizer_run``: a recognition run id or checkpoint, or a loaded
-    :class:`models.recognition_eval.Recognizer`. ``device``: cpu, cuda or auto.
+    :class:`models.recognition.evaluate.Recognizer`. ``device``: cpu, cuda or auto.
     """
 
     def __init__(
@@ -348,7 +348,7 @@ class FacePipeline:
         device: str = "cpu",
         batch_size: int = 64,
     ) -> None:
-        from models.recognition_eval import Recognizer, load_recognizer
+        from models.recognition.evaluate import Recognizer, load_recognizer
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -470,8 +470,8 @@ class FacePipeline:
             for i, (k, box) in enumerate(zip(owner, crop_boxes, strict=True)):
                 crops[i] = _box_crop(batch[k], box, size)
             return crops
-        from models.align_run import TEMPLATES, _with_box_fallback
-        from models.alignment import alignment_matrices
+        from models.alignment.similarity import alignment_matrices
+        from models.alignment.snapshot import TEMPLATES, _with_box_fallback
 
         assert points is not None
         template = TEMPLATES[self.plan.template]
@@ -513,7 +513,7 @@ class _LandmarkModel:
     """A landmark run's hourglass, predicting as ``celebcat align`` predicts."""
 
     def __init__(self, run: str, db: str | os.PathLike[str] | None, device: torch.device) -> None:
-        from models.align_run import resolve_checkpoint
+        from models.alignment.snapshot import resolve_checkpoint
         from models.checkpoints import load_weights
         from models.registry import create_model
 
@@ -529,7 +529,7 @@ class _LandmarkModel:
     def predict(
         self, batch: list[LoadedImage], owner: list[int], crop_boxes: np.ndarray, batch_size: int
     ) -> np.ndarray:
-        from models.landmark_eval import predict_landmarks
+        from models.landmarks.predict import predict_landmarks
 
         size = self.model.config.input_size
         to_original = np.stack([T.invert(T.box_to_square(b, size))[:2] for b in crop_boxes])

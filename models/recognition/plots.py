@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models.recognition_metrics import open_set_scores, pair_scores, roc_curve
+from models.recognition.metrics import open_set_scores, pair_scores, roc_curve
 
 if TYPE_CHECKING:
-    from models.recognition_eval import Embedded
+    from models.recognition.evaluate import Embedded
 
 #: t-SNE shows at most this many identities (more colours than that are unreadable).
 TSNE_IDENTITIES = 50

@@ -26,7 +26,7 @@ one detector only.
   Its score is the cascade's last-stage weight (``detectMultiScale3``): larger is
   surer, not a probability.
 - ``run:<run id>[?score=S&top=N]`` (or ``trained:``): a detector trained on the
-  catalog's boxes (``celebcat train detector``; :mod:`models.train_detector`), which
+  catalog's boxes (``celebcat train detector``; :mod:`models.detection.train`), which
   works on any CelebA-format data, synthetic faces included, where the cascade does
   not; ``score``: its threshold (default the run's ``score_threshold``), ``top``: at
   most that many faces per image.
@@ -261,7 +261,7 @@ class TrainedDetector(Detector):
         batch_size: int = 32,
         top: int = 20,
     ) -> None:
-        from models.train_detector import load_detector
+        from models.detection.train import load_detector
 
         if top < 1:
             raise DetectorError(f"top must be at least 1, got {top}")
@@ -278,8 +278,8 @@ class TrainedDetector(Detector):
         import torch
 
         from catalog.detection import letterbox_matrix, map_boxes
-        from models.centernet import decode, nms
-        from models.train_detector import NMS_IOU
+        from models.detection.centernet import decode, nms
+        from models.detection.train import NMS_IOU
 
         model = self.loaded.model
         size = model.config.input_size
@@ -393,7 +393,7 @@ class OnnxDetector(Detector):
     def _one(self, image: np.ndarray) -> np.ndarray:
         import cv2
 
-        from models.centernet import nms
+        from models.detection.centernet import nms
 
         h, w = image.shape[:2]
         ih, iw = self.fixed or (h, w)
