@@ -742,7 +742,7 @@ def _demo_epochs(
 
 def _demo_train(console: Any, folder: Any, plan: Any, clock: Any, seed: int) -> None:
     """The demo's steps 5 to 12, from landmarks to the report."""
-    from models.pipeline.faces import demo as steps
+    from models.pipeline import demo as steps
 
     console.rule("5. train landmarks (briefly: celebcat train landmarks for a real run)")
     with clock.step("train landmarks"):
@@ -1363,8 +1363,9 @@ def train_landmarks_cmd(
 
     Example: celebcat train landmarks --snapshot demo --preset small --epochs 5
     """
+    from models import store
     from models.distributed import is_main_process
-    from models.landmarks.train import LandmarkTrainConfig, load_checkpoint, train_landmarks
+    from models.landmarks.train import KIND, LandmarkTrainConfig, train_landmarks
 
     if preset not in PRESETS:
         raise UserError(f"--preset {preset!r}: use one of {', '.join(PRESETS)}")
@@ -1385,7 +1386,7 @@ def train_landmarks_cmd(
         config = LandmarkTrainConfig(**given)
     else:
         typed = _typed_options(ctx, given, {"preset": "model"})
-        config = LandmarkTrainConfig.resumed(load_checkpoint(resume)["config"], **typed)
+        config = LandmarkTrainConfig.resumed(store.read_checkpoint(resume, KIND)["config"], **typed)
     if not is_main_process():  # under torchrun: rank 0 reports, the others train quietly
         train_landmarks(config, db, resume=resume)
         return
@@ -1667,12 +1668,9 @@ def train_recognizer_cmd(
 
     Example: celebcat train recognizer --snapshot demo --loss arcface --epochs 10
     """
+    from models import store
     from models.distributed import is_main_process
-    from models.recognition.train import (
-        RecognizerTrainConfig,
-        load_checkpoint,
-        train_recognizer,
-    )
+    from models.recognition.train import KIND, RecognizerTrainConfig, train_recognizer
 
     given = dict(
         snapshot=snapshot,
@@ -1696,7 +1694,9 @@ def train_recognizer_cmd(
         config = RecognizerTrainConfig(**given)
     else:
         typed = _typed_options(ctx, given)
-        config = RecognizerTrainConfig.resumed(load_checkpoint(resume)["config"], **typed)
+        config = RecognizerTrainConfig.resumed(
+            store.read_checkpoint(resume, KIND)["config"], **typed
+        )
     if not is_main_process():  # under torchrun: rank 0 reports, the others train quietly
         train_recognizer(config, db, resume=resume)
         return
@@ -1750,11 +1750,12 @@ def embed(
     """
     import torch
 
+    from models import store
     from models.distributed import device, is_main_process, launched
-    from models.recognition.evaluate import embed_snapshot, load_recognizer
+    from models.recognition.evaluate import embed_snapshot
 
     gpu = launched() and torch.cuda.is_available()  # torchrun: a GPU a process, if any
-    recognizer = load_recognizer(run, db, device("cuda") if gpu else "cpu")
+    recognizer = store.load_recognizer(run, db, device("cuda") if gpu else "cpu")
     if not is_main_process():  # rank 0 reports, the others work quietly
         embed_snapshot(
             recognizer, snapshot, db, batch_size=batch_size, workers=workers, skip_bad=skip_bad
@@ -2258,10 +2259,11 @@ def train_detector_cmd(
 
     Example: celebcat train detector --snapshot demo --epochs 20
     """
+    from models import store
     from models.detection.train import (
+        KIND,
         DetectorTrainConfig,
         evaluate_detector,
-        load_checkpoint,
         train_detector,
     )
 
@@ -2295,7 +2297,9 @@ def train_detector_cmd(
                 if getattr(ctx.get_parameter_source(p), "name", None) == "COMMANDLINE"
                 and names.get(p, p) in given
             }
-            config = DetectorTrainConfig.resumed(load_checkpoint(resume)["config"], **typed)
+            config = DetectorTrainConfig.resumed(
+                store.read_checkpoint(resume, KIND)["config"], **typed
+            )
         with _progress() as (task, console):
             bar: list[Callable[..., None]] = []
 

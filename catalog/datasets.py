@@ -40,6 +40,7 @@ from torch.utils.data import Dataset, Sampler
 from catalog import cache as crop_cache
 from catalog import snapshots
 from catalog import transforms as T
+from catalog.crop_source import source_kind
 from catalog.db import connect
 from catalog.errors import CatalogError
 
@@ -102,7 +103,7 @@ class _CropDataset(Dataset):
     ) -> None:
         if image_dtype not in IMAGE_DTYPES:
             raise ValueError(f"image_dtype {image_dtype!r}: use one of {', '.join(IMAGE_DTYPES)}")
-        kind = crop_cache.source_kind(source)
+        kind = source_kind(source)
         if kind not in SOURCES or (kind == "bbox" and source != "bbox"):
             raise ValueError(
                 f"source {source!r}: use one of {', '.join(SOURCES)} (or aligned/<template>/"

@@ -46,6 +46,7 @@ import numpy as np
 
 from catalog.db import DbArg, connect, has_table
 from catalog.info import QueryResult
+from catalog.metric_names import at_fpr, operating_points
 
 __all__ = [
     "Figure",
@@ -333,19 +334,13 @@ def recognizer_section(db: DbArg, run_id: str, figures: Sequence[Figure] = ()) -
     metrics = get_metrics(db, run_id)
     latest = max((e for e, s, _ in metrics if s == "open_set"), default=None)
     if latest is not None:
-        fprs = sorted(
-            {
-                float(n.split("=", 1)[1])
-                for e, s, n in metrics
-                if e == latest and s == "open_set" and n.startswith("threshold@fpr=")
-            },
-            reverse=True,
-        )
+        latest_names = {n for e, s, n in metrics if e == latest and s == "open_set"}
+        fprs = operating_points(latest_names, "threshold")[::-1]
         rows = [
             (
                 f,
-                metrics.get((latest, "open_set", f"threshold@fpr={f:g}")),
-                metrics.get((latest, "open_set", f"tpr@fpr={f:g}")),
+                metrics.get((latest, "open_set", at_fpr("threshold", f))),
+                metrics.get((latest, "open_set", at_fpr("tpr", f))),
             )
             for f in fprs
         ]

@@ -26,6 +26,7 @@ from catalog.db import DbArg, connect, has_table
 from catalog.errors import ReportError
 from catalog.formats import ATTRIBUTES, LANDMARK_COLUMNS, UNUSED_SPLIT, split_order_sql
 from catalog.info import QueryResult
+from catalog.metric_names import MetricName, at_fpr
 from catalog.results import NME_NORMALISER as NORMALISER
 
 if TYPE_CHECKING:
@@ -310,16 +311,16 @@ COMPARE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("test", "top1"),
     ("test", "top5"),
     ("test", "verif_auc"),
-    ("test", "verif_tpr@fpr=0.01"),
+    ("test", at_fpr("verif_tpr", 0.01)),
     ("test", "triplet_acc"),
-    ("open_set", "tpr@fpr=0.5"),
-    ("open_set", "tpr@fpr=0.2"),
-    ("open_set", "tpr@fpr=0.1"),
-    ("open_set", "tpr@fpr=0.05"),
-    ("open_set", "tpr@fpr=0.01"),
-    ("open_set", "tpr@fpr=0.001"),
-    ("open_set", "tpir@fpir=0.1"),
-    ("open_set", "tpir@fpir=0.01"),
+    ("open_set", at_fpr("tpr", 0.5)),
+    ("open_set", at_fpr("tpr", 0.2)),
+    ("open_set", at_fpr("tpr", 0.1)),
+    ("open_set", at_fpr("tpr", 0.05)),
+    ("open_set", at_fpr("tpr", 0.01)),
+    ("open_set", at_fpr("tpr", 0.001)),
+    ("open_set", str(MetricName("tpir", "fpir", 0.1))),
+    ("open_set", str(MetricName("tpir", "fpir", 0.01))),
 )
 #: The reference course project's reported figures (real CelebA, ResNet-50, 2 x T4), in
 #: the same columns, for ``report compare --reference``.
@@ -327,17 +328,17 @@ REFERENCE_ROWS: dict[str, dict[tuple[str, str], float]] = {
     "reference: landmarks (hourglass, argmax)": {("test", "nme"): 0.037},
     "reference: softmax CE": {
         ("test", "top1"): 0.89,
-        ("open_set", "tpr@fpr=0.5"): 0.98,
-        ("open_set", "tpr@fpr=0.2"): 0.95,
-        ("open_set", "tpr@fpr=0.1"): 0.87,
-        ("open_set", "tpr@fpr=0.05"): 0.78,
+        ("open_set", at_fpr("tpr", 0.5)): 0.98,
+        ("open_set", at_fpr("tpr", 0.2)): 0.95,
+        ("open_set", at_fpr("tpr", 0.1)): 0.87,
+        ("open_set", at_fpr("tpr", 0.05)): 0.78,
     },
     "reference: ArcFace": {
         ("test", "top1"): 0.93,
-        ("open_set", "tpr@fpr=0.5"): 0.97,
-        ("open_set", "tpr@fpr=0.2"): 0.92,
-        ("open_set", "tpr@fpr=0.1"): 0.86,
-        ("open_set", "tpr@fpr=0.05"): 0.81,
+        ("open_set", at_fpr("tpr", 0.5)): 0.97,
+        ("open_set", at_fpr("tpr", 0.2)): 0.92,
+        ("open_set", at_fpr("tpr", 0.1)): 0.86,
+        ("open_set", at_fpr("tpr", 0.05)): 0.81,
     },
     "reference: triplet (random)": {("test", "triplet_acc"): 0.91},
 }

@@ -201,30 +201,3 @@ __all__ = [
     "require",
     "save_checkpoint",
 ]
-
-
-def run_checkpoint_path(
-    run_id_or_checkpoint: str | os.PathLike[str],
-    db: str | os.PathLike[str] | None,
-    kind: str,
-) -> Path:
-    """The checkpoint file of a checkpoint path, a run folder (its best.pt, else
-    last.pt) or a run id of ``kind`` (``<out_dir>/<run_id>/``, the run's recorded
-    out_dir, relative paths taken from the current folder as in training)."""
-    from catalog import results
-
-    path = Path(run_id_or_checkpoint)
-    if not path.exists():
-        run = results.get_run(db, str(run_id_or_checkpoint))  # RunError for unknown ids
-        if run.kind != kind:
-            raise ValueError(f"Run {run.run_id} is a {run.kind} run, not a {kind} run")
-        path = Path(run.config.get("out_dir", "checkpoints")) / run.run_id
-        if not path.exists():
-            raise FileNotFoundError(
-                f"Run {run.run_id}'s checkpoints are not at {path} (its out_dir "
-                f"{run.config.get('out_dir')!r}, relative to where it was trained); pass "
-                "the checkpoint file instead."
-            )
-    if path.is_dir():
-        path = path / "best.pt" if (path / "best.pt").exists() else path / "last.pt"
-    return path

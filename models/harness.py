@@ -49,23 +49,21 @@ Every write (runs, metrics, checkpoints) goes through :class:`Writer`.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from catalog import results
-from catalog import transforms as T
 from models import distributed
 from models.checkpoints import (
     Checkpoint,
@@ -75,101 +73,8 @@ from models.checkpoints import (
     require,
     save_checkpoint,
 )
-
-SCHEDULES = ("cosine", "constant")
-
-C = TypeVar("C", bound="TrainConfig")
-
-
-@dataclass
-class TrainConfig:
-    """What every trainer is configured by; a trainer's config subclasses it.
-
-    Invalid values raise ValueError when the config is made (:meth:`validate`)."""
-
-    snapshot: str = "demo"
-    epochs: int = 30
-    batch_size: int = 16
-    lr: float = 1e-3  # AdamW
-    schedule: str = "cosine"  # per epoch: cosine (lr down to lr/100 at the last) | constant
-    weight_decay: float = 1e-4
-    num_workers: int = 0
-    seed: int = 0
-    device: str = "auto"  # cuda if available, else cpu
-    out_dir: str = "checkpoints"
-    max_minutes: float | None = None  # budget: no epoch starts that, as long as the longest
-    # so far, would overrun it
-    max_batches_per_epoch: int | None = None  # short epochs for tests and demos
-    world_size: int = 1  # processes training together (torchrun): set by train(), recorded
-
-    #: Fields a resumed run may change; any other change would make it a different run.
-    #: (A new ``epochs`` reshapes the rest of a cosine schedule, which is the point of it.)
-    RESUMABLE: ClassVar[frozenset[str]] = frozenset(
-        {"epochs", "num_workers", "device", "out_dir", "max_minutes", "world_size"}
-    )
-    #: Values of fields a checkpoint saved before they existed: runs saved before the
-    #: schedule existed trained at a constant rate. (Other missing fields: defaults.)
-    SAVED_DEFAULTS: ClassVar[Mapping[str, Any]] = {"schedule": "constant"}
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """ValueError for settings that would fail later or train nothing, silently."""
-        if self.schedule not in SCHEDULES:
-            raise ValueError(
-                f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
-            )
-        for name in ("epochs", "batch_size", "max_batches_per_epoch", "world_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:  # 0 batches would train nothing, silently
-                raise ValueError(f"{name} must be at least 1, got {value}")
-        if self.max_minutes is not None and not self.max_minutes > 0:
-            raise ValueError(f"max_minutes must be positive, got {self.max_minutes}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        for name in ("weight_decay", "num_workers", "seed"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
-        if self.device != "auto":
-            try:
-                torch.device(self.device)
-            except RuntimeError:
-                raise ValueError(
-                    f"device {self.device!r}: use auto, cpu, cuda or cuda:<index>"
-                ) from None
-
-    @classmethod
-    def from_saved(cls: type[C], saved: Mapping[str, Any]) -> C:
-        """The config a checkpoint or the runs table recorded (``asdict`` of one): fields
-        it lacks, being older, get :attr:`SAVED_DEFAULTS` or their defaults."""
-        unknown = sorted(set(saved) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown setting(s) {', '.join(map(str, unknown))}")
-        return cls(**{**cls.SAVED_DEFAULTS, **saved})
-
-    @classmethod
-    def resumed(cls: type[C], saved: Mapping[str, Any] | TrainConfig, /, **changed: Any) -> C:
-        """The config of a resumed run: ``saved`` (a run's config, as saved, or a
-        config) with ``changed`` over it. A change to a field not in
-        :attr:`RESUMABLE` raises ValueError naming it (passing a field's saved value
-        is no change)."""
-        if isinstance(saved, TrainConfig):
-            saved = dataclasses.asdict(saved)
-        base = cls.from_saved(saved)
-        unknown = sorted(set(changed) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown setting(s) {', '.join(unknown)}")
-        refused = [
-            n for n, v in changed.items() if n not in cls.RESUMABLE and v != getattr(base, n)
-        ]
-        if refused:
-            was = "; ".join(f"{n} {getattr(base, n)!r}, given {changed[n]!r}" for n in refused)
-            raise ValueError(
-                f"Cannot resume with a different {', '.join(refused)} (the run's {was}); only "
-                f"{', '.join(sorted(cls.RESUMABLE))} may change on resume."
-            )
-        return dataclasses.replace(base, **changed)
+from models.config import TrainConfig
+from models.env import Env
 
 
 def epoch_lr(config: TrainConfig, epoch: int) -> float:
@@ -187,47 +92,6 @@ def epoch_lr(config: TrainConfig, epoch: int) -> float:
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of epoch ``epoch``'s training order (shuffle or PK sampling)."""
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
-
-
-@dataclass(frozen=True)
-class Env:
-    """Where and how the modules run: the device, autocast's dtype (None: full
-    precision, as on the CPU) and the images' memory format."""
-
-    device: torch.device
-    amp_dtype: torch.dtype | None = None
-    memory_format: torch.memory_format = torch.contiguous_format
-
-    @classmethod
-    def create(cls, device: str = "auto") -> Env:
-        """``auto``: CUDA if there is one, else the CPU. On CUDA: bfloat16 autocast where
-        supported (else float16) and channels_last."""
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dev = torch.device(device)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {device!r}: there is no CUDA device here; use auto or cpu")
-        if dev.type != "cuda":
-            return cls(dev)
-        amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return cls(dev, amp, torch.channels_last)
-
-    @property
-    def cuda(self) -> bool:
-        return self.device.type == "cuda"
-
-    def images(self, images: torch.Tensor) -> torch.Tensor:
-        """A uint8 image batch from the loader, normalised on the device: a quarter of
-        the bytes through the loader and the copy (catalog.transforms.normalize_batch)."""
-        images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
-        # (a no-op where normalising kept the layout)
-        return T.normalize_batch(images).contiguous(memory_format=self.memory_format)
-
-    def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """Mixed precision around a forward pass (on CUDA; nothing on the CPU)."""
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
 
 class Task:
@@ -554,10 +418,7 @@ def _train(
 
 
 __all__ = [
-    "SCHEDULES",
-    "Env",
     "Task",
-    "TrainConfig",
     "TrainOutcome",
     "Writer",
     "epoch_lr",

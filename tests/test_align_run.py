@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,8 +18,9 @@ from catalog.formats import LANDMARK_COLUMNS
 from catalog.reports import landmark_report
 from catalog.selection import fitted_params, select
 from catalog.snapshots import create, get
+from models import store
 from models.alignment.similarity import ARCFACE_TEMPLATE_112, REFERENCE_TEMPLATE, template_points
-from models.alignment.snapshot import align_snapshot, alignment_report, resolve_checkpoint
+from models.alignment.snapshot import align_snapshot, alignment_report
 from models.landmarks.train import LandmarkTrainConfig, train_landmarks
 
 
@@ -157,7 +159,8 @@ def test_predicted_alignment_writes_one_prediction_per_image(db: Path, tmp_path:
     )
     run = train_landmarks(config, db)
     # a run id resolves to its best.pt under the recorded out_dir
-    path, ckpt = resolve_checkpoint(run.run_id, db)
+    path = store.checkpoint_path(run.run_id, db, "landmarks")
+    ckpt = store.read_checkpoint(path, "landmarks")
     assert path == run.best_checkpoint and ckpt["run_id"] == run.run_id
     result = align_snapshot(run.run_id, "s", db, size=64, source="predicted", batch_size=8)
     assert result.run_id == run.run_id and result.n_predictions == result.n_images
@@ -235,15 +238,14 @@ def test_collapsed_predictions_are_aligned_from_the_face_box(db: Path, monkeypat
     collapsed = np.repeat(images.boxes[:, None, :2] + 20.0, 5, axis=1)  # one point per face
     collapsed[1::2] = images.truth[1::2]  # every other face is fine
 
-    def fake_predict(ckpt, db, snapshot, ids, batch_size, progress, skip_bad=False):  # noqa: ANN001, ANN202
+    def fake_predict(landmarks, db, snapshot, ids, batch_size, progress, skip_bad=False):  # noqa: ANN001, ANN202
         return collapsed, collapsed
 
     monkeypatch.setattr(align_run, "_predict", fake_predict)
-    monkeypatch.setattr(
-        align_run,
-        "resolve_checkpoint",
-        lambda run, db: (None, {"run_id": "r", "config": {}, "epoch": 1}),
+    loaded = SimpleNamespace(
+        run_id="r", config=LandmarkTrainConfig(), epoch=0, snapshot_hash="", input_size=64
     )
+    monkeypatch.setattr(store, "load_landmarks", lambda run, db, device: loaded)
     result = align_run.align_snapshot("r", "s", db, size=32, template="reference")
     assert result.n_box_fallback == (len(images.ids) + 1) // 2
     # the fallback lays the template over the box, so the box fills the crop: centred

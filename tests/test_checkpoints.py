@@ -23,8 +23,9 @@ from catalog import results
 from models import checkpoints
 from models.alignment.snapshot import align_snapshot
 from models.checkpoints import CheckpointError, load_weights
-from models.landmarks.train import LandmarkTrainConfig, load_checkpoint, train_landmarks
+from models.landmarks.train import KIND, LandmarkTrainConfig, train_landmarks
 from models.registry import create_model
+from models.store import read_checkpoint
 
 
 class Payload:
@@ -134,12 +135,12 @@ WEIGHT_CASES = ["missing_keys", "extra_keys", "wrong_shapes", "not_weights"]
 
 def test_the_uncrafted_checkpoint_loads(db: Path, tmp_path: Path) -> None:
     path = _save(tmp_path / "good.pt", good_state(db))
-    ckpt = load_checkpoint(path)
+    ckpt = read_checkpoint(path, KIND)
     assert ckpt.path == path and ckpt["config"]["model"] == "hourglass_small"
     load_weights(create_model("hourglass_small"), ckpt)
     # saved again (it remembers its file), it still loads weights_only
     torch.save(ckpt, tmp_path / "again.pt")
-    assert load_checkpoint(tmp_path / "again.pt")["run_id"] == ckpt["run_id"]
+    assert read_checkpoint(tmp_path / "again.pt", KIND)["run_id"] == ckpt["run_id"]
 
 
 @pytest.mark.parametrize("case", FILE_CASES + WEIGHT_CASES)

@@ -373,7 +373,8 @@ def test_choices_are_refused_when_parsed_before_any_work(tmp_path: Path) -> None
 def test_choices_match_the_library() -> None:
     from catalog.cache import SOURCES as CACHE_SOURCES
     from catalog.synth import LAYOUTS
-    from models.alignment.snapshot import SOURCES, TEMPLATES
+    from models.alignment.similarity import TEMPLATES
+    from models.alignment.snapshot import SOURCES
 
     assert [c.value for c in cli.Layout] == list(LAYOUTS)
     assert [c.value for c in cli.Template] == list(TEMPLATES)

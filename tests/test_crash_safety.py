@@ -39,6 +39,7 @@ from catalog.cache import build_cache, find_cache
 from catalog.db import connect
 from catalog.ingest import ingest
 from catalog.snapshots import create, get
+from models import store
 
 CHILD = Path(__file__).with_name("_crash_child.py")
 ROOT = CHILD.parent.parent
@@ -270,7 +271,7 @@ def _check_training(s: Scenario, reference: dict, what: str) -> None:
     assert run.status == "died", what  # marked 'running' by a process that is gone
     run_dir = s.db.parent / "ckpt" / run.run_id
     for checkpoint in run_dir.glob("*.pt"):
-        tl.load_checkpoint(checkpoint)  # whole: a CheckpointError otherwise
+        store.read_checkpoint(checkpoint, tl.KIND)  # whole: a CheckpointError otherwise
     resumed = tl.train_landmarks(db=s.db, resume=run_dir)
     assert resumed.epochs_done == TRAIN["epochs"], what
     assert results.get_run(s.db, run.run_id).status == "finished", what
@@ -278,6 +279,6 @@ def _check_training(s: Scenario, reference: dict, what: str) -> None:
         reference["db"], reference["run_id"]
     ), what
     ref_dir = reference["db"].parent / "ckpt" / reference["run_id"]
-    a = tl.load_checkpoint(ref_dir)["model"]
-    b = tl.load_checkpoint(run_dir)["model"]
+    a = store.read_checkpoint(ref_dir, tl.KIND)["model"]
+    b = store.read_checkpoint(run_dir, tl.KIND)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a), what

@@ -20,8 +20,8 @@ from models.detection.detectors import (
     OnnxDetector,
     TrainedDetector,
     haar_to_celeba,
-    make_detector,
 )
+from models.store import load_detector
 
 #: The astronaut's face in scikit-image's data.astronaut(), in the CelebA box
 #: convention (hair line to chin), measured by eye on the 512 x 512 photo.
@@ -47,22 +47,22 @@ def _image(db: Path, image_id: str) -> np.ndarray:
     return np.asarray(Image.open(Path(root) / path).convert("RGB"))
 
 
-# --- make_detector ------------------------------------------------------------------------
+# --- load_detector ------------------------------------------------------------------------
 
 
 def test_specs_and_unknown_ones(db: Path) -> None:
-    assert isinstance(make_detector("haar"), HaarDetector)
-    assert make_detector("haar?max_side=640&min_neighbors=6").spec == (
+    assert isinstance(load_detector("haar"), HaarDetector)
+    assert load_detector("haar?max_side=640&min_neighbors=6").spec == (
         "haar?min_neighbors=6&max_side=640"
     )
-    assert isinstance(make_detector("catalog", db), CatalogDetector)
+    assert isinstance(load_detector("catalog", db), CatalogDetector)
     for bad in ("nope", "run:", "onnx:", "haar:x", ""):
         with pytest.raises(ValueError, match="Unknown detector.*catalog, haar.*run:.*onnx:"):
-            make_detector(bad)
+            load_detector(bad)
     with pytest.raises(DetectorError, match="option 'size'"):
-        make_detector("haar?size=3")
+        load_detector("haar?size=3")
     with pytest.raises(DetectorError, match="No ONNX model"):
-        make_detector("onnx:/no/such/model.onnx")
+        load_detector("onnx:/no/such/model.onnx")
 
 
 # --- the catalog's boxes ------------------------------------------------------------------
@@ -70,7 +70,7 @@ def test_specs_and_unknown_ones(db: Path) -> None:
 
 def test_catalog_detector_gives_the_bboxes_row(db: Path) -> None:
     rows = query(db, "SELECT image_id, x_1, y_1, width, height FROM bboxes ORDER BY 1 LIMIT 3")
-    detector = make_detector("catalog", db)
+    detector = load_detector("catalog", db)
     images = [np.zeros((4, 4, 3), np.uint8)] * 3
     out = detector.detect(images, [r[0] for r in rows])
     for dets, (_, x, y, w, h) in zip(out, rows, strict=True):
@@ -187,7 +187,7 @@ def test_trained_detector_learns_and_reports_test_iou(db: Path, tmp_path: Path) 
     )
     assert dict(stored)["iou"] == pytest.approx(test.metrics["iou"])
     # as a pipeline detector: boxes in the image's pixels
-    detector = make_detector(f"run:{result.run_id}", db)
+    detector = load_detector(f"run:{result.run_id}", db)
     assert isinstance(detector, TrainedDetector) and detector.spec == f"run:{result.run_id}"
     image_id = query(db, "SELECT image_id FROM snapshot_images WHERE split = 'test' LIMIT 1")[0][0]
     image = _image(db, image_id)
@@ -237,12 +237,12 @@ def test_onnx_one_output_normalised_boxes(tmp_path: Path) -> None:
         [[[0.25, 0.1, 0.75, 0.6, 0.9], [0.26, 0.11, 0.74, 0.61, 0.8], [0.0, 0.0, 0.1, 0.1, 0.2]]]
     )
     path = _onnx_model(tmp_path / "one.onnx", {"dets": dets}, None)
-    detector = make_detector(f"onnx:{path}")
+    detector = load_detector(f"onnx:{path}")
     assert isinstance(detector, OnnxDetector) and detector.fixed is None
     out = detector.detect([np.zeros((200, 400, 3), np.uint8)])[0]
     # the low score dropped, the overlapping second box suppressed, scaled to 400 x 200
     np.testing.assert_allclose(out, [[100, 20, 300, 120, 0.9]], rtol=1e-5)
-    lower = make_detector(f"onnx:{path}?score=0.1&nms=0.99").detect(
+    lower = load_detector(f"onnx:{path}?score=0.1&nms=0.99").detect(
         [np.zeros((200, 400, 3), np.uint8)]
     )[0]
     assert len(lower) == 3
@@ -253,7 +253,7 @@ def test_onnx_two_outputs_fixed_input_in_pixels(tmp_path: Path) -> None:
     boxes = np.array([[[32.0, 24, 96, 120], [160, 100, 320, 240]]])
     scores = np.array([[[0.1, 0.9], [0.7, 0.3]]])
     path = _onnx_model(tmp_path / "two.onnx", {"boxes": boxes, "scores": scores}, (240, 320))
-    detector = make_detector(f"onnx:{path}?mean=127&std=128&coords=pixels")
+    detector = load_detector(f"onnx:{path}?mean=127&std=128&coords=pixels")
     assert detector.fixed == (240, 320) and detector.mean == 127
     out = detector.detect([np.zeros((480, 640, 3), np.uint8)])[0]
     np.testing.assert_allclose(out, [[64, 48, 192, 240, 0.9]], rtol=1e-5)
@@ -262,15 +262,15 @@ def test_onnx_two_outputs_fixed_input_in_pixels(tmp_path: Path) -> None:
 def test_onnx_errors_are_one_line(tmp_path: Path) -> None:
     path = _onnx_model(tmp_path / "bad.onnx", {"dets": np.zeros((1, 3, 6))}, None)
     with pytest.raises(DetectorError, match=r"\(N, 5\).*got shape \(1, 3, 6\)") as err:
-        make_detector(f"onnx:{path}").detect([np.zeros((10, 10, 3), np.uint8)])
+        load_detector(f"onnx:{path}").detect([np.zeros((10, 10, 3), np.uint8)])
     assert "\n" not in str(err.value)
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not a model")
     with pytest.raises(DetectorError, match="not an ONNX model onnxruntime can run") as err:
-        make_detector(f"onnx:{junk}")
+        load_detector(f"onnx:{junk}")
     assert "\n" not in str(err.value)
     with pytest.raises(DetectorError, match="onnx option 'size'"):
-        make_detector(f"onnx:{junk}?size=3")
+        load_detector(f"onnx:{junk}?size=3")
 
 
 def test_train_detector_command_prints_the_test_figures(db: Path, tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from catalog import results
 from catalog.datasets import LandmarkDataset, PKSampler
-from models import distributed
+from models import distributed, store
 from models.checkpoints import load_weights
 from models.landmarks import train as tl
 from models.landmarks.metrics import nme
@@ -121,7 +121,7 @@ def test_landmarks_under_torchrun_make_one_run_written_once(two: SimpleNamespace
 def test_validation_gathered_from_both_ranks_is_one_process_nme(two: SimpleNamespace) -> None:
     """Each rank measured half the val split; rank 0's figure is the whole split's, with
     the weights (and BatchNorm statistics) of the checkpoint it wrote."""
-    ckpt = tl.load_checkpoint(two.work / "ck" / two.landmark_run / "last.pt")
+    ckpt = store.read_checkpoint(two.work / "ck" / two.landmark_run / "last.pt", tl.KIND)
     assert not any(k.startswith("module.") for k in ckpt["model"])  # no DDP prefix
     model = create_model(ckpt["config"]["model"])
     load_weights(model, ckpt, "model")
@@ -137,13 +137,13 @@ def test_two_process_checkpoint_resumes_in_one_process(two: SimpleNamespace) -> 
     db = Path(shutil.copy(two.db, two.root / "resume.duckdb"))
     last = two.work / "ck" / two.landmark_run / "last.pt"
     config = tl.LandmarkTrainConfig.resumed(
-        tl.load_checkpoint(last)["config"], epochs=3, out_dir=str(two.root / "ck1")
+        store.read_checkpoint(last, tl.KIND)["config"], epochs=3, out_dir=str(two.root / "ck1")
     )
     result = tl.train_landmarks(config, db, resume=last)
     assert (result.run_id, result.epochs_done) == (two.landmark_run, 3)
     assert results.get_run(db, result.run_id).status == "finished"
     assert (2, "val", "nme") in results.get_metrics(db, result.run_id)
-    resumed = tl.load_checkpoint(two.root / "ck1" / result.run_id / "last.pt")
+    resumed = store.read_checkpoint(two.root / "ck1" / result.run_id / "last.pt", tl.KIND)
     assert resumed["config"]["world_size"] == 1 and resumed["epoch"] == 3
 
 
@@ -163,7 +163,7 @@ def test_recognizer_under_torchrun(two: SimpleNamespace, tmp_path: Path) -> None
     # ArcFace's class weights were trained under DDP with the backbone: the checkpoint
     # holds both without a prefix and resumes in one process
     folder = two.work / "ck" / rank0["arcface"]
-    ckpt = tr.load_checkpoint(folder / "last.pt")
+    ckpt = store.read_checkpoint(folder / "last.pt", tr.KIND)
     assert "loss" in ckpt and not any(k.startswith("module.") for k in ckpt["loss"])
     db = Path(shutil.copy(two.db, tmp_path / "c.duckdb"))
     config = tr.RecognizerTrainConfig.resumed(
@@ -174,7 +174,7 @@ def test_recognizer_under_torchrun(two: SimpleNamespace, tmp_path: Path) -> None
 
 
 def test_embed_and_align_write_what_one_process_writes(two: SimpleNamespace) -> None:
-    from models.alignment.similarity import snapshot as align_run
+    from models.alignment import snapshot as align_run
     from models.recognition import evaluate as recognition_eval
 
     rank0 = two.ranks[0]
@@ -182,7 +182,7 @@ def test_embed_and_align_write_what_one_process_writes(two: SimpleNamespace) -> 
     assert two.printed.count(" embeddings (16-d, crops bbox) of snapshot s") == 1
     assert two.printed.count("verif_tpr@fpr=0.001") == 1  # eval: rank 0's table alone
     # embed: the rows rank 0 wrote are one process's embeddings
-    recognizer = recognition_eval.load_recognizer(two.work / "ck" / rank0["arcface"], two.db)
+    recognizer = store.load_recognizer(two.work / "ck" / rank0["arcface"], two.db)
     one = recognition_eval.embed_snapshot(recognizer, db=two.db, batch_size=8, write=False)
     ids, vectors = results.read_embeddings(two.db, rank0["arcface"])
     assert ids == list(one.image_id)

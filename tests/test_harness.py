@@ -19,7 +19,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from catalog import results
 from models import harness
 from models.checkpoints import load_checkpoint
-from models.harness import Env, Task, TrainConfig
+from models.config import TrainConfig
+from models.env import Env
+from models.harness import Task
 
 
 @dataclass

@@ -16,6 +16,7 @@ from pipeline_helpers import copy_catalog, split_images, trained_catalog
 from catalog import results
 from catalog import transforms as T
 from catalog.views import PARAM_NAMES
+from models import store
 from models.pipeline.faces import STAGES, FacePipeline, PipelineError, crop_plan, load_image
 
 
@@ -66,7 +67,7 @@ def test_bbox_recognizer_embeddings_match_the_evaluations(built: SimpleNamespace
     images = split_images(built.db, "test")[:6] + split_images(built.db, "query")
     ids, stored = results.read_embeddings(built.db, built.run_id, [i for i, _, _ in images])
     pipe = FacePipeline("catalog", None, built.run_id, built.db, batch_size=4)
-    assert pipe.plan.kind == "bbox" and pipe.plan.source == "bbox" and pipe.landmarks is None
+    assert pipe.plan.kind == "bbox" and str(pipe.plan.source) == "bbox" and pipe.landmarks is None
     out = pipe.run([built.images / p for _, _, p in images], chunk=5)
     assert [f.image for f in out.faces] == list(range(len(images)))
     np.testing.assert_allclose(out.embeddings, stored, atol=1e-5)
@@ -148,7 +149,7 @@ def aligned(built: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) ->
             out_dir=str(root / "ck"),
         )
         run = tr.train_recognizer(config, db)
-        ev.embed_snapshot(ev.load_recognizer(run.run_id, db), db=db)
+        ev.embed_snapshot(store.load_recognizer(run.run_id, db), db=db)
     finally:
         torch.set_num_threads(threads)
     return SimpleNamespace(
@@ -188,7 +189,7 @@ def test_aligned_recognizer_embeddings_match_the_evaluations(aligned: SimpleName
 
 
 def test_crop_plan_finds_the_alignment_or_says_what_to_pass(aligned: SimpleNamespace) -> None:
-    from models.recognition.evaluate import load_recognizer
+    from models.store import load_recognizer
 
     recognizer = load_recognizer(aligned.run_id, aligned.db)
     # without the embeddings, from the newest aligned crops of its snapshot
@@ -196,7 +197,7 @@ def test_crop_plan_finds_the_alignment_or_says_what_to_pass(aligned: SimpleNames
     con.execute("DELETE FROM embeddings WHERE run_id = ?", [aligned.run_id])
     con.close()
     plan = crop_plan(recognizer, aligned.db)
-    assert plan.source == f"aligned/arcface/{aligned.landmarks}" and "newest" in plan.why
+    assert str(plan.source) == f"aligned/arcface/{aligned.landmarks}" and "newest" in plan.why
     override = crop_plan(recognizer, aligned.db, landmark_run="other", template="reference")
     assert override.source == "aligned/reference/other" and "overridden" in override.why
     recognizer.config.source = "aligned/arcface/truth"

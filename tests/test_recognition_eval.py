@@ -14,6 +14,7 @@ from conftest import query, snapshot_catalog
 from catalog import results
 from catalog.selection import fitted_params, select
 from catalog.snapshots import create
+from models import store
 from models.recognition import evaluate as ev
 from models.recognition import train as tr
 
@@ -119,7 +120,7 @@ def test_evaluation_writes_every_protocol(trained: SimpleNamespace, db: Path, tm
 
 
 def test_embeddings_land_and_sql_finds_the_same_identity(trained: SimpleNamespace, db: Path):
-    recognizer = ev.load_recognizer(trained.run.run_id, db)
+    recognizer = store.load_recognizer(trained.run.run_id, db)
     embedded = ev.embed_snapshot(recognizer, db=db)
     n = query(db, "SELECT count(*) FROM snapshot_images WHERE snapshot = 'h' AND split IS NOT NULL")
     assert len(embedded.image_id) == n[0][0]

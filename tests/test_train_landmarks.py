@@ -12,6 +12,7 @@ from conftest import query, snapshot_catalog
 
 from catalog import results, snapshots
 from catalog.selection import fitted_params, select
+from models import harness, store
 from models.landmarks import train as tl
 from models.registry import create_model
 
@@ -68,12 +69,12 @@ def test_tiny_run_learns_and_lands_in_the_catalog(straight: SimpleNamespace):
     assert result.best_val_nme == min(metrics[e, "val", "nme"] for e in (0, 1))
     assert all(v > 0 and v == v for v in metrics.values())  # positive, not NaN
 
-    ckpt = tl.load_checkpoint(result.best_checkpoint)
+    ckpt = store.read_checkpoint(result.best_checkpoint, tl.KIND)
     assert ckpt["run_id"] == result.run_id and ckpt["snapshot_hash"] == run.snapshot_hash
     assert ckpt["config"] == run.config
     model = create_model(ckpt["config"]["model"])
     model.load_state_dict(ckpt["model"])
-    assert tl.load_checkpoint(result.best_checkpoint.parent)["epoch"] == 2  # last.pt
+    assert store.read_checkpoint(result.best_checkpoint.parent, tl.KIND)["epoch"] == 2  # last.pt
     assert not list(result.best_checkpoint.parent.glob("*.tmp"))
 
 
@@ -94,8 +95,8 @@ def test_resume_equals_uninterrupted(straight: SimpleNamespace, db: Path, tmp_pa
     assert results.get_metrics(db, run.run_id) == results.get_metrics(
         straight.db, straight.result.run_id
     )
-    a = tl.load_checkpoint(straight.result.best_checkpoint.parent)["model"]
-    b = tl.load_checkpoint(resumed.best_checkpoint.parent)["model"]
+    a = store.read_checkpoint(straight.result.best_checkpoint.parent, tl.KIND)["model"]
+    b = store.read_checkpoint(resumed.best_checkpoint.parent, tl.KIND)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
     with pytest.raises(ValueError, match="different lr"):
@@ -150,12 +151,12 @@ def test_the_time_budget_stops_before_an_epoch_that_would_overrun(
 
 def test_cosine_schedule_decays_to_a_hundredth_and_constant_stays() -> None:
     config = tl.LandmarkTrainConfig(epochs=11, lr=1e-3)
-    lrs = [tl.epoch_lr(config, e) for e in range(11)]
+    lrs = [harness.epoch_lr(config, e) for e in range(11)]
     assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-5)
     assert lrs[5] == pytest.approx((1e-3 + 1e-5) / 2)  # halfway down at mid-run
     assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
     constant = tl.LandmarkTrainConfig(epochs=11, lr=1e-3, schedule="constant")
-    assert {tl.epoch_lr(constant, e) for e in range(11)} == {1e-3}
+    assert {harness.epoch_lr(constant, e) for e in range(11)} == {1e-3}
 
 
 def test_the_optimizer_follows_the_schedule(db: Path, tmp_path: Path, monkeypatch):
@@ -170,7 +171,7 @@ def test_the_optimizer_follows_the_schedule(db: Path, tmp_path: Path, monkeypatc
     config = tl.LandmarkTrainConfig(**{**TINY, "epochs": 3}, out_dir=str(tmp_path))
     tl.train_landmarks(config, db)
     # 3 batches per epoch, in order: epoch 0's rate three times, then epoch 1's, ...
-    expected = [tl.epoch_lr(config, e) for e in range(3) for _ in range(3)]
+    expected = [harness.epoch_lr(config, e) for e in range(3) for _ in range(3)]
     assert seen == pytest.approx(expected) and expected[0] > expected[3] > expected[6]
     with pytest.raises(ValueError, match="schedule must be one of"):
         tl.train_landmarks(tl.LandmarkTrainConfig(**TINY, schedule="step"), db)

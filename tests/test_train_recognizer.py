@@ -10,6 +10,7 @@ import torch
 from conftest import query, snapshot_catalog
 
 from catalog import results
+from models import store
 from models.recognition import train as tr
 
 #: face_cpu at 32 px, bbox crops, a 32-d embedding: seconds per epoch on a CPU.
@@ -65,7 +66,7 @@ def test_every_loss_trains_and_lands_in_the_catalog(db: Path, tmp_path: Path, lo
     assert names == ({"auc"} if loss == "triplet" else {"auc", "top1"})
     best = max(e[f"val_{result.metric}"] for e in epochs)
     assert result.best == pytest.approx(best)
-    ckpt = tr.load_checkpoint(result.best_checkpoint)
+    ckpt = store.read_checkpoint(result.best_checkpoint, tr.KIND)
     assert "loss" in ckpt and ckpt["config"]["loss"] == loss
 
 
@@ -97,8 +98,8 @@ def test_resume_matches_an_uninterrupted_run(db: Path, tmp_path: Path, loss: str
         resume=first.best_checkpoint.parent,
     )
     assert resumed.run_id == first.run_id and resumed.epochs_done == 3
-    a = tr.load_checkpoint(straight.best_checkpoint.parent / "last.pt")
-    b = tr.load_checkpoint(resumed.best_checkpoint.parent / "last.pt")
+    a = store.read_checkpoint(straight.best_checkpoint.parent / "last.pt", tr.KIND)
+    b = store.read_checkpoint(resumed.best_checkpoint.parent / "last.pt", tr.KIND)
     for key in ("model", "loss"):
         for name, tensor in a[key].items():
             assert torch.equal(tensor, b[key][name]), (key, name)

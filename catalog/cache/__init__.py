@@ -71,7 +71,6 @@ from catalog.cache.index import (
     drop_cache,
     find_cache,
     list_caches,
-    source_kind,
 )
 from catalog.cache.reader import CacheError, CropCache
 
@@ -86,6 +85,5 @@ __all__ = [
     "find_cache",
     "list_caches",
     "render_crop",
-    "source_kind",
     "store_crops",
 ]

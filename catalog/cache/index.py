@@ -37,11 +37,6 @@ STORED_SOURCES: tuple[str, ...] = ("aligned",)
 _VARIANT = re.compile(r"[\w-][\w.-]*(/[\w-][\w.-]*)*")
 
 
-def source_kind(source: str) -> str:
-    """``"aligned"`` for ``"aligned/arcface/truth"``; a plain source is its own kind."""
-    return source.split("/", 1)[0]
-
-
 CACHE_DDL = """
 CREATE TABLE IF NOT EXISTS crop_caches (
     hash       VARCHAR NOT NULL,   -- the snapshot hash the crops were cut for

@@ -25,14 +25,18 @@ from catalog import transforms as T
 
 __all__ = [
     "ARCFACE_TEMPLATE_112",
+    "MIN_SPREAD_PX",
     "REFERENCE_TEMPLATE",
+    "TEMPLATES",
     "Template",
     "align_face",
     "alignment_matrices",
     "alignment_matrix",
+    "decode_region",
     "template_points",
     "umeyama",
     "umeyama_batch",
+    "with_box_fallback",
 ]
 
 
@@ -192,6 +196,42 @@ def alignment_matrices(
 ) -> np.ndarray:
     """:func:`alignment_matrix` for a batch: landmarks (B, 5, 2) -> matrices (B, 3, 3)."""
     return umeyama_batch(points, template_points(template, size))
+
+
+#: The templates by name, as ``celebcat align --template`` and crop sources name them.
+TEMPLATES: dict[str, Template] = {"reference": REFERENCE_TEMPLATE, "arcface": ARCFACE_TEMPLATE_112}
+
+
+def decode_region(matrix: np.ndarray, size: int) -> tuple[float, float, float, float]:
+    """A box (0, 0, side, side) whose side is the extent of the original image that a
+    ``size`` crop through ``matrix`` (original -> aligned) covers: what decides how far
+    a JPEG can be decoded reduced (:func:`catalog.transforms.open_for_crop`) and still
+    give the face ``size`` pixels."""
+    scale = float(np.sqrt(abs(np.linalg.det(matrix[:2, :2]))))  # output px per original px
+    side = size / max(scale, 1e-12)
+    return (0, 0, side, side)
+
+
+#: Predicted points spread less than this (pixels, RMS about their mean) admit no
+#: meaningful similarity: a collapsed prediction, not a face.
+MIN_SPREAD_PX = 1.0
+
+
+def with_box_fallback(
+    points: np.ndarray, boxes: np.ndarray, template: Template | np.ndarray
+) -> tuple[np.ndarray, int]:
+    """``points`` with each collapsed face's replaced by the template's points laid
+    over its face box (x_1, y_1, x_2, y_2); and how many were replaced."""
+    spread = np.sqrt(((points - points.mean(axis=1, keepdims=True)) ** 2).sum(-1).mean(-1))
+    bad = ~(spread >= MIN_SPREAD_PX)  # NaN too
+    if not bad.any():
+        return points, 0
+    unit = (template_points(template, 1000) + 0.5) / 1000  # fractions of the side
+    x1, y1, x2, y2 = (boxes[bad, k][:, None] for k in range(4))
+    points = points.copy()
+    points[bad, :, 0] = x1 + unit[None, :, 0] * (x2 - x1) - 0.5
+    points[bad, :, 1] = y1 + unit[None, :, 1] * (y2 - y1) - 0.5
+    return points, int(bad.sum())
 
 
 def align_face(

@@ -34,8 +34,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -43,25 +41,23 @@ from torch.utils.data import DataLoader, Subset
 
 from catalog import files, results, snapshots
 from catalog import transforms as T
-from catalog.cache import CacheInfo, find_cache, list_caches, source_kind, store_crops
+from catalog.cache import CacheInfo, find_cache, list_caches, store_crops
 from catalog.ced import ced_auc, failure_rate
+from catalog.crop_source import source_kind
 from catalog.datasets import FaceDataset
 from catalog.db import connect
 from catalog.info import QueryResult
-from models import distributed
+from models import distributed, store
 from models.alignment.similarity import (
-    ARCFACE_TEMPLATE_112,
-    REFERENCE_TEMPLATE,
+    TEMPLATES,
     alignment_matrices,
+    decode_region,
     template_points,
+    with_box_fallback,
 )
-from models.checkpoints import load_weights, run_checkpoint_path
 from models.landmarks.metrics import nme
-from models.landmarks.predict import predict_landmarks
-from models.landmarks.train import KIND, load_checkpoint
-from models.registry import create_model
+from models.landmarks.predict import LandmarkModel
 
-TEMPLATES = {"reference": REFERENCE_TEMPLATE, "arcface": ARCFACE_TEMPLATE_112}
 SOURCES = ("predicted", "truth")
 
 #: progress(stage, done, total); stage "predict" or "align".
@@ -85,16 +81,6 @@ class AlignResult:
     #: Images of the snapshot left out (``skip_bad``), which and why; also in the cache's
     #: index (``cache.skipped``).
     skipped: tuple[snapshots.BadImage, ...] = ()
-
-
-def resolve_checkpoint(
-    run_id_or_checkpoint: str | os.PathLike[str], db: str | os.PathLike[str] | None = None
-) -> tuple[Path, dict[str, Any]]:
-    """The checkpoint file and its contents for a checkpoint path, a run folder (its
-    best.pt, else last.pt) or a run id (``<out_dir>/<run_id>/best.pt`` with the run's
-    recorded out_dir, relative paths taken from the current folder as in training)."""
-    path = run_checkpoint_path(run_id_or_checkpoint, db, KIND)
-    return path, load_checkpoint(path)
 
 
 @dataclass(frozen=True)
@@ -132,7 +118,7 @@ def _snapshot_images(
 
 
 def _predict(
-    ckpt: dict[str, Any],
+    landmarks: LandmarkModel,
     db: str | os.PathLike[str] | None,
     snapshot: str,
     ids: list[str],
@@ -141,21 +127,15 @@ def _predict(
     skip_bad: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predicted landmarks (N, 5, 2) in in-the-wild pixels, in ``ids`` order: decoded
-    as the run was (sub-pixel), and by argmax alone, from the same heatmaps. On CUDA
-    when there is one (uint8 batches normalised there), else on the CPU. Weights that
-    do not fit the run's model raise CheckpointError naming the file. Under torchrun
-    each rank predicts its share, and every rank gets all of them."""
-    config = ckpt["config"]
-    device = torch.device(distributed.device("cuda") if torch.cuda.is_available() else "cpu")
-    model = create_model(config["model"])
-    load_weights(model, ckpt, "model")
-    model.to(device).eval()
+    as the run was (sub-pixel), and by argmax alone, from the same heatmaps, on the
+    model's device (uint8 batches normalised there). Under torchrun each rank predicts
+    its share, and every rank gets all of them."""
     data = FaceDataset(
         db,
         snapshot,
         "all",
         source="bbox",
-        size=model.config.input_size,
+        size=landmarks.input_size,
         image_dtype="uint8",
         skip_bad=skip_bad,
     )
@@ -171,17 +151,13 @@ def _predict(
         )
     rows = [position[i] for i in ids]
     # No augmentation: each sample's matrix is its box stretched onto the square.
-    size = model.config.input_size
+    size = landmarks.input_size
     to_original = np.stack([T.invert(T.box_to_square(b, size))[:2] for b in data.boxes[rows]])
     lo, hi = distributed.shard_bounds(len(ids))  # all of them in one process
     if progress is not None:
         progress("predict", 0, hi - lo)
-    points = predict_landmarks(
-        model,
+    points = landmarks.predict_batches(
         DataLoader(Subset(data, rows[lo:hi]), batch_size=batch_size, shuffle=False),
-        device,
-        config.get("decode", "dark"),
-        config.get("sigma", 1.5),
         to_original=to_original[lo:hi],
         progress=None if progress is None else lambda done: progress("predict", done, hi - lo),
     )
@@ -191,9 +167,7 @@ def _predict(
 def _warp_one(src: str, matrix: np.ndarray, size: int) -> np.ndarray:
     """uint8 (size, size, 3): the image at ``src`` through ``matrix`` (original ->
     aligned), decoded at the smallest scale that keeps ``size`` pixels for the face."""
-    scale = float(np.sqrt(abs(np.linalg.det(matrix[:2, :2]))))  # output px per original px
-    side = size / max(scale, 1e-12)  # the original region the crop covers
-    image, m_decode = T.open_for_crop(src, (0, 0, side, side), size)
+    image, m_decode = T.open_for_crop(src, decode_region(matrix, size), size)
     return T.warp(image, matrix @ T.invert(m_decode), size)
 
 
@@ -273,20 +247,25 @@ def _align(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1 (or None for the default), got {workers}")
-    ckpt = None
+    landmarks = None
     if source == "predicted":
         if run_id_or_checkpoint is None:
             raise ValueError("source='predicted' needs a landmark run id or checkpoint")
-        _, ckpt = resolve_checkpoint(run_id_or_checkpoint, db)
+        # on CUDA when there is one (under torchrun, this rank's GPU); weights that do not
+        # fit the run's model raise CheckpointError naming the file
+        device = distributed.device("cuda") if torch.cuda.is_available() else "cpu"
+        landmarks = store.load_landmarks(run_id_or_checkpoint, db, device)
     # every file checked once (rank 0), the answer (or the error) on every rank
     images = distributed.on_main(lambda: _snapshot_images(db, snapshot, skip_bad))
     ids, truth = images.ids, images.truth
 
     run_id, n_pred, mean_nme, test_metrics = None, 0, None, {}
-    if ckpt is not None:
-        run_id = str(ckpt["run_id"])
-        normaliser = ckpt["config"].get("normaliser", results.NME_NORMALISER)
-        points, points_argmax = _predict(ckpt, db, snapshot, ids, batch_size, progress, skip_bad)
+    if landmarks is not None:
+        run_id = landmarks.run_id
+        normaliser = landmarks.config.normaliser
+        points, points_argmax = _predict(
+            landmarks, db, snapshot, ids, batch_size, progress, skip_bad
+        )
         errors = np.full(len(ids), np.nan)
         known = np.isfinite(truth).all(axis=(1, 2))
         if known.any():
@@ -295,7 +274,7 @@ def _align(
         # The run's test figures only from the snapshot it trained on: another
         # snapshot's "test" images may be the run's training images.
         test = known & (np.array(images.splits, dtype=object) == "test")
-        if test.any() and images.hash == ckpt.get("snapshot_hash"):
+        if test.any() and images.hash == landmarks.snapshot_hash:
             test_metrics = {
                 "nme": float(errors[test].mean()),
                 "nme_argmax": float(nme(points_argmax[test], truth[test], normaliser).mean()),
@@ -308,7 +287,7 @@ def _align(
                 db, run_id, {"image_id": ids, "landmarks": points, "nme": errors}, normaliser
             )
             if test_metrics:
-                results.log_metrics(db, run_id, int(ckpt["epoch"]) - 1, "test", test_metrics)
+                results.log_metrics(db, run_id, landmarks.epoch, "test", test_metrics)
             return n
 
         n_pred = distributed.on_main(write)
@@ -321,7 +300,7 @@ def _align(
             )
         points = truth
 
-    points, n_fallback = _with_box_fallback(points, images.boxes, TEMPLATES[template])
+    points, n_fallback = with_box_fallback(points, images.boxes, TEMPLATES[template])
     matrices = alignment_matrices(points, TEMPLATES[template], size)
     paths = images.paths
 
@@ -411,28 +390,6 @@ def _align(
     return distributed.broadcast(result)
 
 
-#: Predicted points spread less than this (pixels, RMS about their mean) admit no
-#: meaningful similarity: a collapsed prediction, not a face.
-MIN_SPREAD_PX = 1.0
-
-
-def _with_box_fallback(
-    points: np.ndarray, boxes: np.ndarray, template: Any
-) -> tuple[np.ndarray, int]:
-    """``points`` with each collapsed face's replaced by the template's points laid
-    over its face box (x_1, y_1, x_2, y_2); and how many were replaced."""
-    spread = np.sqrt(((points - points.mean(axis=1, keepdims=True)) ** 2).sum(-1).mean(-1))
-    bad = ~(spread >= MIN_SPREAD_PX)  # NaN too
-    if not bad.any():
-        return points, 0
-    unit = (template_points(template, 1000) + 0.5) / 1000  # fractions of the side
-    x1, y1, x2, y2 = (boxes[bad, k][:, None] for k in range(4))
-    points = points.copy()
-    points[bad, :, 0] = x1 + unit[None, :, 0] * (x2 - x1) - 0.5
-    points[bad, :, 1] = y1 + unit[None, :, 1] * (y2 - y1) - 0.5
-    return points, int(bad.sum())
-
-
 def alignment_report(
     db: str | os.PathLike[str] | None, snapshot: str, size: int | None = None
 ) -> QueryResult:
@@ -493,4 +450,4 @@ def alignment_report(
     return QueryResult(columns, rows)
 
 
-__all__ = ["TEMPLATES", "AlignResult", "align_snapshot", "alignment_report", "resolve_checkpoint"]
+__all__ = ["TEMPLATES", "AlignResult", "align_snapshot", "alignment_report"]

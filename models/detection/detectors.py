@@ -8,7 +8,8 @@ shrinks and crops every detector's boxes alike, as the ``face_boxes`` view crops
 snapshot's (:func:`catalog.transforms.shrink_boxes`). Scores are comparable within
 one detector only.
 
-``make_detector(spec)`` builds one from a short spec (``--detector`` on the CLI):
+``models.store.load_detector(spec)`` builds one from a short spec (``--detector`` on
+the CLI; :func:`parse_spec` reads it):
 
 - ``catalog``: the catalog's own face boxes, looked up by image id (the file name);
   for CelebA-format images and the evaluation path. An image not in the catalog is
@@ -40,6 +41,7 @@ from __future__ import annotations
 import abc
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -58,11 +60,12 @@ __all__ = [
     "DetectorError",
     "HaarDetector",
     "OnnxDetector",
+    "LoadedDetector",
     "TrainedDetector",
-    "make_detector",
+    "parse_spec",
 ]
 
-#: The forms ``make_detector`` takes, for messages and ``--help``.
+#: The forms :func:`parse_spec` takes, for messages and ``--help``.
 DETECTOR_SPECS = (
     "catalog",
     "haar[?options]",
@@ -90,7 +93,7 @@ class Detector(abc.ABC):
     score``, best first. ``names``: each image's name (file name), which only the
     catalog detector needs."""
 
-    #: the spec that makes it again (``make_detector(spec)``)
+    #: the spec that makes it again (``models.store.load_detector(spec)``)
     spec: str = ""
 
     @abc.abstractmethod
@@ -244,6 +247,40 @@ def haar_to_celeba(rects: np.ndarray, mapping: dict[str, float] | None = None) -
     return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
 
 
+@dataclass
+class LoadedDetector:
+    """A detector run's network in eval mode (what :class:`TrainedDetector` runs)."""
+
+    run_id: str
+    config: Any  # models.detection.config.DetectorTrainConfig
+    model: Any  # models.detection.centernet.CenterNet
+    epoch: int  # 0-based epoch of the weights
+    checkpoint: Path
+    snapshot_hash: str
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Any, device: Any = "cpu") -> LoadedDetector:
+        """The network of a detector run's checkpoint (its config complete, as
+        :func:`models.store.read_checkpoint` gives it)."""
+        from models.checkpoints import load_weights
+        from models.detection.centernet import create_detector_model
+        from models.detection.config import DetectorTrainConfig
+
+        config = DetectorTrainConfig.from_saved(ckpt["config"])
+        model = create_detector_model(config.model, input_size=config.input_size)
+        load_weights(model, ckpt, "model")
+        model.to(device).eval()
+        path = ckpt.path if ckpt.path is not None else Path()
+        return cls(
+            str(ckpt["run_id"]),
+            config,
+            model,
+            int(ckpt["epoch"]) - 1,
+            path,
+            str(ckpt["snapshot_hash"]),
+        )
+
+
 class TrainedDetector(Detector):
     """A detector run of ``celebcat train detector``: each image letterboxed onto the
     run's input square (decoded pixels shrunk first as the training images were,
@@ -254,18 +291,14 @@ class TrainedDetector(Detector):
 
     def __init__(
         self,
-        run: str | os.PathLike[str],
-        db: str | os.PathLike[str] | None = None,
-        device: str = "cpu",
+        loaded: LoadedDetector,
         score_threshold: float | None = None,
         batch_size: int = 32,
         top: int = 20,
     ) -> None:
-        from models.detection.train import load_detector
-
         if top < 1:
             raise DetectorError(f"top must be at least 1, got {top}")
-        self.loaded = load_detector(run, db, device)
+        self.loaded = loaded
         self.spec = f"run:{self.loaded.run_id}"
         self.score_threshold = (
             self.loaded.config.score_threshold if score_threshold is None else score_threshold
@@ -279,7 +312,7 @@ class TrainedDetector(Detector):
 
         from catalog.detection import letterbox_matrix, map_boxes
         from models.detection.centernet import decode, nms
-        from models.detection.train import NMS_IOU
+        from models.detection.config import NMS_IOU
 
         model = self.loaded.model
         size = model.config.input_size
@@ -463,24 +496,19 @@ def _options(query: str, allowed: Sequence[str]) -> dict[str, float]:
     return options
 
 
-def make_detector(
-    spec: str | Detector, db: str | os.PathLike[str] | None = None, device: str = "cpu"
-) -> Detector:
-    """The detector a spec names (see the module docstring); a Detector is returned as
-    it is. Unknown specs raise DetectorError (a ValueError) listing the valid forms."""
-    if isinstance(spec, Detector):
-        return spec
+def parse_spec(spec: str) -> tuple[str, str, dict[str, float]]:
+    """``(kind, target, options)`` of a detector spec: kind ``catalog``, ``haar``,
+    ``run`` (target: the run id, run folder or checkpoint) or ``onnx`` (target: the
+    file, options left in ``target``'s query for :meth:`OnnxDetector.from_spec`).
+    DetectorError listing the valid forms for anything else."""
     kind, sep, rest = str(spec).partition(":")
     if spec == "catalog":
-        return CatalogDetector(db)
+        return "catalog", "", {}
     if not sep and (spec == "haar" or str(spec).startswith("haar?")):
-        return HaarDetector(**_options(str(spec).partition("?")[2], HaarDetector.OPTIONS))
+        return "haar", "", _options(str(spec).partition("?")[2], HaarDetector.OPTIONS)
     if sep and kind in ("run", "trained") and rest:
         run, _, query = rest.partition("?")
-        options = _options(query, TrainedDetector.OPTIONS)
-        return TrainedDetector(
-            run, db, device, options.get("score"), top=int(options.get("top", 20))
-        )
+        return "run", run, _options(query, TrainedDetector.OPTIONS)
     if sep and kind == "onnx" and rest:
-        return OnnxDetector.from_spec(rest)
+        return "onnx", rest, {}
     raise DetectorError(f"Unknown detector {spec!r}: use one of {', '.join(DETECTOR_SPECS)}")

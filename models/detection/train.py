@@ -34,9 +34,9 @@ from torch.utils.data import DataLoader
 from catalog import results
 from catalog import transforms as T
 from catalog.detection import DetectionDataset, map_boxes
-from models import checkpoints, harness
+from catalog.metric_names import at_iou
+from models import harness, store
 from models.detection.centernet import (
-    DETECTORS,
     CenterNet,
     create_detector_model,
     decode,
@@ -45,42 +45,16 @@ from models.detection.centernet import (
     nms,
     render_targets,
 )
-from models.harness import Env, Task, TrainConfig
+from models.detection.config import KIND, NMS_IOU, DetectorTrainConfig
+from models.env import Env
+from models.harness import Task
 
-KIND = "detector"
 #: Augmentation of the detector's pictures: faces of many sizes and places, upright.
 DETECTOR_AUGMENT = T.Augment(
     scale=0.3, rotate=10.0, shift=0.15, flip=0.5, brightness=0.3, contrast=0.3, saturation=0.3
 )
 #: The IoU at which a detection counts as finding a face (recall@iou=0.5).
 MATCH_IOU = 0.5
-#: Overlapping detections above this IoU are one face (NMS).
-NMS_IOU = 0.4
-
-
-@dataclass
-class DetectorTrainConfig(TrainConfig):
-    """:class:`models.harness.TrainConfig` and the detector's settings."""
-
-    batch_size: int = 32
-    epochs: int = 20
-    lr: float = 3e-3
-    model: str = "centernet_small"  # models.detection.centernet.DETECTORS
-    input_size: int = 128  # the letterboxed square's side (a multiple of 32)
-    augment: bool = True
-    mosaic: float = 0.3  # share of training pictures that are 2 x 2 mosaics
-    score_threshold: float = 0.3  # a detection's minimum heatmap score (recall, pipeline)
-
-    def validate(self) -> None:
-        super().validate()
-        if self.model not in DETECTORS:
-            raise ValueError(f"model {self.model!r}: use one of {', '.join(DETECTORS)}")
-        if self.input_size < 32 or self.input_size % 32:
-            raise ValueError(f"input_size must be a multiple of 32, got {self.input_size}")
-        if not 0 <= self.mosaic <= 1:
-            raise ValueError(f"mosaic must be in [0, 1], got {self.mosaic}")
-        if not 0 < self.score_threshold < 1:
-            raise ValueError(f"score_threshold must be in (0, 1), got {self.score_threshold}")
 
 
 @dataclass
@@ -133,7 +107,7 @@ def box_metrics(
         counts.append(int(above.sum()))
     return {
         "iou": float(np.mean(tops)) if tops else float("nan"),
-        f"recall@iou={MATCH_IOU:g}": float(np.mean(found)) if found else float("nan"),
+        at_iou("recall", MATCH_IOU): float(np.mean(found)) if found else float("nan"),
         "detections_per_image": float(np.mean(counts)) if counts else float("nan"),
     }
 
@@ -220,41 +194,6 @@ def train_detector(
     )
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
-    """A checkpoint written by :func:`train_detector` (a run folder means its last.pt)."""
-    return checkpoints.load_checkpoint(
-        path, map_location, kind=KIND, config_type=DetectorTrainConfig
-    )
-
-
-@dataclass
-class LoadedDetector:
-    run_id: str
-    config: DetectorTrainConfig
-    model: CenterNet
-    epoch: int  # 0-based epoch of the weights
-    checkpoint: Path
-    snapshot_hash: str
-
-
-def load_detector(
-    run_id_or_checkpoint: str | os.PathLike[str],
-    db: str | os.PathLike[str] | None = None,
-    device: str | torch.device = "cpu",
-) -> LoadedDetector:
-    """A detector run's best checkpoint (a run id, run folder or checkpoint file), in
-    eval mode on ``device``."""
-    path = checkpoints.run_checkpoint_path(run_id_or_checkpoint, db, KIND)
-    ckpt = load_checkpoint(path)
-    config = DetectorTrainConfig.from_saved(ckpt["config"])
-    model = create_detector_model(config.model, input_size=config.input_size)
-    checkpoints.load_weights(model, ckpt, "model")
-    model.to(device).eval()
-    return LoadedDetector(
-        str(ckpt["run_id"]), config, model, int(ckpt["epoch"]) - 1, path, str(ckpt["snapshot_hash"])
-    )
-
-
 @dataclass
 class DetectorEval:
     run_id: str
@@ -276,7 +215,7 @@ def evaluate_detector(
     """The run's ``iou``, ``recall@iou=0.5`` and ``detections_per_image`` on ``split``
     of the snapshot it trained on, written to ``metrics`` (that split, the checkpoint's
     epoch) with ``write``."""
-    loaded = load_detector(run_id_or_checkpoint, db)
+    loaded = store.load_run(run_id_or_checkpoint, KIND, db)
     data = DetectionDataset(db, loaded.config.snapshot, split, loaded.config.input_size)
     if data.snapshot_hash != loaded.snapshot_hash:
         raise ValueError(
@@ -300,11 +239,8 @@ __all__ = [
     "DetectorResult",
     "DetectorTask",
     "DetectorTrainConfig",
-    "LoadedDetector",
     "box_metrics",
     "evaluate_detector",
-    "load_checkpoint",
-    "load_detector",
     "predict_boxes",
     "train_detector",
 ]

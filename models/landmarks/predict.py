@@ -1,5 +1,7 @@
 """Landmark predictions in the in-the-wild image's pixels: one function for training's
-validation and for ``celebcat align``.
+validation and for ``celebcat align``, and :class:`LandmarkModel`, a loaded landmark
+run (what :func:`models.store.load_landmarks` returns) that the pipeline and
+``celebcat align`` predict with.
 
 NME is measured in original pixels: the crops stretch the face box onto a square
 non-uniformly (transforms.box_to_square), so distances in input pixels would weigh x
@@ -10,7 +12,9 @@ decoded from the same heatmaps, so the gain of sub-pixel decoding is visible.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,12 +22,15 @@ import torch
 from torch import nn
 
 from catalog import transforms as T
+from models.checkpoints import Checkpoint, load_weights
+from models.landmarks.config import LandmarkTrainConfig
 from models.landmarks.heatmaps import (
     decode_argmax,
     decode_subpixel,
     heatmap_to_input,
     input_to_original,
 )
+from models.registry import create_model
 
 
 def predict_landmarks(
@@ -84,4 +91,86 @@ def predict_landmarks(
     )
 
 
-__all__ = ["predict_landmarks"]
+@dataclass
+class LandmarkModel:
+    """A landmark run's hourglass in eval mode on ``device``, predicting as its training
+    validated: the run's decoding (``decode``, ``sigma``)."""
+
+    run_id: str
+    config: LandmarkTrainConfig
+    model: nn.Module
+    epoch: int  # 0-based epoch of the checkpoint's weights
+    checkpoint: Path
+    snapshot_hash: str
+    device: torch.device
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Checkpoint, device: str | torch.device = "cpu") -> LandmarkModel:
+        """The model of a landmark run's checkpoint (its config complete, as
+        :func:`models.store.read_checkpoint` gives it)."""
+        config = LandmarkTrainConfig.from_saved(ckpt["config"])
+        model = create_model(config.model)
+        load_weights(model, ckpt, "model")
+        device = torch.device(device)
+        model.to(device).eval()
+        path = ckpt.path if ckpt.path is not None else Path()
+        return cls(
+            str(ckpt["run_id"]),
+            config,
+            model,
+            int(ckpt["epoch"]) - 1,
+            path,
+            str(ckpt["snapshot_hash"]),
+            device,
+        )
+
+    @property
+    def input_size(self) -> int:
+        """The side of the square crops it takes."""
+        return int(self.model.config.input_size)
+
+    def predict_batches(
+        self,
+        batches: Iterable[dict[str, Any]],
+        to_original: np.ndarray | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`predict_landmarks` with this run's model and decoding: points (N, 5,
+        2) decoded sub-pixel and by argmax, in original pixels."""
+        return predict_landmarks(
+            self.model,
+            batches,
+            self.device,
+            self.config.decode,
+            self.config.sigma,
+            to_original=to_original,
+            progress=progress,
+        )
+
+    def predict(
+        self,
+        crops: np.ndarray,
+        to_original: np.ndarray | None = None,
+        batch_size: int = 64,
+    ) -> np.ndarray:
+        """Points (N, 5, 2) float64 of uint8 RGB crops (N, S, S, 3), S =
+        :attr:`input_size`: in crop pixels, or through ``to_original`` (N, 2, 3), each
+        crop's crop -> original matrix, in original pixels."""
+        size = self.input_size
+        if crops.ndim != 4 or crops.shape[1:] != (size, size, 3) or crops.dtype != np.uint8:
+            raise ValueError(
+                f"Landmark run {self.run_id} takes uint8 crops (N, {size}, {size}, 3), got "
+                f"{crops.dtype} {tuple(crops.shape)}"
+            )
+        if to_original is None:
+            to_original = np.broadcast_to(np.eye(3)[:2], (len(crops), 2, 3))
+
+        def batches() -> Iterator[dict[str, torch.Tensor]]:
+            for start in range(0, len(crops), batch_size):
+                part = crops[start : start + batch_size].transpose(0, 3, 1, 2)
+                yield {"image": torch.from_numpy(np.ascontiguousarray(part))}
+
+        return self.predict_batches(batches(), to_original)[0]
+
+
+__all__ = ["LandmarkModel", "predict_landmarks"]

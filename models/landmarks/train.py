@@ -29,49 +29,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from catalog import results
 from catalog import transforms as T
 from catalog.datasets import DatasetError, LandmarkDataset
-from models import checkpoints, distributed, harness
-from models.harness import SCHEDULES, Env, Task, TrainConfig, epoch_lr
+from models import distributed, harness
+from models.env import Env
+from models.harness import Task
+from models.landmarks.config import KIND, LandmarkTrainConfig
 from models.landmarks.hourglass import heatmap_loss
 from models.landmarks.metrics import nme
 from models.landmarks.predict import predict_landmarks
-from models.registry import create_model, list_models
-
-KIND = "landmarks"
-DECODES = ("dark", "quarter")
-
-
-@dataclass
-class LandmarkTrainConfig(TrainConfig):
-    """:class:`models.harness.TrainConfig` (snapshot, epochs, batch_size, lr, schedule,
-    weight_decay, num_workers, seed, device, out_dir, max_minutes,
-    max_batches_per_epoch) and the landmark model's settings."""
-
-    model: str = "hourglass_small"  # models.registry name; its input_size sets the crops
-    sigma: float = 1.5  # heatmap pixels, targets and DARK smoothing alike
-    augment: bool = True  # catalog.transforms.Augment() defaults on the train split
-    decode: str = "dark"  # decode_subpixel method: dark | quarter
-    normaliser: str = results.NME_NORMALISER  # how NME is normalised (models.landmarks.metrics.nme)
-
-    def validate(self) -> None:
-        super().validate()
-        if self.model not in list_models():
-            raise ValueError(f"model {self.model!r}: use one of {', '.join(list_models())}")
-        if self.decode not in DECODES:
-            raise ValueError(f"decode must be one of {', '.join(DECODES)}, got {self.decode!r}")
-        if not self.sigma > 0:
-            raise ValueError(f"sigma must be positive, got {self.sigma}")
-        if self.normaliser != results.NME_NORMALISER:
-            raise ValueError(
-                f"normaliser must be {results.NME_NORMALISER!r}, got {self.normaliser!r}"
-            )
-
-
-#: Fields a resumed run may change; any other change would make it a different run.
-#: (A new ``epochs`` reshapes the rest of a cosine schedule, which is the point of it.)
-RESUMABLE = LandmarkTrainConfig.RESUMABLE
+from models.registry import create_model
 
 
 @dataclass
@@ -83,16 +50,6 @@ class TrainResult:
 
 
 _clock = time.monotonic  # the time budget's clock (a test replaces it)
-
-
-def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
-    """A checkpoint written by :func:`train_landmarks` (a run folder means its last.pt),
-    its ``config`` complete (fields older runs lack filled in). Raises
-    :class:`models.checkpoints.CheckpointError` (a ValueError) naming the file and what
-    is wrong where it is not one; loading never runs code (``weights_only``)."""
-    return checkpoints.load_checkpoint(
-        path, map_location, kind=KIND, config_type=LandmarkTrainConfig
-    )
 
 
 class LandmarkTask(Task):
@@ -199,7 +156,7 @@ def train_landmarks(
     ``epoch``, ``train_loss``, ``val_nme``, ``val_nme_argmax``, ``best_val_nme``),
     ``on_batch(epoch, done, total, mean loss so far)`` after each training batch.
     Ctrl-C marks the run 'interrupted', any error 'failed'; resume from
-    ``out_dir/<run_id>/last.pt`` (only :data:`RESUMABLE` settings may change).
+    ``out_dir/<run_id>/last.pt`` (only :attr:`LandmarkTrainConfig.RESUMABLE` settings may change).
     """
     outcome = harness.train(LandmarkTask, config, db, resume, progress, on_batch, clock=_clock)
     return TrainResult(outcome.run_id, outcome.best, outcome.best_checkpoint, outcome.epochs_done)
@@ -207,12 +164,8 @@ def train_landmarks(
 
 __all__ = [
     "KIND",
-    "RESUMABLE",
-    "SCHEDULES",
     "LandmarkTask",
     "LandmarkTrainConfig",
     "TrainResult",
-    "epoch_lr",
-    "load_checkpoint",
     "train_landmarks",
 ]

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,10 +50,20 @@ import torch
 from PIL import Image, ImageOps
 
 from catalog import transforms as T
+from catalog.crop_source import BBOX, CropSource
 from catalog.db import connect
 from catalog.errors import CatalogError
 from catalog.views import PARAM_NAMES
-from models.detection.detectors import Detector, make_detector
+from models import store
+from models.alignment.similarity import (
+    TEMPLATES,
+    alignment_matrices,
+    decode_region,
+    with_box_fallback,
+)
+from models.detection.detectors import Detector
+from models.landmarks.predict import LandmarkModel
+from models.recognition.recognizer import Recognizer
 
 __all__ = [
     "STAGES",
@@ -166,9 +176,20 @@ class CropPlan:
     why: str = ""
 
     @property
-    def source(self) -> str:
+    def source(self) -> CropSource:
         """The crop source, as the crop caches and the embeddings table name it."""
-        return "bbox" if self.kind == "bbox" else f"aligned/{self.template}/{self.landmark_run}"
+        if self.kind == BBOX:
+            return CropSource(BBOX)
+        assert self.template is not None
+        return CropSource.aligned(self.template, self.landmark_run)
+
+
+def _parse_source(text: str) -> CropSource | None:
+    """The crop source ``text`` names, or None for a variant that names no alignment."""
+    try:
+        return CropSource.parse(text)
+    except ValueError:
+        return None
 
 
 def _stored_sources(
@@ -206,44 +227,43 @@ def _stored_sources(
 
 
 def crop_plan(
-    recognizer: Any,
+    recognizer: Recognizer,
     db: str | os.PathLike[str] | None = None,
     landmark_run: str | None = None,
     template: str | None = None,
 ) -> CropPlan:
-    """The crops ``recognizer`` (a :class:`models.recognition.evaluate.Recognizer`) was
-    trained on (module docstring); ``landmark_run`` and ``template`` override what the
-    catalog records. PipelineError where an aligned recognizer's alignment cannot be
-    found or was made from the catalog's true landmarks, which a photo has none of."""
-    from models.alignment.snapshot import TEMPLATES
-
-    config = recognizer.config
-    sources, cache, params = _stored_sources(db, recognizer.run_id, config.snapshot, config.size)
+    """The crops ``recognizer`` was trained on (module docstring); ``landmark_run`` and
+    ``template`` override what the catalog records. PipelineError where an aligned
+    recognizer's alignment cannot be found or was made from the catalog's true
+    landmarks, which a photo has none of."""
+    config, recipe = recognizer.config, recognizer.recipe
+    sources, cache, params = _stored_sources(db, recognizer.run_id, config.snapshot, recipe.size)
     shrink = float(params.get("box_shrink", PARAM_NAMES["box_shrink"].default))
-    if config.source == "bbox":
+    if recipe.source.kind == BBOX:
         return CropPlan(
-            "bbox", config.size, shrink, template, landmark_run, "trained on face-box crops"
+            BBOX, recipe.size, shrink, template, landmark_run, "trained on face-box crops"
         )
-    if config.source.startswith("aligned/"):
-        found, why = config.source, f"the run's source {config.source}"
+    found: CropSource | None = None
+    if recipe.source.pinned:
+        found, why = recipe.source, f"the run's source {recipe.source}"
     else:
-        aligned = [s for s in sources if s.startswith("aligned/")]
+        aligned = [s for s in map(_parse_source, sources) if s is not None and s.pinned]
+        newest = _parse_source(cache) if cache is not None else None
         if len(aligned) == 1:
             found, why = aligned[0], f"its embeddings' source {aligned[0]}"
-        elif cache is not None:
-            found, why = cache, f"the newest aligned crops of {config.snapshot} ({cache})"
+        elif newest is not None:
+            found, why = newest, f"the newest aligned crops of {config.snapshot} ({newest})"
         else:
-            found, why = None, ""
-    parts = found.split("/") if found else []
-    tmpl = template or (parts[1] if len(parts) == 3 else None)
-    run = landmark_run or (parts[2] if len(parts) == 3 else None)
+            why = ""
+    tmpl = template or (found.template if found else None)
+    run = landmark_run or (found.run if found else None)
     if tmpl is None or run is None:
         raise PipelineError(
             f"Recognizer {recognizer.run_id} was trained on aligned crops, but the catalog "
             "does not record which alignment (no embeddings of it, no aligned crops of its "
             "snapshot): pass the landmark run and template (--landmarks RUN --template T)."
         )
-    if run == "truth" and landmark_run is None:
+    if found is not None and found.from_truth and landmark_run is None:
         raise PipelineError(
             f"Recognizer {recognizer.run_id} was trained on crops aligned with the catalog's "
             "true landmarks, which a photo does not have: pass a landmark run to predict "
@@ -264,7 +284,7 @@ def crop_plan(
             )
             + ")"
         )
-    return CropPlan("aligned", config.size, shrink, tmpl, run, why)
+    return CropPlan(recipe.source.kind, recipe.size, shrink, tmpl, run, why)
 
 
 # --- the pipeline ---------------------------------------------------------------------------
@@ -334,22 +354,21 @@ class FacePipeline:
     ``catalog``, ``run:<id>``, ``onnx:<path>``). ``landmark_run``: a landmark run id or
     checkpoint, or None for the one the recognizer's crops record (:func:`crop_plan`).
     ``recognizer_run``: a recognition run id or checkpoint, or a loaded
-    :class:`models.recognition.evaluate.Recognizer`. ``device``: cpu, cuda or auto.
+    :class:`models.recognition.recognizer.Recognizer`. ``device``: cpu, cuda or auto.
+    Every model comes from :mod:`models.store`.
     """
 
     def __init__(
         self,
         detector: str | Detector,
         landmark_run: str | os.PathLike[str] | None,
-        recognizer_run: Any,
+        recognizer_run: str | os.PathLike[str] | Recognizer,
         db: str | os.PathLike[str] | None = None,
         *,
         template: str | None = None,
         device: str = "cpu",
         batch_size: int = 64,
     ) -> None:
-        from models.recognition.evaluate import Recognizer, load_recognizer
-
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -359,17 +378,17 @@ class FacePipeline:
         self.recognizer = (
             recognizer_run
             if isinstance(recognizer_run, Recognizer)
-            else load_recognizer(recognizer_run, db, self.device)
+            else store.load_recognizer(recognizer_run, db, self.device)
         )
         self.recognizer.model.to(self.device).eval()
         self.plan = crop_plan(
             self.recognizer, db, None if landmark_run is None else str(landmark_run), template
         )
-        self.landmarks = None
+        self.landmarks: LandmarkModel | None = None
         run = self.plan.landmark_run
         if run is not None:
-            self.landmarks = _LandmarkModel(run, db, self.device)
-        self.detector = make_detector(detector, db, str(self.device))
+            self.landmarks = store.load_landmarks(run, db, self.device)
+        self.detector = store.load_detector(detector, db, str(self.device))
 
     @property
     def run_id(self) -> str:
@@ -439,11 +458,11 @@ class FacePipeline:
         points = None
         if self.landmarks is not None:
             with timer.stage("landmarks"):
-                points = self.landmarks.predict(batch, owner, crop_boxes, self.batch_size)
+                points = self._landmarks(batch, owner, crop_boxes)
         with timer.stage("align"):
             crops = self._recognizer_crops(batch, owner, crop_boxes, points)
         with timer.stage("embed"):
-            embeddings = self._embed(crops)
+            embeddings = self.recognizer.embed(crops, self.batch_size)
         return [
             Face(
                 where[owner[i]],
@@ -466,22 +485,17 @@ class FacePipeline:
     ) -> np.ndarray:
         size = self.plan.size
         crops = np.empty((len(owner), size, size, 3), np.uint8)
-        if self.plan.kind == "bbox":
+        if self.plan.kind == BBOX:
             for i, (k, box) in enumerate(zip(owner, crop_boxes, strict=True)):
                 crops[i] = _box_crop(batch[k], box, size)
             return crops
-        from models.alignment.similarity import alignment_matrices
-        from models.alignment.snapshot import TEMPLATES, _with_box_fallback
-
-        assert points is not None
+        assert points is not None and self.plan.template is not None
         template = TEMPLATES[self.plan.template]
-        fixed, _ = _with_box_fallback(points, crop_boxes, template)
+        fixed, _ = with_box_fallback(points, crop_boxes, template)
         matrices = alignment_matrices(fixed, template, size)
         for i, (k, matrix) in enumerate(zip(owner, matrices, strict=True)):
-            # align_run._warp_one's steps: the region the crop covers decides the decoding
-            scale = float(np.sqrt(abs(np.linalg.det(matrix[:2, :2]))))
-            side = size / max(scale, 1e-12)
-            source, to_source = batch[k].for_crop((0, 0, side, side), size)
+            # as celebcat align warps: the region the crop covers decides the decoding
+            source, to_source = batch[k].for_crop(decode_region(matrix, size), size)
             crops[i] = T.warp(source, matrix @ T.invert(to_source), size)
         return crops
 
@@ -507,42 +521,3 @@ def _box_crop(image: LoadedImage, box: np.ndarray, size: int) -> np.ndarray:
     """A face box onto ``size`` x ``size``, as FaceDataset crops it (no augmentation)."""
     source, to_source = image.for_crop(box, size)
     return T.warp(source, T.box_to_square(box, size) @ T.invert(to_source), size)
-
-
-class _LandmarkModel:
-    """A landmark run's hourglass, predicting as ``celebcat align`` predicts."""
-
-    def __init__(self, run: str, db: str | os.PathLike[str] | None, device: torch.device) -> None:
-        from models.alignment.snapshot import resolve_checkpoint
-        from models.checkpoints import load_weights
-        from models.registry import create_model
-
-        _, ckpt = resolve_checkpoint(run, db)
-        config = ckpt["config"]
-        self.run_id = str(ckpt["run_id"])
-        self.model = create_model(config["model"])
-        load_weights(self.model, ckpt, "model")
-        self.model.to(device).eval()
-        self.device = device
-        self.decode, self.sigma = config.get("decode", "dark"), config.get("sigma", 1.5)
-
-    def predict(
-        self, batch: list[LoadedImage], owner: list[int], crop_boxes: np.ndarray, batch_size: int
-    ) -> np.ndarray:
-        from models.landmarks.predict import predict_landmarks
-
-        size = self.model.config.input_size
-        to_original = np.stack([T.invert(T.box_to_square(b, size))[:2] for b in crop_boxes])
-
-        def batches() -> Iterator[dict[str, torch.Tensor]]:
-            for start in range(0, len(owner), batch_size):
-                crops = [
-                    T.to_uint8_tensor(_box_crop(batch[owner[i]], crop_boxes[i], size))
-                    for i in range(start, min(start + batch_size, len(owner)))
-                ]
-                yield {"image": torch.stack(crops)}
-
-        points, _ = predict_landmarks(
-            self.model, batches(), self.device, self.decode, self.sigma, to_original=to_original
-        )
-        return points

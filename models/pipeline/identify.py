@@ -52,6 +52,7 @@ from PIL import Image
 from catalog import gallery as G
 from catalog import results, snapshots
 from catalog.errors import CatalogError
+from catalog.metric_names import at_fpr, operating_points
 from models.pipeline.faces import FacePipeline, LoadedImage, load_image
 from models.recognition.metrics import OPEN_SET_FPRS, l2_normalize
 
@@ -115,15 +116,12 @@ def open_set_threshold(
     stored = {
         (e, n): v for (e, s, n), v in results.get_metrics(db, run_id).items() if s == "open_set"
     }
-    name = f"threshold@fpr={fpr:g}"
+    name = at_fpr("threshold", fpr)
     epochs = sorted({e for e, n in stored if n == name})
     if epoch is not None:
         epochs = [e for e in epochs if e == epoch] or epochs
     if not epochs:
-        have = sorted(
-            {float(n.split("=", 1)[1]) for _, n in stored if n.startswith("threshold@fpr=")},
-            reverse=True,
-        )
+        have = operating_points({n for _, n in stored}, "threshold")[::-1]
         if have:
             raise IdentifyError(
                 f"Run {run_id}'s open-set evaluation has thresholds at FPR "
@@ -136,7 +134,7 @@ def open_set_threshold(
             "models.recognition.evaluate.evaluate_recognizer), or pass --threshold."
         )
     e = epochs[-1]
-    tpr = stored.get((e, f"tpr@fpr={fpr:g}"))
+    tpr = stored.get((e, at_fpr("tpr", fpr)))
     return Threshold(float(stored[(e, name)]), run_id, fpr, e, tpr)
 
 

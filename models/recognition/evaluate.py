@@ -2,8 +2,8 @@
 
 ``celebcat embed --run R`` and ``celebcat eval recognizer --run R``:
 
-1. :func:`load_recognizer`: the run's best checkpoint -> backbone (and its loss, whose
-   classifier gives closed-set scores), in eval mode.
+1. :func:`models.store.load_recognizer`: the run's best checkpoint -> backbone (and its
+   loss, whose classifier gives closed-set scores), in eval mode.
 2. :func:`embed_snapshot`: every image of the run's snapshot that has a split, cropped
    as in training (the run's ``source`` and ``size``, no augmentation), embedded in
    batches and written to the catalog's ``embeddings`` table, L2-normalised.
@@ -42,17 +42,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
 from catalog import results, snapshots
 from catalog.datasets import FaceDataset
 from catalog.db import connect
 from catalog.formats import SPLITS
-from models import distributed
-from models.checkpoints import load_weights, run_checkpoint_path
-from models.harness import Env
-from models.recognition.losses import TRIPLET, make_loss
+from catalog.metric_names import MetricName, at_fpr
+from models import distributed, store
+from models.env import Env
 from models.recognition.metrics import (
     IDENTIFICATION_FPIRS,
     OPEN_SET_FPRS,
@@ -64,67 +62,12 @@ from models.recognition.metrics import (
     triplet_accuracy,
     verification,
 )
-from models.recognition.train import KIND, RecognizerTrainConfig, embed_loader, load_checkpoint
-from models.registry import create_model
+from models.recognition.recognizer import Recognizer, embed_batches
 
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
 
 #: The splits embedded: every one a snapshot gives an image ('unused' images are not).
 EMBED_SPLITS = SPLITS
-
-
-@dataclass
-class Recognizer:
-    """A trained recognizer, ready to embed."""
-
-    run_id: str
-    config: RecognizerTrainConfig
-    model: nn.Module
-    loss: nn.Module
-    epoch: int  # 0-based epoch of the checkpoint's weights
-    checkpoint: Path
-    snapshot_hash: str
-
-
-def load_recognizer(
-    run_id_or_checkpoint: str | os.PathLike[str],
-    db: str | os.PathLike[str] | None = None,
-    device: str | torch.device = "cpu",
-) -> Recognizer:
-    """A recognition run's best checkpoint (a run id, run folder or checkpoint file),
-    model and loss in eval mode on ``device``."""
-    path = run_checkpoint_path(run_id_or_checkpoint, db, KIND)
-    ckpt = load_checkpoint(path)
-    config = RecognizerTrainConfig.from_saved(ckpt["config"])
-    model = create_model(
-        config.backbone,
-        input_size=config.size,
-        embedding_dim=config.embedding_dim,
-        dropout=config.dropout,
-    )
-    load_weights(model, ckpt, "model")
-    n_classes = int(ckpt["num_classes"]) if config.loss != TRIPLET else None
-    loss = make_loss(
-        config.loss,
-        n_classes,
-        config.embedding_dim,
-        mining=config.mining,
-        margin=config.margin,
-        scale=config.scale,
-        label_smoothing=config.label_smoothing,
-    )
-    load_weights(loss, ckpt, "loss")
-    model.to(device).eval()
-    loss.to(device).eval()
-    return Recognizer(
-        str(ckpt["run_id"]),
-        config,
-        model,
-        loss,
-        int(ckpt["epoch"]) - 1,
-        path,
-        str(ckpt["snapshot_hash"]),
-    )
 
 
 @dataclass
@@ -203,9 +146,8 @@ def _embed(
     env = Env(device)
     loader = DataLoader(distributed.shard(subset), batch_size=batch_size, num_workers=workers)
     batches = _counted(loader, progress, "embed")
-    logits_of = recognizer.loss.logits if config.loss != TRIPLET else None
     emb, _, logits = distributed.gather_rows(
-        *embed_loader(recognizer.model, batches, env, logits_of)
+        *embed_batches(recognizer.model, batches, env, recognizer.classifier)
     )
     emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     source = ds.cache.source if ds.cache is not None else config.source
@@ -256,10 +198,6 @@ class RecognitionEval:
     plots: list[Path] = field(default_factory=list)
 
 
-def _fmt(x: float) -> str:
-    return f"{x:g}"
-
-
 def closed_set_metrics(e: Embedded, mask: np.ndarray | None = None) -> dict[str, float]:
     """Test-split figures of ``e`` (restricted to ``mask`` where given)."""
     test = e.where("test") if mask is None else e.where("test") & mask
@@ -284,7 +222,7 @@ def closed_set_metrics(e: Embedded, mask: np.ndarray | None = None) -> dict[str,
         v = verification(e.embeddings[test], labels, VERIFICATION_FPRS)
         out["verif_auc"], out["verif_eer"] = v.auc, v.eer
         for f in VERIFICATION_FPRS:
-            out[f"verif_tpr@fpr={_fmt(f)}"] = v.tpr(f)
+            out[at_fpr("verif_tpr", f)] = v.tpr(f)
         out["triplet_acc"] = triplet_accuracy(e.embeddings[test], labels=labels, seed=0)
     return out
 
@@ -300,15 +238,15 @@ def open_set_metrics(e: Embedded, mask: np.ndarray | None = None) -> dict[str, f
     v = open_set_verification(e.embeddings[query], q_ids, e.embeddings[distractor], OPEN_SET_FPRS)
     out["auc"], out["eer"] = v.auc, v.eer
     for f in OPEN_SET_FPRS:
-        out[f"tpr@fpr={_fmt(f)}"] = v.tpr(f)
-        out[f"threshold@fpr={_fmt(f)}"] = v.threshold(f)
+        out[at_fpr("tpr", f)] = v.tpr(f)
+        out[at_fpr("threshold", f)] = v.threshold(f)
     ident = open_set_identification(
         e.embeddings[query], q_ids, e.embeddings[distractor], IDENTIFICATION_FPIRS
     )
     out["rank1"] = ident.rank1
     for f in IDENTIFICATION_FPIRS:
-        out[f"tpir@fpir={_fmt(f)}"] = ident.tpir(f)
-        out[f"tpir_threshold@fpir={_fmt(f)}"] = ident.threshold(f)
+        out[str(MetricName("tpir", "fpir", f))] = ident.tpir(f)
+        out[str(MetricName("tpir_threshold", "fpir", f))] = ident.threshold(f)
     return out
 
 
@@ -355,7 +293,7 @@ def evaluate_recognizer(
     """Embed the run's snapshot (writing the embeddings), measure every protocol, write
     the figures to ``metrics`` at the checkpoint's epoch, and (``plots``: a folder)
     draw ROC, cosine histograms and a t-SNE as PNG."""
-    recognizer = load_recognizer(run_id_or_checkpoint, db)
+    recognizer = store.load_recognizer(run_id_or_checkpoint, db)
     snap = snapshots.read_images(db, recognizer.config.snapshot, files=False, boxes=False)
     if snap.hash != recognizer.snapshot_hash:
         raise ValueError(
@@ -408,6 +346,5 @@ __all__ = [
     "closed_set_metrics",
     "embed_snapshot",
     "evaluate_recognizer",
-    "load_recognizer",
     "open_set_metrics",
 ]

@@ -37,71 +37,19 @@ from torch.utils.data import DataLoader
 
 from catalog import transforms as T
 from catalog.datasets import FaceDataset, PKSampler
-from models import checkpoints, distributed, harness
-from models.harness import Env, Task, TrainConfig
-from models.recognition.losses import LOSSES, MININGS, TRIPLET, RandomTripletMiner, make_loss
+from models import distributed, harness
+from models.env import Env
+from models.harness import Task
+from models.recognition.config import KIND, RecognizerTrainConfig
+from models.recognition.losses import TRIPLET, RandomTripletMiner, make_loss
 from models.recognition.metrics import pair_scores, roc_auc, topk_accuracy
-from models.registry import RECOGNITION, create_model, list_models
+from models.recognition.recognizer import embed_batches
+from models.registry import create_model
 
-KIND = "recognition"
-#: Where the crops come from: an alignment (``celebcat align``) or the face box.
-SOURCES = ("aligned", "bbox")
 #: Augmentation for recognition crops: upright faces, so little rotation.
 RECOGNITION_AUGMENT = T.Augment(
     scale=0.1, rotate=5.0, shift=0.05, flip=0.5, brightness=0.2, contrast=0.2, saturation=0.2
 )
-
-
-@dataclass
-class RecognizerTrainConfig(TrainConfig):
-    """:class:`models.harness.TrainConfig` and the recognizer's settings.
-
-    Defaults: the reference's recipe (AdamW 1e-3, cosine, label smoothing 0.1,
-    ArcFace s = 30, m = 0.5, a 512-d embedding, 30 epochs) on the CPU-sized backbone.
-    """
-
-    batch_size: int = 64
-    backbone: str = "face_cpu"  # models.registry recognition name
-    loss: str = "arcface"  # ce | arcface | cosface | triplet
-    mining: str = "batch-hard"  # triplet only: random | batch-hard
-    source: str = "aligned"  # aligned (newest at size), aligned/<template>/<run>, or bbox
-    size: int = 112  # crop side; the backbone's input_size
-    embedding_dim: int = 512
-    dropout: float = 0.0  # before the embedding head's linear layer
-    margin: float | None = None  # None: the loss's default (ArcFace 0.5 rad, ...)
-    scale: float = 30.0  # ArcFace / CosFace s
-    label_smoothing: float = 0.1  # ce
-    pk_images: int = 4  # triplet: K images per identity; P = batch_size // K
-    augment: bool = True
-
-    def validate(self) -> None:
-        super().validate()
-        if self.backbone not in list_models(RECOGNITION):
-            raise ValueError(
-                f"backbone {self.backbone!r}: use one of {', '.join(list_models(RECOGNITION))}"
-            )
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss {self.loss!r}: use one of {', '.join(LOSSES)}")
-        if self.mining not in MININGS:
-            raise ValueError(f"mining {self.mining!r}: use one of {', '.join(MININGS)}")
-        if self.source not in SOURCES and not self.source.startswith("aligned/"):
-            raise ValueError(
-                f"source {self.source!r}: use aligned, bbox or aligned/<template>/<run id | truth>"
-            )
-        if self.size < 16 or self.size % 16:
-            raise ValueError(f"size must be a multiple of 16 (64, 112, 224...), got {self.size}")
-        if self.embedding_dim < 2:
-            raise ValueError(f"embedding_dim must be at least 2, got {self.embedding_dim}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if not self.scale > 0:
-            raise ValueError(f"scale must be positive, got {self.scale}")
-        if self.pk_images < 2 or self.batch_size // self.pk_images < 2:
-            if self.loss == TRIPLET:
-                raise ValueError(
-                    f"triplet batches need K >= 2 images of P >= 2 identities: pk_images "
-                    f"{self.pk_images} with batch_size {self.batch_size}"
-                )
 
 
 @dataclass
@@ -257,45 +205,13 @@ class RecognizerTask(Task):
     def evaluate(self) -> dict[str, float]:
         """Validation top-1 (classifier losses) and all-pairs verification AUC."""
         embeddings, labels, logits = distributed.gather_rows(
-            *embed_loader(self.model, self.val_loader, self.env, self.loss.logits)
+            *embed_batches(self.model, self.val_loader, self.env, self.loss.logits)
         )
         same, different = pair_scores(embeddings, labels)
         values = {"auc": roc_auc(same, different) if len(same) and len(different) else math.nan}
         if logits is not None:
             values["top1"] = topk_accuracy(logits, labels, ks=(1,))[1]
         return values
-
-
-def embed_loader(
-    model: nn.Module,
-    loader: Any,
-    env: Env,
-    head: Callable[[torch.Tensor], torch.Tensor | None] | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Embeddings (N, D) float32, labels (N,) int64 and, where ``head`` gives them,
-    class scores (N, C) of every batch of ``loader`` (model in eval mode, no grad)."""
-    chunks, labels, scores = [], [], []
-    with torch.no_grad():
-        for batch in loader:
-            with env.autocast():
-                out = model(env.images(batch["image"]))
-            out = out.float()
-            chunks.append(out.cpu())
-            labels.append(batch["label"])
-            logits = head(out) if head is not None else None
-            if logits is not None:
-                scores.append(logits.float().cpu())
-    emb = torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), np.float32)
-    lab = torch.cat(labels).numpy() if labels else np.zeros(0, np.int64)
-    return emb, lab, (torch.cat(scores).numpy() if scores else None)
-
-
-def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
-    """A checkpoint written by :func:`train_recognizer` (a run folder means its last.pt);
-    :class:`models.checkpoints.CheckpointError` naming the file where it is not one."""
-    return checkpoints.load_checkpoint(
-        path, map_location, kind=KIND, config_type=RecognizerTrainConfig
-    )
 
 
 def train_recognizer(
@@ -320,11 +236,8 @@ def train_recognizer(
 __all__ = [
     "KIND",
     "RECOGNITION_AUGMENT",
-    "SOURCES",
     "RecognizerResult",
     "RecognizerTask",
     "RecognizerTrainConfig",
-    "embed_loader",
-    "load_checkpoint",
     "train_recognizer",
 ]
