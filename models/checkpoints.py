@@ -92,7 +92,7 @@ def load_checkpoint(
 
     Checks that it is a dict with ``required`` keys of those types; with ``kind``,
     that it is a checkpoint of a run of that kind (its run id says); with
-    ``config_type`` (a :class:`models.harness.TrainConfig` subclass) its ``config`` is
+    ``config_type`` (a :class:`models.config.TrainConfig` subclass) its ``config`` is
     replaced by the full config it describes (``config_type.from_saved``: fields
     saved before they existed get their defaults). Raises FileNotFoundError where
     there is no file, CheckpointError for anything wrong with it.

@@ -199,7 +199,7 @@ def test_crop_plan_finds_the_alignment_or_says_what_to_pass(aligned: SimpleNames
     plan = crop_plan(recognizer, aligned.db)
     assert str(plan.source) == f"aligned/arcface/{aligned.landmarks}" and "newest" in plan.why
     override = crop_plan(recognizer, aligned.db, landmark_run="other", template="reference")
-    assert override.source == "aligned/reference/other" and "overridden" in override.why
+    assert str(override.source) == "aligned/reference/other" and "overridden" in override.why
     recognizer.config.source = "aligned/arcface/truth"
     with pytest.raises(PipelineError, match="true landmarks.*--landmarks RUN"):
         crop_plan(recognizer, aligned.db)

@@ -43,7 +43,7 @@ from catalog import files, results, snapshots
 from catalog import transforms as T
 from catalog.cache import CacheInfo, find_cache, list_caches, store_crops
 from catalog.ced import ced_auc, failure_rate
-from catalog.crop_source import source_kind
+from catalog.crop_source import ALIGNED, CropSource, source_kind
 from catalog.datasets import FaceDataset
 from catalog.db import connect
 from catalog.info import QueryResult
@@ -357,7 +357,7 @@ def _align(
 
         distributed.gather_chunks(len(ids), warp_share, place)
 
-    variant = f"aligned/{template}/{run_id or 'truth'}"
+    variant = str(CropSource.aligned(template, run_id))
     if distributed.is_main():
         info = store_crops(
             snapshot,
@@ -390,6 +390,14 @@ def _align(
     return distributed.broadcast(result)
 
 
+def _template_of(source: str) -> str | None:
+    """The template an aligned crop cache's source names (None for another variant)."""
+    try:
+        return CropSource.parse(source).template
+    except ValueError:
+        return None
+
+
 def alignment_report(
     db: str | os.PathLike[str] | None, snapshot: str, size: int | None = None
 ) -> QueryResult:
@@ -408,7 +416,7 @@ def alignment_report(
             c
             for c in list_caches(db)
             if c.hash == snap.hash
-            and source_kind(c.source) == "aligned"
+            and source_kind(c.source) == ALIGNED
             and (size is None or c.size == size)
         ]
         found = [find_cache(con, snap.hash, c.size, c.source, snapshot=snapshot) for c in caches]
@@ -418,7 +426,7 @@ def alignment_report(
     truth = dict(zip(images.ids, images.truth, strict=True))
     rows = []
     for info, cache in zip(caches, found, strict=True):
-        template = TEMPLATES.get(info.source.split("/")[1] if "/" in info.source else "")
+        template = TEMPLATES.get(_template_of(info.source) or "")
         if cache is None or template is None:
             continue  # incomplete, or stored by something other than celebcat align
         points = np.stack([truth[str(i)] for i in cache.image_ids])

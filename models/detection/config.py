@@ -16,7 +16,7 @@ NMS_IOU = 0.4
 
 @dataclass
 class DetectorTrainConfig(TrainConfig):
-    """:class:`models.harness.TrainConfig` and the detector's settings."""
+    """:class:`models.config.TrainConfig` and the detector's settings."""
 
     batch_size: int = 32
     epochs: int = 20

@@ -16,7 +16,7 @@ DECODES = ("dark", "quarter")
 
 @dataclass
 class LandmarkTrainConfig(TrainConfig):
-    """:class:`models.harness.TrainConfig` (snapshot, epochs, batch_size, lr, schedule,
+    """:class:`models.config.TrainConfig` (snapshot, epochs, batch_size, lr, schedule,
     weight_decay, num_workers, seed, device, out_dir, max_minutes,
     max_batches_per_epoch) and the landmark model's settings."""
 

@@ -499,22 +499,18 @@ class FacePipeline:
             crops[i] = T.warp(source, matrix @ T.invert(to_source), size)
         return crops
 
-    def _embed(self, crops: np.ndarray) -> np.ndarray:
-        out = []
-        model = self.recognizer.model
-        with torch.no_grad():
-            for start in range(0, len(crops), self.batch_size):
-                part = torch.from_numpy(
-                    np.ascontiguousarray(
-                        crops[start : start + self.batch_size].transpose(0, 3, 1, 2)
-                    )
-                )
-                emb = model(T.normalize_batch(part.to(self.device))).float().cpu().numpy()
-                out.append(emb)
-        emb = np.concatenate(out)
-        return (emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)).astype(
-            np.float32
+    def _landmarks(
+        self, batch: list[LoadedImage], owner: list[int], crop_boxes: np.ndarray
+    ) -> np.ndarray:
+        """Each face's five points in its image's pixels, predicted on its box crop
+        as ``celebcat align`` predicts them."""
+        assert self.landmarks is not None
+        size = self.landmarks.input_size
+        crops = np.stack(
+            [_box_crop(batch[k], box, size) for k, box in zip(owner, crop_boxes, strict=True)]
         )
+        to_original = np.stack([T.invert(T.box_to_square(b, size))[:2] for b in crop_boxes])
+        return self.landmarks.predict(crops, to_original, self.batch_size)
 
 
 def _box_crop(image: LoadedImage, box: np.ndarray, size: int) -> np.ndarray:

@@ -321,7 +321,7 @@ def add_gallery(
         keep_images,
         np.stack(vectors),
         detector=pipe.detector.spec,
-        crops=pipe.plan.source,
+        crops=str(pipe.plan.source),
         replace=replace,
     )
     return GalleryBuild(stored, skipped, time.perf_counter() - start)

@@ -6,18 +6,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from catalog.crop_source import CropSource
 from models.config import TrainConfig
 from models.recognition.losses import LOSSES, MININGS, TRIPLET
 from models.registry import RECOGNITION, list_models
 
 KIND = "recognition"
-#: Where the crops come from: an alignment (``celebcat align``) or the face box.
-SOURCES = ("aligned", "bbox")
 
 
 @dataclass
 class RecognizerTrainConfig(TrainConfig):
-    """:class:`models.harness.TrainConfig` and the recognizer's settings.
+    """:class:`models.config.TrainConfig` and the recognizer's settings.
 
     Defaults: the reference's recipe (AdamW 1e-3, cosine, label smoothing 0.1,
     ArcFace s = 30, m = 0.5, a 512-d embedding, 30 epochs) on the CPU-sized backbone.
@@ -47,10 +46,7 @@ class RecognizerTrainConfig(TrainConfig):
             raise ValueError(f"loss {self.loss!r}: use one of {', '.join(LOSSES)}")
         if self.mining not in MININGS:
             raise ValueError(f"mining {self.mining!r}: use one of {', '.join(MININGS)}")
-        if self.source not in SOURCES and not self.source.startswith("aligned/"):
-            raise ValueError(
-                f"source {self.source!r}: use aligned, bbox or aligned/<template>/<run id | truth>"
-            )
+        CropSource.parse(self.source)  # ValueError naming the forms
         if self.size < 16 or self.size % 16:
             raise ValueError(f"size must be a multiple of 16 (64, 112, 224...), got {self.size}")
         if self.embedding_dim < 2:
