@@ -48,11 +48,29 @@ def _source_of(module: str) -> Path | None:
     return None
 
 
-def _imports(module: str, text: str) -> list[tuple[str, list[str]]]:
-    """(imported module, names taken from it) of every import statement in ``text``."""
+def _module_level(tree: ast.Module) -> list[ast.stmt]:
+    """The statements that run on import: the module's body, into if/try blocks, not
+    into functions or classes (whose imports run only when called)."""
+    out, todo = [], list(tree.body)
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        if isinstance(node, ast.If | ast.Try):
+            todo += node.body + node.orelse + getattr(node, "finalbody", [])
+            todo += [s for h in getattr(node, "handlers", []) for s in h.body]
+    return out
+
+
+def _imports(module: str, text: str, lazy: bool = True) -> list[tuple[str, list[str]]]:
+    """(imported module, names taken from it) of every import statement in ``text``
+    (``lazy=False``: only those that run when the module is imported)."""
     out: list[tuple[str, list[str]]] = []
     package = module if module.endswith("__init__") else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(text)):
+    tree = ast.parse(text)
+    nodes = ast.walk(tree) if lazy else _module_level(tree)
+    for node in nodes:
+        if isinstance(node, ast.If) and _type_checking(node):
+            continue
         if isinstance(node, ast.Import):
             out.extend((alias.name, []) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -67,15 +85,21 @@ def _imports(module: str, text: str) -> list[tuple[str, list[str]]]:
     return out
 
 
+def _type_checking(node: ast.If) -> bool:
+    return isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+
+
 def _ours(module: str) -> bool:
     return module.split(".")[0] in PACKAGES and _source_of(module) is not None
 
 
 def import_chains(
-    start: tuple[str, ...], sources: dict[str, str] | None = None
+    start: tuple[str, ...], sources: dict[str, str] | None = None, lazy: bool = True
 ) -> dict[str, list[str]]:
     """Every project module reachable from ``start``, with the chain that reached it.
-    ``sources``: module texts to use instead of the files (a test's own)."""
+    ``sources``: module texts to use instead of the files (a test's own); ``lazy=False``:
+    only through imports that run when a module is imported. Third-party modules
+    reached are recorded too (their top-level name), not followed."""
     sources = sources or {}
     chains = {m: [m] for m in start}
     todo = list(start)
@@ -83,7 +107,10 @@ def import_chains(
         module = todo.pop()
         path = _source_of(module)
         text = sources.get(module) or (path.read_text() if path else "")
-        for imported, _ in _imports(module, text):
+        for imported, _ in _imports(module, text, lazy):
+            top = imported.split(".")[0]
+            if top not in PACKAGES and top not in chains:
+                chains[top] = [*chains[module], top]
             # a module's packages run first: models.landmarks.train imports models.landmarks
             parts = imported.split(".")
             for k in range(1, len(parts) + 1):
@@ -143,3 +170,31 @@ def test_a_private_helper_taken_across_modules_is_caught() -> None:
     assert private_imports(["models.pipeline.faces"], {"models.pipeline.faces": text}) == [
         "models.pipeline.faces: from models.alignment.snapshot import _snapshot_images"
     ]
+
+
+#: What must load without torch: the data layer (but its two torch Datasets), the CLI
+#: (``celebcat --help`` and the commands that need no model), ``demo --no-train``, and
+#: the numpy-only model helpers.
+TORCH_FREE = (
+    "cli",
+    "catalog.ingest",
+    "catalog.snapshots",
+    "catalog.cache",
+    "catalog.export",
+    "catalog.stats",
+    "catalog.reports",
+    "catalog.html_report",
+    "catalog.gallery",
+    "catalog.synth",
+    "models.pipeline.demo",
+    "models.alignment.similarity",
+    "models.detection.detectors",
+    "models.recognition.metrics",
+)
+
+
+def test_what_needs_no_torch_imports_none_on_import() -> None:
+    chains = import_chains(TORCH_FREE, lazy=False)
+    assert "torch" not in chains, " -> ".join(chains.get("torch", []))
+    # the walk does see torch where it is imported at module level
+    assert "torch" in import_chains(("models.store",), lazy=False)
