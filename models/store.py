@@ -31,7 +31,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from models import checkpoints
 from models.checkpoints import Checkpoint
@@ -39,6 +39,11 @@ from models.config import TrainConfig
 from models.detection import config as detection_config
 from models.landmarks import config as landmarks_config
 from models.recognition import config as recognition_config
+
+if TYPE_CHECKING:  # loaded lazily: the recognizer's losses import pytorch-metric-learning
+    from models.detection.detectors import Detector
+    from models.landmarks.predict import LandmarkModel
+    from models.recognition.recognizer import Recognizer
 
 PathLike = str | os.PathLike[str]
 
@@ -130,17 +135,21 @@ def load_run(name: PathLike, kind: str, db: PathLike | None = None, device: Any 
     return load(read_checkpoint(checkpoint_path(name, db, kind), kind), device)
 
 
-def load_landmarks(name: PathLike, db: PathLike | None = None, device: Any = "cpu") -> Any:
+def load_landmarks(
+    name: PathLike, db: PathLike | None = None, device: Any = "cpu"
+) -> LandmarkModel:
     """A landmark run as a :class:`models.landmarks.predict.LandmarkModel`."""
     return load_run(name, LANDMARKS, db, device)
 
 
-def load_recognizer(name: PathLike, db: PathLike | None = None, device: Any = "cpu") -> Any:
+def load_recognizer(name: PathLike, db: PathLike | None = None, device: Any = "cpu") -> Recognizer:
     """A recognition run as a :class:`models.recognition.recognizer.Recognizer`."""
     return load_run(name, RECOGNITION, db, device)
 
 
-def load_detector(spec: Any, db: PathLike | None = None, device: Any = "cpu") -> Any:
+def load_detector(
+    spec: str | Detector, db: PathLike | None = None, device: Any = "cpu"
+) -> Detector:
     """The :class:`models.detection.detectors.Detector` a spec names (``catalog``,
     ``haar[?options]``, ``run:<run>[?score=S&top=N]``, ``onnx:<path>[?options]``); a
     Detector is returned as it is. DetectorError (a ValueError) for unknown specs."""
