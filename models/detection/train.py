@@ -35,14 +35,13 @@ from catalog import results
 from catalog import transforms as T
 from catalog.detection import DetectionDataset, map_boxes
 from models import checkpoints, harness
+from models.detection.boxes import NMS_IOU, iou, nms
 from models.detection.centernet import (
     DETECTORS,
     CenterNet,
     create_detector_model,
     decode,
     detection_loss,
-    iou,
-    nms,
     render_targets,
 )
 from models.harness import Env, Task, TrainConfig
@@ -54,8 +53,6 @@ DETECTOR_AUGMENT = T.Augment(
 )
 #: The IoU at which a detection counts as finding a face (recall@iou=0.5).
 MATCH_IOU = 0.5
-#: Overlapping detections above this IoU are one face (NMS).
-NMS_IOU = 0.4
 
 
 @dataclass
