@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 
 import cli
 from catalog import gallery as G
-from models.detection.centernet import iou
+from models.detection.boxes import iou
+from models.pipeline import identify as idf
 from models.pipeline.faces import FacePipeline, PipelineError
-from models.pipeline.faces import identify as idf
 from models.recognition.metrics import class_centres
 
 runner = CliRunner()
