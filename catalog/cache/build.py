@@ -23,8 +23,8 @@ from catalog.cache.index import (
     STORED_SOURCES,
     CacheInfo,
     _forget,
-    _has_cache_tables,
     _has_table,
+    _index_row,
     _info,
     _record,
     _rows_frame,
@@ -128,14 +128,7 @@ def build_cache(
                 built=False,
                 skipped=existing.skipped,
             )
-        stale = (
-            _has_cache_tables(con)
-            and con.execute(
-                "SELECT count(*) FROM crop_caches WHERE hash = ? AND source = ? AND size = ?",
-                [snap.hash, source, size],
-            ).fetchone()[0]
-            > 0
-        )
+        stale = _index_row(con, snap.hash, source, size) is not None
         tasks, skipped = plan or _plan(con, snapshot, skip_bad)
     finally:
         con.close()  # the decoding below needs no catalog: do not hold it open
@@ -239,14 +232,7 @@ def store_crops(
                 "SELECT image_id FROM snapshot_images WHERE snapshot = ?", [snapshot]
             ).fetchall()
         }
-        stale = (
-            _has_cache_tables(con)
-            and con.execute(
-                "SELECT count(*) FROM crop_caches WHERE hash = ? AND source = ? AND size = ?",
-                [snap.hash, source, size],
-            ).fetchone()[0]
-            > 0
-        )
+        stale = _index_row(con, snap.hash, source, size) is not None
         # the crops were cut from these files: record their sizes, as build_cache does
         sizes = (
             dict(
