@@ -97,12 +97,10 @@ def build_cache(
         catalog.db.CatalogNotFoundError: no catalog at ``db``.
     """
     start = time.perf_counter()
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive whole number of pixels, got {size!r}")
+    files.check_size(size)
     if source not in SOURCES:
         raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
-    if workers is not None and (isinstance(workers, bool) or workers < 1):
-        raise ValueError(f"workers must be at least 1 (or None for the default), got {workers}")
+    files.check_workers(workers)
 
     db_path = resolve_db(db)
     con = connect(db_path, read_only=True)
@@ -204,8 +202,7 @@ def store_crops(
             f"source must be one of {', '.join(STORED_SOURCES)}, optionally followed by "
             f"/variant (letters, digits, _ -, then also .), got {source!r}"
         )
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive whole number of pixels, got {size!r}")
+    files.check_size(size)
     ids = [str(i) for i in image_ids]
     matrices = np.asarray(matrices, dtype=np.float64)
     n = len(ids)
