@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import cli  # noqa: E402
 from catalog import results  # noqa: E402
-from models.alignment.similarity import snapshot as align_run  # noqa: E402
+from models.alignment import snapshot as align_run  # noqa: E402
 
 #: hourglass_small (128 px crops): 2 epochs of 2 batches of 4 a process.
 LANDMARKS = [

@@ -174,7 +174,7 @@ def test_recognizer_under_torchrun(two: SimpleNamespace, tmp_path: Path) -> None
 
 
 def test_embed_and_align_write_what_one_process_writes(two: SimpleNamespace) -> None:
-    from models.alignment.similarity import snapshot as align_run
+    from models.alignment import snapshot as align_run
     from models.recognition import evaluate as recognition_eval
 
     rank0 = two.ranks[0]
