@@ -34,12 +34,8 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return snapshot_catalog(tmp_path_factory.mktemp("detectors"), ids=12, seed=3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():  # noqa: ANN201
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+#: torch on one thread for every test (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _image(db: Path, image_id: str) -> np.ndarray:

@@ -12,8 +12,7 @@ from types import SimpleNamespace
 import duckdb
 import numpy as np
 import pytest
-import torch
-from conftest import query
+from conftest import one_torch_thread, query
 from PIL import Image
 from pipeline_helpers import copy_catalog, split_images, trained_catalog
 from typer.testing import CliRunner
@@ -47,12 +46,8 @@ def celebcat(*args: str) -> tuple[int, str]:
     return result.returncode, result.stdout + result.stderr
 
 
-@pytest.fixture(autouse=True)
-def one_thread():  # noqa: ANN201
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+#: torch on one thread for every test (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +67,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         person = folder / f"person{identity}"
         person.mkdir(parents=True)
         picked[person.name] = Path(shutil.copy(built.images / path, person / image_id))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         idf.add_gallery(db, "people", built.run_id, folder=folder, detector="catalog")
-    finally:
-        torch.set_num_threads(threads)
     distractors = [built.images / p for _, _, p in split_images(db, "distractor")[:4]]
     blank = root / "wall.png"
     Image.new("RGB", (240, 180), (120, 120, 120)).save(blank)

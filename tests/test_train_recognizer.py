@@ -35,12 +35,8 @@ def db(template: Path, tmp_path: Path) -> Path:
     return Path(shutil.copy(template, tmp_path / "c.duckdb"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small convs: threads only contend
-    yield
-    torch.set_num_threads(threads)
+#: torch on one thread for every test (conftest.one_thread): small convs, threads only contend
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("loss", ["ce", "arcface", "cosface", "triplet"])
