@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -137,6 +139,35 @@ def one_thread() -> Iterator[None]:
     ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
     with one_torch_thread():
         yield
+
+
+def celebcat_process(
+    *args: str, timeout: float = 120, columns: int = 200, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``celebcat ARGS`` in a fresh interpreter through the entry point users get
+    (``cli.main``, its error handling included), with no PATH, ``columns`` wide (where
+    rich wraps its messages) and ``env`` added."""
+    import cli
+
+    return subprocess.run(
+        [sys.executable, "-c", "import cli; cli.main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={
+            "COLUMNS": str(columns),
+            "PATH": "",
+            "PYTHONPATH": str(Path(cli.__file__).parent),
+            **(env or {}),
+        },
+    )
+
+
+def celebcat(*args: str, **options: Any) -> tuple[int, str]:
+    """:func:`celebcat_process` (``options`` are its own): the exit code, and stdout and
+    stderr together."""
+    result = celebcat_process(*args, **options)
+    return result.returncode, result.stdout + result.stderr
 
 
 def write(folder: Path, files: dict[str, str]) -> Path:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import duckdb
 import numpy as np
 import pytest
-from conftest import one_torch_thread, query
+from conftest import celebcat, one_torch_thread, query
 from PIL import Image
 from pipeline_helpers import copy_catalog, split_images, trained_catalog
 from typer.testing import CliRunner
@@ -27,23 +25,6 @@ from models.recognition.metrics import class_centres
 runner = CliRunner()
 #: The astronaut's face in scikit-image's data.astronaut() (CelebA box convention).
 ASTRONAUT_FACE = (180, 50, 270, 168)
-
-
-def celebcat(*args: str) -> tuple[int, str]:
-    """A command through the entry point users get (its error handling included)."""
-    result = subprocess.run(
-        [sys.executable, "-c", "import cli; cli.main()", *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env={
-            "COLUMNS": "200",
-            "PATH": "",
-            "PYTHONPATH": str(Path(cli.__file__).parent),
-            "OMP_NUM_THREADS": "1",
-        },
-    )
-    return result.returncode, result.stdout + result.stderr
 
 
 #: torch on one thread for every test (conftest.one_thread)
@@ -215,7 +196,16 @@ def test_bad_input_is_one_clear_line(setup: SimpleNamespace, tmp_path: Path) -> 
 
 
 def test_cli_errors_are_one_line_without_traceback(setup: SimpleNamespace) -> None:
-    code, out = celebcat("identify", str(setup.notes), "--gallery", "people", "--db", str(setup.db))
+    code, out = celebcat(
+        "identify",
+        str(setup.notes),
+        "--gallery",
+        "people",
+        "--db",
+        str(setup.db),
+        timeout=180,
+        env={"OMP_NUM_THREADS": "1"},
+    )
     assert code == 1 and "Traceback" not in out, out
     assert "notes.jpg: not an image PIL can read" in " ".join(out.split())
     assert len(out.strip().splitlines()) == 1, out
