@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -115,6 +116,13 @@ def holdout_snapshot(
     )
     create(name, db)
     return params
+
+
+@pytest.fixture
+def db(template: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the module's ``template`` catalog in the test's own folder (so its
+    crop caches are its own too). A module defines ``template``, or its own ``db``."""
+    return Path(shutil.copy(template, tmp_path / "c.duckdb"))
 
 
 @contextmanager

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -28,11 +27,6 @@ TINY = dict(
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return snapshot_catalog(tmp_path_factory.mktemp("recog"), ids=16, seed=5)
-
-
-@pytest.fixture
-def db(template: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copy(template, tmp_path / "c.duckdb"))
 
 
 #: torch on one thread for every test (conftest.one_thread): small convs, threads only contend
