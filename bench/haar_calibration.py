@@ -24,7 +24,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from catalog.db import connect  # noqa: E402
-from models.detection.centernet import iou  # noqa: E402
+from models.detection.boxes import iou  # noqa: E402
 from models.detection.detectors import HAAR_TO_CELEBA, HaarDetector, haar_to_celeba  # noqa: E402
 
 IDENTITY = {"dx": 0.0, "dy": 0.0, "sw": 1.0, "sh": 1.0}

@@ -32,7 +32,6 @@ import argparse
 import math
 import os
 import sys
-import time
 import tracemalloc
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,6 +48,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.timing import best_of  # noqa: E402
 from models.recognition import metrics as rm  # noqa: E402
 
 QUERY_IMAGES, DISTRACTOR_IMAGES = 2, 5
@@ -141,15 +141,6 @@ def pairs(n_query: int, n_distractors: int, rows: int | None = None) -> int:
     return qq + rows * n_distractors
 
 
-def best_time(fn: Callable[[], Any], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def peak_mib(fn: Callable[[], Any]) -> float:
     tracemalloc.start()
     try:
@@ -182,10 +173,10 @@ def measure(scale: int, dim: int, fraction: float, repeat: int) -> tuple[Any, ..
     def vectorised_roc() -> Any:
         return ours_with_roc(query, labels, distractors, fprs)
 
-    loop_s = best_time(loops, 1 if rows else repeat) * total / visited
+    loop_s = best_of(loops, 1 if rows else repeat) * total / visited
     loop_mib = peak_mib(loops) * total / visited
-    ours_s, ours_mib = best_time(vectorised, repeat), peak_mib(vectorised)
-    roc_s, roc_mib = best_time(vectorised_roc, repeat), peak_mib(vectorised_roc)
+    ours_s, ours_mib = best_of(vectorised, repeat), peak_mib(vectorised)
+    roc_s, roc_mib = best_of(vectorised_roc, repeat), peak_mib(vectorised_roc)
     note = "measured" if rows is None else f"extrapolated from {rows} of {len(query)} rows"
     if rows is None:  # the full loops ran: the numbers must agree
         tprs, thresholds, _, _ = loops()

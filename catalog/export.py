@@ -180,10 +180,8 @@ def export_snapshot(
         catalog.db.CatalogNotFoundError: no catalog at ``db``.
     """
     start = time.perf_counter()
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive whole number of pixels, got {size!r}")
-    if workers is not None and (isinstance(workers, bool) or workers < 1):
-        raise ValueError(f"workers must be at least 1 (or None for the default), got {workers}")
+    files.check_size(size)
+    files.check_workers(workers)
     out = Path(out)
 
     con = connect(db, read_only=True)

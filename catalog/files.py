@@ -1,4 +1,5 @@
-"""Writing many files safely: temporaries, folder locks, a thread pool of workers.
+"""Writing many files safely: temporaries, folder locks, a thread pool of workers, and
+the checks of the crop size and worker count the writers take.
 
 Shared by the export and the crop cache, which both write results that must be
 complete or absent (never half-written), must not be written by two processes at
@@ -123,6 +124,21 @@ def locked(folder: str | os.PathLike[str], busy: Callable[[], Exception]) -> Ite
         yield
     finally:
         os.close(fd)  # also releases the lock
+
+
+def check_size(size: int) -> None:
+    """ValueError unless ``size`` (a square crop's side in pixels, as the export and the
+    crop cache write them) is a whole number of at least 1; a bool is refused, though
+    Python counts it an int, since ``True`` pixels is a caller's mistake."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive whole number of pixels, got {size!r}")
+
+
+def check_workers(workers: int | None) -> None:
+    """ValueError unless ``workers`` (threads for :func:`run_threads`) is None (the
+    caller's default) or at least 1; a bool is refused as for :func:`check_size`."""
+    if workers is not None and (isinstance(workers, bool) or workers < 1):
+        raise ValueError(f"workers must be at least 1 (or None for the default), got {workers}")
 
 
 def run_threads(

@@ -165,25 +165,19 @@ def code_version() -> str:
     version = catalog.__version__
     root = Path(catalog.__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=1,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=1,
-            check=True,
-        ).stdout.strip()
+        commit = _git(root, "rev-parse", "--short", "HEAD")
+        dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return version
     return f"{version}+g{commit}{'.dirty' if dirty else ''}" if commit else version
+
+
+def _git(root: Path, *args: str) -> str:
+    """git's stripped output in ``root``; raises OSError or SubprocessError when git is
+    missing, fails or takes over a second (a slow git must not hold up a run)."""
+    return subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, timeout=1, check=True
+    ).stdout.strip()
 
 
 def start_run(db: DbArg, kind: str, config: Mapping[str, Any], snapshot: str) -> str:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -81,6 +87,95 @@ def snapshot_catalog(
     select(db, **fitted_params(db, images_per_id=10))
     create(name, db)
     return db
+
+
+def holdout_snapshot(
+    db: Path, images_per_id: int, train_per_id: int, name: str = "h"
+) -> dict[str, Any]:
+    """Select from ``db`` (``images_per_id`` clean images per identity) with 6 identities
+    held out (3 query x 2 images, 3 distractor x 3) and ``train_per_id`` train, 2 val
+    and 2 test images for the others, then create snapshot ``name``. Returns the fitted
+    selection parameters (``n_ids``: the identities that fit)."""
+    from catalog.selection import fitted_params, select
+    from catalog.snapshots import create
+
+    params = fitted_params(db, images_per_id=images_per_id)
+    select(
+        db,
+        **{
+            **params,
+            "holdout_ids": 6,
+            "query_ids": 3,
+            "query_images": 2,
+            "distractor_ids": 3,
+            "distractor_images": 3,
+            "train_per_id": train_per_id,
+            "val_per_id": 2,
+            "test_per_id": 2,
+        },
+    )
+    create(name, db)
+    return params
+
+
+@pytest.fixture
+def db(template: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the module's ``template`` catalog in the test's own folder (so its
+    crop caches are its own too). A module defines ``template``, or its own ``db``."""
+    return Path(shutil.copy(template, tmp_path / "c.duckdb"))
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread inside, the count restored after: on the shared 2-core
+    machine two OpenMP threads wait on each other whenever another process holds a
+    core, which made the small models here several times slower. torch is imported
+    here, not above, so that the data layer's tests run without it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """:func:`one_torch_thread` around a test (modules take it for all their tests with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    with one_torch_thread():
+        yield
+
+
+def celebcat_process(
+    *args: str, timeout: float = 120, columns: int = 200, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``celebcat ARGS`` in a fresh interpreter through the entry point users get
+    (``cli.main``, its error handling included), with no PATH, ``columns`` wide (where
+    rich wraps its messages) and ``env`` added."""
+    import cli
+
+    return subprocess.run(
+        [sys.executable, "-c", "import cli; cli.main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={
+            "COLUMNS": str(columns),
+            "PATH": "",
+            "PYTHONPATH": str(Path(cli.__file__).parent),
+            **(env or {}),
+        },
+    )
+
+
+def celebcat(*args: str, **options: Any) -> tuple[int, str]:
+    """:func:`celebcat_process` (``options`` are its own): the exit code, and stdout and
+    stderr together."""
+    result = celebcat_process(*args, **options)
+    return result.returncode, result.stdout + result.stderr
 
 
 def write(folder: Path, files: dict[str, str]) -> Path:

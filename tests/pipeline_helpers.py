@@ -10,21 +10,33 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
-import torch
-from conftest import query, snapshot_catalog
+from conftest import holdout_snapshot, one_torch_thread, query, snapshot_catalog
 
 _BUILT: dict[str, SimpleNamespace] = {}
 
 
-def one_thread():  # noqa: ANN201 - a generator for pytest fixtures
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+def train_small_recognizer(db: Path, out_dir: Path) -> Any:
+    """A short CE recognizer (8 epochs, 32-d embeddings) on the 32 px face-box crops of
+    snapshot ``h`` (:func:`conftest.holdout_snapshot`), torch on one thread; the
+    :class:`models.recognition.train` result (``run_id``)."""
+    from models.recognition import train as tr
+
+    config = tr.RecognizerTrainConfig(
+        snapshot="h",
+        source="bbox",
+        size=32,
+        embedding_dim=32,
+        batch_size=16,
+        epochs=8,
+        lr=3e-3,
+        loss="ce",
+        out_dir=str(out_dir),
+    )
+    with one_torch_thread():
+        return tr.train_recognizer(config, db)
 
 
 def trained_catalog(factory: pytest.TempPathFactory) -> SimpleNamespace:
@@ -34,47 +46,14 @@ def trained_catalog(factory: pytest.TempPathFactory) -> SimpleNamespace:
     ``root`` (the images' folder) and ``root_dir``."""
     if "recognizer" in _BUILT:
         return _BUILT["recognizer"]
-    from catalog.selection import fitted_params, select
-    from catalog.snapshots import create
     from models.recognition import evaluate as ev
-    from models.recognition import train as tr
 
     root = factory.mktemp("pipeline")
     db = snapshot_catalog(root, ids=24, seed=11)
-    params = fitted_params(db, images_per_id=10)
-    select(
-        db,
-        **{
-            **params,
-            "holdout_ids": 6,
-            "query_ids": 3,
-            "query_images": 2,
-            "distractor_ids": 3,
-            "distractor_images": 3,
-            "train_per_id": 6,
-            "val_per_id": 2,
-            "test_per_id": 2,
-        },
-    )
-    create("h", db)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        config = tr.RecognizerTrainConfig(
-            snapshot="h",
-            source="bbox",
-            size=32,
-            embedding_dim=32,
-            batch_size=16,
-            epochs=8,
-            lr=3e-3,
-            loss="ce",
-            out_dir=str(root / "ck"),
-        )
-        run = tr.train_recognizer(config, db)
+    holdout_snapshot(db, images_per_id=10, train_per_id=6)
+    run = train_small_recognizer(db, root / "ck")
+    with one_torch_thread():
         ev.evaluate_recognizer(run.run_id, db)
-    finally:
-        torch.set_num_threads(threads)
     image_root = query(db, "SELECT value FROM catalog_info WHERE key = 'image_root'")[0][0]
     built = SimpleNamespace(db=db, run_id=run.run_id, images=Path(image_root), root=root)
     _BUILT["recognizer"] = built

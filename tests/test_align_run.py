@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,15 +24,8 @@ from models.landmarks.train import LandmarkTrainConfig, train_landmarks
 
 
 @pytest.fixture(scope="module")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return snapshot_catalog(tmp_path_factory.mktemp("align"), ids=12, seed=7)
-
-
-@pytest.fixture
-def db(template_db: Path, tmp_path: Path) -> Path:
-    path = tmp_path / "c.duckdb"
-    shutil.copyfile(template_db, path)
-    return path
 
 
 def _truth(db: Path, ids: np.ndarray) -> np.ndarray:

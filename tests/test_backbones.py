@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from conftest import one_torch_thread
 from torch import nn
 
 from models.recognition.backbones import (
@@ -29,10 +30,8 @@ def one_thread() -> Iterator[None]:
     """One torch thread for this file, restored after: on the shared 2-core machine two
     OpenMP threads wait on each other whenever another process holds a core, which
     made these small convolutions several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

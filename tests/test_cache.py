@@ -37,16 +37,9 @@ SIZE = 64
 
 
 @pytest.fixture(scope="module")
-def catalog_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The catalog (snapshot 's') each test gets a copy of (conftest's ``db``)."""
     return snapshot_catalog(tmp_path_factory.mktemp("cache"), ids=20, seed=4)
-
-
-@pytest.fixture
-def db(catalog_template: Path, tmp_path: Path) -> Path:
-    """A fresh copy of the catalog (snapshot 's'), in its own folder: its own crops."""
-    path = tmp_path / "c.duckdb"
-    shutil.copyfile(catalog_template, path)
-    return path
 
 
 def snapshot_rows(db: Path, name: str = "s") -> list[tuple]:
@@ -338,8 +331,8 @@ def test_missing_image_is_named_and_nothing_is_written(db: Path) -> None:
     assert index_rows(db) == 0 and not (db.parent / "c.crops").exists()
 
 
-def test_catalog_without_images_is_refused(tmp_path: Path, catalog_template: Path) -> None:
-    data = catalog_template.parent / "data"
+def test_catalog_without_images_is_refused(tmp_path: Path, template: Path) -> None:
+    data = template.parent / "data"
     db = tmp_path / "annotations.duckdb"
     ingest(data, db, scan_images=False)
     select(db, **fitted_params(db, images_per_id=10))

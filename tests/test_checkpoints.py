@@ -9,15 +9,13 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import subprocess
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from conftest import query, snapshot_catalog
+from conftest import celebcat_process, query, snapshot_catalog
 
 from catalog import results
 from models import checkpoints
@@ -196,20 +194,6 @@ def test_a_torn_write_leaves_the_previous_checkpoint(tmp_path: Path, monkeypatch
     assert torch.load(path, weights_only=True) == {"epoch": 1}
 
 
-def celebcat(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "import cli; cli.main()", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={
-            "COLUMNS": "1000",
-            "PATH": "",
-            "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
-        },
-    )
-
-
 @pytest.mark.parametrize(
     ("command", "case"), [("train", "empty"), ("align", "code"), ("align", "wrong_shapes")]
 )
@@ -220,7 +204,7 @@ def test_the_cli_says_what_is_wrong_in_one_line(
     args = ["align", "--run", str(path), "--snapshot", "s"]
     if command == "train":
         args = ["train", "landmarks", "--snapshot", "s", "--resume", str(path)]
-    result = celebcat(*args, "--db", str(db))
+    result = celebcat_process(*args, "--db", str(db), columns=1000)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 1, result.stderr
     assert len(lines) == 1 and "Traceback" not in result.stderr and "Aborted" not in result.stderr

@@ -10,24 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import query
+from conftest import celebcat, query
 from typer.testing import CliRunner
 
 import cli
 
 runner = CliRunner()
-
-
-def celebcat(*args: str) -> tuple[int, str]:
-    """Run a command through the same entry point users get (errors included)."""
-    result = subprocess.run(
-        [sys.executable, "-c", "import cli; cli.main()", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"COLUMNS": "200", "PATH": "", "PYTHONPATH": str(Path(cli.__file__).parent)},
-    )
-    return result.returncode, result.stdout + result.stderr
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ connection waits for the other side's short transaction (catalog.db.connect).
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,11 +28,6 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return snapshot_catalog(tmp_path_factory.mktemp("conc"), ids=12, seed=3, images=False)
-
-
-@pytest.fixture
-def db(template: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copy(template, tmp_path / "c.duckdb"))
 
 
 def _python(code: str, **kwargs) -> subprocess.Popen:

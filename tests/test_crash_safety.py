@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _crash_child import TINY_MODEL, register_tiny_model
-from conftest import query, snapshot_catalog
+from conftest import one_torch_thread, query, snapshot_catalog
 
 from catalog.cache import build_cache, find_cache
 from catalog.db import connect
@@ -136,15 +136,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_sigkill_at_any_point_leaves_the_old_or_the_new_catalog(
     template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import torch
-
     register_tiny_model(monkeypatch.setitem)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the children (OMP_NUM_THREADS=1): the same numbers
-    try:
+    with one_torch_thread():  # as the children (OMP_NUM_THREADS=1): the same numbers
         _kill_and_check(template, tmp_path)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _kill_and_check(template: Path, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from PIL import Image
 from catalog import transforms as T
 from catalog.detection import DetectionDataset, letterbox_matrix, map_boxes
 from models.detection import centernet as cn
+from models.detection.boxes import iou
 from models.detection.detectors import (
     CatalogDetector,
     DetectorError,
@@ -33,12 +34,8 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return snapshot_catalog(tmp_path_factory.mktemp("detectors"), ids=12, seed=3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():  # noqa: ANN201
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+#: torch on one thread for every test (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _image(db: Path, image_id: str) -> np.ndarray:
@@ -101,10 +98,10 @@ def test_haar_finds_the_astronauts_face_and_nothing_in_a_blank() -> None:
     faces, none = detector.detect([photo, blank])
     assert none.shape == (0, 5)
     assert len(faces) == 1 and faces.dtype == np.float32
-    assert cn.iou(faces[:1, :4], np.array([ASTRONAUT_FACE]))[0, 0] > 0.7
+    assert iou(faces[:1, :4], np.array([ASTRONAUT_FACE]))[0, 0] > 0.7
     # a larger working scale finds the same face
     again = HaarDetector(max_side=512).detect([photo])[0]
-    assert cn.iou(again[:1, :4], faces[:1, :4])[0, 0] > 0.8
+    assert iou(again[:1, :4], faces[:1, :4])[0, 0] > 0.8
 
 
 # --- the Dataset and the CenterNet maths --------------------------------------------------
@@ -142,12 +139,6 @@ def test_targets_decode_back_to_their_boxes() -> None:
     np.testing.assert_allclose(found, sorted(boxes[1].tolist()), atol=1e-4)
     loss = cn.detection_loss({"heat": logits, "size": size, "offset": offset}, t)
     assert float(loss) < 0.01
-
-
-def test_nms_keeps_the_best_of_overlapping_boxes() -> None:
-    dets = np.array([[0, 0, 10, 10, 0.5], [1, 1, 11, 11, 0.9], [50, 50, 60, 60, 0.3]])
-    kept = cn.nms(dets, 0.4)
-    np.testing.assert_allclose(kept[:, 4], [0.9, 0.3])
 
 
 def test_detection_dataset_samples(db: Path) -> None:

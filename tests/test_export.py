@@ -474,3 +474,17 @@ def test_bad_arguments(catalog_db: Path, tmp_path: Path) -> None:
     target.write_text("x")
     with pytest.raises(ExportError, match="not a folder"):
         export_snapshot("snap", target, catalog_db)
+
+
+def test_the_size_and_workers_checks_the_writers_share() -> None:
+    from catalog import files
+
+    for bad in (0, -3, 2.5, True, "64"):
+        with pytest.raises(ValueError, match="size must be a positive whole number"):
+            files.check_size(bad)
+    for bad in (0, -1, False):
+        with pytest.raises(ValueError, match="workers must be at least 1"):
+            files.check_workers(bad)
+    files.check_size(1)
+    files.check_workers(None)
+    files.check_workers(4)

@@ -9,7 +9,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from pipeline_helpers import copy_catalog, split_images, trained_catalog
 from typer.testing import CliRunner
@@ -32,12 +31,8 @@ def db(built: SimpleNamespace, tmp_path: Path) -> Path:
     return copy_catalog(built, tmp_path)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():  # noqa: ANN201
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+#: torch on one thread for every test (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_store_list_read_replace_drop(db: Path) -> None:

@@ -6,7 +6,6 @@ fake task never reads one), so every test checks what lands there too.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,11 +88,6 @@ def snapshot_hash(db: Path) -> str:
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return snapshot_catalog(tmp_path_factory.mktemp("harness"), ids=6, seed=1, images=False)
-
-
-@pytest.fixture
-def db(template: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copy(template, tmp_path / "c.duckdb"))
 
 
 def _config(tmp_path: Path, **changed) -> FakeConfig:  # noqa: ANN003

@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import duckdb
 import numpy as np
 import pytest
-import torch
-from conftest import query
+from conftest import celebcat, one_torch_thread, query
 from PIL import Image
 from pipeline_helpers import copy_catalog, split_images, trained_catalog
 from typer.testing import CliRunner
 
 import cli
 from catalog import gallery as G
-from models.detection.centernet import iou
+from models.detection.boxes import iou
 from models.pipeline import identify as idf
 from models.pipeline.faces import FacePipeline, PipelineError
 from models.recognition.metrics import class_centres
@@ -30,29 +27,8 @@ runner = CliRunner()
 ASTRONAUT_FACE = (180, 50, 270, 168)
 
 
-def celebcat(*args: str) -> tuple[int, str]:
-    """A command through the entry point users get (its error handling included)."""
-    result = subprocess.run(
-        [sys.executable, "-c", "import cli; cli.main()", *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env={
-            "COLUMNS": "200",
-            "PATH": "",
-            "PYTHONPATH": str(Path(cli.__file__).parent),
-            "OMP_NUM_THREADS": "1",
-        },
-    )
-    return result.returncode, result.stdout + result.stderr
-
-
-@pytest.fixture(autouse=True)
-def one_thread():  # noqa: ANN201
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+#: torch on one thread for every test (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +48,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         person = folder / f"person{identity}"
         person.mkdir(parents=True)
         picked[person.name] = Path(shutil.copy(built.images / path, person / image_id))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         idf.add_gallery(db, "people", built.run_id, folder=folder, detector="catalog")
-    finally:
-        torch.set_num_threads(threads)
     distractors = [built.images / p for _, _, p in split_images(db, "distractor")[:4]]
     blank = root / "wall.png"
     Image.new("RGB", (240, 180), (120, 120, 120)).save(blank)
@@ -224,7 +196,16 @@ def test_bad_input_is_one_clear_line(setup: SimpleNamespace, tmp_path: Path) -> 
 
 
 def test_cli_errors_are_one_line_without_traceback(setup: SimpleNamespace) -> None:
-    code, out = celebcat("identify", str(setup.notes), "--gallery", "people", "--db", str(setup.db))
+    code, out = celebcat(
+        "identify",
+        str(setup.notes),
+        "--gallery",
+        "people",
+        "--db",
+        str(setup.db),
+        timeout=180,
+        env={"OMP_NUM_THREADS": "1"},
+    )
     assert code == 1 and "Traceback" not in out, out
     assert "notes.jpg: not an image PIL can read" in " ".join(out.split())
     assert len(out.strip().splitlines()) == 1, out

@@ -189,6 +189,7 @@ TORCH_FREE = (
     "models.pipeline.demo",
     "models.alignment.similarity",
     "models.detection.detectors",
+    "models.detection.boxes",
     "models.recognition.metrics",
 )
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import one_torch_thread
 from pytorch_metric_learning.losses import ArcFaceLoss, CosFaceLoss
 
 from models.recognition.losses import (
@@ -35,10 +36,8 @@ CLASSES, PER_CLASS, IN_DIM, DIM = 8, 8, 32, 16
 @pytest.fixture(scope="module", autouse=True)
 def one_thread() -> Iterator[None]:
     """One torch thread for this file, restored after (see tests/test_backbones.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 def separable(seed: int) -> tuple[torch.Tensor, torch.Tensor]:

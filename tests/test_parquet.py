@@ -4,7 +4,6 @@ for it) as Parquet, read back by DuckDB with the same rows and the hash in its f
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import duckdb
@@ -23,11 +22,6 @@ from catalog.snapshots import SnapshotError, list_snapshots
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return snapshot_catalog(tmp_path_factory.mktemp("parquet"), ids=6, seed=2)
-
-
-@pytest.fixture
-def db(template: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copy(template, tmp_path / "c.duckdb"))
 
 
 def read(path: Path, sql: str = "SELECT * FROM read_parquet(?) ORDER BY image_id") -> list:

@@ -8,8 +8,7 @@ from types import SimpleNamespace
 import duckdb
 import numpy as np
 import pytest
-import torch
-from conftest import query
+from conftest import one_torch_thread, query
 from PIL import Image
 from pipeline_helpers import copy_catalog, split_images, trained_catalog
 
@@ -25,12 +24,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     return trained_catalog(tmp_path_factory)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():  # noqa: ANN201
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+#: torch on one thread for every test (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_shrink_boxes_is_the_face_boxes_view(built: SimpleNamespace) -> None:
@@ -123,9 +118,7 @@ def aligned(built: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) ->
 
     root = tmp_path_factory.mktemp("aligned")
     db = copy_catalog(built, root)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         marks = train_landmarks(
             LandmarkTrainConfig(
                 snapshot="h",
@@ -150,8 +143,6 @@ def aligned(built: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) ->
         )
         run = tr.train_recognizer(config, db)
         ev.embed_snapshot(store.load_recognizer(run.run_id, db), db=db)
-    finally:
-        torch.set_num_threads(threads)
     return SimpleNamespace(
         db=db, run_id=run.run_id, landmarks=marks.run_id, align=done, images=built.images
     )

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
-from conftest import query, snapshot_catalog
+from conftest import holdout_snapshot, query, snapshot_catalog
+from pipeline_helpers import copy_catalog, train_small_recognizer
 
 from catalog import results
 from catalog.selection import fitted_params, select
 from catalog.snapshots import create
 from models import store
 from models.recognition import evaluate as ev
-from models.recognition import train as tr
 
 
 @pytest.fixture(scope="module")
@@ -27,47 +25,15 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     not of the population)."""
     root = tmp_path_factory.mktemp("recog_eval")
     db = snapshot_catalog(root, ids=24, seed=11, style="easy")
-    params = fitted_params(db, images_per_id=10)
-    n = int(params["n_ids"])
-    select(
-        db,
-        **{
-            **params,
-            "holdout_ids": 6,
-            "query_ids": 3,
-            "query_images": 2,
-            "distractor_ids": 3,
-            "distractor_images": 3,
-            "train_per_id": 6,
-            "val_per_id": 2,
-            "test_per_id": 2,
-        },
-    )
-    create("h", db)
-    assert n >= 12
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        config = tr.RecognizerTrainConfig(
-            snapshot="h",
-            source="bbox",
-            size=32,
-            embedding_dim=32,
-            batch_size=16,
-            epochs=8,
-            lr=3e-3,
-            loss="ce",
-            out_dir=str(root / "ck"),
-        )
-        run = tr.train_recognizer(config, db)
-    finally:
-        torch.set_num_threads(threads)
+    params = holdout_snapshot(db, images_per_id=10, train_per_id=6)
+    assert int(params["n_ids"]) >= 12
+    run = train_small_recognizer(db, root / "ck")
     return SimpleNamespace(db=db, run=run, root=root)
 
 
 @pytest.fixture
 def db(trained: SimpleNamespace, tmp_path: Path) -> Path:
-    return Path(shutil.copy(trained.db, tmp_path / "c.duckdb"))
+    return copy_catalog(trained, tmp_path)
 
 
 def test_evaluation_writes_every_protocol(trained: SimpleNamespace, db: Path, tmp_path: Path):

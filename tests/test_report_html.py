@@ -22,7 +22,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import query, snapshot_catalog
+from conftest import holdout_snapshot, query, snapshot_catalog
 from PIL import Image
 
 from catalog import html_report as H
@@ -93,27 +93,11 @@ def _fake_runs(db: Path) -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def page(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """The page of a small catalog (written once for the module's tests)."""
-    from catalog.selection import fitted_params, select
-    from catalog.snapshots import create
     from models.pipeline.report import write_report
 
     root = tmp_path_factory.mktemp("report")
     db = snapshot_catalog(root, ids=24, seed=5)
-    select(
-        db,
-        **{
-            **fitted_params(db, images_per_id=8),
-            "holdout_ids": 6,
-            "query_ids": 3,
-            "query_images": 2,
-            "distractor_ids": 3,
-            "distractor_images": 3,
-            "train_per_id": 4,
-            "val_per_id": 2,
-            "test_per_id": 2,
-        },
-    )
-    create("h", db)
+    holdout_snapshot(db, images_per_id=8, train_per_id=4)
     lm, rec = _fake_runs(db)
     extra = H.Section(
         "Extra", ["a note"], [H.Table("t", H.QueryResult(["a"], [(1,)]), marks=["ok"])]

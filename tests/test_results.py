@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +17,6 @@ from catalog.db import connect
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A catalog with snapshot 's' (annotations only: runs need no pixels)."""
     return snapshot_catalog(tmp_path_factory.mktemp("results"), ids=12, seed=3, images=False)
-
-
-@pytest.fixture
-def db(template: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copy(template, tmp_path / "c.duckdb"))
 
 
 def test_run_round_trip(db: Path):

@@ -22,6 +22,7 @@ from catalog.formats import (
     FileSpec,
 )
 from catalog.synth import Population, make_population, render_face, synthesize
+from catalog.synth.faces import RenderedFace
 from catalog.synth.geometry import ALIGNED_TEMPLATE, relative_layout
 from catalog.synth.population import (
     CELEBA_IDENTITIES,
@@ -100,6 +101,16 @@ def upright_faces(pop: Population, min_face_h: float = 160.0) -> list[int]:
 def plain(attrs: dict[str, bool], **on: bool) -> dict[str, bool]:
     """The image's attributes with the drawn per-image ones off, then ``on`` applied."""
     return {**attrs, **dict.fromkeys(PER_IMAGE_OFF, False), **on}
+
+
+def toggled(pop: Population, i: int, **on: bool) -> tuple[RenderedFace, np.ndarray, int]:
+    """Face ``i`` drawn :func:`plain` and again with ``on``: the plain drawing, the
+    pixels that changed, and the eye distance (right eye x - left eye x) in pixels."""
+    traits, pose, attrs = pop.face(i)
+    off = render_face(traits, pose, plain(attrs))
+    with_on = render_face(traits, pose, plain(attrs, **on))
+    (lx, _), (rx, _) = off.landmarks[:2]
+    return off, changed(off.image, with_on.image), rx - lx
 
 
 # -- files ----------------------------------------------------------------------------
@@ -443,12 +454,8 @@ def test_eyes_are_drawn_at_the_landmarks(faces_pop: Population) -> None:
 
 def test_eyeglasses_change_pixels_near_the_eyes_only(faces_pop: Population) -> None:
     for i in upright_faces(faces_pop)[:3]:
-        traits, pose, attrs = faces_pop.face(i)
-        off = render_face(traits, pose, plain(attrs))
-        on = render_face(traits, pose, plain(attrs, Eyeglasses=True))
-        mask = changed(off.image, on.image)
+        off, mask, d = toggled(faces_pop, i, Eyeglasses=True)
         (lx, ly), (rx, ry) = off.landmarks[:2]
-        d = rx - lx
         band = np.zeros_like(mask)
         band[
             max(0, min(ly, ry) - int(0.6 * d)) : max(ly, ry) + int(0.6 * d),
@@ -463,12 +470,8 @@ def test_eyeglasses_change_pixels_near_the_eyes_only(faces_pop: Population) -> N
 
 def test_hat_covers_the_top_of_the_head(faces_pop: Population) -> None:
     for i in upright_faces(faces_pop)[:3]:
-        traits, pose, attrs = faces_pop.face(i)
-        off = render_face(traits, pose, plain(attrs))
-        on = render_face(traits, pose, plain(attrs, Wearing_Hat=True))
-        mask = changed(off.image, on.image)
-        (lx, ly), (rx, ry) = off.landmarks[:2]
-        d = rx - lx
+        off, mask, d = toggled(faces_pop, i, Wearing_Hat=True)
+        (_, ly), (_, ry) = off.landmarks[:2]
         # Mostly well above the eyes; nothing reaches down to the brows.
         assert mask[: min(ly, ry) - int(0.6 * d)].sum() > 0.5 * d * d, i
         assert mask[min(ly, ry) - int(0.3 * d) :].sum() <= 0.01 * mask.sum(), i

@@ -42,11 +42,6 @@ def straight(template: Path, tmp_path_factory: pytest.TempPathFactory) -> Simple
     return SimpleNamespace(db=db, config=config, result=result, epochs=epochs, batches=batches)
 
 
-@pytest.fixture
-def db(template: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copy(template, tmp_path / "c.duckdb"))
-
-
 def test_tiny_run_learns_and_lands_in_the_catalog(straight: SimpleNamespace):
     result, db = straight.result, straight.db
     assert result.epochs_done == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -31,17 +30,8 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return snapshot_catalog(tmp_path_factory.mktemp("recog"), ids=16, seed=5)
 
 
-@pytest.fixture
-def db(template: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copy(template, tmp_path / "c.duckdb"))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small convs: threads only contend
-    yield
-    torch.set_num_threads(threads)
+#: torch on one thread for every test (conftest.one_thread): small convs, threads only contend
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("loss", ["ce", "arcface", "cosface", "triplet"])

@@ -23,8 +23,8 @@ from catalog.cache.index import (
     STORED_SOURCES,
     CacheInfo,
     _forget,
-    _has_cache_tables,
     _has_table,
+    _index_row,
     _info,
     _record,
     _rows_frame,
@@ -97,12 +97,10 @@ def build_cache(
         catalog.db.CatalogNotFoundError: no catalog at ``db``.
     """
     start = time.perf_counter()
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive whole number of pixels, got {size!r}")
+    files.check_size(size)
     if source not in SOURCES:
         raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
-    if workers is not None and (isinstance(workers, bool) or workers < 1):
-        raise ValueError(f"workers must be at least 1 (or None for the default), got {workers}")
+    files.check_workers(workers)
 
     db_path = resolve_db(db)
     con = connect(db_path, read_only=True)
@@ -128,14 +126,7 @@ def build_cache(
                 built=False,
                 skipped=existing.skipped,
             )
-        stale = (
-            _has_cache_tables(con)
-            and con.execute(
-                "SELECT count(*) FROM crop_caches WHERE hash = ? AND source = ? AND size = ?",
-                [snap.hash, source, size],
-            ).fetchone()[0]
-            > 0
-        )
+        stale = _index_row(con, snap.hash, source, size) is not None
         tasks, skipped = plan or _plan(con, snapshot, skip_bad)
     finally:
         con.close()  # the decoding below needs no catalog: do not hold it open
@@ -211,8 +202,7 @@ def store_crops(
             f"source must be one of {', '.join(STORED_SOURCES)}, optionally followed by "
             f"/variant (letters, digits, _ -, then also .), got {source!r}"
         )
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive whole number of pixels, got {size!r}")
+    files.check_size(size)
     ids = [str(i) for i in image_ids]
     matrices = np.asarray(matrices, dtype=np.float64)
     n = len(ids)
@@ -239,14 +229,7 @@ def store_crops(
                 "SELECT image_id FROM snapshot_images WHERE snapshot = ?", [snapshot]
             ).fetchall()
         }
-        stale = (
-            _has_cache_tables(con)
-            and con.execute(
-                "SELECT count(*) FROM crop_caches WHERE hash = ? AND source = ? AND size = ?",
-                [snap.hash, source, size],
-            ).fetchone()[0]
-            > 0
-        )
+        stale = _index_row(con, snap.hash, source, size) is not None
         # the crops were cut from these files: record their sizes, as build_cache does
         sizes = (
             dict(

@@ -99,6 +99,11 @@ class CacheInfo:
 # --- finding and listing ---------------------------------------------------------------
 
 
+#: SQL: the cache's source is the given one or, for a kind, any of its variants (the
+#: source bound twice), so "aligned" finds "aligned/arcface/truth".
+_SOURCE_OR_VARIANT = "(source = ? OR starts_with(source, ? || '/'))"
+
+
 def find_cache(
     con: duckdb.DuckDBPyConnection,
     snapshot_hash: str,
@@ -123,7 +128,7 @@ def find_cache(
     if source in STORED_SOURCES:  # any variant, newest first
         found = con.execute(
             "SELECT source FROM crop_caches WHERE hash = ? AND size = ? "
-            "AND (source = ? OR starts_with(source, ? || '/')) ORDER BY created_at DESC",
+            f"AND {_SOURCE_OR_VARIANT} ORDER BY created_at DESC",
             [snapshot_hash, size, source, source],
         ).fetchall()
         for (variant,) in found:
@@ -141,11 +146,7 @@ def _find_exact(
     source: str,
     snapshot: str | None,
 ) -> CropCache | None:
-    row = con.execute(
-        f"SELECT path, n_images, {_skipped_column(con)} FROM crop_caches "
-        "WHERE hash = ? AND source = ? AND size = ?",
-        [snapshot_hash, source, size],
-    ).fetchone()
+    row = _index_row(con, snapshot_hash, source, size, f"path, n_images, {_skipped_column(con)}")
     if row is None:
         return None
     path = _absolute(_catalog_dir(con), row[0])
@@ -243,7 +244,7 @@ def drop_cache(
             where += " AND size = ?"
             args.append(size)
         if source is not None:  # a kind ("aligned") takes all its variants
-            where += " AND (source = ? OR starts_with(source, ? || '/'))"
+            where += f" AND {_SOURCE_OR_VARIANT}"
             args += [source, source]
         base = _catalog_dir(con)
         found = con.execute(
@@ -291,6 +292,19 @@ def _has_cache_tables(con: duckdb.DuckDBPyConnection) -> bool:
 
 def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return has_table(con, name)
+
+
+def _index_row(
+    con: duckdb.DuckDBPyConnection, hash_: str, source: str, size: int, columns: str = "path"
+) -> tuple | None:
+    """``columns`` of the ``crop_caches`` row of the key (``hash_``, ``source``,
+    ``size``), or None: no such cache, or no cache tables (read-only safe)."""
+    if not _has_cache_tables(con):
+        return None
+    return con.execute(
+        f"SELECT {columns} FROM crop_caches WHERE hash = ? AND source = ? AND size = ?",
+        [hash_, source, size],
+    ).fetchone()
 
 
 def _catalog_dir(con: duckdb.DuckDBPyConnection) -> Path:
@@ -435,10 +449,7 @@ def _forget(db_path: Path, hash_: str, source: str, size: int) -> None:
     """Delete an incomplete or mismatching cache's index rows, then its file."""
     con = connect(db_path)
     try:
-        row = con.execute(
-            "SELECT path FROM crop_caches WHERE hash = ? AND source = ? AND size = ?",
-            [hash_, source, size],
-        ).fetchone()
+        row = _index_row(con, hash_, source, size)
         with transaction(con):
             _delete_index(con, hash_, source, size)
         base = _catalog_dir(con)

@@ -38,7 +38,6 @@ __all__ = [
     "create_detector_model",
     "decode",
     "detection_loss",
-    "nms",
     "render_targets",
 ]
 
@@ -227,7 +226,7 @@ def decode(
 ) -> np.ndarray:
     """(B, top_k, 5) float32 boxes ``x_1, y_1, x_2, y_2, score`` in input pixels
     (exclusive ends), the highest-scoring peaks first (scores are heatmap sigmoids;
-    threshold and NMS them as needed)."""
+    threshold and NMS them as needed: :func:`models.detection.boxes.nms`)."""
     heat = outputs["heat"].float().sigmoid()
     b, _, m, _ = heat.shape
     peaks = heat * (F.max_pool2d(heat, 3, 1, 1) == heat)
@@ -245,33 +244,3 @@ def decode(
     # pixel-index ones, i.e. x_1 = c - w/2 (continuous) and x_2 = c + w/2
     boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, scores], dim=-1)
     return boxes.cpu().numpy().astype(np.float32)
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of boxes (N, 4) with boxes (M, 4) -> (N, M) (x_1, y_1, x_2, y_2, exclusive)."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
-def nms(dets: np.ndarray, threshold: float = 0.4) -> np.ndarray:
-    """Greedy non-maximum suppression of (N, 5) detections (highest score first kept;
-    a box overlapping a kept one by IoU above ``threshold`` dropped); sorted by score."""
-    dets = np.asarray(dets, dtype=np.float32).reshape(-1, 5)
-    order = np.argsort(-dets[:, 4], kind="stable")
-    dets = dets[order]
-    keep: list[int] = []
-    overlaps = iou(dets[:, :4], dets[:, :4])
-    suppressed = np.zeros(len(dets), bool)
-    for i in range(len(dets)):
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        suppressed |= overlaps[i] > threshold
-    return dets[keep]

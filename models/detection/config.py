@@ -10,8 +10,6 @@ from models.config import TrainConfig
 from models.detection.centernet import DETECTORS
 
 KIND = "detector"
-#: Overlapping detections above this IoU are one face (NMS).
-NMS_IOU = 0.4
 
 
 @dataclass

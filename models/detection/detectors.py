@@ -311,8 +311,8 @@ class TrainedDetector(Detector):
         import torch
 
         from catalog.detection import letterbox_matrix, map_boxes
-        from models.detection.centernet import decode, nms
-        from models.detection.config import NMS_IOU
+        from models.detection.boxes import NMS_IOU, nms
+        from models.detection.centernet import decode
 
         model = self.loaded.model
         size = model.config.input_size
@@ -426,7 +426,7 @@ class OnnxDetector(Detector):
     def _one(self, image: np.ndarray) -> np.ndarray:
         import cv2
 
-        from models.detection.centernet import nms
+        from models.detection.boxes import nms
 
         h, w = image.shape[:2]
         ih, iw = self.fixed or (h, w)

@@ -36,16 +36,15 @@ from catalog import transforms as T
 from catalog.detection import DetectionDataset, map_boxes
 from catalog.metric_names import at_iou
 from models import harness, store
+from models.detection.boxes import NMS_IOU, iou, nms
 from models.detection.centernet import (
     CenterNet,
     create_detector_model,
     decode,
     detection_loss,
-    iou,
-    nms,
     render_targets,
 )
-from models.detection.config import KIND, NMS_IOU, DetectorTrainConfig
+from models.detection.config import KIND, DetectorTrainConfig
 from models.env import Env
 from models.harness import Task
 

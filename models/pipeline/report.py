@@ -30,6 +30,7 @@ from catalog import html_report as H
 from catalog import results, snapshots
 from catalog.errors import CatalogError
 from catalog.info import QueryResult
+from models.detection.boxes import iou
 
 if TYPE_CHECKING:
     from catalog.synth.group import GroupPhoto
@@ -125,14 +126,6 @@ def recognizer_figures(
 # --- identify ---------------------------------------------------------------------------
 
 
-def _iou(a: Sequence[float], b: Sequence[float]) -> float:
-    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
-    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 @dataclass(frozen=True)
 class TruthRow:
     """One person of a group photo and what identify made of them."""
@@ -156,7 +149,7 @@ def identify_rows(result: Any, truth: GroupPhoto, image: int = 0) -> tuple[list[
     faces = result.faces_of(image)
     pairs = sorted(
         (
-            (_iou(f.box, p.box), i, j)
+            (float(iou(f.box, p.box)[0, 0]), i, j)
             for i, p in enumerate(truth.faces)
             for j, f in enumerate(faces)
         ),

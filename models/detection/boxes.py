@@ -1,0 +1,52 @@
+"""Box geometry shared by every detector, the detector's trainer and the reports: IoU
+and greedy non-maximum suppression, in numpy only (no torch), so that the report side
+(:mod:`models.pipeline.report`) and the benches can use them without loading a model.
+
+Boxes are ``x_1, y_1, x_2, y_2`` with exclusive ends (the catalog's ``bboxes``
+convention); detections add a fifth column, the score.
+
+OpenCV's ``cv2.dnn.NMSBoxes`` (4.14) is about 20 times faster on 2,000 random boxes
+(9.5 ms against 213 ms; 0.02 against 0.06 ms on the 20 a detector decodes) but is not
+used: it keeps other boxes where scores tie, drops boxes of score 0 and refuses a
+score threshold below 0, and a trained detector hands it at most 20 peaks an image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["NMS_IOU", "iou", "nms"]
+
+#: Overlapping detections above this IoU are one face (NMS).
+NMS_IOU = 0.4
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of boxes (N, 4) with boxes (M, 4) -> (N, M) (x_1, y_1, x_2, y_2, exclusive).
+    A single box (4,) counts as (1, 4); a box of no area overlaps nothing (IoU 0)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def nms(dets: np.ndarray, threshold: float = NMS_IOU) -> np.ndarray:
+    """Greedy non-maximum suppression of (N, 5) detections (highest score first kept;
+    a box overlapping a kept one by IoU above ``threshold`` dropped); sorted by score."""
+    dets = np.asarray(dets, dtype=np.float32).reshape(-1, 5)
+    order = np.argsort(-dets[:, 4], kind="stable")
+    dets = dets[order]
+    keep: list[int] = []
+    overlaps = iou(dets[:, :4], dets[:, :4])
+    suppressed = np.zeros(len(dets), bool)
+    for i in range(len(dets)):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed |= overlaps[i] > threshold
+    return dets[keep]
