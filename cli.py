@@ -617,7 +617,7 @@ def check(
 
 
 def _demo_plan_help() -> str:
-    from catalog.demo import PLANS  # light: catalog.demo imports its steps lazily
+    from models.pipeline.demo import PLANS  # light: the demo imports its steps lazily
 
     d, f = PLANS["default"], PLANS["full"]
     return f"Identities to synthesise (default {d.ids}; with --full {f.ids})."
@@ -673,188 +673,49 @@ def demo(
 
     Example: celebcat demo --out ./celebcat-demo
     """
-    import importlib.util
-
-    from catalog import demo as steps
+    from models.pipeline import demo as steps
 
     plan = steps.PLANS["full" if full else "default"].with_ids(ids)
-    console = _console()
-    clock = steps.StepClock()
-    folder = steps.DemoFolder(out)
-    console.rule("1. synthesise")
-    with clock.step("synthesise"), _progress() as (task, _):
-        made = steps.synthesize_data(
-            folder, ids=plan.ids, seed=seed, style=plan.style, progress=task("images", 0)
-        )
-    console.print(f"{made.images} images of {made.ids} identities in {folder.data_dir}")
-    console.rule("2. ingest")
-    from catalog.ingest import IngestProgress
-
-    with clock.step("ingest"), _progress() as (task, _):
-        result = steps.ingest_data(folder, progress=IngestProgress(scan=task))
-    console.print(
-        f"catalog {folder.db}: annotations {result.load_seconds:.2f} s, "
-        f"image scan {result.scan_seconds:.2f} s"
-    )
-    counts, problems = steps.loaded(folder)
-    _print_rows(counts.columns[:3], [r[:3] for r in counts.rows], title="tables")
-    console.rule("3. check")
-    if problems.rows:
-        _print_rows(problems.columns[:5], [r[:5] for r in problems.rows], title="problems")
-    else:
-        console.print("No problems found.")
-    console.rule("4. select and freeze")
-    with clock.step("select and freeze"):
-        summary, snap = steps.select_and_freeze(folder, plan=plan)
-    params = summary.params
-    console.print(
-        f"{summary.selected_identities} identities x {params['images_per_id']} clean images "
-        f"(of {summary.clean_images} clean); parameters (celebcat select --fit): "
-        + ", ".join(f"{k}={v}" for k, v in params.items())
-    )
-    _print_rows(
-        ["split", "images", "identities"],
-        [(k, n, i) for k, (n, i) in summary.splits.items()],
-    )
-    console.print(f"snapshot {snap.name}: {snap.n_images} images, hash {snap.hash[:16]}")
-    if train and importlib.util.find_spec("torch") is None:
-        console.print(f"\ntorch is not installed: the demo stops here. {NEEDS_TORCH}")
-    elif train:
-        _demo_train(console, folder, plan, clock, seed)
-    console.print(
-        f"\nExplore it: celebcat views --db {folder.db}\n"
-        f"            celebcat snapshot show demo --db {folder.db}"
-        + (f"\n            celebcat runs --db {folder.db}" if train else "")
+    steps.run(
+        steps.DemoFolder(out),
+        plan,
+        _DemoScreen(),
+        seed=seed,
+        training=train,
+        install_torch=NEEDS_TORCH,
     )
 
 
-def _demo_epochs(
-    task: ProgressTask, label: str, total: int, text: Callable[[dict[str, Any]], str]
-) -> Callable[[dict[str, Any]], None]:
-    """An epoch bar for a demo's training step, labelled with the epoch's figures."""
-    bar = task(label, total)
+class _DemoScreen:
+    """The console ``celebcat demo`` shows its steps on (a
+    :class:`models.pipeline.demo.Screen`)."""
 
-    def update(e: dict[str, Any]) -> None:
-        bar(e["epoch"] + 1, total, label=f"{label}: {text(e)}")
+    def __init__(self) -> None:
+        self.console = _console()
 
-    return update
+    def rule(self, title: str) -> None:
+        self.console.rule(title)
 
+    def line(self, text: str) -> None:
+        self.console.print(text)
 
-def _demo_train(console: Any, folder: Any, plan: Any, clock: Any, seed: int) -> None:
-    """The demo's steps 5 to 12, from landmarks to the report."""
-    from models.pipeline.faces import demo as steps
+    def note(self, text: str) -> None:
+        self.console.print(f"[yellow]note:[/yellow] {text}")
 
-    console.rule("5. train landmarks (briefly: celebcat train landmarks for a real run)")
-    with clock.step("train landmarks"):
-        run = steps.train(
-            folder,
-            plan=plan,
-            progress=lambda e: console.print(
-                f"epoch {e['epoch'] + 1}: train loss {e['train_loss']:.5f}, val NME "
-                f"{e['val_nme']:.4f}"
-            ),
-        )
-    console.rule(f"6. align ({plan.size} px, {plan.template} template) and report")
-    with clock.step("align"), _progress() as (task, _):
-        aligned, report = steps.align_and_report(
-            folder, run.run_id, plan=plan, progress=_staged(task)
-        )
-    console.print(
-        f"run {run.run_id}: {aligned.n_predictions} predictions and aligned crops "
-        f"({aligned.cache.source}) in the catalog"
-    )
-    _print_rows(report.columns, report.rows, title="test NME by Eyeglasses")
-    console.rule("7. train the recognizer (ArcFace, face_cpu backbone)")
-    with clock.step("train recognizer"), _progress() as (task, _):
-        rec = steps.train_recognizer(
-            folder,
-            plan,
-            progress=_demo_epochs(
-                task,
-                "epochs",
-                plan.recognizer_epochs,
-                lambda e: f"loss {e['train_loss']:.3f}, val top-1 {e['val_top1']:.3f}",
-            ),
-        )
-    console.print(f"run {rec.run_id}: {rec.epochs_done} epochs, best val top-1 {rec.best:.3f}")
-    console.rule("8. evaluate: test and open-set figures")
-    with clock.step("evaluate recognizer"), _progress() as (task, _):
-        evaluated = steps.evaluate(folder, rec.run_id, progress=_staged(task))
-    _print_rows(
-        *_as_pair(steps.open_set_table(folder, rec.run_id)),
-        title="ours (synthetic data, CPU backbone) beside the reference's (real CelebA, ResNet-50)",
-    )
-    console.rule("9. train the face detector (CenterNet, the catalog's boxes)")
-    with clock.step("train detector"), _progress() as (task, _):
-        det = steps.train_detector(
-            folder,
-            plan,
-            progress=_demo_epochs(
-                task,
-                "epochs",
-                plan.detector_epochs,
-                lambda e: f"loss {e['train_loss']:.3f}, val IoU {e['val_iou']:.3f}",
-            ),
-        )
-    console.print(
-        f"run {det.run_id}: test IoU {det.test['iou']:.3f}, recall at IoU 0.5 "
-        f"{det.test['recall@iou=0.5']:.3f}"
-    )
-    console.rule("10. gallery: the held-out query people")
-    with clock.step("gallery"):
-        built = steps.build_gallery(folder, rec.run_id)
-    g = built.gallery
-    console.print(
-        f"gallery {g.name}: {g.n_identities} people, {g.n_images} images "
-        f"({g.source}, crops {g.crops})"
-    )
-    console.rule("11. identify the faces of a group photo")
-    with clock.step("identify"):
-        found = steps.identify_photo(folder, plan, rec.run_id, det.run_id, seed=seed)
-    console.print(
-        f"photo {folder.photo}: {len(found.photo.faces)} people; {found.result.threshold.explain()}"
-    )
-    _print_rows(
-        ["who (truth)", "in gallery", "found (IoU)", "named", "closest", "cosine", "right"],
-        [
-            (
-                r.identity,
-                "yes" if r.role == "gallery" else "no",
-                f"{r.iou:.2f}" if r.named is not None else "not found",
-                r.named or "",
-                r.closest or "",
-                r.cosine,
-                "yes" if r.right else "no",
-            )
-            for r in found.rows
-        ],
-    )
-    console.rule("12. report")
-    with clock.step("report"):
-        page, notes = steps.write_report(
-            folder, plan, run.run_id, rec.run_id, found, clock.table(), det
-        )
-    for note in notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
-    _print_rows(*_as_pair(clock.table()), title="time per step")
-    right = sum(r.right for r in found.rows)
-    known = [r for r in found.rows if r.role == "gallery" and r.named is not None]
-    closest = sum(r.closest == str(r.identity) for r in known)
-    test, open_set = evaluated.metrics.get("test", {}), evaluated.metrics.get("open_set", {})
-    console.print(
-        f"\nSummary: landmarks test NME {aligned.test_metrics.get('nme', float('nan')):.4f}; "
-        f"recognizer test top-1 {test.get('top1', float('nan')):.3f}, open-set TPR "
-        f"{open_set.get('tpr@fpr=0.1', float('nan')):.3f} at FPR 0.1 and "
-        f"{open_set.get('tpr@fpr=0.01', float('nan')):.3f} at FPR 0.01; the photo: "
-        f"{sum(r.named is not None for r in found.rows)} of {len(found.rows)} faces found, "
-        f"{right} answered right; the closest gallery person of {closest} of the "
-        f"{len(known)} gallery people found was themselves."
-    )
-    console.print(f"Report: {page.resolve()} (one file: open it in a browser)")
+    def table(
+        self, columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None
+    ) -> None:
+        _print_rows(columns, rows, title=title)
 
+    @contextmanager
+    def bars(self) -> Iterator[ProgressTask]:
+        with _progress() as (task, _):
+            yield task
 
-def _as_pair(result: Any) -> tuple[list[str], list[tuple]]:
-    return result.columns, result.rows
+    @contextmanager
+    def stages(self) -> Iterator[Callable[[str, int, int], None]]:
+        with self.bars() as task:
+            yield _staged(task)
 
 
 views_app = typer.Typer(
