@@ -111,12 +111,15 @@ MaxBatchesOption = Annotated[
 WorkersOption = Annotated[int, typer.Option(help="DataLoader workers.")]
 SeedOption = Annotated[int, typer.Option(help="Random seed.")]
 CheckpointsOption = Annotated[Path, typer.Option(help="Checkpoint folder.")]
+BatchSizeOption = Annotated[int, typer.Option(help="Batch size.")]
+_RESUME_HELP = "Continue from a checkpoint or run folder (with its settings; {} may change)."
 ResumeOption = Annotated[
+    Path | None, typer.Option(help=_RESUME_HELP.format("--epochs, --max-minutes, --workers, --out"))
+]
+#: The detector's --resume: its --device may change too.
+DeviceResumeOption = Annotated[
     Path | None,
-    typer.Option(
-        help="Continue from a checkpoint or run folder (with its settings; "
-        "--epochs, --max-minutes, --workers, --out may change)."
-    ),
+    typer.Option(help=_RESUME_HELP.format("--epochs, --max-minutes, --workers, --device, --out")),
 ]
 
 
@@ -1181,14 +1184,15 @@ def _typed_options(
     }
 
 
-def _batch_bar(task: ProgressTask) -> Callable[[int, int, int, float], None]:
-    """on_batch for the trainers: one bar, its label the epoch and running loss."""
+def _batch_bar(task: ProgressTask, digits: int = 5) -> Callable[[int, int, int, float], None]:
+    """on_batch for the trainers: one bar, its label the epoch and running loss (to
+    ``digits`` decimals)."""
     bar: list[Callable[..., None]] = []
 
     def on_batch(epoch: int, done: int, total: int, loss: float) -> None:
         if not bar:
             bar.append(task("training", total))
-        bar[0](done, total, label=f"epoch {epoch + 1} loss {loss:.5f}")
+        bar[0](done, total, label=f"epoch {epoch + 1} loss {loss:.{digits}f}")
 
     return on_batch
 
@@ -1202,7 +1206,7 @@ def train_landmarks_cmd(
         str, typer.Option(help="Model: small (CPU-friendly), seed (the reference), paper.")
     ] = "small",
     epochs: EpochsOption = 30,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 16,
+    batch_size: BatchSizeOption = 16,
     lr: LrOption = 1e-3,
     schedule: ScheduleOption = "cosine",
     max_minutes: MaxMinutesOption = None,
@@ -2085,7 +2089,7 @@ def train_detector_cmd(
     ctx: typer.Context,
     snapshot: TrainSnapshotOption,
     epochs: EpochsOption = 20,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 32,
+    batch_size: BatchSizeOption = 32,
     lr: LrOption = 3e-3,
     input_size: Annotated[
         int, typer.Option(help="Side of the letterboxed input square (a multiple of 32).")
@@ -2100,13 +2104,7 @@ def train_detector_cmd(
     seed: SeedOption = 0,
     device: DeviceOption = "auto",
     out: CheckpointsOption = Path("checkpoints"),
-    resume: Annotated[
-        Path | None,
-        typer.Option(
-            help="Continue from a checkpoint or run folder (with its settings; "
-            "--epochs, --max-minutes, --workers, --device, --out may change)."
-        ),
-    ] = None,
+    resume: DeviceResumeOption = None,
     db: DbOption = None,
 ) -> None:
     """Train a small face detector on the catalog's face boxes; then its test IoU.
@@ -2145,25 +2143,10 @@ def train_detector_cmd(
         if resume is None:
             config = DetectorTrainConfig(**given)
         else:
-            names = {
-                "max_batches": "max_batches_per_epoch",
-                "workers": "num_workers",
-                "out": "out_dir",
-            }
-            typed = {
-                names.get(p, p): given[names.get(p, p)]
-                for p in ctx.params
-                if getattr(ctx.get_parameter_source(p), "name", None) == "COMMANDLINE"
-                and names.get(p, p) in given
-            }
+            typed = _typed_options(ctx, given)
             config = DetectorTrainConfig.resumed(load_checkpoint(resume)["config"], **typed)
         with _progress() as (task, console):
-            bar: list[Callable[..., None]] = []
-
-            def on_batch(epoch: int, done: int, total: int, loss: float) -> None:
-                if not bar:
-                    bar.append(task("training", total))
-                bar[0](done, total, label=f"epoch {epoch + 1} loss {loss:.4f}")
+            on_batch = _batch_bar(task, digits=4)
 
             def report(e: dict[str, Any]) -> None:
                 console.print(
