@@ -94,33 +94,35 @@ DbOption = Annotated[
 CsvOption = Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON rows instead of a table.")]
 
-# Options the trainers share (train landmarks, recognizer, detector; workers and seed
-# also embed, eval and demo).
-TrainSnapshotOption = Annotated[str, typer.Option(help="Snapshot to train on (train/val splits).")]
-EpochsOption = Annotated[int, typer.Option(help="Epochs.")]
-LrOption = Annotated[float, typer.Option(help="AdamW learning rate.")]
-ScheduleOption = Annotated[
-    str, typer.Option(help="cosine (lr to lr/100 at the last epoch) or constant.")
-]
-MaxMinutesOption = Annotated[
-    float | None, typer.Option(help="Time budget: stop before an epoch likely to overrun it.")
-]
-MaxBatchesOption = Annotated[
-    int | None, typer.Option(help="Batches per epoch (short runs for demos).")
-]
+# Options several commands share: workers (the trainers, embed, eval), seed (the
+# trainers, demo), detector (identify, report html), landmarks and template (identify,
+# gallery add), device (identify, gallery add, train detector).
 WorkersOption = Annotated[int, typer.Option(help="DataLoader workers.")]
 SeedOption = Annotated[int, typer.Option(help="Random seed.")]
-CheckpointsOption = Annotated[Path, typer.Option(help="Checkpoint folder.")]
-BatchSizeOption = Annotated[int, typer.Option(help="Batch size.")]
-_RESUME_HELP = "Continue from a checkpoint or run folder (with its settings; {} may change)."
-ResumeOption = Annotated[
-    Path | None, typer.Option(help=_RESUME_HELP.format("--epochs, --max-minutes, --workers, --out"))
+DetectorOption = Annotated[
+    str,
+    typer.Option(
+        "--detector",
+        help="haar (OpenCV's cascade, frontal faces), catalog (the "
+        "catalog's boxes, by file name), run:<detector run> (celebcat train "
+        "detector) or onnx:<model.onnx> (needs the \\[onnx] extra).",
+    ),
 ]
-#: The detector's --resume: its --device may change too.
-DeviceResumeOption = Annotated[
-    Path | None,
-    typer.Option(help=_RESUME_HELP.format("--epochs, --max-minutes, --workers, --device, --out")),
+LandmarksOption = Annotated[
+    str | None,
+    typer.Option(
+        "--landmarks",
+        help="Landmark run for the alignment (default: the one the "
+        "recognizer's aligned crops were made with).",
+    ),
 ]
+TemplateOption = Annotated[
+    str | None,
+    typer.Option(
+        "--template", help="Alignment template, reference or arcface (default: the recognizer's)."
+    ),
+]
+DeviceOption = Annotated[str, typer.Option(help="cpu, cuda or auto.")]
 
 
 class UserError(Exception):
@@ -157,42 +159,12 @@ class _IntChoice(_Choice):
     pass
 
 
-class Layout(_Choice):
-    txt = "txt"
-    kaggle = "kaggle"
-    both = "both"
-
-
 class Template(_Choice):
     reference = "reference"
     arcface = "arcface"
 
 
-class RunKind(_Choice):
-    landmarks = "landmarks"
-    recognition = "recognition"
-    detector = "detector"
-
-
-class LandmarkSource(_Choice):
-    predicted = "predicted"
-    truth = "truth"
-
-
-class CropSource(_Choice):
-    bbox = "bbox"
-
-
-class AlignSize(_IntChoice):
-    # 112 and 224: the recognizers' usual inputs; 64-160 for fast CPU runs; 256 the
-    # reference's alignment output
-    s64 = "64"
-    s96 = "96"
-    s112 = "112"
-    s128 = "128"
-    s160 = "160"
-    s224 = "224"
-    s256 = "256"
+# --- helpers the commands share: errors, output, progress ---------------------------
 
 
 def _user_errors(*types: type[BaseException]) -> Callable[[Callable[..., Any]], Any]:
@@ -347,8 +319,36 @@ def _progress() -> Iterator[tuple[ProgressTask, Any]]:
         yield task, progress.console
 
 
+def _print_skipped(console: Any, skipped: Sequence[Any], where: str) -> None:
+    """The images a --skip-bad run left out, with why (the first few; all in ``where``)."""
+    if not skipped:
+        return
+    from rich.markup import escape
+
+    console.print(f"[yellow]skipped {len(skipped)} images that cannot be read ({where}):[/yellow]")
+    for bad in skipped[:10]:
+        console.print(f"  {bad.image_id}: {escape(bad.reason)}: {escape(bad.detail)}")
+    if len(skipped) > 10:
+        console.print(f"  ... and {len(skipped) - 10} more")
+
+
+@contextmanager
+def _pipeline_one_line() -> Iterator[None]:
+    """The pipeline's bad-input errors (not an image, no such gallery or run, a run
+    never evaluated, a run of another kind, ...) as one red line: UserError, whatever
+    main() knows. The library checks arguments with ValueError (and its subclasses:
+    PipelineError, DetectorError, GalleryError, CheckpointError, SnapshotError ...)."""
+    try:
+        yield
+    except UserError:
+        raise
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+
+
 # ---------------------------------------------------------------------------
-# Commands
+# Commands, in the order `celebcat --help` lists them: the top-level ones, then
+# the sub-apps, each with the options and helpers only it uses
 # ---------------------------------------------------------------------------
 
 
@@ -431,6 +431,12 @@ def ingest(
         f"annotations loaded in {result.load_seconds:.2f} s"
         + (f", images scanned in {result.scan_seconds:.2f} s" if result.scan_seconds else "")
     )
+
+
+class Layout(_Choice):
+    txt = "txt"
+    kaggle = "kaggle"
+    both = "both"
 
 
 @app.command()
@@ -721,45 +727,6 @@ class _DemoScreen:
             yield _staged(task)
 
 
-views_app = typer.Typer(
-    help="The selection views of sql/ (one per file).\n\nExample: celebcat views",
-    invoke_without_command=True,
-    no_args_is_help=False,
-)
-app.add_typer(views_app, name="views")
-
-
-@views_app.callback()
-def views_list(
-    ctx: typer.Context,
-    as_csv: CsvOption = False,
-    as_json: JsonOption = False,
-    db: DbOption = None,
-) -> None:
-    """List the selection views with their row counts and what each selects.
-
-    Example: celebcat views
-    """
-    if ctx.invoked_subcommand is not None:
-        return
-    from catalog.info import list_views
-
-    result = list_views(db)
-    _print_rows(result.columns, result.rows, as_csv=as_csv, as_json=as_json)
-
-
-@views_app.command("apply")
-def views_apply(db: DbOption = None) -> None:
-    """(Re)create every view from sql/; running it twice changes nothing.
-
-    Example: celebcat views apply
-    """
-    from catalog.views import apply_to
-
-    names = apply_to(db)
-    _console().print(f"applied {len(names)} views: {', '.join(names)}")
-
-
 @app.command()
 def params(as_csv: CsvOption = False, as_json: JsonOption = False, db: DbOption = None) -> None:
     """Show the selection parameters in force, their defaults and valid ranges (change
@@ -1031,17 +998,404 @@ def export(
     _print_skipped(console, result.skipped, f"listed in {result.out / 'export.json'}")
 
 
-def _print_skipped(console: Any, skipped: Sequence[Any], where: str) -> None:
-    """The images a --skip-bad run left out, with why (the first few; all in ``where``)."""
-    if not skipped:
-        return
-    from rich.markup import escape
+class LandmarkSource(_Choice):
+    predicted = "predicted"
+    truth = "truth"
 
-    console.print(f"[yellow]skipped {len(skipped)} images that cannot be read ({where}):[/yellow]")
-    for bad in skipped[:10]:
-        console.print(f"  {bad.image_id}: {escape(bad.reason)}: {escape(bad.detail)}")
-    if len(skipped) > 10:
-        console.print(f"  ... and {len(skipped) - 10} more")
+
+class AlignSize(_IntChoice):
+    # 112 and 224: the recognizers' usual inputs; 64-160 for fast CPU runs; 256 the
+    # reference's alignment output
+    s64 = "64"
+    s96 = "96"
+    s112 = "112"
+    s128 = "128"
+    s160 = "160"
+    s224 = "224"
+    s256 = "256"
+
+
+@app.command()
+@_user_errors(ValueError)  # models.alignment.snapshot checks its arguments with ValueError
+@_plain_choices
+def align(
+    snapshot: Annotated[str, typer.Option(help="Snapshot whose images to align.")],
+    run: Annotated[
+        str | None, typer.Option(help="Landmark run id or checkpoint (not with --source truth).")
+    ] = None,
+    size: Annotated[AlignSize, typer.Option(help="Aligned crop side in pixels.")] = AlignSize.s112,
+    template: Annotated[
+        Template, typer.Option(help="Face template to align onto.")
+    ] = Template.reference,
+    source: Annotated[
+        LandmarkSource,
+        typer.Option(help="predicted (the run's landmarks) or truth (a control)."),
+    ] = LandmarkSource.predicted,
+    batch_size: Annotated[int, typer.Option(help="Prediction batch size.")] = 32,
+    workers: Annotated[
+        int | None, typer.Option(help="Threads decoding and warping (default: one per CPU).")
+    ] = None,
+    skip_bad: Annotated[
+        bool,
+        typer.Option(
+            "--skip-bad",
+            help="Leave out images that cannot be read (named, with "
+            "why, in the output) instead of stopping.",
+        ),
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """Predict landmarks, write them to the catalog, and store aligned face crops.
+
+    Predictions go to landmark_predictions (in-the-wild pixels, with NME against
+    the annotations) and the test split's NME, argmax NME, failure rate and CED AUC
+    to metrics. The aligned crops become the crop cache
+    aligned/<template>/<run or truth> that FaceDataset(source="aligned") reads (the
+    newest alignment of that size; `celebcat cache list` shows them all). An image
+    that cannot be read stops the alignment; with --skip-bad it is left out (with a
+    landmark run, build the face crops of the model's input size with --skip-bad
+    first: the predictions read them).
+
+    On several processes (each predicts and warps a share; rank 0 writes):
+    torchrun --nproc_per_node=N -m cli align ...
+
+    Example: celebcat align --run landmarks-20261128-120000-ab12 --snapshot base-v1
+
+    Needs torch: pip install torch==2.13.0 && pip install -e '.\\[torch]'.
+    """
+    if source == "predicted" and run is None:
+        raise UserError("--run is needed with --source predicted (or use --source truth)")
+    if source == "truth" and run is not None:
+        raise UserError(
+            "--run and --source truth exclude each other: truth aligns with the "
+            "catalog's own landmarks, no run's; drop one of them"
+        )
+    from models.alignment.snapshot import align_snapshot
+    from models.distributed import is_main_process
+
+    if not is_main_process():  # under torchrun: rank 0 reports, the others work quietly
+        align_snapshot(
+            run,
+            snapshot,
+            db,
+            size=size,
+            template=template,
+            source=source,
+            batch_size=batch_size,
+            workers=workers,
+            skip_bad=skip_bad,
+        )
+        return
+    with _progress() as (task, _):
+        result = align_snapshot(
+            run,
+            snapshot,
+            db,
+            size=size,
+            template=template,
+            source=source,
+            batch_size=batch_size,
+            workers=workers,
+            progress=_staged(task),
+            skip_bad=skip_bad,
+        )
+    nme = f", mean NME {result.mean_nme:.4f}" if result.n_predictions else ""
+    console = _console()
+    console.print(
+        f"aligned {result.n_images} images of {snapshot} to {size} px ({template} template, "
+        f"{source} landmarks{nme}); crops {result.cache.source} in {result.cache.path}"
+    )
+    if result.test_metrics:
+        m = result.test_metrics
+        console.print(
+            f"test split: NME {m['nme']:.4f} (argmax alone {m['nme_argmax']:.4f}), failure "
+            f"rate {m['failure_rate']:.3f}, CED AUC@0.1 {m['ced_auc']:.3f}"
+        )
+    if result.n_box_fallback:
+        console.print(
+            f"[yellow]{result.n_box_fallback} faces had collapsed landmark predictions and "
+            "were aligned from their face box instead.[/yellow]"
+        )
+    _print_skipped(console, result.skipped, "recorded in the cache's index")
+
+
+@app.command()
+@_user_errors(ValueError)
+def embed(
+    run: Annotated[str, typer.Option(help="Recognition run id, run folder or checkpoint.")],
+    snapshot: Annotated[
+        str | None, typer.Option(help="Snapshot to embed (default: the run's).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 128,
+    workers: WorkersOption = 0,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Leave out images that cannot be read.")
+    ] = False,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Embed a snapshot's images with a recognizer into the catalog's embeddings table.
+
+    Every image with a split, cropped as the run trained (no augmentation),
+    L2-normalised. Nearest neighbours are then SQL, e.g.
+    celebcat sql "select b.image_id, list_cosine_similarity(a.embedding, b.embedding) s
+    from embeddings a join embeddings b using (run_id) where a.image_id = '000123.jpg'
+    and b.image_id <> a.image_id order by s desc limit 5"
+
+    On several processes (each embeds a share, on its own GPU where there are
+    GPUs; rank 0 writes): torchrun --nproc_per_node=N -m cli embed ...
+
+    Example: celebcat embed --run recognition-20261201-120000-ab12
+    """
+    import torch
+
+    from models.distributed import device, is_main_process, launched
+    from models.recognition.evaluate import embed_snapshot, load_recognizer
+
+    gpu = launched() and torch.cuda.is_available()  # torchrun: a GPU a process, if any
+    recognizer = load_recognizer(run, db, device("cuda") if gpu else "cpu")
+    if not is_main_process():  # rank 0 reports, the others work quietly
+        embed_snapshot(
+            recognizer, snapshot, db, batch_size=batch_size, workers=workers, skip_bad=skip_bad
+        )
+        return
+    with _progress() as (task, _):
+        out = embed_snapshot(
+            recognizer,
+            snapshot,
+            db,
+            batch_size=batch_size,
+            workers=workers,
+            skip_bad=skip_bad,
+            progress=_staged(task),
+        )
+    summary = {
+        "run": out.run_id,
+        "snapshot": out.snapshot,
+        "images": len(out.image_id),
+        "dim": int(out.embeddings.shape[1]) if len(out.image_id) else 0,
+        "source": out.source,
+        "seconds": round(out.seconds, 2),
+    }
+    if as_json:
+        return _print_json(summary)
+    console = _console()
+    console.print(
+        f"{summary['images']} embeddings ({summary['dim']}-d, crops {out.source}) of "
+        f"snapshot {out.snapshot} by run {out.run_id} in the catalog "
+        f"({out.seconds:.1f} s)"
+    )
+    _print_skipped(console, out.skipped, "not embedded")
+
+
+class RunKind(_Choice):
+    landmarks = "landmarks"
+    recognition = "recognition"
+    detector = "detector"
+
+
+@app.command()
+@_plain_choices
+def runs(
+    kind: Annotated[RunKind | None, typer.Option(help="Only runs of this kind.")] = None,
+    latest: Annotated[
+        bool, typer.Option("--latest", help="Print only the newest run's id (for scripts).")
+    ] = False,
+    as_csv: CsvOption = False,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """List training runs with their status and snapshot.
+
+    Example: celebcat runs --json
+    In a script: RUN=$(celebcat runs --kind landmarks --latest)
+    """
+    from catalog.results import list_runs
+
+    def minutes(r: Any) -> float | None:
+        return (
+            None
+            if r.ended_at is None
+            else round((r.ended_at - r.started_at).total_seconds() / 60, 1)
+        )
+
+    found = list_runs(db, kind)
+    if latest:
+        if not found:
+            raise UserError(f"No {f'{kind} ' if kind else ''}runs in the catalog yet.")
+        print(found[-1].run_id)
+        return
+    rows = [
+        (
+            r.run_id,
+            r.kind,
+            r.status,
+            r.snapshot,
+            r.snapshot_hash[:12],
+            r.started_at.replace(microsecond=0),
+            minutes(r),
+        )
+        for r in found
+    ]
+    _print_rows(
+        ["run", "kind", "status", "snapshot", "hash", "started (UTC)", "minutes"],
+        rows,
+        as_csv=as_csv,
+        as_json=as_json,
+    )
+
+
+@app.command("identify")
+def identify_cmd(
+    images: Annotated[list[Path], typer.Argument(help="Photos (any size, any format PIL reads).")],
+    gallery: Annotated[str, typer.Option(help="Gallery to search (celebcat gallery list).")],
+    top: Annotated[int, typer.Option(help="Matches shown per face.")] = 5,
+    fpr: Annotated[
+        float,
+        typer.Option(
+            help="False-positive rate whose threshold (measured by the run's open-set "
+            "evaluation) separates named faces from unknown ones."
+        ),
+    ] = 0.01,
+    threshold: Annotated[
+        float | None, typer.Option(help="A cosine threshold instead of --fpr's.")
+    ] = None,
+    detector: DetectorOption = "haar",
+    landmarks: LandmarksOption = None,
+    template: TemplateOption = None,
+    run: Annotated[
+        str | None, typer.Option(help="Recognizer run (default and only choice: the gallery's).")
+    ] = None,
+    draw: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the photo with boxes, points and names here (several photos: "
+            "OUT-<photo name>.png)."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+    device: DeviceOption = "cpu",
+    db: DbOption = None,
+) -> None:
+    """Who is in a photo: each face's box, landmarks and best matches in a gallery.
+
+    A face is named when its best match's cosine is above the threshold the
+    recognizer run's open-set evaluation measured at --fpr (held-out faces of two
+    different people score above it at that rate), and "unknown" below it.
+
+    Example: celebcat identify photo.jpg --gallery friends --top 3 --draw out.png
+    """
+    from models.pipeline.identify import UNKNOWN, draw_faces, identify
+
+    with _pipeline_one_line():
+        result = identify(
+            images,
+            gallery,
+            db,
+            run=run,
+            detector=detector,
+            landmark_run=landmarks,
+            template=template,
+            top=top,
+            fpr=fpr,
+            threshold=threshold,
+            device=device,
+        )
+        if not result.faces:
+            names = ", ".join(im.name for im in result.images)
+            raise UserError(
+                f"No face found in {names} (detector {detector}); try another "
+                "--detector (run:<detector run>, onnx:<model>)."
+            )
+        drawn = []
+        if draw is not None:
+            for k, image in enumerate(result.images):
+                out = (
+                    draw
+                    if len(result.images) == 1
+                    else draw.with_name(
+                        f"{draw.stem}-{Path(image.name).stem}{draw.suffix or '.png'}"
+                    )
+                )
+                drawn.append(draw_faces(image, result.faces_of(k), out))
+    if as_json:
+        data = {
+            "gallery": result.gallery.name,
+            "run_id": result.run_id,
+            "threshold": {
+                "cosine": result.threshold.value,
+                "fpr": result.threshold.fpr,
+                "explanation": result.threshold.explain(),
+            },
+            "images": [
+                {"image": str(images[k]), "faces": [f.as_dict() for f in result.faces_of(k)]}
+                for k in range(len(result.images))
+            ],
+            "drawn": [str(p) for p in drawn],
+        }
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
+    console = _console()
+    console.print(f"threshold: {result.threshold.explain()}")
+    for k in range(len(result.images)):
+        faces = result.faces_of(k)
+        console.print(f"{images[k]}: {len(faces) or 'no'} face{'s' if len(faces) != 1 else ''}")
+        for n, face in enumerate(faces, start=1):
+            box = ", ".join(f"{v:.0f}" for v in face.box)
+            name = face.identity if face.identity != UNKNOWN else "[yellow]unknown[/yellow]"
+            best = ", ".join(f"{m.identity} {m.cosine:.3f}" for m in face.matches)
+            console.print(f"  face {n} [{box}]: {name} (top: {best})")
+    for path in drawn:
+        console.print(f"drew {path}")
+
+
+# ---------------------------------------------------------------------------
+# celebcat views
+# ---------------------------------------------------------------------------
+
+
+views_app = typer.Typer(
+    help="The selection views of sql/ (one per file).\n\nExample: celebcat views",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+app.add_typer(views_app, name="views")
+
+
+@views_app.callback()
+def views_list(
+    ctx: typer.Context,
+    as_csv: CsvOption = False,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """List the selection views with their row counts and what each selects.
+
+    Example: celebcat views
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from catalog.info import list_views
+
+    result = list_views(db)
+    _print_rows(result.columns, result.rows, as_csv=as_csv, as_json=as_json)
+
+
+@views_app.command("apply")
+def views_apply(db: DbOption = None) -> None:
+    """(Re)create every view from sql/; running it twice changes nothing.
+
+    Example: celebcat views apply
+    """
+    from catalog.views import apply_to
+
+    names = apply_to(db)
+    _console().print(f"applied {len(names)} views: {', '.join(names)}")
+
+
+# ---------------------------------------------------------------------------
+# celebcat cache
+# ---------------------------------------------------------------------------
 
 
 cache_app = typer.Typer(
@@ -1050,6 +1404,10 @@ cache_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(cache_app, name="cache")
+
+
+class CropSource(_Choice):
+    bbox = "bbox"
 
 
 @cache_app.command("build")
@@ -1155,12 +1513,43 @@ def cache_drop(
     _console().print(f"dropped {len(dropped)} cache(s) of {snapshot}")
 
 
+# ---------------------------------------------------------------------------
+# celebcat train
+# ---------------------------------------------------------------------------
+
+
 train_app = typer.Typer(
     help=f"Train models on a snapshot. {NEEDS_TORCH}"
     "\n\nExample: celebcat train landmarks --snapshot demo",
     no_args_is_help=True,
 )
 app.add_typer(train_app, name="train")
+
+# Options the trainers share (train landmarks, recognizer, detector; workers and seed,
+# which others take too, are with the shared options above).
+TrainSnapshotOption = Annotated[str, typer.Option(help="Snapshot to train on (train/val splits).")]
+EpochsOption = Annotated[int, typer.Option(help="Epochs.")]
+LrOption = Annotated[float, typer.Option(help="AdamW learning rate.")]
+ScheduleOption = Annotated[
+    str, typer.Option(help="cosine (lr to lr/100 at the last epoch) or constant.")
+]
+MaxMinutesOption = Annotated[
+    float | None, typer.Option(help="Time budget: stop before an epoch likely to overrun it.")
+]
+MaxBatchesOption = Annotated[
+    int | None, typer.Option(help="Batches per epoch (short runs for demos).")
+]
+CheckpointsOption = Annotated[Path, typer.Option(help="Checkpoint folder.")]
+BatchSizeOption = Annotated[int, typer.Option(help="Batch size.")]
+_RESUME_HELP = "Continue from a checkpoint or run folder (with its settings; {} may change)."
+ResumeOption = Annotated[
+    Path | None, typer.Option(help=_RESUME_HELP.format("--epochs, --max-minutes, --workers, --out"))
+]
+#: The detector's --resume: its --device may change too.
+DeviceResumeOption = Annotated[
+    Path | None,
+    typer.Option(help=_RESUME_HELP.format("--epochs, --max-minutes, --workers, --device, --out")),
+]
 
 PRESETS = {"small": "hourglass_small", "seed": "hourglass_seed", "paper": "hourglass_paper"}
 
@@ -1270,184 +1659,6 @@ def train_landmarks_cmd(
         f"run {result.run_id}: {result.epochs_done} epochs, best val NME "
         f"{result.best_val_nme:.4f}, checkpoint {result.best_checkpoint}"
     )
-
-
-@app.command()
-@_user_errors(ValueError)  # models.alignment.snapshot checks its arguments with ValueError
-@_plain_choices
-def align(
-    snapshot: Annotated[str, typer.Option(help="Snapshot whose images to align.")],
-    run: Annotated[
-        str | None, typer.Option(help="Landmark run id or checkpoint (not with --source truth).")
-    ] = None,
-    size: Annotated[AlignSize, typer.Option(help="Aligned crop side in pixels.")] = AlignSize.s112,
-    template: Annotated[
-        Template, typer.Option(help="Face template to align onto.")
-    ] = Template.reference,
-    source: Annotated[
-        LandmarkSource,
-        typer.Option(help="predicted (the run's landmarks) or truth (a control)."),
-    ] = LandmarkSource.predicted,
-    batch_size: Annotated[int, typer.Option(help="Prediction batch size.")] = 32,
-    workers: Annotated[
-        int | None, typer.Option(help="Threads decoding and warping (default: one per CPU).")
-    ] = None,
-    skip_bad: Annotated[
-        bool,
-        typer.Option(
-            "--skip-bad",
-            help="Leave out images that cannot be read (named, with "
-            "why, in the output) instead of stopping.",
-        ),
-    ] = False,
-    db: DbOption = None,
-) -> None:
-    """Predict landmarks, write them to the catalog, and store aligned face crops.
-
-    Predictions go to landmark_predictions (in-the-wild pixels, with NME against
-    the annotations) and the test split's NME, argmax NME, failure rate and CED AUC
-    to metrics. The aligned crops become the crop cache
-    aligned/<template>/<run or truth> that FaceDataset(source="aligned") reads (the
-    newest alignment of that size; `celebcat cache list` shows them all). An image
-    that cannot be read stops the alignment; with --skip-bad it is left out (with a
-    landmark run, build the face crops of the model's input size with --skip-bad
-    first: the predictions read them).
-
-    On several processes (each predicts and warps a share; rank 0 writes):
-    torchrun --nproc_per_node=N -m cli align ...
-
-    Example: celebcat align --run landmarks-20261128-120000-ab12 --snapshot base-v1
-
-    Needs torch: pip install torch==2.13.0 && pip install -e '.\\[torch]'.
-    """
-    if source == "predicted" and run is None:
-        raise UserError("--run is needed with --source predicted (or use --source truth)")
-    if source == "truth" and run is not None:
-        raise UserError(
-            "--run and --source truth exclude each other: truth aligns with the "
-            "catalog's own landmarks, no run's; drop one of them"
-        )
-    from models.alignment.snapshot import align_snapshot
-    from models.distributed import is_main_process
-
-    if not is_main_process():  # under torchrun: rank 0 reports, the others work quietly
-        align_snapshot(
-            run,
-            snapshot,
-            db,
-            size=size,
-            template=template,
-            source=source,
-            batch_size=batch_size,
-            workers=workers,
-            skip_bad=skip_bad,
-        )
-        return
-    with _progress() as (task, _):
-        result = align_snapshot(
-            run,
-            snapshot,
-            db,
-            size=size,
-            template=template,
-            source=source,
-            batch_size=batch_size,
-            workers=workers,
-            progress=_staged(task),
-            skip_bad=skip_bad,
-        )
-    nme = f", mean NME {result.mean_nme:.4f}" if result.n_predictions else ""
-    console = _console()
-    console.print(
-        f"aligned {result.n_images} images of {snapshot} to {size} px ({template} template, "
-        f"{source} landmarks{nme}); crops {result.cache.source} in {result.cache.path}"
-    )
-    if result.test_metrics:
-        m = result.test_metrics
-        console.print(
-            f"test split: NME {m['nme']:.4f} (argmax alone {m['nme_argmax']:.4f}), failure "
-            f"rate {m['failure_rate']:.3f}, CED AUC@0.1 {m['ced_auc']:.3f}"
-        )
-    if result.n_box_fallback:
-        console.print(
-            f"[yellow]{result.n_box_fallback} faces had collapsed landmark predictions and "
-            "were aligned from their face box instead.[/yellow]"
-        )
-    _print_skipped(console, result.skipped, "recorded in the cache's index")
-
-
-report_app = typer.Typer(
-    help="Error analysis as tables.\n\nExample: celebcat report landmarks --run RUN --by Male",
-    no_args_is_help=True,
-)
-app.add_typer(report_app, name="report")
-
-
-@report_app.command("landmarks")
-def report_landmarks(
-    run: Annotated[str, typer.Option(help="Landmark run id (after celebcat align).")],
-    by: Annotated[str, typer.Option(help="Attributes to group by, comma separated.")] = "",
-    split: Annotated[
-        str | None, typer.Option(help="Only this split of the run's snapshot, e.g. test.")
-    ] = None,
-    per_landmark: Annotated[
-        bool, typer.Option("--per-landmark", help="Add each landmark's mean NME.")
-    ] = False,
-    ced: Annotated[
-        Path | None,
-        typer.Option(help=f"Also write the CED plot (one curve per group) here. {NEEDS_PLOTS}"),
-    ] = None,
-    threshold: Annotated[float, typer.Option(help="NME above which a face failed.")] = 0.1,
-    as_csv: CsvOption = False,
-    as_json: JsonOption = False,
-    db: DbOption = None,
-) -> None:
-    """NME, failure rate and CED AUC of a run's predictions, grouped by attributes.
-
-    NME is normalised by the inter-ocular distance (true eye centres); the failure
-    rate is the share above --threshold, the AUC is the area under the cumulative error
-    distribution up to it, divided by it.
-
-    Without --split the report covers every image the run predicted, whatever its
-    split (training images included); a note on stderr names the splits.
-
-    Example: celebcat report landmarks --run RUN --split test --by Eyeglasses --ced ced.png
-    """
-    if ced is not None:
-        _needs("matplotlib")
-    from catalog.reports import landmark_report, report_scope, write_ced_plot
-
-    groups = [b.strip() for b in by.split(",") if b.strip()]
-    result = landmark_report(
-        db, run, groups, threshold=threshold, split=split, per_landmark=per_landmark
-    )
-    _print_rows(result.columns, result.rows, as_csv=as_csv, as_json=as_json)
-    if split is None:
-        _console(stderr=True).print(f"[yellow]note:[/yellow] {report_scope(db, run)}")
-    if ced is not None:
-        path = write_ced_plot(db, run, ced, groups, split=split, limit=threshold)
-        _console(stderr=True).print(f"wrote {path}")
-
-
-@report_app.command("alignment")
-def report_alignment(
-    snapshot: Annotated[str, typer.Option(help="Snapshot whose alignments to measure.")],
-    size: Annotated[int | None, typer.Option(help="Only alignments of this size.")] = None,
-    as_csv: CsvOption = False,
-    as_json: JsonOption = False,
-    db: DbOption = None,
-) -> None:
-    """How far each alignment of a snapshot puts the true eye centres from the template's.
-
-    One row per aligned crop cache (celebcat align), in output pixels: mean, 95th
-    percentile, max, and the share within 2 px.
-
-    Example: celebcat report alignment --snapshot base-v1 --size 112
-    """
-    from models.alignment.snapshot import alignment_report
-
-    result = alignment_report(db, snapshot, size)
-    _print_rows(result.columns, result.rows, as_csv=as_csv, as_json=as_json)
 
 
 class RecognitionLoss(_Choice):
@@ -1585,158 +1796,177 @@ def train_recognizer_cmd(
     )
 
 
-@app.command()
-@_user_errors(ValueError)
-def embed(
-    run: Annotated[str, typer.Option(help="Recognition run id, run folder or checkpoint.")],
-    snapshot: Annotated[
-        str | None, typer.Option(help="Snapshot to embed (default: the run's).")
-    ] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 128,
+@train_app.command("detector")
+def train_detector_cmd(
+    ctx: typer.Context,
+    snapshot: TrainSnapshotOption,
+    epochs: EpochsOption = 20,
+    batch_size: BatchSizeOption = 32,
+    lr: LrOption = 3e-3,
+    input_size: Annotated[
+        int, typer.Option(help="Side of the letterboxed input square (a multiple of 32).")
+    ] = 128,
+    mosaic: Annotated[
+        float, typer.Option(help="Share of training pictures made 2 x 2 mosaics (several faces).")
+    ] = 0.3,
+    schedule: ScheduleOption = "cosine",
+    max_minutes: MaxMinutesOption = None,
+    max_batches: MaxBatchesOption = None,
     workers: WorkersOption = 0,
-    skip_bad: Annotated[
-        bool, typer.Option("--skip-bad", help="Leave out images that cannot be read.")
-    ] = False,
-    as_json: JsonOption = False,
+    seed: SeedOption = 0,
+    device: DeviceOption = "auto",
+    out: CheckpointsOption = Path("checkpoints"),
+    resume: DeviceResumeOption = None,
     db: DbOption = None,
 ) -> None:
-    """Embed a snapshot's images with a recognizer into the catalog's embeddings table.
+    """Train a small face detector on the catalog's face boxes; then its test IoU.
 
-    Every image with a split, cropped as the run trained (no augmentation),
-    L2-normalised. Nearest neighbours are then SQL, e.g.
-    celebcat sql "select b.image_id, list_cosine_similarity(a.embedding, b.embedding) s
-    from embeddings a join embeddings b using (run_id) where a.image_id = '000123.jpg'
-    and b.image_id <> a.image_id order by s desc limit 5"
+    A CenterNet-style model on letterboxed whole images, so the pipeline finds faces
+    in any CelebA-format data (synthetic too) where OpenCV's cascade does not; use it
+    as --detector run:<run id>. Validation mean IoU of the top detection keeps the
+    best checkpoint; at the end the test split's IoU and recall at IoU 0.5 are
+    measured and written to metrics.
 
-    On several processes (each embeds a share, on its own GPU where there are
-    GPUs; rank 0 writes): torchrun --nproc_per_node=N -m cli embed ...
-
-    Example: celebcat embed --run recognition-20261201-120000-ab12
+    Example: celebcat train detector --snapshot demo --epochs 20
     """
-    import torch
-
-    from models.distributed import device, is_main_process, launched
-    from models.recognition.evaluate import embed_snapshot, load_recognizer
-
-    gpu = launched() and torch.cuda.is_available()  # torchrun: a GPU a process, if any
-    recognizer = load_recognizer(run, db, device("cuda") if gpu else "cpu")
-    if not is_main_process():  # rank 0 reports, the others work quietly
-        embed_snapshot(
-            recognizer, snapshot, db, batch_size=batch_size, workers=workers, skip_bad=skip_bad
-        )
-        return
-    with _progress() as (task, _):
-        out = embed_snapshot(
-            recognizer,
-            snapshot,
-            db,
-            batch_size=batch_size,
-            workers=workers,
-            skip_bad=skip_bad,
-            progress=_staged(task),
-        )
-    summary = {
-        "run": out.run_id,
-        "snapshot": out.snapshot,
-        "images": len(out.image_id),
-        "dim": int(out.embeddings.shape[1]) if len(out.image_id) else 0,
-        "source": out.source,
-        "seconds": round(out.seconds, 2),
-    }
-    if as_json:
-        return _print_json(summary)
-    console = _console()
-    console.print(
-        f"{summary['images']} embeddings ({summary['dim']}-d, crops {out.source}) of "
-        f"snapshot {out.snapshot} by run {out.run_id} in the catalog "
-        f"({out.seconds:.1f} s)"
+    from models.detection.train import (
+        DetectorTrainConfig,
+        evaluate_detector,
+        load_checkpoint,
+        train_detector,
     )
-    _print_skipped(console, out.skipped, "not embedded")
+
+    given = dict(
+        snapshot=snapshot,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        input_size=input_size,
+        mosaic=mosaic,
+        schedule=schedule,
+        max_minutes=max_minutes,
+        max_batches_per_epoch=max_batches,
+        num_workers=workers,
+        seed=seed,
+        device=device,
+        out_dir=str(out),
+    )
+    with _pipeline_one_line():
+        if resume is None:
+            config = DetectorTrainConfig(**given)
+        else:
+            typed = _typed_options(ctx, given)
+            config = DetectorTrainConfig.resumed(load_checkpoint(resume)["config"], **typed)
+        with _progress() as (task, console):
+            on_batch = _batch_bar(task, digits=4)
+
+            def report(e: dict[str, Any]) -> None:
+                console.print(
+                    f"epoch {e['epoch'] + 1}: train loss {e['train_loss']:.4f}, val IoU "
+                    f"{e['val_iou']:.3f}, recall@IoU0.5 {e['val_recall@iou=0.5']:.3f}, best "
+                    f"IoU {e['best_val_iou']:.3f}"
+                )
+
+            result = train_detector(config, db, resume=resume, progress=report, on_batch=on_batch)
+        console = _console()
+        console.print(
+            f"run {result.run_id}: {result.epochs_done} epochs, best val IoU "
+            f"{result.best_val_iou:.3f}, checkpoint {result.best_checkpoint}"
+        )
+        from catalog.snapshots import SnapshotError
+
+        try:
+            test = evaluate_detector(result.run_id, db)
+        except SnapshotError as exc:
+            if "has no split" not in str(exc):
+                raise
+            console.print("no test split in the snapshot: no test figures")
+            return
+        m = test.metrics
+        console.print(
+            f"test split ({test.n_images} images): IoU {m['iou']:.3f}, recall@IoU0.5 "
+            f"{m['recall@iou=0.5']:.3f}, {m['detections_per_image']:.2f} detections per "
+            f"image; use it with --detector run:{result.run_id}"
+        )
 
 
-eval_app = typer.Typer(
-    help=f"Evaluate trained models; figures go to the metrics table. {NEEDS_TORCH}"
-    "\n\nExample: celebcat eval recognizer --run RUN",
+# ---------------------------------------------------------------------------
+# celebcat report
+# ---------------------------------------------------------------------------
+
+
+report_app = typer.Typer(
+    help="Error analysis as tables.\n\nExample: celebcat report landmarks --run RUN --by Male",
     no_args_is_help=True,
 )
-app.add_typer(eval_app, name="eval")
+app.add_typer(report_app, name="report")
 
 
-@eval_app.command("recognizer")
-@_user_errors(ValueError)
-def eval_recognizer(
-    run: Annotated[str, typer.Option(help="Recognition run id, run folder or checkpoint.")],
-    by: Annotated[
-        str | None, typer.Option(help="Also per group of these attributes, e.g. Eyeglasses,Male.")
+@report_app.command("landmarks")
+def report_landmarks(
+    run: Annotated[str, typer.Option(help="Landmark run id (after celebcat align).")],
+    by: Annotated[str, typer.Option(help="Attributes to group by, comma separated.")] = "",
+    split: Annotated[
+        str | None, typer.Option(help="Only this split of the run's snapshot, e.g. test.")
     ] = None,
-    plots: Annotated[
-        Path | None,
-        typer.Option(
-            help="Folder for ROC, cosine-histogram and t-SNE PNGs (needs the plots extra)."
-        ),
-    ] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 128,
-    workers: WorkersOption = 0,
-    skip_bad: Annotated[
-        bool, typer.Option("--skip-bad", help="Leave out images that cannot be read.")
+    per_landmark: Annotated[
+        bool, typer.Option("--per-landmark", help="Add each landmark's mean NME.")
     ] = False,
+    ced: Annotated[
+        Path | None,
+        typer.Option(help=f"Also write the CED plot (one curve per group) here. {NEEDS_PLOTS}"),
+    ] = None,
+    threshold: Annotated[float, typer.Option(help="NME above which a face failed.")] = 0.1,
     as_csv: CsvOption = False,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
-    """Embed the run's snapshot and measure it the reference's ways.
+    """NME, failure rate and CED AUC of a run's predictions, grouped by attributes.
 
-    test split: top-1/top-5, all-pairs verification (AUC, EER, TPR at FPR 0.1, 0.01,
-    0.001), triplet accuracy. query/distractor splits: the reference's open-set TPR at
-    FPR 0.5 ... 0.001 (with the thresholds identify uses) and IJB-C style TPIR at FPIR
-    0.1 and 0.01. Everything is written to metrics; compare runs with celebcat report
-    compare RUN RUN.
+    NME is normalised by the inter-ocular distance (true eye centres); the failure
+    rate is the share above --threshold, the AUC is the area under the cumulative error
+    distribution up to it, divided by it.
 
-    Example: celebcat eval recognizer --run RUN --by Eyeglasses --plots plots/
+    Without --split the report covers every image the run predicted, whatever its
+    split (training images included); a note on stderr names the splits.
+
+    Example: celebcat report landmarks --run RUN --split test --by Eyeglasses --ced ced.png
     """
-    from models.distributed import is_main_process
-    from models.recognition.evaluate import evaluate_recognizer
-
-    if plots is not None:
+    if ced is not None:
         _needs("matplotlib")
-    attrs = [a.strip() for a in by.split(",") if a.strip()] if by else []
-    if not is_main_process():  # under torchrun: rank 0 measures and reports
-        evaluate_recognizer(
-            run,
-            db,
-            by=attrs,
-            plots=plots,
-            batch_size=batch_size,
-            workers=workers,
-            skip_bad=skip_bad,
-        )
-        return
-    with _progress() as (task, _):
-        out = evaluate_recognizer(
-            run,
-            db,
-            by=attrs,
-            plots=plots,
-            batch_size=batch_size,
-            workers=workers,
-            skip_bad=skip_bad,
-            progress=_staged(task),
-        )
-    rows = [
-        (split, name, value)
-        for split, values in out.metrics.items()
-        for name, value in values.items()
-    ]
-    _print_rows(
-        ["split", "metric", "value"],
-        rows,
-        as_csv=as_csv,
-        as_json=as_json,
-        title=f"run {out.run_id}, epoch {out.epoch + 1}",
+    from catalog.reports import landmark_report, report_scope, write_ced_plot
+
+    groups = [b.strip() for b in by.split(",") if b.strip()]
+    result = landmark_report(
+        db, run, groups, threshold=threshold, split=split, per_landmark=per_landmark
     )
-    if not (as_csv or as_json):
-        for path in out.plots:
-            _console().print(f"plot: {path}")
+    _print_rows(result.columns, result.rows, as_csv=as_csv, as_json=as_json)
+    if split is None:
+        _console(stderr=True).print(f"[yellow]note:[/yellow] {report_scope(db, run)}")
+    if ced is not None:
+        path = write_ced_plot(db, run, ced, groups, split=split, limit=threshold)
+        _console(stderr=True).print(f"wrote {path}")
+
+
+@report_app.command("alignment")
+def report_alignment(
+    snapshot: Annotated[str, typer.Option(help="Snapshot whose alignments to measure.")],
+    size: Annotated[int | None, typer.Option(help="Only alignments of this size.")] = None,
+    as_csv: CsvOption = False,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """How far each alignment of a snapshot puts the true eye centres from the template's.
+
+    One row per aligned crop cache (celebcat align), in output pixels: mean, 95th
+    percentile, max, and the share within 2 px.
+
+    Example: celebcat report alignment --snapshot base-v1 --size 112
+    """
+    from models.alignment.snapshot import alignment_report
+
+    result = alignment_report(db, snapshot, size)
+    _print_rows(result.columns, result.rows, as_csv=as_csv, as_json=as_json)
 
 
 @report_app.command("compare")
@@ -1831,55 +2061,99 @@ def report_html(
     _console().print(f"wrote {page} ({page.stat().st_size / 1e6:.1f} MB, one file)")
 
 
-@app.command()
-@_plain_choices
-def runs(
-    kind: Annotated[RunKind | None, typer.Option(help="Only runs of this kind.")] = None,
-    latest: Annotated[
-        bool, typer.Option("--latest", help="Print only the newest run's id (for scripts).")
+# ---------------------------------------------------------------------------
+# celebcat eval
+# ---------------------------------------------------------------------------
+
+
+eval_app = typer.Typer(
+    help=f"Evaluate trained models; figures go to the metrics table. {NEEDS_TORCH}"
+    "\n\nExample: celebcat eval recognizer --run RUN",
+    no_args_is_help=True,
+)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("recognizer")
+@_user_errors(ValueError)
+def eval_recognizer(
+    run: Annotated[str, typer.Option(help="Recognition run id, run folder or checkpoint.")],
+    by: Annotated[
+        str | None, typer.Option(help="Also per group of these attributes, e.g. Eyeglasses,Male.")
+    ] = None,
+    plots: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for ROC, cosine-histogram and t-SNE PNGs (needs the plots extra)."
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 128,
+    workers: WorkersOption = 0,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Leave out images that cannot be read.")
     ] = False,
     as_csv: CsvOption = False,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
-    """List training runs with their status and snapshot.
+    """Embed the run's snapshot and measure it the reference's ways.
 
-    Example: celebcat runs --json
-    In a script: RUN=$(celebcat runs --kind landmarks --latest)
+    test split: top-1/top-5, all-pairs verification (AUC, EER, TPR at FPR 0.1, 0.01,
+    0.001), triplet accuracy. query/distractor splits: the reference's open-set TPR at
+    FPR 0.5 ... 0.001 (with the thresholds identify uses) and IJB-C style TPIR at FPIR
+    0.1 and 0.01. Everything is written to metrics; compare runs with celebcat report
+    compare RUN RUN.
+
+    Example: celebcat eval recognizer --run RUN --by Eyeglasses --plots plots/
     """
-    from catalog.results import list_runs
+    from models.distributed import is_main_process
+    from models.recognition.evaluate import evaluate_recognizer
 
-    def minutes(r: Any) -> float | None:
-        return (
-            None
-            if r.ended_at is None
-            else round((r.ended_at - r.started_at).total_seconds() / 60, 1)
+    if plots is not None:
+        _needs("matplotlib")
+    attrs = [a.strip() for a in by.split(",") if a.strip()] if by else []
+    if not is_main_process():  # under torchrun: rank 0 measures and reports
+        evaluate_recognizer(
+            run,
+            db,
+            by=attrs,
+            plots=plots,
+            batch_size=batch_size,
+            workers=workers,
+            skip_bad=skip_bad,
         )
-
-    found = list_runs(db, kind)
-    if latest:
-        if not found:
-            raise UserError(f"No {f'{kind} ' if kind else ''}runs in the catalog yet.")
-        print(found[-1].run_id)
         return
-    rows = [
-        (
-            r.run_id,
-            r.kind,
-            r.status,
-            r.snapshot,
-            r.snapshot_hash[:12],
-            r.started_at.replace(microsecond=0),
-            minutes(r),
+    with _progress() as (task, _):
+        out = evaluate_recognizer(
+            run,
+            db,
+            by=attrs,
+            plots=plots,
+            batch_size=batch_size,
+            workers=workers,
+            skip_bad=skip_bad,
+            progress=_staged(task),
         )
-        for r in found
+    rows = [
+        (split, name, value)
+        for split, values in out.metrics.items()
+        for name, value in values.items()
     ]
     _print_rows(
-        ["run", "kind", "status", "snapshot", "hash", "started (UTC)", "minutes"],
+        ["split", "metric", "value"],
         rows,
         as_csv=as_csv,
         as_json=as_json,
+        title=f"run {out.run_id}, epoch {out.epoch + 1}",
     )
+    if not (as_csv or as_json):
+        for path in out.plots:
+            _console().print(f"plot: {path}")
+
+
+# ---------------------------------------------------------------------------
+# celebcat snapshot
+# ---------------------------------------------------------------------------
 
 
 snapshot_app = typer.Typer(
@@ -2039,143 +2313,8 @@ def snapshot_export(
 
 
 # ---------------------------------------------------------------------------
-# The face pipeline: train detector, gallery, identify (models/pipeline/faces.py,
-# models/detection/detectors.py, models/pipeline/identify.py, catalog/gallery.py)
+# celebcat gallery
 # ---------------------------------------------------------------------------
-
-
-@contextmanager
-def _pipeline_one_line() -> Iterator[None]:
-    """The pipeline's bad-input errors (not an image, no such gallery or run, a run
-    never evaluated, a run of another kind, ...) as one red line: UserError, whatever
-    main() knows. The library checks arguments with ValueError (and its subclasses:
-    PipelineError, DetectorError, GalleryError, CheckpointError, SnapshotError ...)."""
-    try:
-        yield
-    except UserError:
-        raise
-    except ValueError as exc:
-        raise UserError(str(exc)) from exc
-
-
-DetectorOption = Annotated[
-    str,
-    typer.Option(
-        "--detector",
-        help="haar (OpenCV's cascade, frontal faces), catalog (the "
-        "catalog's boxes, by file name), run:<detector run> (celebcat train "
-        "detector) or onnx:<model.onnx> (needs the \\[onnx] extra).",
-    ),
-]
-LandmarksOption = Annotated[
-    str | None,
-    typer.Option(
-        "--landmarks",
-        help="Landmark run for the alignment (default: the one the "
-        "recognizer's aligned crops were made with).",
-    ),
-]
-TemplateOption = Annotated[
-    str | None,
-    typer.Option(
-        "--template", help="Alignment template, reference or arcface (default: the recognizer's)."
-    ),
-]
-DeviceOption = Annotated[str, typer.Option(help="cpu, cuda or auto.")]
-
-
-@train_app.command("detector")
-def train_detector_cmd(
-    ctx: typer.Context,
-    snapshot: TrainSnapshotOption,
-    epochs: EpochsOption = 20,
-    batch_size: BatchSizeOption = 32,
-    lr: LrOption = 3e-3,
-    input_size: Annotated[
-        int, typer.Option(help="Side of the letterboxed input square (a multiple of 32).")
-    ] = 128,
-    mosaic: Annotated[
-        float, typer.Option(help="Share of training pictures made 2 x 2 mosaics (several faces).")
-    ] = 0.3,
-    schedule: ScheduleOption = "cosine",
-    max_minutes: MaxMinutesOption = None,
-    max_batches: MaxBatchesOption = None,
-    workers: WorkersOption = 0,
-    seed: SeedOption = 0,
-    device: DeviceOption = "auto",
-    out: CheckpointsOption = Path("checkpoints"),
-    resume: DeviceResumeOption = None,
-    db: DbOption = None,
-) -> None:
-    """Train a small face detector on the catalog's face boxes; then its test IoU.
-
-    A CenterNet-style model on letterboxed whole images, so the pipeline finds faces
-    in any CelebA-format data (synthetic too) where OpenCV's cascade does not; use it
-    as --detector run:<run id>. Validation mean IoU of the top detection keeps the
-    best checkpoint; at the end the test split's IoU and recall at IoU 0.5 are
-    measured and written to metrics.
-
-    Example: celebcat train detector --snapshot demo --epochs 20
-    """
-    from models.detection.train import (
-        DetectorTrainConfig,
-        evaluate_detector,
-        load_checkpoint,
-        train_detector,
-    )
-
-    given = dict(
-        snapshot=snapshot,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        input_size=input_size,
-        mosaic=mosaic,
-        schedule=schedule,
-        max_minutes=max_minutes,
-        max_batches_per_epoch=max_batches,
-        num_workers=workers,
-        seed=seed,
-        device=device,
-        out_dir=str(out),
-    )
-    with _pipeline_one_line():
-        if resume is None:
-            config = DetectorTrainConfig(**given)
-        else:
-            typed = _typed_options(ctx, given)
-            config = DetectorTrainConfig.resumed(load_checkpoint(resume)["config"], **typed)
-        with _progress() as (task, console):
-            on_batch = _batch_bar(task, digits=4)
-
-            def report(e: dict[str, Any]) -> None:
-                console.print(
-                    f"epoch {e['epoch'] + 1}: train loss {e['train_loss']:.4f}, val IoU "
-                    f"{e['val_iou']:.3f}, recall@IoU0.5 {e['val_recall@iou=0.5']:.3f}, best "
-                    f"IoU {e['best_val_iou']:.3f}"
-                )
-
-            result = train_detector(config, db, resume=resume, progress=report, on_batch=on_batch)
-        console = _console()
-        console.print(
-            f"run {result.run_id}: {result.epochs_done} epochs, best val IoU "
-            f"{result.best_val_iou:.3f}, checkpoint {result.best_checkpoint}"
-        )
-        from catalog.snapshots import SnapshotError
-
-        try:
-            test = evaluate_detector(result.run_id, db)
-        except SnapshotError as exc:
-            if "has no split" not in str(exc):
-                raise
-            console.print("no test split in the snapshot: no test figures")
-            return
-        m = test.metrics
-        console.print(
-            f"test split ({test.n_images} images): IoU {m['iou']:.3f}, recall@IoU0.5 "
-            f"{m['recall@iou=0.5']:.3f}, {m['detections_per_image']:.2f} detections per "
-            f"image; use it with --detector run:{result.run_id}"
-        )
 
 
 gallery_app = typer.Typer(
@@ -2333,110 +2472,6 @@ def gallery_drop(name: str, db: DbOption = None) -> None:
     with _pipeline_one_line():
         drop_gallery(db, name)
     _console().print(f"dropped gallery {name}")
-
-
-@app.command("identify")
-def identify_cmd(
-    images: Annotated[list[Path], typer.Argument(help="Photos (any size, any format PIL reads).")],
-    gallery: Annotated[str, typer.Option(help="Gallery to search (celebcat gallery list).")],
-    top: Annotated[int, typer.Option(help="Matches shown per face.")] = 5,
-    fpr: Annotated[
-        float,
-        typer.Option(
-            help="False-positive rate whose threshold (measured by the run's open-set "
-            "evaluation) separates named faces from unknown ones."
-        ),
-    ] = 0.01,
-    threshold: Annotated[
-        float | None, typer.Option(help="A cosine threshold instead of --fpr's.")
-    ] = None,
-    detector: DetectorOption = "haar",
-    landmarks: LandmarksOption = None,
-    template: TemplateOption = None,
-    run: Annotated[
-        str | None, typer.Option(help="Recognizer run (default and only choice: the gallery's).")
-    ] = None,
-    draw: Annotated[
-        Path | None,
-        typer.Option(
-            help="Write the photo with boxes, points and names here (several photos: "
-            "OUT-<photo name>.png)."
-        ),
-    ] = None,
-    as_json: JsonOption = False,
-    device: DeviceOption = "cpu",
-    db: DbOption = None,
-) -> None:
-    """Who is in a photo: each face's box, landmarks and best matches in a gallery.
-
-    A face is named when its best match's cosine is above the threshold the
-    recognizer run's open-set evaluation measured at --fpr (held-out faces of two
-    different people score above it at that rate), and "unknown" below it.
-
-    Example: celebcat identify photo.jpg --gallery friends --top 3 --draw out.png
-    """
-    from models.pipeline.identify import UNKNOWN, draw_faces, identify
-
-    with _pipeline_one_line():
-        result = identify(
-            images,
-            gallery,
-            db,
-            run=run,
-            detector=detector,
-            landmark_run=landmarks,
-            template=template,
-            top=top,
-            fpr=fpr,
-            threshold=threshold,
-            device=device,
-        )
-        if not result.faces:
-            names = ", ".join(im.name for im in result.images)
-            raise UserError(
-                f"No face found in {names} (detector {detector}); try another "
-                "--detector (run:<detector run>, onnx:<model>)."
-            )
-        drawn = []
-        if draw is not None:
-            for k, image in enumerate(result.images):
-                out = (
-                    draw
-                    if len(result.images) == 1
-                    else draw.with_name(
-                        f"{draw.stem}-{Path(image.name).stem}{draw.suffix or '.png'}"
-                    )
-                )
-                drawn.append(draw_faces(image, result.faces_of(k), out))
-    if as_json:
-        data = {
-            "gallery": result.gallery.name,
-            "run_id": result.run_id,
-            "threshold": {
-                "cosine": result.threshold.value,
-                "fpr": result.threshold.fpr,
-                "explanation": result.threshold.explain(),
-            },
-            "images": [
-                {"image": str(images[k]), "faces": [f.as_dict() for f in result.faces_of(k)]}
-                for k in range(len(result.images))
-            ],
-            "drawn": [str(p) for p in drawn],
-        }
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
-        return
-    console = _console()
-    console.print(f"threshold: {result.threshold.explain()}")
-    for k in range(len(result.images)):
-        faces = result.faces_of(k)
-        console.print(f"{images[k]}: {len(faces) or 'no'} face{'s' if len(faces) != 1 else ''}")
-        for n, face in enumerate(faces, start=1):
-            box = ", ".join(f"{v:.0f}" for v in face.box)
-            name = face.identity if face.identity != UNKNOWN else "[yellow]unknown[/yellow]"
-            best = ", ".join(f"{m.identity} {m.cosine:.3f}" for m in face.matches)
-            console.print(f"  face {n} [{box}]: {name} (top: {best})")
-    for path in drawn:
-        console.print(f"drew {path}")
 
 
 # ---------------------------------------------------------------------------
