@@ -96,7 +96,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON rows instea
 
 # Options several commands share: workers (the trainers, embed, eval), seed (the
 # trainers, demo), detector (identify, report html), landmarks and template (identify,
-# gallery add), device (identify, gallery add, train detector).
+# gallery add), device (identify, gallery add, train detector), skip-bad (export, align,
+# cache build; embed and eval keep their shorter help).
 WorkersOption = Annotated[int, typer.Option(help="DataLoader workers.")]
 SeedOption = Annotated[int, typer.Option(help="Random seed.")]
 DetectorOption = Annotated[
@@ -123,6 +124,14 @@ TemplateOption = Annotated[
     ),
 ]
 DeviceOption = Annotated[str, typer.Option(help="cpu, cuda or auto.")]
+SkipBadOption = Annotated[
+    bool,
+    typer.Option(
+        "--skip-bad",
+        help="Leave out images that cannot be read (named, with "
+        "why, in the output) instead of stopping.",
+    ),
+]
 
 
 class UserError(Exception):
@@ -953,14 +962,7 @@ def export(
     ] = False,
     size: Annotated[int, typer.Option(help="Output side in pixels with --crop.")] = 256,
     workers: Annotated[int | None, typer.Option(help="Parallel workers.")] = None,
-    skip_bad: Annotated[
-        bool,
-        typer.Option(
-            "--skip-bad",
-            help="Leave out images that cannot be read (named, with "
-            "why, in the output) instead of stopping.",
-        ),
-    ] = False,
+    skip_bad: SkipBadOption = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -1035,14 +1037,7 @@ def align(
     workers: Annotated[
         int | None, typer.Option(help="Threads decoding and warping (default: one per CPU).")
     ] = None,
-    skip_bad: Annotated[
-        bool,
-        typer.Option(
-            "--skip-bad",
-            help="Leave out images that cannot be read (named, with "
-            "why, in the output) instead of stopping.",
-        ),
-    ] = False,
+    skip_bad: SkipBadOption = False,
     db: DbOption = None,
 ) -> None:
     """Predict landmarks, write them to the catalog, and store aligned face crops.
@@ -1420,14 +1415,7 @@ def cache_build(
         CropSource, typer.Option(help="Crop source: bbox (face box).")
     ] = CropSource.bbox,
     workers: Annotated[int | None, typer.Option(help="Decoding threads.")] = None,
-    skip_bad: Annotated[
-        bool,
-        typer.Option(
-            "--skip-bad",
-            help="Leave out images that cannot be read (named, with "
-            "why, in the output) instead of stopping.",
-        ),
-    ] = False,
+    skip_bad: SkipBadOption = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
