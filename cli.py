@@ -1068,32 +1068,23 @@ def align(
     from models.alignment.snapshot import align_snapshot
     from models.distributed import is_main_process
 
+    align_it = functools.partial(
+        align_snapshot,
+        run,
+        snapshot,
+        db,
+        size=size,
+        template=template,
+        source=source,
+        batch_size=batch_size,
+        workers=workers,
+        skip_bad=skip_bad,
+    )
     if not is_main_process():  # under torchrun: rank 0 reports, the others work quietly
-        align_snapshot(
-            run,
-            snapshot,
-            db,
-            size=size,
-            template=template,
-            source=source,
-            batch_size=batch_size,
-            workers=workers,
-            skip_bad=skip_bad,
-        )
+        align_it()
         return
     with _progress() as (task, _):
-        result = align_snapshot(
-            run,
-            snapshot,
-            db,
-            size=size,
-            template=template,
-            source=source,
-            batch_size=batch_size,
-            workers=workers,
-            progress=_staged(task),
-            skip_bad=skip_bad,
-        )
+        result = align_it(progress=_staged(task))
     nme = f", mean NME {result.mean_nme:.4f}" if result.n_predictions else ""
     console = _console()
     console.print(
@@ -1149,21 +1140,20 @@ def embed(
 
     gpu = launched() and torch.cuda.is_available()  # torchrun: a GPU a process, if any
     recognizer = load_recognizer(run, db, device("cuda") if gpu else "cpu")
+    embed_it = functools.partial(
+        embed_snapshot,
+        recognizer,
+        snapshot,
+        db,
+        batch_size=batch_size,
+        workers=workers,
+        skip_bad=skip_bad,
+    )
     if not is_main_process():  # rank 0 reports, the others work quietly
-        embed_snapshot(
-            recognizer, snapshot, db, batch_size=batch_size, workers=workers, skip_bad=skip_bad
-        )
+        embed_it()
         return
     with _progress() as (task, _):
-        out = embed_snapshot(
-            recognizer,
-            snapshot,
-            db,
-            batch_size=batch_size,
-            workers=workers,
-            skip_bad=skip_bad,
-            progress=_staged(task),
-        )
+        out = embed_it(progress=_staged(task))
     summary = {
         "run": out.run_id,
         "snapshot": out.snapshot,
@@ -2100,28 +2090,21 @@ def eval_recognizer(
     if plots is not None:
         _needs("matplotlib")
     attrs = [a.strip() for a in by.split(",") if a.strip()] if by else []
+    evaluate_it = functools.partial(
+        evaluate_recognizer,
+        run,
+        db,
+        by=attrs,
+        plots=plots,
+        batch_size=batch_size,
+        workers=workers,
+        skip_bad=skip_bad,
+    )
     if not is_main_process():  # under torchrun: rank 0 measures and reports
-        evaluate_recognizer(
-            run,
-            db,
-            by=attrs,
-            plots=plots,
-            batch_size=batch_size,
-            workers=workers,
-            skip_bad=skip_bad,
-        )
+        evaluate_it()
         return
     with _progress() as (task, _):
-        out = evaluate_recognizer(
-            run,
-            db,
-            by=attrs,
-            plots=plots,
-            batch_size=batch_size,
-            workers=workers,
-            skip_bad=skip_bad,
-            progress=_staged(task),
-        )
+        out = evaluate_it(progress=_staged(task))
     rows = [
         (split, name, value)
         for split, values in out.metrics.items()
