@@ -94,28 +94,42 @@ DbOption = Annotated[
 CsvOption = Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON rows instead of a table.")]
 
-# Options the trainers share (train landmarks, recognizer, detector; workers and seed
-# also embed, eval and demo).
-TrainSnapshotOption = Annotated[str, typer.Option(help="Snapshot to train on (train/val splits).")]
-EpochsOption = Annotated[int, typer.Option(help="Epochs.")]
-LrOption = Annotated[float, typer.Option(help="AdamW learning rate.")]
-ScheduleOption = Annotated[
-    str, typer.Option(help="cosine (lr to lr/100 at the last epoch) or constant.")
-]
-MaxMinutesOption = Annotated[
-    float | None, typer.Option(help="Time budget: stop before an epoch likely to overrun it.")
-]
-MaxBatchesOption = Annotated[
-    int | None, typer.Option(help="Batches per epoch (short runs for demos).")
-]
+# Options several commands share: workers (the trainers, embed, eval), seed (the
+# trainers, demo), detector (identify, report html), landmarks and template (identify,
+# gallery add), device (identify, gallery add, train detector), skip-bad (export, align,
+# cache build; embed and eval keep their shorter help).
 WorkersOption = Annotated[int, typer.Option(help="DataLoader workers.")]
 SeedOption = Annotated[int, typer.Option(help="Random seed.")]
-CheckpointsOption = Annotated[Path, typer.Option(help="Checkpoint folder.")]
-ResumeOption = Annotated[
-    Path | None,
+DetectorOption = Annotated[
+    str,
     typer.Option(
-        help="Continue from a checkpoint or run folder (with its settings; "
-        "--epochs, --max-minutes, --workers, --out may change)."
+        "--detector",
+        help="haar (OpenCV's cascade, frontal faces), catalog (the "
+        "catalog's boxes, by file name), run:<detector run> (celebcat train "
+        "detector) or onnx:<model.onnx> (needs the \\[onnx] extra).",
+    ),
+]
+LandmarksOption = Annotated[
+    str | None,
+    typer.Option(
+        "--landmarks",
+        help="Landmark run for the alignment (default: the one the "
+        "recognizer's aligned crops were made with).",
+    ),
+]
+TemplateOption = Annotated[
+    str | None,
+    typer.Option(
+        "--template", help="Alignment template, reference or arcface (default: the recognizer's)."
+    ),
+]
+DeviceOption = Annotated[str, typer.Option(help="cpu, cuda or auto.")]
+SkipBadOption = Annotated[
+    bool,
+    typer.Option(
+        "--skip-bad",
+        help="Leave out images that cannot be read (named, with "
+        "why, in the output) instead of stopping.",
     ),
 ]
 
@@ -154,42 +168,12 @@ class _IntChoice(_Choice):
     pass
 
 
-class Layout(_Choice):
-    txt = "txt"
-    kaggle = "kaggle"
-    both = "both"
-
-
 class Template(_Choice):
     reference = "reference"
     arcface = "arcface"
 
 
-class RunKind(_Choice):
-    landmarks = "landmarks"
-    recognition = "recognition"
-    detector = "detector"
-
-
-class LandmarkSource(_Choice):
-    predicted = "predicted"
-    truth = "truth"
-
-
-class CropSource(_Choice):
-    bbox = "bbox"
-
-
-class AlignSize(_IntChoice):
-    # 112 and 224: the recognizers' usual inputs; 64-160 for fast CPU runs; 256 the
-    # reference's alignment output
-    s64 = "64"
-    s96 = "96"
-    s112 = "112"
-    s128 = "128"
-    s160 = "160"
-    s224 = "224"
-    s256 = "256"
+# --- helpers the commands share: errors, output, progress ---------------------------
 
 
 def _user_errors(*types: type[BaseException]) -> Callable[[Callable[..., Any]], Any]:
@@ -344,8 +328,36 @@ def _progress() -> Iterator[tuple[ProgressTask, Any]]:
         yield task, progress.console
 
 
+def _print_skipped(console: Any, skipped: Sequence[Any], where: str) -> None:
+    """The images a --skip-bad run left out, with why (the first few; all in ``where``)."""
+    if not skipped:
+        return
+    from rich.markup import escape
+
+    console.print(f"[yellow]skipped {len(skipped)} images that cannot be read ({where}):[/yellow]")
+    for bad in skipped[:10]:
+        console.print(f"  {bad.image_id}: {escape(bad.reason)}: {escape(bad.detail)}")
+    if len(skipped) > 10:
+        console.print(f"  ... and {len(skipped) - 10} more")
+
+
+@contextmanager
+def _pipeline_one_line() -> Iterator[None]:
+    """The pipeline's bad-input errors (not an image, no such gallery or run, a run
+    never evaluated, a run of another kind, ...) as one red line: UserError, whatever
+    main() knows. The library checks arguments with ValueError (and its subclasses:
+    PipelineError, DetectorError, GalleryError, CheckpointError, SnapshotError ...)."""
+    try:
+        yield
+    except UserError:
+        raise
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+
+
 # ---------------------------------------------------------------------------
-# Commands
+# Commands, in the order `celebcat --help` lists them: the top-level ones, then
+# the sub-apps, each with the options and helpers only it uses
 # ---------------------------------------------------------------------------
 
 
@@ -428,6 +440,12 @@ def ingest(
         f"annotations loaded in {result.load_seconds:.2f} s"
         + (f", images scanned in {result.scan_seconds:.2f} s" if result.scan_seconds else "")
     )
+
+
+class Layout(_Choice):
+    txt = "txt"
+    kaggle = "kaggle"
+    both = "both"
 
 
 @app.command()
@@ -617,7 +635,7 @@ def check(
 
 
 def _demo_plan_help() -> str:
-    from catalog.demo import PLANS  # light: catalog.demo imports its steps lazily
+    from models.pipeline.demo import PLANS  # light: the demo imports its steps lazily
 
     d, f = PLANS["default"], PLANS["full"]
     return f"Identities to synthesise (default {d.ids}; with --full {f.ids})."
@@ -673,227 +691,49 @@ def demo(
 
     Example: celebcat demo --out ./celebcat-demo
     """
-    import importlib.util
-
-    from catalog import demo as steps
-
-    plan = steps.PLANS["full" if full else "default"].with_ids(ids)
-    console = _console()
-    clock = steps.StepClock()
-    folder = steps.DemoFolder(out)
-    console.rule("1. synthesise")
-    with clock.step("synthesise"), _progress() as (task, _):
-        made = steps.synthesize_data(
-            folder, ids=plan.ids, seed=seed, style=plan.style, progress=task("images", 0)
-        )
-    console.print(f"{made.images} images of {made.ids} identities in {folder.data_dir}")
-    console.rule("2. ingest")
-    from catalog.ingest import IngestProgress
-
-    with clock.step("ingest"), _progress() as (task, _):
-        result = steps.ingest_data(folder, progress=IngestProgress(scan=task))
-    console.print(
-        f"catalog {folder.db}: annotations {result.load_seconds:.2f} s, "
-        f"image scan {result.scan_seconds:.2f} s"
-    )
-    counts, problems = steps.loaded(folder)
-    _print_rows(counts.columns[:3], [r[:3] for r in counts.rows], title="tables")
-    console.rule("3. check")
-    if problems.rows:
-        _print_rows(problems.columns[:5], [r[:5] for r in problems.rows], title="problems")
-    else:
-        console.print("No problems found.")
-    console.rule("4. select and freeze")
-    with clock.step("select and freeze"):
-        summary, snap = steps.select_and_freeze(folder, plan=plan)
-    params = summary.params
-    console.print(
-        f"{summary.selected_identities} identities x {params['images_per_id']} clean images "
-        f"(of {summary.clean_images} clean); parameters (celebcat select --fit): "
-        + ", ".join(f"{k}={v}" for k, v in params.items())
-    )
-    _print_rows(
-        ["split", "images", "identities"],
-        [(k, n, i) for k, (n, i) in summary.splits.items()],
-    )
-    console.print(f"snapshot {snap.name}: {snap.n_images} images, hash {snap.hash[:16]}")
-    if train and importlib.util.find_spec("torch") is None:
-        console.print(f"\ntorch is not installed: the demo stops here. {NEEDS_TORCH}")
-    elif train:
-        _demo_train(console, folder, plan, clock, seed)
-    console.print(
-        f"\nExplore it: celebcat views --db {folder.db}\n"
-        f"            celebcat snapshot show demo --db {folder.db}"
-        + (f"\n            celebcat runs --db {folder.db}" if train else "")
-    )
-
-
-def _demo_epochs(
-    task: ProgressTask, label: str, total: int, text: Callable[[dict[str, Any]], str]
-) -> Callable[[dict[str, Any]], None]:
-    """An epoch bar for a demo's training step, labelled with the epoch's figures."""
-    bar = task(label, total)
-
-    def update(e: dict[str, Any]) -> None:
-        bar(e["epoch"] + 1, total, label=f"{label}: {text(e)}")
-
-    return update
-
-
-def _demo_train(console: Any, folder: Any, plan: Any, clock: Any, seed: int) -> None:
-    """The demo's steps 5 to 12, from landmarks to the report."""
     from models.pipeline import demo as steps
 
-    console.rule("5. train landmarks (briefly: celebcat train landmarks for a real run)")
-    with clock.step("train landmarks"):
-        run = steps.train(
-            folder,
-            plan=plan,
-            progress=lambda e: console.print(
-                f"epoch {e['epoch'] + 1}: train loss {e['train_loss']:.5f}, val NME "
-                f"{e['val_nme']:.4f}"
-            ),
-        )
-    console.rule(f"6. align ({plan.size} px, {plan.template} template) and report")
-    with clock.step("align"), _progress() as (task, _):
-        aligned, report = steps.align_and_report(
-            folder, run.run_id, plan=plan, progress=_staged(task)
-        )
-    console.print(
-        f"run {run.run_id}: {aligned.n_predictions} predictions and aligned crops "
-        f"({aligned.cache.source}) in the catalog"
+    plan = steps.PLANS["full" if full else "default"].with_ids(ids)
+    steps.run(
+        steps.DemoFolder(out),
+        plan,
+        _DemoScreen(),
+        seed=seed,
+        training=train,
+        install_torch=NEEDS_TORCH,
     )
-    _print_rows(report.columns, report.rows, title="test NME by Eyeglasses")
-    console.rule("7. train the recognizer (ArcFace, face_cpu backbone)")
-    with clock.step("train recognizer"), _progress() as (task, _):
-        rec = steps.train_recognizer(
-            folder,
-            plan,
-            progress=_demo_epochs(
-                task,
-                "epochs",
-                plan.recognizer_epochs,
-                lambda e: f"loss {e['train_loss']:.3f}, val top-1 {e['val_top1']:.3f}",
-            ),
-        )
-    console.print(f"run {rec.run_id}: {rec.epochs_done} epochs, best val top-1 {rec.best:.3f}")
-    console.rule("8. evaluate: test and open-set figures")
-    with clock.step("evaluate recognizer"), _progress() as (task, _):
-        evaluated = steps.evaluate(folder, rec.run_id, progress=_staged(task))
-    _print_rows(
-        *_as_pair(steps.open_set_table(folder, rec.run_id)),
-        title="ours (synthetic data, CPU backbone) beside the reference's (real CelebA, ResNet-50)",
-    )
-    console.rule("9. train the face detector (CenterNet, the catalog's boxes)")
-    with clock.step("train detector"), _progress() as (task, _):
-        det = steps.train_detector(
-            folder,
-            plan,
-            progress=_demo_epochs(
-                task,
-                "epochs",
-                plan.detector_epochs,
-                lambda e: f"loss {e['train_loss']:.3f}, val IoU {e['val_iou']:.3f}",
-            ),
-        )
-    console.print(
-        f"run {det.run_id}: test IoU {det.test['iou']:.3f}, recall at IoU 0.5 "
-        f"{det.test['recall@iou=0.5']:.3f}"
-    )
-    console.rule("10. gallery: the held-out query people")
-    with clock.step("gallery"):
-        built = steps.build_gallery(folder, rec.run_id)
-    g = built.gallery
-    console.print(
-        f"gallery {g.name}: {g.n_identities} people, {g.n_images} images "
-        f"({g.source}, crops {g.crops})"
-    )
-    console.rule("11. identify the faces of a group photo")
-    with clock.step("identify"):
-        found = steps.identify_photo(folder, plan, rec.run_id, det.run_id, seed=seed)
-    console.print(
-        f"photo {folder.photo}: {len(found.photo.faces)} people; {found.result.threshold.explain()}"
-    )
-    _print_rows(
-        ["who (truth)", "in gallery", "found (IoU)", "named", "closest", "cosine", "right"],
-        [
-            (
-                r.identity,
-                "yes" if r.role == "gallery" else "no",
-                f"{r.iou:.2f}" if r.named is not None else "not found",
-                r.named or "",
-                r.closest or "",
-                r.cosine,
-                "yes" if r.right else "no",
-            )
-            for r in found.rows
-        ],
-    )
-    console.rule("12. report")
-    with clock.step("report"):
-        page, notes = steps.write_report(
-            folder, plan, run.run_id, rec.run_id, found, clock.table(), det
-        )
-    for note in notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
-    _print_rows(*_as_pair(clock.table()), title="time per step")
-    right = sum(r.right for r in found.rows)
-    known = [r for r in found.rows if r.role == "gallery" and r.named is not None]
-    closest = sum(r.closest == str(r.identity) for r in known)
-    test, open_set = evaluated.metrics.get("test", {}), evaluated.metrics.get("open_set", {})
-    console.print(
-        f"\nSummary: landmarks test NME {aligned.test_metrics.get('nme', float('nan')):.4f}; "
-        f"recognizer test top-1 {test.get('top1', float('nan')):.3f}, open-set TPR "
-        f"{open_set.get('tpr@fpr=0.1', float('nan')):.3f} at FPR 0.1 and "
-        f"{open_set.get('tpr@fpr=0.01', float('nan')):.3f} at FPR 0.01; the photo: "
-        f"{sum(r.named is not None for r in found.rows)} of {len(found.rows)} faces found, "
-        f"{right} answered right; the closest gallery person of {closest} of the "
-        f"{len(known)} gallery people found was themselves."
-    )
-    console.print(f"Report: {page.resolve()} (one file: open it in a browser)")
 
 
-def _as_pair(result: Any) -> tuple[list[str], list[tuple]]:
-    return result.columns, result.rows
+class _DemoScreen:
+    """The console ``celebcat demo`` shows its steps on (a
+    :class:`models.pipeline.demo.Screen`)."""
 
+    def __init__(self) -> None:
+        self.console = _console()
 
-views_app = typer.Typer(
-    help="The selection views of sql/ (one per file).\n\nExample: celebcat views",
-    invoke_without_command=True,
-    no_args_is_help=False,
-)
-app.add_typer(views_app, name="views")
+    def rule(self, title: str) -> None:
+        self.console.rule(title)
 
+    def line(self, text: str) -> None:
+        self.console.print(text)
 
-@views_app.callback()
-def views_list(
-    ctx: typer.Context,
-    as_csv: CsvOption = False,
-    as_json: JsonOption = False,
-    db: DbOption = None,
-) -> None:
-    """List the selection views with their row counts and what each selects.
+    def note(self, text: str) -> None:
+        self.console.print(f"[yellow]note:[/yellow] {text}")
 
-    Example: celebcat views
-    """
-    if ctx.invoked_subcommand is not None:
-        return
-    from catalog.info import list_views
+    def table(
+        self, columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None
+    ) -> None:
+        _print_rows(columns, rows, title=title)
 
-    result = list_views(db)
-    _print_rows(result.columns, result.rows, as_csv=as_csv, as_json=as_json)
+    @contextmanager
+    def bars(self) -> Iterator[ProgressTask]:
+        with _progress() as (task, _):
+            yield task
 
-
-@views_app.command("apply")
-def views_apply(db: DbOption = None) -> None:
-    """(Re)create every view from sql/; running it twice changes nothing.
-
-    Example: celebcat views apply
-    """
-    from catalog.views import apply_to
-
-    names = apply_to(db)
-    _console().print(f"applied {len(names)} views: {', '.join(names)}")
+    @contextmanager
+    def stages(self) -> Iterator[Callable[[str, int, int], None]]:
+        with self.bars() as task:
+            yield _staged(task)
 
 
 @app.command()
@@ -1122,14 +962,7 @@ def export(
     ] = False,
     size: Annotated[int, typer.Option(help="Output side in pixels with --crop.")] = 256,
     workers: Annotated[int | None, typer.Option(help="Parallel workers.")] = None,
-    skip_bad: Annotated[
-        bool,
-        typer.Option(
-            "--skip-bad",
-            help="Leave out images that cannot be read (named, with "
-            "why, in the output) instead of stopping.",
-        ),
-    ] = False,
+    skip_bad: SkipBadOption = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -1167,17 +1000,388 @@ def export(
     _print_skipped(console, result.skipped, f"listed in {result.out / 'export.json'}")
 
 
-def _print_skipped(console: Any, skipped: Sequence[Any], where: str) -> None:
-    """The images a --skip-bad run left out, with why (the first few; all in ``where``)."""
-    if not skipped:
-        return
-    from rich.markup import escape
+class LandmarkSource(_Choice):
+    predicted = "predicted"
+    truth = "truth"
 
-    console.print(f"[yellow]skipped {len(skipped)} images that cannot be read ({where}):[/yellow]")
-    for bad in skipped[:10]:
-        console.print(f"  {bad.image_id}: {escape(bad.reason)}: {escape(bad.detail)}")
-    if len(skipped) > 10:
-        console.print(f"  ... and {len(skipped) - 10} more")
+
+class AlignSize(_IntChoice):
+    # 112 and 224: the recognizers' usual inputs; 64-160 for fast CPU runs; 256 the
+    # reference's alignment output
+    s64 = "64"
+    s96 = "96"
+    s112 = "112"
+    s128 = "128"
+    s160 = "160"
+    s224 = "224"
+    s256 = "256"
+
+
+@app.command()
+@_user_errors(ValueError)  # models.alignment.snapshot checks its arguments with ValueError
+@_plain_choices
+def align(
+    snapshot: Annotated[str, typer.Option(help="Snapshot whose images to align.")],
+    run: Annotated[
+        str | None, typer.Option(help="Landmark run id or checkpoint (not with --source truth).")
+    ] = None,
+    size: Annotated[AlignSize, typer.Option(help="Aligned crop side in pixels.")] = AlignSize.s112,
+    template: Annotated[
+        Template, typer.Option(help="Face template to align onto.")
+    ] = Template.reference,
+    source: Annotated[
+        LandmarkSource,
+        typer.Option(help="predicted (the run's landmarks) or truth (a control)."),
+    ] = LandmarkSource.predicted,
+    batch_size: Annotated[int, typer.Option(help="Prediction batch size.")] = 32,
+    workers: Annotated[
+        int | None, typer.Option(help="Threads decoding and warping (default: one per CPU).")
+    ] = None,
+    skip_bad: SkipBadOption = False,
+    db: DbOption = None,
+) -> None:
+    """Predict landmarks, write them to the catalog, and store aligned face crops.
+
+    Predictions go to landmark_predictions (in-the-wild pixels, with NME against
+    the annotations) and the test split's NME, argmax NME, failure rate and CED AUC
+    to metrics. The aligned crops become the crop cache
+    aligned/<template>/<run or truth> that FaceDataset(source="aligned") reads (the
+    newest alignment of that size; `celebcat cache list` shows them all). An image
+    that cannot be read stops the alignment; with --skip-bad it is left out (with a
+    landmark run, build the face crops of the model's input size with --skip-bad
+    first: the predictions read them).
+
+    On several processes (each predicts and warps a share; rank 0 writes):
+    torchrun --nproc_per_node=N -m cli align ...
+
+    Example: celebcat align --run landmarks-20261128-120000-ab12 --snapshot base-v1
+
+    Needs torch: pip install torch==2.13.0 && pip install -e '.\\[torch]'.
+    """
+    if source == "predicted" and run is None:
+        raise UserError("--run is needed with --source predicted (or use --source truth)")
+    if source == "truth" and run is not None:
+        raise UserError(
+            "--run and --source truth exclude each other: truth aligns with the "
+            "catalog's own landmarks, no run's; drop one of them"
+        )
+    from models.alignment.snapshot import align_snapshot
+    from models.distributed import is_main_process
+
+    align_it = functools.partial(
+        align_snapshot,
+        run,
+        snapshot,
+        db,
+        size=size,
+        template=template,
+        source=source,
+        batch_size=batch_size,
+        workers=workers,
+        skip_bad=skip_bad,
+    )
+    if not is_main_process():  # under torchrun: rank 0 reports, the others work quietly
+        align_it()
+        return
+    with _progress() as (task, _):
+        result = align_it(progress=_staged(task))
+    nme = f", mean NME {result.mean_nme:.4f}" if result.n_predictions else ""
+    console = _console()
+    console.print(
+        f"aligned {result.n_images} images of {snapshot} to {size} px ({template} template, "
+        f"{source} landmarks{nme}); crops {result.cache.source} in {result.cache.path}"
+    )
+    if result.test_metrics:
+        m = result.test_metrics
+        console.print(
+            f"test split: NME {m['nme']:.4f} (argmax alone {m['nme_argmax']:.4f}), failure "
+            f"rate {m['failure_rate']:.3f}, CED AUC@0.1 {m['ced_auc']:.3f}"
+        )
+    if result.n_box_fallback:
+        console.print(
+            f"[yellow]{result.n_box_fallback} faces had collapsed landmark predictions and "
+            "were aligned from their face box instead.[/yellow]"
+        )
+    _print_skipped(console, result.skipped, "recorded in the cache's index")
+
+
+@app.command()
+@_user_errors(ValueError)
+def embed(
+    run: Annotated[str, typer.Option(help="Recognition run id, run folder or checkpoint.")],
+    snapshot: Annotated[
+        str | None, typer.Option(help="Snapshot to embed (default: the run's).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 128,
+    workers: WorkersOption = 0,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Leave out images that cannot be read.")
+    ] = False,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Embed a snapshot's images with a recognizer into the catalog's embeddings table.
+
+    Every image with a split, cropped as the run trained (no augmentation),
+    L2-normalised. Nearest neighbours are then SQL, e.g.
+    celebcat sql "select b.image_id, list_cosine_similarity(a.embedding, b.embedding) s
+    from embeddings a join embeddings b using (run_id) where a.image_id = '000123.jpg'
+    and b.image_id <> a.image_id order by s desc limit 5"
+
+    On several processes (each embeds a share, on its own GPU where there are
+    GPUs; rank 0 writes): torchrun --nproc_per_node=N -m cli embed ...
+
+    Example: celebcat embed --run recognition-20261201-120000-ab12
+    """
+    import torch
+
+    from models import store
+    from models.distributed import device, is_main_process, launched
+    from models.recognition.evaluate import embed_snapshot
+
+    gpu = launched() and torch.cuda.is_available()  # torchrun: a GPU a process, if any
+    recognizer = store.load_recognizer(run, db, device("cuda") if gpu else "cpu")
+    embed_it = functools.partial(
+        embed_snapshot,
+        recognizer,
+        snapshot,
+        db,
+        batch_size=batch_size,
+        workers=workers,
+        skip_bad=skip_bad,
+    )
+    if not is_main_process():  # rank 0 reports, the others work quietly
+        embed_it()
+        return
+    with _progress() as (task, _):
+        out = embed_it(progress=_staged(task))
+    summary = {
+        "run": out.run_id,
+        "snapshot": out.snapshot,
+        "images": len(out.image_id),
+        "dim": int(out.embeddings.shape[1]) if len(out.image_id) else 0,
+        "source": out.source,
+        "seconds": round(out.seconds, 2),
+    }
+    if as_json:
+        return _print_json(summary)
+    console = _console()
+    console.print(
+        f"{summary['images']} embeddings ({summary['dim']}-d, crops {out.source}) of "
+        f"snapshot {out.snapshot} by run {out.run_id} in the catalog "
+        f"({out.seconds:.1f} s)"
+    )
+    _print_skipped(console, out.skipped, "not embedded")
+
+
+class RunKind(_Choice):
+    landmarks = "landmarks"
+    recognition = "recognition"
+    detector = "detector"
+
+
+@app.command()
+@_plain_choices
+def runs(
+    kind: Annotated[RunKind | None, typer.Option(help="Only runs of this kind.")] = None,
+    latest: Annotated[
+        bool, typer.Option("--latest", help="Print only the newest run's id (for scripts).")
+    ] = False,
+    as_csv: CsvOption = False,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """List training runs with their status and snapshot.
+
+    Example: celebcat runs --json
+    In a script: RUN=$(celebcat runs --kind landmarks --latest)
+    """
+    from catalog.results import list_runs
+
+    def minutes(r: Any) -> float | None:
+        return (
+            None
+            if r.ended_at is None
+            else round((r.ended_at - r.started_at).total_seconds() / 60, 1)
+        )
+
+    found = list_runs(db, kind)
+    if latest:
+        if not found:
+            raise UserError(f"No {f'{kind} ' if kind else ''}runs in the catalog yet.")
+        print(found[-1].run_id)
+        return
+    rows = [
+        (
+            r.run_id,
+            r.kind,
+            r.status,
+            r.snapshot,
+            r.snapshot_hash[:12],
+            r.started_at.replace(microsecond=0),
+            minutes(r),
+        )
+        for r in found
+    ]
+    _print_rows(
+        ["run", "kind", "status", "snapshot", "hash", "started (UTC)", "minutes"],
+        rows,
+        as_csv=as_csv,
+        as_json=as_json,
+    )
+
+
+@app.command("identify")
+def identify_cmd(
+    images: Annotated[list[Path], typer.Argument(help="Photos (any size, any format PIL reads).")],
+    gallery: Annotated[str, typer.Option(help="Gallery to search (celebcat gallery list).")],
+    top: Annotated[int, typer.Option(help="Matches shown per face.")] = 5,
+    fpr: Annotated[
+        float,
+        typer.Option(
+            help="False-positive rate whose threshold (measured by the run's open-set "
+            "evaluation) separates named faces from unknown ones."
+        ),
+    ] = 0.01,
+    threshold: Annotated[
+        float | None, typer.Option(help="A cosine threshold instead of --fpr's.")
+    ] = None,
+    detector: DetectorOption = "haar",
+    landmarks: LandmarksOption = None,
+    template: TemplateOption = None,
+    run: Annotated[
+        str | None, typer.Option(help="Recognizer run (default and only choice: the gallery's).")
+    ] = None,
+    draw: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the photo with boxes, points and names here (several photos: "
+            "OUT-<photo name>.png)."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+    device: DeviceOption = "cpu",
+    db: DbOption = None,
+) -> None:
+    """Who is in a photo: each face's box, landmarks and best matches in a gallery.
+
+    A face is named when its best match's cosine is above the threshold the
+    recognizer run's open-set evaluation measured at --fpr (held-out faces of two
+    different people score above it at that rate), and "unknown" below it.
+
+    Example: celebcat identify photo.jpg --gallery friends --top 3 --draw out.png
+    """
+    from models.pipeline.identify import UNKNOWN, draw_faces, identify
+
+    with _pipeline_one_line():
+        result = identify(
+            images,
+            gallery,
+            db,
+            run=run,
+            detector=detector,
+            landmark_run=landmarks,
+            template=template,
+            top=top,
+            fpr=fpr,
+            threshold=threshold,
+            device=device,
+        )
+        if not result.faces:
+            names = ", ".join(im.name for im in result.images)
+            raise UserError(
+                f"No face found in {names} (detector {detector}); try another "
+                "--detector (run:<detector run>, onnx:<model>)."
+            )
+        drawn = []
+        if draw is not None:
+            for k, image in enumerate(result.images):
+                out = (
+                    draw
+                    if len(result.images) == 1
+                    else draw.with_name(
+                        f"{draw.stem}-{Path(image.name).stem}{draw.suffix or '.png'}"
+                    )
+                )
+                drawn.append(draw_faces(image, result.faces_of(k), out))
+    if as_json:
+        data = {
+            "gallery": result.gallery.name,
+            "run_id": result.run_id,
+            "threshold": {
+                "cosine": result.threshold.value,
+                "fpr": result.threshold.fpr,
+                "explanation": result.threshold.explain(),
+            },
+            "images": [
+                {"image": str(images[k]), "faces": [f.as_dict() for f in result.faces_of(k)]}
+                for k in range(len(result.images))
+            ],
+            "drawn": [str(p) for p in drawn],
+        }
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
+    console = _console()
+    console.print(f"threshold: {result.threshold.explain()}")
+    for k in range(len(result.images)):
+        faces = result.faces_of(k)
+        console.print(f"{images[k]}: {len(faces) or 'no'} face{'s' if len(faces) != 1 else ''}")
+        for n, face in enumerate(faces, start=1):
+            box = ", ".join(f"{v:.0f}" for v in face.box)
+            name = face.identity if face.identity != UNKNOWN else "[yellow]unknown[/yellow]"
+            best = ", ".join(f"{m.identity} {m.cosine:.3f}" for m in face.matches)
+            console.print(f"  face {n} [{box}]: {name} (top: {best})")
+    for path in drawn:
+        console.print(f"drew {path}")
+
+
+# ---------------------------------------------------------------------------
+# celebcat views
+# ---------------------------------------------------------------------------
+
+
+views_app = typer.Typer(
+    help="The selection views of sql/ (one per file).\n\nExample: celebcat views",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+app.add_typer(views_app, name="views")
+
+
+@views_app.callback()
+def views_list(
+    ctx: typer.Context,
+    as_csv: CsvOption = False,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """List the selection views with their row counts and what each selects.
+
+    Example: celebcat views
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from catalog.info import list_views
+
+    result = list_views(db)
+    _print_rows(result.columns, result.rows, as_csv=as_csv, as_json=as_json)
+
+
+@views_app.command("apply")
+def views_apply(db: DbOption = None) -> None:
+    """(Re)create every view from sql/; running it twice changes nothing.
+
+    Example: celebcat views apply
+    """
+    from catalog.views import apply_to
+
+    names = apply_to(db)
+    _console().print(f"applied {len(names)} views: {', '.join(names)}")
+
+
+# ---------------------------------------------------------------------------
+# celebcat cache
+# ---------------------------------------------------------------------------
 
 
 cache_app = typer.Typer(
@@ -1186,6 +1390,10 @@ cache_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(cache_app, name="cache")
+
+
+class CropSource(_Choice):
+    bbox = "bbox"
 
 
 @cache_app.command("build")
@@ -1198,14 +1406,7 @@ def cache_build(
         CropSource, typer.Option(help="Crop source: bbox (face box).")
     ] = CropSource.bbox,
     workers: Annotated[int | None, typer.Option(help="Decoding threads.")] = None,
-    skip_bad: Annotated[
-        bool,
-        typer.Option(
-            "--skip-bad",
-            help="Leave out images that cannot be read (named, with "
-            "why, in the output) instead of stopping.",
-        ),
-    ] = False,
+    skip_bad: SkipBadOption = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -1291,12 +1492,43 @@ def cache_drop(
     _console().print(f"dropped {len(dropped)} cache(s) of {snapshot}")
 
 
+# ---------------------------------------------------------------------------
+# celebcat train
+# ---------------------------------------------------------------------------
+
+
 train_app = typer.Typer(
     help=f"Train models on a snapshot. {NEEDS_TORCH}"
     "\n\nExample: celebcat train landmarks --snapshot demo",
     no_args_is_help=True,
 )
 app.add_typer(train_app, name="train")
+
+# Options the trainers share (train landmarks, recognizer, detector; workers and seed,
+# which others take too, are with the shared options above).
+TrainSnapshotOption = Annotated[str, typer.Option(help="Snapshot to train on (train/val splits).")]
+EpochsOption = Annotated[int, typer.Option(help="Epochs.")]
+LrOption = Annotated[float, typer.Option(help="AdamW learning rate.")]
+ScheduleOption = Annotated[
+    str, typer.Option(help="cosine (lr to lr/100 at the last epoch) or constant.")
+]
+MaxMinutesOption = Annotated[
+    float | None, typer.Option(help="Time budget: stop before an epoch likely to overrun it.")
+]
+MaxBatchesOption = Annotated[
+    int | None, typer.Option(help="Batches per epoch (short runs for demos).")
+]
+CheckpointsOption = Annotated[Path, typer.Option(help="Checkpoint folder.")]
+BatchSizeOption = Annotated[int, typer.Option(help="Batch size.")]
+_RESUME_HELP = "Continue from a checkpoint or run folder (with its settings; {} may change)."
+ResumeOption = Annotated[
+    Path | None, typer.Option(help=_RESUME_HELP.format("--epochs, --max-minutes, --workers, --out"))
+]
+#: The detector's --resume: its --device may change too.
+DeviceResumeOption = Annotated[
+    Path | None,
+    typer.Option(help=_RESUME_HELP.format("--epochs, --max-minutes, --workers, --device, --out")),
+]
 
 PRESETS = {"small": "hourglass_small", "seed": "hourglass_seed", "paper": "hourglass_paper"}
 
@@ -1320,14 +1552,15 @@ def _typed_options(
     }
 
 
-def _batch_bar(task: ProgressTask) -> Callable[[int, int, int, float], None]:
-    """on_batch for the trainers: one bar, its label the epoch and running loss."""
+def _batch_bar(task: ProgressTask, digits: int = 5) -> Callable[[int, int, int, float], None]:
+    """on_batch for the trainers: one bar, its label the epoch and running loss (to
+    ``digits`` decimals)."""
     bar: list[Callable[..., None]] = []
 
     def on_batch(epoch: int, done: int, total: int, loss: float) -> None:
         if not bar:
             bar.append(task("training", total))
-        bar[0](done, total, label=f"epoch {epoch + 1} loss {loss:.5f}")
+        bar[0](done, total, label=f"epoch {epoch + 1} loss {loss:.{digits}f}")
 
     return on_batch
 
@@ -1341,7 +1574,7 @@ def train_landmarks_cmd(
         str, typer.Option(help="Model: small (CPU-friendly), seed (the reference), paper.")
     ] = "small",
     epochs: EpochsOption = 30,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 16,
+    batch_size: BatchSizeOption = 16,
     lr: LrOption = 1e-3,
     schedule: ScheduleOption = "cosine",
     max_minutes: MaxMinutesOption = None,
@@ -1386,7 +1619,7 @@ def train_landmarks_cmd(
         config = LandmarkTrainConfig(**given)
     else:
         typed = _typed_options(ctx, given, {"preset": "model"})
-        config = LandmarkTrainConfig.resumed(store.read_checkpoint(resume, KIND)["config"], **typed)
+        config = store.resumed_config(resume, KIND, **typed)
     if not is_main_process():  # under torchrun: rank 0 reports, the others train quietly
         train_landmarks(config, db, resume=resume)
         return
@@ -1408,184 +1641,6 @@ def train_landmarks_cmd(
     )
 
 
-@app.command()
-@_user_errors(ValueError)  # models.alignment.snapshot checks its arguments with ValueError
-@_plain_choices
-def align(
-    snapshot: Annotated[str, typer.Option(help="Snapshot whose images to align.")],
-    run: Annotated[
-        str | None, typer.Option(help="Landmark run id or checkpoint (not with --source truth).")
-    ] = None,
-    size: Annotated[AlignSize, typer.Option(help="Aligned crop side in pixels.")] = AlignSize.s112,
-    template: Annotated[
-        Template, typer.Option(help="Face template to align onto.")
-    ] = Template.reference,
-    source: Annotated[
-        LandmarkSource,
-        typer.Option(help="predicted (the run's landmarks) or truth (a control)."),
-    ] = LandmarkSource.predicted,
-    batch_size: Annotated[int, typer.Option(help="Prediction batch size.")] = 32,
-    workers: Annotated[
-        int | None, typer.Option(help="Threads decoding and warping (default: one per CPU).")
-    ] = None,
-    skip_bad: Annotated[
-        bool,
-        typer.Option(
-            "--skip-bad",
-            help="Leave out images that cannot be read (named, with "
-            "why, in the output) instead of stopping.",
-        ),
-    ] = False,
-    db: DbOption = None,
-) -> None:
-    """Predict landmarks, write them to the catalog, and store aligned face crops.
-
-    Predictions go to landmark_predictions (in-the-wild pixels, with NME against
-    the annotations) and the test split's NME, argmax NME, failure rate and CED AUC
-    to metrics. The aligned crops become the crop cache
-    aligned/<template>/<run or truth> that FaceDataset(source="aligned") reads (the
-    newest alignment of that size; `celebcat cache list` shows them all). An image
-    that cannot be read stops the alignment; with --skip-bad it is left out (with a
-    landmark run, build the face crops of the model's input size with --skip-bad
-    first: the predictions read them).
-
-    On several processes (each predicts and warps a share; rank 0 writes):
-    torchrun --nproc_per_node=N -m cli align ...
-
-    Example: celebcat align --run landmarks-20261128-120000-ab12 --snapshot base-v1
-
-    Needs torch: pip install torch==2.13.0 && pip install -e '.\\[torch]'.
-    """
-    if source == "predicted" and run is None:
-        raise UserError("--run is needed with --source predicted (or use --source truth)")
-    if source == "truth" and run is not None:
-        raise UserError(
-            "--run and --source truth exclude each other: truth aligns with the "
-            "catalog's own landmarks, no run's; drop one of them"
-        )
-    from models.alignment.snapshot import align_snapshot
-    from models.distributed import is_main_process
-
-    if not is_main_process():  # under torchrun: rank 0 reports, the others work quietly
-        align_snapshot(
-            run,
-            snapshot,
-            db,
-            size=size,
-            template=template,
-            source=source,
-            batch_size=batch_size,
-            workers=workers,
-            skip_bad=skip_bad,
-        )
-        return
-    with _progress() as (task, _):
-        result = align_snapshot(
-            run,
-            snapshot,
-            db,
-            size=size,
-            template=template,
-            source=source,
-            batch_size=batch_size,
-            workers=workers,
-            progress=_staged(task),
-            skip_bad=skip_bad,
-        )
-    nme = f", mean NME {result.mean_nme:.4f}" if result.n_predictions else ""
-    console = _console()
-    console.print(
-        f"aligned {result.n_images} images of {snapshot} to {size} px ({template} template, "
-        f"{source} landmarks{nme}); crops {result.cache.source} in {result.cache.path}"
-    )
-    if result.test_metrics:
-        m = result.test_metrics
-        console.print(
-            f"test split: NME {m['nme']:.4f} (argmax alone {m['nme_argmax']:.4f}), failure "
-            f"rate {m['failure_rate']:.3f}, CED AUC@0.1 {m['ced_auc']:.3f}"
-        )
-    if result.n_box_fallback:
-        console.print(
-            f"[yellow]{result.n_box_fallback} faces had collapsed landmark predictions and "
-            "were aligned from their face box instead.[/yellow]"
-        )
-    _print_skipped(console, result.skipped, "recorded in the cache's index")
-
-
-report_app = typer.Typer(
-    help="Error analysis as tables.\n\nExample: celebcat report landmarks --run RUN --by Male",
-    no_args_is_help=True,
-)
-app.add_typer(report_app, name="report")
-
-
-@report_app.command("landmarks")
-def report_landmarks(
-    run: Annotated[str, typer.Option(help="Landmark run id (after celebcat align).")],
-    by: Annotated[str, typer.Option(help="Attributes to group by, comma separated.")] = "",
-    split: Annotated[
-        str | None, typer.Option(help="Only this split of the run's snapshot, e.g. test.")
-    ] = None,
-    per_landmark: Annotated[
-        bool, typer.Option("--per-landmark", help="Add each landmark's mean NME.")
-    ] = False,
-    ced: Annotated[
-        Path | None,
-        typer.Option(help=f"Also write the CED plot (one curve per group) here. {NEEDS_PLOTS}"),
-    ] = None,
-    threshold: Annotated[float, typer.Option(help="NME above which a face failed.")] = 0.1,
-    as_csv: CsvOption = False,
-    as_json: JsonOption = False,
-    db: DbOption = None,
-) -> None:
-    """NME, failure rate and CED AUC of a run's predictions, grouped by attributes.
-
-    NME is normalised by the inter-ocular distance (true eye centres); the failure
-    rate is the share above --threshold, the AUC is the area under the cumulative error
-    distribution up to it, divided by it.
-
-    Without --split the report covers every image the run predicted, whatever its
-    split (training images included); a note on stderr names the splits.
-
-    Example: celebcat report landmarks --run RUN --split test --by Eyeglasses --ced ced.png
-    """
-    if ced is not None:
-        _needs("matplotlib")
-    from catalog.reports import landmark_report, report_scope, write_ced_plot
-
-    groups = [b.strip() for b in by.split(",") if b.strip()]
-    result = landmark_report(
-        db, run, groups, threshold=threshold, split=split, per_landmark=per_landmark
-    )
-    _print_rows(result.columns, result.rows, as_csv=as_csv, as_json=as_json)
-    if split is None:
-        _console(stderr=True).print(f"[yellow]note:[/yellow] {report_scope(db, run)}")
-    if ced is not None:
-        path = write_ced_plot(db, run, ced, groups, split=split, limit=threshold)
-        _console(stderr=True).print(f"wrote {path}")
-
-
-@report_app.command("alignment")
-def report_alignment(
-    snapshot: Annotated[str, typer.Option(help="Snapshot whose alignments to measure.")],
-    size: Annotated[int | None, typer.Option(help="Only alignments of this size.")] = None,
-    as_csv: CsvOption = False,
-    as_json: JsonOption = False,
-    db: DbOption = None,
-) -> None:
-    """How far each alignment of a snapshot puts the true eye centres from the template's.
-
-    One row per aligned crop cache (celebcat align), in output pixels: mean, 95th
-    percentile, max, and the share within 2 px.
-
-    Example: celebcat report alignment --snapshot base-v1 --size 112
-    """
-    from models.alignment.snapshot import alignment_report
-
-    result = alignment_report(db, snapshot, size)
-    _print_rows(result.columns, result.rows, as_csv=as_csv, as_json=as_json)
-
-
 class RecognitionLoss(_Choice):
     ce = "ce"
     arcface = "arcface"
@@ -1600,10 +1655,13 @@ class Mining(_Choice):
 
 def _face_source(value: str) -> str:
     """--source of train recognizer: aligned, bbox or aligned/<template>/<run | truth>."""
-    parts = value.split("/")
-    if value in ("aligned", "bbox") or (
-        len(parts) == 3 and parts[0] == "aligned" and parts[1] in Template.__members__ and parts[2]
-    ):
+    from catalog.crop_source import CropSource
+
+    try:
+        source = CropSource.parse(value)
+    except ValueError:
+        source = None
+    if source is not None and (source.template is None or source.template in Template.__members__):
         return value
     raise typer.BadParameter(
         f"{value!r}: use aligned (the newest alignment at --size), bbox, "
@@ -1694,9 +1752,7 @@ def train_recognizer_cmd(
         config = RecognizerTrainConfig(**given)
     else:
         typed = _typed_options(ctx, given)
-        config = RecognizerTrainConfig.resumed(
-            store.read_checkpoint(resume, KIND)["config"], **typed
-        )
+        config = store.resumed_config(resume, KIND, **typed)
     if not is_main_process():  # under torchrun: rank 0 reports, the others train quietly
         train_recognizer(config, db, resume=resume)
         return
@@ -1720,159 +1776,179 @@ def train_recognizer_cmd(
     )
 
 
-@app.command()
-@_user_errors(ValueError)
-def embed(
-    run: Annotated[str, typer.Option(help="Recognition run id, run folder or checkpoint.")],
-    snapshot: Annotated[
-        str | None, typer.Option(help="Snapshot to embed (default: the run's).")
-    ] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 128,
+@train_app.command("detector")
+def train_detector_cmd(
+    ctx: typer.Context,
+    snapshot: TrainSnapshotOption,
+    epochs: EpochsOption = 20,
+    batch_size: BatchSizeOption = 32,
+    lr: LrOption = 3e-3,
+    input_size: Annotated[
+        int, typer.Option(help="Side of the letterboxed input square (a multiple of 32).")
+    ] = 128,
+    mosaic: Annotated[
+        float, typer.Option(help="Share of training pictures made 2 x 2 mosaics (several faces).")
+    ] = 0.3,
+    schedule: ScheduleOption = "cosine",
+    max_minutes: MaxMinutesOption = None,
+    max_batches: MaxBatchesOption = None,
     workers: WorkersOption = 0,
-    skip_bad: Annotated[
-        bool, typer.Option("--skip-bad", help="Leave out images that cannot be read.")
-    ] = False,
-    as_json: JsonOption = False,
+    seed: SeedOption = 0,
+    device: DeviceOption = "auto",
+    out: CheckpointsOption = Path("checkpoints"),
+    resume: DeviceResumeOption = None,
     db: DbOption = None,
 ) -> None:
-    """Embed a snapshot's images with a recognizer into the catalog's embeddings table.
+    """Train a small face detector on the catalog's face boxes; then its test IoU.
 
-    Every image with a split, cropped as the run trained (no augmentation),
-    L2-normalised. Nearest neighbours are then SQL, e.g.
-    celebcat sql "select b.image_id, list_cosine_similarity(a.embedding, b.embedding) s
-    from embeddings a join embeddings b using (run_id) where a.image_id = '000123.jpg'
-    and b.image_id <> a.image_id order by s desc limit 5"
+    A CenterNet-style model on letterboxed whole images, so the pipeline finds faces
+    in any CelebA-format data (synthetic too) where OpenCV's cascade does not; use it
+    as --detector run:<run id>. Validation mean IoU of the top detection keeps the
+    best checkpoint; at the end the test split's IoU and recall at IoU 0.5 are
+    measured and written to metrics.
 
-    On several processes (each embeds a share, on its own GPU where there are
-    GPUs; rank 0 writes): torchrun --nproc_per_node=N -m cli embed ...
-
-    Example: celebcat embed --run recognition-20261201-120000-ab12
+    Example: celebcat train detector --snapshot demo --epochs 20
     """
-    import torch
-
     from models import store
-    from models.distributed import device, is_main_process, launched
-    from models.recognition.evaluate import embed_snapshot
-
-    gpu = launched() and torch.cuda.is_available()  # torchrun: a GPU a process, if any
-    recognizer = store.load_recognizer(run, db, device("cuda") if gpu else "cpu")
-    if not is_main_process():  # rank 0 reports, the others work quietly
-        embed_snapshot(
-            recognizer, snapshot, db, batch_size=batch_size, workers=workers, skip_bad=skip_bad
-        )
-        return
-    with _progress() as (task, _):
-        out = embed_snapshot(
-            recognizer,
-            snapshot,
-            db,
-            batch_size=batch_size,
-            workers=workers,
-            skip_bad=skip_bad,
-            progress=_staged(task),
-        )
-    summary = {
-        "run": out.run_id,
-        "snapshot": out.snapshot,
-        "images": len(out.image_id),
-        "dim": int(out.embeddings.shape[1]) if len(out.image_id) else 0,
-        "source": out.source,
-        "seconds": round(out.seconds, 2),
-    }
-    if as_json:
-        return _print_json(summary)
-    console = _console()
-    console.print(
-        f"{summary['images']} embeddings ({summary['dim']}-d, crops {out.source}) of "
-        f"snapshot {out.snapshot} by run {out.run_id} in the catalog "
-        f"({out.seconds:.1f} s)"
+    from models.detection.boxes import RECALL
+    from models.detection.train import (
+        KIND,
+        DetectorTrainConfig,
+        evaluate_detector,
+        train_detector,
     )
-    _print_skipped(console, out.skipped, "not embedded")
+
+    given = dict(
+        snapshot=snapshot,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        input_size=input_size,
+        mosaic=mosaic,
+        schedule=schedule,
+        max_minutes=max_minutes,
+        max_batches_per_epoch=max_batches,
+        num_workers=workers,
+        seed=seed,
+        device=device,
+        out_dir=str(out),
+    )
+    with _pipeline_one_line():
+        if resume is None:
+            config = DetectorTrainConfig(**given)
+        else:
+            typed = _typed_options(ctx, given)
+            config = store.resumed_config(resume, KIND, **typed)
+        with _progress() as (task, console):
+            on_batch = _batch_bar(task, digits=4)
+
+            def report(e: dict[str, Any]) -> None:
+                console.print(
+                    f"epoch {e['epoch'] + 1}: train loss {e['train_loss']:.4f}, val IoU "
+                    f"{e['val_iou']:.3f}, recall@IoU0.5 {e['val_' + RECALL]:.3f}, best "
+                    f"IoU {e['best_val_iou']:.3f}"
+                )
+
+            result = train_detector(config, db, resume=resume, progress=report, on_batch=on_batch)
+        console = _console()
+        console.print(
+            f"run {result.run_id}: {result.epochs_done} epochs, best val IoU "
+            f"{result.best_val_iou:.3f}, checkpoint {result.best_checkpoint}"
+        )
+        from catalog.snapshots import SnapshotError
+
+        try:
+            test = evaluate_detector(result.run_id, db)
+        except SnapshotError as exc:
+            if "has no split" not in str(exc):
+                raise
+            console.print("no test split in the snapshot: no test figures")
+            return
+        m = test.metrics
+        console.print(
+            f"test split ({test.n_images} images): IoU {m['iou']:.3f}, recall@IoU0.5 "
+            f"{m[RECALL]:.3f}, {m['detections_per_image']:.2f} detections per "
+            f"image; use it with --detector run:{result.run_id}"
+        )
 
 
-eval_app = typer.Typer(
-    help=f"Evaluate trained models; figures go to the metrics table. {NEEDS_TORCH}"
-    "\n\nExample: celebcat eval recognizer --run RUN",
+# ---------------------------------------------------------------------------
+# celebcat report
+# ---------------------------------------------------------------------------
+
+
+report_app = typer.Typer(
+    help="Error analysis as tables.\n\nExample: celebcat report landmarks --run RUN --by Male",
     no_args_is_help=True,
 )
-app.add_typer(eval_app, name="eval")
+app.add_typer(report_app, name="report")
 
 
-@eval_app.command("recognizer")
-@_user_errors(ValueError)
-def eval_recognizer(
-    run: Annotated[str, typer.Option(help="Recognition run id, run folder or checkpoint.")],
-    by: Annotated[
-        str | None, typer.Option(help="Also per group of these attributes, e.g. Eyeglasses,Male.")
+@report_app.command("landmarks")
+def report_landmarks(
+    run: Annotated[str, typer.Option(help="Landmark run id (after celebcat align).")],
+    by: Annotated[str, typer.Option(help="Attributes to group by, comma separated.")] = "",
+    split: Annotated[
+        str | None, typer.Option(help="Only this split of the run's snapshot, e.g. test.")
     ] = None,
-    plots: Annotated[
-        Path | None,
-        typer.Option(
-            help="Folder for ROC, cosine-histogram and t-SNE PNGs (needs the plots extra)."
-        ),
-    ] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 128,
-    workers: WorkersOption = 0,
-    skip_bad: Annotated[
-        bool, typer.Option("--skip-bad", help="Leave out images that cannot be read.")
+    per_landmark: Annotated[
+        bool, typer.Option("--per-landmark", help="Add each landmark's mean NME.")
     ] = False,
+    ced: Annotated[
+        Path | None,
+        typer.Option(help=f"Also write the CED plot (one curve per group) here. {NEEDS_PLOTS}"),
+    ] = None,
+    threshold: Annotated[float, typer.Option(help="NME above which a face failed.")] = 0.1,
     as_csv: CsvOption = False,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
-    """Embed the run's snapshot and measure it the reference's ways.
+    """NME, failure rate and CED AUC of a run's predictions, grouped by attributes.
 
-    test split: top-1/top-5, all-pairs verification (AUC, EER, TPR at FPR 0.1, 0.01,
-    0.001), triplet accuracy. query/distractor splits: the reference's open-set TPR at
-    FPR 0.5 ... 0.001 (with the thresholds identify uses) and IJB-C style TPIR at FPIR
-    0.1 and 0.01. Everything is written to metrics; compare runs with celebcat report
-    compare RUN RUN.
+    NME is normalised by the inter-ocular distance (true eye centres); the failure
+    rate is the share above --threshold, the AUC is the area under the cumulative error
+    distribution up to it, divided by it.
 
-    Example: celebcat eval recognizer --run RUN --by Eyeglasses --plots plots/
+    Without --split the report covers every image the run predicted, whatever its
+    split (training images included); a note on stderr names the splits.
+
+    Example: celebcat report landmarks --run RUN --split test --by Eyeglasses --ced ced.png
     """
-    from models.distributed import is_main_process
-    from models.recognition.evaluate import evaluate_recognizer
-
-    if plots is not None:
+    if ced is not None:
         _needs("matplotlib")
-    attrs = [a.strip() for a in by.split(",") if a.strip()] if by else []
-    if not is_main_process():  # under torchrun: rank 0 measures and reports
-        evaluate_recognizer(
-            run,
-            db,
-            by=attrs,
-            plots=plots,
-            batch_size=batch_size,
-            workers=workers,
-            skip_bad=skip_bad,
-        )
-        return
-    with _progress() as (task, _):
-        out = evaluate_recognizer(
-            run,
-            db,
-            by=attrs,
-            plots=plots,
-            batch_size=batch_size,
-            workers=workers,
-            skip_bad=skip_bad,
-            progress=_staged(task),
-        )
-    rows = [
-        (split, name, value)
-        for split, values in out.metrics.items()
-        for name, value in values.items()
-    ]
-    _print_rows(
-        ["split", "metric", "value"],
-        rows,
-        as_csv=as_csv,
-        as_json=as_json,
-        title=f"run {out.run_id}, epoch {out.epoch + 1}",
+    from catalog.reports import landmark_report, report_scope, write_ced_plot
+
+    groups = [b.strip() for b in by.split(",") if b.strip()]
+    result = landmark_report(
+        db, run, groups, threshold=threshold, split=split, per_landmark=per_landmark
     )
-    if not (as_csv or as_json):
-        for path in out.plots:
-            _console().print(f"plot: {path}")
+    _print_rows(result.columns, result.rows, as_csv=as_csv, as_json=as_json)
+    if split is None:
+        _console(stderr=True).print(f"[yellow]note:[/yellow] {report_scope(db, run)}")
+    if ced is not None:
+        path = write_ced_plot(db, run, ced, groups, split=split, limit=threshold)
+        _console(stderr=True).print(f"wrote {path}")
+
+
+@report_app.command("alignment")
+def report_alignment(
+    snapshot: Annotated[str, typer.Option(help="Snapshot whose alignments to measure.")],
+    size: Annotated[int | None, typer.Option(help="Only alignments of this size.")] = None,
+    as_csv: CsvOption = False,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """How far each alignment of a snapshot puts the true eye centres from the template's.
+
+    One row per aligned crop cache (celebcat align), in output pixels: mean, 95th
+    percentile, max, and the share within 2 px.
+
+    Example: celebcat report alignment --snapshot base-v1 --size 112
+    """
+    from models.alignment.snapshot import alignment_report
+
+    result = alignment_report(db, snapshot, size)
+    _print_rows(result.columns, result.rows, as_csv=as_csv, as_json=as_json)
 
 
 @report_app.command("compare")
@@ -1967,55 +2043,92 @@ def report_html(
     _console().print(f"wrote {page} ({page.stat().st_size / 1e6:.1f} MB, one file)")
 
 
-@app.command()
-@_plain_choices
-def runs(
-    kind: Annotated[RunKind | None, typer.Option(help="Only runs of this kind.")] = None,
-    latest: Annotated[
-        bool, typer.Option("--latest", help="Print only the newest run's id (for scripts).")
+# ---------------------------------------------------------------------------
+# celebcat eval
+# ---------------------------------------------------------------------------
+
+
+eval_app = typer.Typer(
+    help=f"Evaluate trained models; figures go to the metrics table. {NEEDS_TORCH}"
+    "\n\nExample: celebcat eval recognizer --run RUN",
+    no_args_is_help=True,
+)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("recognizer")
+@_user_errors(ValueError)
+def eval_recognizer(
+    run: Annotated[str, typer.Option(help="Recognition run id, run folder or checkpoint.")],
+    by: Annotated[
+        str | None, typer.Option(help="Also per group of these attributes, e.g. Eyeglasses,Male.")
+    ] = None,
+    plots: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for ROC, cosine-histogram and t-SNE PNGs (needs the plots extra)."
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 128,
+    workers: WorkersOption = 0,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Leave out images that cannot be read.")
     ] = False,
     as_csv: CsvOption = False,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
-    """List training runs with their status and snapshot.
+    """Embed the run's snapshot and measure it the reference's ways.
 
-    Example: celebcat runs --json
-    In a script: RUN=$(celebcat runs --kind landmarks --latest)
+    test split: top-1/top-5, all-pairs verification (AUC, EER, TPR at FPR 0.1, 0.01,
+    0.001), triplet accuracy. query/distractor splits: the reference's open-set TPR at
+    FPR 0.5 ... 0.001 (with the thresholds identify uses) and IJB-C style TPIR at FPIR
+    0.1 and 0.01. Everything is written to metrics; compare runs with celebcat report
+    compare RUN RUN.
+
+    Example: celebcat eval recognizer --run RUN --by Eyeglasses --plots plots/
     """
-    from catalog.results import list_runs
+    from models.distributed import is_main_process
+    from models.recognition.evaluate import evaluate_recognizer
 
-    def minutes(r: Any) -> float | None:
-        return (
-            None
-            if r.ended_at is None
-            else round((r.ended_at - r.started_at).total_seconds() / 60, 1)
-        )
-
-    found = list_runs(db, kind)
-    if latest:
-        if not found:
-            raise UserError(f"No {f'{kind} ' if kind else ''}runs in the catalog yet.")
-        print(found[-1].run_id)
+    if plots is not None:
+        _needs("matplotlib")
+    attrs = [a.strip() for a in by.split(",") if a.strip()] if by else []
+    evaluate_it = functools.partial(
+        evaluate_recognizer,
+        run,
+        db,
+        by=attrs,
+        plots=plots,
+        batch_size=batch_size,
+        workers=workers,
+        skip_bad=skip_bad,
+    )
+    if not is_main_process():  # under torchrun: rank 0 measures and reports
+        evaluate_it()
         return
+    with _progress() as (task, _):
+        out = evaluate_it(progress=_staged(task))
     rows = [
-        (
-            r.run_id,
-            r.kind,
-            r.status,
-            r.snapshot,
-            r.snapshot_hash[:12],
-            r.started_at.replace(microsecond=0),
-            minutes(r),
-        )
-        for r in found
+        (split, name, value)
+        for split, values in out.metrics.items()
+        for name, value in values.items()
     ]
     _print_rows(
-        ["run", "kind", "status", "snapshot", "hash", "started (UTC)", "minutes"],
+        ["split", "metric", "value"],
         rows,
         as_csv=as_csv,
         as_json=as_json,
+        title=f"run {out.run_id}, epoch {out.epoch + 1}",
     )
+    if not (as_csv or as_json):
+        for path in out.plots:
+            _console().print(f"plot: {path}")
+
+
+# ---------------------------------------------------------------------------
+# celebcat snapshot
+# ---------------------------------------------------------------------------
 
 
 snapshot_app = typer.Typer(
@@ -2175,167 +2288,8 @@ def snapshot_export(
 
 
 # ---------------------------------------------------------------------------
-# The face pipeline: train detector, gallery, identify (models/pipeline/faces.py,
-# models/detection/detectors.py, models/pipeline/identify.py, catalog/gallery.py)
+# celebcat gallery
 # ---------------------------------------------------------------------------
-
-
-@contextmanager
-def _pipeline_one_line() -> Iterator[None]:
-    """The pipeline's bad-input errors (not an image, no such gallery or run, a run
-    never evaluated, a run of another kind, ...) as one red line: UserError, whatever
-    main() knows. The library checks arguments with ValueError (and its subclasses:
-    PipelineError, DetectorError, GalleryError, CheckpointError, SnapshotError ...)."""
-    try:
-        yield
-    except UserError:
-        raise
-    except ValueError as exc:
-        raise UserError(str(exc)) from exc
-
-
-DetectorOption = Annotated[
-    str,
-    typer.Option(
-        "--detector",
-        help="haar (OpenCV's cascade, frontal faces), catalog (the "
-        "catalog's boxes, by file name), run:<detector run> (celebcat train "
-        "detector) or onnx:<model.onnx> (needs the \\[onnx] extra).",
-    ),
-]
-LandmarksOption = Annotated[
-    str | None,
-    typer.Option(
-        "--landmarks",
-        help="Landmark run for the alignment (default: the one the "
-        "recognizer's aligned crops were made with).",
-    ),
-]
-TemplateOption = Annotated[
-    str | None,
-    typer.Option(
-        "--template", help="Alignment template, reference or arcface (default: the recognizer's)."
-    ),
-]
-DeviceOption = Annotated[str, typer.Option(help="cpu, cuda or auto.")]
-
-
-@train_app.command("detector")
-def train_detector_cmd(
-    ctx: typer.Context,
-    snapshot: TrainSnapshotOption,
-    epochs: EpochsOption = 20,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 32,
-    lr: LrOption = 3e-3,
-    input_size: Annotated[
-        int, typer.Option(help="Side of the letterboxed input square (a multiple of 32).")
-    ] = 128,
-    mosaic: Annotated[
-        float, typer.Option(help="Share of training pictures made 2 x 2 mosaics (several faces).")
-    ] = 0.3,
-    schedule: ScheduleOption = "cosine",
-    max_minutes: MaxMinutesOption = None,
-    max_batches: MaxBatchesOption = None,
-    workers: WorkersOption = 0,
-    seed: SeedOption = 0,
-    device: DeviceOption = "auto",
-    out: CheckpointsOption = Path("checkpoints"),
-    resume: Annotated[
-        Path | None,
-        typer.Option(
-            help="Continue from a checkpoint or run folder (with its settings; "
-            "--epochs, --max-minutes, --workers, --device, --out may change)."
-        ),
-    ] = None,
-    db: DbOption = None,
-) -> None:
-    """Train a small face detector on the catalog's face boxes; then its test IoU.
-
-    A CenterNet-style model on letterboxed whole images, so the pipeline finds faces
-    in any CelebA-format data (synthetic too) where OpenCV's cascade does not; use it
-    as --detector run:<run id>. Validation mean IoU of the top detection keeps the
-    best checkpoint; at the end the test split's IoU and recall at IoU 0.5 are
-    measured and written to metrics.
-
-    Example: celebcat train detector --snapshot demo --epochs 20
-    """
-    from models import store
-    from models.detection.train import (
-        KIND,
-        DetectorTrainConfig,
-        evaluate_detector,
-        train_detector,
-    )
-
-    given = dict(
-        snapshot=snapshot,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        input_size=input_size,
-        mosaic=mosaic,
-        schedule=schedule,
-        max_minutes=max_minutes,
-        max_batches_per_epoch=max_batches,
-        num_workers=workers,
-        seed=seed,
-        device=device,
-        out_dir=str(out),
-    )
-    with _pipeline_one_line():
-        if resume is None:
-            config = DetectorTrainConfig(**given)
-        else:
-            names = {
-                "max_batches": "max_batches_per_epoch",
-                "workers": "num_workers",
-                "out": "out_dir",
-            }
-            typed = {
-                names.get(p, p): given[names.get(p, p)]
-                for p in ctx.params
-                if getattr(ctx.get_parameter_source(p), "name", None) == "COMMANDLINE"
-                and names.get(p, p) in given
-            }
-            config = DetectorTrainConfig.resumed(
-                store.read_checkpoint(resume, KIND)["config"], **typed
-            )
-        with _progress() as (task, console):
-            bar: list[Callable[..., None]] = []
-
-            def on_batch(epoch: int, done: int, total: int, loss: float) -> None:
-                if not bar:
-                    bar.append(task("training", total))
-                bar[0](done, total, label=f"epoch {epoch + 1} loss {loss:.4f}")
-
-            def report(e: dict[str, Any]) -> None:
-                console.print(
-                    f"epoch {e['epoch'] + 1}: train loss {e['train_loss']:.4f}, val IoU "
-                    f"{e['val_iou']:.3f}, recall@IoU0.5 {e['val_recall@iou=0.5']:.3f}, best "
-                    f"IoU {e['best_val_iou']:.3f}"
-                )
-
-            result = train_detector(config, db, resume=resume, progress=report, on_batch=on_batch)
-        console = _console()
-        console.print(
-            f"run {result.run_id}: {result.epochs_done} epochs, best val IoU "
-            f"{result.best_val_iou:.3f}, checkpoint {result.best_checkpoint}"
-        )
-        from catalog.snapshots import SnapshotError
-
-        try:
-            test = evaluate_detector(result.run_id, db)
-        except SnapshotError as exc:
-            if "has no split" not in str(exc):
-                raise
-            console.print("no test split in the snapshot: no test figures")
-            return
-        m = test.metrics
-        console.print(
-            f"test split ({test.n_images} images): IoU {m['iou']:.3f}, recall@IoU0.5 "
-            f"{m['recall@iou=0.5']:.3f}, {m['detections_per_image']:.2f} detections per "
-            f"image; use it with --detector run:{result.run_id}"
-        )
 
 
 gallery_app = typer.Typer(
@@ -2493,110 +2447,6 @@ def gallery_drop(name: str, db: DbOption = None) -> None:
     with _pipeline_one_line():
         drop_gallery(db, name)
     _console().print(f"dropped gallery {name}")
-
-
-@app.command("identify")
-def identify_cmd(
-    images: Annotated[list[Path], typer.Argument(help="Photos (any size, any format PIL reads).")],
-    gallery: Annotated[str, typer.Option(help="Gallery to search (celebcat gallery list).")],
-    top: Annotated[int, typer.Option(help="Matches shown per face.")] = 5,
-    fpr: Annotated[
-        float,
-        typer.Option(
-            help="False-positive rate whose threshold (measured by the run's open-set "
-            "evaluation) separates named faces from unknown ones."
-        ),
-    ] = 0.01,
-    threshold: Annotated[
-        float | None, typer.Option(help="A cosine threshold instead of --fpr's.")
-    ] = None,
-    detector: DetectorOption = "haar",
-    landmarks: LandmarksOption = None,
-    template: TemplateOption = None,
-    run: Annotated[
-        str | None, typer.Option(help="Recognizer run (default and only choice: the gallery's).")
-    ] = None,
-    draw: Annotated[
-        Path | None,
-        typer.Option(
-            help="Write the photo with boxes, points and names here (several photos: "
-            "OUT-<photo name>.png)."
-        ),
-    ] = None,
-    as_json: JsonOption = False,
-    device: DeviceOption = "cpu",
-    db: DbOption = None,
-) -> None:
-    """Who is in a photo: each face's box, landmarks and best matches in a gallery.
-
-    A face is named when its best match's cosine is above the threshold the
-    recognizer run's open-set evaluation measured at --fpr (held-out faces of two
-    different people score above it at that rate), and "unknown" below it.
-
-    Example: celebcat identify photo.jpg --gallery friends --top 3 --draw out.png
-    """
-    from models.pipeline.identify import UNKNOWN, draw_faces, identify
-
-    with _pipeline_one_line():
-        result = identify(
-            images,
-            gallery,
-            db,
-            run=run,
-            detector=detector,
-            landmark_run=landmarks,
-            template=template,
-            top=top,
-            fpr=fpr,
-            threshold=threshold,
-            device=device,
-        )
-        if not result.faces:
-            names = ", ".join(im.name for im in result.images)
-            raise UserError(
-                f"No face found in {names} (detector {detector}); try another "
-                "--detector (run:<detector run>, onnx:<model>)."
-            )
-        drawn = []
-        if draw is not None:
-            for k, image in enumerate(result.images):
-                out = (
-                    draw
-                    if len(result.images) == 1
-                    else draw.with_name(
-                        f"{draw.stem}-{Path(image.name).stem}{draw.suffix or '.png'}"
-                    )
-                )
-                drawn.append(draw_faces(image, result.faces_of(k), out))
-    if as_json:
-        data = {
-            "gallery": result.gallery.name,
-            "run_id": result.run_id,
-            "threshold": {
-                "cosine": result.threshold.value,
-                "fpr": result.threshold.fpr,
-                "explanation": result.threshold.explain(),
-            },
-            "images": [
-                {"image": str(images[k]), "faces": [f.as_dict() for f in result.faces_of(k)]}
-                for k in range(len(result.images))
-            ],
-            "drawn": [str(p) for p in drawn],
-        }
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
-        return
-    console = _console()
-    console.print(f"threshold: {result.threshold.explain()}")
-    for k in range(len(result.images)):
-        faces = result.faces_of(k)
-        console.print(f"{images[k]}: {len(faces) or 'no'} face{'s' if len(faces) != 1 else ''}")
-        for n, face in enumerate(faces, start=1):
-            box = ", ".join(f"{v:.0f}" for v in face.box)
-            name = face.identity if face.identity != UNKNOWN else "[yellow]unknown[/yellow]"
-            best = ", ".join(f"{m.identity} {m.cosine:.3f}" for m in face.matches)
-            console.print(f"  face {n} [{box}]: {name} (top: {best})")
-    for path in drawn:
-        console.print(f"drew {path}")
 
 
 # ---------------------------------------------------------------------------

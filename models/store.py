@@ -128,6 +128,14 @@ def read_checkpoint(path: PathLike, kind: str, map_location: Any = "cpu") -> Che
     )
 
 
+def resumed_config(path: PathLike, kind: str, **changed: Any) -> TrainConfig:
+    """The config of a run of ``kind`` resumed from the checkpoint at ``path``, with
+    ``changed`` over it (:meth:`models.config.TrainConfig.resumed`: only its
+    ``RESUMABLE`` settings may change)."""
+    config = read_checkpoint(path, kind)["config"]
+    return _kind(kind).config_type.resumed(config, **changed)
+
+
 def load_run(name: PathLike, kind: str, db: PathLike | None = None, device: Any = "cpu") -> Any:
     """The inference object of run ``name`` (id, folder or checkpoint) of ``kind``, in
     eval mode on ``device``: the one place a trained model is loaded."""
@@ -179,4 +187,5 @@ __all__ = [
     "load_recognizer",
     "load_run",
     "read_checkpoint",
+    "resumed_config",
 ]

@@ -20,7 +20,7 @@ from conftest import query
 from typer.testing import CliRunner
 
 import cli
-from catalog import demo
+from models.pipeline import demo
 
 runner = CliRunner()
 

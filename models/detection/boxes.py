@@ -15,10 +15,16 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["NMS_IOU", "iou", "nms"]
+from catalog.metric_names import at_iou
+
+__all__ = ["MATCH_IOU", "NMS_IOU", "RECALL", "iou", "nms"]
 
 #: Overlapping detections above this IoU are one face (NMS).
 NMS_IOU = 0.4
+#: The IoU at which a detection counts as finding a face, and the name of the metric
+#: that counts the faces found so (``recall@iou=0.5``).
+MATCH_IOU = 0.5
+RECALL = at_iou("recall", MATCH_IOU)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

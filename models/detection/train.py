@@ -34,9 +34,8 @@ from torch.utils.data import DataLoader
 from catalog import results
 from catalog import transforms as T
 from catalog.detection import DetectionDataset, map_boxes
-from catalog.metric_names import at_iou
 from models import harness, store
-from models.detection.boxes import NMS_IOU, iou, nms
+from models.detection.boxes import MATCH_IOU, NMS_IOU, RECALL, iou, nms
 from models.detection.centernet import (
     CenterNet,
     create_detector_model,
@@ -52,8 +51,6 @@ from models.harness import Task
 DETECTOR_AUGMENT = T.Augment(
     scale=0.3, rotate=10.0, shift=0.15, flip=0.5, brightness=0.3, contrast=0.3, saturation=0.3
 )
-#: The IoU at which a detection counts as finding a face (recall@iou=0.5).
-MATCH_IOU = 0.5
 
 
 @dataclass
@@ -106,7 +103,7 @@ def box_metrics(
         counts.append(int(above.sum()))
     return {
         "iou": float(np.mean(tops)) if tops else float("nan"),
-        at_iou("recall", MATCH_IOU): float(np.mean(found)) if found else float("nan"),
+        RECALL: float(np.mean(found)) if found else float("nan"),
         "detections_per_image": float(np.mean(counts)) if counts else float("nan"),
     }
 

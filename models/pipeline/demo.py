@@ -1,28 +1,316 @@
-"""``celebcat demo``, the training half: landmarks, alignment, an ArcFace recognizer,
-its evaluation, a face detector, a gallery, identify on a group photo, the report.
+"""``celebcat demo`` in one place: how big a demo is (:data:`PLANS`), where it writes
+(:class:`DemoFolder`), its steps, the order it runs them in (:func:`run`), how long
+each took (:class:`StepClock`) and the summary it ends with (:func:`summary`).
 
-The data half (synthesis, ingest, selection, snapshot, the group photo, the plans) is
-``catalog.demo``. Each step is the library call its ``celebcat`` command makes, with
-the lengths of a :class:`catalog.demo.Plan`; real runs are those commands with more
-epochs (``celebcat train landmarks``, ``train recognizer``, ``train detector``).
+The data half: a synthetic CelebA made on the spot, ingested, selected with
+parameters that fit it and frozen as snapshot ``demo``; the group photo the demo
+identifies. The training half: landmarks, alignment, an ArcFace recognizer, its
+evaluation, a face detector, a gallery, identify on the group photo, the HTML report.
+Each step is the library call its ``celebcat`` command makes, with the lengths of a
+:class:`Plan`; real runs are those commands with more epochs (``celebcat train
+landmarks``, ``train recognizer``, ``train detector``).
+
+:func:`run` says what to show on a :class:`Screen` (the CLI's console shows it), so
+the CLI only parses the options and prints. Nothing here imports torch at module
+level: ``celebcat demo --no-train`` and a missing torch stop at the snapshot without
+it. Running the demo again into the same folder replaces its data, catalog tables,
+snapshot, gallery and report (training runs and checkpoints of earlier demos stay, as
+any run does).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from catalog.demo import GALLERY, PLANS, SNAPSHOT, DemoFolder, Plan
-from catalog.info import QueryResult
+from catalog.metric_names import at_fpr
+from models.detection.boxes import RECALL
 
+if TYPE_CHECKING:
+    from catalog.info import QueryResult
+    from catalog.ingest import IngestProgress, IngestResult
+    from catalog.selection import SelectionSummary
+    from catalog.snapshots import Snapshot
+    from catalog.synth import SynthSummary
+    from catalog.synth.group import GroupPhoto
+
+#: The snapshot the demo freezes, and the gallery it builds (both replaced when run again).
+SNAPSHOT = "demo"
+GALLERY = "demo"
+#: The demo's folder when none is given (kept: the report is in it).
+DEFAULT_OUT = Path("celebcat-demo")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How big a demo is: its data, selection, training lengths and group photo.
+
+    ``holdout_share`` of the identities that have ``images_per_id`` clean images are
+    held out (half queries with ``query_images`` images each, the gallery; half
+    distractors), the rest split 70/15/15 (``celebcat select --fit``). The group
+    photo shows ``known`` query identities (photos the gallery does not hold) and
+    ``strangers`` distractor identities (in no gallery), as many as there are.
+    """
+
+    name: str
+    ids: int
+    images_per_id: int
+    holdout_share: float
+    query_images: int
+    landmark_epochs: int
+    recognizer_epochs: int
+    detector_epochs: int
+    size: int = 64  # aligned crops: the recognizer's input side
+    template: str = "arcface"
+    embedding_dim: int = 128
+    detector_mosaic: float = 0.6  # several small faces per training picture, as in a group
+    known: int = 3
+    strangers: int = 3
+    fpr: float = 0.01  # the open-set FPR whose threshold names a face
+    #: The synthetic population: "easy", whose people small models tell apart within
+    #: the demo's minutes. On the default "hard" one a recognizer needs about 15 CPU
+    #: minutes and 800 identities (docs/recognition.md); measured with this plan: test
+    #: top-1 0.22 and no known face of the group photo named.
+    style: str = "easy"
+
+    def with_ids(self, ids: int | None) -> Plan:
+        return self if ids is None else replace(self, ids=int(ids))
+
+
+#: ``celebcat demo`` and ``celebcat demo --full``. The lengths were chosen by measuring
+#: each step's CPU time (README, "Two commands"): 134 s of wall time (226 CPU s) for
+#: the default on an idle 2-core machine, 613 s (1,068 CPU s) for --full.
+PLANS: dict[str, Plan] = {
+    "default": Plan(
+        "default",
+        ids=120,
+        images_per_id=12,
+        holdout_share=0.45,
+        query_images=3,
+        landmark_epochs=10,
+        recognizer_epochs=40,
+        detector_epochs=20,
+    ),
+    "full": Plan(
+        "full",
+        ids=300,
+        images_per_id=15,
+        holdout_share=0.4,
+        query_images=4,
+        landmark_epochs=15,
+        recognizer_epochs=60,
+        detector_epochs=30,
+    ),
+}
+#: Identities of the default demo (``--ids`` in ``celebcat demo --help``).
+IDS = PLANS["default"].ids
+IMAGES_PER_ID = PLANS["default"].images_per_id
 #: Epochs of the demo's landmark run (the default plan's).
 EPOCHS = PLANS["default"].landmark_epochs
 #: Crop side of the demo's alignment, the recognizer's input.
 ALIGN_SIZE = PLANS["default"].size
 
+#: A training step's per-epoch callback: the epoch's figures.
 Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class DemoFolder:
+    """Where a demo writes: ``data/`` (the synthetic CelebA), ``celeba.duckdb`` (its
+    catalog), ``checkpoints/`` (the runs), ``group.png`` (the photo it identifies,
+    ``identified.png`` with the answer drawn) and ``report/index.html``."""
+
+    out: Path
+
+    @property
+    def data_dir(self) -> Path:
+        return self.out / "data"
+
+    @property
+    def db(self) -> Path:
+        return self.out / "celeba.duckdb"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.out / "checkpoints"
+
+    @property
+    def photo(self) -> Path:
+        return self.out / "group.png"
+
+    @property
+    def identified(self) -> Path:
+        return self.out / "identified.png"
+
+    @property
+    def report(self) -> Path:
+        return self.out / "report"
+
+
+@contextmanager
+def demo_folder(out: str | os.PathLike[str] | None = None) -> Iterator[DemoFolder]:
+    """``out`` (kept), or a temporary folder removed on exit when ``out`` is None."""
+    if out is not None:
+        yield DemoFolder(Path(out))
+        return
+    with tempfile.TemporaryDirectory(prefix="celebcat-demo-") as temp:
+        yield DemoFolder(Path(temp))
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (synth's workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+@dataclass
+class StepClock:
+    """Wall and CPU seconds of each step of a demo, in order."""
+
+    steps: list[tuple[str, float, float]] = field(default_factory=list)
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), _cpu_seconds()
+        try:
+            yield
+        finally:
+            self.steps.append((name, time.perf_counter() - wall, _cpu_seconds() - cpu))
+
+    def table(self) -> QueryResult:
+        from catalog.info import QueryResult
+
+        rows = [(n, round(w, 1), round(c, 1)) for n, w, c in self.steps]
+        rows.append(
+            (
+                "total",
+                round(sum(s[1] for s in self.steps), 1),
+                round(sum(s[2] for s in self.steps), 1),
+            )
+        )
+        return QueryResult(["step", "wall s", "CPU s"], rows)
+
+
+# --- the data half: steps 1 to 4, and the group photo of step 11 --------------------
+
+
+def synthesize_data(
+    folder: DemoFolder,
+    *,
+    ids: int = IDS,
+    seed: int = 0,
+    style: str = "easy",
+    progress: Callable[[int, int], None] | None = None,
+) -> SynthSummary:
+    """Step 1: ``ids`` identities of synthetic CelebA (population ``style``) into
+    ``folder.data_dir`` (an earlier demo's files there are replaced)."""
+    from catalog.synth import synthesize
+
+    return synthesize(folder.data_dir, ids=ids, seed=seed, style=style, progress=progress)
+
+
+def ingest_data(folder: DemoFolder, *, progress: IngestProgress | None = None) -> IngestResult:
+    """Step 2: the synthetic files into ``folder.db`` (replacing an earlier demo's)."""
+    from catalog.ingest import IngestProgress, ingest
+
+    return ingest(folder.data_dir, folder.db, progress=progress or IngestProgress())
+
+
+def loaded(folder: DemoFolder) -> tuple[QueryResult, QueryResult]:
+    """Step 3: (tables with their row counts, the problems found at ingest)."""
+    from catalog.info import list_tables, problem_summary
+
+    return list_tables(folder.db, counts=True), problem_summary(folder.db)
+
+
+def select_and_freeze(
+    folder: DemoFolder, *, images_per_id: int = IMAGES_PER_ID, plan: Plan | None = None
+) -> tuple[SelectionSummary, Snapshot]:
+    """Step 4: select with the parameters that fit the data (``celebcat select --fit``)
+    and freeze the selection as snapshot :data:`SNAPSHOT`, replacing an earlier one.
+
+    With a ``plan``: its ``images_per_id``, and its share of held-out identities (at
+    least 2 queries and 2 distractors) with ``query_images`` each."""
+    from catalog.selection import fitted_params, select
+    from catalog.snapshots import SnapshotError, create, drop
+
+    extra: dict[str, int] = {}
+    if plan is not None:
+        images_per_id = plan.images_per_id
+        eligible = fitted_params(folder.db, images_per_id=images_per_id)["n_ids"]
+        holdout = max(4, int(eligible * plan.holdout_share) // 2 * 2)
+        extra = {
+            "holdout_ids": min(holdout, max(eligible - 2, 0) // 2 * 2),
+            "query_images": min(plan.query_images, images_per_id),
+        }
+    summary = select(folder.db, fit=True, images_per_id=images_per_id, **extra)
+    try:
+        drop(SNAPSHOT, folder.db)
+    except SnapshotError:  # the first demo into this folder
+        pass
+    return summary, create(SNAPSHOT, folder.db)
+
+
+def group_photo(folder: DemoFolder, plan: Plan, *, seed: int = 0) -> GroupPhoto:
+    """The photo to identify (saved as ``folder.photo``): ``plan.known`` query
+    identities of the snapshot, the gallery's people, each from an image the snapshot
+    does not use (so neither the gallery nor training nor evaluation saw it), and
+    ``plan.strangers`` distractor identities (in no gallery), in a seeded order.
+    Roles: ``gallery`` or ``stranger``."""
+    import numpy as np
+
+    from catalog.db import connect
+    from catalog.synth.group import group_photo as compose
+
+    con = connect(folder.db, read_only=True)
+    try:
+
+        def ids(split: str) -> list[int]:
+            return [
+                r[0]
+                for r in con.execute(
+                    "SELECT DISTINCT identity FROM snapshot_images "
+                    "WHERE snapshot = ? AND split = ? "
+                    "ORDER BY md5(? || ':' || identity)",
+                    [SNAPSHOT, split, str(seed)],
+                ).fetchall()
+            ]
+
+        known, strangers = ids("query")[: plan.known], ids("distractor")[: plan.strangers]
+        used = [
+            r[0]
+            for r in con.execute(
+                "SELECT image_id FROM snapshot_images WHERE snapshot = ? AND split IS NOT NULL",
+                [SNAPSHOT],
+            ).fetchall()
+        ]
+    finally:
+        con.close()
+    people = [(i, "gallery") for i in known] + [(i, "stranger") for i in strangers]
+    order = np.random.default_rng(seed).permutation(len(people))
+    people = [people[k] for k in order]
+    columns = 3 if len(people) > 4 else 2
+    photo = compose(
+        folder.db,
+        [i for i, _ in people],
+        roles=[r for _, r in people],
+        exclude=used,
+        seed=seed,
+        columns=columns,
+        tile=200,
+        face_share=0.8,
+    )
+    photo.save(folder.photo)
+    return photo
+
+
+# --- the training half: steps 5 to 12 ----------------------------------------------
 
 
 def train(
@@ -93,6 +381,7 @@ def evaluate(
 def open_set_table(folder: DemoFolder, run_id: str) -> QueryResult:
     """The run's figures beside the reference's, one row a figure (as
     ``celebcat report compare RUN --reference`` prints them)."""
+    from catalog.info import QueryResult
     from catalog.reports import compare_runs
 
     table = compare_runs(folder.db, [run_id], reference=True)
@@ -135,7 +424,7 @@ def train_detector(
 
 
 def build_gallery(folder: DemoFolder, recognizer_run: str) -> Any:
-    """Step 10: gallery :data:`catalog.demo.GALLERY` from the snapshot's query split
+    """Step 10: gallery :data:`GALLERY` from the snapshot's query split
     (the held-out people, never trained on), replacing an earlier demo's; faces from
     the catalog's boxes, aligned with the landmark run the recognizer's crops used."""
     from models.pipeline.identify import add_gallery
@@ -157,10 +446,9 @@ class DemoIdentify:
 def identify_photo(
     folder: DemoFolder, plan: Plan, recognizer_run: str, detector_run: str, *, seed: int = 0
 ) -> DemoIdentify:
-    """Step 11: the group photo (``catalog.demo.group_photo``), its faces found by the
+    """Step 11: the group photo (:func:`group_photo`), its faces found by the
     trained detector, named against the gallery at the open-set threshold of
     ``plan.fpr``, drawn to ``folder.identified`` and checked against the truth."""
-    from catalog.demo import group_photo
     from models.pipeline.identify import draw_faces, identify
     from models.pipeline.report import identify_rows
 
@@ -202,7 +490,7 @@ def write_report(
         sections[0].paragraphs.append(
             f"Faces found by detector run {detector.run_id} ({detector.epochs} epochs; test "
             f"split IoU {detector.test.get('iou', float('nan')):.3f}, recall at IoU 0.5 "
-            f"{detector.test.get('recall@iou=0.5', float('nan')):.3f})."
+            f"{detector.test.get(RECALL, float('nan')):.3f})."
         )
     if timings is not None:
         sections.append(
@@ -224,4 +512,231 @@ def write_report(
         sections=sections,
         title="celebcat demo",
         subtitle=f"the {plan.name} demo: synthetic CelebA of {plan.ids} identities",
+    )
+
+
+# --- the demo in order: what it shows, step by step --------------------------------
+
+#: ``bar(label, total)``: a progress bar, and its ``update(done, total, label=None)`` (a
+#: label replaces the bar's text).
+Bars = Callable[[str, int], Callable[..., None]]
+
+
+class Screen(Protocol):
+    """Where :func:`run` shows the demo (the CLI's console): the demo says what, the
+    screen how."""
+
+    def rule(self, title: str) -> None:
+        """A step's heading."""
+
+    def line(self, text: str) -> None:
+        """Text (a line, or several)."""
+
+    def note(self, text: str) -> None:
+        """A note the report left (an image it could not draw, ...)."""
+
+    def table(
+        self, columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None
+    ) -> None:
+        """Rows under their column names."""
+
+    def bars(self) -> AbstractContextManager[Bars]:
+        """Progress bars for one step."""
+
+    def stages(self) -> AbstractContextManager[Callable[[str, int, int], None]]:
+        """Progress of a step in stages: ``progress(stage, done, total)``, a bar a stage."""
+
+
+def run(
+    folder: DemoFolder,
+    plan: Plan,
+    screen: Screen,
+    *,
+    seed: int = 0,
+    training: bool = True,
+    install_torch: str = "",
+) -> None:
+    """The demo on ``screen``: steps 1 to 4 (the data, up to the snapshot); then, with
+    ``training`` and where torch is installed, steps 5 to 12 (the models, identify, the
+    report) and each step's times; where torch is missing, that it stops, and
+    ``install_torch`` (how to install it). Last, the commands to explore it with."""
+    import importlib.util
+
+    from catalog.ingest import IngestProgress
+
+    clock = StepClock()
+    screen.rule("1. synthesise")
+    with clock.step("synthesise"), screen.bars() as bar:
+        made = synthesize_data(
+            folder, ids=plan.ids, seed=seed, style=plan.style, progress=bar("images", 0)
+        )
+    screen.line(f"{made.images} images of {made.ids} identities in {folder.data_dir}")
+    screen.rule("2. ingest")
+    with clock.step("ingest"), screen.bars() as bar:
+        result = ingest_data(folder, progress=IngestProgress(scan=bar))
+    screen.line(
+        f"catalog {folder.db}: annotations {result.load_seconds:.2f} s, "
+        f"image scan {result.scan_seconds:.2f} s"
+    )
+    counts, problems = loaded(folder)
+    screen.table(counts.columns[:3], [r[:3] for r in counts.rows], title="tables")
+    screen.rule("3. check")
+    if problems.rows:
+        screen.table(problems.columns[:5], [r[:5] for r in problems.rows], title="problems")
+    else:
+        screen.line("No problems found.")
+    screen.rule("4. select and freeze")
+    with clock.step("select and freeze"):
+        selected, snap = select_and_freeze(folder, plan=plan)
+    params = selected.params
+    screen.line(
+        f"{selected.selected_identities} identities x {params['images_per_id']} clean images "
+        f"(of {selected.clean_images} clean); parameters (celebcat select --fit): "
+        + ", ".join(f"{k}={v}" for k, v in params.items())
+    )
+    screen.table(
+        ["split", "images", "identities"],
+        [(k, n, i) for k, (n, i) in selected.splits.items()],
+    )
+    screen.line(f"snapshot {snap.name}: {snap.n_images} images, hash {snap.hash[:16]}")
+    if training and importlib.util.find_spec("torch") is None:
+        screen.line(f"\ntorch is not installed: the demo stops here. {install_torch}".rstrip())
+    elif training:
+        _train(screen, folder, plan, clock, seed)
+    screen.line(
+        f"\nExplore it: celebcat views --db {folder.db}\n"
+        f"            celebcat snapshot show demo --db {folder.db}"
+        + (f"\n            celebcat runs --db {folder.db}" if training else "")
+    )
+
+
+def _epoch_bar(
+    bar: Bars, label: str, total: int, text: Callable[[dict[str, Any]], str]
+) -> Progress:
+    """An epoch bar for a training step, labelled with the epoch's figures."""
+    update = bar(label, total)
+
+    def progress(e: dict[str, Any]) -> None:
+        update(e["epoch"] + 1, total, label=f"{label}: {text(e)}")
+
+    return progress
+
+
+def _train(screen: Screen, folder: DemoFolder, plan: Plan, clock: StepClock, seed: int) -> None:
+    """Steps 5 to 12, from landmarks to the report; then the time per step and the
+    summary."""
+    screen.rule("5. train landmarks (briefly: celebcat train landmarks for a real run)")
+    with clock.step("train landmarks"):
+        landmarks = train(
+            folder,
+            plan=plan,
+            progress=lambda e: screen.line(
+                f"epoch {e['epoch'] + 1}: train loss {e['train_loss']:.5f}, val NME "
+                f"{e['val_nme']:.4f}"
+            ),
+        )
+    screen.rule(f"6. align ({plan.size} px, {plan.template} template) and report")
+    with clock.step("align"), screen.stages() as stages:
+        aligned, report = align_and_report(folder, landmarks.run_id, plan=plan, progress=stages)
+    screen.line(
+        f"run {landmarks.run_id}: {aligned.n_predictions} predictions and aligned crops "
+        f"({aligned.cache.source}) in the catalog"
+    )
+    screen.table(report.columns, report.rows, title="test NME by Eyeglasses")
+    screen.rule("7. train the recognizer (ArcFace, face_cpu backbone)")
+    with clock.step("train recognizer"), screen.bars() as bar:
+        rec = train_recognizer(
+            folder,
+            plan,
+            progress=_epoch_bar(
+                bar,
+                "epochs",
+                plan.recognizer_epochs,
+                lambda e: f"loss {e['train_loss']:.3f}, val top-1 {e['val_top1']:.3f}",
+            ),
+        )
+    screen.line(f"run {rec.run_id}: {rec.epochs_done} epochs, best val top-1 {rec.best:.3f}")
+    screen.rule("8. evaluate: test and open-set figures")
+    with clock.step("evaluate recognizer"), screen.stages() as stages:
+        evaluated = evaluate(folder, rec.run_id, progress=stages)
+    figures = open_set_table(folder, rec.run_id)
+    screen.table(
+        figures.columns,
+        figures.rows,
+        title="ours (synthetic data, CPU backbone) beside the reference's (real CelebA, ResNet-50)",
+    )
+    screen.rule("9. train the face detector (CenterNet, the catalog's boxes)")
+    with clock.step("train detector"), screen.bars() as bar:
+        det = train_detector(
+            folder,
+            plan,
+            progress=_epoch_bar(
+                bar,
+                "epochs",
+                plan.detector_epochs,
+                lambda e: f"loss {e['train_loss']:.3f}, val IoU {e['val_iou']:.3f}",
+            ),
+        )
+    screen.line(
+        f"run {det.run_id}: test IoU {det.test['iou']:.3f}, recall at IoU 0.5 "
+        f"{det.test[RECALL]:.3f}"
+    )
+    screen.rule("10. gallery: the held-out query people")
+    with clock.step("gallery"):
+        built = build_gallery(folder, rec.run_id)
+    g = built.gallery
+    screen.line(
+        f"gallery {g.name}: {g.n_identities} people, {g.n_images} images "
+        f"({g.source}, crops {g.crops})"
+    )
+    screen.rule("11. identify the faces of a group photo")
+    with clock.step("identify"):
+        found = identify_photo(folder, plan, rec.run_id, det.run_id, seed=seed)
+    screen.line(
+        f"photo {folder.photo}: {len(found.photo.faces)} people; {found.result.threshold.explain()}"
+    )
+    screen.table(
+        ["who (truth)", "in gallery", "found (IoU)", "named", "closest", "cosine", "right"],
+        [
+            (
+                r.identity,
+                "yes" if r.role == "gallery" else "no",
+                f"{r.iou:.2f}" if r.named is not None else "not found",
+                r.named or "",
+                r.closest or "",
+                r.cosine,
+                "yes" if r.right else "no",
+            )
+            for r in found.rows
+        ],
+    )
+    screen.rule("12. report")
+    with clock.step("report"):
+        page, notes = write_report(
+            folder, plan, landmarks.run_id, rec.run_id, found, clock.table(), det
+        )
+    for note in notes:
+        screen.note(note)
+    timings = clock.table()  # now with the report's own step
+    screen.table(timings.columns, timings.rows, title="time per step")
+    screen.line(f"\n{summary(aligned, evaluated, found)}")
+    screen.line(f"Report: {page.resolve()} (one file: open it in a browser)")
+
+
+def summary(aligned: Any, evaluated: Any, found: DemoIdentify) -> str:
+    """The demo's last word: the landmarks' test NME, the recognizer's test top-1 and
+    open-set TPRs (``aligned``: step 6's AlignResult, ``evaluated``: step 8's
+    RecognitionEval) and how the group photo's faces (step 11) were answered."""
+    right = sum(r.right for r in found.rows)
+    known = [r for r in found.rows if r.role == "gallery" and r.named is not None]
+    closest = sum(r.closest == str(r.identity) for r in known)
+    test, open_set = evaluated.metrics.get("test", {}), evaluated.metrics.get("open_set", {})
+    return (
+        f"Summary: landmarks test NME {aligned.test_metrics.get('nme', float('nan')):.4f}; "
+        f"recognizer test top-1 {test.get('top1', float('nan')):.3f}, open-set TPR "
+        f"{open_set.get(at_fpr('tpr', 0.1), float('nan')):.3f} at FPR 0.1 and "
+        f"{open_set.get(at_fpr('tpr', 0.01), float('nan')):.3f} at FPR 0.01; the photo: "
+        f"{sum(r.named is not None for r in found.rows)} of {len(found.rows)} faces found, "
+        f"{right} answered right; the closest gallery person of {closest} of the "
+        f"{len(known)} gallery people found was themselves."
     )
