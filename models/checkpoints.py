@@ -192,6 +192,18 @@ def load_weights(module: nn.Module, ckpt: Mapping[str, Any], key: str = "model")
         raise CheckpointError(path, f"its {what} do not load: {_reason(err)}") from None
 
 
+def run_fields(ckpt: Checkpoint) -> dict[str, Any]:
+    """What every loaded model records of the run its checkpoint came from: ``run_id``,
+    ``epoch`` (0-based, of the weights), ``checkpoint`` (the file) and
+    ``snapshot_hash`` (of the images it trained on)."""
+    return {
+        "run_id": str(ckpt["run_id"]),
+        "epoch": int(ckpt["epoch"]) - 1,
+        "checkpoint": ckpt.path if ckpt.path is not None else Path(),
+        "snapshot_hash": str(ckpt["snapshot_hash"]),
+    }
+
+
 __all__ = [
     "REQUIRED",
     "Checkpoint",
@@ -199,5 +211,6 @@ __all__ = [
     "load_checkpoint",
     "load_weights",
     "require",
+    "run_fields",
     "save_checkpoint",
 ]

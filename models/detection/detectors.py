@@ -262,7 +262,7 @@ class LoadedDetector:
     def from_checkpoint(cls, ckpt: Any, device: Any = "cpu") -> LoadedDetector:
         """The network of a detector run's checkpoint (its config complete, as
         :func:`models.store.read_checkpoint` gives it)."""
-        from models.checkpoints import load_weights
+        from models.checkpoints import load_weights, run_fields
         from models.detection.centernet import create_detector_model
         from models.detection.config import DetectorTrainConfig
 
@@ -270,15 +270,7 @@ class LoadedDetector:
         model = create_detector_model(config.model, input_size=config.input_size)
         load_weights(model, ckpt, "model")
         model.to(device).eval()
-        path = ckpt.path if ckpt.path is not None else Path()
-        return cls(
-            str(ckpt["run_id"]),
-            config,
-            model,
-            int(ckpt["epoch"]) - 1,
-            path,
-            str(ckpt["snapshot_hash"]),
-        )
+        return cls(config=config, model=model, **run_fields(ckpt))
 
 
 class TrainedDetector(Detector):

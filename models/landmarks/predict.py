@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from catalog import transforms as T
-from models.checkpoints import Checkpoint, load_weights
+from models.checkpoints import Checkpoint, load_weights, run_fields
 from models.landmarks.config import LandmarkTrainConfig
 from models.landmarks.heatmaps import (
     decode_argmax,
@@ -113,16 +113,7 @@ class LandmarkModel:
         load_weights(model, ckpt, "model")
         device = torch.device(device)
         model.to(device).eval()
-        path = ckpt.path if ckpt.path is not None else Path()
-        return cls(
-            str(ckpt["run_id"]),
-            config,
-            model,
-            int(ckpt["epoch"]) - 1,
-            path,
-            str(ckpt["snapshot_hash"]),
-            device,
-        )
+        return cls(config=config, model=model, device=device, **run_fields(ckpt))
 
     @property
     def input_size(self) -> int:

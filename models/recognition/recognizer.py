@@ -20,7 +20,7 @@ from torch import nn
 
 from catalog import transforms as T
 from catalog.crop_source import CropSource
-from models.checkpoints import Checkpoint, load_weights
+from models.checkpoints import Checkpoint, load_weights, run_fields
 from models.env import Env
 from models.recognition.config import RecognizerTrainConfig
 from models.recognition.losses import TRIPLET, make_loss
@@ -102,16 +102,7 @@ class Recognizer:
         load_weights(loss, ckpt, "loss")
         model.to(device).eval()
         loss.to(device).eval()
-        path = ckpt.path if ckpt.path is not None else Path()
-        return cls(
-            str(ckpt["run_id"]),
-            config,
-            model,
-            loss,
-            int(ckpt["epoch"]) - 1,
-            path,
-            str(ckpt["snapshot_hash"]),
-        )
+        return cls(config=config, model=model, loss=loss, **run_fields(ckpt))
 
     @property
     def device(self) -> torch.device:
