@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from catalog.metric_names import at_fpr
-from models.detection.boxes import RECALL
 
 if TYPE_CHECKING:
     from catalog.info import QueryResult
@@ -479,6 +478,7 @@ def write_report(
     with the identify result and, where given, the detector's figures and the steps'
     timings."""
     from catalog import html_report as H
+    from models.detection.boxes import RECALL
     from models.pipeline.report import identify_section, write_report
 
     sections = [
@@ -625,6 +625,8 @@ def _epoch_bar(
 def _train(screen: Screen, folder: DemoFolder, plan: Plan, clock: StepClock, seed: int) -> None:
     """Steps 5 to 12, from landmarks to the report; then the time per step and the
     summary."""
+    from models.detection.boxes import RECALL
+
     screen.rule("5. train landmarks (briefly: celebcat train landmarks for a real run)")
     with clock.step("train landmarks"):
         landmarks = train(
