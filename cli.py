@@ -109,6 +109,14 @@ DetectorOption = Annotated[
         "detector) or onnx:<model.onnx> (needs the \\[onnx] extra).",
     ),
 ]
+StrangersOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="A folder of people NOT in the gallery (one subfolder per person) to "
+        "calibrate its unknown-face threshold on; a snapshot gallery defaults to the "
+        "snapshot's held-out people not in it."
+    ),
+]
 LandmarksOption = Annotated[
     str | None,
     typer.Option(
@@ -1236,15 +1244,24 @@ def identify_cmd(
     images: Annotated[list[Path], typer.Argument(help="Photos (any size, any format PIL reads).")],
     gallery: Annotated[str, typer.Option(help="Gallery to search (celebcat gallery list).")],
     top: Annotated[int, typer.Option(help="Matches shown per face.")] = 5,
-    fpr: Annotated[
+    fpir: Annotated[
         float,
         typer.Option(
-            help="False-positive rate whose threshold (measured by the run's open-set "
-            "evaluation) separates named faces from unknown ones."
+            help="The rate at which a face of someone not in the gallery may be named as "
+            "one of its people; its threshold was measured for this gallery when it was "
+            "built (celebcat gallery calibrate)."
         ),
     ] = 0.01,
+    fpr: Annotated[
+        float | None,
+        typer.Option(
+            help="Use the recognizer's pair threshold at this false-positive rate instead "
+            "(two faces of different people score above it at that rate; it does not "
+            "hold for a search of a whole gallery)."
+        ),
+    ] = None,
     threshold: Annotated[
-        float | None, typer.Option(help="A cosine threshold instead of --fpr's.")
+        float | None, typer.Option(help="A cosine threshold instead of --fpir's.")
     ] = None,
     detector: DetectorOption = "haar",
     landmarks: LandmarksOption = None,
@@ -1265,12 +1282,15 @@ def identify_cmd(
 ) -> None:
     """Who is in a photo: each face's box, landmarks and best matches in a gallery.
 
-    A face is named when its best match's cosine is above the threshold the
-    recognizer run's open-set evaluation measured at --fpr (held-out faces of two
-    different people score above it at that rate), and "unknown" below it.
+    A face is named when its best match's cosine is above the gallery's threshold
+    at --fpir: faces of people not in the gallery, searched in it when it was built,
+    score above it at that rate. A gallery built before calibration existed uses the
+    recognizer's pair threshold and says so (celebcat gallery calibrate NAME).
 
     Example: celebcat identify photo.jpg --gallery friends --top 3 --draw out.png
     """
+    from rich.markup import escape
+
     from models.pipeline.identify import UNKNOWN, draw_faces, identify
 
     with _pipeline_one_line():
@@ -1283,6 +1303,7 @@ def identify_cmd(
             landmark_run=landmarks,
             template=template,
             top=top,
+            fpir=fpir,
             fpr=fpr,
             threshold=threshold,
             device=device,
@@ -1308,11 +1329,7 @@ def identify_cmd(
         data = {
             "gallery": result.gallery.name,
             "run_id": result.run_id,
-            "threshold": {
-                "cosine": result.threshold.value,
-                "fpr": result.threshold.fpr,
-                "explanation": result.threshold.explain(),
-            },
+            "threshold": result.threshold.as_dict(),
             "images": [
                 {"image": str(images[k]), "faces": [f.as_dict() for f in result.faces_of(k)]}
                 for k in range(len(result.images))
@@ -1322,7 +1339,7 @@ def identify_cmd(
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
     console = _console()
-    console.print(f"threshold: {result.threshold.explain()}")
+    console.print(f"threshold: {escape(result.threshold.explain())}")
     for k in range(len(result.images)):
         faces = result.faces_of(k)
         console.print(f"{images[k]}: {len(faces) or 'no'} face{'s' if len(faces) != 1 else ''}")
@@ -1333,6 +1350,65 @@ def identify_cmd(
             console.print(f"  face {n} [{box}]: {name} (top: {best})")
     for path in drawn:
         console.print(f"drew {path}")
+
+
+@app.command("verify")
+def verify_cmd(
+    first: Annotated[Path, typer.Argument(help="A photo of one face.")],
+    second: Annotated[Path, typer.Argument(help="A photo of one face, to compare.")],
+    run: Annotated[str, typer.Option(help="Recognizer run (id, folder or checkpoint).")],
+    fpr: Annotated[
+        float,
+        typer.Option(
+            help="The rate at which two faces of different people may be called the same "
+            "person; its threshold is the one the run's open-set evaluation measured."
+        ),
+    ] = 0.01,
+    threshold: Annotated[
+        float | None, typer.Option(help="A cosine threshold instead of --fpr's.")
+    ] = None,
+    detector: DetectorOption = "haar",
+    landmarks: LandmarksOption = None,
+    template: TemplateOption = None,
+    as_json: JsonOption = False,
+    device: DeviceOption = "cpu",
+    db: DbOption = None,
+) -> None:
+    """Whether two photos show the same person (1:1 verification).
+
+    The highest-scoring face of each photo is embedded and the two compared by
+    cosine, against the pair threshold of the recognizer's open-set evaluation at
+    --fpr: two faces of different people score above it at that rate. (To name a
+    face among many people, use identify with a gallery: its threshold is measured
+    for the gallery's size.)
+
+    Example: celebcat verify a.jpg b.jpg --run RUN --fpr 0.01
+    """
+    from rich.markup import escape
+
+    from models.pipeline.identify import verify
+
+    with _pipeline_one_line():
+        result = verify(
+            first,
+            second,
+            db,
+            run=run,
+            fpr=fpr,
+            threshold=threshold,
+            detector=detector,
+            landmark_run=landmarks,
+            template=template,
+            device=device,
+        )
+    if as_json:
+        sys.stdout.write(json.dumps(result.as_dict(), indent=2) + "\n")
+        return
+    console = _console()
+    for image, n in zip(result.images, result.faces_found, strict=True):
+        if n > 1:
+            console.print(f"{escape(image.name)}: {n} faces; the highest-scoring one is compared")
+    console.print(escape(result.explain()))
 
 
 # ---------------------------------------------------------------------------
@@ -2003,8 +2079,12 @@ def report_html(
         ),
     ] = None,
     detector: DetectorOption = "haar",
-    fpr: Annotated[
-        float, typer.Option(help="For --photo: the open-set FPR whose threshold names a face.")
+    fpir: Annotated[
+        float,
+        typer.Option(
+            help="For --photo: the rate at which the gallery may name someone it does "
+            "not hold (its calibrated threshold; see celebcat identify --help)."
+        ),
     ] = 0.01,
     worst: Annotated[int, typer.Option(help="Worst landmark faces to show.")] = 8,
     db: DbOption = None,
@@ -2032,7 +2112,7 @@ def report_html(
             if recognition is None:
                 raise UserError("--photo needs a recognition run: give one with --run.")
             sections.append(
-                photo_section(db, photo, recognition, gallery=gallery, detector=detector, fpr=fpr)
+                photo_section(db, photo, recognition, gallery=gallery, detector=detector, fpir=fpir)
             )
         page, notes = write_report(
             db, out, runs=run or (), snapshot=snapshot, sections=sections, worst=worst
@@ -2323,6 +2403,7 @@ def gallery_add(
             "(see `celebcat identify --help`).",
         ),
     ] = None,
+    strangers: StrangersOption = None,
     landmarks: LandmarksOption = None,
     template: TemplateOption = None,
     replace: Annotated[
@@ -2337,6 +2418,10 @@ def gallery_add(
     the recognizer), the highest-scoring face of each folder image; images without a
     face are left out, named.
 
+    Then the gallery is calibrated: faces of people it does not hold (--strangers,
+    else a snapshot's held-out people not in the gallery) are searched in it, so that
+    identify knows at which cosine a stranger is named at a given rate.
+
     Example: celebcat gallery add heldout --run RUN --snapshot demo --split query
     """
     from models.pipeline.identify import add_gallery
@@ -2344,13 +2429,6 @@ def gallery_add(
     if (snapshot is None) == (folder is None):
         raise UserError("Give either --snapshot (with --split) or --folder.")
     with _pipeline_one_line(), _progress() as (task, _):
-        bar: list[Callable[..., None]] = []
-
-        def progress(done: int, total: int) -> None:
-            if not bar:
-                bar.append(task("embedding", total))
-            bar[0](done, total)
-
         built = add_gallery(
             db,
             name,
@@ -2358,12 +2436,13 @@ def gallery_add(
             snapshot=snapshot,
             split=split,
             folder=folder,
+            strangers=strangers,
             detector=detector,
             landmark_run=landmarks,
             template=template,
             replace=replace,
             device=device,
-            progress=progress,
+            progress=_staged(task),
         )
     g = built.gallery
     console = _console()
@@ -2372,6 +2451,7 @@ def gallery_add(
         f"{g.source} (run {g.run_id}, crops {g.crops}, detector {g.detector}) in "
         f"{built.seconds:.1f} s"
     )
+    _print_calibration(console, g.name, g.n_identities, built.calibrations)
     if built.skipped:
         console.print(f"[yellow]{len(built.skipped)} images left out:[/yellow]")
         for image, why in built.skipped[:10]:
@@ -2434,6 +2514,54 @@ def gallery_show(
             f"crops {g.crops}, created {g.created_at:%Y-%m-%d %H:%M} UTC"
         )
     _print_rows(["identity", "images"], rows, as_csv=as_csv, as_json=as_json, max_rows=50)
+
+
+@gallery_app.command("calibrate")
+def gallery_calibrate(
+    name: Annotated[str, typer.Argument(help="Gallery name.")],
+    strangers: StrangersOption = None,
+    device: DeviceOption = "cpu",
+    db: DbOption = None,
+) -> None:
+    """Measure at which cosine a gallery names people it does not hold.
+
+    The strangers' faces (--strangers, else the held-out people of the gallery's
+    snapshot not in it) go through the gallery's own pipeline and are searched in
+    it; each one's best cosine is stored, and identify --fpir takes its threshold
+    from them. Galleries built before calibration existed need this once.
+
+    Example: celebcat gallery calibrate heldout
+    """
+    from catalog.gallery import get_gallery
+    from models.pipeline.identify import calibrate_gallery
+
+    with _pipeline_one_line(), _progress() as (task, _):
+        calibrations = calibrate_gallery(
+            db, name, strangers=strangers, device=device, progress=_staged(task)
+        )
+        g = get_gallery(db, name)
+    _print_calibration(_console(), name, g.n_identities, calibrations)
+
+
+def _print_calibration(console: Any, name: str, size: int, calibrations: Sequence[Any]) -> None:
+    """What a calibration measured: the stranger faces, and the threshold at 1 %."""
+    from rich.markup import escape
+
+    from models.pipeline.identify import DEFAULT_FPIR, gallery_threshold
+
+    mean = next((c for c in calibrations if c.how == "mean"), None)
+    if mean is None:
+        console.print(
+            "[yellow]not calibrated:[/yellow] no strangers (people not in the gallery) to "
+            "measure it on; identify will use the recognizer's pair threshold. Give "
+            f"--strangers DIR (celebcat gallery calibrate {escape(name)} --strangers DIR)."
+        )
+        return
+    limit = gallery_threshold(mean, DEFAULT_FPIR, "", size)
+    console.print(
+        f"calibrated on {len(mean)} faces of {mean.n_identities} strangers "
+        f"({escape(mean.strangers)}): {escape(limit.explain())}"
+    )
 
 
 @gallery_app.command("drop")

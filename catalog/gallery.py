@@ -17,6 +17,12 @@ This module owns two tables:
 - ``gallery_entries``: one row per gallery image: ``gallery``, ``identity_name``,
   ``image_id_or_path`` (the catalog's image id, or the file's path), ``embedding``
   (``FLOAT[]``, L2-normalised).
+- ``gallery_calibrations``: how the gallery's own search scores faces of people it
+  does not hold, per search template (``how``: ``mean``, each person's centre, or
+  ``max``, their best image): ``strangers`` (where those faces came from),
+  ``n_identities`` (how many people they show) and ``scores`` (each stranger face's
+  best cosine in the gallery, ascending). ``identify`` takes its unknown-face
+  threshold from it (:mod:`models.pipeline.calibration`).
 
 Searching is SQL too, e.g. the five nearest entries to one embedding::
 
@@ -43,13 +49,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GALLERY_DDL",
+    "Calibration",
     "Gallery",
     "GalleryEntries",
     "GalleryError",
     "drop_gallery",
     "get_gallery",
     "list_galleries",
+    "read_calibration",
     "read_entries",
+    "write_calibrations",
     "write_gallery",
 ]
 
@@ -70,6 +79,15 @@ CREATE TABLE IF NOT EXISTS gallery_entries (
     image_id_or_path VARCHAR NOT NULL,
     embedding        FLOAT[] NOT NULL,   -- L2-normalised
     PRIMARY KEY (gallery, image_id_or_path)
+);
+CREATE TABLE IF NOT EXISTS gallery_calibrations (
+    gallery      VARCHAR NOT NULL,
+    how          VARCHAR NOT NULL,     -- mean | max: the template the search scores with
+    strangers    VARCHAR NOT NULL,     -- where the strangers' faces came from
+    n_identities INTEGER NOT NULL,     -- how many people they show
+    scores       FLOAT[] NOT NULL,     -- each stranger face's best cosine, ascending
+    created_at   TIMESTAMP NOT NULL,   -- UTC
+    PRIMARY KEY (gallery, how)
 );
 """
 
@@ -105,6 +123,22 @@ class GalleryEntries:
         return len(self.identity_name)
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """How a gallery's search (template ``how``) scores ``len(scores)`` faces of
+    ``n_identities`` people it does not hold, from ``strangers``: each face's best
+    cosine in the gallery, ascending."""
+
+    how: str
+    strangers: str
+    n_identities: int
+    scores: np.ndarray  # (n,) float32, ascending
+    created_at: datetime | None = None
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(GALLERY_DDL)
 
@@ -138,10 +172,12 @@ def write_gallery(
     detector: str | None = None,
     crops: str | None = None,
     replace: bool = False,
+    calibrations: Sequence[Calibration] = (),
 ) -> Gallery:
     """Store a gallery in one transaction (``replace``: over one of that name; else a
-    GalleryError if it exists). Embeddings (N, D) are L2-normalised here. A gallery
-    must hold at least one image, and an image only once."""
+    GalleryError if it exists), with its ``calibrations``. Embeddings (N, D) are
+    L2-normalised here. A gallery must hold at least one image, and an image only
+    once."""
     if not _NAME.match(name):
         raise GalleryError(f"Gallery name {name!r}: use 1-64 letters, digits, '_', '-' or '.'")
     matrix = np.asarray(embeddings, dtype=np.float32)
@@ -182,6 +218,7 @@ def write_gallery(
                     "drop) or add with --replace."
                 )
             con.execute("DELETE FROM gallery_entries WHERE gallery = ?", [name])
+            con.execute("DELETE FROM gallery_calibrations WHERE gallery = ?", [name])
             con.execute("DELETE FROM galleries WHERE name = ?", [name])
             con.execute(
                 f"INSERT INTO galleries ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -193,9 +230,65 @@ def write_gallery(
                 "embedding::FLOAT[] FROM new_entries"
             )
             con.unregister("new_entries")
+            _insert_calibrations(con, name, calibrations, now)
     finally:
         con.close()
     return get_gallery(db, name)
+
+
+def _insert_calibrations(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    calibrations: Sequence[Calibration],
+    now: datetime,
+) -> None:
+    for c in calibrations:
+        scores = np.sort(np.asarray(c.scores, dtype=np.float32))
+        if not len(scores) or not np.isfinite(scores).all():
+            raise GalleryError(f"Gallery {name!r}: a calibration needs finite stranger scores")
+        con.execute(
+            "INSERT OR REPLACE INTO gallery_calibrations VALUES (?, ?, ?, ?, ?::FLOAT[], ?)",
+            [name, c.how, c.strangers, int(c.n_identities), scores.tolist(), now],
+        )
+
+
+def write_calibrations(
+    db: str | os.PathLike[str] | None, name: str, calibrations: Sequence[Calibration]
+) -> None:
+    """Store ``calibrations`` of gallery ``name`` in one transaction, replacing what it
+    had (GalleryError for an unknown gallery)."""
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    con = connect(db)
+    try:
+        with transaction(con):
+            ensure_tables(con)
+            _find(con, name)
+            con.execute("DELETE FROM gallery_calibrations WHERE gallery = ?", [name])
+            _insert_calibrations(con, name, calibrations, now)
+    finally:
+        con.close()
+
+
+def read_calibration(
+    db: str | os.PathLike[str] | None, name: str, how: str = "mean"
+) -> Calibration | None:
+    """Gallery ``name``'s calibration for template ``how``, or None where it has none
+    (built before calibrations existed, or with no strangers to measure)."""
+    con = connect(db, read_only=True)
+    try:
+        _find(con, name)
+        if not has_table(con, "gallery_calibrations"):
+            return None
+        row = con.execute(
+            "SELECT how, strangers, n_identities, scores, created_at FROM "
+            "gallery_calibrations WHERE gallery = ? AND how = ?",
+            [name, how],
+        ).fetchone()
+    finally:
+        con.close()
+    if row is None:
+        return None
+    return Calibration(row[0], row[1], int(row[2]), np.asarray(row[3], np.float32), row[4])
 
 
 def _gallery(row: tuple) -> Gallery:
@@ -275,5 +368,6 @@ def drop_gallery(db: str | os.PathLike[str] | None, name: str) -> None:
             if not found:
                 raise _unknown(con, name)
             con.execute("DELETE FROM gallery_entries WHERE gallery = ?", [name])
+            con.execute("DELETE FROM gallery_calibrations WHERE gallery = ?", [name])
     finally:
         con.close()

@@ -58,6 +58,9 @@ DOCS: dict[str, str] = {
     "where the faces came from, counts (`celebcat gallery list`).",
     "gallery_entries": "Each gallery face: gallery, identity name, the image (id or path), "
     "its L2-normalised embedding.",
+    "gallery_calibrations": "How each gallery's search (how: mean or max) scores faces of "
+    "people it does not hold: where they came from, how many people, each face's best "
+    "cosine; identify's unknown-face threshold.",
 }
 
 

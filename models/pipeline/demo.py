@@ -71,7 +71,7 @@ class Plan:
     detector_mosaic: float = 0.6  # several small faces per training picture, as in a group
     known: int = 3
     strangers: int = 3
-    fpr: float = 0.01  # the open-set FPR whose threshold names a face
+    fpir: float = 0.01  # the rate at which the gallery may name a stranger
     #: The synthetic population: "easy", whose people small models tell apart within
     #: the demo's minutes. On the default "hard" one a recognizer needs about 15 CPU
     #: minutes and 800 identities (docs/recognition.md); measured with this plan: test
@@ -446,8 +446,8 @@ def identify_photo(
     folder: DemoFolder, plan: Plan, recognizer_run: str, detector_run: str, *, seed: int = 0
 ) -> DemoIdentify:
     """Step 11: the group photo (:func:`group_photo`), its faces found by the
-    trained detector, named against the gallery at the open-set threshold of
-    ``plan.fpr``, drawn to ``folder.identified`` and checked against the truth."""
+    trained detector, named against the gallery at its calibrated threshold for
+    ``plan.fpir``, drawn to ``folder.identified`` and checked against the truth."""
     from models.pipeline.identify import draw_faces, identify
     from models.pipeline.report import identify_rows
 
@@ -458,7 +458,7 @@ def identify_photo(
         folder.db,
         run=recognizer_run,
         detector=f"run:{detector_run}",
-        fpr=plan.fpr,
+        fpir=plan.fpir,
     )
     draw_faces(result.images[0], result.faces, folder.identified)
     rows, extra = identify_rows(result, photo)

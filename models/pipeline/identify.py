@@ -39,10 +39,11 @@ to about I x f: choose a smaller ``fpr`` for a large gallery.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,10 @@ from PIL import Image
 
 from catalog import gallery as G
 from catalog import results, snapshots
+from catalog.crop_source import CropSource
 from catalog.errors import CatalogError
 from catalog.metric_names import at_fpr, operating_points
+from models.pipeline.calibration import best_scores, threshold_at_fpir
 from models.pipeline.faces import FacePipeline, LoadedImage, load_image
 from models.recognition.metrics import OPEN_SET_FPRS, l2_normalize
 
@@ -64,14 +67,24 @@ __all__ = [
     "IdentifyError",
     "IdentifyResult",
     "Match",
+    "DEFAULT_FPIR",
+    "DEFAULT_PAIR_FPR",
     "Threshold",
+    "Verification",
     "add_gallery",
+    "calibrate_gallery",
+    "choose_threshold",
     "draw_faces",
+    "gallery_threshold",
     "identify",
+    "measure_strangers",
     "open_set_threshold",
+    "verify",
 ]
 
 UNKNOWN = "unknown"
+#: progress(stage, done, total): stage ``faces`` (the gallery's) or ``strangers``.
+StagedProgress = Callable[[str, int, int], None]
 #: What a gallery folder's images may be (by suffix); anything else is skipped, named.
 IMAGE_SUFFIXES = frozenset(
     ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN
@@ -86,33 +99,146 @@ class IdentifyError(CatalogError, ValueError):
 # --- thresholds ---------------------------------------------------------------------------
 
 
+#: The default target rate at which a stranger is named as someone of the gallery.
+DEFAULT_FPIR = 0.01
+#: The pair FPR used where a gallery has no calibration (an older gallery).
+DEFAULT_PAIR_FPR = 0.01
+
+
 @dataclass(frozen=True)
 class Threshold:
-    """The cosine above which a match names a face, and where it comes from."""
+    """The cosine above which a match names a face, and where it comes from: ``kind``
+    ``gallery`` (measured on strangers searched in this gallery, at target ``fpir``),
+    ``pair`` (the recognizer's open-set evaluation: two faces of different people
+    score above it at rate ``fpr``) or ``given`` (by the user)."""
 
     value: float
     run_id: str
-    fpr: float | None  # None: given by the user
+    fpr: float | None  # the pair threshold's rate (kind pair)
     epoch: int | None = None
     tpr: float | None = None  # at that FPR, same evaluation
+    kind: str = "pair"
+    fpir: float | None = None  # the target rate (kind gallery)
+    named: int | None = None  # strangers named at value, of n_strangers
+    n_strangers: int | None = None  # faces
+    stranger_ids: int | None = None  # people
+    gallery_size: int | None = None  # people in the gallery searched
+    note: str = ""  # why this kind: a gallery without calibration
 
     def explain(self) -> str:
-        if self.fpr is None:
+        if self.kind == "given":
             return f"cosine > {self.value:.4f} (given)"
+        if self.kind == "gallery":
+            return self._explain_gallery()
         tpr = f", accepting {self.tpr:.1%} of same-person pairs" if self.tpr is not None else ""
-        return (
+        text = (
             f"cosine > {self.value:.4f}: run {self.run_id}'s open-set evaluation (epoch "
             f"{self.epoch}) measured that two different people's faces score above it at "
             f"a rate of {self.fpr:g}{tpr}"
         )
+        return f"{text}. {self.note}" if self.note else text
+
+    def _explain_gallery(self) -> str:
+        assert self.fpir is not None and self.n_strangers and self.named is not None
+        strangers = f"{self.n_strangers} faces of {self.stranger_ids} people not in it"
+        if self.n_strangers * self.fpir < 1:
+            return (
+                f"cosine > {self.value:.4f}: the highest score of {strangers} in this gallery "
+                f"of {self.gallery_size} people, so none of them is named; {self.n_strangers} "
+                f"faces cannot measure a rate of {self.fpir:g} (that takes at least "
+                f"{math.ceil(1 / self.fpir)}): calibrate on more strangers "
+                "(celebcat gallery calibrate NAME --strangers DIR)"
+            )
+        return (
+            f"cosine > {self.value:.4f}: a face of someone not in this gallery of "
+            f"{self.gallery_size} people is named as one of them at a rate of at most "
+            f"{self.fpir:g} (measured on {strangers}: {self.named} named)"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """What ``identify --json`` and the report carry: the cosine, its kind, its
+        rate and what it was measured on, and the explanation."""
+        out: dict[str, Any] = {"cosine": round(self.value, 6), "kind": self.kind}
+        if self.kind == "pair":
+            out.update(fpr=self.fpr, run=self.run_id, epoch=self.epoch)
+        elif self.kind == "gallery":
+            out.update(
+                fpir=self.fpir,
+                measured_fpir=round(self.named / self.n_strangers, 6)
+                if self.n_strangers and self.named is not None
+                else None,
+                strangers=self.n_strangers,
+                stranger_identities=self.stranger_ids,
+                gallery_identities=self.gallery_size,
+                enough_strangers=bool(self.n_strangers and self.fpir)
+                and self.n_strangers * self.fpir >= 1,  # type: ignore[operator]
+            )
+        out["explanation"] = self.explain()
+        return out
+
+
+def gallery_threshold(
+    calibration: G.Calibration, fpir: float, run_id: str, gallery_size: int
+) -> Threshold:
+    """The threshold at which a stranger is named at rate ``fpir`` in the gallery that
+    ``calibration`` measured (:func:`models.pipeline.calibration.threshold_at_fpir`)."""
+    found = threshold_at_fpir(calibration.scores, fpir)
+    return Threshold(
+        found.value,
+        run_id,
+        None,
+        kind="gallery",
+        fpir=fpir,
+        named=found.named,
+        n_strangers=found.n,
+        stranger_ids=calibration.n_identities,
+        gallery_size=gallery_size,
+    )
+
+
+def choose_threshold(
+    db: str | os.PathLike[str] | None,
+    gallery: G.Gallery,
+    run_id: str,
+    gallery_size: int,
+    *,
+    how: str = "mean",
+    fpir: float = DEFAULT_FPIR,
+    fpr: float | None = None,
+    threshold: float | None = None,
+) -> Threshold:
+    """The threshold ``identify`` names faces above (its docstring says which)."""
+    if threshold is not None:
+        return Threshold(float(threshold), run_id, None, kind="given")
+    if fpr is not None:
+        if fpr not in OPEN_SET_FPRS:
+            raise IdentifyError(
+                f"--fpr {fpr:g}: the open-set evaluation measures FPR "
+                f"{', '.join(f'{f:g}' for f in OPEN_SET_FPRS)}"
+            )
+        return open_set_threshold(db, run_id, fpr)
+    if not 0 < fpir < 1:
+        raise IdentifyError(f"--fpir must be between 0 and 1, got {fpir:g}")
+    calibration = G.read_calibration(db, gallery.name, how)
+    if calibration is not None:
+        return gallery_threshold(calibration, fpir, run_id, gallery_size)
+    pair = open_set_threshold(db, run_id, DEFAULT_PAIR_FPR)
+    note = (
+        f"Gallery {gallery.name!r} has no calibration (built before galleries measured "
+        f"their strangers, or with none to measure), so this pair threshold does not say "
+        f"how often a stranger is named in a search of {gallery_size} people: run "
+        f"`celebcat gallery calibrate {gallery.name}`, or rebuild it"
+    )
+    return replace(pair, note=note)
 
 
 def open_set_threshold(
     db: str | os.PathLike[str] | None, run_id: str, fpr: float = 0.01, epoch: int | None = None
 ) -> Threshold:
     """The threshold the run's open-set evaluation stored at ``fpr`` (at ``epoch``,
-    else the latest epoch evaluated). IdentifyError, saying what to run, where the
-    run was never evaluated or not at that FPR."""
+    else the latest epoch evaluated): the right one for comparing two faces
+    (``celebcat verify``). IdentifyError, saying what to run, where the run was never
+    evaluated or not at that FPR."""
     stored = {
         (e, n): v for (e, s, n), v in results.get_metrics(db, run_id).items() if s == "open_set"
     }
@@ -205,6 +331,7 @@ class GalleryBuild:
     gallery: G.Gallery
     skipped: list[tuple[str, str]]  # (image, why)
     seconds: float
+    calibrations: list[G.Calibration] = field(default_factory=list)  # none: no strangers
 
 
 def _folder_images(folder: Path) -> tuple[list[str], list[Path], list[tuple[str, str]]]:
@@ -234,62 +361,26 @@ def _folder_images(folder: Path) -> tuple[list[str], list[Path], list[tuple[str,
     return names, paths, skipped
 
 
-def add_gallery(
-    db: str | os.PathLike[str] | None,
-    name: str,
-    run: Any,
-    *,
-    snapshot: str | None = None,
-    split: str | None = None,
-    folder: str | os.PathLike[str] | None = None,
-    detector: str | None = None,
-    landmark_run: str | None = None,
-    template: str | None = None,
-    replace: bool = False,
-    device: str = "cpu",
-    pipeline: FacePipeline | None = None,
+def _embed_faces(
+    pipe: FacePipeline,
+    names: Sequence[str],
+    sources: Sequence[str],
+    labels: Sequence[str],
+    by_label: bool,
     progress: Callable[[int, int], None] | None = None,
-) -> GalleryBuild:
-    """Build gallery ``name`` with recognizer ``run`` from a snapshot split or a folder
-    (one of them) and store it. ``detector``: default ``catalog`` for a snapshot,
-    ``haar`` for a folder. Images without a face (or, in a folder, not images) are
-    left out and listed in ``skipped``; a gallery with no face at all is refused."""
-    start = time.perf_counter()
-    if (snapshot is None) == (folder is None):
-        raise IdentifyError("Give either a snapshot (with its split) or a folder.")
-    if not replace:
-        try:
-            G.get_gallery(db, name)
-        except G.GalleryError:
-            pass
-        else:
-            raise IdentifyError(
-                f"Gallery {name!r} exists; drop it first (celebcat gallery "
-                "drop) or add with --replace."
-            )
+) -> tuple[list[str], list[str], list[np.ndarray], list[tuple[str, str]]]:
+    """The highest-scoring face of each image, embedded: (names, labels, embeddings,
+    skipped (label, why)) of the images with a face. ``by_label``: the catalog
+    detector finds each image by its label (a snapshot's image id)."""
+    keep_names: list[str] = []
+    keep_labels: list[str] = []
+    vectors: list[np.ndarray] = []
     skipped: list[tuple[str, str]] = []
-    if snapshot is not None:
-        if split is None:
-            raise IdentifyError("A snapshot gallery needs --split (e.g. query).")
-        rows = snapshots.read_images(db, snapshot, split, boxes=True)
-        names = [str(i) for i in rows.identity]
-        sources: list[Any] = [str(p) for p in rows.path]
-        labels = [str(i) for i in rows.image_id]
-        where, spec = f"snapshot:{snapshot}/{split}", detector or "catalog"
-    else:
-        folder = Path(folder).resolve()  # type: ignore[arg-type]
-        names, paths, skipped = _folder_images(folder)
-        sources = [str(p) for p in paths]
-        labels = [str(p) for p in paths]
-        where, spec = f"folder:{folder}", detector or "haar"
-    pipe = pipeline or FacePipeline(spec, landmark_run, run, db, template=template, device=device)
-    keep_names, keep_images, vectors = [], [], []
     chunk = 64
     for first in range(0, len(sources), chunk):
-        # a snapshot's images are named by image id, a folder's by file name
         out = pipe.run(
-            sources[first : first + chunk],
-            labels[first : first + chunk] if snapshot is not None else None,
+            list(sources[first : first + chunk]),
+            list(labels[first : first + chunk]) if by_label else None,
             skip_bad=True,
         )
         for k, why in out.skipped:
@@ -303,28 +394,243 @@ def add_gallery(
                 continue
             best = max(faces, key=lambda f: f.score)
             keep_names.append(names[first + k])
-            keep_images.append(labels[first + k])
+            keep_labels.append(labels[first + k])
             vectors.append(best.embedding)
         if progress is not None:
             progress(min(first + chunk, len(sources)), len(sources))
+    return keep_names, keep_labels, vectors, skipped
+
+
+@dataclass(frozen=True)
+class _Faces:
+    """Images to embed: each one's person, file and label; where they came from."""
+
+    names: list[str]
+    sources: list[str]
+    labels: list[str]
+    where: str
+    by_label: bool  # found by the catalog detector by image id
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _snapshot_faces(
+    db: str | os.PathLike[str] | None, snapshot: str, splits: Sequence[str]
+) -> _Faces:
+    names, sources, labels = [], [], []
+    for split in splits:
+        rows = snapshots.read_images(db, snapshot, split, boxes=True)
+        names += [str(i) for i in rows.identity]
+        sources += [str(p) for p in rows.path]
+        labels += [str(i) for i in rows.image_id]
+    return _Faces(names, sources, labels, f"snapshot:{snapshot}/{'+'.join(splits)}", True)
+
+
+def _folder_faces(folder: str | os.PathLike[str]) -> _Faces:
+    path = Path(folder).resolve()
+    names, paths, skipped = _folder_images(path)
+    files = [str(p) for p in paths]
+    return _Faces(names, files, files, f"folder:{path}", False, skipped)
+
+
+#: The splits of a snapshot's held-out people (never trained on).
+OPEN_SET_SPLITS = ("query", "distractor")
+
+
+def _held_out_strangers(
+    db: str | os.PathLike[str] | None, snapshot: str, people: set[str]
+) -> _Faces | None:
+    """The snapshot's held-out people (its ``query`` and ``distractor`` splits) not in
+    ``people``: the strangers a snapshot gallery is calibrated on by default (None:
+    there are none). Images that cannot be read are left out."""
+    rows = snapshots.read_images(db, snapshot, boxes=True, skip_bad=True)
+    keep = [
+        k
+        for k, (split, who) in enumerate(zip(rows.split, rows.identity, strict=True))
+        if split in OPEN_SET_SPLITS and str(who) not in people
+    ]
+    if not keep:
+        return None
+    return _Faces(
+        [str(rows.identity[k]) for k in keep],
+        [str(rows.path[k]) for k in keep],
+        [str(rows.image_id[k]) for k in keep],
+        f"snapshot:{snapshot}/{'+'.join(OPEN_SET_SPLITS)} (people not in the gallery)",
+        True,
+    )
+
+
+def measure_strangers(
+    pipe: FacePipeline,
+    names: Sequence[str],
+    embeddings: np.ndarray,
+    strangers: _Faces,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[G.Calibration]:
+    """Search the strangers' faces in the gallery of ``names`` / ``embeddings`` with
+    each template (``mean`` and ``max``) and keep each face's best cosine. A stranger
+    who is one of the gallery's people (same name) is refused, naming them."""
+    overlap = sorted(set(strangers.names) & set(names))
+    if overlap:
+        raise IdentifyError(
+            f"{len(overlap)} of the strangers are people of the gallery ({', '.join(overlap[:5])}"
+            f"{', ...' if len(overlap) > 5 else ''}): strangers must be people it does not hold."
+        )
+    s_names, _, vectors, _ = _embed_faces(
+        pipe, strangers.names, strangers.sources, strangers.labels, strangers.by_label, progress
+    )
+    if not vectors:
+        raise IdentifyError(f"No face found among the strangers ({strangers.where}).")
+    entries = G.GalleryEntries(
+        None,  # type: ignore[arg-type]  # an index in memory: no stored gallery yet
+        np.asarray(names, dtype=str),
+        np.asarray(names, dtype=str),
+        np.asarray(embeddings, dtype=np.float32),
+    )
+    emb = l2_normalize(np.stack(vectors))
+    return [
+        G.Calibration(how, strangers.where, len(set(s_names)), best_scores(index.scores, emb))
+        for how, index in ((h, GalleryIndex(entries, h)) for h in ("mean", "max"))
+    ]
+
+
+def add_gallery(
+    db: str | os.PathLike[str] | None,
+    name: str,
+    run: Any,
+    *,
+    snapshot: str | None = None,
+    split: str | None = None,
+    folder: str | os.PathLike[str] | None = None,
+    strangers: str | os.PathLike[str] | None = None,
+    detector: str | None = None,
+    landmark_run: str | None = None,
+    template: str | None = None,
+    replace: bool = False,
+    device: str = "cpu",
+    pipeline: FacePipeline | None = None,
+    progress: StagedProgress | None = None,
+) -> GalleryBuild:
+    """Build gallery ``name`` with recognizer ``run`` from a snapshot split or a folder
+    (one of them), calibrate it and store both. ``detector``: default ``catalog`` for a
+    snapshot, ``haar`` for a folder. Images without a face (or, in a folder, not
+    images) are left out and listed in ``skipped``; a gallery with no face at all is
+    refused.
+
+    Calibration (:mod:`models.pipeline.calibration`): the faces of ``strangers`` (a
+    folder with one subfolder per person, none of them in the gallery), else for a
+    snapshot gallery its held-out people not in the gallery, are searched in it and
+    their best scores stored; with no strangers the gallery has no calibration and
+    ``identify`` says so."""
+    start = time.perf_counter()
+    if (snapshot is None) == (folder is None):
+        raise IdentifyError("Give either a snapshot (with its split) or a folder.")
+    if not replace:
+        try:
+            G.get_gallery(db, name)
+        except G.GalleryError:
+            pass
+        else:
+            raise IdentifyError(
+                f"Gallery {name!r} exists; drop it first (celebcat gallery "
+                "drop) or add with --replace."
+            )
+    if snapshot is not None:
+        if split is None:
+            raise IdentifyError("A snapshot gallery needs --split (e.g. query).")
+        faces, spec = _snapshot_faces(db, snapshot, [split]), detector or "catalog"
+        faces = replace_where(faces, f"snapshot:{snapshot}/{split}")
+    else:
+        faces, spec = _folder_faces(folder), detector or "haar"  # type: ignore[arg-type]
+    strange = _folder_faces(strangers) if strangers is not None else None
+    if strange is None and snapshot is not None:
+        strange = _held_out_strangers(db, snapshot, set(faces.names))
+    pipe = pipeline or FacePipeline(spec, landmark_run, run, db, template=template, device=device)
+    names, images, vectors, skipped = _embed_faces(
+        pipe, faces.names, faces.sources, faces.labels, faces.by_label, _stage(progress, "faces")
+    )
+    skipped = faces.skipped + skipped
     if not vectors:
         raise IdentifyError(
-            f"No face found in any of the {len(sources)} images ({pipe.detector.spec} "
+            f"No face found in any of the {len(faces.sources)} images ({pipe.detector.spec} "
             "detector): nothing to store. Try another --detector (run:<detector run>)."
         )
+    calibrations = (
+        measure_strangers(pipe, names, np.stack(vectors), strange, _stage(progress, "strangers"))
+        if strange is not None
+        else []
+    )
     stored = G.write_gallery(
         db,
         name,
         pipe.run_id,
-        where,
-        keep_names,
-        keep_images,
+        faces.where,
+        names,
+        images,
         np.stack(vectors),
         detector=pipe.detector.spec,
         crops=str(pipe.plan.source),
         replace=replace,
+        calibrations=calibrations,
     )
-    return GalleryBuild(stored, skipped, time.perf_counter() - start)
+    return GalleryBuild(stored, skipped, time.perf_counter() - start, calibrations)
+
+
+def replace_where(faces: _Faces, where: str) -> _Faces:
+    return replace(faces, where=where)
+
+
+def calibrate_gallery(
+    db: str | os.PathLike[str] | None,
+    name: str,
+    *,
+    strangers: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
+    pipeline: FacePipeline | None = None,
+    progress: StagedProgress | None = None,
+) -> list[G.Calibration]:
+    """Measure gallery ``name`` again on ``strangers`` (a folder with one subfolder per
+    person), else on its snapshot's held-out people not in it, with the recognizer,
+    detector and crops it was built with; store and return the calibrations."""
+    entries = G.read_entries(db, name)
+    gallery = entries.gallery
+    names = entries.identity_name.tolist()
+    if strangers is not None:
+        strange = _folder_faces(strangers)
+    elif gallery.source.startswith("snapshot:"):
+        snapshot = gallery.source.removeprefix("snapshot:").rsplit("/", 1)[0]
+        strange = _held_out_strangers(db, snapshot, set(names))
+    else:
+        strange = None
+    if strange is None:
+        raise IdentifyError(
+            f"No strangers to calibrate gallery {name!r} on: pass a folder of people it "
+            "does not hold (--strangers DIR, one subfolder per person)."
+        )
+    pipe = pipeline or FacePipeline(
+        gallery.detector or "haar",
+        _landmark_run(gallery.crops),
+        gallery.run_id,
+        db,
+        template=_template(gallery.crops),
+        device=device,
+    )
+    calibrations = measure_strangers(
+        pipe, names, entries.embeddings, strange, _stage(progress, "strangers")
+    )
+    G.write_calibrations(db, name, calibrations)
+    return calibrations
+
+
+def _stage(progress: StagedProgress | None, stage: str) -> Callable[[int, int], None] | None:
+    return None if progress is None else (lambda done, total: progress(stage, done, total))
+
+
+def _template(crops: str | None) -> str | None:
+    return CropSource.parse(crops).template if crops else None
+
+
+def _landmark_run(crops: str | None) -> str | None:
+    return CropSource.parse(crops).run if crops else None
 
 
 # --- identify -----------------------------------------------------------------------------
@@ -390,7 +696,8 @@ def identify(
     landmark_run: str | None = None,
     template: str | None = None,
     top: int = 5,
-    fpr: float = 0.01,
+    fpir: float = DEFAULT_FPIR,
+    fpr: float | None = None,
     threshold: float | None = None,
     how: str = "mean",
     device: str = "cpu",
@@ -399,7 +706,12 @@ def identify(
     """Every face in ``images`` (paths, PIL images or arrays) matched against
     ``gallery`` (module docstring). Checked first, each failing with one line: the
     gallery exists and is not empty, ``run`` (default: the gallery's) is the one that
-    made it, the threshold is known, every image reads."""
+    made it, the threshold is known, every image reads.
+
+    The threshold (:func:`choose_threshold`): ``threshold`` as given; else, with
+    ``fpr``, the recognizer's pair threshold at that rate; else the gallery's own at
+    which a stranger is named at rate ``fpir``; a gallery without calibration falls
+    back to the pair threshold at :data:`DEFAULT_PAIR_FPR`, and says so."""
     if top < 1:
         raise IdentifyError(f"--top must be at least 1, got {top}")
     if not images:
@@ -416,15 +728,9 @@ def identify(
             "embeddings of two runs do not compare. Identify with its run, or rebuild it "
             f"with this one (celebcat gallery add {gallery} --run {run_id} --replace ...)."
         )
-    if threshold is not None:
-        limit = Threshold(float(threshold), run_id, None)
-    else:
-        if fpr not in OPEN_SET_FPRS:
-            raise IdentifyError(
-                f"--fpr {fpr:g}: the open-set evaluation measures FPR "
-                f"{', '.join(f'{f:g}' for f in OPEN_SET_FPRS)}"
-            )
-        limit = open_set_threshold(db, run_id, fpr)
+    limit = choose_threshold(
+        db, entries.gallery, run_id, len(index), how=how, fpir=fpir, fpr=fpr, threshold=threshold
+    )
     loaded = [src if isinstance(src, LoadedImage) else load_image(src) for src in images]
     pipe = pipeline or FacePipeline(
         detector, landmark_run, run_id, db, template=template, device=device
@@ -451,6 +757,105 @@ def identify(
     timings = dict(out.timings)
     timings["search"] = time.perf_counter() - start
     return IdentifyResult(entries.gallery, run_id, limit, loaded, faces, timings)
+
+
+# --- 1:1 verification ---------------------------------------------------------------------
+
+
+@dataclass
+class Verification:
+    """Two photos, the highest-scoring face of each, their cosine and the verdict."""
+
+    images: tuple[LoadedImage, LoadedImage]
+    faces_found: tuple[int, int]  # faces the detector found in each photo
+    boxes: tuple[np.ndarray, np.ndarray]  # the faces compared (bboxes convention)
+    cosine: float
+    threshold: Threshold
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def same(self) -> bool:
+        """The same person: the cosine is above the threshold (strictly)."""
+        return self.cosine > self.threshold.value
+
+    def explain(self) -> str:
+        verdict = "the same person" if self.same else "different people"
+        sign = ">" if self.same else "<="
+        return (
+            f"{verdict}: cosine {self.cosine:.4f} {sign} {self.threshold.value:.4f}, "
+            f"the threshold at which {self._rate()}"
+        )
+
+    def _rate(self) -> str:
+        t = self.threshold
+        if t.kind == "given":
+            return "you set it"
+        tpr = f" and {t.tpr:.1%} of the same person's pairs" if t.tpr is not None else ""
+        return (
+            f"two faces of different people score above it at a rate of {t.fpr:g}{tpr} "
+            f"(run {t.run_id}'s open-set evaluation, epoch {t.epoch})"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "images": [im.name for im in self.images],
+            "faces_found": list(self.faces_found),
+            "boxes": [[round(float(v), 2) for v in b] for b in self.boxes],
+            "cosine": round(self.cosine, 6),
+            "same": self.same,
+            "threshold": self.threshold.as_dict(),
+            "explanation": self.explain(),
+        }
+
+
+def verify(
+    a: Any,
+    b: Any,
+    db: str | os.PathLike[str] | None = None,
+    *,
+    run: str,
+    fpr: float = DEFAULT_PAIR_FPR,
+    threshold: float | None = None,
+    detector: str = "haar",
+    landmark_run: str | None = None,
+    template: str | None = None,
+    device: str = "cpu",
+    pipeline: FacePipeline | None = None,
+) -> Verification:
+    """Whether photos ``a`` and ``b`` (paths, PIL images or arrays) show the same
+    person: the highest-scoring face of each, embedded by recognizer ``run``, compared
+    by cosine with the *pair* threshold its open-set evaluation measured at ``fpr``
+    (the rate at which two faces of different people score above it: the right one
+    for one comparison; ``threshold`` sets the cosine instead). IdentifyError where
+    a photo has no face."""
+    pipe = pipeline or FacePipeline(
+        detector, landmark_run, run, db, template=template, device=device
+    )
+    limit = (
+        Threshold(float(threshold), pipe.run_id, None, kind="given")
+        if threshold is not None
+        else open_set_threshold(db, pipe.run_id, fpr)
+    )
+    loaded = [src if isinstance(src, LoadedImage) else load_image(src) for src in (a, b)]
+    out = pipe.run(loaded)
+    best = []
+    for k, image in enumerate(loaded):
+        faces = out.faces_of(k)
+        if not faces:
+            raise IdentifyError(
+                f"No face found in {image.name} (detector {pipe.detector.spec}); try another "
+                "--detector (run:<detector run>, onnx:<model>)."
+            )
+        best.append(max(faces, key=lambda f: f.score))
+    cosine = float(np.dot(best[0].embedding, best[1].embedding))
+    return Verification(
+        (loaded[0], loaded[1]),
+        (len(out.faces_of(0)), len(out.faces_of(1))),
+        (best[0].box, best[1].box),
+        cosine,
+        limit,
+        dict(out.timings),
+    )
 
 
 # --- drawing ------------------------------------------------------------------------------
