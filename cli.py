@@ -2464,27 +2464,41 @@ def gallery_add(
 def gallery_list(
     as_csv: CsvOption = False, as_json: JsonOption = False, db: DbOption = None
 ) -> None:
-    """List the galleries.
+    """List the galleries: people, images, and the stranger faces each was calibrated on
+    (empty: not calibrated; see celebcat gallery calibrate).
 
     Example: celebcat gallery list
     """
-    from catalog.gallery import list_galleries
+    from catalog.gallery import list_galleries, read_calibration
 
-    rows = [
-        (
-            g.name,
-            g.n_identities,
-            g.n_images,
-            g.run_id,
-            g.source,
-            g.detector,
-            g.crops,
-            g.created_at.replace(microsecond=0),
+    rows = []
+    for g in list_galleries(db):
+        calibration = read_calibration(db, g.name)
+        rows.append(
+            (
+                g.name,
+                g.n_identities,
+                g.n_images,
+                len(calibration) if calibration is not None else None,
+                g.run_id,
+                g.source,
+                g.detector,
+                g.crops,
+                g.created_at.replace(microsecond=0),
+            )
         )
-        for g in list_galleries(db)
-    ]
     _print_rows(
-        ["gallery", "identities", "images", "run", "source", "detector", "crops", "created (UTC)"],
+        [
+            "gallery",
+            "identities",
+            "images",
+            "strangers",
+            "run",
+            "source",
+            "detector",
+            "crops",
+            "created (UTC)",
+        ],
         rows,
         as_csv=as_csv,
         as_json=as_json,
