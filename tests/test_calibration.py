@@ -229,3 +229,40 @@ def test_verify_compares_two_faces_with_the_pair_threshold(
     )
     with pytest.raises(idf.IdentifyError, match="No face found in"):
         idf.verify(a, a, db, run=built.run_id, detector="haar")
+
+
+def test_a_truth_aligned_recognizer_builds_a_snapshot_gallery_from_stored_crops(
+    db: Path, built: SimpleNamespace
+) -> None:
+    """Crops aligned with the catalog's true landmarks cannot be made from a photo, but
+    a snapshot's images have them: its gallery is embedded from the stored crops."""
+    from models.alignment.snapshot import align_snapshot
+    from models.recognition import train as tr
+
+    align_snapshot(None, "h", db, size=32, template="arcface", source="truth", workers=1)
+    config = tr.RecognizerTrainConfig(
+        snapshot="h",
+        source="aligned/arcface/truth",
+        size=32,
+        embedding_dim=16,
+        batch_size=16,
+        epochs=1,
+        max_batches_per_epoch=1,
+        loss="ce",
+        out_dir=str(db.parent / "ck"),
+    )
+    run = tr.train_recognizer(config, db)
+    done = idf.add_gallery(db, "aligned", run.run_id, snapshot="h", split="query")
+    g = done.gallery
+    assert (g.crops, g.detector, g.n_images) == (
+        "aligned/arcface/truth",
+        "catalog",
+        len(split_images(db, "query")),
+    )
+    assert [len(c) for c in done.calibrations] == [len(split_images(db, "distractor"))] * 2
+    image_id, _, path = split_images(db, "train")[0]
+    folder = _person_folders(built, db.parent / "s", {"somebody": [(image_id, 0, path)]})
+    with pytest.raises(idf.IdentifyError, match="photos of strangers do not have"):
+        idf.add_gallery(
+            db, "x", run.run_id, snapshot="h", split="query", strangers=folder, replace=True
+        )

@@ -73,6 +73,7 @@ __all__ = [
     "LoadedImage",
     "PipelineError",
     "PipelineOutput",
+    "TruthAlignmentError",
     "crop_plan",
     "load_image",
 ]
@@ -84,6 +85,11 @@ STAGES = ("decode", "detect", "landmarks", "align", "embed")
 class PipelineError(CatalogError, ValueError):
     """Input the pipeline cannot use (not an image, a recognizer whose crops cannot be
     reproduced, ...); the message is one line saying what to do."""
+
+
+class TruthAlignmentError(PipelineError):
+    """A recognizer trained on crops aligned with the catalog's true landmarks, which a
+    photo does not have (a snapshot's images do: their stored crops can be used)."""
 
 
 # --- images ---------------------------------------------------------------------------------
@@ -264,7 +270,7 @@ def crop_plan(
             "snapshot): pass the landmark run and template (--landmarks RUN --template T)."
         )
     if found is not None and found.from_truth and landmark_run is None:
-        raise PipelineError(
+        raise TruthAlignmentError(
             f"Recognizer {recognizer.run_id} was trained on crops aligned with the catalog's "
             "true landmarks, which a photo does not have: pass a landmark run to predict "
             "them (--landmarks RUN)."

@@ -56,7 +56,7 @@ from catalog.crop_source import CropSource
 from catalog.errors import CatalogError
 from catalog.metric_names import at_fpr, operating_points
 from models.pipeline.calibration import best_scores, threshold_at_fpir
-from models.pipeline.faces import FacePipeline, LoadedImage, load_image
+from models.pipeline.faces import FacePipeline, LoadedImage, TruthAlignmentError, load_image
 from models.recognition.metrics import OPEN_SET_FPRS, l2_normalize
 
 __all__ = [
@@ -466,31 +466,97 @@ def measure_strangers(
     strangers: _Faces,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[G.Calibration]:
-    """Search the strangers' faces in the gallery of ``names`` / ``embeddings`` with
-    each template (``mean`` and ``max``) and keep each face's best cosine. A stranger
-    who is one of the gallery's people (same name) is refused, naming them."""
-    overlap = sorted(set(strangers.names) & set(names))
-    if overlap:
-        raise IdentifyError(
-            f"{len(overlap)} of the strangers are people of the gallery ({', '.join(overlap[:5])}"
-            f"{', ...' if len(overlap) > 5 else ''}): strangers must be people it does not hold."
-        )
+    """Embed the strangers' faces with ``pipe`` and calibrate the gallery of ``names``
+    / ``embeddings`` on them (:func:`calibrations`). A stranger who is one of the
+    gallery's people (same name) is refused, naming them, before anything is embedded."""
+    _refuse_overlap(names, strangers.names)
     s_names, _, vectors, _ = _embed_faces(
         pipe, strangers.names, strangers.sources, strangers.labels, strangers.by_label, progress
     )
     if not vectors:
         raise IdentifyError(f"No face found among the strangers ({strangers.where}).")
+    return calibrations(names, embeddings, s_names, np.stack(vectors), strangers.where)
+
+
+def _refuse_overlap(names: Sequence[str], stranger_names: Sequence[str]) -> None:
+    overlap = sorted(set(stranger_names) & set(names))
+    if overlap:
+        more = ", ..." if len(overlap) > 5 else ""
+        raise IdentifyError(
+            f"{len(overlap)} of the strangers are people of the gallery "
+            f"({', '.join(overlap[:5])}{more}): strangers must be people it does not hold."
+        )
+
+
+def calibrations(
+    names: Sequence[str],
+    embeddings: np.ndarray,
+    stranger_names: Sequence[str],
+    stranger_embeddings: np.ndarray,
+    where: str,
+) -> list[G.Calibration]:
+    """Each stranger face's best cosine in the gallery of ``names`` / ``embeddings``,
+    searched with each template (``mean`` and ``max``), as ``identify`` searches."""
+    _refuse_overlap(names, stranger_names)
     entries = G.GalleryEntries(
         None,  # type: ignore[arg-type]  # an index in memory: no stored gallery yet
         np.asarray(names, dtype=str),
         np.asarray(names, dtype=str),
         np.asarray(embeddings, dtype=np.float32),
     )
-    emb = l2_normalize(np.stack(vectors))
+    emb = l2_normalize(stranger_embeddings)
+    people = len(set(stranger_names))
     return [
-        G.Calibration(how, strangers.where, len(set(s_names)), best_scores(index.scores, emb))
-        for how, index in ((h, GalleryIndex(entries, h)) for h in ("mean", "max"))
+        G.Calibration(how, where, people, best_scores(GalleryIndex(entries, how).scores, emb))
+        for how in ("mean", "max")
     ]
+
+
+def _from_stored_crops(
+    db: str | os.PathLike[str] | None,
+    run: Any,
+    snapshot: str,
+    split: str,
+    strangers: str | os.PathLike[str] | None,
+    device: str,
+) -> tuple[str, list[str], list[str], np.ndarray, str, list[G.Calibration]]:
+    """A snapshot gallery of a recognizer whose crops were aligned with the catalog's
+    true landmarks: the snapshot's stored crops, embedded as ``celebcat embed`` embeds
+    them (a photo has no true landmarks; a snapshot's images do). Returns (the run id,
+    names, image ids, embeddings, crop source, calibrations on the held-out
+    strangers)."""
+    from models import store
+    from models.recognition.evaluate import embed_snapshot
+
+    if strangers is not None:
+        raise IdentifyError(
+            "This recognizer's crops were aligned with the catalog's true landmarks, which "
+            "photos of strangers do not have: calibrate on the snapshot's held-out people "
+            "(leave out --strangers), or pass a landmark run (--landmarks RUN)."
+        )
+    recognizer = store.load_recognizer(run, db, device)
+    done = embed_snapshot(recognizer, snapshot, db, write=False)
+    mine = done.split == split
+    if not mine.any():
+        raise IdentifyError(f"Snapshot {snapshot!r} has no images in split {split!r}.")
+    names = [str(i) for i in done.identity[mine]]
+    held = np.isin(done.split, OPEN_SET_SPLITS) & ~np.isin(
+        done.identity.astype(str), np.asarray(names)
+    )
+    where = f"snapshot:{snapshot}/{'+'.join(OPEN_SET_SPLITS)} (people not in the gallery)"
+    found = (
+        calibrations(
+            names,
+            done.embeddings[mine],
+            [str(i) for i in done.identity[held]],
+            done.embeddings[held],
+            where,
+        )
+        if held.any()
+        else []
+    )
+    images = [str(i) for i in done.image_id[mine]]
+    return recognizer.run_id, names, images, done.embeddings[mine], done.source, found
 
 
 def add_gallery(
@@ -544,7 +610,31 @@ def add_gallery(
     strange = _folder_faces(strangers) if strangers is not None else None
     if strange is None and snapshot is not None:
         strange = _held_out_strangers(db, snapshot, set(faces.names))
-    pipe = pipeline or FacePipeline(spec, landmark_run, run, db, template=template, device=device)
+    try:
+        pipe = pipeline or FacePipeline(
+            spec, landmark_run, run, db, template=template, device=device
+        )
+    except TruthAlignmentError:
+        if snapshot is None:
+            raise
+        assert split is not None
+        run_id, names, images, matrix, crops, found = _from_stored_crops(
+            db, run, snapshot, split, strangers, device
+        )
+        stored = G.write_gallery(
+            db,
+            name,
+            run_id,
+            faces.where,
+            names,
+            images,
+            matrix,
+            detector="catalog",
+            crops=crops,
+            replace=replace,
+            calibrations=found,
+        )
+        return GalleryBuild(stored, [], time.perf_counter() - start, found)
     names, images, vectors, skipped = _embed_faces(
         pipe, faces.names, faces.sources, faces.labels, faces.by_label, _stage(progress, "faces")
     )
