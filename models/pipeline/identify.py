@@ -26,15 +26,16 @@ comparison. Measured on one core (``bench/pipeline.py``): 0.8 ms for one face ag
 the pace); an approximate index (faiss IVF or HNSW) pays off from about 100,000
 identities, or for many searches a second; below that it would only add a dependency.
 
-**The threshold** is not guessed: it is the one the open-set evaluation of the
-recognizer run measured (``celebcat eval recognizer``,
-:func:`models.recognition.evaluate.evaluate_recognizer`; ``metrics`` split ``open_set``,
-``threshold@fpr=<f>``), at which a pair of faces of two different held-out people
-scores above it with probability f (the reference's protocol: query faces against
-each other and against distractors). A face is named when its best match's cosine
-is above it (strictly, as the evaluation counted). Searching a gallery of I
-identities gives an unknown face I chances, so its chance to be wrongly named is up
-to about I x f: choose a smaller ``fpr`` for a large gallery.
+**The threshold** is measured for the gallery it searches
+(:mod:`models.pipeline.calibration`): when a gallery is built, faces of people it does
+not hold (``strangers``: a folder, or a snapshot's held-out people not in it) are
+searched in it, and ``identify --fpir f`` names a face only above the cosine that at
+most a share f of those strangers exceed; the answer says how many strangers that was
+measured on, and where they are too few to measure f, that it was not measured. The
+open-set evaluation's *pair* threshold (``threshold@fpr=f``: two faces of different
+held-out people score above it at rate f) is the right one for one comparison
+(:func:`verify`); a gallery without calibration falls back to it and says so, since a
+stranger searched among I people gets I chances to pass it.
 """
 
 from __future__ import annotations
