@@ -256,16 +256,11 @@ def select_and_freeze(
     return summary, create(SNAPSHOT, folder.db)
 
 
-def group_photo(folder: DemoFolder, plan: Plan, *, seed: int = 0) -> GroupPhoto:
-    """The photo to identify (saved as ``folder.photo``): ``plan.known`` query
-    identities of the snapshot, the gallery's people, each from an image the snapshot
-    does not use (so neither the gallery nor training nor evaluation saw it), and
-    ``plan.strangers`` distractor identities (in no gallery), in a seeded order.
-    Roles: ``gallery`` or ``stranger``."""
-    import numpy as np
-
+def photo_people(folder: DemoFolder, plan: Plan, *, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Who the group photo shows: ``plan.known`` query identities (the gallery's
+    people) and ``plan.strangers`` distractor identities, each chosen by a hash of
+    (seed, identity)."""
     from catalog.db import connect
-    from catalog.synth.group import group_photo as compose
 
     con = connect(folder.db, read_only=True)
     try:
@@ -281,7 +276,25 @@ def group_photo(folder: DemoFolder, plan: Plan, *, seed: int = 0) -> GroupPhoto:
                 ).fetchall()
             ]
 
-        known, strangers = ids("query")[: plan.known], ids("distractor")[: plan.strangers]
+        return ids("query")[: plan.known], ids("distractor")[: plan.strangers]
+    finally:
+        con.close()
+
+
+def group_photo(folder: DemoFolder, plan: Plan, *, seed: int = 0) -> GroupPhoto:
+    """The photo to identify (saved as ``folder.photo``): ``plan.known`` query
+    identities of the snapshot, the gallery's people, each from an image the snapshot
+    does not use (so neither the gallery nor training nor evaluation saw it), and
+    ``plan.strangers`` distractor identities (in no gallery), in a seeded order.
+    Roles: ``gallery`` or ``stranger``."""
+    import numpy as np
+
+    from catalog.db import connect
+    from catalog.synth.group import group_photo as compose
+
+    known, strangers = photo_people(folder, plan, seed=seed)
+    con = connect(folder.db, read_only=True)
+    try:
         used = [
             r[0]
             for r in con.execute(
@@ -422,14 +435,23 @@ def train_detector(
     return DetectorOutcome(run.run_id, run.epochs_done, test.metrics)
 
 
-def build_gallery(folder: DemoFolder, recognizer_run: str) -> Any:
+def build_gallery(folder: DemoFolder, recognizer_run: str, plan: Plan, *, seed: int = 0) -> Any:
     """Step 10: gallery :data:`GALLERY` from the snapshot's query split
     (the held-out people, never trained on), replacing an earlier demo's; faces from
-    the catalog's boxes, aligned with the landmark run the recognizer's crops used."""
+    the catalog's boxes, aligned with the landmark run the recognizer's crops used.
+    Calibrated on the snapshot's other held-out people except those the group photo
+    shows, so the photo's strangers are people the calibration never saw."""
     from models.pipeline.identify import add_gallery
 
+    _, strangers = photo_people(folder, plan, seed=seed)
     return add_gallery(
-        folder.db, GALLERY, recognizer_run, snapshot=SNAPSHOT, split="query", replace=True
+        folder.db,
+        GALLERY,
+        recognizer_run,
+        snapshot=SNAPSHOT,
+        split="query",
+        replace=True,
+        unseen=[str(i) for i in strangers],
     )
 
 
@@ -685,7 +707,7 @@ def _train(screen: Screen, folder: DemoFolder, plan: Plan, clock: StepClock, see
     )
     screen.rule("10. gallery: the held-out query people")
     with clock.step("gallery"):
-        built = build_gallery(folder, rec.run_id)
+        built = build_gallery(folder, rec.run_id, plan, seed=seed)
     g = built.gallery
     screen.line(
         f"gallery {g.name}: {g.n_identities} people, {g.n_images} images "

@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -520,6 +520,7 @@ def _from_stored_crops(
     split: str,
     strangers: str | os.PathLike[str] | None,
     device: str,
+    unseen: Collection[str] = (),
 ) -> tuple[str, list[str], list[str], np.ndarray, str, list[G.Calibration]]:
     """A snapshot gallery of a recognizer whose crops were aligned with the catalog's
     true landmarks: the snapshot's stored crops, embedded as ``celebcat embed`` embeds
@@ -542,7 +543,7 @@ def _from_stored_crops(
         raise IdentifyError(f"Snapshot {snapshot!r} has no images in split {split!r}.")
     names = [str(i) for i in done.identity[mine]]
     held = np.isin(done.split, OPEN_SET_SPLITS) & ~np.isin(
-        done.identity.astype(str), np.asarray(names)
+        done.identity.astype(str), np.asarray([*names, *unseen])
     )
     where = f"snapshot:{snapshot}/{'+'.join(OPEN_SET_SPLITS)} (people not in the gallery)"
     found = (
@@ -569,6 +570,7 @@ def add_gallery(
     split: str | None = None,
     folder: str | os.PathLike[str] | None = None,
     strangers: str | os.PathLike[str] | None = None,
+    unseen: Collection[str] = (),
     detector: str | None = None,
     landmark_run: str | None = None,
     template: str | None = None,
@@ -587,7 +589,9 @@ def add_gallery(
     folder with one subfolder per person, none of them in the gallery), else for a
     snapshot gallery its held-out people not in the gallery, are searched in it and
     their best scores stored; with no strangers the gallery has no calibration and
-    ``identify`` says so."""
+    ``identify`` says so. ``unseen``: held-out people to keep out of the calibration
+    (say, those a test photo shows, so that it tests the threshold on people the
+    calibration never saw)."""
     start = time.perf_counter()
     if (snapshot is None) == (folder is None):
         raise IdentifyError("Give either a snapshot (with its split) or a folder.")
@@ -610,7 +614,7 @@ def add_gallery(
         faces, spec = _folder_faces(folder), detector or "haar"  # type: ignore[arg-type]
     strange = _folder_faces(strangers) if strangers is not None else None
     if strange is None and snapshot is not None:
-        strange = _held_out_strangers(db, snapshot, set(faces.names))
+        strange = _held_out_strangers(db, snapshot, set(faces.names) | set(unseen))
     try:
         pipe = pipeline or FacePipeline(
             spec, landmark_run, run, db, template=template, device=device
@@ -620,7 +624,7 @@ def add_gallery(
             raise
         assert split is not None
         run_id, names, images, matrix, crops, found = _from_stored_crops(
-            db, run, snapshot, split, strangers, device
+            db, run, snapshot, split, strangers, device, unseen
         )
         stored = G.write_gallery(
             db,
