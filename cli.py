@@ -1282,10 +1282,11 @@ def identify_cmd(
 ) -> None:
     """Who is in a photo: each face's box, landmarks and best matches in a gallery.
 
-    A face is named when its best match's cosine is above the gallery's threshold
-    at --fpir: faces of people not in the gallery, searched in it when it was built,
-    score above it at that rate. A gallery built before calibration existed uses the
-    recognizer's pair threshold and says so (celebcat gallery calibrate NAME).
+    A face is named when its best match's cosine is above the gallery's
+    threshold at --fpir: faces of people not in the gallery, searched in it
+    when it was built, score above it at that rate. A gallery built before
+    calibration existed uses the recognizer's pair threshold and says so
+    (celebcat gallery calibrate NAME).
 
     Example: celebcat identify photo.jpg --gallery friends --top 3 --draw out.png
     """
@@ -2414,13 +2415,14 @@ def gallery_add(
 ) -> None:
     """Embed a snapshot split or a folder of people and store it as a gallery.
 
-    Each image's face goes through the face pipeline (detector, landmarks, alignment,
-    the recognizer), the highest-scoring face of each folder image; images without a
-    face are left out, named.
+    Each image's face goes through the face pipeline (detector, landmarks,
+    alignment, the recognizer), the highest-scoring face of each folder
+    image; images without a face are left out, named.
 
-    Then the gallery is calibrated: faces of people it does not hold (--strangers,
-    else a snapshot's held-out people not in the gallery) are searched in it, so that
-    identify knows at which cosine a stranger is named at a given rate.
+    Then the gallery is calibrated: faces of people it does not hold
+    (--strangers, else a snapshot's held-out people not in the gallery) are
+    searched in it, so that identify knows at which cosine a stranger is
+    named at a given rate.
 
     Example: celebcat gallery add heldout --run RUN --snapshot demo --split query
     """
