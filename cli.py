@@ -2573,7 +2573,7 @@ def _print_calibration(console: Any, name: str, size: int, calibrations: Sequenc
             f"--strangers DIR (celebcat gallery calibrate {escape(name)} --strangers DIR)."
         )
         return
-    limit = gallery_threshold(mean, DEFAULT_FPIR, "", size)
+    limit = gallery_threshold(mean, DEFAULT_FPIR, "", size, name)
     console.print(
         f"calibrated on {len(mean)} faces of {mean.n_identities} strangers "
         f"({escape(mean.strangers)}): {escape(limit.explain())}"

@@ -122,6 +122,7 @@ def test_a_snapshot_gallery_is_calibrated_on_its_held_out_strangers(
     assert t.kind == "gallery" and t.value == pytest.approx(float(mean.scores[-1]))
     assert t.n_strangers == len(distractors) and t.named == 0
     assert "cannot measure a rate of 0.01" in t.explain()
+    assert "celebcat gallery calibrate heldout --strangers DIR" in t.explain()
     assert not out.faces[0].known  # a calibration stranger scores at most the threshold
     # at a rate the strangers can measure, the threshold lets that share through
     loose = idf.identify([probe], "heldout", db, detector="catalog", fpir=0.3)

@@ -124,6 +124,7 @@ class Threshold:
     n_strangers: int | None = None  # faces
     stranger_ids: int | None = None  # people
     gallery_size: int | None = None  # people in the gallery searched
+    gallery: str = "NAME"  # its name, for the command that calibrates it again
     note: str = ""  # why this kind: a gallery without calibration
 
     def explain(self) -> str:
@@ -148,7 +149,7 @@ class Threshold:
                 f"of {self.gallery_size} people, so none of them is named; {self.n_strangers} "
                 f"faces cannot measure a rate of {self.fpir:g} (that takes at least "
                 f"{math.ceil(1 / self.fpir)}): calibrate on more strangers "
-                "(celebcat gallery calibrate NAME --strangers DIR)"
+                f"(celebcat gallery calibrate {self.gallery} --strangers DIR)"
             )
         return (
             f"cosine > {self.value:.4f}: a face of someone not in this gallery of "
@@ -179,7 +180,7 @@ class Threshold:
 
 
 def gallery_threshold(
-    calibration: G.Calibration, fpir: float, run_id: str, gallery_size: int
+    calibration: G.Calibration, fpir: float, run_id: str, gallery_size: int, gallery: str = "NAME"
 ) -> Threshold:
     """The threshold at which a stranger is named at rate ``fpir`` in the gallery that
     ``calibration`` measured (:func:`models.pipeline.calibration.threshold_at_fpir`)."""
@@ -194,6 +195,7 @@ def gallery_threshold(
         n_strangers=found.n,
         stranger_ids=calibration.n_identities,
         gallery_size=gallery_size,
+        gallery=gallery,
     )
 
 
@@ -222,7 +224,7 @@ def choose_threshold(
         raise IdentifyError(f"--fpir must be between 0 and 1, got {fpir:g}")
     calibration = G.read_calibration(db, gallery.name, how)
     if calibration is not None:
-        return gallery_threshold(calibration, fpir, run_id, gallery_size)
+        return gallery_threshold(calibration, fpir, run_id, gallery_size, gallery.name)
     pair = open_set_threshold(db, run_id, DEFAULT_PAIR_FPR)
     note = (
         f"Gallery {gallery.name!r} has no calibration (built before galleries measured "
