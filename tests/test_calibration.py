@@ -123,11 +123,20 @@ def test_a_snapshot_gallery_is_calibrated_on_its_held_out_strangers(
     assert t.n_strangers == len(distractors) and t.named == 0
     assert "cannot measure a rate of 0.01" in t.explain()
     assert "celebcat gallery calibrate heldout --strangers DIR" in t.explain()
+    assert t.short() == f"{t.value:.4f} (FPIR 0.01: none of 9 strangers, 0.01 not measurable)"
     assert not out.faces[0].known  # a calibration stranger scores at most the threshold
     # at a rate the strangers can measure, the threshold lets that share through
     loose = idf.identify([probe], "heldout", db, detector="catalog", fpir=0.3)
     assert loose.threshold.named == 2 and "at a rate of at most 0.3" in loose.threshold.explain()
     assert "measured on 9 faces of 3 people not in it: 2 named" in loose.threshold.explain()
+    assert loose.threshold.short().endswith("(FPIR 0.3: 2 of 9 strangers)")
+    # the page shows it beside each answer
+    from models.pipeline.report import draw_png, identify_section
+
+    section = identify_section(loose, draw_png(loose.images[0], loose.faces))
+    table = section.tables[0].result
+    assert table.columns[-1] == "threshold"
+    assert [row[-1] for row in table.rows] == [loose.threshold.short()] * len(loose.faces)
 
 
 def test_an_old_gallery_falls_back_to_the_pair_threshold_and_says_how_to_calibrate(

@@ -157,6 +157,19 @@ class Threshold:
             f"{self.fpir:g} (measured on {strangers}: {self.named} named)"
         )
 
+    def short(self) -> str:
+        """The threshold and what it was measured on, in a few words (a table cell)."""
+        if self.kind == "given":
+            return f"{self.value:.4f} (given)"
+        if self.kind == "pair":
+            return f"{self.value:.4f} (pair FPR {self.fpr:g})"
+        measured = (
+            f"{self.named} of {self.n_strangers} strangers"
+            if self.n_strangers and self.fpir and self.n_strangers * self.fpir >= 1
+            else f"none of {self.n_strangers} strangers, {self.fpir:g} not measurable"
+        )
+        return f"{self.value:.4f} (FPIR {self.fpir:g}: {measured})"
+
     def as_dict(self) -> dict[str, Any]:
         """What ``identify --json`` and the report carry: the cosine, its kind, its
         rate and what it was measured on, and the explanation."""

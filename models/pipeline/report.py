@@ -220,6 +220,7 @@ def identify_section(
                 "named",
                 "closest",
                 "cosine",
+                "threshold",
                 "right",
             ],
             [
@@ -232,6 +233,7 @@ def identify_section(
                     r.named or "",
                     r.closest or "",
                     r.cosine,
+                    threshold.short() if r.named is not None else "",
                     "yes" if r.right else "no",
                 )
                 for k, r in enumerate(rows)
@@ -247,7 +249,7 @@ def identify_section(
     else:
         faces = result.faces_of(0)
         table = QueryResult(
-            ["#", "box", "detector score", "named", "best match", "cosine"],
+            ["#", "box", "detector score", "named", "best match", "cosine", "threshold"],
             [
                 (
                     k + 1,
@@ -256,6 +258,7 @@ def identify_section(
                     f.identity,
                     f.matches[0].identity,
                     f.matches[0].cosine,
+                    threshold.short(),
                 )
                 for k, f in enumerate(faces)
             ],
