@@ -179,6 +179,7 @@ class _IntChoice(_Choice):
 class Template(_Choice):
     reference = "reference"
     arcface = "arcface"
+    dlib = "dlib"
 
 
 # --- helpers the commands share: errors, output, progress ---------------------------
@@ -1188,9 +1189,23 @@ class RunKind(_Choice):
     detector = "detector"
 
 
-@app.command()
+runs_app = typer.Typer(
+    help="Runs: models trained here, and pretrained ones imported (celebcat runs import)."
+    "\n\nExample: celebcat runs --json",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+app.add_typer(runs_app, name="runs")
+
+
+class PretrainedSource(_Choice):
+    dlib = "dlib"
+
+
+@runs_app.callback()
 @_plain_choices
 def runs(
+    ctx: typer.Context,
     kind: Annotated[RunKind | None, typer.Option(help="Only runs of this kind.")] = None,
     latest: Annotated[
         bool, typer.Option("--latest", help="Print only the newest run's id (for scripts).")
@@ -1199,11 +1214,13 @@ def runs(
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
-    """List training runs with their status and snapshot.
+    """List the runs with their status and snapshot (none for a pretrained run).
 
     Example: celebcat runs --json
     In a script: RUN=$(celebcat runs --kind landmarks --latest)
     """
+    if ctx.invoked_subcommand is not None:
+        return
     from catalog.results import list_runs
 
     def minutes(r: Any) -> float | None:
@@ -1237,6 +1254,31 @@ def runs(
         as_csv=as_csv,
         as_json=as_json,
     )
+
+
+@runs_app.command("import")
+@_plain_choices
+def runs_import(
+    source: Annotated[PretrainedSource, typer.Argument(help="Whose pretrained models to import.")],
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Record a source's pretrained models as runs of the catalog.
+
+    One run per stage (detector, landmarks, recognition), with the file's hash,
+    the package versions and the licence in the run's config. Every command that
+    takes a run then takes them. Nothing is downloaded: the weights ship in the
+    source's packages (docs/pretrained.md says which and how to install them).
+
+    Example: celebcat runs import dlib
+    """
+    from models.pretrained import import_source
+
+    imported = import_source(db, str(source))
+    rows = [(m.run_id, m.kind, m.licence) for m, _ in imported]
+    if as_json:
+        return _print_json([{"run": m.run_id, "kind": m.kind, **c} for m, c in imported])
+    _print_rows(["run", "kind", "licence"], rows)
 
 
 @app.command("identify")

@@ -1,4 +1,5 @@
-"""Measure the map from OpenCV's Haar face box to the catalog's (CelebA) face box.
+"""Measure the map from a detector's square (OpenCV's Haar cascade, dlib's HOG) to the
+catalog's (CelebA) face box.
 
 The cascade's square sits on brows, eyes and mouth; CelebA's box runs from the hair
 line to the chin. The pipeline crops detected boxes as the catalog's are cropped, so
@@ -9,7 +10,10 @@ and nearest its centre matched to it, then the medians of (centre offset / side,
 width / side, height / side). It prints the fit, the detection rate, and the IoU with
 the true boxes before and after the map.
 
-    python bench/haar_calibration.py --db synth.duckdb [--limit 500]
+    python bench/haar_calibration.py --db synth.duckdb [--limit 500] [--detector dlib]
+
+``--detector dlib`` fits ``models.pretrained.dlib.DLIB_TO_CELEBA`` the same way (the
+extra ``[dlib]`` installed).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", required=True)
     parser.add_argument("--limit", type=int, default=500)
+    parser.add_argument("--detector", choices=("haar", "dlib"), default="haar")
     args = parser.parse_args()
     con = connect(args.db, read_only=True)
     try:
@@ -45,15 +50,20 @@ def main() -> None:
         ).fetchall()
     finally:
         con.close()
-    detector = HaarDetector()
+    if args.detector == "dlib":
+        from models.pretrained.dlib import DLIB_TO_CELEBA, DlibHogDetector
+
+        detector, current = DlibHogDetector(), DLIB_TO_CELEBA
+    else:
+        detector, current = HaarDetector(), HAAR_TO_CELEBA
     pairs = []  # (haar x, y, side), true box
     for _, path, *box in rows:
         image = np.asarray(Image.open(os.path.join(root, path)).convert("RGB"))
         dets = detector.detect([image])[0]
         if not len(dets):
             continue
-        # back to Haar's squares: undo the current map
-        m = HAAR_TO_CELEBA
+        # back to the detector's squares: undo the current map
+        m = current
         w = dets[:, 2] - dets[:, 0]
         side = w / m["sw"]
         cx = (dets[:, 0] + dets[:, 2]) / 2 - m["dx"] * side
@@ -76,10 +86,11 @@ def main() -> None:
     squares = np.stack([cx - side / 2, cy - side / 2, side, side], axis=1)
     before = np.diag(iou(haar_to_celeba(squares, IDENTITY), t))
     after = np.diag(iou(haar_to_celeba(squares, fit), t))
-    print(f"images {len(rows)}, a Haar box on the true face in {len(p)} ({len(p) / len(rows):.0%})")
+    found = f"{len(p)} ({len(p) / len(rows):.0%})"
+    print(f"images {len(rows)}, a {args.detector} box on the true face in {found}")
     print("fit:", {k: round(v, 3) for k, v in fit.items()})
     print(
-        f"IoU with the true box: Haar's square {before.mean():.3f} (median "
+        f"IoU with the true box: the square {before.mean():.3f} (median "
         f"{np.median(before):.3f}), mapped {after.mean():.3f} (median {np.median(after):.3f})"
     )
 

@@ -211,6 +211,28 @@ def start_run(db: DbArg, kind: str, config: Mapping[str, Any], snapshot: str) ->
     return run_id
 
 
+def register_runs(db: DbArg, runs: Sequence[tuple[str, str, Mapping[str, Any]]]) -> None:
+    """Record finished runs that were not trained here (pretrained models: ``(run_id,
+    kind, config)``), in one transaction, replacing earlier records of the same ids
+    (their predictions and embeddings are kept). No snapshot: ``snapshot`` and
+    ``snapshot_hash`` are empty."""
+    con = connect(db)
+    try:
+        with transaction(con):
+            ensure_tables(con)
+            now = _now()
+            for run_id, kind, config in runs:
+                con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
+                con.execute(
+                    "INSERT INTO runs BY NAME SELECT ? AS run_id, ? AS kind, ? AS config, "
+                    "'' AS snapshot, '' AS snapshot_hash, ? AS code_version, ? AS started_at, "
+                    "? AS ended_at, 'finished' AS status",
+                    [run_id, kind, json.dumps(dict(config), default=str), code_version(), now, now],
+                )
+    finally:
+        con.close()
+
+
 def _claim(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
     """Record this process as the one running ``run_id`` (so a crash shows as 'died')."""
     pid = os.getpid()

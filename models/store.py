@@ -7,7 +7,10 @@ A user names a model the same way everywhere (``--run`` on ``align``, ``embed``,
   ``out_dir`` its config recorded (relative paths taken from the current folder, as in
   training), ``best.pt`` where there is one, else ``last.pt``;
 - a **run folder** (``checkpoints/<run id>/``): the same two files;
-- a **checkpoint file** (``.../best.pt``).
+- a **checkpoint file** (``.../best.pt``);
+- a **pretrained run** (``recognition-dlib-resnet``, ...: ``celebcat runs import``),
+  loaded by :mod:`models.pretrained` from the package its weights ship in, as the
+  same inference objects.
 
 Each loader returns the task's inference object, one interface per task:
 
@@ -136,10 +139,35 @@ def resumed_config(path: PathLike, kind: str, **changed: Any) -> TrainConfig:
     return _kind(kind).config_type.resumed(config, **changed)
 
 
+def pretrained_run(name: PathLike, db: PathLike | None) -> Any | None:
+    """The run record of ``name`` where it is a pretrained run of the catalog, else None
+    (a path, an unknown id, a trained run)."""
+    import duckdb
+
+    from catalog import results
+    from catalog.errors import CatalogError
+    from models import pretrained
+
+    if not isinstance(name, str) or Path(name).exists():
+        return None
+    try:
+        run = results.get_run(db, name)
+    except (CatalogError, OSError, ValueError, duckdb.Error):
+        return None  # the trained-run path says what is wrong
+    return run if pretrained.is_pretrained(run.config) else None
+
+
 def load_run(name: PathLike, kind: str, db: PathLike | None = None, device: Any = "cpu") -> Any:
-    """The inference object of run ``name`` (id, folder or checkpoint) of ``kind``, in
-    eval mode on ``device``: the one place a trained model is loaded."""
+    """The inference object of run ``name`` (id, folder or checkpoint, or a pretrained
+    run's id) of ``kind``, in eval mode on ``device``: the one place a model is loaded."""
     load = _kind(kind).load  # an unknown kind is refused before anything is read
+    run = pretrained_run(name, db)
+    if run is not None:
+        from models import pretrained
+
+        if run.kind != kind:
+            raise ValueError(f"Run {run.run_id} is a {run.kind} run, not a {kind} run")
+        return pretrained.load(run.run_id, kind, run.config, device)
     return load(read_checkpoint(checkpoint_path(name, db, kind), kind), device)
 
 
@@ -173,6 +201,8 @@ def load_detector(
     if kind == "onnx":
         return D.OnnxDetector.from_spec(target)
     loaded = load_run(target, DETECTOR, db, device)
+    if isinstance(loaded, D.Detector):  # a pretrained detector
+        return loaded
     return D.TrainedDetector(loaded, options.get("score"), top=int(options.get("top", 20)))
 
 
@@ -186,6 +216,7 @@ __all__ = [
     "load_landmarks",
     "load_recognizer",
     "load_run",
+    "pretrained_run",
     "read_checkpoint",
     "resumed_config",
 ]

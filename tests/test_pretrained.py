@@ -1,0 +1,213 @@
+"""Pretrained models as runs (models/pretrained/): import, the model store, and dlib's
+models on real photographs.
+
+The photographs are the test images of the face_recognition 1.3.0 source package,
+which ``.ci/fetch-test-photos`` takes from the package registry into
+``.cache/test-photos`` (or ``$CELEBCAT_TEST_PHOTOS``), and scikit-image's astronaut.
+Outside CI the tests that need dlib or the photos skip where they are missing; on CI
+(CI=true) they fail, as ``.ci/run`` installs and fetches both.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from catalog import results
+from catalog.synth import synthesize
+from models import pretrained, store
+from models.detection.detectors import celeba_to_squares, squares_to_celeba
+from tests.conftest import celebcat
+
+ROOT = Path(__file__).resolve().parent.parent
+ON_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _need(what: str, hint: str) -> None:
+    if ON_CI:
+        pytest.fail(f"{what} is missing on CI: {hint}")
+    pytest.skip(f"{what} is missing ({hint})")
+
+
+def need_dlib() -> None:
+    if not all(importlib.util.find_spec(m) for m in ("dlib", "face_recognition_models")):
+        _need("dlib", "pip install -e '.[dlib]'")
+
+
+def photos() -> Path:
+    folder = Path(os.environ.get("CELEBCAT_TEST_PHOTOS", ROOT / ".cache" / "test-photos"))
+    if not (folder / "obama.jpg").is_file():
+        _need("the test photographs", "bash .ci/fetch-test-photos")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small catalog to record runs in."""
+    from catalog.ingest import ingest
+
+    folder = tmp_path_factory.mktemp("pretrained")
+    synthesize(folder / "data", ids=4, seed=3, annotations_only=True)
+    ingest(folder / "data", folder / "c.duckdb")
+    return folder / "c.duckdb"
+
+
+# --- without dlib -------------------------------------------------------------------------
+
+
+def test_squares_and_celeba_boxes_are_inverse() -> None:
+    mapping = {"dx": 0.02, "dy": -0.18, "sw": 1.08, "sh": 1.42}
+    squares = np.array([[10.0, 20.0, 80.0, 80.0], [0.0, 0.0, 33.0, 33.0]])
+    boxes = squares_to_celeba(squares, mapping)
+    assert boxes[0, 2] - boxes[0, 0] == pytest.approx(1.08 * 80)
+    assert boxes[0, 3] - boxes[0, 1] == pytest.approx(1.42 * 80)
+    np.testing.assert_allclose(celeba_to_squares(boxes, mapping), squares, atol=1e-9)
+
+
+def test_celeba_points_from_68() -> None:
+    from models.pretrained.dlib import celeba_points
+
+    parts = np.zeros((68, 2))
+    parts[36:42] = [[10, 0], [12, 0], [14, 0], [10, 2], [12, 2], [14, 2]]  # mean (12, 1)
+    parts[42:48] = [[30, 5]] * 6
+    parts[30], parts[48], parts[54] = [20, 10], [11, 20], [29, 21]
+    np.testing.assert_allclose(
+        celeba_points(parts), [[12, 1], [30, 5], [20, 10], [11, 20], [29, 21]]
+    )
+
+
+def test_a_missing_package_is_one_line_naming_the_extra(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    source = pretrained.SOURCES["dlib"]
+    monkeypatch.setitem(pretrained.SOURCES, "dlib", replace(source, runtime="no_such_module_here"))
+    with pytest.raises(pretrained.PretrainedError, match=r"celeba-catalog\[dlib\]"):
+        pretrained.import_source(db, "dlib")
+    assert results.list_runs(db) == []  # nothing recorded
+    with pytest.raises(pretrained.PretrainedError, match="No pretrained source 'nope'"):
+        pretrained.import_source(db, "nope")
+
+
+def test_register_runs_replaces_the_same_ids(db: Path) -> None:
+    results.register_runs(db, [("recognition-x", "recognition", {"pretrained": {"a": 1}})])
+    results.register_runs(db, [("recognition-x", "recognition", {"pretrained": {"a": 2}})])
+    runs = results.list_runs(db)
+    assert [(r.run_id, r.status, r.snapshot, r.config) for r in runs] == [
+        ("recognition-x", "finished", "", {"pretrained": {"a": 2}})
+    ]
+
+
+# --- dlib's models ---------------------------------------------------------------------------
+
+
+def test_import_dlib_records_provenance_and_the_store_loads_each(db: Path) -> None:
+    need_dlib()
+    code, out = celebcat("runs", "import", "dlib", "--db", str(db))
+    assert code == 0, out
+    runs = {r.run_id: r for r in results.list_runs(db)}
+    assert set(runs) == {"detector-dlib-hog", "landmarks-dlib-68", "recognition-dlib-resnet"}
+    info = runs["recognition-dlib-resnet"].config["pretrained"]
+    assert info["sha256"] == pretrained.sha256(info["file"])
+    assert info["package"].startswith("face_recognition_models ")
+    assert info["runtime"].startswith("dlib-bin ")
+    assert "commercial" in runs["landmarks-dlib-68"].config["pretrained"]["licence"]
+
+    recognizer = store.load_recognizer("recognition-dlib-resnet", db)
+    assert str(recognizer.recipe.source) == "aligned/dlib/landmarks-dlib-68"
+    emb = recognizer.embed(np.full((2, 150, 150, 3), 128, np.uint8))
+    assert emb.shape == (2, 128)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    assert store.load_landmarks("landmarks-dlib-68", db).input_size == 192
+    detector = store.load_detector("run:detector-dlib-hog", db)
+    assert detector.detect([np.zeros((64, 64, 3), np.uint8)])[0].shape == (0, 5)
+    with pytest.raises(ValueError, match="is a recognition run, not a landmarks run"):
+        store.load_landmarks("recognition-dlib-resnet", db)
+
+
+def test_a_file_that_is_not_the_recorded_one_is_refused(db: Path) -> None:
+    need_dlib()
+    pretrained.import_source(db, "dlib")
+    run = results.get_run(db, "recognition-dlib-resnet")
+    config = {**run.config, "pretrained": {**run.config["pretrained"], "sha256": "0" * 64}}
+    results.register_runs(db, [(run.run_id, run.kind, config)])
+    with pytest.raises(pretrained.PretrainedError, match="dlib_face_recognition_resnet_model_v1"):
+        store.load_recognizer("recognition-dlib-resnet", db)
+
+
+# --- on real photographs ---------------------------------------------------------------------
+
+
+def test_dlib_names_the_people_of_real_photos_and_not_a_stranger(db: Path, tmp_path: Path) -> None:
+    """A gallery of obama.jpg and biden.jpg: obama2, obama3 and the RGBA 32bit.png are
+    named obama, biden.jpg biden, and neither face of scikit-image's astronaut is
+    named (the published operating point, the gallery having no strangers)."""
+    need_dlib()
+    folder = photos()
+    from skimage import data
+
+    from models.pipeline.identify import add_gallery, identify
+
+    pretrained.import_source(db, "dlib")
+    people = tmp_path / "people"
+    for who in ("obama", "biden"):
+        (people / who).mkdir(parents=True)
+        shutil.copy(folder / f"{who}.jpg", people / who)
+    hog = "run:detector-dlib-hog"
+    built = add_gallery(db, "people", "recognition-dlib-resnet", folder=people, detector=hog)
+    assert built.gallery.n_identities == 2
+    probes = [folder / n for n in ("obama2.jpg", "obama3.jpg", "32bit.png", "biden.jpg")]
+    found = identify([*probes, data.astronaut()], "people", db, detector=hog)
+    assert [found.faces_of(i)[0].identity for i in range(4)] == [
+        "obama",
+        "obama",
+        "obama",
+        "biden",
+    ]
+    for i in range(4):  # the right person first, and by a wide margin
+        best, second = found.faces_of(i)[0].matches[:2]
+        assert best.cosine - second.cosine > 0.05
+    astronaut = found.faces_of(4)
+    assert astronaut and all(not f.known for f in astronaut)
+    assert found.threshold.kind == "published"
+    assert "not measured on this catalog" in found.threshold.explain()
+
+
+def test_the_dlib_template_reproduces_dlibs_own_face_chips() -> None:
+    """Aligned on DLIB_TEMPLATE_150 with CelebA's five points (from the 68), each face's
+    descriptor lies close to the one of dlib's own chip (made from its 5-point
+    predictor), far closer than two photos of the same man (0.24 and more)."""
+    need_dlib()
+    import cv2
+    import dlib
+    from PIL import Image
+    from skimage import data
+
+    from models.alignment.similarity import DLIB_TEMPLATE_150, alignment_matrix
+    from models.pretrained.dlib import celeba_points
+
+    folder = photos()
+    models_dir = pretrained._package_dir(pretrained.SOURCES["dlib"])
+    detector = dlib.get_frontal_face_detector()
+    sp5 = dlib.shape_predictor(str(models_dir / "shape_predictor_5_face_landmarks.dat"))
+    sp68 = dlib.shape_predictor(str(models_dir / "shape_predictor_68_face_landmarks.dat"))
+    net = dlib.face_recognition_model_v1(
+        str(models_dir / "dlib_face_recognition_resnet_model_v1.dat")
+    )
+    images = [np.asarray(Image.open(folder / n).convert("RGB")) for n in ("obama.jpg", "biden.jpg")]
+    distances = []
+    for image in [*images, data.astronaut()]:
+        rect = detector(image, 1)[0]
+        theirs = np.array(net.compute_face_descriptor(image, sp5(image, rect)))
+        parts = np.array([(p.x, p.y) for p in sp68(image, rect).parts()], np.float64)
+        matrix = alignment_matrix(celeba_points(parts), DLIB_TEMPLATE_150, 150)
+        chip = cv2.warpAffine(image, matrix[:2], (150, 150), flags=cv2.INTER_AREA)
+        ours = np.array(net.compute_face_descriptor(np.ascontiguousarray(chip)))
+        distances.append(float(np.linalg.norm(ours - theirs)))
+    assert max(distances) < 0.2, distances
