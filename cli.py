@@ -1016,11 +1016,12 @@ class LandmarkSource(_Choice):
 
 class AlignSize(_IntChoice):
     # 112 and 224: the recognizers' usual inputs; 64-160 for fast CPU runs; 256 the
-    # reference's alignment output
+    # reference's alignment output; 150 dlib's recognizer's (--template dlib)
     s64 = "64"
     s96 = "96"
     s112 = "112"
     s128 = "128"
+    s150 = "150"
     s160 = "160"
     s224 = "224"
     s256 = "256"
@@ -2197,6 +2198,10 @@ def eval_recognizer(
     skip_bad: Annotated[
         bool, typer.Option("--skip-bad", help="Leave out images that cannot be read.")
     ] = False,
+    snapshot: Annotated[
+        str | None,
+        typer.Option(help="The snapshot to measure a pretrained run on (celebcat runs import)."),
+    ] = None,
     as_csv: CsvOption = False,
     as_json: JsonOption = False,
     db: DbOption = None,
@@ -2226,6 +2231,7 @@ def eval_recognizer(
         batch_size=batch_size,
         workers=workers,
         skip_bad=skip_bad,
+        snapshot=snapshot,
     )
     if not is_main_process():  # under torchrun: rank 0 measures and reports
         evaluate_it()

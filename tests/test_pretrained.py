@@ -211,3 +211,36 @@ def test_the_dlib_template_reproduces_dlibs_own_face_chips() -> None:
         ours = np.array(net.compute_face_descriptor(np.ascontiguousarray(chip)))
         distances.append(float(np.linalg.norm(ours - theirs)))
     assert max(distances) < 0.2, distances
+
+
+def test_a_pretrained_recognizer_is_measured_on_a_named_snapshot(tmp_path: Path) -> None:
+    """align with landmarks-dlib-68 on the dlib template, then eval recognizer --snapshot:
+    the figures go to metrics under the pretrained run, and identify's pair threshold
+    is then the one measured here, no longer the published one."""
+    need_dlib()
+    from tests.conftest import holdout_snapshot, snapshot_catalog
+
+    db = snapshot_catalog(tmp_path, ids=30, seed=5, style="easy")
+    holdout_snapshot(db, images_per_id=8, train_per_id=4, name="h")
+    pretrained.import_source(db, "dlib")
+    code, out = celebcat("eval", "recognizer", "--run", "recognition-dlib-resnet", "--db", str(db))
+    assert code != 0 and "--snapshot" in out
+    code, out = celebcat(
+        "align", "--run", "landmarks-dlib-68", "--snapshot", "h", "--template", "dlib",
+        "--size", "150", "--db", str(db),
+    )  # fmt: skip
+    assert code == 0, out
+    code, out = celebcat(
+        "eval", "recognizer", "--run", "recognition-dlib-resnet", "--snapshot", "h",
+        "--json", "--db", str(db),
+    )  # fmt: skip
+    assert code == 0, out
+    stored = results.get_metrics(db, "recognition-dlib-resnet")
+    assert (0, "open_set", "threshold@fpr=0.01") in stored
+    assert (0, "test", "top1") in stored
+
+    from models.pipeline.identify import open_set_threshold
+
+    threshold = open_set_threshold(db, "recognition-dlib-resnet", 0.01)
+    assert threshold.kind == "pair"
+    assert threshold.value == stored[(0, "open_set", "threshold@fpr=0.01")]

@@ -133,22 +133,28 @@ def _embed(
     start = time.perf_counter()
     config = recognizer.config
     snapshot = snapshot or config.snapshot
+    if not snapshot:
+        raise ValueError(
+            f"Run {recognizer.run_id} is a pretrained model, trained on no snapshot of this "
+            "catalog: name the snapshot to embed (--snapshot S)."
+        )
     ds = FaceDataset(
         db, snapshot, "all", config.source, config.size, image_dtype="uint8", skip_bad=skip_bad
     )
     keep = np.isin(ds.splits, EMBED_SPLITS)
     subset = torch.utils.data.Subset(ds, np.flatnonzero(keep).tolist())
-    device = next(recognizer.model.parameters()).device
-    if distributed.active() and device.type == "cuda":  # one GPU a process
-        device = torch.device(distributed.device("cuda"))
-        recognizer.model.to(device)
-        recognizer.loss.to(device)
-    env = Env(device)
     loader = DataLoader(distributed.shard(subset), batch_size=batch_size, num_workers=workers)
     batches = _counted(loader, progress, "embed")
-    emb, _, logits = distributed.gather_rows(
-        *embed_batches(recognizer.model, batches, env, recognizer.classifier)
-    )
+    if isinstance(recognizer, Recognizer):
+        device = next(recognizer.model.parameters()).device
+        if distributed.active() and device.type == "cuda":  # one GPU a process
+            device = torch.device(distributed.device("cuda"))
+            recognizer.model.to(device)
+            recognizer.loss.to(device)
+        found = embed_batches(recognizer.model, batches, Env(device), recognizer.classifier)
+    else:  # a pretrained recognizer (models.pretrained): crops in, embeddings out
+        found = _embed_crops(recognizer, batches, batch_size)
+    emb, _, logits = distributed.gather_rows(*found)
     emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     source = ds.cache.source if ds.cache is not None else config.source
     out = Embedded(
@@ -171,6 +177,21 @@ def _embed(
         )
     out.seconds = time.perf_counter() - start
     return out
+
+
+def _embed_crops(
+    recognizer: Any, batches: Any, batch_size: int
+) -> tuple[np.ndarray, np.ndarray, None]:
+    """:func:`embed_batches` for a recognizer that is not a torch module: its ``embed``
+    on each batch's uint8 crops (B, 3, S, S), no class scores."""
+    chunks, labels = [], []
+    for batch in batches:
+        crops = np.ascontiguousarray(batch["image"].numpy().transpose(0, 2, 3, 1))
+        chunks.append(recognizer.embed(crops, batch_size))
+        labels.append(batch["label"].numpy())
+    dim = int(recognizer.config.embedding_dim)
+    emb = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
+    return emb, np.concatenate(labels) if labels else np.zeros(0, np.int64), None
 
 
 def _counted(loader: DataLoader, progress: ProgressFn | None, stage: str) -> Any:
@@ -289,13 +310,31 @@ def evaluate_recognizer(
     workers: int = 0,
     skip_bad: bool = False,
     progress: ProgressFn | None = None,
+    snapshot: str | None = None,
 ) -> RecognitionEval:
     """Embed the run's snapshot (writing the embeddings), measure every protocol, write
     the figures to ``metrics`` at the checkpoint's epoch, and (``plots``: a folder)
-    draw ROC, cosine histograms and a t-SNE as PNG."""
+    draw ROC, cosine histograms and a t-SNE as PNG.
+
+    ``snapshot``: a pretrained run (models.pretrained), trained on none of the
+    catalog's, is measured on this one (every identity is new to it, so its figures
+    read like the open-set ones; a second snapshot's figures replace the first's). A
+    trained run is measured on its own snapshot only."""
     recognizer = store.load_recognizer(run_id_or_checkpoint, db)
-    snap = snapshots.read_images(db, recognizer.config.snapshot, files=False, boxes=False)
-    if snap.hash != recognizer.snapshot_hash:
+    trained_on = recognizer.config.snapshot
+    if trained_on and snapshot not in (None, trained_on):
+        raise ValueError(
+            f"Run {recognizer.run_id} trained on snapshot {trained_on!r}: its test and "
+            f"held-out splits are that snapshot's, so it is measured there, not on {snapshot!r}"
+        )
+    if not trained_on and snapshot is None:
+        raise ValueError(
+            f"Run {recognizer.run_id} is a pretrained model, trained on no snapshot of this "
+            "catalog: name the one to measure it on (--snapshot S)."
+        )
+    snapshot = snapshot or trained_on
+    snap = snapshots.read_images(db, snapshot, files=False, boxes=False)
+    if trained_on and snap.hash != recognizer.snapshot_hash:
         raise ValueError(
             f"Snapshot {recognizer.config.snapshot!r} was recreated since run "
             f"{recognizer.run_id} trained on it (hash {snap.hash[:12]} != "
@@ -304,6 +343,7 @@ def evaluate_recognizer(
     with distributed.session():  # torchrun: every rank embeds, rank 0 measures and writes
         embedded = embed_snapshot(
             recognizer,
+            snapshot,
             db=db,
             batch_size=batch_size,
             workers=workers,
