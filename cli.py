@@ -1199,10 +1199,6 @@ runs_app = typer.Typer(
 app.add_typer(runs_app, name="runs")
 
 
-class PretrainedSource(_Choice):
-    dlib = "dlib"
-
-
 @runs_app.callback()
 @_plain_choices
 def runs(
@@ -1257,25 +1253,38 @@ def runs(
     )
 
 
+class PretrainedKind(_Choice):
+    recognition = "recognition"
+    detector = "detector"
+
+
 @runs_app.command("import")
 @_plain_choices
 def runs_import(
-    source: Annotated[PretrainedSource, typer.Argument(help="Whose pretrained models to import.")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="dlib (its detector, landmark and recognition models), or one ONNX "
+            "file: onnx:FILE[?options] with --kind."
+        ),
+    ],
+    kind: Annotated[PretrainedKind | None, typer.Option(help="What an ONNX file is.")] = None,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
-    """Record a source's pretrained models as runs of the catalog.
+    """Record pretrained models as runs of the catalog.
 
-    One run per stage (detector, landmarks, recognition), with the file's hash,
-    the package versions and the licence in the run's config. Every command that
-    takes a run then takes them. Nothing is downloaded: the weights ship in the
-    source's packages (docs/pretrained.md says which and how to install them).
+    dlib: one run per stage (detector, landmarks, recognition). onnx:FILE: one run,
+    a recognizer in insightface's layout or a face detector. Each run's config holds
+    the file's hash, the versions and the licence; every command that takes a run
+    then takes it. Nothing is downloaded (docs/pretrained.md).
 
     Example: celebcat runs import dlib
+    Example: celebcat runs import onnx:w600k_r50.onnx --kind recognition
     """
     from models.pretrained import import_source
 
-    imported = import_source(db, str(source))
+    imported = import_source(db, source, kind)
     rows = [(m.run_id, m.kind, m.licence) for m, _ in imported]
     if as_json:
         return _print_json([{"run": m.run_id, "kind": m.kind, **c} for m, c in imported])

@@ -1,5 +1,5 @@
 """Where a face crop comes from, as one value: ``bbox``, ``aligned`` or
-``aligned/<template>/<landmark run | truth>``.
+``aligned/<template>/<landmark run | truth | detector>``.
 
 The same string names a crop cache's source (``crop_caches.source``), the crops an
 embedding was made from (``embeddings.source``), a gallery's crops, a recognizer's
@@ -16,6 +16,9 @@ BBOX, ALIGNED = "bbox", "aligned"
 KINDS: tuple[str, ...] = (BBOX, ALIGNED)
 #: The run part of an alignment made from the catalog's true landmarks.
 TRUTH = "truth"
+#: The run part of an alignment on the five points the face detector itself gives
+#: (a detector with landmarks, e.g. SCRFD): photos only, a snapshot has no detections.
+DETECTOR = "detector"
 #: A template or run name: no slash, not starting with a dot (a cache file is named by it).
 _PART = re.compile(r"[\w-][\w.-]*")
 FORMS = "bbox, aligned or aligned/<template>/<landmark run | truth>"
@@ -67,6 +70,11 @@ class CropSource:
         return self.kind == BBOX or self.template is not None
 
     @property
+    def from_detector(self) -> bool:
+        """Aligned on the detector's own five points."""
+        return self.run == DETECTOR
+
+    @property
     def from_truth(self) -> bool:
         """An alignment made with the catalog's true landmarks (a photo has none)."""
         return self.run == TRUTH
@@ -83,4 +91,13 @@ def source_kind(source: str) -> str:
     return source.split("/", 1)[0]
 
 
-__all__ = ["ALIGNED", "BBOX", "FORMS", "KINDS", "TRUTH", "CropSource", "source_kind"]
+__all__ = [
+    "ALIGNED",
+    "BBOX",
+    "DETECTOR",
+    "FORMS",
+    "KINDS",
+    "TRUTH",
+    "CropSource",
+    "source_kind",
+]

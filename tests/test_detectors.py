@@ -300,3 +300,69 @@ def test_train_detector_command_prints_the_test_figures(db: Path, tmp_path: Path
     )
     assert isinstance(bad.exception, cli.UserError)
     assert "input_size must be a multiple of 32" in str(bad.exception)
+
+
+def scrfd_outputs(size: int = 64, *, points: bool = True) -> dict[str, np.ndarray]:
+    """SCRFD-shaped heads for a ``size`` x ``size`` input (2 anchors a place): one face,
+    at stride 16's place (1, 1), anchor 0: centre (16, 16), box distances 1 (x 16),
+    five points at offsets of the centre; every other score 0."""
+    outputs: dict[str, np.ndarray] = {}
+    sizes = {s: (size // s) ** 2 * 2 for s in (8, 16, 32)}
+    for s, k in sizes.items():
+        score = np.zeros((k, 1), np.float32)
+        if s == 16:
+            score[(1 * (size // 16) + 1) * 2] = 0.9
+        outputs[f"score_{s}"] = score
+    for s, k in sizes.items():
+        outputs[f"bbox_{s}"] = np.ones((k, 4), np.float32)
+    if points:
+        offsets = np.array([-0.5, -0.4, 0.5, -0.4, 0.0, 0.1, -0.4, 0.6, 0.4, 0.6], np.float32)
+        for s, k in sizes.items():
+            outputs[f"kps_{s}"] = np.tile(offsets, (k, 1))
+    return outputs
+
+
+#: The face scrfd_outputs puts in its input: box, then five points (input pixels).
+SCRFD_BOX = [0, 0, 32, 32]
+SCRFD_POINTS = [[8, 9.6], [24, 9.6], [16, 17.6], [9.6, 25.6], [22.4, 25.6]]
+
+
+def test_onnx_scrfd_heads_with_points_stretched_and_letterboxed(tmp_path: Path) -> None:
+    path = _onnx_model(tmp_path / "scrfd.onnx", scrfd_outputs(), (64, 64))
+    dets = load_detector(f"onnx:{path}").detect([np.zeros((64, 64, 3), np.uint8)])[0]
+    assert dets.shape == (1, 15)
+    np.testing.assert_allclose(dets[0, :4], SCRFD_BOX, atol=1e-4)
+    assert dets[0, 4] == pytest.approx(0.9)
+    np.testing.assert_allclose(dets[0, 5:].reshape(5, 2), SCRFD_POINTS, atol=1e-4)
+    # a 128 x 256 photo: stretched, x and y scale apart; letterboxed, both by 4
+    photo = [np.zeros((128, 256, 3), np.uint8)]
+    stretched = load_detector(f"onnx:{path}").detect(photo)[0]
+    np.testing.assert_allclose(stretched[0, :4], [0, 0, 128, 64], atol=1e-3)
+    boxed = load_detector(f"onnx:{path}?resize=letterbox").detect(photo)[0]
+    np.testing.assert_allclose(boxed[0, :4], [0, 0, 128, 128], atol=1e-3)
+    np.testing.assert_allclose(boxed[0, 5:].reshape(5, 2), np.array(SCRFD_POINTS) * 4, atol=1e-3)
+    # the 6-output form: boxes alone
+    plain = _onnx_model(tmp_path / "plain.onnx", scrfd_outputs(points=False), (64, 64))
+    assert load_detector(f"onnx:{plain}").detect([np.zeros((64, 64, 3), np.uint8)])[0].shape == (
+        1,
+        5,
+    )
+
+
+def test_onnx_three_outputs_carry_points_through_nms(tmp_path: Path) -> None:
+    boxes = np.array([[10, 10, 50, 50], [12, 12, 52, 52], [60, 60, 90, 90]], np.float32)
+    scores = np.array([0.9, 0.8, 0.7], np.float32)
+    points = np.arange(30, dtype=np.float32).reshape(3, 5, 2)
+    path = _onnx_model(
+        tmp_path / "three.onnx", {"boxes": boxes, "scores": scores, "kps": points}, (100, 100)
+    )
+    dets = load_detector(f"onnx:{path}?coords=pixels").detect([np.zeros((100, 100, 3), np.uint8)])[
+        0
+    ]
+    assert dets.shape == (2, 15)  # the second box overlaps the first: suppressed
+    np.testing.assert_allclose(dets[:, 5:], points[[0, 2]].reshape(2, 10))
+    bad = _onnx_model(
+        tmp_path / "bad3.onnx", {"boxes": boxes, "scores": scores, "kps": points[:, :3]}, None
+    )
+    with pytest.raises(DetectorError, match="five points"):
+        load_detector(f"onnx:{bad}").detect([np.zeros((10, 10, 3), np.uint8)])

@@ -244,3 +244,105 @@ def test_a_pretrained_recognizer_is_measured_on_a_named_snapshot(tmp_path: Path)
     threshold = open_set_threshold(db, "recognition-dlib-resnet", 0.01)
     assert threshold.kind == "pair"
     assert threshold.value == stored[(0, "open_set", "threshold@fpr=0.01")]
+
+
+# --- ONNX files --------------------------------------------------------------------------------
+
+PROJECTION = np.linspace(-1, 1, 24, dtype=np.float32).reshape(3, 8)
+
+
+def onnx_recognizer(path: Path, size: int | None = 112) -> Path:
+    """A tiny recognizer in insightface's layout: input (N, 3, S, S), the embedding the
+    per-channel mean of the normalised crop times PROJECTION (3 x 8)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    side = size if size else "s"
+    nodes = [
+        helper.make_node("ReduceMean", ["input.1"], ["pooled"], axes=[2, 3], keepdims=0),
+        helper.make_node("MatMul", ["pooled", "w"], ["embedding"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_recognizer",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["n", 3, side, side])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["n", 8])],
+        [numpy_helper.from_array(PROJECTION, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def reference_embedding(crops: np.ndarray, bgr: bool = False) -> np.ndarray:
+    x = (crops.astype(np.float64) - 127.5) / 127.5
+    if bgr:
+        x = x[..., ::-1]
+    e = x.mean(axis=(1, 2)) @ PROJECTION
+    return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+
+def test_an_onnx_recognizer_in_insightfaces_layout(db: Path, tmp_path: Path) -> None:
+    path = onnx_recognizer(tmp_path / "tiny-r.onnx")
+    code, out = celebcat("runs", "import", f"onnx:{path}", "--db", str(db))
+    assert code != 0 and "--kind" in out
+    code, out = celebcat(
+        "runs", "import", f"onnx:{path}?landmarks=landmarks-x", "--kind", "recognition",
+        "--db", str(db),
+    )  # fmt: skip
+    assert code == 0, out
+    run = results.get_run(db, "recognition-onnx-tiny-r")
+    assert run.config["size"] == 112 and run.config["embedding_dim"] == 8
+    assert run.config["source"] == "aligned/arcface/landmarks-x"
+    assert run.config["pretrained"]["sha256"] == pretrained.sha256(path)
+
+    crops = np.random.default_rng(0).integers(0, 256, (5, 112, 112, 3), dtype=np.uint8)
+    recognizer = store.load_recognizer("recognition-onnx-tiny-r", db)
+    np.testing.assert_allclose(recognizer.embed(crops, 2), reference_embedding(crops), atol=1e-5)
+    assert str(recognizer.recipe.source) == "aligned/arcface/landmarks-x"
+
+    pretrained.import_source(db, f"onnx:{path}?channels=bgr", "recognition")
+    bgr = store.load_recognizer("recognition-onnx-tiny-r", db).embed(crops)
+    np.testing.assert_allclose(bgr, reference_embedding(crops, bgr=True), atol=1e-5)
+
+    path.write_bytes(path.read_bytes() + b"\0")  # the file changed since its import
+    with pytest.raises(pretrained.PretrainedError, match="tiny-r.onnx: not the"):
+        store.load_recognizer("recognition-onnx-tiny-r", db)
+
+
+def test_onnx_import_errors_are_one_line(db: Path, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.onnx"
+    junk.write_text("not a model")
+    for spec, kind, message in (
+        (f"onnx:{junk}", "recognition", "not an ONNX model onnxruntime can run"),
+        (f"onnx:{tmp_path / 'none.onnx'}", "recognition", "No ONNX file at"),
+        (f"onnx:{onnx_recognizer(tmp_path / 'r.onnx')}?size=96", "recognition", "not size=96"),
+        (f"onnx:{tmp_path / 'r.onnx'}?template=nope", "recognition", "template='nope'"),
+        (f"onnx:{tmp_path / 'r.onnx'}?colour=1", "recognition", "option 'colour'"),
+    ):
+        with pytest.raises(pretrained.PretrainedError, match=message):
+            pretrained.import_source(db, spec, kind)
+    assert results.list_runs(db) == []
+
+
+def test_the_pipeline_aligns_on_the_detectors_own_points(db: Path, tmp_path: Path) -> None:
+    """An SCRFD-style ONNX detector gives five points; a recognizer imported with
+    landmarks=detector is fed crops aligned on them, no landmark run in between."""
+    from models.pipeline.faces import FacePipeline, PipelineError
+    from tests.test_detectors import SCRFD_POINTS, _onnx_model, scrfd_outputs
+
+    det = _onnx_model(tmp_path / "scrfd.onnx", scrfd_outputs(), (64, 64))
+    pretrained.import_source(db, f"onnx:{det}", "detector")
+    rec = onnx_recognizer(tmp_path / "r.onnx")
+    pretrained.import_source(db, f"onnx:{rec}?landmarks=detector", "recognition")
+    photo = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    pipe = FacePipeline("run:detector-onnx-scrfd", None, "recognition-onnx-r", db)
+    out = pipe.run([photo])
+    assert len(out.faces) == 1
+    np.testing.assert_allclose(out.faces[0].landmarks, SCRFD_POINTS, atol=1e-4)
+    assert out.faces[0].embedding.shape == (8,)
+    from skimage import data
+
+    with pytest.raises(PipelineError, match="gives none"):  # Haar finds her, without points
+        FacePipeline("haar", None, "recognition-onnx-r", db).run([data.astronaut()])

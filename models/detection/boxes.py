@@ -42,9 +42,12 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def nms(dets: np.ndarray, threshold: float = NMS_IOU) -> np.ndarray:
-    """Greedy non-maximum suppression of (N, 5) detections (highest score first kept;
-    a box overlapping a kept one by IoU above ``threshold`` dropped); sorted by score."""
-    dets = np.asarray(dets, dtype=np.float32).reshape(-1, 5)
+    """Greedy non-maximum suppression of (N, 5 + k) detections ``x_1, y_1, x_2, y_2,
+    score`` and k more columns carried along (a detector's landmarks): the highest
+    score first kept, a box overlapping a kept one by IoU above ``threshold`` dropped;
+    sorted by score."""
+    dets = np.asarray(dets, dtype=np.float32)
+    dets = dets.reshape(-1, dets.shape[-1] if dets.ndim == 2 and dets.shape[-1] > 5 else 5)
     order = np.argsort(-dets[:, 4], kind="stable")
     dets = dets[order]
     keep: list[int] = []

@@ -358,21 +358,37 @@ class OnnxDetector(Detector):
 
     - input: the model's first input, float32, NCHW, RGB, batch 1, pixel values
       ``(level - mean) / std`` (``mean`` 0 and ``std`` 255 by default: [0, 1]). A
-      fixed height and width in the model's input shape: the image is resized to them
-      (stretched, as e.g. UltraFace expects); dynamic ones: the image as it is.
-    - output, either one array (N, 5) or (1, N, 5) ``x_1, y_1, x_2, y_2, score``, or
-      two: boxes (1, N, 4) or (N, 4) and scores (1, N), (N,), or (1, N, C) / (N, C),
-      whose last column is the face score (UltraFace's background, face).
+      fixed height and width in the model's input shape: the image is resized to them,
+      stretched (``resize=stretch``, the default, as e.g. UltraFace expects) or scaled
+      to fit and padded at the right and bottom (``resize=letterbox``, as insightface
+      feeds SCRFD); dynamic ones: the image as it is.
+    - output, one of:
+
+      - one array (N, 5) or (1, N, 5) ``x_1, y_1, x_2, y_2, score``, or (N, 15) with
+        five points ``x, y`` after the score;
+      - two: boxes (1, N, 4) or (N, 4) and scores (1, N), (N,), or (1, N, C) / (N, C),
+        whose last column is the face score (UltraFace's background, face); three:
+        those and five points (N, 10) or (N, 5, 2);
+      - SCRFD's raw heads (insightface's ``det_*.onnx``): for strides 8, 16 and 32,
+        scores (K, 1), box distances (K, 4) and, in the 9-output form, point offsets
+        (K, 10), all in stride units from anchor centres on the input's grid
+        (``K = (H / s) (W / s) A``, A anchors a place), ordered scores, boxes, points.
+
+      Five points are CelebA's (eyes, nose, mouth corners, the viewer's left first),
+      and the pipeline can align on them (``landmarks=detector``).
     - coordinates: in the input's pixels, or normalised to [0, 1] of its width and
       height; ``coords=auto`` (the default) takes them as normalised when every one
       lies in [-0.25, 1.25].
 
     Options after ``?`` in the spec: ``score`` (threshold, default 0.5), ``nms`` (IoU,
-    default 0.4), ``mean``, ``std``, ``coords`` (auto | pixels | normalized), e.g.
-    ``onnx:version-RFB-320.onnx?mean=127&std=128``.
+    default 0.4), ``mean``, ``std``, ``coords`` (auto | pixels | normalized),
+    ``resize`` (stretch | letterbox), e.g. ``onnx:version-RFB-320.onnx?mean=127&std=128``
+    or, for insightface's SCRFD, ``onnx:det_10g.onnx?mean=127.5&std=128&resize=letterbox``.
     """
 
-    OPTIONS = ("score", "nms", "mean", "std", "coords")
+    OPTIONS = ("score", "nms", "mean", "std", "coords", "resize")
+    #: SCRFD's strides, and the number of outputs of its two forms (without, with points).
+    SCRFD_STRIDES = (8, 16, 32)
 
     def __init__(
         self,
@@ -383,12 +399,16 @@ class OnnxDetector(Detector):
         mean: float = 0.0,
         std: float = 255.0,
         coords: str = "auto",
+        resize: str = "stretch",
     ) -> None:
         path = Path(path)
         if not path.is_file():
             raise DetectorError(f"No ONNX model at {path}")
         if coords not in ("auto", "pixels", "normalized"):
             raise DetectorError(f"coords={coords!r}: use auto, pixels or normalized")
+        if resize not in ("stretch", "letterbox"):
+            raise DetectorError(f"resize={resize!r}: use stretch or letterbox")
+        self.resize = resize
         if not std:
             raise DetectorError("std must not be 0")
         try:
@@ -425,7 +445,7 @@ class OnnxDetector(Detector):
             if key not in cls.OPTIONS:
                 raise DetectorError(f"onnx option {key!r}: use {', '.join(cls.OPTIONS)}")
             try:
-                options[key] = value if key == "coords" else float(value)
+                options[key] = value if key in ("coords", "resize") else float(value)
             except ValueError:
                 raise DetectorError(f"onnx option {key}={value!r} is not a number") from None
         return cls(path, **options)
@@ -442,40 +462,56 @@ class OnnxDetector(Detector):
 
         h, w = image.shape[:2]
         ih, iw = self.fixed or (h, w)
-        pixels = (
-            image
-            if (ih, iw) == (h, w)
-            else cv2.resize(image, (iw, ih), interpolation=cv2.INTER_AREA)
-        )
+        sx, sy = iw / w, ih / h  # image pixels -> input pixels
+        if self.resize == "letterbox" and (ih, iw) != (h, w):
+            sx = sy = min(iw / w, ih / h)
+        pixels = image
+        if (sx, sy) != (1, 1):
+            size = (max(1, round(w * sx)), max(1, round(h * sy)))
+            pixels = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        if pixels.shape[:2] != (ih, iw):  # letterbox: the rest of the input is zeros
+            canvas = np.zeros((ih, iw, 3), np.uint8)
+            canvas[: pixels.shape[0], : pixels.shape[1]] = pixels[:ih, :iw]
+            pixels = canvas
         x = (pixels.astype(np.float32) - np.float32(self.mean)) / np.float32(self.std)
         x = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
         outputs = self.session.run(None, {self.input_name: x})
-        dets = self._parse(outputs)
-        if self.coords == "normalized" or (
-            self.coords == "auto"
+        dets, coords = self._parse(outputs, (ih, iw))
+        xs = [0, 2, *range(5, dets.shape[1], 2)]  # x columns: the box's and the points'
+        ys = [1, 3, *range(6, dets.shape[1], 2)]
+        if coords == "normalized" or (
+            coords == "auto"
             and len(dets)
             and dets[:, :4].min() >= -0.25
             and dets[:, :4].max() <= 1.25
         ):
-            dets[:, [0, 2]] *= iw
-            dets[:, [1, 3]] *= ih
-        dets[:, [0, 2]] *= w / iw  # input pixels -> the image's (edges onto edges)
-        dets[:, [1, 3]] *= h / ih
+            dets[:, xs] *= iw
+            dets[:, ys] *= ih
+        dets[:, xs] /= sx  # input pixels -> the image's (edges onto edges)
+        dets[:, ys] /= sy
         dets = dets[dets[:, 4] >= self.score]
         return nms(dets, self.nms_iou)
 
-    def _parse(self, outputs: list[np.ndarray]) -> np.ndarray:
+    def _parse(
+        self, outputs: list[np.ndarray], input_hw: tuple[int, int]
+    ) -> tuple[np.ndarray, str]:
+        """(rows, their coordinates' kind: SCRFD's are pixels, others' ``coords``)."""
         arrays = [np.asarray(o, np.float32) for o in outputs]
+        if len(arrays) in (6, 9) and all(a.shape[-1] == 1 for a in arrays[:3]):
+            return self._scrfd(arrays, input_hw), "pixels"
+        return self._rows(arrays), self.coords
+
+    def _rows(self, arrays: list[np.ndarray]) -> np.ndarray:
         if len(arrays) == 1:
             a = arrays[0].reshape(-1, arrays[0].shape[-1]) if arrays[0].ndim else arrays[0]
-            if a.ndim != 2 or a.shape[1] != 5:
+            if a.ndim != 2 or a.shape[1] not in (5, 15):
                 raise DetectorError(
                     f"{self.spec}: one output must be (N, 5) x_1, y_1, x_2, y_2, "
-                    f"score; got shape {arrays[0].shape}"
+                    f"score, or (N, 15) with five points; got shape {arrays[0].shape}"
                 )
             return a.copy()
-        if len(arrays) == 2:
-            boxes, scores = arrays
+        if len(arrays) in (2, 3):
+            boxes, scores = arrays[:2]
             if boxes.shape[-1] != 4 and scores.shape[-1] == 4:
                 boxes, scores = scores, boxes
             boxes = boxes.reshape(-1, 4) if boxes.shape[-1] == 4 else None
@@ -489,10 +525,48 @@ class OnnxDetector(Detector):
                     f"{self.spec}: two outputs must be boxes (N, 4) and scores (N,) or (N, C); "
                     f"got shapes {arrays[0].shape} and {arrays[1].shape}"
                 )
-            return np.concatenate([boxes, scores[:, None]], axis=1)
+            columns = [boxes, scores[:, None]]
+            if len(arrays) == 3:
+                if arrays[2].size != len(boxes) * 10:
+                    raise DetectorError(
+                        f"{self.spec}: a third output must be five points (N, 10) or (N, 5, "
+                        f"2) for N = {len(boxes)} boxes; got shape {arrays[2].shape}"
+                    )
+                columns.append(arrays[2].reshape(len(boxes), 10))
+            return np.concatenate(columns, axis=1)
         raise DetectorError(
-            f"{self.spec}: expected one output (N, 5) or two (boxes, scores), got {len(arrays)}"
+            f"{self.spec}: expected one output (N, 5), two or three (boxes, scores, points), "
+            f"or SCRFD's 6 or 9; got {len(arrays)}"
         )
+
+    def _scrfd(self, arrays: list[np.ndarray], input_hw: tuple[int, int]) -> np.ndarray:
+        """SCRFD's heads decoded (class docstring) into (N, 5) or (N, 15) rows, in input
+        pixels: boxes ``centre -/+ distance * stride``, points ``centre + offset * stride``."""
+        n = len(self.SCRFD_STRIDES)
+        scores, dists = arrays[:n], arrays[n : 2 * n]
+        points = arrays[2 * n :] if len(arrays) == 3 * n else [None] * n
+        ih, iw = input_hw
+        rows = []
+        heads = zip(self.SCRFD_STRIDES, scores, dists, points, strict=True)
+        for stride, score, dist, point in heads:
+            gh, gw = -(-ih // stride), -(-iw // stride)
+            score = score.reshape(-1)
+            anchors = len(score) // max(gh * gw, 1)
+            if anchors < 1 or anchors * gh * gw != len(score) or dist.size != 4 * len(score):
+                raise DetectorError(
+                    f"{self.spec}: SCRFD's stride-{stride} outputs do not fit a {ih} x {iw} "
+                    f"input (scores {score.shape}, boxes {dist.shape})"
+                )
+            yy, xx = np.mgrid[:gh, :gw]
+            centres = np.repeat(np.stack([xx, yy], -1).reshape(-1, 2) * stride, anchors, axis=0)
+            d = dist.reshape(-1, 4) * stride
+            box = np.concatenate([centres - d[:, :2], centres + d[:, 2:]], axis=1)
+            columns = [box, score[:, None]]
+            if point is not None:
+                offsets = point.reshape(-1, 5, 2) * stride
+                columns.append((centres[:, None, :] + offsets).reshape(-1, 10))
+            rows.append(np.concatenate(columns, axis=1).astype(np.float32))
+        return np.concatenate(rows)
 
 
 def _options(query: str, allowed: Sequence[str]) -> dict[str, float]:

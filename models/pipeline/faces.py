@@ -50,7 +50,7 @@ import torch
 from PIL import Image, ImageOps
 
 from catalog import transforms as T
-from catalog.crop_source import BBOX, CropSource
+from catalog.crop_source import BBOX, DETECTOR, CropSource
 from catalog.db import connect
 from catalog.errors import CatalogError
 from catalog.views import PARAM_NAMES
@@ -391,7 +391,7 @@ class FacePipeline:
         )
         self.landmarks: LandmarkModel | None = None
         run = self.plan.landmark_run
-        if run is not None:
+        if run is not None and run != DETECTOR:  # detector: the detector's own points
             self.landmarks = store.load_landmarks(run, db, self.device)
         self.detector = store.load_detector(detector, db, str(self.device))
 
@@ -464,6 +464,14 @@ class FacePipeline:
         if self.landmarks is not None:
             with timer.stage("landmarks"):
                 points = self._landmarks(batch, owner, crop_boxes)
+        elif self.plan.landmark_run == DETECTOR:
+            if boxes.shape[1] < 15:
+                raise PipelineError(
+                    f"The crops are aligned on the detector's five points (landmarks "
+                    f"{DETECTOR}), but detector {self.detector.spec} gives none: use a "
+                    "detector with landmarks, or a landmark run (--landmarks RUN)."
+                )
+            points = boxes[:, 5:15].reshape(-1, 5, 2).astype(np.float64)
         with timer.stage("align"):
             crops = self._recognizer_crops(batch, owner, crop_boxes, points)
         with timer.stage("embed"):

