@@ -350,8 +350,11 @@ def compare_runs(
     """Runs side by side, one row a run: what it is (kind, model, loss), how long it
     trained, its best validation figure, and its test and open-set figures (the
     latest epoch that has them: ``celebcat align`` writes a landmark run's,
-    ``celebcat eval recognizer`` a recognizer's). ``reference`` adds the reference
-    project's reported figures as rows."""
+    ``celebcat eval recognizer`` a recognizer's). A pretrained run (``celebcat runs
+    import``) shows its model and source, no epochs, and the figures of its latest
+    evaluation (``eval recognizer --snapshot S``): measure it on the trained runs'
+    snapshot to compare like with like. ``reference`` adds the reference project's
+    reported figures as rows."""
     from catalog.results import get_run
 
     runs = [get_run(db, r) for r in run_ids]  # RunError names an unknown id
@@ -388,13 +391,18 @@ def compare_runs(
             if run.kind != "landmarks" and val[run.run_id].get(name):
                 best = f"{name} {max(val[run.run_id][name]):.4f}"
                 break
+        made = config.get("pretrained")
         out.append(
             (
                 run.run_id,
                 run.kind,
-                config.get("backbone") or config.get("model", ""),
-                config.get("loss", ""),
-                epochs[run.run_id],
+                made.get("model", "")
+                if isinstance(made, dict)
+                else config.get("backbone") or config.get("model", ""),
+                f"pretrained ({made.get('source')})"
+                if isinstance(made, dict)
+                else config.get("loss", ""),
+                None if isinstance(made, dict) else epochs[run.run_id],
                 best,
                 *(found[run.run_id].get(c) for c in shown),
             )

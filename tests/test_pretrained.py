@@ -239,6 +239,14 @@ def test_a_pretrained_recognizer_is_measured_on_a_named_snapshot(tmp_path: Path)
     assert (0, "open_set", "threshold@fpr=0.01") in stored
     assert (0, "test", "top1") in stored
 
+    from catalog.reports import compare_runs
+
+    compared = compare_runs(db, ["recognition-dlib-resnet"])
+    row = dict(zip(compared.columns, compared.rows[0], strict=True))
+    assert row["model"] == "dlib_face_recognition_resnet_model_v1"
+    assert row["loss"] == "pretrained (dlib)" and row["epochs"] is None
+    assert row["open_set tpr@fpr=0.01"] == stored[(0, "open_set", "tpr@fpr=0.01")]
+
     from models.pipeline.identify import open_set_threshold
 
     threshold = open_set_threshold(db, "recognition-dlib-resnet", 0.01)
