@@ -1,17 +1,20 @@
 """How fast the face pipeline is on the CPU: one photo, 1,000 photos, a 10k gallery.
 
-    python bench/pipeline.py [--threads 1] [--images 1000] [--detector-run CKPT]
+    python bench/pipeline.py [--threads 1] [--images 1000] [--detector-run CKPT] [--dlib]
 
 1. **One photo**: scikit-image's astronaut (512 x 512, one face) as a JPEG, through
    ``FacePipeline.run`` again and again: the median time of each stage (decode,
    detect, landmarks, align, embed) and of the whole, for the full pipeline (Haar ->
    hourglass_small landmarks -> arcface alignment -> face_cpu 112 px, 512-d) beside
    a face-box recognizer (no landmarks, no alignment) and, with ``--detector-run``, the
-   trained CenterNet in Haar's place. The target is at most 100 ms end to end on one
-   core.
+   trained CenterNet in Haar's place, and with ``--dlib`` (the extra ``[dlib]``)
+   dlib's pretrained path (``celebcat runs import dlib``: HOG detector -> 68-point
+   predictor -> dlib template -> dlib's 128-d ResNet). The target is at most 100 ms
+   end to end on one core.
 2. **Batched**: ``--images`` photos (crops of the astronaut at random scales and
    places, flipped or not, 500 px JPEGs on disk, one face each) through one
-   ``run`` (64 crops per forward pass): faces per second and where the time goes.
+   ``run`` (64 crops per forward pass): faces per second and where the time goes;
+   with ``--dlib``, dlib's path too.
 3. **Gallery search**: one face (and a batch of 64) against 10,000 identities of
    512-d centres (``models.pipeline.identify.GalleryIndex``: one matrix product), beside the
    maximum over 5 images per identity, and 100,000 identities to show the scaling.
@@ -165,6 +168,9 @@ def main() -> None:
         help="a trained detector run's checkpoint (or run id "
         "in the catalog built here) to time beside Haar",
     )
+    parser.add_argument(
+        "--dlib", action="store_true", help="time dlib's pretrained models too (extra [dlib])"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
@@ -182,6 +188,12 @@ def main() -> None:
             ("haar", "aligned", "haar + landmarks + arcface + face_cpu"),
             ("haar", "bbox", "haar + face box + face_cpu"),
         ]
+        if args.dlib:
+            from models.pretrained import import_source
+
+            import_source(db, "dlib")
+            runs["dlib"] = "recognition-dlib-resnet"
+            setups.append(("run:detector-dlib-hog", "dlib", "dlib: HOG + 68 points + ResNet"))
         if args.detector_run:
             setups.append(
                 (
@@ -214,27 +226,29 @@ def main() -> None:
             )
 
         paths = photos(root / "many", args.images, seed=1)
-        pipe = pipes[setups[0][2]]
-        pipe.run(paths[:8])
-        start = time.perf_counter()
-        out = pipe.run(paths, chunk=64)
-        wall = time.perf_counter() - start
-        n = len(out.faces)
-        found = sum(1 for k in range(len(paths)) if out.faces_of(k))
-        print(
-            f"\n2. batched: {len(paths)} 500 px JPEGs, {setups[0][2]}, 64 crops per pass, "
-            f"{args.threads} thread(s)"
-        )
-        cpu = out.cpu_timings["total"]
-        print(
-            f"   {n} faces in {found} images: {n / cpu:.1f} faces/s of one core's CPU time "
-            f"({1000 * cpu / len(paths):.1f} ms per image); wall {wall:.1f} s, "
-            f"{n / wall:.1f} faces/s here"
-        )
-        print(
-            "   per stage, CPU ms per image: "
-            + ", ".join(f"{s} {1000 * out.cpu_timings[s] / len(paths):.1f}" for s in STAGES)
-        )
+        batched = [setups[0][2]] + ([setups[-1][2]] if args.dlib else [])
+        for k, label in enumerate(batched):
+            pipe = pipes[label]
+            pipe.run(paths[:8])
+            start = time.perf_counter()
+            out = pipe.run(paths, chunk=64)
+            wall = time.perf_counter() - start
+            n = len(out.faces)
+            found = sum(1 for k in range(len(paths)) if out.faces_of(k))
+            print(
+                f"\n2{'ab'[k]}. batched: {len(paths)} 500 px JPEGs, {label}, 64 crops per "
+                f"pass, {args.threads} thread(s)"
+            )
+            cpu = out.cpu_timings["total"]
+            print(
+                f"   {n} faces in {found} images: {n / cpu:.1f} faces/s of one core's CPU "
+                f"time ({1000 * cpu / len(paths):.1f} ms per image); wall {wall:.1f} s, "
+                f"{n / wall:.1f} faces/s here"
+            )
+            print(
+                "   per stage, CPU ms per image: "
+                + ", ".join(f"{s} {1000 * out.cpu_timings[s] / len(paths):.1f}" for s in STAGES)
+            )
 
     print(f"\n3. gallery search, 512-d, {args.threads} thread(s): median CPU ms (top 5)")
     print(f"{'gallery':<44}{'build':>10}{'1 face':>10}{'64 faces':>10}  x target (1 face)")

@@ -341,6 +341,10 @@ def test_onnx_scrfd_heads_with_points_stretched_and_letterboxed(tmp_path: Path) 
     boxed = load_detector(f"onnx:{path}?resize=letterbox").detect(photo)[0]
     np.testing.assert_allclose(boxed[0, :4], [0, 0, 128, 128], atol=1e-3)
     np.testing.assert_allclose(boxed[0, 5:].reshape(5, 2), np.array(SCRFD_POINTS) * 4, atol=1e-3)
+    # a dynamic input fed a fixed side: the same as a fixed 64 x 64 input
+    dynamic = _onnx_model(tmp_path / "dyn.onnx", scrfd_outputs(), None)
+    fed = load_detector(f"onnx:{dynamic}?input=64&resize=letterbox").detect(photo)[0]
+    np.testing.assert_allclose(fed, boxed, atol=1e-3)
     # the 6-output form: boxes alone
     plain = _onnx_model(tmp_path / "plain.onnx", scrfd_outputs(points=False), (64, 64))
     assert load_detector(f"onnx:{plain}").detect([np.zeros((64, 64, 3), np.uint8)])[0].shape == (

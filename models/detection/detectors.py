@@ -382,11 +382,12 @@ class OnnxDetector(Detector):
 
     Options after ``?`` in the spec: ``score`` (threshold, default 0.5), ``nms`` (IoU,
     default 0.4), ``mean``, ``std``, ``coords`` (auto | pixels | normalized),
-    ``resize`` (stretch | letterbox), e.g. ``onnx:version-RFB-320.onnx?mean=127&std=128``
-    or, for insightface's SCRFD, ``onnx:det_10g.onnx?mean=127.5&std=128&resize=letterbox``.
+    ``resize`` (stretch | letterbox), ``input`` (a model with a dynamic input size is
+    fed this side, as if fixed), e.g. ``onnx:version-RFB-320.onnx?mean=127&std=128`` or,
+    for insightface's SCRFD, ``onnx:det_10g.onnx?mean=127.5&std=128&resize=letterbox&input=640``.
     """
 
-    OPTIONS = ("score", "nms", "mean", "std", "coords", "resize")
+    OPTIONS = ("score", "nms", "mean", "std", "coords", "resize", "input")
     #: SCRFD's strides, and the number of outputs of its two forms (without, with points).
     SCRFD_STRIDES = (8, 16, 32)
 
@@ -400,6 +401,7 @@ class OnnxDetector(Detector):
         std: float = 255.0,
         coords: str = "auto",
         resize: str = "stretch",
+        input: float | None = None,  # noqa: A002 (the spec's option name)
     ) -> None:
         path = Path(path)
         if not path.is_file():
@@ -434,6 +436,12 @@ class OnnxDetector(Detector):
         self.input_name = inputs[0].name
         h, w = inputs[0].shape[2], inputs[0].shape[3]
         self.fixed = (int(h), int(w)) if isinstance(h, int) and isinstance(w, int) else None
+        if input is not None:
+            if self.fixed is not None and self.fixed != (int(input), int(input)):
+                raise DetectorError(f"{path}: its input is fixed at {h} x {w}; drop input=")
+            if input < 32:
+                raise DetectorError("input must be at least 32 pixels")
+            self.fixed = (int(input), int(input))
         self.spec = f"onnx:{path}"
         self.score, self.nms_iou, self.mean, self.std, self.coords = score, nms, mean, std, coords
 
