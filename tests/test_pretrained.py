@@ -91,8 +91,9 @@ def test_a_missing_package_is_one_line_naming_the_extra(
     with pytest.raises(pretrained.PretrainedError, match=r"celeba-catalog\[dlib\]"):
         pretrained.import_source(db, "dlib")
     assert results.list_runs(db) == []  # nothing recorded
-    with pytest.raises(pretrained.PretrainedError, match="No pretrained source 'nope'"):
-        pretrained.import_source(db, "nope")
+    for name in ("nope", "onnx"):
+        with pytest.raises(pretrained.PretrainedError, match=f"No pretrained source '{name}'"):
+            pretrained.import_source(db, name)
 
 
 def test_register_runs_replaces_the_same_ids(db: Path) -> None:

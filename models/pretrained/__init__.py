@@ -232,6 +232,12 @@ def import_source(
         _package_dir(_source("onnx"))  # onnxruntime is installed
         models = [onnx.describe(name.removeprefix("onnx:"), kind)]
     else:
+        if name not in SOURCES or not hasattr(_source(name).code(), "MODELS"):
+            raise PretrainedError(
+                f"No pretrained source {name!r}: use "
+                + ", ".join(n for n in SOURCES if hasattr(_source(n).code(), "MODELS"))
+                + ", or one ONNX file: onnx:FILE --kind recognition|detector"
+            )
         if kind is not None:
             raise PretrainedError(f"--kind is for ONNX files; {name} has one model per kind")
         models = _source(name).models()
