@@ -185,6 +185,15 @@ def test_dlib_names_the_people_of_real_photos_and_not_a_stranger(db: Path, tmp_p
     assert found.threshold.kind == "published"
     assert "not measured on this catalog" in found.threshold.explain()
 
+    from models.pipeline.identify import verify
+
+    for other, same in (("obama3.jpg", True), ("biden.jpg", False)):
+        answer = verify(
+            folder / "obama.jpg", folder / other, db, run="recognition-dlib-resnet", detector=hog
+        )
+        assert answer.same is same and "published" in answer.explain()
+        assert answer.as_dict()["threshold"]["kind"] == "published"
+
 
 def test_the_pipeline_reproduces_dlibs_own_descriptors(db: Path) -> None:
     """Through the whole pipeline (the detector's box mapped to CelebA's and back, the

@@ -923,10 +923,12 @@ class Verification:
     def explain(self) -> str:
         verdict = "the same person" if self.same else "different people"
         sign = ">" if self.same else "<="
-        return (
-            f"{verdict}: cosine {self.cosine:.4f} {sign} {self.threshold.value:.4f}, "
-            f"the threshold at which {self._rate()}"
+        where = (
+            f"{self.threshold.note}, not measured on this catalog"
+            if self.threshold.kind == "published"
+            else f"the threshold at which {self._rate()}"
         )
+        return f"{verdict}: cosine {self.cosine:.4f} {sign} {self.threshold.value:.4f}, {where}"
 
     def _rate(self) -> str:
         t = self.threshold
