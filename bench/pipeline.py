@@ -193,7 +193,7 @@ def main() -> None:
 
             import_source(db, "dlib")
             runs["dlib"] = "recognition-dlib-resnet"
-            setups.append(("run:detector-dlib-hog", "dlib", "dlib: HOG + 68 points + ResNet"))
+            setups.append(("run:detector-dlib-hog", "dlib", "dlib: HOG + 5 points + ResNet"))
         if args.detector_run:
             setups.append(
                 (
