@@ -1233,15 +1233,21 @@ def runs(
             raise UserError(f"No {f'{kind} ' if kind else ''}runs in the catalog yet.")
         print(found[-1].run_id)
         return
+    def made(r: Any) -> str:  # a pretrained run trained on none of the catalog's snapshots
+        source = r.config.get("pretrained")
+        if not isinstance(source, dict):
+            return ""
+        return "" if as_json or as_csv else f"(pretrained: {source.get('source')})"
+
     rows = [
         (
             r.run_id,
             r.kind,
             r.status,
-            r.snapshot,
+            r.snapshot or made(r),
             r.snapshot_hash[:12],
             r.started_at.replace(microsecond=0),
-            minutes(r),
+            None if "pretrained" in r.config else minutes(r),
         )
         for r in found
     ]
