@@ -1233,6 +1233,7 @@ def runs(
             raise UserError(f"No {f'{kind} ' if kind else ''}runs in the catalog yet.")
         print(found[-1].run_id)
         return
+
     def made(r: Any) -> str:  # a pretrained run trained on none of the catalog's snapshots
         source = r.config.get("pretrained")
         if not isinstance(source, dict):

@@ -214,6 +214,16 @@ def pil_affine(matrix: np.ndarray) -> tuple[float, ...]:
     return tuple(float(v) for v in inv[:2].reshape(-1))
 
 
+def check_crops(crops: np.ndarray, size: int, model: str) -> None:
+    """ValueError unless ``crops`` is a uint8 RGB batch (N, size, size, 3): what every
+    model's ``predict`` / ``embed`` takes; ``model`` names it in the message."""
+    if crops.ndim != 4 or crops.shape[1:] != (size, size, 3) or crops.dtype != np.uint8:
+        raise ValueError(
+            f"{model} takes uint8 crops (N, {size}, {size}, 3), got "
+            f"{crops.dtype} {tuple(crops.shape)}"
+        )
+
+
 def warp(image: Image.Image | np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     """The uint8 (size, size, 3) output of ``matrix`` (source -> output); outside is black.
 

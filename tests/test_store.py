@@ -106,7 +106,7 @@ def test_recognizer_embeds_unit_vectors_as_its_evaluation_does(runs: SimpleNames
     raw, _, logits = embed_batches(recognizer.model, [batch], Env(torch.device("cpu")))
     assert np.allclose(emb, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-5)
     assert logits is None
-    with pytest.raises(ValueError, match="embeds uint8 crops"):
+    with pytest.raises(ValueError, match="takes uint8 crops"):
         recognizer.embed(crops.astype(np.float32))
 
 

@@ -147,12 +147,7 @@ class LandmarkModel:
         """Points (N, 5, 2) float64 of uint8 RGB crops (N, S, S, 3), S =
         :attr:`input_size`: in crop pixels, or through ``to_original`` (N, 2, 3), each
         crop's crop -> original matrix, in original pixels."""
-        size = self.input_size
-        if crops.ndim != 4 or crops.shape[1:] != (size, size, 3) or crops.dtype != np.uint8:
-            raise ValueError(
-                f"Landmark run {self.run_id} takes uint8 crops (N, {size}, {size}, 3), got "
-                f"{crops.dtype} {tuple(crops.shape)}"
-            )
+        T.check_crops(crops, self.input_size, f"Landmark run {self.run_id}")
         if to_original is None:
             to_original = np.broadcast_to(np.eye(3)[:2], (len(crops), 2, 3))
 

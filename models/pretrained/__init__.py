@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from catalog.errors import CatalogError
 
 __all__ = [
@@ -297,3 +299,39 @@ class RecognizerSettings:
     snapshot: str = ""  # trained on no snapshot of this catalog
     loss: str = "pretrained"
     backbone: str = "pretrained"
+
+
+@dataclass
+class PretrainedRecognizer:
+    """What the pretrained recognizers share: the recognizers' interface (``embed``,
+    ``recipe``, ``run_id``, ``config``) over a model's own ``_embed`` (uint8 RGB crops
+    in, raw embeddings out)."""
+
+    run_id: str
+    config: RecognizerSettings
+    checkpoint: Path
+    epoch: int = 0
+    snapshot_hash: str = ""
+    classifier: None = None
+
+    @property
+    def recipe(self) -> Any:
+        from catalog.crop_source import CropSource
+        from models.recognition.recognizer import CropRecipe
+
+        return CropRecipe(CropSource.parse(self.config.source), self.config.size)
+
+    def _embed(self, crops: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def embed(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """L2-normalised embeddings (N, d) float32 of uint8 RGB crops (N, S, S, 3) made
+        by :attr:`recipe`."""
+        from catalog import transforms as T
+        from models.recognition.metrics import l2_normalize
+
+        T.check_crops(crops, self.config.size, f"Recognizer {self.run_id}")
+        if not len(crops):
+            return np.zeros((0, self.config.embedding_dim), np.float32)
+        parts = [self._embed(crops[i : i + batch_size]) for i in range(0, len(crops), batch_size)]
+        return l2_normalize(np.concatenate(parts).astype(np.float32))

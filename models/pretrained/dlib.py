@@ -36,10 +36,13 @@ from typing import Any
 import numpy as np
 
 from catalog import transforms as T
-from catalog.crop_source import CropSource
 from models.detection.detectors import Detector, DetectorError, celeba_to_squares, squares_to_celeba
-from models.pretrained import LandmarkSettings, PretrainedModel, RecognizerSettings
-from models.recognition.metrics import l2_normalize
+from models.pretrained import (
+    LandmarkSettings,
+    PretrainedModel,
+    PretrainedRecognizer,
+    RecognizerSettings,
+)
 
 SOURCE = "dlib"
 HOG_RUN, LANDMARKS_RUN, LANDMARKS_68_RUN, RECOGNIZER_RUN = (
@@ -236,11 +239,7 @@ class DlibLandmarks:
         """(the predictor's shape in crop pixels, the crop's 3 x 3 crop -> original)."""
         dlib = _dlib()
         size = self.input_size
-        if crops.ndim != 4 or crops.shape[1:] != (size, size, 3) or crops.dtype != np.uint8:
-            raise ValueError(
-                f"Landmark run {self.run_id} takes uint8 crops (N, {size}, {size}, 3), got "
-                f"{crops.dtype} {tuple(crops.shape)}"
-            )
+        T.check_crops(crops, size, f"Landmark run {self.run_id}")
         if to_original is None:
             to_original = np.broadcast_to(np.eye(3)[:2], (len(crops), 2, 3))
         for i, crop in enumerate(crops):
@@ -318,38 +317,16 @@ class DlibLandmarks:
 
 
 @dataclass
-class DlibRecognizer:
+class DlibRecognizer(PretrainedRecognizer):
     """dlib's face recognizer behind the recognizers' interface (``embed``, ``recipe``)."""
 
-    run_id: str
-    config: RecognizerSettings
-    net: Any
-    checkpoint: Path
-    epoch: int = 0
-    snapshot_hash: str = ""
-    classifier: None = None
+    net: Any = None
 
-    @property
-    def recipe(self) -> Any:
-        from models.recognition.recognizer import CropRecipe
-
-        return CropRecipe(CropSource.parse(self.config.source), self.config.size)
-
-    def embed(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """L2-normalised descriptors (N, 128) float32 of uint8 RGB crops (N, 150, 150,
-        3) aligned by :attr:`recipe`."""
-        size = self.config.size
-        if crops.ndim != 4 or crops.shape[1:] != (size, size, 3) or crops.dtype != np.uint8:
-            raise ValueError(
-                f"Recognizer {self.run_id} embeds uint8 crops (N, {size}, {size}, 3), got "
-                f"{crops.dtype} {tuple(crops.shape)}"
-            )
-        out = np.zeros((0, self.config.embedding_dim), np.float32)
-        for start in range(0, len(crops), batch_size):
-            chips = [np.ascontiguousarray(c) for c in crops[start : start + batch_size]]
-            found = np.asarray(self.net.compute_face_descriptor(chips), np.float32)
-            out = np.concatenate([out, found.reshape(len(chips), -1)])
-        return l2_normalize(out)
+    def _embed(self, crops: np.ndarray) -> np.ndarray:
+        chips = [np.ascontiguousarray(c) for c in crops]
+        return np.asarray(self.net.compute_face_descriptor(chips), np.float32).reshape(
+            len(chips), -1
+        )
 
 
 def load(model: PretrainedModel, path: Path | None, config: dict[str, Any], device: Any) -> Any:
@@ -367,4 +344,5 @@ def load(model: PretrainedModel, path: Path | None, config: dict[str, Any], devi
     settings = RecognizerSettings(
         str(config["source"]), int(config["size"]), int(config["embedding_dim"]), backbone="dlib"
     )
-    return DlibRecognizer(model.run_id, settings, dlib.face_recognition_model_v1(str(path)), path)
+    net = dlib.face_recognition_model_v1(str(path))
+    return DlibRecognizer(model.run_id, settings, path, net=net)

@@ -24,7 +24,7 @@ the run.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -32,8 +32,12 @@ from urllib.parse import parse_qsl
 import numpy as np
 
 from catalog.crop_source import CropSource
-from models.pretrained import PretrainedError, PretrainedModel, RecognizerSettings
-from models.recognition.metrics import l2_normalize
+from models.pretrained import (
+    PretrainedError,
+    PretrainedModel,
+    PretrainedRecognizer,
+    RecognizerSettings,
+)
 
 SOURCE = "onnx"
 KINDS = ("recognition", "detector")
@@ -103,7 +107,7 @@ def _recognizer_settings(path: Path, query: str, session: Any) -> dict[str, Any]
         "channels": channels,
         "batch": 1 if shape[0] == 1 else None,
     }
-    probe = OnnxRecognizer("probe", _settings(settings, 0), session, path, settings)
+    probe = OnnxRecognizer("probe", _settings(settings, 0), path, session=session, options=settings)
     settings["embedding_dim"] = int(probe.raw(np.zeros((1, size, size, 3), np.uint8)).shape[1])
     return settings
 
@@ -152,23 +156,11 @@ def _settings(config: dict[str, Any], dim: int) -> RecognizerSettings:
 
 
 @dataclass
-class OnnxRecognizer:
+class OnnxRecognizer(PretrainedRecognizer):
     """An ONNX face recognizer behind the recognizers' interface (``embed``, ``recipe``)."""
 
-    run_id: str
-    config: RecognizerSettings
-    session: Any
-    checkpoint: Path
-    options: dict[str, Any]
-    epoch: int = 0
-    snapshot_hash: str = ""
-    classifier: None = None
-
-    @property
-    def recipe(self) -> Any:
-        from models.recognition.recognizer import CropRecipe
-
-        return CropRecipe(CropSource.parse(self.config.source), self.config.size)
+    session: Any = None
+    options: dict[str, Any] = field(default_factory=dict)
 
     def raw(self, crops: np.ndarray) -> np.ndarray:
         """The first output (N, d) for uint8 RGB crops (N, S, S, 3), as the model gives it."""
@@ -185,18 +177,7 @@ class OnnxRecognizer:
         ]
         return np.concatenate(out).reshape(len(x), -1)
 
-    def embed(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """L2-normalised embeddings (N, d) float32 of uint8 RGB crops made by :attr:`recipe`."""
-        size = self.config.size
-        if crops.ndim != 4 or crops.shape[1:] != (size, size, 3) or crops.dtype != np.uint8:
-            raise ValueError(
-                f"Recognizer {self.run_id} embeds uint8 crops (N, {size}, {size}, 3), got "
-                f"{crops.dtype} {tuple(crops.shape)}"
-            )
-        if not len(crops):
-            return np.zeros((0, self.config.embedding_dim), np.float32)
-        parts = [self.raw(crops[i : i + batch_size]) for i in range(0, len(crops), batch_size)]
-        return l2_normalize(np.concatenate(parts))
+    _embed = raw
 
 
 def load(model: PretrainedModel, path: Path | None, config: dict[str, Any], device: Any) -> Any:
@@ -210,4 +191,6 @@ def load(model: PretrainedModel, path: Path | None, config: dict[str, Any], devi
         detector.spec = f"run:{model.run_id}"
         return detector
     settings = _settings(config, int(config["embedding_dim"]))
-    return OnnxRecognizer(model.run_id, settings, _session(path), path, dict(config))
+    return OnnxRecognizer(
+        model.run_id, settings, path, session=_session(path), options=dict(config)
+    )

@@ -122,12 +122,7 @@ class Recognizer:
     def embed(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """L2-normalised embeddings (N, D) float32 of uint8 RGB crops (N, S, S, 3) made
         by :attr:`recipe`."""
-        size = self.config.size
-        if crops.ndim != 4 or crops.shape[1:] != (size, size, 3) or crops.dtype != np.uint8:
-            raise ValueError(
-                f"Recognizer {self.run_id} embeds uint8 crops (N, {size}, {size}, 3), got "
-                f"{crops.dtype} {tuple(crops.shape)}"
-            )
+        T.check_crops(crops, self.config.size, f"Recognizer {self.run_id}")
         device, out = self.device, []
         with torch.no_grad():
             for start in range(0, len(crops), batch_size):
