@@ -409,3 +409,26 @@ def test_the_pipeline_aligns_on_the_detectors_own_points(db: Path, tmp_path: Pat
 
     with pytest.raises(PipelineError, match="gives none"):  # Haar finds her, without points
         FacePipeline("haar", None, "recognition-onnx-r", db).run([data.astronaut()])
+
+
+def test_chip_to_image_is_where_dlib_cuts_its_face_chip() -> None:
+    """Warping the photo through chip_to_image's inverse gives dlib's own chip (the
+    astronaut: small enough that dlib cuts it without a pyramid), pixel for pixel up to
+    interpolation; the other turn's sign would not."""
+    need_dlib()
+    import cv2
+    import dlib
+    from skimage import data
+
+    from models.pretrained.dlib import CHIP, CHIP_PADDING, chip_to_image
+
+    image = data.astronaut()
+    models_dir = pretrained._package_dir(pretrained.SOURCES["dlib"])
+    sp5 = dlib.shape_predictor(str(models_dir / "shape_predictor_5_face_landmarks.dat"))
+    shape = sp5(image, dlib.get_frontal_face_detector()(image, 1)[0])
+    theirs = np.asarray(dlib.get_face_chip(image, shape, CHIP, CHIP_PADDING), np.float64)
+    details = dlib.get_face_chip_details(shape, CHIP, CHIP_PADDING)
+    matrix = np.linalg.inv(chip_to_image(details))[:2]
+    ours = cv2.warpAffine(image, matrix, (CHIP, CHIP), flags=cv2.INTER_LINEAR)
+    assert np.abs(ours - theirs).mean() < 2.0
+    assert details.angle != 0  # her head is turned: the sign of the turn is tested
