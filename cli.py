@@ -212,7 +212,16 @@ def _needs(module: str) -> None:
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    # markup off: what is printed is data (file names, ids, SQL results), never markup;
+    # the few styled words are Text (_styled)
+    return Console(stderr=stderr, highlight=False, markup=False)
+
+
+def _styled(*parts: str | tuple[str, str]) -> Any:
+    """One line of plain strings and ``(text, style)`` pairs, none read as markup."""
+    from rich.text import Text
+
+    return Text.assemble(*parts)
 
 
 def _jsonable(value: Any) -> Any:
@@ -313,7 +322,7 @@ def _progress() -> Iterator[tuple[ProgressTask, Any]]:
     )
 
     with Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -341,11 +350,12 @@ def _print_skipped(console: Any, skipped: Sequence[Any], where: str) -> None:
     """The images a --skip-bad run left out, with why (the first few; all in ``where``)."""
     if not skipped:
         return
-    from rich.markup import escape
 
-    console.print(f"[yellow]skipped {len(skipped)} images that cannot be read ({where}):[/yellow]")
+    console.print(
+        _styled((f"skipped {len(skipped)} images that cannot be read ({where}):", "yellow"))
+    )
     for bad in skipped[:10]:
-        console.print(f"  {bad.image_id}: {escape(bad.reason)}: {escape(bad.detail)}")
+        console.print(f"  {bad.image_id}: {bad.reason}: {bad.detail}")
     if len(skipped) > 10:
         console.print(f"  ... and {len(skipped) - 10} more")
 
@@ -405,14 +415,13 @@ def ingest(
 
     Example: celebcat ingest ~/data/celeba --db celeba.duckdb
     """
-    from rich.markup import escape
 
     from catalog.ingest import IngestProgress
     from catalog.ingest import ingest as run_ingest
 
     err = _console(stderr=True)
     with _progress() as (task, live):
-        progress = IngestProgress(step=lambda m: live.print(f"[dim]{escape(m)}[/dim]"), scan=task)
+        progress = IngestProgress(step=lambda m: live.print(_styled((m, "dim"))), scan=task)
         result = run_ingest(
             data_dir,
             db,
@@ -423,7 +432,7 @@ def ingest(
             allow_empty=allow_empty,
         )
     for note in result.notes:
-        err.print(f"[yellow]note:[/yellow] {note}")
+        err.print(_styled(("note:", "yellow"), " ", note))
     rows = [(t, n, str(result.files.get(t, "")) or "-") for t, n in result.rows.items()]
     if as_json:
         _print_json(
@@ -727,7 +736,7 @@ class _DemoScreen:
         self.console.print(text)
 
     def note(self, text: str) -> None:
-        self.console.print(f"[yellow]note:[/yellow] {text}")
+        self.console.print(_styled(("note:", "yellow"), " ", text))
 
     def table(
         self, columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None
@@ -954,7 +963,7 @@ def stats(
         for title, table in result.tables().items():
             _print_rows(table.columns, table.rows, title=title)
         for note in result.notes:
-            console.print(f"[yellow]note:[/yellow] {note}")
+            console.print(_styled(("note:", "yellow"), " ", note))
     if plots is not None:
         written = write_plots(result, plots)
         for path in written:
@@ -1109,8 +1118,9 @@ def align(
         )
     if result.n_box_fallback:
         console.print(
-            f"[yellow]{result.n_box_fallback} faces had collapsed landmark predictions and "
-            "were aligned from their face box instead.[/yellow]"
+            f"{result.n_box_fallback} faces had collapsed landmark predictions and "
+            "were aligned from their face box instead.",
+            style="yellow",
         )
     _print_skipped(console, result.skipped, "recorded in the cache's index")
 
@@ -1349,7 +1359,6 @@ def identify_cmd(
 
     Example: celebcat identify photo.jpg --gallery friends --top 3 --draw out.png
     """
-    from rich.markup import escape
 
     from models.pipeline.identify import UNKNOWN, draw_faces, identify
 
@@ -1399,15 +1408,15 @@ def identify_cmd(
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
     console = _console()
-    console.print(f"threshold: {escape(result.threshold.explain())}")
+    console.print(f"threshold: {result.threshold.explain()}")
     for k in range(len(result.images)):
         faces = result.faces_of(k)
         console.print(f"{images[k]}: {len(faces) or 'no'} face{'s' if len(faces) != 1 else ''}")
         for n, face in enumerate(faces, start=1):
             box = ", ".join(f"{v:.0f}" for v in face.box)
-            name = face.identity if face.identity != UNKNOWN else "[yellow]unknown[/yellow]"
+            name = face.identity if face.identity != UNKNOWN else (UNKNOWN, "yellow")
             best = ", ".join(f"{m.identity} {m.cosine:.3f}" for m in face.matches)
-            console.print(f"  face {n} [{box}]: {name} (top: {best})")
+            console.print(_styled(f"  face {n} [{box}]: ", name, f" (top: {best})"))
     for path in drawn:
         console.print(f"drew {path}")
 
@@ -1444,7 +1453,6 @@ def verify_cmd(
 
     Example: celebcat verify a.jpg b.jpg --run RUN --fpr 0.01
     """
-    from rich.markup import escape
 
     from models.pipeline.identify import verify
 
@@ -1467,8 +1475,8 @@ def verify_cmd(
     console = _console()
     for image, n in zip(result.images, result.faces_found, strict=True):
         if n > 1:
-            console.print(f"{escape(image.name)}: {n} faces; the highest-scoring one is compared")
-    console.print(escape(result.explain()))
+            console.print(f"{image.name}: {n} faces; the highest-scoring one is compared")
+    console.print(result.explain())
 
 
 # ---------------------------------------------------------------------------
@@ -2060,7 +2068,7 @@ def report_landmarks(
     )
     _print_rows(result.columns, result.rows, as_csv=as_csv, as_json=as_json)
     if split is None:
-        _console(stderr=True).print(f"[yellow]note:[/yellow] {report_scope(db, run)}")
+        _console(stderr=True).print(_styled(("note:", "yellow"), " ", report_scope(db, run)))
     if ced is not None:
         path = write_ced_plot(db, run, ced, groups, split=split, limit=threshold)
         _console(stderr=True).print(f"wrote {path}")
@@ -2179,7 +2187,7 @@ def report_html(
         )
     console = _console(stderr=True)
     for note in notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        console.print(_styled(("note:", "yellow"), " ", note))
     _console().print(f"wrote {page} ({page.stat().st_size / 1e6:.1f} MB, one file)")
 
 
@@ -2519,7 +2527,7 @@ def gallery_add(
     )
     _print_calibration(console, g.name, g.n_identities, built.calibrations)
     if built.skipped:
-        console.print(f"[yellow]{len(built.skipped)} images left out:[/yellow]")
+        console.print(f"{len(built.skipped)} images left out:", style="yellow")
         for image, why in built.skipped[:10]:
             console.print(f"  {image}: {why}")
         if len(built.skipped) > 10:
@@ -2625,22 +2633,23 @@ def gallery_calibrate(
 
 def _print_calibration(console: Any, name: str, size: int, calibrations: Sequence[Any]) -> None:
     """What a calibration measured: the stranger faces, and the threshold at 1 %."""
-    from rich.markup import escape
-
     from models.pipeline.identify import DEFAULT_FPIR, gallery_threshold
 
     mean = next((c for c in calibrations if c.how == "mean"), None)
     if mean is None:
         console.print(
-            "[yellow]not calibrated:[/yellow] no strangers (people not in the gallery) to "
-            "measure it on; identify will use the recognizer's pair threshold. Give "
-            f"--strangers DIR (celebcat gallery calibrate {escape(name)} --strangers DIR)."
+            _styled(
+                ("not calibrated:", "yellow"),
+                " no strangers (people not in the gallery) to measure it on; identify will "
+                "use the recognizer's pair threshold. Give --strangers DIR (celebcat gallery "
+                f"calibrate {name} --strangers DIR).",
+            )
         )
         return
     limit = gallery_threshold(mean, DEFAULT_FPIR, "", size, name)
     console.print(
         f"calibrated on {len(mean)} faces of {mean.n_identities} strangers "
-        f"({escape(mean.strangers)}): {escape(limit.explain())}"
+        f"({mean.strangers}): {limit.explain()}"
     )
 
 
@@ -2711,17 +2720,14 @@ def main() -> None:
     try:
         app()
     except (_Interrupted, KeyboardInterrupt) as exc:  # the latter: outside any command
-        from rich.markup import escape
-
-        _console(stderr=True).print(f"[red]{escape(str(exc) or 'Interrupted.')}[/red]")
+        _console(stderr=True).print(str(exc) or "Interrupted.", style="red")
         sys.exit(130)
     except Exception as exc:
         message = _missing_extra(exc)
         if message is None and not isinstance(exc, _known_errors()):
             raise
-        from rich.markup import escape
 
-        _console(stderr=True).print(f"[red]Error:[/red] {escape(message or _explain(exc))}")
+        _console(stderr=True).print(_styled(("Error:", "red"), " ", message or _explain(exc)))
         sys.exit(1)
 
 
