@@ -24,11 +24,16 @@ if TYPE_CHECKING:
     import duckdb
 
 
+#: The largest whole number a parameter may be: parameters are stored as DOUBLE, which
+#: holds every integer up to 2^53 exactly (and the views cast the seed to BIGINT).
+MAX_INTEGER = 2**53
+
+
 @dataclass(frozen=True)
 class Param:
     """A selection parameter: its default, what it means and the values it may take
-    (``low <= value <= high``, or ``< high`` where ``high_open``; ``high`` None: no
-    upper bound)."""
+    (``low <= value <= high``, or ``< high`` where ``high_open``; ``high`` None: up to
+    :data:`MAX_INTEGER` for whole numbers, else no upper bound)."""
 
     name: str
     default: float
@@ -42,7 +47,8 @@ class Param:
         """The valid range as people write it, e.g. ``0 <= box_shrink < 1``."""
         kind = "whole number" if self.integer else "number"
         if self.high is None:
-            return f"a {kind} >= {self.low:g}"
+            most = f" and <= 2^53 ({MAX_INTEGER})" if self.integer else ""
+            return f"a {kind} >= {self.low:g}{most}"
         return (
             f"a {kind} with {self.low:g} <= {self.name} {'<' if self.high_open else '<='} "
             f"{self.high:g}"
@@ -54,6 +60,8 @@ class Param:
         ok = value == value and value >= self.low  # NaN fails
         if ok and self.high is not None:
             ok = value < self.high if self.high_open else value <= self.high
+        elif ok and self.integer:
+            ok = value <= MAX_INTEGER
         if ok and self.integer:
             ok = value == int(value)
         if not ok:
