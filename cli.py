@@ -82,12 +82,49 @@ def _root(
     pass
 
 
+def _existing_catalog(value: Path | None) -> Path | None:
+    """--db of every command but ingest: the catalog must exist, or the command would
+    leave an empty one behind under a name no one chose (a mistyped path)."""
+    from catalog.db import CatalogNotFoundError, resolve_db
+
+    path = resolve_db(value)
+    if not path.exists():
+        raise CatalogNotFoundError(
+            f"No catalog at {path}. Create one with `celebcat ingest DIR` (or point --db / "
+            "$CELEBCAT_DB at an existing catalog)."
+        )
+    return value
+
+
+#: The catalog a command reads or changes (it must exist: only ingest creates one).
 DbOption = Annotated[
     Path | None,
     typer.Option(
         "--db",
         envvar="CELEBCAT_DB",
         help="Catalog file (default ./celeba.duckdb; also $CELEBCAT_DB).",
+        show_default=False,
+        callback=_existing_catalog,
+    ),
+]
+#: A group's own --db (``celebcat views``, ``celebcat runs``): parsed before its
+#: subcommand's, so it is checked only where the group itself runs.
+GroupDbOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--db",
+        envvar="CELEBCAT_DB",
+        help="Catalog file (default ./celeba.duckdb; also $CELEBCAT_DB).",
+        show_default=False,
+    ),
+]
+#: The catalog ingest writes (created where there is none).
+NewDbOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--db",
+        envvar="CELEBCAT_DB",
+        help="Catalog file, created if missing (default ./celeba.duckdb; also $CELEBCAT_DB).",
         show_default=False,
     ),
 ]
@@ -404,7 +441,7 @@ def ingest(
     ] = False,
     as_csv: CsvOption = False,
     as_json: JsonOption = False,
-    db: DbOption = None,
+    db: NewDbOption = None,
 ) -> None:
     """Load CelebA annotation files and the image index into the catalog.
 
@@ -1219,7 +1256,7 @@ def runs(
     ] = False,
     as_csv: CsvOption = False,
     as_json: JsonOption = False,
-    db: DbOption = None,
+    db: GroupDbOption = None,
 ) -> None:
     """List the runs with their status and snapshot (none for a pretrained run).
 
@@ -1228,6 +1265,7 @@ def runs(
     """
     if ctx.invoked_subcommand is not None:
         return
+    _existing_catalog(db)
     from catalog.results import list_runs
 
     def minutes(r: Any) -> float | None:
@@ -1497,7 +1535,7 @@ def views_list(
     ctx: typer.Context,
     as_csv: CsvOption = False,
     as_json: JsonOption = False,
-    db: DbOption = None,
+    db: GroupDbOption = None,
 ) -> None:
     """List the selection views with their row counts and what each selects.
 
@@ -1505,6 +1543,7 @@ def views_list(
     """
     if ctx.invoked_subcommand is not None:
         return
+    _existing_catalog(db)
     from catalog.info import list_views
 
     result = list_views(db)

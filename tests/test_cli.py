@@ -108,6 +108,28 @@ def test_check_groups_problems(small_celeba: Path, tmp_path: Path) -> None:
     assert runner.invoke(cli.app, ["check", "--strict", "--db", str(db)]).exit_code == 1
 
 
+def test_a_wrong_db_creates_no_catalog(tmp_path: Path, small_celeba: Path) -> None:
+    """Only ingest creates a catalog: a mistyped --db (or one in a group's subcommand)
+    says there is none, and leaves no file behind."""
+    missing = tmp_path / "missing.duckdb"
+    db = tmp_path / "c.duckdb"
+    assert celebcat("ingest", str(small_celeba), "--db", str(db))[0] == 0
+    for args in (
+        ("select", "--seed", "3"),
+        ("snapshot", "create", "x"),
+        ("views", "apply"),
+        ("views",),
+        ("runs",),
+        ("runs", "import", "dlib"),
+        ("params",),
+    ):
+        code, out = celebcat(*args, "--db", str(missing))
+        assert code == 1 and "No catalog at" in out and "Traceback" not in out, (args, out)
+        assert not missing.exists(), args
+    code, out = celebcat("views", "apply", "--db", str(db))  # the group's own default unused
+    assert code == 0, out
+
+
 def test_errors_are_one_clear_line(tmp_path: Path, small_celeba: Path) -> None:
     code, out = celebcat("tables", "--db", str(tmp_path / "none.duckdb"))
     assert code == 1 and "No catalog at" in out and "celebcat ingest" in out
