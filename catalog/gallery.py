@@ -33,7 +33,6 @@ Searching is SQL too, e.g. the five nearest entries to one embedding::
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -43,6 +42,7 @@ import numpy as np
 
 from catalog.db import connect, has_table, transaction
 from catalog.errors import CatalogError
+from catalog.names import BadNameError, check_name
 
 if TYPE_CHECKING:
     import duckdb
@@ -90,8 +90,6 @@ CREATE TABLE IF NOT EXISTS gallery_calibrations (
     PRIMARY KEY (gallery, how)
 );
 """
-
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class GalleryError(CatalogError, ValueError):
@@ -178,8 +176,10 @@ def write_gallery(
     GalleryError if it exists), with its ``calibrations``. Embeddings (N, D) are
     L2-normalised here. A gallery must hold at least one image, and an image only
     once."""
-    if not _NAME.match(name):
-        raise GalleryError(f"Gallery name {name!r}: use 1-64 letters, digits, '_', '-' or '.'")
+    try:
+        check_name(name, "Gallery")
+    except BadNameError as err:
+        raise GalleryError(str(err)) from None
     matrix = np.asarray(embeddings, dtype=np.float32)
     n = len(identity_names)
     if n == 0:

@@ -43,6 +43,7 @@ from catalog import snapshots
 from catalog.db import DbArg, connect, has_table, transaction
 from catalog.errors import CatalogError
 from catalog.formats import LANDMARK_COLUMNS
+from catalog.names import check_run_id
 
 if TYPE_CHECKING:
     import duckdb
@@ -222,6 +223,7 @@ def register_runs(db: DbArg, runs: Sequence[tuple[str, str, Mapping[str, Any]]])
             ensure_tables(con)
             now = _now()
             for run_id, kind, config in runs:
+                check_run_id(run_id)
                 con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
                 con.execute(
                     "INSERT INTO runs BY NAME SELECT ? AS run_id, ? AS kind, ? AS config, "
@@ -281,6 +283,7 @@ def log_metrics(
     values: Mapping[str, float],
 ) -> None:
     """Write (or overwrite) one epoch's metrics of one split."""
+    check_run_id(run_id)  # every write under a run id: a plain word
     con = connect(db)
     try:
         with transaction(con):
@@ -325,6 +328,7 @@ def write_landmark_predictions(
     frame = frame[["image_id", *LANDMARK_COLUMNS, "nme"]]
     frame.insert(0, "run_id", run_id)
     frame["normaliser"] = normaliser
+    check_run_id(run_id)  # every write under a run id: a plain word
     con = connect(db)
     try:
         with transaction(con):
@@ -376,6 +380,7 @@ def write_embeddings(
             "embedding": list(matrix),
         }
     )
+    check_run_id(run_id)  # every write under a run id: a plain word
     con = connect(db)
     try:
         with transaction(con):

@@ -26,6 +26,7 @@ import numpy as np
 from catalog.db import connect, has_table, transaction
 from catalog.errors import CatalogError
 from catalog.formats import LANDMARK_COLUMNS, SPLITS, UNUSED_SPLIT
+from catalog.names import BadNameError, check_name
 from catalog.selection import rebuild
 from catalog.views import get_params
 
@@ -56,8 +57,6 @@ CREATE TABLE IF NOT EXISTS snapshot_labels (
     PRIMARY KEY (snapshot, identity)
 );
 """
-
-_NAME_OK = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-."
 
 
 class SnapshotError(CatalogError, ValueError):
@@ -164,8 +163,10 @@ def create(name: str, db: str | os.PathLike[str] | None = None) -> Snapshot:
     last ingest is refused here (SnapshotImageError naming it), before it can reach
     a snapshot: an ingest records it, and the selection then leaves it out.
     """
-    if not name or any(c not in _NAME_OK for c in name):
-        raise SnapshotError(f"Snapshot name {name!r}: use letters, digits, '_', '-' and '.' only")
+    try:
+        check_name(name, "Snapshot")
+    except BadNameError as err:
+        raise SnapshotError(str(err)) from None
     con = connect(db)
     try:
         with transaction(con):

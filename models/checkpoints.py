@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from catalog.errors import CatalogError
+from catalog.names import is_run_id
 
 #: What every training checkpoint holds (harness layout), with the type of each.
 REQUIRED: dict[str, type | tuple[type, ...]] = {
@@ -128,6 +129,10 @@ def load_checkpoint(
     ckpt.path = path
     require(ckpt, required)
     run_id = ckpt.get("run_id")
+    if not is_run_id(run_id):  # a file anyone can edit: the id it records is checked
+        raise CheckpointError(
+            path, f"records run id {run_id!r}, which is not a run id (<kind>-<plain word>)"
+        )
     if kind is not None and isinstance(run_id, str) and not run_id.startswith(f"{kind}-"):
         raise CheckpointError(path, f"is run {run_id}'s, not a {kind} run's")
     if config_type is not None:

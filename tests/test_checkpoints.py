@@ -107,6 +107,9 @@ def crafted(case: str, db: Path, folder: Path) -> tuple[Path, str]:
     if case == "bad_config":
         state["config"] = {**state["config"], "epochs": 0, "colour": "red"}
         return _save(path, state), r"its config is not valid: unknown setting\(s\) colour"
+    if case == "bad_run_id":  # the id becomes rows' keys and a folder: a plain word only
+        state["run_id"] = "landmarks-has space"
+        return _save(path, state), "records run id 'landmarks-has space', which is not a run id"
     if case == "other_kind":
         state["run_id"] = "recognition-20260101-000000-abcd"
         return _save(path, state), "is run recognition-.*'s, not a landmarks run's"
@@ -126,6 +129,7 @@ FILE_CASES = [
     "not_a_dict",
     "no_run",
     "bad_config",
+    "bad_run_id",
     "other_kind",
 ]
 WEIGHT_CASES = ["missing_keys", "extra_keys", "wrong_shapes", "not_weights"]
@@ -164,6 +168,21 @@ def test_aligning_with_a_crafted_checkpoint_is_one_clear_error(
         align_snapshot(path, "s", db, size=32)
     assert str(caught.value).startswith(f"Checkpoint {path}: ")
     assert "\n" not in str(caught.value) and not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize(
+    "run_id", ["landmarks-/../../tmp/x", "landmarks-<script>x</script>", "landmarks-..", ""]
+)
+def test_a_run_id_read_from_a_checkpoint_is_checked_before_anything_is_written(
+    run_id: str, db: Path, tmp_path: Path
+) -> None:
+    path = _save(tmp_path / "id.pt", {**good_state(db), "run_id": run_id})
+    with pytest.raises(CheckpointError, match="which is not a run id"):
+        align_snapshot(path, "s", db, size=32)
+    tables = {r[0] for r in query(db, "SELECT table_name FROM duckdb_tables()")}
+    for table in ("landmark_predictions", "metrics"):
+        if table in tables:
+            assert query(db, f"SELECT count(*) FROM {table} WHERE run_id = ?", [run_id]) == [(0,)]
 
 
 def test_checkpoint_error_is_a_value_error() -> None:
