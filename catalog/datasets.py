@@ -197,7 +197,16 @@ class _CropDataset(Dataset):
                 else T.box_to_square((0, 0, n, n), s) @ to_source
             )
         else:
-            source, to_source = T.open_for_crop(str(rows.path[index]), rows.box[index], s)
+            path = str(rows.path[index])
+            try:
+                source, to_source = T.open_for_crop(path, rows.box[index], s)
+            except T.BAD_IMAGE_ERRORS as e:  # changed since the snapshot: one clear line
+                image_id = str(rows.image_id[index])
+                reason = (str(e).splitlines() or [type(e).__name__])[0].rstrip(".")
+                raise _ImageError(
+                    f"image {image_id}: decoding {path}: {reason}. " + snapshots.DECODE_ADVICE,
+                    [snapshots.BadImage(image_id, path, "image_decode_error", reason)],
+                ) from None
             base = T.box_to_square(rows.box[index], s)
         matrix = aug @ base
         on_source = matrix @ T.invert(to_source)

@@ -419,6 +419,18 @@ def _writing(out: Path) -> Iterator[None]:
 
 
 def _copy_one(task: _Task) -> None:
+    """Copy the source as it is, once its header says it is an image: one that is empty,
+    not an image, cut short (no end marker) or larger than Pillow decodes is the
+    source's fault (skipped with ``skip_bad``), not copied on as if it were a face."""
+    from PIL import Image
+
+    from catalog.imagesize import read_headers
+
+    (_, width, height, problem), *_ = read_headers([task.src])
+    if problem is None and width and height and width * height > 2 * Image.MAX_IMAGE_PIXELS:
+        problem = f"{width} x {height} pixels, more than Pillow decodes (a decompression bomb?)"
+    if problem is not None:
+        raise _SourceError(task, "unreadable_image", f"{task.src}: {problem}")
     tmp = files.temp_name(task.dst)
     try:
         shutil.copyfile(task.src, tmp)  # sendfile on Linux: no bytes pass through Python
@@ -444,7 +456,7 @@ def _crop_one(task: _Task, size: int) -> None:
         image, decoded = transforms.open_for_crop(task.src, task.box, size)
         matrix = transforms.box_to_square(task.box, size) @ transforms.invert(decoded)
         face = Image.fromarray(transforms.warp(image, matrix, size))
-    except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for bad files
+    except transforms.BAD_IMAGE_ERRORS as e:
         raise _SourceError(task, "image_decode_error", f"cropping {task.src}: {e}") from e
     fmt = Image.registered_extensions().get(Path(task.dst).suffix.lower(), "JPEG")
     options = {"quality": JPEG_QUALITY} if fmt == "JPEG" else {}

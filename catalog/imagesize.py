@@ -282,6 +282,8 @@ def _pil_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     # Imported here so that the JPEG/PNG path (and a worker process) never pays for it.
     from PIL import Image, UnidentifiedImageError
 
+    from catalog.transforms import BAD_IMAGE_ERRORS
+
     try:
         with Image.open(path) as im:
             return im.size
@@ -293,6 +295,6 @@ def _pil_size(path: str | os.PathLike[str]) -> tuple[int, int]:
         ) from exc
     except Image.DecompressionBombError as exc:
         raise ImageHeaderError(path, f"rejected by Pillow as too large: {exc}") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except BAD_IMAGE_ERRORS as exc:
         # Pillow's plugins report a bad header as any of these.
         raise ImageHeaderError(path, f"bad header: {exc}") from exc

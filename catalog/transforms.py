@@ -244,6 +244,19 @@ def warp(image: Image.Image | np.ndarray, matrix: np.ndarray, size: int) -> np.n
     )
 
 
+#: What Pillow raises for a file that is not a usable image: not one at all
+#: (UnidentifiedImageError, an OSError), damaged (OSError, SyntaxError, ValueError,
+#: EOFError), or a header claiming more pixels than Pillow's decompression-bomb limit
+#: (DecompressionBombError, which is none of those). Every ``--skip-bad`` catches these.
+BAD_IMAGE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    Image.DecompressionBombError,
+)
+
+
 def open_for_crop(path: str, box: Sequence[float], size: int) -> tuple[Image.Image, np.ndarray]:
     """Open an image at the smallest scale that still gives the box ``size`` pixels.
 

@@ -323,3 +323,64 @@ def test_cli_check_decode_and_skip_bad(cat: SimpleNamespace) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "skipped 1 images" in result.output and "image_decode_error" in result.output
+
+
+# --- files swapped after the snapshot: every reader answers in one line -----------------
+
+
+def _bomb_png() -> bytes:
+    """A PNG whose header says 60000 x 60000: Pillow refuses it as a decompression bomb."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 100))
+        + chunk(b"IEND", b"")
+    )
+
+
+def swap_in_bad_files(cat: SimpleNamespace) -> list[str]:
+    """Four images of snapshot 's' replaced after it was made: a bomb, an empty file, a
+    text file and a JPEG cut to a third. Their ids."""
+    victims = cat.ids[1:5]
+    paths = [image_path(cat, i) for i in victims]
+    paths[0].write_bytes(_bomb_png())
+    paths[1].write_bytes(b"")
+    paths[2].write_text("not an image")
+    data = paths[3].read_bytes()
+    paths[3].write_bytes(data[: len(data) // 3])
+    return victims
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["cache", "build", "s", "--size", str(SIZE)],
+        ["export", "s", "{out}", "--crop", "--size", str(SIZE)],
+        ["export", "s", "{out}"],
+        ["align", "--snapshot", "s", "--source", "truth", "--size", "64"],
+    ],
+    ids=["cache", "export-crop", "export", "align"],
+)
+def test_files_swapped_after_the_snapshot_are_one_line_or_skipped(
+    cat: SimpleNamespace, tmp_path: Path, command: list[str]
+) -> None:
+    from conftest import celebcat
+
+    victims = swap_in_bad_files(cat)
+    args = [a.replace("{out}", str(tmp_path / "out")) for a in command] + ["--db", str(cat.db)]
+    code, out = celebcat(*args)
+    assert code == 1 and "Traceback" not in out, out
+    assert "--skip-bad" in out
+    code, out = celebcat(*args, "--skip-bad")
+    assert code == 0 and "Traceback" not in out, out
+    flat = " ".join(out.split())
+    for image_id in victims:
+        assert image_id in flat, (image_id, out)

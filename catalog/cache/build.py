@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from catalog import files, snapshots
+from catalog import files, snapshots, transforms
 from catalog.cache.index import (
     _VARIANT,
     SOURCES,
@@ -453,7 +453,7 @@ def _run(
     def one(task: _Task) -> None:
         try:
             array[task.row] = render_crop(task.src, task.box, size)
-        except (OSError, ValueError, SyntaxError) as e:  # PIL's bad-file errors
+        except transforms.BAD_IMAGE_ERRORS as e:
             bad = snapshots.BadImage(task.image_id, task.src, "image_decode_error", str(e))
             if failed is None:
                 raise _ImageError(

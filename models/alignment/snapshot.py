@@ -34,6 +34,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -156,12 +157,42 @@ def _predict(
     lo, hi = distributed.shard_bounds(len(ids))  # all of them in one process
     if progress is not None:
         progress("predict", 0, hi - lo)
+    share = _Decoded(Subset(data, rows[lo:hi]), skip_bad)
     points = landmarks.predict_batches(
-        DataLoader(Subset(data, rows[lo:hi]), batch_size=batch_size, shuffle=False),
+        DataLoader(share, batch_size=batch_size, shuffle=False),
         to_original=to_original[lo:hi],
         progress=None if progress is None else lambda done: progress("predict", done, hi - lo),
     )
+    for k in share.bad:  # no points where no image: the warp then skips them too
+        for p in points:
+            p[k] = np.nan
     return distributed.gather_rows(*points)
+
+
+class _Decoded(torch.utils.data.Dataset):
+    """A share of a FaceDataset whose images that fail to decode (changed since the
+    snapshot) are, with ``skip_bad``, a black crop recorded in ``bad`` (positions in
+    the share); without, the Dataset's one-line error. Read in this process."""
+
+    def __init__(self, data: Any, skip_bad: bool) -> None:
+        self.data, self.skip_bad, self.bad = data, skip_bad, set()
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        try:
+            return self.data[k]
+        except snapshots.SnapshotImageError:
+            if not self.skip_bad:
+                raise
+            self.bad.add(k)
+            faces, row = self.data.dataset, self.data.indices[k]
+            return {
+                "image": torch.zeros((3, faces.size, faces.size), dtype=torch.uint8),
+                "label": torch.tensor(-1, dtype=torch.int64),
+                "image_id": str(faces.image_ids[row]),
+            }
 
 
 def _warp_one(src: str, matrix: np.ndarray, size: int) -> np.ndarray:
@@ -267,7 +298,9 @@ def _align(
             landmarks, db, snapshot, ids, batch_size, progress, skip_bad
         )
         errors = np.full(len(ids), np.nan)
-        known = np.isfinite(truth).all(axis=(1, 2))
+        # (no points: an image that failed to decode, skipped with skip_bad)
+        predicted = np.isfinite(points).all(axis=(1, 2))
+        known = np.isfinite(truth).all(axis=(1, 2)) & predicted
         if known.any():
             errors[known] = nme(points[known], truth[known], normaliser)
             mean_nme = float(errors[known].mean())
@@ -283,9 +316,12 @@ def _align(
             }
 
         def write() -> int:  # rank 0's, once
-            n = results.write_landmark_predictions(
-                db, run_id, {"image_id": ids, "landmarks": points, "nme": errors}, normaliser
-            )
+            kept = {
+                "image_id": [i for i, ok in zip(ids, predicted, strict=True) if ok],
+                "landmarks": points[predicted],
+                "nme": errors[predicted],
+            }
+            n = results.write_landmark_predictions(db, run_id, kept, normaliser)
             if test_metrics:
                 results.log_metrics(db, run_id, landmarks.epoch, "test", test_metrics)
             return n
@@ -319,7 +355,7 @@ def _align(
         def one(k: int) -> None:
             try:
                 dest[k - indices.start] = _warp_one(paths[k], matrices[k], size)
-            except (OSError, ValueError, SyntaxError) as e:  # PIL's bad-file errors
+            except T.BAD_IMAGE_ERRORS as e:
                 b = snapshots.BadImage(ids[k], paths[k], "image_decode_error", str(e))
                 if not skip_bad:
                     raise snapshots.SnapshotImageError(

@@ -159,7 +159,7 @@ def load_image(
             rgb = image.convert("RGB")
     except Image.DecompressionBombError as err:
         raise PipelineError(f"{path}: too large to decode safely ({err})") from None
-    except (OSError, ValueError, SyntaxError) as err:  # PIL's not-an-image / damaged errors
+    except T.BAD_IMAGE_ERRORS as err:  # not an image, or a damaged one
         reason = (str(err).splitlines() or [type(err).__name__])[0]
         raise PipelineError(f"{path}: not an image PIL can read ({reason})") from None
     return LoadedImage(name, np.asarray(rgb), None if turned else str(path), fmt == "JPEG", rgb)
