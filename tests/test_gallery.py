@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -123,12 +124,26 @@ def test_a_folder_gallery_names_people_by_subfolder(
     (folder / "alice" / "notes.txt").write_text("not a photo")
     (folder / "bob" / "000000.jpg").write_bytes(b"\xff\xd8 broken")
     (folder / ".hidden").mkdir()
+    # out of the tree: a person folder and a photo that are links, and a linked folder
+    # inside a person's (it walked /etc); a FIFO, which would block a read forever
+    outside = tmp_path / "elsewhere"
+    (outside / "deep").mkdir(parents=True)
+    shutil.copy(built.images / rows[3][2], outside / rows[3][0])
+    (folder / "mallory").symlink_to(outside, target_is_directory=True)
+    (folder / "alice" / "linked.jpg").symlink_to(outside / rows[3][0])
+    (folder / "bob" / "etc").symlink_to(outside, target_is_directory=True)
+    os.mkfifo(folder / "bob" / "pipe.jpg")
     done = add_gallery(db, "friends", built.run_id, folder=folder, detector="catalog")
     g = done.gallery
     assert (g.n_identities, g.n_images, g.source) == (2, 3, f"folder:{folder.resolve()}")
     why = dict(done.skipped)
     assert why[str(folder / "alice" / "notes.txt")].startswith("not an image file")
     assert "not an image PIL can read" in why[str(folder / "bob" / "000000.jpg")]
+    assert why[str(folder / ".hidden")].startswith("hidden")
+    assert why[str(folder / "mallory")].startswith(f"leads out of {folder}")
+    assert why[str(folder / "alice" / "linked.jpg")].startswith(f"leads out of {folder}")
+    assert why[str(folder / "bob" / "etc")] == "a link to a folder: not followed"
+    assert why[str(folder / "bob" / "pipe.jpg")] == "not a regular file"
     entries = G.read_entries(db, "friends")
     assert sorted(set(entries.identity_name.tolist())) == ["alice", "bob"]
     with pytest.raises(IdentifyError, match="has no subfolders"):

@@ -274,3 +274,19 @@ def test_a_real_photograph_end_to_end(setup: SimpleNamespace, tmp_path: Path) ->
         ).output.split()
     )
     assert "threshold: cosine >" in text and "astronaut.png: 1 face" in text
+
+
+def test_a_threshold_outside_the_cosines_range_and_a_pipe_are_refused(tmp_path: Path) -> None:
+    import os
+
+    from models.pipeline.faces import PipelineError, load_image
+    from models.pipeline.identify import IdentifyError, choose_threshold
+
+    for bad in (5.0, -1.5, float("nan")):
+        with pytest.raises(IdentifyError, match="a cosine lies between -1 and 1"):
+            choose_threshold(None, None, "recognition-x", 3, threshold=bad)  # type: ignore[arg-type]
+    assert choose_threshold(None, None, "recognition-x", 3, threshold=0.5).value == 0.5  # type: ignore[arg-type]
+    pipe = tmp_path / "photo.jpg"
+    os.mkfifo(pipe)  # reading it would block forever
+    with pytest.raises(PipelineError, match="not a regular file"):
+        load_image(pipe)

@@ -151,6 +151,8 @@ def load_image(
         raise PipelineError(f"{path}: no such file")
     if path.is_dir():
         raise PipelineError(f"{path}: a folder, not an image")
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise PipelineError(f"{path}: not a regular file (a pipe, a device?), not an image")
     try:
         with Image.open(path) as opened:
             fmt = opened.format

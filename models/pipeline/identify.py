@@ -237,6 +237,11 @@ def choose_threshold(
 ) -> Threshold:
     """The threshold ``identify`` names faces above (its docstring says which)."""
     if threshold is not None:
+        if not -1 <= threshold <= 1:  # NaN fails too
+            raise IdentifyError(
+                f"--threshold {threshold:g}: a cosine lies between -1 and 1 (above 1 no face "
+                "is ever named)"
+            )
         return Threshold(float(threshold), run_id, None, kind="given")
     if fpr is not None:
         if fpr not in OPEN_SET_FPRS:
@@ -383,30 +388,64 @@ class GalleryBuild:
 
 
 def _folder_images(folder: Path) -> tuple[list[str], list[Path], list[tuple[str, str]]]:
-    """(identity names, image paths, skipped (path, why)) of a gallery folder."""
+    """(identity names, image paths, skipped (path, why)) of a gallery folder. What is
+    not inside the folder once links are followed (a person folder or photo that is a
+    link out of it), hidden (a name starting with '.') or not a regular file is
+    skipped, and said."""
     if not folder.is_dir():
         raise IdentifyError(
             f"{folder}: not a folder (a gallery folder holds one subfolder per person)"
         )
-    people = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    root = folder.resolve()
+    skipped: list[tuple[str, str]] = []
+
+    def inside(path: Path) -> bool:
+        if path.resolve().is_relative_to(root):
+            return True
+        skipped.append((str(path), f"leads out of {folder}, to {path.resolve()}"))
+        return False
+
+    people = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            skipped.append((str(p), "hidden (its name starts with '.')"))
+        elif p.is_dir() and inside(p):
+            people.append(p)
     if not people:
         raise IdentifyError(
             f"{folder} has no subfolders: a gallery folder holds one subfolder "
             "per person, named after them, with their photos in it."
         )
-    names, paths, skipped = [], [], []
+    names, paths = [], []
     for person in people:
-        for path in sorted(p for p in person.rglob("*") if p.is_file()):
-            if path.name.startswith("."):
+        for path in _walk(person, skipped):
+            if any(part.startswith(".") for part in path.relative_to(person).parts):
+                skipped.append((str(path), "hidden (its name starts with '.')"))
+            elif not inside(path):
                 continue
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
+            elif not path.is_file():
+                skipped.append((str(path), "not a regular file"))
+            elif path.suffix.lower() not in IMAGE_SUFFIXES:
                 skipped.append((str(path), "not an image file (by its suffix)"))
-                continue
-            names.append(person.name)
-            paths.append(path)
+            else:
+                names.append(person.name)
+                paths.append(path)
     if not paths:
         raise IdentifyError(f"{folder}: no image files in its person subfolders")
     return names, paths, skipped
+
+
+def _walk(top: Path, skipped: list[tuple[str, str]]) -> list[Path]:
+    """Every entry under ``top`` that is not a folder, sorted; links to folders are not
+    followed (one out of the tree could walk the whole disk), and said."""
+    found: list[Path] = []
+    for here, dirs, entries in os.walk(top, followlinks=False):
+        base = Path(here)
+        for d in list(dirs):
+            if (base / d).is_symlink():
+                skipped.append((str(base / d), "a link to a folder: not followed"))
+        found.extend(base / e for e in entries)
+    return sorted(found)
 
 
 def _embed_faces(
