@@ -8,18 +8,31 @@ that need no torch never import it.
 
 from __future__ import annotations
 
-import csv
-import functools
-import json
+import os
+import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from enum import Enum
-from pathlib import Path
-from typing import Annotated, Any
 
-import typer
-import typer.core
+
+def _interrupted_while_starting(signum: int, frame: Any) -> None:
+    """Ctrl-C before the commands exist (the imports below take a few tenths of a
+    second): one word and exit 130, not a traceback from inside an import."""
+    sys.stderr.write("Interrupted.\n")
+    os._exit(130)
+
+
+signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+import csv  # noqa: E402
+import functools  # noqa: E402
+import json  # noqa: E402
+from collections.abc import Callable, Iterator, Sequence  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from enum import Enum  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Annotated, Any  # noqa: E402
+
+import typer  # noqa: E402
+import typer.core  # noqa: E402
 
 #: What the commands that need an optional dependency say in --help (rich markup: "\\["
 #: is a literal bracket).
@@ -2756,11 +2769,16 @@ def _explain(exc: BaseException) -> str:
 
 def main() -> None:
     """Console-script entry point."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: KeyboardInterrupt
     try:
         app()
     except (_Interrupted, KeyboardInterrupt) as exc:  # the latter: outside any command
         _console(stderr=True).print(str(exc) or "Interrupted.", style="red")
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == 130:  # typer's own exit for a Ctrl-C while it parses: silent
+            _console(stderr=True).print("Interrupted.", style="red")
+        raise
     except Exception as exc:
         message = _missing_extra(exc)
         if message is None and not isinstance(exc, _known_errors()):

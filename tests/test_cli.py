@@ -683,3 +683,39 @@ def test_choices_reach_the_library_as_plain_values(monkeypatch: pytest.MonkeyPat
     )
     assert (seen["size"], seen["template"], seen["source"]) == (224, "arcface", "predicted")
     assert type(seen["size"]) is int and type(seen["template"]) is str
+
+
+def test_ctrl_c_at_any_moment_of_startup_is_one_word(tmp_path: Path, small_celeba: Path) -> None:
+    """Ctrl-C from the first instant: while the imports run (a traceback from inside
+    typing.py before), while typer parses (a silent exit 130 before), in the command:
+    "Interrupted." and exit 130, or the command's own end."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import cli
+
+    db = tmp_path / "c.duckdb"
+    assert celebcat("ingest", str(small_celeba), "--db", str(db))[0] == 0
+    seen = set()
+    for delay in [0.02 * k for k in range(1, 26)]:
+        process = subprocess.Popen(
+            [sys.executable, "-c", "import cli; cli.main()", "tables", "--db", str(db)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={"PYTHONPATH": str(Path(cli.__file__).parent), "COLUMNS": "200", "PATH": ""},
+        )
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+        if err.startswith("Fatal Python error: init_import_site"):
+            continue  # the interpreter's own start, before any line of ours runs
+        assert "Traceback" not in err, (delay, err)
+        if process.returncode == 130:
+            assert err.strip() == "Interrupted.", (delay, err)
+        else:  # it had finished: the table is all there
+            assert process.returncode in (0, -signal.SIGINT) and "attributes" in out, (delay, err)
+        seen.add(process.returncode)
+    assert 130 in seen
