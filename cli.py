@@ -148,7 +148,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON rows instea
 # trainers, demo), detector (identify, report html), landmarks and template (identify,
 # gallery add), device (identify, gallery add, train detector), skip-bad (export, align,
 # cache build; embed and eval keep their shorter help).
-WorkersOption = Annotated[int, typer.Option(help="DataLoader workers.")]
+WorkersOption = Annotated[int, typer.Option(help="DataLoader workers.", min=0)]
 SeedOption = Annotated[int, typer.Option(help="Random seed.")]
 DetectorOption = Annotated[
     str,
@@ -181,7 +181,24 @@ TemplateOption = Annotated[
         "--template", help="Alignment template, reference or arcface (default: the recognizer's)."
     ),
 ]
-DeviceOption = Annotated[str, typer.Option(help="cpu, cuda or auto.")]
+
+
+def _device(value: str) -> str:
+    """--device: cpu, auto, cuda or cuda:N, and CUDA only where there is a GPU."""
+    import re
+
+    if value in ("cpu", "auto"):
+        return value
+    if not re.fullmatch(r"cuda(:\d{1,2})?", value or ""):
+        raise typer.BadParameter(f"{value!r}: use cpu, cuda, cuda:N or auto")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise typer.BadParameter(f"{value!r}: this machine has no CUDA device (use cpu or auto)")
+    return value
+
+
+DeviceOption = Annotated[str, typer.Option(help="cpu, cuda or auto.", callback=_device)]
 SkipBadOption = Annotated[
     bool,
     typer.Option(
@@ -534,7 +551,9 @@ def synth(
     annotations_only: Annotated[
         bool, typer.Option(help="Write only the annotation files (fast, for benchmarks).")
     ] = False,
-    workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Processes (default: all cores).", min=1)
+    ] = None,
     style: Annotated[
         str,
         typer.Option(
@@ -665,7 +684,8 @@ def check(
         ),
     ] = False,
     workers: Annotated[
-        int | None, typer.Option(help="Decoding threads with --decode (default: one per CPU).")
+        int | None,
+        typer.Option(help="Decoding threads with --decode (default: one per CPU).", min=1),
     ] = None,
     db: DbOption = None,
 ) -> None:
@@ -1028,7 +1048,7 @@ def export(
     crop: Annotated[
         bool, typer.Option("--crop", help="Crop each image to its face box and resize.")
     ] = False,
-    size: Annotated[int, typer.Option(help="Output side in pixels with --crop.")] = 256,
+    size: Annotated[int, typer.Option(help="Output side in pixels with --crop.", min=1)] = 256,
     workers: Annotated[int | None, typer.Option(help="Parallel workers.")] = None,
     skip_bad: SkipBadOption = False,
     db: DbOption = None,
@@ -1102,7 +1122,7 @@ def align(
         LandmarkSource,
         typer.Option(help="predicted (the run's landmarks) or truth (a control)."),
     ] = LandmarkSource.predicted,
-    batch_size: Annotated[int, typer.Option(help="Prediction batch size.")] = 32,
+    batch_size: Annotated[int, typer.Option(help="Prediction batch size.", min=1)] = 32,
     workers: Annotated[
         int | None, typer.Option(help="Threads decoding and warping (default: one per CPU).")
     ] = None,
@@ -1182,7 +1202,7 @@ def embed(
     snapshot: Annotated[
         str | None, typer.Option(help="Snapshot to embed (default: the run's).")
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 128,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.", min=1)] = 128,
     workers: WorkersOption = 0,
     skip_bad: Annotated[
         bool, typer.Option("--skip-bad", help="Leave out images that cannot be read.")
@@ -1363,7 +1383,7 @@ def runs_import(
 def identify_cmd(
     images: Annotated[list[Path], typer.Argument(help="Photos (any size, any format PIL reads).")],
     gallery: Annotated[str, typer.Option(help="Gallery to search (celebcat gallery list).")],
-    top: Annotated[int, typer.Option(help="Matches shown per face.")] = 5,
+    top: Annotated[int, typer.Option(help="Matches shown per face.", min=1)] = 5,
     fpir: Annotated[
         float,
         typer.Option(
@@ -1597,7 +1617,7 @@ class CropSource(_Choice):
 @_plain_choices
 def cache_build(
     snapshot: Annotated[str, typer.Argument(help="Snapshot to cache.")],
-    size: Annotated[int, typer.Option(help="Crop side in pixels (the model input).")] = 256,
+    size: Annotated[int, typer.Option(help="Crop side in pixels (the model input).", min=1)] = 256,
     source: Annotated[
         CropSource, typer.Option(help="Crop source: bbox (face box).")
     ] = CropSource.bbox,
@@ -1668,7 +1688,7 @@ def cache_list(as_csv: CsvOption = False, as_json: JsonOption = False, db: DbOpt
 @cache_app.command("drop")
 def cache_drop(
     snapshot: str,
-    size: Annotated[int | None, typer.Option(help="Only caches of this size.")] = None,
+    size: Annotated[int | None, typer.Option(help="Only caches of this size.", min=1)] = None,
     source: Annotated[
         str | None,
         typer.Option(
@@ -1900,7 +1920,9 @@ def train_recognizer_cmd(
     size: Annotated[int, typer.Option(help="Crop side in pixels (a multiple of 16).")] = 112,
     embedding_dim: Annotated[int, typer.Option(help="Embedding size.")] = 512,
     epochs: EpochsOption = 30,
-    batch_size: Annotated[int, typer.Option(help="Batch size (triplet: P x K with K=4).")] = 64,
+    batch_size: Annotated[
+        int, typer.Option(help="Batch size (triplet: P x K with K=4).", min=1)
+    ] = 64,
     lr: LrOption = 1e-3,
     schedule: ScheduleOption = "cosine",
     max_minutes: MaxMinutesOption = None,
@@ -2129,7 +2151,7 @@ def report_landmarks(
 @report_app.command("alignment")
 def report_alignment(
     snapshot: Annotated[str, typer.Option(help="Snapshot whose alignments to measure.")],
-    size: Annotated[int | None, typer.Option(help="Only alignments of this size.")] = None,
+    size: Annotated[int | None, typer.Option(help="Only alignments of this size.", min=1)] = None,
     as_csv: CsvOption = False,
     as_json: JsonOption = False,
     db: DbOption = None,
@@ -2269,7 +2291,7 @@ def eval_recognizer(
             help="Folder for ROC, cosine-histogram and t-SNE PNGs (needs the plots extra)."
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 128,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.", min=1)] = 128,
     workers: WorkersOption = 0,
     skip_bad: Annotated[
         bool, typer.Option("--skip-bad", help="Leave out images that cannot be read.")
