@@ -5,8 +5,9 @@ exit code 0, 1 or 2, prints no traceback, and one that fails leaves every table 
 the catalog as it was.
 
 ``CELEBCAT_FUZZ_EXAMPLES`` sets how many command lines hypothesis tries (default 60 in
-the suite, the same ones every run); ``CELEBCAT_FUZZ_RANDOM=1`` draws new ones. Commands that train or make data at length (``train``, ``demo``,
-``synth``, ``ingest``) are left out: their options are checked by their own tests.
+the suite, the same ones every run); ``CELEBCAT_FUZZ_RANDOM=1`` draws new ones.
+Commands that train or make data at length (``train``, ``demo``, ``synth``,
+``ingest``) are left out: their options are checked by their own tests.
 """
 
 from __future__ import annotations
