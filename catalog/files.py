@@ -46,9 +46,11 @@ def remove_temporaries(folder: str | os.PathLike[str]) -> None:
 
 
 def discard(path: str | os.PathLike[str]) -> None:
+    """Remove a temporary file, best effort: it runs while another error is on its way
+    (a full disk, a read-only folder), which must reach the user, not this one."""
     try:
         os.unlink(path)
-    except FileNotFoundError:
+    except OSError:
         pass
 
 

@@ -171,13 +171,32 @@ def ingest(
         if is_interrupt(exc):
             raise IngestInterrupted(path, state.committed, existed) from exc
         if state.committed is False:
-            raise
+            if isinstance(exc, CatalogError) or not _is_write_failure(exc):
+                raise
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+            kept = (
+                f"the catalog {path} is as it was before this ingest"
+                if existed
+                else "no catalog was created"
+            )
+            raise IngestError(f"Ingest could not write the catalog ({reason}); {kept}.") from exc
         done = (
             "is complete (committed)"
             if state.committed
             else "may or may not hold the new data (it could not be read back)"
         )
         raise IngestError(f"The catalog {path} {done}, but then: {exc}") from exc
+
+
+def _is_write_failure(exc: BaseException) -> bool:
+    """DuckDB or the file system failing to write the catalog (a full disk, a read-only
+    folder): the transaction was rolled back, so the one line says what survived."""
+    import duckdb
+
+    return isinstance(
+        exc,
+        (OSError, duckdb.IOException, duckdb.TransactionException, duckdb.OutOfMemoryException),
+    )
 
 
 @dataclass

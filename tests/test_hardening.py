@@ -173,6 +173,33 @@ def test_a_failed_first_ingest_leaves_no_catalog(
     assert not db.exists() and not Path(f"{db}.wal").exists()
 
 
+@pytest.mark.parametrize("first", [False, True], ids=["again", "first"])
+def test_an_ingest_that_cannot_write_the_catalog_is_one_line(
+    first: bool, small_celeba: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """DuckDB failing to write (a full disk at the commit): one line saying what
+    survived, the previous catalog or none, instead of a TransactionException."""
+    db = tmp_path / "c.duckdb"
+    if not first:
+        assert celebcat(monkeypatch, capsys, "ingest", str(small_celeba), "--db", str(db))[0] == 0
+        before = query(db, "SELECT count(*) FROM attributes")
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise duckdb.TransactionException(
+            "TransactionContext Error: Failed to commit: could not write: No space left on device"
+        )
+
+    monkeypatch.setattr(ingest_module, "_record", full)
+    code, out = celebcat(monkeypatch, capsys, "ingest", str(small_celeba), "--db", str(db))
+    assert code == 1 and "Traceback" not in out, out
+    assert "Ingest could not write the catalog" in out and "No space left" in out
+    if first:
+        assert "no catalog was created" in out and not db.exists()
+    else:
+        assert "is as it was before this ingest" in " ".join(out.split())
+        assert query(db, "SELECT count(*) FROM attributes") == before
+
+
 def test_check_on_a_catalog_no_ingest_completed_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
@@ -542,3 +569,15 @@ def test_a_real_read_only_folder(db: Path, tmp_path: Path) -> None:
     # the mount is gone with its namespace: the same commands now succeed
     assert build_cache("s", db, size=64).built
     assert export_snapshot("s", folder / "out", db).n_written > 0
+
+
+def test_removing_a_temporary_never_hides_the_error_that_called_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from catalog import files
+
+    def refused(path: object) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(os, "unlink", refused)
+    files.discard(tmp_path / "x.part")  # a read-only folder: nothing raised from here
