@@ -204,3 +204,21 @@ def test_gallery_commands(db: Path, built: SimpleNamespace) -> None:
     assert "No gallery 'heldout'" in str(result.exception)
     result = runner.invoke(cli.app, ["gallery", "add", "x", "--run", built.run_id, *base])
     assert isinstance(result.exception, cli.UserError)
+
+
+def test_a_snapshot_gallery_goes_on_past_an_image_gone_since(
+    db: Path, built: SimpleNamespace, tmp_path: Path
+) -> None:
+    """An image of the split deleted since the snapshot: left out of the gallery and
+    said (the advice was --skip-bad, which gallery add does not have)."""
+    image_id, _, rel = split_images(db, "query")[0]
+    path = built.images / rel
+    moved = tmp_path / "moved.jpg"
+    shutil.move(path, moved)
+    try:
+        done = add_gallery(db, "held", built.run_id, snapshot="h", split="query")
+    finally:
+        shutil.move(moved, path)
+    why = dict(done.skipped)
+    assert image_id in why and "image_missing" in why[image_id]
+    assert done.gallery.n_images == len(split_images(db, "query")) - 1

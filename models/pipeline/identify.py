@@ -504,12 +504,17 @@ def _snapshot_faces(
     db: str | os.PathLike[str] | None, snapshot: str, splits: Sequence[str]
 ) -> _Faces:
     names, sources, labels = [], [], []
+    skipped: list[tuple[str, str]] = []
     for split in splits:
-        rows = snapshots.read_images(db, snapshot, split, boxes=True)
+        # an image gone or changed since the snapshot: left out and said, as a photo
+        # that does not decode is (a gallery is built from what can be read)
+        rows = snapshots.read_images(db, snapshot, split, boxes=True, skip_bad=True)
         names += [str(i) for i in rows.identity]
         sources += [str(p) for p in rows.path]
         labels += [str(i) for i in rows.image_id]
-    return _Faces(names, sources, labels, f"snapshot:{snapshot}/{'+'.join(splits)}", True)
+        skipped += [(b.image_id, f"{b.reason}: {b.detail}") for b in rows.skipped]
+    where = f"snapshot:{snapshot}/{'+'.join(splits)}"
+    return _Faces(names, sources, labels, where, True, skipped)
 
 
 def _folder_faces(folder: str | os.PathLike[str]) -> _Faces:
