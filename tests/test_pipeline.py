@@ -198,3 +198,33 @@ def test_crop_plan_finds_the_alignment_or_says_what_to_pass(aligned: SimpleNames
     recognizer.config.size = 48  # no crops of that size, no embeddings: nothing recorded
     with pytest.raises(PipelineError, match="does not record which alignment"):
         crop_plan(recognizer, aligned.db)
+
+
+def test_a_huge_photo_is_decoded_reduced_and_its_faces_reported_in_its_pixels(
+    built: SimpleNamespace, tmp_path: Path
+) -> None:
+    """A 7,000 x 7,000 JPEG (49 MP): decoded at half size by libjpeg, no Pillow warning,
+    and the face Haar finds is where it is in the photo itself (the 512 px astronaut's
+    box scaled up), as drawn on the reduced picture."""
+    import warnings
+
+    from PIL import Image
+    from skimage import data
+
+    from models.pipeline.faces import MAX_PHOTO_PIXELS, load_image
+    from models.pipeline.identify import IdentifiedFace, Match, draw_faces
+
+    small = Image.fromarray(data.astronaut())
+    big = tmp_path / "big.jpg"
+    small.resize((7000, 7000), Image.Resampling.BILINEAR).save(big, quality=90)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning: none
+        loaded = load_image(big)
+    assert loaded.scale == 2 and loaded.width * loaded.height <= MAX_PHOTO_PIXELS
+    pipe = FacePipeline("haar", None, built.run_id, built.db)
+    face_big = max(pipe.run([big]).faces, key=lambda f: f.score)
+    face_small = max(pipe.run([small]).faces, key=lambda f: f.score)
+    np.testing.assert_allclose(face_big.box, face_small.box * 7000 / 512, rtol=0.1)
+    answer = IdentifiedFace(0, face_big.box, 1.0, None, [Match("x", 0.9)], "x")
+    drawn = Image.open(draw_faces(loaded, [answer], tmp_path / "drawn.png"))
+    assert drawn.size == (loaded.width, loaded.height)

@@ -38,8 +38,10 @@ CUDA (``device``), every stage timed (:attr:`PipelineOutput.timings`).
 
 from __future__ import annotations
 
+import math
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +96,11 @@ class TruthAlignmentError(PipelineError):
 
 # --- images ---------------------------------------------------------------------------------
 
+#: A photo with more pixels than this is decoded reduced (by a whole factor; JPEG by
+#: libjpeg itself) to at most this many: a 12000 x 12000 photo took 2.3 GB and 10 s
+#: decoded whole, for faces that need a few hundred pixels each.
+MAX_PHOTO_PIXELS = 25_000_000
+
 
 @dataclass
 class LoadedImage:
@@ -106,6 +113,9 @@ class LoadedImage:
     path: str | None = None
     jpeg: bool = False
     pil: Image.Image | None = field(default=None, repr=False)
+    #: The photo's pixels per pixel of ``pixels``: above 1 for a photo decoded reduced
+    #: (:data:`MAX_PHOTO_PIXELS`); faces are reported in the photo's own pixels.
+    scale: float = 1.0
 
     @property
     def width(self) -> int:
@@ -154,16 +164,29 @@ def load_image(
     if not path.is_file():  # a FIFO or a device would block or never end
         raise PipelineError(f"{path}: not a regular file (a pipe, a device?), not an image")
     try:
-        with Image.open(path) as opened:
-            fmt = opened.format
+        with warnings.catch_warnings():
+            # a large photo is decoded reduced below, so Pillow's warning is not for us
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+        with opened:
+            fmt, full = opened.format, opened.size
+            factor = math.ceil(math.sqrt(full[0] * full[1] / MAX_PHOTO_PIXELS))
+            if factor > 1 and fmt == "JPEG":  # libjpeg decodes at 1/2, 1/4 or 1/8 itself
+                opened.draft("RGB", (math.ceil(full[0] / factor), math.ceil(full[1] / factor)))
             turned = opened.getexif().get(0x0112, 1) not in (None, 1)
             image = ImageOps.exif_transpose(opened) if turned else opened
             rgb = image.convert("RGB")
+            left = math.ceil(math.sqrt(rgb.width * rgb.height / MAX_PHOTO_PIXELS))
+            if left > 1:  # other formats, or what draft left too large
+                rgb = rgb.reduce(left)
     except Image.DecompressionBombError as err:
         raise PipelineError(f"{path}: too large to decode safely ({err})") from None
     except T.BAD_IMAGE_ERRORS as err:  # not an image, or a damaged one
         reason = (str(err).splitlines() or [type(err).__name__])[0]
         raise PipelineError(f"{path}: not an image PIL can read ({reason})") from None
+    scale = max(full) / max(rgb.size)
+    if scale > 1:  # the crops come from these pixels, not from the file again
+        return LoadedImage(name, np.asarray(rgb), None, False, rgb, scale)
     return LoadedImage(name, np.asarray(rgb), None if turned else str(path), fmt == "JPEG", rgb)
 
 
@@ -478,13 +501,14 @@ class FacePipeline:
             crops = self._recognizer_crops(batch, owner, crop_boxes, points)
         with timer.stage("embed"):
             embeddings = self.recognizer.embed(crops, self.batch_size)
+        scales = [batch[k].scale for k in owner]
         return [
             Face(
                 where[owner[i]],
-                boxes[i, :4].copy(),
+                boxes[i, :4] * scales[i],  # the photo's own pixels
                 float(boxes[i, 4]),
-                crop_boxes[i],
-                None if points is None else points[i],
+                crop_boxes[i] * scales[i],
+                None if points is None else points[i] * scales[i],
                 embeddings[i],
                 crops[i] if keep_crops else None,
             )

@@ -1069,14 +1069,15 @@ def draw_faces(
         font = ImageFont.load_default()
     for face in faces:
         colour = KNOWN_COLOUR if face.known else UNKNOWN_COLOUR
-        x1, y1, x2, y2 = (float(v) for v in face.box)
+        # faces are in the photo's pixels; a large photo is drawn as decoded, reduced
+        x1, y1, x2, y2 = (float(v) / image.scale for v in face.box)
         # the outline drawn inwards from the box's outermost pixels, whole pixels
         draw.rectangle(
             [round(x1), round(y1), round(x2) - 1, round(y2) - 1], outline=colour, width=width
         )
         if face.landmarks is not None:
             r = width + 1
-            for x, y in face.landmarks:
+            for x, y in face.landmarks / image.scale:
                 draw.ellipse([x - r, y - r, x + r, y + r], fill=POINT_COLOUR)
         label = (
             f"{face.identity} {face.matches[0].cosine:.2f}"
