@@ -788,7 +788,7 @@ def demo(
         _DemoScreen(),
         seed=seed,
         training=train,
-        install_torch=NEEDS_TORCH,
+        install_torch=NEEDS_TORCH.replace("\\[", "["),  # printed as it is: no markup
     )
 
 

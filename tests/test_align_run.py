@@ -235,21 +235,24 @@ def test_collapsed_predictions_are_aligned_from_the_face_box(db: Path, monkeypat
 
     monkeypatch.setattr(align_run, "_predict", fake_predict)
     loaded = SimpleNamespace(
-        run_id="r", config=LandmarkTrainConfig(), epoch=0, snapshot_hash="", input_size=64
+        run_id="landmarks-r", config=LandmarkTrainConfig(), epoch=0, snapshot_hash="", input_size=64
     )
     monkeypatch.setattr(store, "load_landmarks", lambda run, db, device: loaded)
-    result = align_run.align_snapshot("r", "s", db, size=32, template="reference")
+    result = align_run.align_snapshot("landmarks-r", "s", db, size=32, template="reference")
     assert result.n_box_fallback == (len(images.ids) + 1) // 2
     # the fallback lays the template over the box, so the box fills the crop: centred
     # across, and about the crop's area (exactly, were the box square)
-    cache = FaceDataset(db, "s", "all", source="aligned/reference/r", size=32).cache
+    cache = FaceDataset(db, "s", "all", source="aligned/reference/landmarks-r", size=32).cache
     x1, y1, x2, y2 = images.boxes[0]
     corners = T.apply(cache.crop(images.ids[0])[1], np.array([[x1, y1], [x2, y2]]) - 0.5)
     (left, top), (right, bottom) = corners
     assert (left + right) / 2 == pytest.approx(15.5, abs=0.05)
     assert (right - left) * (bottom - top) == pytest.approx(32 * 32, rel=0.2)
     # the collapsed predictions are still what the catalog records (with a large NME)
-    assert query(db, "SELECT max(nme) FROM landmark_predictions WHERE run_id = 'r'")[0][0] > 0.3
+    assert (
+        query(db, "SELECT max(nme) FROM landmark_predictions WHERE run_id = 'landmarks-r'")[0][0]
+        > 0.3
+    )
 
 
 def test_bad_settings_are_refused(db: Path) -> None:

@@ -667,8 +667,15 @@ def test_library_constants_live_in_one_place() -> None:
     assert "def select_cmd" in sources["cli.py"] and "split.split(" not in sources["cli.py"]
 
 
-def test_choices_reach_the_library_as_plain_values(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_choices_reach_the_library_as_plain_values(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import duckdb
+
     import models.alignment.snapshot
+
+    db = tmp_path / "c.duckdb"  # --db must name a catalog that exists
+    duckdb.connect(str(db)).close()
 
     seen: dict = {}
 
@@ -679,7 +686,8 @@ def test_choices_reach_the_library_as_plain_values(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(models.alignment.snapshot, "align_snapshot", fake)
     runner.invoke(
         cli.app,
-        ["align", "--snapshot", "s", "--run", "r", "--size", "224", "--template", "arcface"],
+        ["align", "--snapshot", "s", "--run", "r", "--size", "224", "--template", "arcface"]
+        + ["--db", str(db)],
     )
     assert (seen["size"], seen["template"], seen["source"]) == (224, "arcface", "predicted")
     assert type(seen["size"]) is int and type(seen["template"]) is str
