@@ -109,38 +109,26 @@ def _existing_catalog(value: Path | None) -> Path | None:
     return value
 
 
+def _db_option(text: str, callback: Callable[..., Any] | None = None) -> Any:
+    """A --db option: the catalog file, ``$CELEBCAT_DB`` too."""
+    return Annotated[
+        Path | None,
+        typer.Option(
+            "--db", envvar="CELEBCAT_DB", help=text, show_default=False, callback=callback
+        ),
+    ]
+
+
+_DB_HELP = "Catalog file (default ./celeba.duckdb; also $CELEBCAT_DB)."
 #: The catalog a command reads or changes (it must exist: only ingest creates one).
-DbOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--db",
-        envvar="CELEBCAT_DB",
-        help="Catalog file (default ./celeba.duckdb; also $CELEBCAT_DB).",
-        show_default=False,
-        callback=_existing_catalog,
-    ),
-]
+DbOption = _db_option(_DB_HELP, _existing_catalog)
 #: A group's own --db (``celebcat views``, ``celebcat runs``): parsed before its
 #: subcommand's, so it is checked only where the group itself runs.
-GroupDbOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--db",
-        envvar="CELEBCAT_DB",
-        help="Catalog file (default ./celeba.duckdb; also $CELEBCAT_DB).",
-        show_default=False,
-    ),
-]
+GroupDbOption = _db_option(_DB_HELP)
 #: The catalog ingest writes (created where there is none).
-NewDbOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--db",
-        envvar="CELEBCAT_DB",
-        help="Catalog file, created if missing (default ./celeba.duckdb; also $CELEBCAT_DB).",
-        show_default=False,
-    ),
-]
+NewDbOption = _db_option(
+    "Catalog file, created if missing (default ./celeba.duckdb; also $CELEBCAT_DB)."
+)
 CsvOption = Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON rows instead of a table.")]
 
