@@ -286,12 +286,19 @@ def _jsonable(value: Any) -> Any:
 
 
 def _cell(value: Any) -> str:
-    """Table text for one value: floats to 6 significant digits (CSV/JSON keep all)."""
+    """Table text for one value: floats to 4 significant digits (CSV/JSON keep all)."""
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return f"{value:.4g}"
     return str(value)
+
+
+#: Columns whose values a user copies (ids, names, paths): never wrapped in a table.
+KEY_COLUMNS = frozenset(
+    {"run", "run_id", "image_id", "name", "gallery", "snapshot", "path", "file", "source",
+     "crops", "table", "view", "image", "person", "identity_name", "detector"}
+)  # fmt: skip
 
 
 def _print_rows(
@@ -319,16 +326,43 @@ def _print_rows(
         return
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
-    for i, column in enumerate(columns):
-        table.add_column(str(column), overflow="fold", no_wrap=labels and i == 0)
     shown = rows if max_rows is None else rows[:max_rows]
-    for row in shown:
-        table.add_row(*(_cell(v) for v in row))
+    cells = [[_cell(v) for v in row] for row in shown]
+    names = [str(c) for c in columns]
+    keys = [i for i, c in enumerate(names) if c in KEY_COLUMNS or (labels and i == 0)]
+    widest = {i: max([len(names[i]), *(len(r[i]) for r in cells)]) for i in keys}
+    # a header folds at its longest word at the narrowest, never inside one
+    words = [max(len(w) for w in (c.split() or [""])) for c in names]
     console = _console()
-    console.print(table)
+    needed = sum(widest.values()) + sum(w for i, w in enumerate(words) if i not in widest)
+    if len(names) > 1 and needed + 3 * len(names) + 1 > console.width:
+        _print_records(console, names, cells, title)  # too narrow for a table: one by one
+    else:
+        table = Table(title=title, title_justify="left")
+        for i, column in enumerate(names):
+            table.add_column(
+                column, overflow="fold", no_wrap=i in widest, min_width=widest.get(i, words[i])
+            )
+        for row in cells:
+            table.add_row(*row)
+        console.print(table)
     if len(shown) < len(rows):
         console.print(f"... {len(rows) - len(shown)} more rows (use --csv or --json for all)")
+
+
+def _print_records(
+    console: Any, names: Sequence[str], cells: Sequence[Sequence[str]], title: str | None
+) -> None:
+    """Rows one under the other, ``column: value`` a line: what a terminal too narrow
+    for the table gets, so that no id is broken over lines."""
+    if title:
+        console.print(title)
+    pad = max(len(n) for n in names)
+    for k, row in enumerate(cells):
+        if k:
+            console.print()
+        for name, value in zip(names, row, strict=True):
+            console.print(f"{name.rjust(pad)}: {value}", overflow="fold")
 
 
 def _fields(result: Any) -> dict[str, Any]:

@@ -727,3 +727,25 @@ def test_ctrl_c_at_any_moment_of_startup_is_one_word(tmp_path: Path, small_celeb
             assert process.returncode in (0, -signal.SIGINT) and "attributes" in out, (delay, err)
         seen.add(process.returncode)
     assert 130 in seen
+
+
+def test_ids_never_wrap_and_numbers_have_four_digits_at_80_columns(
+    tmp_path: Path, small_celeba: Path
+) -> None:
+    """At 80 columns a run id (the string a user copies) stays on one line: the table
+    folds other columns, or lists the rows one by one when even that cannot fit;
+    numbers show 4 significant digits in tables, all of them in --json."""
+    from catalog import results
+
+    db = tmp_path / "c.duckdb"
+    assert celebcat("ingest", str(small_celeba), "--db", str(db))[0] == 0
+    long_id = "recognition-20261207-015706-f673-with-a-long-tail"
+    results.register_runs(db, [(long_id, "recognition", {"pretrained": {"source": "x"}})])
+    for columns in (80, 60, 200):
+        code, out = celebcat("runs", "--db", str(db), columns=columns)
+        assert code == 0, out
+        assert any(long_id in line for line in out.splitlines()), (columns, out)
+    code, out = celebcat("sql", "select 0.847222::DOUBLE as x", "--db", str(db), columns=80)
+    assert "0.8472" in out and "0.847222" not in out
+    code, out = celebcat("sql", "select 0.847222::DOUBLE as x", "--json", "--db", str(db), columns=80)
+    assert json.loads(out)[0]["x"] == 0.847222
