@@ -745,7 +745,8 @@ def test_ids_never_wrap_and_numbers_have_four_digits_at_80_columns(
         code, out = celebcat("runs", "--db", str(db), columns=columns)
         assert code == 0, out
         assert any(long_id in line for line in out.splitlines()), (columns, out)
-    code, out = celebcat("sql", "select 0.847222::DOUBLE as x", "--db", str(db), columns=80)
+    query = "select 0.847222::DOUBLE as x"
+    code, out = celebcat("sql", query, "--db", str(db), columns=80)
     assert "0.8472" in out and "0.847222" not in out
-    code, out = celebcat("sql", "select 0.847222::DOUBLE as x", "--json", "--db", str(db), columns=80)
+    code, out = celebcat("sql", query, "--json", "--db", str(db), columns=80)
     assert json.loads(out)[0]["x"] == 0.847222
