@@ -936,6 +936,12 @@ def select_cmd(
             "held out, the rest split 70/15/15 (other options apply on top).",
         ),
     ] = False,
+    reset: Annotated[
+        bool,
+        typer.Option(
+            "--reset", help="Return every parameter to its default first (then the options)."
+        ),
+    ] = False,
     quota: Annotated[
         list[str] | None,
         typer.Option(
@@ -976,11 +982,13 @@ def select_cmd(
         quotas = {}
     if quota:
         quotas = dict(parse_quota(q) for q in quota)
-    summary = select(db, quotas=quotas, fit=fit, **values)
+    summary = select(db, quotas=quotas, fit=fit, reset=reset, **values)
     if as_json:
         _print_json(
             {
                 "params": summary.params,
+                "fitted": summary.fitted,
+                "kept": summary.kept,
                 "clean_images": summary.clean_images,
                 "eligible_identities": summary.eligible_identities,
                 "selected_identities": summary.selected_identities,
@@ -1002,9 +1010,14 @@ def select_cmd(
     console = _console()
     if fit:
         console.print(
-            "parameters that fit the catalog: "
-            + ", ".join(f"{k}={v}" for k, v in summary.params.items())
+            "fitted to the catalog: " + ", ".join(f"{k}={v}" for k, v in summary.fitted.items())
         )
+        if summary.kept:
+            console.print(
+                "kept from before (not the defaults): "
+                + ", ".join(f"{k}={v}" for k, v in summary.kept.items())
+                + " (celebcat select --reset --fit starts from the defaults)"
+            )
     console.print(
         f"clean images {summary.clean_images:,}; eligible identities "
         f"{summary.eligible_identities:,}; selected {summary.selected_identities:,} identities, "

@@ -166,7 +166,7 @@ def ingest(
     existed = path.exists()
     state = _State()
     try:
-        return _ingest(data_dir, path, images, scan_images, workers, progress, allow_empty, state)
+        result = _ingest(data_dir, path, images, scan_images, workers, progress, allow_empty, state)
     except BaseException as exc:
         if is_interrupt(exc):
             raise IngestInterrupted(path, state.committed, existed) from exc
@@ -186,6 +186,26 @@ def ingest(
             else "may or may not hold the new data (it could not be read back)"
         )
         raise IngestError(f"The catalog {path} {done}, but then: {exc}") from exc
+    _say_if_the_selection_cannot_be_met(result)
+    return result
+
+
+def _say_if_the_selection_cannot_be_met(result: IngestResult) -> None:
+    """A fresh catalog keeps the selection parameters in force (the reference's
+    defaults on a first ingest): where they ask for more than this data holds, a note
+    says so now, not when ``snapshot create`` fails."""
+    from catalog.selection import FIT_HINT, selection_problems
+
+    try:
+        found = selection_problems(result.db)
+    except CatalogError:
+        return
+    if found:
+        result.notes.append(
+            f"the selection in force cannot be met on this catalog: {found[0]}"
+            + (f" (and {len(found) - 1} more)" if len(found) > 1 else "")
+            + f" {FIT_HINT}"
+        )
 
 
 def _is_write_failure(exc: BaseException) -> bool:

@@ -15,7 +15,14 @@ from catalog.db import DbArg, connect, transaction
 from catalog.errors import CatalogError, ParameterError
 from catalog.formats import split_order_sql
 from catalog.quotas import refresh, set_quotas
-from catalog.views import apply_views, check_params, ensure_params, get_params, set_params
+from catalog.views import (
+    DEFAULTS,
+    apply_views,
+    check_params,
+    ensure_params,
+    get_params,
+    set_params,
+)
 
 if TYPE_CHECKING:
     import duckdb
@@ -35,6 +42,17 @@ class SelectionSummary:
     splits: dict[str, tuple[int, int]] = field(default_factory=dict)  # split -> (images, ids)
     shift: list[tuple[str, float, float, float]] = field(default_factory=list)
     quotas: list[tuple[str, float, float]] = field(default_factory=list)
+    #: With ``fit``: the parameters the fit set, and those it left as they were stored
+    #: that differ from the defaults (a seed set earlier, say): what ``--fit`` says.
+    fitted: dict[str, float] = field(default_factory=dict)
+    kept: dict[str, float] = field(default_factory=dict)
+
+
+#: What the infeasibility message ends with: the options named are ``select``'s.
+FIT_HINT = (
+    "(options of `celebcat select`; `celebcat select --fit` fits them all to this "
+    "catalog, `--reset` returns to the defaults)"
+)
 
 
 def problems_with(p: dict[str, float], eligible: int) -> list[str]:
@@ -97,7 +115,19 @@ def check_feasible(con: duckdb.DuckDBPyConnection) -> None:
     """Raise :class:`InfeasibleSelection` listing every parameter that cannot be met."""
     found = problems_with(get_params(con), _count(con, "eligible_identities"))
     if found:
-        raise InfeasibleSelection("The selection cannot be met:\n  - " + "\n  - ".join(found))
+        raise InfeasibleSelection(
+            "The selection cannot be met:\n  - " + "\n  - ".join(found) + f"\n{FIT_HINT}"
+        )
+
+
+def selection_problems(db: DbArg = None) -> list[str]:
+    """Why the selection in force cannot be met on this catalog (empty when it can):
+    what ingest says of a fresh catalog whose defaults ask for more than it holds."""
+    con = connect(db, read_only=True)
+    try:
+        return problems_with(get_params(con), _count(con, "eligible_identities"))
+    finally:
+        con.close()
 
 
 def summarise(con: duckdb.DuckDBPyConnection) -> SelectionSummary:
@@ -197,6 +227,7 @@ def select(
     *,
     quotas: dict[str, float] | None = None,
     fit: bool = False,
+    reset: bool = False,
     **params: float,
 ) -> SelectionSummary:
     """Set parameters and quotas, check them, summarise the selection they give.
@@ -206,23 +237,36 @@ def select(
     ``holdout_ids`` alone is divided between queries and distractors
     (:func:`derive_holdout`). With ``fit``, the parameters that fit the catalog
     (:func:`fitted_params`, ``images_per_id`` of them per identity, default
-    :data:`FIT_IMAGES_PER_ID`) are applied first, under the other ``params``.
-    """
+    :data:`FIT_IMAGES_PER_ID`) are applied first, under the other ``params``. With
+    ``reset``, every parameter returns to its default first (quotas are kept unless
+    ``quotas`` says otherwise)."""
     check_params(params)
     con = connect(db)
     try:
         with transaction(con):
             ensure_params(con)
+            if reset:
+                set_params(con, **DEFAULTS)
             params = derive_holdout(params)
+            given = dict(params)
+            fitted: dict[str, float] = {}
             if fit:
                 per_id = int(params.pop("images_per_id", FIT_IMAGES_PER_ID))
                 set_params(con, **params)  # e.g. a --min-box that decides what is clean
-                params = {**_fit(con, per_id), **params}
+                fitted = _fit(con, per_id)
+                params = {**fitted, **params}
             set_params(con, **params)
             set_quotas(con, quotas)
             rebuild(con)
         summary = summarise(con)
         summary.quotas = quota_shares(con)
+        if fit:
+            summary.fitted = {k: v for k, v in fitted.items() if k not in given}
+            summary.kept = {
+                k: v
+                for k, v in summary.params.items()
+                if k not in params and k in DEFAULTS and v != DEFAULTS[k]
+            }
         return summary
     finally:
         con.close()

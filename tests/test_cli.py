@@ -576,7 +576,7 @@ def test_select_fit_holdout_and_json(synth_catalog: Path) -> None:
     result = runner.invoke(cli.app, ["select", "--fit", "--images-per-id", "10", "--db", db])
     assert result.exit_code == 0, result.output
     fitted = fitted_params(db, images_per_id=10)
-    assert "parameters that fit the catalog: " in result.output
+    assert "fitted to the catalog: " in result.output
     assert f"n_ids={fitted['n_ids']}" in result.output
     params = {
         p["name"]: p["value"]

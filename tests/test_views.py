@@ -326,3 +326,35 @@ def test_fit_applies_the_parameters_that_fit_the_catalog(synth_db: Path) -> None
     summary = select(synth_db, fit=True, images_per_id=10, seed=3, holdout_ids=2)
     assert summary.params["seed"] == 3 and summary.params["query_ids"] == 1
     select(synth_db, **PARAMS)
+
+
+def test_fit_says_what_it_fitted_and_what_it_kept_and_reset_returns_to_defaults(
+    tmp_path: Path,
+) -> None:
+    """The README tour: --seed 7, then box_shrink 0.1, then --fit: the fit says it kept
+    both from before; --reset --fit starts from the defaults."""
+    import shutil
+
+    from catalog.selection import FIT_HINT, InfeasibleSelection, selection_problems
+    from catalog.views import DEFAULTS
+
+    root = tmp_path / "r"
+    synthesize(root / "data", ids=12, seed=3, annotations_only=True)
+    db = root / "c.duckdb"
+    result = ingest(root / "data", db, scan_images=False)
+    # the defaults ask for 1,000 identities of 12: ingest says so, and how to fit
+    assert selection_problems(db) and any("select --fit" in n for n in result.notes)
+    with pytest.raises(InfeasibleSelection, match=r"select --fit"):
+        select(db, seed=7)
+    assert FIT_HINT.startswith("(options of `celebcat select`")
+    select(db, fit=True, images_per_id=5)
+    select(db, seed=7)
+    select(db, box_shrink=0.1)
+    fitted = select(db, fit=True, images_per_id=5)
+    assert fitted.kept == {"seed": 7, "box_shrink": 0.1}
+    assert "n_ids" in fitted.fitted and "seed" not in fitted.fitted
+    again = select(db, fit=True, reset=True, images_per_id=5)
+    assert again.kept == {} and again.params["seed"] == DEFAULTS["seed"]
+    assert again.params["box_shrink"] == DEFAULTS["box_shrink"]
+    assert not selection_problems(db)
+    shutil.rmtree(root / "data")
