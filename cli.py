@@ -60,6 +60,27 @@ class _Group(typer.core.TyperGroup):
             raise _Interrupted(message or "Interrupted.") from exc
 
 
+def _flags_take_no_value() -> None:
+    """typer (0.29) shows every flag's type in --help as ``<bool>``, as if it took a
+    value: a flag (``--json``, ``--fit``) shows none; and folds a list of choices
+    inside a word (``<ce|arcface|cosface|tr iplet>``): spaced, it wraps between them."""
+    option = getattr(typer.core, "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if option is None or shown is None or getattr(shown, "_celebcat", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        if getattr(self, "is_flag", False):
+            return None
+        text = shown(self, ctx)
+        return text.replace("|", " | ") if isinstance(text, str) else text
+
+    display_type_rich._celebcat = True  # type: ignore[attr-defined]
+    option.display_type_rich = display_type_rich
+
+
+_flags_take_no_value()
+
 app = typer.Typer(
     name="celebcat",
     cls=_Group,

@@ -750,3 +750,26 @@ def test_ids_never_wrap_and_numbers_have_four_digits_at_80_columns(
     assert "0.8472" in out and "0.847222" not in out
     code, out = celebcat("sql", query, "--json", "--db", str(db), columns=80)
     assert json.loads(out)[0]["x"] == 0.847222
+
+
+def test_help_at_80_columns_shows_no_bool_for_flags_and_keeps_choices_whole() -> None:
+    """Every --help: a flag shows no ``<bool>`` (it takes no value), and a list of
+    choices wraps between them, never inside one (``tr iplet`` before)."""
+    import typer.main
+
+    def walk(group: object, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+        found = []
+        for name, command in sorted(group.commands.items()):  # type: ignore[attr-defined]
+            found.append((*path, name))
+            if hasattr(command, "commands"):
+                found += walk(command, (*path, name))
+        return found
+
+    screens = [(), *walk(typer.main.get_command(cli.app))]
+    assert len(screens) > 40
+    for path in screens:
+        out = runner.invoke(cli.app, [*path, "--help"], terminal_width=80).output
+        assert "<bool>" not in out, path
+    out = runner.invoke(cli.app, ["train", "recognizer", "--help"], terminal_width=80).output
+    for choice in ("arcface", "cosface", "triplet", "batch-hard"):
+        assert choice in out, out
