@@ -1,13 +1,12 @@
 """A snapshot as one Parquet file, for Spark, Ray or any engine beyond one machine.
 
-``celebcat snapshot export NAME OUT.parquet`` writes the frozen selection: one row per
-image of the snapshot, by image id, with what a job elsewhere needs to read it::
-
-    image_id, identity, split, label,     -- split NULL: selected, in no split;
-                                          -- label NULL: held out (query/distractor)
-    x_1, y_1, x_2, y_2,                   -- the snapshot's face box (exclusive ends)
-    path, width, height,                  -- the in-the-wild file (absolute), its size
-    lefteye_x ... rightmouth_y            -- the catalog's landmarks, in-the-wild pixels
+``celebcat export NAME OUT.parquet`` writes the frozen selection: one row per image
+of the snapshot, by image id, with the columns of :mod:`catalog.frames` (the table
+``snapshot_frame`` gives a notebook): image id, ``path`` relative to the image root,
+split, label, identity, the snapshot's face box ``face_left .. face_bottom``, CelebA's
+box ``x_1, y_1, width, height`` as the ``bboxes`` table has it, the image size, the
+five landmarks and the 40 attributes (BOOLEAN). The image root is in the metadata
+(``image_root``): ``image_root / path`` is the file.
 
 With ``--embeddings RUN`` (``--predictions RUN``) the rows are the snapshot's images
 that run embedded (predicted landmarks for), with ``image_id, identity, split,
@@ -18,7 +17,8 @@ snapshot they belong to.
 The file's key-value metadata (the Parquet footer) says what it is: ``table``
 (snapshot | embeddings | predictions), ``snapshot``, ``snapshot_hash``,
 ``snapshot_params`` and ``snapshot_quotas`` (JSON), ``snapshot_created_at``,
-``n_images`` (the snapshot's; the file's own row count is Parquet's), for a run's
+``n_images`` (the snapshot's; the file's own row count is Parquet's), ``image_root``
+(the snapshot table), for a run's
 table ``run_id``, ``run_kind`` and ``run_snapshot_hash`` (the snapshot the run
 trained on), and ``code_version``, ``exported_at``. Read it with DuckDB's
 ``parquet_kv_metadata('OUT.parquet')`` or pyarrow's
@@ -28,6 +28,10 @@ the run it reproduces.
 DuckDB's ``COPY ... (FORMAT parquet)`` writes the file, streaming (memory stays
 bounded, whatever the snapshot's size), zstd-compressed, under a temporary name in
 the destination folder, renamed onto ``OUT`` when complete: ``OUT`` is whole or absent.
+A name not ending in ``.parquet`` is refused (the suffix is what other tools go by).
+
+pandas reads the file with pyarrow, which the package installs; so do polars and
+Hugging Face ``datasets.Dataset.from_parquet`` (the suite reads it with each).
 """
 
 from __future__ import annotations
@@ -40,14 +44,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from catalog import files, snapshots
+from catalog import files, frames, snapshots
 from catalog.db import DbArg, connect, has_table
 from catalog.errors import CatalogError
 from catalog.formats import LANDMARK_COLUMNS
 
 if TYPE_CHECKING:
-    import duckdb
+    pass
 
+SUFFIX = ".parquet"
 #: What a file holds: the snapshot's rows, or a run's results for them.
 TABLES = ("snapshot", "embeddings", "predictions")
 
@@ -66,36 +71,6 @@ class ParquetExport:
     bytes: int
     seconds: float
     metadata: dict[str, str]
-
-
-def _snapshot_query(con: duckdb.DuckDBPyConnection) -> tuple[str, list[object]]:
-    """The snapshot's rows (parameter: its name) with files and landmarks, where known."""
-    root_row = (
-        con.execute("SELECT value FROM catalog_info WHERE key = 'image_root'").fetchone()
-        if has_table(con, "catalog_info")
-        else None
-    )
-    root = (root_row[0] or "") if root_row else ""
-    if has_table(con, "images") and root:
-        files_sql = (
-            "CASE WHEN i.path IS NULL THEN NULL ELSE ? || i.path END AS path, i.width, i.height"
-        )
-        join_images, params = "LEFT JOIN images AS i USING (image_id) ", [os.path.join(root, "")]
-    else:  # annotations only: no files to name
-        files_sql = "NULL::VARCHAR AS path, NULL::INTEGER AS width, NULL::INTEGER AS height"
-        join_images, params = "", []
-    if has_table(con, "landmarks"):
-        marks = ", ".join(f"l.{c}" for c in LANDMARK_COLUMNS)
-        join_marks = "LEFT JOIN landmarks AS l USING (image_id) "
-    else:
-        marks = ", ".join(f"NULL::DOUBLE AS {c}" for c in LANDMARK_COLUMNS)
-        join_marks = ""
-    sql = (
-        "SELECT s.image_id, s.identity, s.split, s.label, s.x_1, s.y_1, s.x_2, s.y_2, "
-        f"{files_sql}, {marks} FROM snapshot_images AS s {join_images}{join_marks}"
-        "WHERE s.snapshot = ? ORDER BY s.image_id"
-    )
-    return sql, params
 
 
 def _run_query(table: str) -> str:
@@ -146,6 +121,10 @@ def export_parquet(
     out = Path(out)
     if out.is_dir():
         raise ParquetExportError(f"{out} is a folder; name the .parquet file to write.")
+    if out.suffix.lower() != SUFFIX:
+        raise ParquetExportError(
+            f"{out}: a Parquet file's name ends in {SUFFIX} (got {out.suffix or 'no suffix'!r})."
+        )
     con = connect(db, read_only=True)
     try:
         snap = snapshots.get(con, snapshot)  # SnapshotError naming the known ones
@@ -159,8 +138,8 @@ def export_parquet(
             "n_images": str(snap.n_images),
         }
         if run_id is None:
-            sql, params = _snapshot_query(con)
-            params = [*params, snapshot]
+            sql, params = frames.snapshot_query(con, snapshot, relative_paths=True)
+            meta["image_root"] = frames.image_root(con)
         else:
             run = results.get_run(db, run_id)  # RunError for an unknown id
             wanted = {"embeddings": "recognition", "predictions": "landmarks"}[table]

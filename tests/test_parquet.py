@@ -1,5 +1,6 @@
-"""`celebcat snapshot export NAME OUT.parquet`: the frozen selection (and a run's results
-for it) as Parquet, read back by DuckDB with the same rows and the hash in its footer."""
+"""`celebcat export NAME OUT.parquet`: the frozen selection (and a run's results for it)
+as Parquet, read back by DuckDB with the same rows and the hash in its footer, and by
+the tools people open it with: pandas (pyarrow), pyarrow, polars, Hugging Face datasets."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from typer.testing import CliRunner
 
 import cli
 from catalog import results
-from catalog.formats import LANDMARK_COLUMNS
+from catalog.formats import ATTRIBUTES, BBOX_COLUMNS, LANDMARK_COLUMNS
+from catalog.frames import COLUMNS
 from catalog.parquet import ParquetExportError, export_parquet, read_metadata
 from catalog.snapshots import SnapshotError, list_snapshots
 
@@ -43,8 +45,8 @@ def test_snapshot_reads_back_with_its_rows_and_hash(db: Path, tmp_path: Path) ->
     )
     back = read(
         out,
-        "SELECT image_id, identity, split, label, x_1, y_1, x_2, y_2 "
-        "FROM read_parquet(?) ORDER BY image_id",
+        "SELECT image_id, identity, split, label, face_left, face_top, face_right, "
+        "face_bottom FROM read_parquet(?) ORDER BY image_id",
     )
     assert back == stored and result.rows == len(stored) == snap.n_images
     meta = read_metadata(out)
@@ -55,14 +57,21 @@ def test_snapshot_reads_back_with_its_rows_and_hash(db: Path, tmp_path: Path) ->
         str(snap.n_images),
     )
     assert json.loads(meta["snapshot_params"]) == snap.params
-    # the files, absolute, exist; the landmarks are the catalog's
-    paths = read(out, "SELECT path, width FROM read_parquet(?)")
-    assert all(Path(p).is_absolute() and Path(p).exists() and w > 0 for p, w in paths)
-    marks = ", ".join(LANDMARK_COLUMNS)
-    assert read(out, f"SELECT image_id, {marks} FROM read_parquet(?) ORDER BY 1") == query(
-        db,
-        f"SELECT image_id, {marks} FROM landmarks JOIN snapshot_images USING (image_id) "
-        "WHERE snapshot = 's' ORDER BY 1",
+    # paths relative to the image root in the metadata; the files exist there
+    root = Path(meta["image_root"])
+    paths = read(out, "SELECT path, image_width FROM read_parquet(?)")
+    assert all(not Path(p).is_absolute() and (root / p).exists() and w > 0 for p, w in paths)
+    # CelebA's box under the bboxes table's own names, the landmarks and the 40
+    # attributes as the catalog has them
+    cols = [*BBOX_COLUMNS, *LANDMARK_COLUMNS, *(f'"{a}"' for a in ATTRIBUTES)]
+    assert read(out, f"SELECT image_id, {', '.join(cols)} FROM read_parquet(?) ORDER BY 1") == (
+        query(
+            db,
+            f"SELECT image_id, {', '.join(('b.' if c in BBOX_COLUMNS else '') + c for c in cols)} "
+            "FROM bboxes AS b "
+            "JOIN landmarks USING (image_id) JOIN attributes USING (image_id) "
+            "JOIN snapshot_images AS s USING (image_id) WHERE snapshot = 's' ORDER BY 1",
+        )
     )
     assert [p.name for p in out.parent.iterdir()] == ["s.parquet"]  # no temporary left
 
@@ -119,8 +128,66 @@ def test_cli_replaces_the_file(db: Path, tmp_path: Path) -> None:
     out = tmp_path / "s.parquet"
     out.write_bytes(b"an older export")
     runner = CliRunner()
-    result = runner.invoke(cli.app, ["snapshot", "export", "s", str(out), "--db", str(db)])
+    result = runner.invoke(cli.app, ["export", "s", str(out), "--db", str(db)])
     assert result.exit_code == 0, result.output
     assert "rows of snapshot s (hash" in result.output
     n = query(db, "SELECT count(*) FROM snapshot_images WHERE snapshot = 's'")[0][0]
     assert read(out, "SELECT count(*) FROM read_parquet(?)") == [(n,)]
+
+
+def test_the_tools_people_open_it_with_read_it(
+    db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pandas (through pyarrow, a dependency of the package), pyarrow, polars and Hugging
+    Face datasets read the same rows and columns; attributes stay booleans."""
+    import pandas as pd
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a local file: nothing to fetch, ever
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "s.parquet"
+    export_parquet("s", out, db)
+    frame = pd.read_parquet(out)
+    assert tuple(frame.columns) == COLUMNS
+    n = query(db, "SELECT count(*) FROM snapshot_images WHERE snapshot = 's'")[0][0]
+    assert len(frame) == n and frame["Smiling"].dtype == bool
+    table = pq.read_table(out)
+    assert table.column_names == list(COLUMNS)
+    assert pq.read_metadata(out).metadata[b"snapshot"] == b"s"
+    polars = _required("polars")
+    assert polars.read_parquet(out).shape == frame.shape
+    datasets = _required("datasets")
+    hf = datasets.Dataset.from_parquet(str(out), cache_dir=str(tmp_path / "hf"))
+    assert hf.num_rows == n and hf.column_names == list(COLUMNS)
+    assert hf[0]["image_id"] == frame["image_id"][0] and hf[0]["Smiling"] in (True, False)
+
+
+def _required(name: str):  # noqa: ANN202
+    """A reader the suite checks with: skipped where it is not installed, except on CI
+    (`.ci/run` installs the [test] extra, so there it must be present)."""
+    import importlib
+    import os
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"{name} is not installed (pip install -e '.[test]')")
+
+
+def test_a_name_without_the_parquet_suffix_is_refused(db: Path, tmp_path: Path) -> None:
+    for name in ("s.pq", "s.csv", "s"):
+        with pytest.raises(ParquetExportError, match="ends in .parquet"):
+            export_parquet("s", tmp_path / name, db)
+    before = sorted(tmp_path.iterdir())
+    runner = CliRunner()
+    # the CLI goes by the suffix: .csv is neither a folder nor a format it writes
+    result = runner.invoke(cli.app, ["export", "s", str(tmp_path / "s.csv"), "--db", str(db)])
+    assert result.exit_code == 2 and "OUT.parquet" in result.output
+    result = runner.invoke(
+        cli.app, ["export", "s", str(tmp_path / "o.parquet"), "--crop", "--db", str(db)]
+    )
+    assert result.exit_code == 2 and "only for --format folder" in result.output
+    assert sorted(tmp_path.iterdir()) == before == [db]  # nothing written
