@@ -24,13 +24,33 @@ whatever order, so ``num_workers`` never changes a batch, while ``set_epoch(e)``
 gives every epoch new draws. ``set_epoch`` acts on the Dataset object, so call it
 before each epoch's DataLoader iterator is created, with ``persistent_workers=False``
 (persistent workers keep the copy they were started with).
+
+Your own transforms plug in after that pipeline: ``transform`` takes the sample's
+``image`` tensor, (3, S, S) float32 normalised or uint8 levels per ``image_dtype``,
+and returns the new one, so torchvision v2 transforms (which take tensors) fit as
+they are; ``target_transform`` takes the target (FaceDataset: ``label``;
+LandmarkDataset: ``landmarks``). Neither library is needed here. Both run with
+torch's global generator seeded from ``(seed, epoch, index)`` (and restored after),
+so random torchvision v2 transforms are reproducible like ``augment``; randomness
+they draw elsewhere (Python's ``random``, numpy's generators, as albumentations
+does) is theirs. For albumentations, which takes numpy (H, W, C) uint8, use
+``image_dtype="uint8"`` and convert around it::
+
+    def albu(image: torch.Tensor) -> torch.Tensor:  # a module-level function: picklable
+        out = pipeline(image=image.permute(1, 2, 0).numpy())["image"]
+        return torch.from_numpy(out).permute(2, 0, 1)
+
+``attributes=True`` (all 40, in the file's order) or a list of CelebA attribute
+names adds ``sample["attributes"]``: float32 0/1 (the file's -1/1), read with the rows
+in ``__init__`` and kept as a numpy array.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,8 +61,9 @@ from catalog import cache as crop_cache
 from catalog import snapshots
 from catalog import transforms as T
 from catalog.crop_source import source_kind
-from catalog.db import connect
+from catalog.db import connect, has_table
 from catalog.errors import CatalogError
+from catalog.formats import ATTRIBUTES
 
 if TYPE_CHECKING:
     import duckdb
@@ -85,6 +106,49 @@ def _in_cache(
     return rows.subset(held, [left_out[i] for i in rows.image_id[~held]])
 
 
+def _attribute_names(attributes: bool | str | Sequence[str]) -> tuple[str, ...]:
+    """The attributes asked for, checked: True -> all 40 in file order, False -> none."""
+    if attributes is True:
+        return ATTRIBUTES
+    if attributes is False or attributes is None:
+        return ()
+    names = (attributes,) if isinstance(attributes, str) else tuple(attributes)
+    if not names:
+        raise ValueError("attributes=[]: name at least one attribute, or pass True for all 40")
+    for name in names:
+        if name not in ATTRIBUTES:
+            near = difflib.get_close_matches(str(name), ATTRIBUTES, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            raise ValueError(
+                f"Unknown attribute {name!r}{hint} (CelebA's 40 attributes: "
+                "catalog.formats.ATTRIBUTES)"
+            )
+    doubled = sorted({n for n in names if names.count(n) > 1})
+    if doubled:
+        raise ValueError(f"attributes named twice: {', '.join(doubled)}")
+    return names
+
+
+def _read_attributes(
+    con: duckdb.DuckDBPyConnection, snapshot: str, names: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(image ids, (M, K) int8 values 1/0, -1 where absent) for the snapshot's images."""
+    if not has_table(con, "attributes"):
+        raise DatasetError(
+            "The catalog has no attributes table: ingest the data folder with its "
+            "list_attr_celeba file (`celebcat ingest DIR`), or leave attributes out."
+        )
+    columns = ", ".join(f'coalesce(a."{n}"::TINYINT, -1)::TINYINT AS "{n}"' for n in names)
+    got = con.execute(
+        f"SELECT s.image_id, {columns} FROM snapshot_images AS s "
+        "LEFT JOIN attributes AS a USING (image_id) WHERE s.snapshot = ?",
+        [snapshot],
+    ).fetchnumpy()
+    ids = np.asarray(got["image_id"], dtype=str)
+    values = np.stack([np.asarray(got[n], dtype=np.int8) for n in names], axis=1)
+    return ids, values.reshape(len(ids), len(names))
+
+
 class _CropDataset(Dataset):
     """Rows of one snapshot split and the pixel path shared by the Datasets below."""
 
@@ -100,7 +164,12 @@ class _CropDataset(Dataset):
         landmarks: bool,
         image_dtype: str = "float32",
         skip_bad: bool = False,
+        *,
+        transform: Callable[[torch.Tensor], Any] | None = None,
+        target_transform: Callable[[Any], Any] | None = None,
+        attributes: bool | str | Sequence[str] = False,
     ) -> None:
+        names = _attribute_names(attributes)
         if image_dtype not in IMAGE_DTYPES:
             raise ValueError(f"image_dtype {image_dtype!r}: use one of {', '.join(IMAGE_DTYPES)}")
         kind = source_kind(source)
@@ -135,6 +204,7 @@ class _CropDataset(Dataset):
                 skip_bad=skip_bad,
                 error=_ImageError,
             )
+            table = _read_attributes(con, snapshot, names) if names else None
         finally:
             if own:
                 con.close()
@@ -149,6 +219,23 @@ class _CropDataset(Dataset):
                 )
         if cache is not None:
             rows = _in_cache(rows, cache)
+        self._attributes: np.ndarray | None = None
+        if table is not None:
+            ids, values = table
+            order = np.argsort(ids)
+            at = order[np.searchsorted(ids, rows.image_id, sorter=order)]
+            values = values[at]
+            lacking = rows.image_id[(values < 0).any(axis=1)]
+            if len(lacking):
+                raise DatasetError(
+                    f"{len(lacking)} of the {len(rows)} images of snapshot {snapshot!r} "
+                    f"(split {split}) have no value for some of the attributes asked for "
+                    f"(first: {', '.join(lacking[:3])}). Ingest the data folder with a "
+                    "list_attr_celeba file that covers them, or leave attributes out."
+                )
+            self._attributes = values.astype(bool)
+        self._attribute_names = names
+        self.transform, self.target_transform = transform, target_transform
         self._rows = rows
         self.snapshot, self.snapshot_hash, self.split = snapshot, snap_hash, split
         self.size, self.source, self.augment, self.seed = size, source, augment, seed
@@ -174,9 +261,57 @@ class _CropDataset(Dataset):
         pixels; NaN for aligned crops read from a cache without boxes."""
         return self._rows.box
 
+    @property
+    def attribute_names(self) -> tuple[str, ...]:
+        """The attributes of ``sample["attributes"]``, in its order; () without them."""
+        return self._attribute_names
+
+    @property
+    def attribute_values(self) -> np.ndarray | None:
+        """(N, K) bool: each image's attributes (K = ``attribute_names``); None without."""
+        return self._attributes
+
     def set_epoch(self, epoch: int) -> None:
         """New augmentation draws for epoch ``epoch`` (reproducible; see the module doc)."""
         self.epoch = int(epoch)
+
+    def _repr_fields(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        fields = {"snapshot": self.snapshot, "split": self.split, **self._repr_fields()}
+        fields["images"] = len(self)
+        if self.image_dtype != "float32":
+            fields["image_dtype"] = self.image_dtype
+        if self.augment is not None:
+            fields["augment"] = self.augment
+        if self._attribute_names:
+            fields["attributes"] = len(self._attribute_names)
+        if self.skipped:
+            fields["skipped"] = len(self.skipped)
+        body = ", ".join(f"{k}={v!r}" for k, v in fields.items())
+        return f"{type(self).__name__}({body})"
+
+    def _finish(self, sample: dict[str, Any], index: int, target: str) -> dict[str, Any]:
+        """Adds the attributes and runs the caller's transforms (on ``image`` and on
+        ``target``) with torch's generator seeded from (seed, epoch, index)."""
+        if self._attributes is not None:
+            sample["attributes"] = torch.from_numpy(self._attributes[index].astype(np.float32))
+        if self.transform is None and self.target_transform is None:
+            return sample
+        seed = np.random.SeedSequence([self.seed, self.epoch, index, 1]).generate_state(
+            1, np.uint64
+        )[0]
+        state = torch.get_rng_state()
+        try:
+            torch.manual_seed(int(seed))
+            if self.transform is not None:
+                sample["image"] = self.transform(sample["image"])
+            if self.target_transform is not None:
+                sample[target] = self.target_transform(sample[target])
+        finally:
+            torch.set_rng_state(state)
+        return sample
 
     def _crop(self, index: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """The output image (uint8 (S, S, 3) RGB), the matrix in-the-wild pixels ->
@@ -257,6 +392,15 @@ class LandmarkDataset(_CropDataset):
       ``transforms.apply(affine, landmarks)`` gives the catalog's landmarks (in
       flipped order when the sample was flipped).
     - ``image_id``: str.
+    - ``attributes``: float32 (K,) 0/1, with ``attributes=True`` (all 40, in the
+      file's order) or a list of names (in that order): see ``attribute_names``.
+
+    ``transform`` takes ``image`` (the tensor above) and returns its replacement; keep
+    it photometric (colour, noise, erasing): ``landmarks``, ``heatmaps`` and ``affine``
+    follow the geometry of ``augment`` only, so a flip or crop there would leave them
+    wrong. ``target_transform`` takes ``landmarks`` (e.g. to rescale them for a
+    regression head); ``heatmaps`` and ``affine`` are made before it, from the points
+    as above. Both: see the module doc (seeded, after our own pipeline).
 
     ``sigma=1.5`` heatmap pixels (6 input pixels at 256 -> 64), the upper end of what
     HRNet's face-alignment configs use at this size (1.0 for 300W, 1.5 for WFLW;
@@ -279,11 +423,30 @@ class LandmarkDataset(_CropDataset):
         seed: int = 0,
         image_dtype: str = "float32",
         skip_bad: bool = False,
+        *,
+        transform: Callable[[torch.Tensor], Any] | None = None,
+        target_transform: Callable[[torch.Tensor], Any] | None = None,
+        attributes: bool | str | Sequence[str] = False,
     ) -> None:
         super().__init__(
-            catalog, snapshot, split, input_size, "bbox", augment, seed, True, image_dtype, skip_bad
+            catalog,
+            snapshot,
+            split,
+            input_size,
+            "bbox",
+            augment,
+            seed,
+            True,
+            image_dtype,
+            skip_bad,
+            transform=transform,
+            target_transform=target_transform,
+            attributes=attributes,
         )
         self.input_size, self.heatmap_size, self.sigma = input_size, heatmap_size, sigma
+
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"input_size": self.input_size, "heatmap_size": self.heatmap_size}
 
     @property
     def landmarks(self) -> np.ndarray:
@@ -297,13 +460,14 @@ class LandmarkDataset(_CropDataset):
         if flipped:
             points = T.flip_landmarks(points)
         heat = T.input_to_heatmap(points, self.input_size, self.heatmap_size)
-        return {
+        sample = {
             "image": self._image_tensor(image),
             "landmarks": torch.from_numpy(points.astype(np.float32)),
             "heatmaps": torch.from_numpy(T.gaussian_heatmaps(heat, self.heatmap_size, self.sigma)),
             "affine": torch.from_numpy(T.invert(matrix)[:2].astype(np.float32)),
             "image_id": str(self._rows.image_id[index]),
         }
+        return self._finish(sample, index, "landmarks")
 
 
 class FaceDataset(_CropDataset):
@@ -332,6 +496,15 @@ class FaceDataset(_CropDataset):
       (``num_classes`` = C, over the train/val/test identities); **-1** for images
       without one: the held-out ``query`` and ``distractor`` splits (and ``unused``).
     - ``image_id``: str.
+    - ``attributes``: float32 (K,) 0/1, with ``attributes=True`` (all 40, in the
+      file's order) or a list of names (in that order): see ``attribute_names``. An
+      unknown name is a ValueError naming the nearest ones; images lacking a value, a
+      DatasetError.
+
+    ``transform`` takes ``image`` (the tensor above, after our crop, augmentation and
+    ``image_dtype``) and returns its replacement (e.g. a torchvision v2 pipeline);
+    ``target_transform`` takes ``label``. The rest of the sample is left as it is. Both:
+    see the module doc (seeded, albumentations).
     """
 
     def __init__(
@@ -345,10 +518,32 @@ class FaceDataset(_CropDataset):
         seed: int = 0,
         image_dtype: str = "float32",
         skip_bad: bool = False,
+        *,
+        transform: Callable[[torch.Tensor], Any] | None = None,
+        target_transform: Callable[[torch.Tensor], Any] | None = None,
+        attributes: bool | str | Sequence[str] = False,
     ) -> None:
         super().__init__(
-            catalog, snapshot, split, size, source, augment, seed, False, image_dtype, skip_bad
+            catalog,
+            snapshot,
+            split,
+            size,
+            source,
+            augment,
+            seed,
+            False,
+            image_dtype,
+            skip_bad,
+            transform=transform,
+            target_transform=target_transform,
+            attributes=attributes,
         )
+
+    def _repr_fields(self) -> dict[str, Any]:
+        # aligned: the alignment actually read (the newest, unless one was named)
+        source = self.cache.source if self.cache is not None else self.source
+        identities = len(np.unique(self._rows.identity))
+        return {"size": self.size, "source": source, "identities": identities}
 
     @property
     def labels(self) -> np.ndarray:
@@ -372,11 +567,12 @@ class FaceDataset(_CropDataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image, _, _ = self._crop(index)
-        return {
+        sample = {
             "image": self._image_tensor(image),
             "label": torch.tensor(int(self._rows.label[index]), dtype=torch.int64),
             "image_id": str(self._rows.image_id[index]),
         }
+        return self._finish(sample, index, "label")
 
 
 class PKSampler(Sampler[list[int]]):

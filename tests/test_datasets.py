@@ -15,13 +15,13 @@ import duckdb
 import numpy as np
 import pytest
 import torch
-from conftest import snapshot_catalog
+from conftest import query, snapshot_catalog
 from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler
 
 from catalog import transforms as T
 from catalog.datasets import DatasetError, FaceDataset, LandmarkDataset, PKSampler
-from catalog.formats import LANDMARK_COLUMNS
+from catalog.formats import ATTRIBUTES, LANDMARK_COLUMNS
 from catalog.ingest import ingest
 from catalog.selection import fitted_params, select
 from catalog.snapshots import SnapshotError, create
@@ -416,3 +416,119 @@ def test_uint8_images_normalise_to_the_float_ones(
     assert torch.allclose(T.normalize_batch(plain), normalised, atol=1e-5)
     with pytest.raises(ValueError, match="image_dtype 'float16'"):
         FaceDataset(db, "s", "val", image_dtype="float16")
+
+
+# --- transforms, attributes, repr -------------------------------------------------------
+
+
+def noisy(image: torch.Tensor) -> torch.Tensor:
+    """A random transform drawing from torch's global generator, as torchvision v2's do
+    (module level: picklable for workers)."""
+    return image + torch.rand(())
+
+
+def test_transforms_apply_to_the_image_and_the_target_only(cat: SimpleNamespace) -> None:
+    seen: list[torch.Tensor] = []
+
+    def flip(image: torch.Tensor) -> torch.Tensor:
+        seen.append(image.clone())
+        return image.flip(-1)
+
+    plain = FaceDataset(cat.db, "s", "train", size=32, image_dtype="uint8")
+    mine = FaceDataset(
+        cat.db,
+        "s",
+        "train",
+        size=32,
+        image_dtype="uint8",
+        transform=flip,
+        target_transform=lambda label: label + 100,
+    )
+    a, b = plain[4], mine[4]
+    assert len(seen) == 1 and torch.equal(seen[0], a["image"])  # our tensor, image_dtype's
+    assert seen[0].dtype == torch.uint8 and tuple(seen[0].shape) == (3, 32, 32)
+    assert torch.equal(b["image"], a["image"].flip(-1))
+    assert int(b["label"]) == int(a["label"]) + 100 and b["image_id"] == a["image_id"]
+    assert set(b) == set(a)
+    common = dict(input_size=64, heatmap_size=16, augment=T.Augment(), seed=3)
+    points = LandmarkDataset(cat.db, "s", "val", **common)
+    moved = LandmarkDataset(
+        cat.db, "s", "val", **common, transform=lambda x: -x, target_transform=lambda p: p / 64
+    )
+    a, b = points[2], moved[2]
+    assert torch.equal(b["image"], -a["image"]) and torch.equal(b["landmarks"], a["landmarks"] / 64)
+    for key in ("heatmaps", "affine"):  # made before the target transform, left alone
+        assert torch.equal(b[key], a[key]), key
+
+
+def test_random_transforms_are_reproducible(cat: SimpleNamespace) -> None:
+    """torch's generator is seeded per (seed, epoch, index): the same draws in the main
+    process and in workers, new ones each epoch, and the caller's generator untouched."""
+    ds = FaceDataset(cat.db, "s", "val", size=32, transform=noisy)
+    plain = FaceDataset(cat.db, "s", "val", size=32)
+    state = torch.get_rng_state()
+    first = ds[1]["image"] - plain[1]["image"]
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(ds[1]["image"] - plain[1]["image"], first)
+    assert not torch.equal(ds[2]["image"] - plain[2]["image"], first)
+    before = batches(ds, 0)
+    assert same(before, batches(ds, 2))
+    ds.set_epoch(1)
+    assert not same(before, batches(ds, 0))
+
+
+def test_attributes_as_a_target(cat: SimpleNamespace) -> None:
+    every = FaceDataset(cat.db, "s", "val", size=32, attributes=True)
+    assert every.attribute_names == ATTRIBUTES
+    columns = ", ".join(f'"{a}"' for a in ATTRIBUTES)
+    truth = {r[0]: r[1:] for r in query(cat.db, f"SELECT image_id, {columns} FROM attributes", [])}
+    for i in (0, 5, len(every) - 1):
+        sample = every[i]
+        assert sample["attributes"].dtype == torch.float32
+        assert sample["attributes"].tolist() == [float(v) for v in truth[sample["image_id"]]]
+    two = FaceDataset(cat.db, "s", "val", size=32, attributes=["Smiling", "Male"])
+    assert two.attribute_names == ("Smiling", "Male")
+    smiling, male = ATTRIBUTES.index("Smiling"), ATTRIBUTES.index("Male")
+    assert np.array_equal(two.attribute_values, every.attribute_values[:, [smiling, male]])
+    assert two.attribute_values.any(axis=0).all() and not two.attribute_values.all(axis=0).any()
+    batch = next(iter(DataLoader(two, batch_size=4)))
+    assert tuple(batch["attributes"].shape) == (4, 2)
+    assert batch["attributes"].tolist() == two.attribute_values[:4].astype(float).tolist()
+    marks = LandmarkDataset(cat.db, "s", "val", input_size=32, heatmap_size=8, attributes="Young")
+    assert marks[0]["attributes"].tolist() == [float(truth[marks.image_ids[0]][-1])]
+    assert "attributes" not in FaceDataset(cat.db, "s", "val", size=32)[0]
+    with pytest.raises(ValueError, match=r"Unknown attribute 'Smilling'; did you mean Smiling"):
+        FaceDataset(cat.db, "s", "val", attributes=["Male", "Smilling"])
+    with pytest.raises(ValueError, match=r"Unknown attribute 'male'; did you mean .*Male"):
+        FaceDataset(cat.db, "s", "val", attributes=["male"])
+
+
+def test_images_without_attributes_are_refused(cat: SimpleNamespace, tmp_path: Path) -> None:
+    db = tmp_path / "c.duckdb"
+    shutil.copy(cat.db, db)
+    first = FaceDataset(db, "s", "test", size=32).image_ids[0]
+    con = duckdb.connect(str(db))
+    con.execute('UPDATE attributes SET "Smiling" = NULL WHERE image_id = ?', [first])
+    con.close()
+    assert len(FaceDataset(db, "s", "test", size=32, attributes=["Male"])) > 0
+    with pytest.raises(DatasetError, match=rf"1 of the \d+ images .* \(first: {first}\)"):
+        FaceDataset(db, "s", "test", size=32, attributes=["Male", "Smiling"])
+    con = duckdb.connect(str(db))
+    con.execute("DROP TABLE attributes")
+    con.close()
+    with pytest.raises(DatasetError, match="no attributes table"):
+        FaceDataset(db, "s", "test", size=32, attributes=True)
+
+
+def test_repr_names_the_snapshot_split_size_source_and_length(cat: SimpleNamespace) -> None:
+    face = FaceDataset(cat.db, "s", "train", size=48, attributes=["Male"])
+    ids = len(set(face.identities.tolist()))
+    assert repr(face) == (
+        f"FaceDataset(snapshot='s', split='train', size=48, source='bbox', "
+        f"identities={ids}, images={len(face)}, attributes=1)"
+    )
+    marks = LandmarkDataset(cat.db, "s", "val", input_size=64, heatmap_size=16, image_dtype="uint8")
+    assert repr(marks) == (
+        f"LandmarkDataset(snapshot='s', split='val', input_size=64, heatmap_size=16, "
+        f"images={len(marks)}, image_dtype='uint8')"
+    )
