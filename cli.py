@@ -81,6 +81,42 @@ def _flags_take_no_value() -> None:
 
 _flags_take_no_value()
 
+
+def _paragraphs_rewrap() -> None:
+    """typer (0.29) keeps a docstring's line breaks inside a paragraph and then wraps
+    the lines again to the terminal, so a line wrapped by hand at 88 columns leaves
+    its last word alone on a line at 80. Join each paragraph's lines (a line starting
+    ``- `` starts a list item, a line after one ending ``:`` starts anew, a paragraph
+    starting ``Example`` or ``\\b`` is kept as written) and let the terminal wrap
+    them once."""
+    try:
+        import typer.rich_utils as rich_utils
+    except ImportError:  # typer without rich: click wraps paragraphs itself
+        return
+    fix = getattr(rich_utils, "_fix_linebreaks", None)
+    if fix is None or getattr(fix, "_celebcat", False):
+        return
+
+    def joined(paragraph: str) -> str:
+        if paragraph.startswith(("\b", "Example")):  # examples: one a line
+            return paragraph
+        out: list[str] = []
+        for line in paragraph.splitlines():
+            if out and not line.lstrip().startswith("- ") and not out[-1].endswith(":"):
+                out[-1] = f"{out[-1]} {line.strip()}"
+            else:
+                out.append(line.rstrip())
+        return "\n".join(out)
+
+    def fix_linebreaks(paragraphs: list[str], markup_mode: Any) -> str:
+        return fix([joined(p) for p in paragraphs], markup_mode)
+
+    fix_linebreaks._celebcat = True  # type: ignore[attr-defined]
+    rich_utils._fix_linebreaks = fix_linebreaks
+
+
+_paragraphs_rewrap()
+
 app = typer.Typer(
     name="celebcat",
     cls=_Group,
@@ -589,10 +625,14 @@ def synth(
         int | None, typer.Option(help="Total images (default: CelebA's mean per identity).")
     ] = None,
     aligned: Annotated[
-        bool, typer.Option(help="Also write 178x218 aligned crops to img_align_celeba/.")
+        bool,
+        typer.Option("--aligned", help="Also write 178x218 aligned crops to img_align_celeba/."),
     ] = False,
     annotations_only: Annotated[
-        bool, typer.Option(help="Write only the annotation files (fast, for benchmarks).")
+        bool,
+        typer.Option(
+            "--annotations-only", help="Write only the annotation files (fast, for benchmarks)."
+        ),
     ] = False,
     workers: Annotated[
         int | None, typer.Option(help="Processes (default: all cores).", min=1)
@@ -1096,30 +1136,111 @@ def stats(
             _console(stderr=as_json).print(f"wrote {path}")
 
 
+class ExportFormat(_Choice):
+    auto = "auto"
+    folder = "folder"
+    parquet = "parquet"
+    coco = "coco"
+
+
+#: What ``--format auto`` reads from OUT's name.
+_EXPORT_SUFFIXES = {".parquet": ExportFormat.parquet.value, ".json": ExportFormat.coco.value}
+
+
+def _export_format(out: Path, chosen: str) -> str:
+    """The export's format: ``chosen``, or for auto what OUT's suffix says (a folder when
+    it has none or is one); any other suffix is a usage error, not a folder so named."""
+    if chosen != ExportFormat.auto.value:
+        return chosen
+    if out.is_dir() or not out.suffix:
+        return ExportFormat.folder.value
+    if out.suffix.lower() in _EXPORT_SUFFIXES:
+        return _EXPORT_SUFFIXES[out.suffix.lower()]
+    raise typer.BadParameter(
+        f"{str(out)!r}: name a folder (images and labels.csv), OUT.parquet or OUT.json "
+        "(COCO keypoints), or say --format (folder writes a folder of this name)",
+        param_hint="'OUT'",
+    )
+
+
+def _only_for(fmt: str, allowed: str, **given: object) -> None:
+    """Refuse options that the chosen export format has no use for."""
+    used = [name for name, value in given.items() if value not in (None, False)]
+    if fmt != allowed and used:
+        flags = ", ".join("--" + name.replace("_", "-") for name in used)
+        raise typer.BadParameter(f"{flags}: only for --format {allowed} (this is {fmt})")
+
+
+def _size_text(n_bytes: int) -> str:
+    return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 100_000 else f"{n_bytes / 1e3:.0f} kB"
+
+
 @app.command()
 @_user_errors(ValueError)  # catalog.export checks size and workers with ValueError
+@_plain_choices
 def export(
     snapshot: Annotated[str, typer.Argument(help="Snapshot to export.")],
-    out: Annotated[Path, typer.Argument(help="Folder to write into (created if missing).")],
+    out: Annotated[
+        Path,
+        typer.Argument(
+            help="A folder (images and labels.csv), OUT.parquet (one table) or OUT.json "
+            "(COCO keypoints); replaced, except a folder, which resumes."
+        ),
+    ],
+    export_format: Annotated[
+        ExportFormat, typer.Option("--format", help="What to write (auto: from OUT's name).")
+    ] = ExportFormat.auto,
     crop: Annotated[
-        bool, typer.Option("--crop", help="Crop each image to its face box and resize.")
+        bool, typer.Option("--crop", help="folder: crop each image to its face box and resize.")
     ] = False,
-    size: Annotated[int, typer.Option(help="Output side in pixels with --crop.", min=1)] = 256,
-    workers: Annotated[int | None, typer.Option(help="Parallel workers.")] = None,
+    size: Annotated[
+        int, typer.Option(help="folder: output side in pixels with --crop.", min=1)
+    ] = 256,
+    workers: Annotated[int | None, typer.Option(help="folder: parallel workers.", min=1)] = None,
     skip_bad: SkipBadOption = False,
+    embeddings: Annotated[
+        str | None,
+        typer.Option(help="parquet: this recognition run's embeddings of the snapshot's images."),
+    ] = None,
+    predictions: Annotated[
+        str | None,
+        typer.Option(help="parquet: this landmark run's predictions for the snapshot's images."),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="coco: one split of the snapshot (default: all).")
+    ] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Write a snapshot's images (copied, or cropped to the face) and a labels.csv.
+    """Write a snapshot for other tools: a folder of images, Parquet, or COCO keypoints.
 
-    Files go to OUT/<split>/<image_id>; labels.csv holds identity, label, split,
-    attributes, box and landmarks (in the exported frame with --crop). An interrupted
-    export continues where it stopped when run again. An image that cannot be read
-    stops the export before anything is written; with --skip-bad it is left out and
-    listed in OUT/export.json ("skipped").
+    A folder: the images copied (or cropped to the face with --crop) into
+    OUT/<split>/<image_id>, and labels.csv with identity, label, split, attributes,
+    box and landmarks. An interrupted export continues where it stopped when run
+    again; an image that cannot be read stops it before anything is written (with
+    --skip-bad it is left out and listed in OUT/export.json).
+
+    OUT.parquet: one row per image (the columns of catalog.frames: path relative to
+    the image root, split, label, identity, face box, CelebA box, landmarks, the 40
+    attributes), or a run's embeddings or predictions; the snapshot's name, hash and
+    image root are in the file's metadata. pandas, polars and Hugging Face datasets
+    read it.
+
+    OUT.json: COCO keypoints (boxes, the five points, identity and split), for
+    detection and keypoint tools.
 
     Example: celebcat export base-v1 exported/ --crop --size 256
     """
+    fmt = _export_format(out, export_format)
+    _only_for(fmt, "folder", crop=crop, workers=workers, skip_bad=skip_bad)
+    if size != 256:
+        _only_for(fmt, "folder", size=size)
+    _only_for(fmt, "parquet", embeddings=embeddings, predictions=predictions)
+    _only_for(fmt, "coco", split=split)
+    if fmt == "parquet":
+        return _export_parquet(snapshot, out, embeddings, predictions, db, as_json)
+    if fmt == "coco":
+        return _export_coco(snapshot, out, split, db, as_json)
     from catalog.export import export_snapshot
 
     with _progress() as (task, _):
@@ -1142,6 +1263,45 @@ def export(
         f"in {result.seconds:.1f} s; labels in {result.labels}"
     )
     _print_skipped(console, result.skipped, f"listed in {result.out / 'export.json'}")
+
+
+def _export_parquet(
+    snapshot: str,
+    out: Path,
+    embeddings: str | None,
+    predictions: str | None,
+    db: Path | None,
+    as_json: bool,
+) -> None:
+    from catalog.parquet import export_parquet
+
+    result = export_parquet(snapshot, out, db, embeddings=embeddings, predictions=predictions)
+    if as_json:
+        return _print_json(_fields(result))
+    what = (
+        ""
+        if result.table == "snapshot"
+        else f"run {embeddings or predictions}'s {result.table} of "
+    )
+    _console().print(
+        f"wrote {result.rows:,} rows of {what}snapshot {result.snapshot} (hash "
+        f"{result.snapshot_hash[:16]}) to {result.path}: {_size_text(result.bytes)} in "
+        f"{result.seconds:.1f} s"
+    )
+
+
+def _export_coco(
+    snapshot: str, out: Path, split: str | None, db: Path | None, as_json: bool
+) -> None:
+    from catalog.coco import export_coco
+
+    result = export_coco(db, snapshot, out, split=split)
+    if as_json:
+        return _print_json(_fields(result))
+    _console().print(
+        f"wrote {result.n_images:,} images and {result.n_annotations:,} face annotations of "
+        f"snapshot {snapshot} to {result.path} (COCO keypoints)"
+    )
 
 
 class LandmarkSource(_Choice):
@@ -1969,8 +2129,8 @@ def train_recognizer_cmd(
         typer.Option(
             callback=_face_source,
             help="aligned (the newest alignment at --size: celebcat align first), "
-            "aligned/<template>/<landmark run | truth> (that one) or bbox "
-            "(face-box crops).",
+            "bbox (face-box crops), or one alignment by name: aligned/TEMPLATE/RUN, "
+            "RUN a landmark run id or truth (celebcat cache list shows them).",
         ),
     ] = "aligned",
     size: Annotated[int, typer.Option(help="Crop side in pixels (a multiple of 16).")] = 112,
@@ -2522,52 +2682,6 @@ def snapshot_drop(name: str, db: DbOption = None) -> None:
 
     drop(name, db)
     _console().print(f"dropped snapshot {name}")
-
-
-@snapshot_app.command("export")
-def snapshot_export(
-    name: Annotated[str, typer.Argument(help="The snapshot.")],
-    out: Annotated[Path, typer.Argument(help="The Parquet file to write (replaced).")],
-    embeddings: Annotated[
-        str | None,
-        typer.Option(
-            help="Write this recognition run's embeddings of the snapshot's images instead."
-        ),
-    ] = None,
-    predictions: Annotated[
-        str | None,
-        typer.Option(
-            help="Write this landmark run's predicted landmarks of the snapshot's images instead."
-        ),
-    ] = None,
-    db: DbOption = None,
-) -> None:
-    """Write a snapshot as one Parquet file, for Spark, Ray or DuckDB elsewhere.
-
-    One row per image (id, identity, split, label, face box, absolute file path, size,
-    landmarks), or with --embeddings / --predictions a run's results for those
-    images. The file's metadata holds the snapshot's name, hash and parameters (and
-    the run's id): DuckDB `select * from parquet_kv_metadata('OUT')`.
-
-    Example: celebcat snapshot export base-v1 base-v1.parquet
-    """
-    from catalog.parquet import export_parquet
-
-    result = export_parquet(name, out, db, embeddings=embeddings, predictions=predictions)
-    what = (
-        ""
-        if result.table == "snapshot"
-        else (f"run {embeddings or predictions}'s {result.table} of ")
-    )
-    size = (
-        f"{result.bytes / 1e6:.1f} MB"
-        if result.bytes >= 100_000
-        else f"{result.bytes / 1e3:.0f} kB"
-    )
-    _console().print(
-        f"wrote {result.rows:,} rows of {what}snapshot {result.snapshot} (hash "
-        f"{result.snapshot_hash[:16]}) to {result.path}: {size} in {result.seconds:.1f} s"
-    )
 
 
 # ---------------------------------------------------------------------------
