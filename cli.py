@@ -1262,6 +1262,12 @@ def export(
         f"({result.n_written} written, {result.n_skipped} already there) "
         f"in {result.seconds:.1f} s; labels in {result.labels}"
     )
+    if result.outside:
+        console.print(
+            f"{result.outside} rows of labels.csv reach outside the {result.size} px crop "
+            "(negative x_1, y_1): CelebA's box is larger than the face box the crop is "
+            f'cut to; {result.out / "export.json"} ("coordinates") says so for any reader'
+        )
     _print_skipped(console, result.skipped, f"listed in {result.out / 'export.json'}")
 
 

@@ -62,6 +62,18 @@ _PART_SUFFIX = ".part"
 #: well below the file size of quality 100.
 JPEG_QUALITY = 95
 
+#: What labels.csv's coordinates are, written into export.json ("coordinates").
+COORDINATES = {
+    False: "pixels of the in-the-wild image, as the catalog has them",
+    True: (
+        "pixels of the exported SIZE x SIZE crop of the snapshot's face box (CelebA's box "
+        "shrunk by box_shrink, clamped to the image). CelebA's own box (x_1, y_1, width, "
+        "height) is larger than that face box, so x_1 and y_1 are usually negative and "
+        "x_1 + width, y_1 + height past SIZE: the box reaches beyond the crop. Landmarks "
+        "outside [0, SIZE) belong to faces that leave their box."
+    ),
+}
+
 #: Columns of labels.csv, in order.
 LABEL_COLUMNS: tuple[str, ...] = (
     "image_id",
@@ -99,6 +111,9 @@ class ExportResult:
     labels: Path
     #: Images of the snapshot left out (``skip_bad``): which and why; also in export.json.
     skipped: tuple[BadImage, ...] = ()
+    #: Rows of labels.csv with a coordinate outside the exported crop (``crop`` only):
+    #: CelebA's box is larger than the face box the crop is cut to (see COORDINATES).
+    outside: int = 0
 
 
 @dataclass(frozen=True)
@@ -204,6 +219,7 @@ def export_snapshot(
         "size": size if crop else None,
         "n_images": len(images),
         "skipped": [b.as_dict() for b in skipped],
+        "coordinates": COORDINATES[crop].replace("SIZE", str(size)),
     }
     tasks, sizes = _plan(images, out, crop)
 
@@ -242,7 +258,8 @@ def export_snapshot(
         _remove_outputs(out, [b.image_id for b in skipped])  # of an earlier, complete run
         gone = {b.image_id for b in failed}
         labels = out / LABELS
-        _write_labels(labels, _labels_frame(rows[~rows["image_id"].isin(gone)], crop, size))
+        frame = _labels_frame(rows[~rows["image_id"].isin(gone)], crop, size)
+        _write_labels(labels, frame)
     return ExportResult(
         out=out,
         snapshot=name,
@@ -255,10 +272,22 @@ def export_snapshot(
         seconds=time.perf_counter() - start,
         labels=labels,
         skipped=tuple(skipped),
+        outside=_outside(frame, size) if crop else 0,
     )
 
 
-# --- reading the catalog -------------------------------------------------------------
+def _outside(labels: pd.DataFrame, size: int) -> int:
+    """Rows with a box edge or landmark outside the ``size`` x ``size`` crop."""
+
+    def column(name: str) -> np.ndarray:
+        return labels[name].to_numpy(dtype=float, na_value=np.nan)
+
+    edges = [column("x_1"), column("y_1")]
+    edges += [edges[0] + column("width"), edges[1] + column("height")]
+    edges += [column(f"{p}_{axis}") for p in LANDMARK_POINTS for axis in "xy"]
+    values = np.stack(edges, axis=1)
+    with np.errstate(invalid="ignore"):
+        return int(((values < 0) | (values > size)).any(axis=1).sum())
 
 
 def _labels_rows(con: duckdb.DuckDBPyConnection, images: snapshots.SnapshotImages) -> pd.DataFrame:

@@ -223,7 +223,7 @@ def test_crop_moves_landmarks_with_the_pixels(
 
     monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
     out = tmp_path / "crop"
-    export_snapshot("snap", out, catalog_db, crop=True, size=size, workers=2)
+    result = export_snapshot("snap", out, catalog_db, crop=True, size=size, workers=2)
     # The 665 px face box of 000001.jpg: decoded at 1/8 for 48 px (83 px left), at 1/2
     # for 256 px (332 px; 1/4 would leave 166, below `size`).
     assert scales["000001.jpg"] == (8.0 if size == 48 else 2.0)
@@ -258,6 +258,10 @@ def test_crop_moves_landmarks_with_the_pixels(
         assert float(got["height"]) == pytest.approx(h * sy, abs=0.01)
         # The face box is the CelebA box shrunk by 5%: its edges sit just outside the crop.
         assert -0.05 * size < float(got["x_1"]) < 0 < size < float(got["x_1"]) + float(got["width"])
+    # ... which the export says, in the result (the CLI prints it) and in export.json
+    assert result.outside == len(rows)
+    said = json.loads((out / "export.json").read_text())["coordinates"]
+    assert f"{size} x {size} crop" in said and "negative" in said
 
 
 class Interrupt(Exception):
