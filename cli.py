@@ -243,7 +243,10 @@ def _device(value: str) -> str:
     return value
 
 
-DeviceOption = Annotated[str, typer.Option(help="cpu, cuda or auto.", callback=_device)]
+#: Every command that runs a model takes it; auto: a GPU where there is one, else the CPU.
+DeviceOption = Annotated[
+    str, typer.Option(help="cpu, cuda, cuda:N or auto (a GPU if any).", callback=_device)
+]
 SkipBadOption = Annotated[
     bool,
     typer.Option(
@@ -420,6 +423,20 @@ def _print_records(
             console.print()
         for name, value in zip(names, row, strict=True):
             console.print(f"{name.rjust(pad)}: {value}", overflow="fold")
+
+
+#: --csv of a command that prints several tables: one long table, a row per cell.
+TIDY_COLUMNS = ("table", "row", "column", "value")
+
+
+def _print_tables_csv(tables: dict[str, tuple[Sequence[str], Sequence[Sequence[Any]]]]) -> None:
+    """Several tables as one CSV: ``table, row, column, value`` (row counts from 0), which
+    pandas pivots back (``df[df.table == T].pivot(index="row", columns="column")``)."""
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(TIDY_COLUMNS)
+    for title, (columns, rows) in tables.items():
+        for n, row in enumerate(rows):
+            writer.writerows((title, n, c, v) for c, v in zip(columns, row, strict=True))
 
 
 def _fields(result: Any) -> dict[str, Any]:
@@ -1107,6 +1124,10 @@ def stats(
         Path | None,
         typer.Option(help=f"Also write PNG charts into this folder. {NEEDS_PLOTS}"),
     ] = None,
+    as_csv: Annotated[
+        bool,
+        typer.Option("--csv", help="Print every table as one CSV: table, row, column, value."),
+    ] = False,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
@@ -1123,8 +1144,12 @@ def stats(
 
     result = compute_stats(db, snapshot)
     console = _console()
+    if as_json and as_csv:
+        raise UserError("Choose one of --csv and --json.")
     if as_json:
         sys.stdout.write(json.dumps(result.as_dict(), indent=2) + "\n")
+    elif as_csv:
+        _print_tables_csv({t: (r.columns, r.rows) for t, r in result.tables().items()})
     else:
         for title, table in result.tables().items():
             _print_rows(table.columns, table.rows, title=title)
@@ -1133,7 +1158,7 @@ def stats(
     if plots is not None:
         written = write_plots(result, plots)
         for path in written:
-            _console(stderr=as_json).print(f"wrote {path}")
+            _console(stderr=as_json or as_csv).print(f"wrote {path}")
 
 
 class ExportFormat(_Choice):
@@ -1349,6 +1374,7 @@ def align(
         int | None, typer.Option(help="Threads decoding and warping (default: one per CPU).")
     ] = None,
     skip_bad: SkipBadOption = False,
+    device: DeviceOption = "auto",
     db: DbOption = None,
 ) -> None:
     """Predict landmarks, write them to the catalog, and store aligned face crops.
@@ -1390,6 +1416,7 @@ def align(
         batch_size=batch_size,
         workers=workers,
         skip_bad=skip_bad,
+        device=device,
     )
     if not is_main_process():  # under torchrun: rank 0 reports, the others work quietly
         align_it()
@@ -1429,6 +1456,7 @@ def embed(
     skip_bad: Annotated[
         bool, typer.Option("--skip-bad", help="Leave out images that cannot be read.")
     ] = False,
+    device: DeviceOption = "auto",
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
@@ -1445,14 +1473,12 @@ def embed(
 
     Example: celebcat embed --run recognition-20261201-120000-ab12
     """
-    import torch
-
     from models import store
-    from models.distributed import device, is_main_process, launched
+    from models.distributed import is_main_process
     from models.recognition.evaluate import embed_snapshot
 
-    gpu = launched() and torch.cuda.is_available()  # torchrun: a GPU a process, if any
-    recognizer = store.load_recognizer(run, db, device("cuda") if gpu else "cpu")
+    # auto under torchrun: this process's GPU, if any
+    recognizer = store.load_recognizer(run, db, device)
     embed_it = functools.partial(
         embed_snapshot,
         recognizer,
@@ -1638,8 +1664,15 @@ def identify_cmd(
             "OUT-<photo name>.png)."
         ),
     ] = None,
+    as_csv: Annotated[
+        bool,
+        typer.Option(
+            "--csv",
+            help="Print one row a face: image, face, box, identity, cosine, threshold.",
+        ),
+    ] = False,
     as_json: JsonOption = False,
-    device: DeviceOption = "cpu",
+    device: DeviceOption = "auto",
     db: DbOption = None,
 ) -> None:
     """Who is in a photo: each face's box, landmarks and best matches in a gallery.
@@ -1652,6 +1685,8 @@ def identify_cmd(
 
     Example: celebcat identify photo.jpg --gallery friends --top 3 --draw out.png
     """
+    if as_json and as_csv:
+        raise UserError("Choose one of --csv and --json.")
 
     from models.pipeline.identify import UNKNOWN, draw_faces, identify
 
@@ -1700,6 +1735,22 @@ def identify_cmd(
         }
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
+    if as_csv:
+        rows = [
+            (
+                images[k],
+                n,
+                *(round(float(v), 2) for v in face.box),
+                face.identity,
+                face.matches[0].identity if face.matches else None,
+                round(face.matches[0].cosine, 6) if face.matches else None,
+                round(result.threshold.value, 6),
+            )
+            for k in range(len(result.images))
+            for n, face in enumerate(result.faces_of(k), start=1)
+        ]
+        columns = ["image", "face", "x_1", "y_1", "x_2", "y_2", "identity", "best", "cosine"]
+        return _print_rows([*columns, "threshold"], rows, as_csv=True)
     console = _console()
     console.print(f"threshold: {result.threshold.explain()}")
     for k in range(len(result.images)):
@@ -1733,7 +1784,7 @@ def verify_cmd(
     landmarks: LandmarksOption = None,
     template: TemplateOption = None,
     as_json: JsonOption = False,
-    device: DeviceOption = "cpu",
+    device: DeviceOption = "auto",
     db: DbOption = None,
 ) -> None:
     """Whether two photos show the same person (1:1 verification).
@@ -1958,15 +2009,11 @@ MaxBatchesOption = Annotated[
 ]
 CheckpointsOption = Annotated[Path, typer.Option(help="Checkpoint folder.")]
 BatchSizeOption = Annotated[int, typer.Option(help="Batch size.")]
-_RESUME_HELP = "Continue from a checkpoint or run folder (with its settings; {} may change)."
-ResumeOption = Annotated[
-    Path | None, typer.Option(help=_RESUME_HELP.format("--epochs, --max-minutes, --workers, --out"))
-]
-#: The detector's --resume: its --device may change too.
-DeviceResumeOption = Annotated[
-    Path | None,
-    typer.Option(help=_RESUME_HELP.format("--epochs, --max-minutes, --workers, --device, --out")),
-]
+_RESUME_HELP = (
+    "Continue from a checkpoint or run folder (with its settings; --epochs, "
+    "--max-minutes, --workers, --device, --out may change)."
+)
+ResumeOption = Annotated[Path | None, typer.Option(help=_RESUME_HELP)]
 
 PRESETS = {"small": "hourglass_small", "seed": "hourglass_seed", "paper": "hourglass_paper"}
 
@@ -2019,6 +2066,7 @@ def train_landmarks_cmd(
     max_batches: MaxBatchesOption = None,
     workers: WorkersOption = 0,
     seed: SeedOption = 0,
+    device: DeviceOption = "auto",
     out: CheckpointsOption = Path("checkpoints"),
     resume: ResumeOption = None,
     db: DbOption = None,
@@ -2051,6 +2099,7 @@ def train_landmarks_cmd(
         max_batches_per_epoch=max_batches,
         num_workers=workers,
         seed=seed,
+        device=device,
         out_dir=str(out),
     )
     if resume is None:
@@ -2151,6 +2200,7 @@ def train_recognizer_cmd(
     max_batches: MaxBatchesOption = None,
     workers: WorkersOption = 0,
     seed: SeedOption = 0,
+    device: DeviceOption = "auto",
     out: CheckpointsOption = Path("checkpoints"),
     resume: ResumeOption = None,
     db: DbOption = None,
@@ -2186,6 +2236,7 @@ def train_recognizer_cmd(
         max_batches_per_epoch=max_batches,
         num_workers=workers,
         seed=seed,
+        device=device,
         out_dir=str(out),
     )
     if resume is None:
@@ -2236,7 +2287,7 @@ def train_detector_cmd(
     seed: SeedOption = 0,
     device: DeviceOption = "auto",
     out: CheckpointsOption = Path("checkpoints"),
-    resume: DeviceResumeOption = None,
+    resume: ResumeOption = None,
     db: DbOption = None,
 ) -> None:
     """Train a small face detector on the catalog's face boxes; then its test IoU.
@@ -2451,6 +2502,7 @@ def report_html(
         ),
     ] = 0.01,
     worst: Annotated[int, typer.Option(help="Worst landmark faces to show.")] = 8,
+    device: DeviceOption = "auto",
     db: DbOption = None,
 ) -> None:
     """Write one self-contained HTML page over the catalog's selection and results.
@@ -2476,7 +2528,15 @@ def report_html(
             if recognition is None:
                 raise UserError("--photo needs a recognition run: give one with --run.")
             sections.append(
-                photo_section(db, photo, recognition, gallery=gallery, detector=detector, fpir=fpir)
+                photo_section(
+                    db,
+                    photo,
+                    recognition,
+                    gallery=gallery,
+                    detector=detector,
+                    fpir=fpir,
+                    device=device,
+                )
             )
         page, notes = write_report(
             db, out, runs=run or (), snapshot=snapshot, sections=sections, worst=worst
@@ -2524,6 +2584,7 @@ def eval_recognizer(
     ] = None,
     as_csv: CsvOption = False,
     as_json: JsonOption = False,
+    device: DeviceOption = "auto",
     db: DbOption = None,
 ) -> None:
     """Embed the run's snapshot and measure it the reference's ways.
@@ -2552,6 +2613,7 @@ def eval_recognizer(
         workers=workers,
         skip_bad=skip_bad,
         snapshot=snapshot,
+        device=device,
     )
     if not is_main_process():  # under torchrun: rank 0 measures and reports
         evaluate_it()
@@ -2621,7 +2683,15 @@ def snapshot_list(as_csv: CsvOption = False, as_json: JsonOption = False, db: Db
 
 
 @snapshot_app.command("show")
-def snapshot_show(name: str, as_json: JsonOption = False, db: DbOption = None) -> None:
+def snapshot_show(
+    name: str,
+    as_csv: Annotated[
+        bool,
+        typer.Option("--csv", help="Print the tables as one CSV: table, row, column, value."),
+    ] = False,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
     """Show a snapshot: hash, parameters and split sizes.
 
     Example: celebcat snapshot show base-v1
@@ -2646,16 +2716,32 @@ def snapshot_show(name: str, as_json: JsonOption = False, db: DbOption = None) -
                 ],
             }
         )
+    tables = {
+        "splits": (["split", "images", "identities"], [(k, *v) for k, v in splits.items()]),
+        "parameters": (["parameter", "value"], sorted(snap.params.items())),
+        "quotas": (["quota", "share"], sorted(snap.quotas.items())),
+    }
+    if as_csv:
+        about = [("name", snap.name), ("created_at", snap.created_at), ("hash", snap.hash)]
+        return _print_tables_csv({"snapshot": (["field", "value"], about), **tables})
     console = _console()
     console.print(f"snapshot {snap.name}, created {snap.created_at} UTC\nhash {snap.hash}")
-    _print_rows(["split", "images", "identities"], [(k, *v) for k, v in splits.items()])
-    _print_rows(["parameter", "value"], sorted(snap.params.items()))
-    if snap.quotas:
-        _print_rows(["quota", "share"], sorted(snap.quotas.items()))
+    for columns, rows in tables.values():
+        if rows:
+            _print_rows(columns, rows)
 
 
 @snapshot_app.command("diff")
-def snapshot_diff(a: str, b: str, as_json: JsonOption = False, db: DbOption = None) -> None:
+def snapshot_diff(
+    a: str,
+    b: str,
+    as_csv: Annotated[
+        bool,
+        typer.Option("--csv", help="Print the images that differ: image_id, change, splits."),
+    ] = False,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
     """Compare two snapshots: images only in one, split changes, parameter changes.
 
     Example: celebcat snapshot diff base-v1 base-v2
@@ -2665,6 +2751,14 @@ def snapshot_diff(a: str, b: str, as_json: JsonOption = False, db: DbOption = No
     d = diff(a, b, db)
     if as_json:
         return _print_json({"a": a, "b": b, **_fields(d)})
+    if as_csv:  # an image of one snapshot only: its split there is not in the diff
+        rows: list[tuple[Any, ...]] = [(i, f"only in {a}", None, None) for i in d.only_a]
+        rows += [(i, f"only in {b}", None, None) for i in d.only_b]
+        rows += [(i, "split changed", x, y) for i, x, y in d.split_changed]
+        rows.sort(key=lambda r: r[0])
+        return _print_rows(
+            ["image_id", "change", f"split in {a}", f"split in {b}"], rows, as_csv=True
+        )
     console = _console()
     console.print(
         f"only in {a}: {len(d.only_a)}; only in {b}: {len(d.only_b)}; "
@@ -2732,7 +2826,7 @@ def gallery_add(
     replace: Annotated[
         bool, typer.Option("--replace", help="Replace a gallery of that name.")
     ] = False,
-    device: DeviceOption = "cpu",
+    device: DeviceOption = "auto",
     db: DbOption = None,
 ) -> None:
     """Embed a snapshot split or a folder of people and store it as a gallery.
@@ -2858,7 +2952,7 @@ def gallery_show(
 def gallery_calibrate(
     name: Annotated[str, typer.Argument(help="Gallery name.")],
     strangers: StrangersOption = None,
-    device: DeviceOption = "cpu",
+    device: DeviceOption = "auto",
     db: DbOption = None,
 ) -> None:
     """Measure at which cosine a gallery names people it does not hold.

@@ -119,9 +119,12 @@ def _close() -> None:
 
 def device(name: str = "auto") -> str:
     """The device of this process: under a session, ``auto`` and ``cuda`` name the GPU
-    of its local rank (``cuda:LOCAL_RANK``); anything else, or one process, as given."""
+    of its local rank (``cuda:LOCAL_RANK``); one process: ``auto`` is ``cuda`` where
+    there is a GPU, else ``cpu``; anything else as given."""
     if launched() and torch.cuda.is_available() and name in ("auto", "cuda"):
         return f"cuda:{local_rank()}"
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
     return name
 
 

@@ -159,8 +159,13 @@ def pretrained_run(name: PathLike, db: PathLike | None) -> Any | None:
 
 def load_run(name: PathLike, kind: str, db: PathLike | None = None, device: Any = "cpu") -> Any:
     """The inference object of run ``name`` (id, folder or checkpoint, or a pretrained
-    run's id) of ``kind``, in eval mode on ``device``: the one place a model is loaded."""
+    run's id) of ``kind``, in eval mode on ``device``: the one place a model is loaded.
+    ``device="auto"``: a GPU where there is one (under torchrun, this rank's)."""
     load = _kind(kind).load  # an unknown kind is refused before anything is read
+    if device == "auto":
+        from models import distributed
+
+        device = distributed.device("auto")
     run = pretrained_run(name, db)
     if run is not None:
         from models import pretrained

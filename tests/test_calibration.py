@@ -3,6 +3,8 @@ and 1:1 verification with the pair threshold."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import shutil
 from pathlib import Path
@@ -214,6 +216,18 @@ def test_identify_json_carries_the_calibration(db: Path, built: SimpleNamespace)
     )
     assert t["measured_fpir"] == pytest.approx(2 / 9, abs=1e-6) and t["enough_strangers"]
     assert t["gallery_identities"] == 3 and "not in this gallery of 3 people" in t["explanation"]
+    # --csv: the same answer, one row a face
+    faces = json.loads(result.output)["images"][0]["faces"]
+    as_csv = runner.invoke(
+        cli.app,
+        ["identify", str(probe), "--gallery", "heldout", "--detector", "catalog"]
+        + ["--fpir", "0.3", "--csv", "--db", str(db)],
+    )
+    assert as_csv.exit_code == 0, as_csv.output
+    rows = list(csv.DictReader(io.StringIO(as_csv.output)))
+    assert [r["identity"] for r in rows] == [f["identity"] for f in faces]
+    assert float(rows[0]["cosine"]) == pytest.approx(faces[0]["matches"][0]["cosine"], abs=1e-4)
+    assert float(rows[0]["threshold"]) == pytest.approx(t["cosine"], abs=1e-6)
 
 
 def test_verify_compares_two_faces_with_the_pair_threshold(

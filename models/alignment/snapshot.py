@@ -214,6 +214,7 @@ def align_snapshot(
     workers: int | None = None,
     progress: ProgressFn | None = None,
     skip_bad: bool = False,
+    device: str = "auto",
 ) -> AlignResult:
     """Align every image of ``snapshot`` onto ``template`` at ``size`` and store the
     crops as an aligned crop cache of it (see the module docstring).
@@ -251,6 +252,7 @@ def align_snapshot(
             workers=workers,
             progress=progress if distributed.is_main() else None,
             skip_bad=skip_bad,
+            device=device,
         )
 
 
@@ -266,6 +268,7 @@ def _align(
     workers: int | None,
     progress: ProgressFn | None,
     skip_bad: bool,
+    device: str,
 ) -> AlignResult:
     start = time.perf_counter()
     if template not in TEMPLATES:
@@ -282,10 +285,9 @@ def _align(
     if source == "predicted":
         if run_id_or_checkpoint is None:
             raise ValueError("source='predicted' needs a landmark run id or checkpoint")
-        # on CUDA when there is one (under torchrun, this rank's GPU); weights that do not
-        # fit the run's model raise CheckpointError naming the file
-        device = distributed.device("cuda") if torch.cuda.is_available() else "cpu"
-        landmarks = store.load_landmarks(run_id_or_checkpoint, db, device)
+        # ``auto``: on CUDA when there is one (under torchrun, this rank's GPU); weights
+        # that do not fit the run's model raise CheckpointError naming the file
+        landmarks = store.load_landmarks(run_id_or_checkpoint, db, distributed.device(device))
     # every file checked once (rank 0), the answer (or the error) on every rank
     images = distributed.on_main(lambda: _snapshot_images(db, snapshot, skip_bad))
     ids, truth = images.ids, images.truth

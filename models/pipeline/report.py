@@ -387,6 +387,7 @@ def photo_section(
     gallery: str | None = None,
     detector: str = "haar",
     fpir: float = 0.01,
+    device: str = "auto",
 ) -> H.Section:
     """Identify the faces of ``photo`` against ``gallery`` (default: the newest one
     ``recognition_run`` made) as a page section. Needs torch."""
@@ -404,7 +405,9 @@ def photo_section(
                 "one with --gallery (celebcat gallery list)."
             )
         gallery = made[-1].name
-    result = identify([photo], gallery, db, run=recognition_run, detector=detector, fpir=fpir)
+    result = identify(
+        [photo], gallery, db, run=recognition_run, detector=detector, fpir=fpir, device=device
+    )
     return identify_section(
         result, draw_png(result.images[0], result.faces), photo_name=Path(photo).name
     )

@@ -271,17 +271,25 @@ def open_set_metrics(e: Embedded, mask: np.ndarray | None = None) -> dict[str, f
     return out
 
 
+def _check_attributes(by: Sequence[str]) -> None:
+    """ValueError naming the unknown attributes in ``by``, with the ones likely meant."""
+    from catalog.formats import ATTRIBUTES
+    from catalog.names import suggest
+
+    unknown = [a for a in by if a not in ATTRIBUTES]
+    if unknown:
+        named = ", ".join(
+            f"{a} ({near.removeprefix('; ')})" if (near := suggest(a, ATTRIBUTES)) else a
+            for a in unknown
+        )
+        raise ValueError(f"Unknown attribute(s) {named}; see `celebcat schema attributes`")
+
+
 def _groups(
     db: str | os.PathLike[str] | None, image_ids: np.ndarray, by: Sequence[str]
 ) -> dict[str, np.ndarray]:
     """{"Eyeglasses=1,Male=-1": mask over image_ids, ...} from the attributes table."""
-    from catalog.formats import ATTRIBUTES
-
-    unknown = [a for a in by if a not in ATTRIBUTES]
-    if unknown:
-        raise ValueError(
-            f"Unknown attribute(s) {', '.join(unknown)}; see `celebcat schema attributes`"
-        )
+    _check_attributes(by)
     cols = ", ".join(f'"{a}"' for a in by)
     con = connect(db, read_only=True)
     try:
@@ -311,6 +319,7 @@ def evaluate_recognizer(
     skip_bad: bool = False,
     progress: ProgressFn | None = None,
     snapshot: str | None = None,
+    device: str = "auto",
 ) -> RecognitionEval:
     """Embed the run's snapshot (writing the embeddings), measure every protocol, write
     the figures to ``metrics`` at the checkpoint's epoch, and (``plots``: a folder)
@@ -320,7 +329,8 @@ def evaluate_recognizer(
     catalog's, is measured on this one (every identity is new to it, so its figures
     read like the open-set ones; a second snapshot's figures replace the first's). A
     trained run is measured on its own snapshot only."""
-    recognizer = store.load_recognizer(run_id_or_checkpoint, db)
+    _check_attributes(by)  # before the model is loaded and the snapshot embedded
+    recognizer = store.load_recognizer(run_id_or_checkpoint, db, distributed.device(device))
     trained_on = recognizer.config.snapshot
     if trained_on and snapshot not in (None, trained_on):
         raise ValueError(
