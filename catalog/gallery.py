@@ -42,7 +42,7 @@ import numpy as np
 
 from catalog.db import connect, has_table, transaction
 from catalog.errors import CatalogError
-from catalog.names import BadNameError, check_name
+from catalog.names import BadNameError, check_name, suggest
 
 if TYPE_CHECKING:
     import duckdb
@@ -155,7 +155,8 @@ def _unknown(con: duckdb.DuckDBPyConnection, name: str) -> GalleryError:
         else []
     )
     hint = f"Known: {', '.join(known)}" if known else "There are none yet"
-    return GalleryError(f"No gallery {name!r}. {hint} (celebcat gallery add NAME ...).")
+    near = suggest(name, known) or "."
+    return GalleryError(f"No gallery {name!r}{near} {hint} (celebcat gallery add NAME ...).")
 
 
 def write_gallery(

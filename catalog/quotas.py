@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from catalog.errors import CatalogError
 from catalog.formats import ATTRIBUTES
+from catalog.names import suggest
 
 if TYPE_CHECKING:
     import duckdb
@@ -63,9 +64,8 @@ def parse_quota(text: str) -> tuple[str, float]:
     if not sep:
         raise QuotaError(f"Quota {text!r}: expected ATTRIBUTE=SHARE, e.g. Male=0.5")
     if name not in ATTRIBUTES:
-        close = [a for a in ATTRIBUTES if a.lower() == name.lower()]
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise QuotaError(f"Quota {text!r}: unknown attribute {name!r}{hint}")
+        near = suggest(name, ATTRIBUTES)
+        raise QuotaError(f"Quota {text!r}: unknown attribute {name!r}{near}")
     try:
         share = float(value)
     except ValueError:

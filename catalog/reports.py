@@ -27,6 +27,7 @@ from catalog.errors import ReportError
 from catalog.formats import ATTRIBUTES, LANDMARK_COLUMNS, UNUSED_SPLIT, split_order_sql
 from catalog.info import QueryResult
 from catalog.metric_names import MetricName, at_fpr
+from catalog.names import suggest
 from catalog.results import NME_NORMALISER as NORMALISER
 
 if TYPE_CHECKING:
@@ -56,8 +57,10 @@ def _check_attributes(by: Sequence[str]) -> list[str]:
     by = list(by)
     for name in by:
         if name not in ATTRIBUTES:
+            near = suggest(name, ATTRIBUTES)
+            use = f"{near} Use" if near else "; use"
             raise ReportError(
-                f"Unknown attribute {name!r}; use CelebA's attribute names "
+                f"Unknown attribute {name!r}{use} CelebA's attribute names "
                 f"(e.g. {', '.join(ATTRIBUTES[:4])}, ...; all: {', '.join(ATTRIBUTES)})"
             )
     if len(set(by)) != len(by):

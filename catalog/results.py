@@ -43,7 +43,7 @@ from catalog import snapshots
 from catalog.db import DbArg, connect, has_table, transaction
 from catalog.errors import CatalogError
 from catalog.formats import LANDMARK_COLUMNS
-from catalog.names import check_run_id
+from catalog.names import check_run_id, suggest
 
 if TYPE_CHECKING:
     import duckdb
@@ -155,6 +155,18 @@ def _has_runs(con: duckdb.DuckDBPyConnection) -> bool:
     return has_table(con, "runs")
 
 
+def _no_run(con: duckdb.DuckDBPyConnection, run_id: str) -> RunError:
+    """RunError for an unknown ``run_id``, with the runs it may have meant (run ids are
+    long: a unique one that starts with what was typed is the likely one)."""
+    known = (
+        [r[0] for r in con.execute("SELECT run_id FROM runs ORDER BY started_at DESC").fetchall()]
+        if _has_runs(con)
+        else []
+    )
+    near = suggest(run_id, known)
+    return RunError(f'No run {run_id!r}{near} (see `celebcat sql "select * from runs"`).')
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
@@ -256,7 +268,7 @@ def _set_status(db: DbArg, run_id: str, status: str) -> None:
                 [status, None if status == "running" else _now(), run_id],
             ).fetchall()
             if not found:
-                raise RunError(f'No run {run_id!r} (see `celebcat sql "select * from runs"`).')
+                raise _no_run(con, run_id)
             if status == "running":
                 _claim(con, run_id)
     finally:
@@ -477,10 +489,10 @@ def get_run(db: DbArg, run_id: str) -> Run:
             row = con.execute(
                 f"SELECT {_select_runs(con)} FROM runs WHERE run_id = ?", [run_id]
             ).fetchone()
+        if row is None:
+            raise _no_run(con, run_id)
     finally:
         con.close()
-    if row is None:
-        raise RunError(f'No run {run_id!r} (see `celebcat sql "select * from runs"`).')
     return _run(row)
 
 

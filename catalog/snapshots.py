@@ -26,7 +26,7 @@ import numpy as np
 from catalog.db import connect, has_table, transaction
 from catalog.errors import CatalogError
 from catalog.formats import LANDMARK_COLUMNS, SPLITS, UNUSED_SPLIT
-from catalog.names import BadNameError, check_name
+from catalog.names import BadNameError, check_name, suggest
 from catalog.selection import rebuild
 from catalog.views import get_params
 
@@ -139,7 +139,8 @@ def _has_tables(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 def get(con: duckdb.DuckDBPyConnection, name: str) -> Snapshot:
-    """The snapshot ``name``, or SnapshotError listing the known ones (read-only safe)."""
+    """The snapshot ``name``, or SnapshotError naming the likely one and listing the
+    known ones (read-only safe)."""
     row = None
     if _has_tables(con):
         row = con.execute("SELECT * FROM snapshots WHERE name = ?", [name]).fetchone()
@@ -150,7 +151,8 @@ def get(con: duckdb.DuckDBPyConnection, name: str) -> Snapshot:
             else []
         )
         hint = f"Known: {', '.join(known)}" if known else "There are none yet"
-        raise SnapshotError(f"No snapshot {name!r}. {hint} (celebcat snapshot create NAME).")
+        near = suggest(name, known) or "."
+        raise SnapshotError(f"No snapshot {name!r}{near} {hint} (celebcat snapshot create NAME).")
     name, hash_, created, params, quotas, n_images, n_ids = row
     return Snapshot(name, hash_, created, json.loads(params), json.loads(quotas), n_images, n_ids)
 

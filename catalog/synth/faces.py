@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from catalog.formats import ALIGNED_SIZE, ATTRIBUTES
+from catalog.names import suggest
 from catalog.synth import geometry
 from catalog.synth.population import (
     BALD,
@@ -77,7 +78,9 @@ def _attribute_flags(attributes: Mapping[str, bool | int] | np.ndarray) -> dict[
     if isinstance(attributes, Mapping):
         unknown = set(attributes) - set(ATTRIBUTES)
         if unknown:
-            raise ValueError(f"unknown attribute names: {sorted(unknown)}")
+            names = sorted(unknown)
+            near = suggest(names[0], ATTRIBUTES) if len(names) == 1 else ""
+            raise ValueError(f"unknown attribute names: {names}{near}")
         return {name: bool(attributes.get(name, False) in (True, 1)) for name in ATTRIBUTES}
     values = np.asarray(attributes).ravel()
     if values.shape != (len(ATTRIBUTES),):
