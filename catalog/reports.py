@@ -45,12 +45,19 @@ LANDMARK_NAMES: tuple[str, ...] = tuple(c[:-2] for c in LANDMARK_COLUMNS[::2])
 class LandmarkErrors:
     """Per-image errors of a run: ``nme`` (N,), ``per_landmark`` (N, 5) in
     :data:`LANDMARK_NAMES` order, ``groups`` (N,) labels of the ``by`` attributes
-    (e.g. ``"Eyeglasses=1"``, ``"all"`` without ``by``)."""
+    (:func:`group_label`: ``"Eyeglasses=True,Male=False"``, ``"all"`` without ``by``)."""
 
     image_ids: list[str]
     nme: np.ndarray
     per_landmark: np.ndarray
     groups: list[str]
+
+
+def group_label(names: Sequence[str], values: Sequence[bool | None]) -> str:
+    """One attribute group's label, the same in every report, metric and page:
+    ``Eyeglasses=True,Male=False`` (``None`` where an image has no value), ``all`` for
+    no attributes."""
+    return ",".join(f"{n}={v}" for n, v in zip(names, values, strict=True)) or "all"
 
 
 def _check_attributes(by: Sequence[str]) -> list[str]:
@@ -261,9 +268,7 @@ def landmark_errors(
     finally:
         con.close()
     k = len(LANDMARK_NAMES)
-    groups = [
-        ", ".join(f"{name}={r[2 + k + i]}" for i, name in enumerate(by)) or "all" for r in rows
-    ]
+    groups = [group_label(by, r[2 + k :]) for r in rows]
     return LandmarkErrors(
         image_ids=[r[0] for r in rows],
         nme=np.array([r[1] for r in rows], dtype=np.float64),

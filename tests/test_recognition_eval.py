@@ -80,7 +80,7 @@ def test_evaluation_writes_every_protocol(trained: SimpleNamespace, db: Path, tm
         open_set["threshold@fpr=0.01"]
     )
     groups = {s for s, _ in stored if s.startswith("test:")}
-    assert groups <= {"test:Eyeglasses=1", "test:Eyeglasses=-1"} and groups
+    assert groups <= {"test:Eyeglasses=True", "test:Eyeglasses=False"} and groups
     assert all(p.exists() and p.stat().st_size > 1000 for p in out.plots)
     assert len(out.plots) == 3
 

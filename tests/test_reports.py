@@ -217,3 +217,12 @@ def test_a_report_without_split_says_which_splits_it_covers(shifted) -> None:
     assert "splits are unknown" in report_scope(db, run_id)
     with pytest.raises(RunError):
         report_scope(db, "nope")
+
+
+def test_attribute_groups_are_labelled_one_way() -> None:
+    """Landmark reports, recognition metrics (test:<group>) and the page share one label."""
+    from catalog.reports import group_label
+
+    assert group_label(["Eyeglasses", "Male"], [True, False]) == "Eyeglasses=True,Male=False"
+    assert group_label(["Smiling"], [None]) == "Smiling=None"
+    assert group_label([], []) == "all"

@@ -20,7 +20,7 @@
 
    Written to ``metrics`` at the checkpoint's epoch. ``by=("Eyeglasses", ...)``
    repeats each figure over the images of each attribute group (split
-   ``test:Eyeglasses=1``, ...; a group's pairs use only its own images).
+   ``test:Eyeglasses=True``, ...; a group's pairs use only its own images).
 
 The thresholds stored here are what ``identify`` uses to call a face "unknown": each
 is explained by the FPR it was measured at.
@@ -49,6 +49,7 @@ from catalog.datasets import FaceDataset
 from catalog.db import connect
 from catalog.formats import SPLITS
 from catalog.metric_names import MetricName, at_fpr
+from catalog.reports import group_label
 from models import distributed, store
 from models.env import Env
 from models.recognition.metrics import (
@@ -288,7 +289,8 @@ def _check_attributes(by: Sequence[str]) -> None:
 def _groups(
     db: str | os.PathLike[str] | None, image_ids: np.ndarray, by: Sequence[str]
 ) -> dict[str, np.ndarray]:
-    """{"Eyeglasses=1,Male=-1": mask over image_ids, ...} from the attributes table."""
+    """{"Eyeglasses=True,Male=False": mask over image_ids, ...} from the attributes
+    table (labels: catalog.reports.group_label)."""
     _check_attributes(by)
     cols = ", ".join(f'"{a}"' for a in by)
     con = connect(db, read_only=True)
@@ -298,12 +300,7 @@ def _groups(
         con.close()
     value = {r[0]: r[1:] for r in rows}
     keys = np.array(
-        [
-            ",".join(f"{a}={'1' if v else '-1'}" for a, v in zip(by, value[i], strict=True))
-            if i in value
-            else "no attributes"
-            for i in image_ids
-        ]
+        [group_label(by, value[i]) if i in value else "no attributes" for i in image_ids]
     )
     return {k: keys == k for k in sorted(set(keys.tolist()))}
 
