@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -199,3 +200,236 @@ def test_interrupt_while_files_load_in_parallel_leaves_no_trace(
     con.close()
     ingest(small_celeba, db, scan_images=False)
     assert "_ingest_attributes" not in _dump(db)
+
+
+# --- a first ingest builds the catalog whole beside it; a re-ingest stages -------------
+
+
+def _views(db: Path) -> dict[str, str]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return dict(
+            con.execute("SELECT view_name, sql FROM duckdb_views() WHERE NOT internal").fetchall()
+        )
+    finally:
+        con.close()
+
+
+def _paths_taken(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    taken: list[str] = []
+    for name in ("_ingest_fresh", "_ingest_staged"):
+        real = getattr(ingest_module, name)
+
+        def spy(*args, _real=real, _name=name):
+            taken.append(_name)
+            return _real(*args)
+
+        monkeypatch.setattr(ingest_module, name, spy)
+    return taken
+
+
+@pytest.mark.parametrize(
+    "missing", [(), ("list_landmarks_align_celeba.txt", "list_eval_partition.txt")]
+)
+def test_a_first_ingest_and_a_re_ingest_make_the_same_catalog(
+    missing: tuple[str, ...], small_celeba: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in missing:  # their tables are created empty
+        (small_celeba / name).unlink()
+    _with_images(small_celeba, {IDS[0]: (400, 300), IDS[2]: (64, 80)})  # problems too
+    for name in IDS[:2]:
+        _jpeg(small_celeba / "img_align_celeba" / name, (178, 218))
+    taken = _paths_taken(monkeypatch)
+    fresh = tmp_path / "fresh" / "c.duckdb"
+    first = ingest(small_celeba, fresh, workers=2)
+    again = tmp_path / "again.duckdb"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "identity_CelebA.txt").write_text(pairs_txt({"x.jpg": 1}))
+    ingest(other, again, scan_images=False)  # a catalog of other data, then re-ingested
+    second = ingest(small_celeba, again, workers=2)
+    assert taken == ["_ingest_fresh", "_ingest_fresh", "_ingest_staged"]
+
+    assert sorted(p.name for p in fresh.parent.iterdir()) == ["c.duckdb"]  # no WAL, no temp
+    a, b = _dump(fresh), _dump(again)
+    info = {k for k, _ in a["catalog_info"]}
+    a.pop("catalog_info"), b.pop("catalog_info")  # the run's token and time
+    assert a == b and a["images"] and a["images_aligned"] and a["problems"]
+    assert _views(fresh) == _views(again) and _views(fresh)
+    assert info == {k for k, _ in _dump(again)["catalog_info"]}
+    assert (first.rows, first.problems, first.files, first.notes) == (
+        second.rows,
+        second.problems,
+        second.files,
+        second.notes,
+    )
+    assert first.db == fresh and first.rows["attributes"] == 3
+    assert [t for t, n in first.rows.items() if not n] == [
+        {"list_landmarks_align_celeba.txt": "landmarks_aligned"}.get(m, "partitions")
+        for m in missing
+    ]
+    con = duckdb.connect(str(fresh))  # writable: opens cleanly, nothing to replay
+    assert con.execute("SELECT count(*) FROM selection").fetchone() is not None
+    con.close()
+
+
+def _bad_file(folder: Path, monkeypatch: pytest.MonkeyPatch) -> type[BaseException]:
+    part = folder / "list_eval_partition.txt"
+    part.write_text(part.read_text() + "000009.jpg 7\n")
+    return AnnotationError
+
+
+def _ctrl_c_in_the_checks(folder: Path, monkeypatch: pytest.MonkeyPatch) -> type[BaseException]:
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ingest_module, "run_checks", interrupted)
+    return KeyboardInterrupt
+
+
+def _error_in_the_views(folder: Path, monkeypatch: pytest.MonkeyPatch) -> type[BaseException]:
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(ingest_module, "_rebuild_views", broken)
+    return RuntimeError
+
+
+def _ctrl_c_before_the_rename(folder: Path, monkeypatch: pytest.MonkeyPatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ingest_module, "_publish", interrupted)
+    return KeyboardInterrupt
+
+
+@pytest.mark.parametrize(
+    "fail",
+    [_bad_file, _ctrl_c_in_the_checks, _error_in_the_views, _ctrl_c_before_the_rename],
+    ids=["bad-file", "ctrl-c-in-checks", "error-in-views", "ctrl-c-before-rename"],
+)
+def test_a_failed_first_ingest_leaves_no_catalog_and_no_temporary_file(
+    fail, small_celeba: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    error = fail(small_celeba, monkeypatch)
+    folder = tmp_path / "cat"
+    db = folder / "c.duckdb"
+    with pytest.raises(error) as raised:
+        ingest(small_celeba, db, scan_images=False)
+    if error is KeyboardInterrupt:
+        assert raised.value.committed is False and "no catalog was created" in str(raised.value)
+    if error is AnnotationError:
+        assert "list_eval_partition.txt, line 4" in str(raised.value)
+    assert list(folder.iterdir()) == []  # no catalog, no WAL, no temporary file
+    monkeypatch.undo()
+    if error is AnnotationError:
+        return
+    ingest(small_celeba, db, scan_images=False)  # nothing in the way of the next one
+    assert _dump(db)["identities"]
+
+
+def test_ctrl_c_just_after_the_rename_says_the_new_catalog_is_complete(
+    small_celeba: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = ingest_module._publish
+
+    def then_ctrl_c(tmp: Path, path: Path) -> bool:
+        real(tmp, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ingest_module, "_publish", then_ctrl_c)
+    db = tmp_path / "c.duckdb"
+    with pytest.raises(KeyboardInterrupt) as raised:
+        ingest(small_celeba, db, scan_images=False)
+    assert raised.value.committed is True and "is complete" in str(raised.value)
+    assert [p.name for p in tmp_path.iterdir() if p.name != "celeba"] == ["c.duckdb"]
+    assert len(_dump(db)["attributes"]) == 3
+
+
+def test_a_catalog_made_meanwhile_is_re_ingested_not_replaced(
+    small_celeba: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another ingest creates the catalog while a first one builds it: the first one
+    finds it at the rename and re-ingests into it, keeping what the other left (here
+    a parameter someone set), instead of replacing the file under it."""
+    from catalog.views import get_params, set_params
+
+    db = tmp_path / "c.duckdb"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "identity_CelebA.txt").write_text(pairs_txt({"x.jpg": 1}))
+    real = ingest_module.run_checks
+
+    def meanwhile(*args, **kwargs):
+        monkeypatch.setattr(ingest_module, "run_checks", real)
+        ingest(other, db, scan_images=False)  # its own first ingest, done first
+        con = duckdb.connect(str(db))
+        set_params(con, n_ids=5)
+        con.close()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "run_checks", meanwhile)
+    taken = _paths_taken(monkeypatch)
+    result = ingest(small_celeba, db, scan_images=False)
+    assert taken == ["_ingest_fresh", "_ingest_fresh", "_ingest_staged"]
+    assert result.rows["identities"] == 3 and result.rows["attributes"] == 3
+    assert len(_dump(db)["identities"]) == 3  # this ingest's data
+    con = duckdb.connect(str(db), read_only=True)
+    assert get_params(con)["n_ids"] == 5  # the other's parameter kept
+    con.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.duckdb", "celeba", "other"]
+
+
+def test_a_killed_first_ingest_s_temporary_file_is_removed_by_the_next(
+    small_celeba: Path, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    pid = int(dead.stdout)  # a process that has ended
+    left = tmp_path / f".c.duckdb.ingest-{pid}-0123456789ab.tmp"
+    live = tmp_path / f".c.duckdb.ingest-{os.getpid()}-0123456789ab.tmp"  # maybe at work
+    unrelated = tmp_path / f".d.duckdb.ingest-{pid}-0123456789ab.tmp"
+    for path in (left, left.with_name(left.name + ".wal"), live, unrelated):
+        path.write_bytes(b"x")
+    ingest(small_celeba, tmp_path / "c.duckdb", scan_images=False)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == sorted(
+        [live.name, unrelated.name]
+    )
+
+
+@pytest.mark.parametrize("point", ["load", "commit-after"])
+def test_a_first_ingest_killed_leaves_no_catalog_and_the_next_one_cleans_up(
+    point: str, small_celeba: Path, tmp_path: Path
+) -> None:
+    """SIGKILL (no cleanup runs) when a file has loaded, or after the final COMMIT
+    before the rename: no catalog, only the temporary file (and its WAL), which the
+    next ingest removes on its way to a whole catalog."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    _with_images(small_celeba)
+    db = tmp_path / "cat" / "c.duckdb"
+    tests = Path(__file__).parent
+    args = {"data": str(small_celeba), "images": str(small_celeba / "img_celeba"), "db": str(db)}
+    done = subprocess.run(
+        [sys.executable, str(tests / "_crash_child.py"), "ingest", point, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(tests.parent)},
+    )
+    assert done.returncode == -signal.SIGKILL, done.stdout + done.stderr
+    left = sorted(p.name for p in db.parent.iterdir())
+    assert left and all(n.startswith(".c.duckdb.ingest-") for n in left), left
+    ingest(small_celeba, db, workers=1)
+    assert sorted(p.name for p in db.parent.iterdir()) == ["c.duckdb"]
+    assert len(_dump(db)["images"]) == 3
