@@ -1204,7 +1204,7 @@ def _size_text(n_bytes: int) -> str:
 @_user_errors(ValueError)  # catalog.export checks size and workers with ValueError
 @_plain_choices
 def export(
-    snapshot: Annotated[str, typer.Argument(help="Snapshot to export.")],
+    snapshot: Annotated[str, typer.Option(help="Snapshot to export.")],
     out: Annotated[
         Path,
         typer.Argument(
@@ -1254,7 +1254,7 @@ def export(
     OUT.json: COCO keypoints (boxes, the five points, identity and split), for
     detection and keypoint tools.
 
-    Example: celebcat export base-v1 exported/ --crop --size 256
+    Example: celebcat export --snapshot base-v1 exported/ --crop --size 256
     """
     fmt = _export_format(out, export_format)
     _only_for(fmt, "folder", crop=crop, workers=workers, skip_bad=skip_bad)
@@ -1875,7 +1875,7 @@ def views_apply(db: DbOption = None) -> None:
 
 cache_app = typer.Typer(
     help="Crop caches: a snapshot's face crops decoded once into a memory-mapped array."
-    "\n\nExample: celebcat cache build base-v1 --size 256",
+    "\n\nExample: celebcat cache build --snapshot base-v1 --size 256",
     no_args_is_help=True,
 )
 app.add_typer(cache_app, name="cache")
@@ -1889,7 +1889,7 @@ class CropSource(_Choice):
 @_user_errors(ValueError)  # catalog.cache checks size and workers with ValueError
 @_plain_choices
 def cache_build(
-    snapshot: Annotated[str, typer.Argument(help="Snapshot to cache.")],
+    snapshot: Annotated[str, typer.Option(help="Snapshot to cache.")],
     size: Annotated[int, typer.Option(help="Crop side in pixels (the model input).", min=1)] = 256,
     source: Annotated[
         CropSource, typer.Option(help="Crop source: bbox (face box).")
@@ -1907,7 +1907,7 @@ def cache_build(
     cache is built without it, its index records which and why, and Datasets reading
     it leave those images out.
 
-    Example: celebcat cache build base-v1 --size 256
+    Example: celebcat cache build --snapshot base-v1 --size 256
     """
     from catalog.cache import build_cache
 
@@ -1960,7 +1960,7 @@ def cache_list(as_csv: CsvOption = False, as_json: JsonOption = False, db: DbOpt
 
 @cache_app.command("drop")
 def cache_drop(
-    snapshot: str,
+    snapshot: Annotated[str, typer.Option(help="Snapshot whose caches to delete.")],
     size: Annotated[int | None, typer.Option(help="Only caches of this size.", min=1)] = None,
     source: Annotated[
         str | None,
@@ -1973,7 +1973,7 @@ def cache_drop(
 ) -> None:
     """Delete a snapshot's crop caches (files and index).
 
-    Example: celebcat cache drop base-v1 --size 112 --source aligned/reference/truth
+    Example: celebcat cache drop --snapshot base-v1 --source aligned/arcface/truth
     """
     from catalog.cache import drop_cache
 
@@ -2444,7 +2444,9 @@ def report_alignment(
 
 @report_app.command("compare")
 def report_compare(
-    runs_: Annotated[list[str], typer.Argument(metavar="RUN...", help="Run ids.")],
+    runs_: Annotated[
+        list[str], typer.Option("--run", help="A run id; repeat for each run to compare.")
+    ],
     reference: Annotated[
         bool, typer.Option("--reference", help="Add the reference project's reported figures.")
     ] = False,
@@ -2457,7 +2459,7 @@ def report_compare(
     --csv and --json give one row a run; the table shows one column a run, so that
     twenty figures fit a terminal.
 
-    Example: celebcat report compare RUN_CE RUN_ARCFACE --reference
+    Example: celebcat report compare --run RUN_CE --run RUN_ARCFACE --reference
     """
     from catalog.reports import compare_runs
 
@@ -2593,7 +2595,7 @@ def eval_recognizer(
     0.001), triplet accuracy. query/distractor splits: the reference's open-set TPR at
     FPR 0.5 ... 0.001 (with the thresholds identify uses) and IJB-C style TPIR at FPIR
     0.1 and 0.01. Everything is written to metrics; compare runs with celebcat report
-    compare RUN RUN.
+    compare --run RUN --run RUN.
 
     Example: celebcat eval recognizer --run RUN --by Eyeglasses --plots plots/
     """

@@ -1,6 +1,6 @@
 """A snapshot as one Parquet file, for Spark, Ray or any engine beyond one machine.
 
-``celebcat export NAME OUT.parquet`` writes the frozen selection: one row per image
+``celebcat export --snapshot NAME OUT.parquet`` writes the frozen selection: one row per image
 of the snapshot, by image id, with the columns of :mod:`catalog.frames` (the table
 ``snapshot_frame`` gives a notebook): image id, ``path`` relative to the image root,
 split, label, identity, the snapshot's face box ``face_left .. face_bottom``, CelebA's

@@ -297,14 +297,14 @@ def test_cli_check_decode_and_skip_bad(cat: SimpleNamespace) -> None:
     assert result.exit_code == 1, result.output  # an error-severity problem: --strict fails
     assert "image_decode_error" in result.output and "1 failed" in result.output
     result = runner.invoke(
-        cli.app, ["cache", "build", "s", "--size", str(SIZE), "--skip-bad", "--db", str(cat.db)]
+        cli.app, ["cache", "build", "--snapshot", "s", "--size", str(SIZE), "--skip-bad", "--db", str(cat.db)]
     )
     assert result.exit_code == 0, result.output
     assert "skipped 1 images" in result.output and cat.victim in result.output
     out = cat.db.parent / "out"
-    result = runner.invoke(cli.app, ["export", "s", str(out), "--db", str(cat.db)])
+    result = runner.invoke(cli.app, ["export", "--snapshot", "s", str(out), "--db", str(cat.db)])
     assert result.exit_code != 0 and cat.victim in str(result.exception)
-    result = runner.invoke(cli.app, ["export", "s", str(out), "--skip-bad", "--db", str(cat.db)])
+    result = runner.invoke(cli.app, ["export", "--snapshot", "s", str(out), "--skip-bad", "--db", str(cat.db)])
     assert result.exit_code == 0 and "export.json" in result.output
     result = runner.invoke(
         cli.app,
@@ -362,9 +362,9 @@ def swap_in_bad_files(cat: SimpleNamespace) -> list[str]:
 @pytest.mark.parametrize(
     "command",
     [
-        ["cache", "build", "s", "--size", str(SIZE)],
-        ["export", "s", "{out}", "--crop", "--size", str(SIZE)],
-        ["export", "s", "{out}"],
+        ["cache", "build", "--snapshot", "s", "--size", str(SIZE)],
+        ["export", "--snapshot", "s", "{out}", "--crop", "--size", str(SIZE)],
+        ["export", "--snapshot", "s", "{out}"],
         ["align", "--snapshot", "s", "--source", "truth", "--size", "64"],
     ],
     ids=["cache", "export-crop", "export", "align"],

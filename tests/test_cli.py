@@ -367,7 +367,7 @@ def test_choices_are_refused_when_parsed_before_any_work(tmp_path: Path) -> None
         ["align", "--snapshot", "s", "--run", "r", "--template", "nope", "--db", missing],
         ["align", "--snapshot", "s", "--run", "r", "--source", "nope", "--db", missing],
         ["align", "--snapshot", "s", "--run", "r", "--size", "100", "--db", missing],
-        ["cache", "build", "s", "--source", "nope", "--db", missing],
+        ["cache", "build", "--snapshot", "s", "--source", "nope", "--db", missing],
         ["synth", str(tmp_path / "out"), "--layout", "nope"],
         ["train", "recognizer", "--snapshot", "s", "--source", "nope", "--db", missing],
         ["train", "recognizer", "--snapshot", "s", "--source", "aligned/nope/r", "--db", missing],
@@ -637,12 +637,12 @@ def test_json_output_of_ingest_snapshot_export_and_cache(tmp_path: Path) -> None
     )
     assert diff["only_a"] == [] and diff["only_b"] == [] and diff["a"] == "a"
     result = runner.invoke(
-        cli.app, ["cache", "build", "a", "--size", "32", "--workers", "1", "--db", db, "--json"]
+        cli.app, ["cache", "build", "--snapshot", "a", "--size", "32", "--workers", "1", "--db", db, "--json"]
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["size"] == 32
     result = runner.invoke(
-        cli.app, ["export", "a", str(tmp_path / "out"), "--workers", "1", "--db", db, "--json"]
+        cli.app, ["export", "--snapshot", "a", str(tmp_path / "out"), "--workers", "1", "--db", db, "--json"]
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["n_images"] == show["n_images"]

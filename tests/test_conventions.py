@@ -90,3 +90,26 @@ def test_stats_csv_is_one_long_table_that_pivots_back(tmp_path: Path) -> None:
     assert int(by_name["identities"]) == json.loads(as_json.output)["identities"]
     both = runner.invoke(cli.app, ["stats", "--csv", "--json", "--db", str(db)])
     assert both.exit_code != 0 and "Choose one of --csv and --json" in str(both.exception)
+
+
+def test_snapshots_and_runs_are_options_outside_their_own_groups() -> None:
+    """`--snapshot S` and `--run R` everywhere; only `snapshot show NAME` and the like,
+    whose group is the object, name it positionally."""
+    positional: list[str] = []
+
+    def walk(command: object, path: list[str]) -> None:
+        for p in getattr(command, "params", []):
+            if getattr(p, "param_type_name", "") == "argument" and p.name in (
+                "snapshot",
+                "run",
+                "runs_",
+            ):
+                positional.append(f"{' '.join(path)} {p.name}")
+        for name, sub in getattr(command, "commands", {}).items():
+            if name not in ("snapshot", "runs"):
+                walk(sub, [*path, name])
+
+    walk(get_command(cli.app), [])
+    assert positional == []
+    assert {"--snapshot", "--run"} <= OPTIONS["embed"] and "--snapshot" in OPTIONS["export"]
+    assert "--run" in OPTIONS["report compare"] and "--snapshot" in OPTIONS["cache build"]

@@ -461,8 +461,8 @@ def test_read_only_folders_are_one_clear_line(
 ) -> None:
     _read_only_under(monkeypatch, db.parent)
     commands = {
-        "export": ["export", "s", str(db.parent / "out")],
-        "cache": ["cache", "build", "s", "--size", "32"],
+        "export": ["export", "--snapshot", "s", str(db.parent / "out")],
+        "cache": ["cache", "build", "--snapshot", "s", "--size", "32"],
         "align": ["align", "--snapshot", "s", "--source", "truth", "--size", "112"],
     }
     for name, args in commands.items():
@@ -531,14 +531,14 @@ def test_a_real_full_disk(db: Path, tmp_path: Path) -> None:
         cp {shlex.quote(str(db))} "$D/c.duckdb"
         free=$(df -B1 --output=avail "$D" | tail -1)
         head -c $((free - 65536)) /dev/zero > "$D/filler"
-        for args in "cache build s --size 64" "align --snapshot s --source truth" \\
-                    "export s $D/out"; do
+        for args in "cache build --snapshot s --size 64" "align --snapshot s --source truth" \\
+                    "export --snapshot s $D/out"; do
             celebcat $args --db "$D/c.duckdb"; echo "rc=$? full: $args"
             find "$D" -name '*.part' | sed 's/^/LEFT /'
         done
         rm "$D/filler"
-        for args in "cache build s --size 64" "align --snapshot s --source truth" \\
-                    "export s $D/out"; do
+        for args in "cache build --snapshot s --size 64" "align --snapshot s --source truth" \\
+                    "export --snapshot s $D/out"; do
             celebcat $args --db "$D/c.duckdb" > /dev/null 2>&1; echo "rc=$? freed: $args"
         done
     """)
@@ -557,8 +557,8 @@ def test_a_real_read_only_folder(db: Path, tmp_path: Path) -> None:
     out = _in_namespace(f"""
         F={shlex.quote(str(folder))}
         mount --bind "$F" "$F" && mount -o remount,bind,ro "$F" || exit 99
-        for args in "cache build s --size 64" "align --snapshot s --source truth" \\
-                    "export s $F/out"; do
+        for args in "cache build --snapshot s --size 64" "align --snapshot s --source truth" \\
+                    "export --snapshot s $F/out"; do
             celebcat $args --db "$F/c.duckdb"; echo "rc=$? read-only: $args"
         done
     """)

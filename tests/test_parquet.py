@@ -128,7 +128,7 @@ def test_cli_replaces_the_file(db: Path, tmp_path: Path) -> None:
     out = tmp_path / "s.parquet"
     out.write_bytes(b"an older export")
     runner = CliRunner()
-    result = runner.invoke(cli.app, ["export", "s", str(out), "--db", str(db)])
+    result = runner.invoke(cli.app, ["export", "--snapshot", "s", str(out), "--db", str(db)])
     assert result.exit_code == 0, result.output
     assert "rows of snapshot s (hash" in result.output
     n = query(db, "SELECT count(*) FROM snapshot_images WHERE snapshot = 's'")[0][0]
@@ -184,10 +184,10 @@ def test_a_name_without_the_parquet_suffix_is_refused(db: Path, tmp_path: Path) 
     before = sorted(tmp_path.iterdir())
     runner = CliRunner()
     # the CLI goes by the suffix: .csv is neither a folder nor a format it writes
-    result = runner.invoke(cli.app, ["export", "s", str(tmp_path / "s.csv"), "--db", str(db)])
+    result = runner.invoke(cli.app, ["export", "--snapshot", "s", str(tmp_path / "s.csv"), "--db", str(db)])
     assert result.exit_code == 2 and "OUT.parquet" in result.output
     result = runner.invoke(
-        cli.app, ["export", "s", str(tmp_path / "o.parquet"), "--crop", "--db", str(db)]
+        cli.app, ["export", "--snapshot", "s", str(tmp_path / "o.parquet"), "--crop", "--db", str(db)]
     )
     assert result.exit_code == 2 and "only for --format folder" in result.output
     assert sorted(tmp_path.iterdir()) == before == [db]  # nothing written

@@ -400,7 +400,7 @@ def evaluate(
 
 def open_set_table(folder: DemoFolder, run_id: str) -> QueryResult:
     """The run's figures beside the reference's, one row a figure (as
-    ``celebcat report compare RUN --reference`` prints them)."""
+    ``celebcat report compare --run RUN --reference`` prints them)."""
     from catalog.info import QueryResult
     from catalog.reports import compare_runs
 
