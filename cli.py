@@ -261,6 +261,12 @@ class UserError(Exception):
     """An error whose message is the whole story (no traceback)."""
 
 
+def _bad_usage(message: str, *options: str) -> typer.BadParameter:
+    """A bad value or combination of options: a usage error (exit 2, the usage line
+    and the message in one style), like every value the parser itself refuses."""
+    return typer.BadParameter(message, param_hint=" / ".join(f"'{o}'" for o in options) or None)
+
+
 # --- choices, checked when the command line is parsed (before any work starts) --------
 
 
@@ -374,7 +380,7 @@ def _print_rows(
     """Rows as a rich table (default), CSV or JSON on stdout. ``labels``: the first
     column names the rows, and is never folded (the others fold to fit)."""
     if as_csv and as_json:
-        raise UserError("Choose one of --csv and --json.")
+        raise _bad_usage("choose one of them", "--csv", "--json")
     if as_csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(columns)
@@ -1145,7 +1151,7 @@ def stats(
     result = compute_stats(db, snapshot)
     console = _console()
     if as_json and as_csv:
-        raise UserError("Choose one of --csv and --json.")
+        raise _bad_usage("choose one of them", "--csv", "--json")
     if as_json:
         sys.stdout.write(json.dumps(result.as_dict(), indent=2) + "\n")
     elif as_csv:
@@ -1396,11 +1402,13 @@ def align(
     Needs torch: pip install torch==2.13.0 && pip install -e '.\\[torch]'.
     """
     if source == "predicted" and run is None:
-        raise UserError("--run is needed with --source predicted (or use --source truth)")
+        raise _bad_usage("needed with --source predicted (or use --source truth)", "--run")
     if source == "truth" and run is not None:
-        raise UserError(
+        raise _bad_usage(
             "--run and --source truth exclude each other: truth aligns with the "
-            "catalog's own landmarks, no run's; drop one of them"
+            "catalog's own landmarks, no run's; drop one of them",
+            "--run",
+            "--source",
         )
     from models.alignment.snapshot import align_snapshot
     from models.distributed import is_main_process
@@ -1686,7 +1694,7 @@ def identify_cmd(
     Example: celebcat identify photo.jpg --gallery friends --top 3 --draw out.png
     """
     if as_json and as_csv:
-        raise UserError("Choose one of --csv and --json.")
+        raise _bad_usage("choose one of them", "--csv", "--json")
 
     from models.pipeline.identify import UNKNOWN, draw_faces, identify
 
@@ -2017,6 +2025,13 @@ ResumeOption = Annotated[Path | None, typer.Option(help=_RESUME_HELP)]
 
 PRESETS = {"small": "hourglass_small", "seed": "hourglass_seed", "paper": "hourglass_paper"}
 
+
+class Preset(_Choice):
+    small = "small"
+    seed = "seed"
+    paper = "paper"
+
+
 #: Option names of the train commands -> their config fields, where they differ.
 _CONFIG_NAMES = {"max_batches": "max_batches_per_epoch", "workers": "num_workers", "out": "out_dir"}
 
@@ -2052,12 +2067,13 @@ def _batch_bar(task: ProgressTask, digits: int = 5) -> Callable[[int, int, int, 
 
 @train_app.command("landmarks")
 @_user_errors(ValueError)  # models.landmarks.train checks its config with ValueError
+@_plain_choices
 def train_landmarks_cmd(
     ctx: typer.Context,
     snapshot: TrainSnapshotOption,
     preset: Annotated[
-        str, typer.Option(help="Model: small (CPU-friendly), seed (the reference), paper.")
-    ] = "small",
+        Preset, typer.Option(help="Model: small (CPU-friendly), seed (the reference), paper.")
+    ] = Preset.small,
     epochs: EpochsOption = 30,
     batch_size: BatchSizeOption = 16,
     lr: LrOption = 1e-3,
@@ -2086,8 +2102,6 @@ def train_landmarks_cmd(
     from models.distributed import is_main_process
     from models.landmarks.train import KIND, LandmarkTrainConfig, train_landmarks
 
-    if preset not in PRESETS:
-        raise UserError(f"--preset {preset!r}: use one of {', '.join(PRESETS)}")
     given = dict(
         snapshot=snapshot,
         model=PRESETS[preset],
@@ -2528,7 +2542,7 @@ def report_html(
         if photo is not None:
             _, recognition = resolve_runs(db, run or ())
             if recognition is None:
-                raise UserError("--photo needs a recognition run: give one with --run.")
+                raise _bad_usage("needs a recognition run: give one with --run", "--photo")
             sections.append(
                 photo_section(
                     db,
@@ -2847,7 +2861,7 @@ def gallery_add(
     from models.pipeline.identify import add_gallery
 
     if (snapshot is None) == (folder is None):
-        raise UserError("Give either --snapshot (with --split) or --folder.")
+        raise _bad_usage("give one of them (--split with --snapshot)", "--snapshot", "--folder")
     with _pipeline_one_line(), _progress() as (task, _):
         built = add_gallery(
             db,

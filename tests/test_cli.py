@@ -277,7 +277,7 @@ def test_train_landmarks_and_runs_commands(tmp_path: Path) -> None:
     )
     assert code == 1 and "different lr" in out
     code, out = celebcat("train", "landmarks", "--snapshot", "tiny", "--preset", "huge", "--db", db)
-    assert code == 1 and "use one of small, seed, paper" in out
+    assert code == 2 and "'huge' is not one of" in out and "small" in out  # a usage error
 
     run_id = runs[0]["run"]
     result = runner.invoke(
@@ -325,7 +325,7 @@ def test_train_landmarks_and_runs_commands(tmp_path: Path) -> None:
     code, out = celebcat("report", "landmarks", "--run", run_id, "--split", "nope", "--db", db)
     assert code == 1 and "has no split 'nope'" in out
     code, out = celebcat("align", "--snapshot", "tiny", "--db", db)
-    assert code == 1 and "--run is needed" in out
+    assert code == 2 and "'--run': needed with --source predicted" in out
 
 
 def test_a_progress_bar_going_back_restarts_its_clock(monkeypatch) -> None:

@@ -331,7 +331,7 @@ def test_align_refuses_a_run_with_true_landmarks(
         "--db",
         str(db),
     )
-    assert code == 1 and "--run and --source truth exclude each other" in out, out
+    assert code == 2 and "--run and --source truth exclude each other" in out, out
 
 
 # --- 2. a full disk under a memory map: ENOSPC, not SIGBUS ---------------------------------
