@@ -297,14 +297,27 @@ def test_cli_check_decode_and_skip_bad(cat: SimpleNamespace) -> None:
     assert result.exit_code == 1, result.output  # an error-severity problem: --strict fails
     assert "image_decode_error" in result.output and "1 failed" in result.output
     result = runner.invoke(
-        cli.app, ["cache", "build", "--snapshot", "s", "--size", str(SIZE), "--skip-bad", "--db", str(cat.db)]
+        cli.app,
+        [
+            "cache",
+            "build",
+            "--snapshot",
+            "s",
+            "--size",
+            str(SIZE),
+            "--skip-bad",
+            "--db",
+            str(cat.db),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "skipped 1 images" in result.output and cat.victim in result.output
     out = cat.db.parent / "out"
     result = runner.invoke(cli.app, ["export", "--snapshot", "s", str(out), "--db", str(cat.db)])
     assert result.exit_code != 0 and cat.victim in str(result.exception)
-    result = runner.invoke(cli.app, ["export", "--snapshot", "s", str(out), "--skip-bad", "--db", str(cat.db)])
+    result = runner.invoke(
+        cli.app, ["export", "--snapshot", "s", str(out), "--skip-bad", "--db", str(cat.db)]
+    )
     assert result.exit_code == 0 and "export.json" in result.output
     result = runner.invoke(
         cli.app,

@@ -637,12 +637,36 @@ def test_json_output_of_ingest_snapshot_export_and_cache(tmp_path: Path) -> None
     )
     assert diff["only_a"] == [] and diff["only_b"] == [] and diff["a"] == "a"
     result = runner.invoke(
-        cli.app, ["cache", "build", "--snapshot", "a", "--size", "32", "--workers", "1", "--db", db, "--json"]
+        cli.app,
+        [
+            "cache",
+            "build",
+            "--snapshot",
+            "a",
+            "--size",
+            "32",
+            "--workers",
+            "1",
+            "--db",
+            db,
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["size"] == 32
     result = runner.invoke(
-        cli.app, ["export", "--snapshot", "a", str(tmp_path / "out"), "--workers", "1", "--db", db, "--json"]
+        cli.app,
+        [
+            "export",
+            "--snapshot",
+            "a",
+            str(tmp_path / "out"),
+            "--workers",
+            "1",
+            "--db",
+            db,
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["n_images"] == show["n_images"]

@@ -184,10 +184,13 @@ def test_a_name_without_the_parquet_suffix_is_refused(db: Path, tmp_path: Path) 
     before = sorted(tmp_path.iterdir())
     runner = CliRunner()
     # the CLI goes by the suffix: .csv is neither a folder nor a format it writes
-    result = runner.invoke(cli.app, ["export", "--snapshot", "s", str(tmp_path / "s.csv"), "--db", str(db)])
+    result = runner.invoke(
+        cli.app, ["export", "--snapshot", "s", str(tmp_path / "s.csv"), "--db", str(db)]
+    )
     assert result.exit_code == 2 and "OUT.parquet" in result.output
     result = runner.invoke(
-        cli.app, ["export", "--snapshot", "s", str(tmp_path / "o.parquet"), "--crop", "--db", str(db)]
+        cli.app,
+        ["export", "--snapshot", "s", str(tmp_path / "o.parquet"), "--crop", "--db", str(db)],
     )
     assert result.exit_code == 2 and "only for --format folder" in result.output
     assert sorted(tmp_path.iterdir()) == before == [db]  # nothing written

@@ -195,7 +195,9 @@ def test_the_recognition_commands(trained: SimpleNamespace, db: Path, tmp_path: 
     assert summary["dim"] == 16 and summary["images"] > 0
     rows = json.loads(run("eval", "recognizer", "--run", run_id, "--json"))
     assert {(r["split"], r["metric"]) for r in rows} >= {("test", "top1"), ("open_set", "auc")}
-    table = json.loads(run("report", "compare", "--run", run_id, "--run", trained.run.run_id, "--json"))
+    table = json.loads(
+        run("report", "compare", "--run", run_id, "--run", trained.run.run_id, "--json")
+    )
     assert [r["run"] for r in table] == [run_id, trained.run.run_id]
     # a choice outside the enum is refused before any work
     bad = runner.invoke(
