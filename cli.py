@@ -2060,7 +2060,7 @@ def _batch_bar(task: ProgressTask, digits: int = 5) -> Callable[[int, int, int, 
     def on_batch(epoch: int, done: int, total: int, loss: float) -> None:
         if not bar:
             bar.append(task("training", total))
-        bar[0](done, total, label=f"epoch {epoch + 1} loss {loss:.{digits}f}")
+        bar[0](done, total, label=f"epoch {epoch} loss {loss:.{digits}f}")
 
     return on_batch
 
@@ -2129,7 +2129,7 @@ def train_landmarks_cmd(
 
         def report(e: dict[str, Any]) -> None:
             console.print(
-                f"epoch {e['epoch'] + 1}: train loss {e['train_loss']:.5f}, val NME "
+                f"epoch {e['epoch']}: train loss {e['train_loss']:.5f}, val NME "
                 f"{e['val_nme']:.4f} (argmax {e['val_nme_argmax']:.4f}), "
                 f"best {e['best_val_nme']:.4f}"
             )
@@ -2267,7 +2267,7 @@ def train_recognizer_cmd(
             top1 = f", val top-1 {e['val_top1']:.4f}" if "val_top1" in e else ""
             best = next(v for k, v in e.items() if k.startswith("best_val_"))
             console.print(
-                f"epoch {e['epoch'] + 1}: train loss {e['train_loss']:.5f}{top1}, "
+                f"epoch {e['epoch']}: train loss {e['train_loss']:.5f}{top1}, "
                 f"val AUC {e['val_auc']:.4f}, best {best:.4f}"
             )
 
@@ -2349,7 +2349,7 @@ def train_detector_cmd(
 
             def report(e: dict[str, Any]) -> None:
                 console.print(
-                    f"epoch {e['epoch'] + 1}: train loss {e['train_loss']:.4f}, val IoU "
+                    f"epoch {e['epoch']}: train loss {e['train_loss']:.4f}, val IoU "
                     f"{e['val_iou']:.3f}, recall@IoU0.5 {e['val_' + RECALL]:.3f}, best "
                     f"IoU {e['best_val_iou']:.3f}"
                 )
@@ -2646,7 +2646,7 @@ def eval_recognizer(
         rows,
         as_csv=as_csv,
         as_json=as_json,
-        title=f"run {out.run_id}, epoch {out.epoch + 1}",
+        title=f"run {out.run_id}, epoch {out.epoch}",
     )
     if not (as_csv or as_json):
         for path in out.plots:

@@ -49,7 +49,9 @@ DOCS: dict[str, str] = {
     "matrix from in-the-wild pixels to crop pixels.",
     "runs": "Training runs: kind, config, snapshot name and hash, code version, status, "
     "start and end (`celebcat runs`).",
-    "metrics": "Per-epoch and final figures of each run (run_id, epoch, split, name, value).",
+    "metrics": "Per-epoch and final figures of each run (run_id, epoch, split, name, value); "
+    "epoch as training prints it, 1 the first (0: a pretrained run).",
+    "results_info": "What the results tables' layout is (e.g. that epochs count from 1).",
     "landmark_predictions": "Landmarks a run predicted (celebcat align), in in-the-wild "
     "pixels, with their NME against the annotations and its normaliser.",
     "embeddings": "Face embeddings a recognition run computed: run, image, the crops "

@@ -381,7 +381,7 @@ def compare_runs(
     for run_id, epoch, split, name, value in rows:  # later epochs overwrite earlier ones
         found[run_id][(split, name)] = value
         if split == "train":
-            epochs[run_id] = max(epochs[run_id], epoch + 1)
+            epochs[run_id] = max(epochs[run_id], epoch)
         if split == "val" and value is not None:
             val[run_id].setdefault(name, []).append(value)
     table = {**found, **(REFERENCE_ROWS if reference else {})}

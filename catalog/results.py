@@ -70,7 +70,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id VARCHAR NOT NULL,
-    epoch  INTEGER NOT NULL,
+    epoch  INTEGER NOT NULL,   -- as training prints it: 1 the first; 0 no epoch (pretrained)
     split  VARCHAR NOT NULL,
     name   VARCHAR NOT NULL,
     value  DOUBLE,
@@ -83,6 +83,10 @@ CREATE TABLE IF NOT EXISTS landmark_predictions (
     nme      DOUBLE,                 -- NULL where the image has no true landmarks
     normaliser VARCHAR NOT NULL DEFAULT '{NME_NORMALISER}',  -- what nme is divided by
     PRIMARY KEY (run_id, image_id)
+);
+CREATE TABLE IF NOT EXISTS results_info (  -- what the results tables' layout is
+    key   VARCHAR PRIMARY KEY,
+    value VARCHAR
 );
 CREATE TABLE IF NOT EXISTS embeddings (
     run_id    VARCHAR NOT NULL,
@@ -118,8 +122,13 @@ class Run:
     pid: int | None = None
 
 
+#: results_info key: metrics.epoch counts from 1 (catalogs before it stored 0 first).
+EPOCHS_FROM_ONE = "metrics_epochs_from_one"
+
+
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(RESULTS_DDL)
+    _number_epochs_from_one(con)
     # catalogs made before the column existed: their NME was inter-ocular too
     con.execute(
         "ALTER TABLE landmark_predictions ADD COLUMN IF NOT EXISTS normaliser VARCHAR "
@@ -127,6 +136,22 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     )
     for column, kind in (("host", "VARCHAR"), ("pid", "INTEGER"), ("proc_start", "VARCHAR")):
         con.execute(f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS {column} {kind}")
+
+
+def _number_epochs_from_one(con: duckdb.DuckDBPyConnection) -> None:
+    """A catalog written before epochs counted from 1 in ``metrics``: its trained runs'
+    rows move up by one, once (``results_info`` remembers), so every epoch reads as
+    training printed it; a pretrained run's figures (epoch 0, no epoch trained) stay.
+    Runs inside the caller's transaction (every writer here holds one), so the move
+    and its record commit together."""
+    done = con.execute("SELECT 1 FROM results_info WHERE key = ?", [EPOCHS_FROM_ONE]).fetchone()
+    if done:
+        return
+    con.execute(
+        "UPDATE metrics SET epoch = epoch + 1 WHERE run_id IN (SELECT run_id FROM runs "
+        "WHERE json_extract(config, '$.pretrained') IS NULL)"
+    )
+    con.execute("INSERT INTO results_info VALUES (?, 'true')", [EPOCHS_FROM_ONE])
 
 
 def _proc_start(pid: int) -> str | None:
@@ -294,7 +319,8 @@ def log_metrics(
     split: str,
     values: Mapping[str, float],
 ) -> None:
-    """Write (or overwrite) one epoch's metrics of one split."""
+    """Write (or overwrite) one epoch's metrics of one split. ``epoch`` as training
+    prints it: 1 for the first; 0 for a model no epoch trained (a pretrained run)."""
     check_run_id(run_id)  # every write under a run id: a plain word
     con = connect(db)
     try:

@@ -262,6 +262,7 @@ def train(
     ``progress`` is called after each epoch with ``run_id``, ``epoch``, ``lr``,
     ``train_loss``, ``val_<name>`` per validation metric and ``best_val_<metric>``;
     ``on_batch(epoch, done, total, mean loss so far)`` after each training batch.
+    Both number epochs as the ``metrics`` table does: 1 for the first.
     ``clock`` times the budget (a test passes a fake one).
 
     Under torchrun every rank calls this (see the module docstring); ``progress`` and
@@ -352,7 +353,7 @@ def _train(
                 loss_sum += loss.item() * n
                 seen += n
                 if on_batch is not None:
-                    on_batch(epoch, done, n_batches, loss_sum / seen)
+                    on_batch(epoch + 1, done, n_batches, loss_sum / seen)
             loss_sum, seen = distributed.sum_all([loss_sum, seen])  # every rank's batches
             train_loss = loss_sum / max(seen, 1)
 
@@ -364,8 +365,9 @@ def _train(
                 val = distributed.broadcast(task.evaluate())
 
             # --- log, checkpoint ---------------------------------------------------------
-            writer.log_metrics(run_id, epoch, "train", {"loss": train_loss})
-            writer.log_metrics(run_id, epoch, "val", val)
+            # the metrics table numbers epochs as training prints them: 1 for the first
+            writer.log_metrics(run_id, epoch + 1, "train", {"loss": train_loss})
+            writer.log_metrics(run_id, epoch + 1, "val", val)
             improved = better(val[task.metric], best)
             if improved:
                 best, best_epoch = val[task.metric], epoch
@@ -393,7 +395,7 @@ def _train(
                 progress(
                     {
                         "run_id": run_id,
-                        "epoch": epoch,
+                        "epoch": epoch + 1,  # 1 for the first, as printed and in metrics
                         "lr": epoch_lr(config, epoch),
                         "train_loss": train_loss,
                         **{f"val_{name}": value for name, value in val.items()},

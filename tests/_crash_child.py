@@ -14,7 +14,7 @@ only (nothing in the library knows about them):
 * ``fill:N``: when the N-th crop is written (cache build, align);
 * ``record``: when the cache file is complete and renamed into place, before its index
   is written;
-* ``batch:E:B``: after batch B of epoch E (training), ``save:E``: half-way through
+* ``batch:E:B``: after batch B of epoch E (1 the first; training), ``save:E``: half-way through
   writing epoch E's last.pt (training).
 
 A point that is never reached lets the operation finish: exit status 0, and the test

@@ -176,7 +176,7 @@ def test_predicted_alignment_writes_one_prediction_per_image(db: Path, tmp_path:
         query(
             db,
             "SELECT name, value FROM metrics WHERE run_id = ? AND split = 'test' AND epoch = ?",
-            [run.run_id, ckpt["epoch"] - 1],
+            [run.run_id, ckpt["epoch"]],  # epochs done: the metrics table's number
         )
     )
     assert set(metrics) == {"nme", "nme_argmax", "failure_rate", "ced_auc"}

@@ -262,7 +262,7 @@ def test_train_landmarks_and_runs_commands(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "epoch 2: train loss" in result.output and "epoch 1:" not in result.output
     assert query(Path(db), "SELECT count(*), max(status) FROM runs")[0] == (1, "finished")
-    assert query(Path(db), "SELECT max(epoch) FROM metrics")[0][0] == 1  # 0-based: 2 epochs
+    assert query(Path(db), "SELECT max(epoch) FROM metrics")[0][0] == 2  # as printed: 2 epochs
     code, out = celebcat(
         "train",
         "landmarks",

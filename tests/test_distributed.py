@@ -107,7 +107,7 @@ def test_landmarks_under_torchrun_make_one_run_written_once(two: SimpleNamespace
     assert run.status == "finished" and run.config["world_size"] == 2
     assert metric_keys(two.db, run.run_id) == [
         (e, s, n)
-        for e in (0, 1)
+        for e in (1, 2)  # as training prints them
         for s, n in (("train", "loss"), ("val", "nme"), ("val", "nme_argmax"))
     ]
     for run_id in (run.run_id, two.ranks[0]["arcface"], two.ranks[0]["triplet"]):
@@ -125,7 +125,7 @@ def test_validation_gathered_from_both_ranks_is_one_process_nme(two: SimpleNames
     size = model.config.input_size
     val = LandmarkDataset(two.db, "s", "val", size, model.config.heatmap_size, image_dtype="uint8")
     points, _ = predict_landmarks(model, DataLoader(val, batch_size=4), torch.device("cpu"))
-    logged = results.get_metrics(two.db, two.landmark_run)[(1, "val", "nme")]
+    logged = results.get_metrics(two.db, two.landmark_run)[(2, "val", "nme")]  # last.pt: epoch 2
     assert float(nme(points, val.landmarks).mean()) == pytest.approx(logged, rel=1e-5)
 
 
@@ -138,7 +138,7 @@ def test_two_process_checkpoint_resumes_in_one_process(two: SimpleNamespace) -> 
     result = tl.train_landmarks(config, db, resume=last)
     assert (result.run_id, result.epochs_done) == (two.landmark_run, 3)
     assert results.get_run(db, result.run_id).status == "finished"
-    assert (2, "val", "nme") in results.get_metrics(db, result.run_id)
+    assert (3, "val", "nme") in results.get_metrics(db, result.run_id)
     resumed = store.read_checkpoint(two.root / "ck1" / result.run_id / "last.pt", tl.KIND)
     assert resumed["config"]["world_size"] == 1 and resumed["epoch"] == 3
 
@@ -154,7 +154,7 @@ def test_recognizer_under_torchrun(two: SimpleNamespace, tmp_path: Path) -> None
         run = runs[rank0[loss]]
         assert (run.status, run.config["loss"], run.config["world_size"]) == ("finished", loss, 2)
         assert metric_keys(two.db, run.run_id) == sorted(
-            [(e, "train", "loss") for e in (0, 1)] + [(e, "val", n) for e in (0, 1) for n in names]
+            [(e, "train", "loss") for e in (1, 2)] + [(e, "val", n) for e in (1, 2) for n in names]
         )
     # ArcFace's class weights were trained under DDP with the backbone: the checkpoint
     # holds both without a prefix and resumes in one process

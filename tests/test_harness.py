@@ -109,12 +109,13 @@ def test_a_run_trains_logs_and_checkpoints(db: Path, tmp_path: Path) -> None:
     assert run.kind == "fake" and run.status == "finished" and run.config["hidden"] == 4
     metrics = results.get_metrics(db, out.run_id)
     assert set(metrics) == {
-        (e, s, n) for e in range(3) for s, n in [("train", "loss"), ("val", "mse")]
-    }
-    assert metrics[2, "val", "mse"] < metrics[0, "val", "mse"]
-    assert out.best == min(metrics[e, "val", "mse"] for e in range(3))
+        (e, s, n) for e in (1, 2, 3) for s, n in [("train", "loss"), ("val", "mse")]
+    }  # epochs numbered as training prints them: 1 for the first
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert metrics[3, "val", "mse"] < metrics[1, "val", "mse"]
+    assert out.best == min(metrics[e, "val", "mse"] for e in (1, 2, 3))
     # 32 samples, batches of 8: 4 per epoch, each with the running mean loss
-    assert [b[:3] for b in batches] == [(e, k, 4) for e in range(3) for k in (1, 2, 3, 4)]
+    assert [b[:3] for b in batches] == [(e, k, 4) for e in (1, 2, 3) for k in (1, 2, 3, 4)]
     assert batches[3][3] == pytest.approx(epochs[0]["train_loss"])
     assert set(epochs[0]) == {"run_id", "epoch", "lr", "train_loss", "val_mse", "best_val_mse"}
     last = load_checkpoint(out.best_checkpoint.parent / "last.pt")
@@ -170,7 +171,7 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
     straight = harness.train(Fake, _config(tmp_path / "a", epochs=4), db)
 
     def stop_after_second_epoch(epoch: dict) -> None:
-        if epoch["epoch"] == 1:
+        if epoch["epoch"] == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -269,4 +270,4 @@ def test_max_batches_cuts_epochs_short(db: Path, tmp_path: Path) -> None:
         db,
         on_batch=lambda *a: batches.append(a[:3]),
     )
-    assert batches == [(0, 1, 2), (0, 2, 2), (1, 1, 2), (1, 2, 2)]
+    assert batches == [(1, 1, 2), (1, 2, 2), (2, 1, 2), (2, 2, 2)]

@@ -144,3 +144,25 @@ def test_embeddings_round_trip_and_sql_neighbours(db: Path):
         results.read_embeddings(db, run_id, [*ids, "nope.jpg"])
     with pytest.raises(ValueError, match="NaN"):
         results.write_embeddings(db, run_id, ids[:1], [[np.nan, 0, 1]], source="bbox")
+
+
+def test_a_catalog_from_before_counts_its_epochs_from_one_after_its_next_write(db: Path):
+    """Metrics written when epochs counted from 0 move up by one at the next write, once;
+    a pretrained run's figures (epoch 0: no epoch trained) stay where they are."""
+    trained = results.start_run(db, "landmarks", {"lr": 1e-3}, "s")
+    results.register_runs(
+        db, [("recognition-dlib-x", "recognition", {"pretrained": {"source": "dlib"}})]
+    )
+    results.log_metrics(db, trained, 1, "val", {"nme": 0.5})
+    results.log_metrics(db, "recognition-dlib-x", 0, "test", {"top1": 0.9})
+    con = connect(db)  # as an older version left it: 0 first, no record of the change
+    try:
+        con.execute("UPDATE metrics SET epoch = 0 WHERE run_id = ?", [trained])
+        con.execute("DELETE FROM results_info")
+    finally:
+        con.close()
+    results.finish_run(db, trained)  # any write
+    assert results.get_metrics(db, trained) == {(1, "val", "nme"): 0.5}
+    assert results.get_metrics(db, "recognition-dlib-x") == {(0, "test", "top1"): 0.9}
+    results.finish_run(db, trained)  # once only
+    assert results.get_metrics(db, trained) == {(1, "val", "nme"): 0.5}

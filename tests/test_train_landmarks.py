@@ -48,7 +48,7 @@ def test_tiny_run_learns_and_lands_in_the_catalog(straight: SimpleNamespace):
     assert straight.epochs[1]["train_loss"] < straight.epochs[0]["train_loss"]
     # a progress call per batch: (epoch, done, total, running mean loss); the last of an
     # epoch is that epoch's train loss
-    assert [b[:3] for b in straight.batches] == [(e, k, 3) for e in (0, 1) for k in (1, 2, 3)]
+    assert [b[:3] for b in straight.batches] == [(e, k, 3) for e in (1, 2) for k in (1, 2, 3)]
     assert straight.batches[2][3] == pytest.approx(straight.epochs[0]["train_loss"])
 
     run = results.get_run(db, result.run_id)
@@ -58,10 +58,10 @@ def test_tiny_run_learns_and_lands_in_the_catalog(straight: SimpleNamespace):
     metrics = results.get_metrics(db, result.run_id)
     assert set(metrics) == {
         (e, s, n)
-        for e in (0, 1)
+        for e in (1, 2)  # as training prints them
         for s, n in [("train", "loss"), ("val", "nme"), ("val", "nme_argmax")]
     }
-    assert result.best_val_nme == min(metrics[e, "val", "nme"] for e in (0, 1))
+    assert result.best_val_nme == min(metrics[e, "val", "nme"] for e in (1, 2))
     assert all(v > 0 and v == v for v in metrics.values())  # positive, not NaN
 
     ckpt = store.read_checkpoint(result.best_checkpoint, tl.KIND)
@@ -75,7 +75,7 @@ def test_tiny_run_learns_and_lands_in_the_catalog(straight: SimpleNamespace):
 
 def test_resume_equals_uninterrupted(straight: SimpleNamespace, db: Path, tmp_path: Path):
     def stop_after_first_epoch(epoch: dict) -> None:
-        if epoch["epoch"] == 0:
+        if epoch["epoch"] == 1:
             raise KeyboardInterrupt
 
     config = tl.LandmarkTrainConfig(**TINY, out_dir=str(tmp_path / "ckpt"))

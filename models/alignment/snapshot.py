@@ -325,7 +325,7 @@ def _align(
             }
             n = results.write_landmark_predictions(db, run_id, kept, normaliser)
             if test_metrics:
-                results.log_metrics(db, run_id, landmarks.epoch, "test", test_metrics)
+                results.log_metrics(db, run_id, landmarks.epoch + 1, "test", test_metrics)
             return n
 
         n_pred = distributed.on_main(write)

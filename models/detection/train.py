@@ -193,7 +193,7 @@ def train_detector(
 @dataclass
 class DetectorEval:
     run_id: str
-    epoch: int
+    epoch: int  # the checkpoint's epoch as training printed it (1 the first)
     split: str
     n_images: int
     metrics: dict[str, float]
@@ -224,8 +224,8 @@ def evaluate_detector(
     dets = predict_boxes(loaded.model, loader, env, loaded.config.score_threshold)
     values = box_metrics(dets, data.boxes, loaded.config.score_threshold)
     if write:
-        results.log_metrics(db, loaded.run_id, loaded.epoch, split, values)
-    return DetectorEval(loaded.run_id, loaded.epoch, split, len(data), values)
+        results.log_metrics(db, loaded.run_id, loaded.epoch + 1, split, values)
+    return DetectorEval(loaded.run_id, loaded.epoch + 1, split, len(data), values)
 
 
 __all__ = [

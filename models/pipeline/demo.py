@@ -648,7 +648,7 @@ def _epoch_bar(
     update = bar(label, total)
 
     def progress(e: dict[str, Any]) -> None:
-        update(e["epoch"] + 1, total, label=f"{label}: {text(e)}")
+        update(e["epoch"], total, label=f"{label}: {text(e)}")
 
     return progress
 
@@ -664,8 +664,7 @@ def _train(screen: Screen, folder: DemoFolder, plan: Plan, clock: StepClock, see
             folder,
             plan=plan,
             progress=lambda e: screen.line(
-                f"epoch {e['epoch'] + 1}: train loss {e['train_loss']:.5f}, val NME "
-                f"{e['val_nme']:.4f}"
+                f"epoch {e['epoch']}: train loss {e['train_loss']:.5f}, val NME {e['val_nme']:.4f}"
             ),
         )
     screen.rule(f"6. align ({plan.size} px, {plan.template} template) and report")

@@ -310,7 +310,7 @@ class PretrainedRecognizer:
     run_id: str
     config: RecognizerSettings
     checkpoint: Path
-    epoch: int = 0
+    epoch: int = -1  # no epoch trained: its figures go to metrics at epoch 0
     snapshot_hash: str = ""
     classifier: None = None
 

@@ -228,7 +228,7 @@ class DlibLandmarks:
     predictor: Any
     checkpoint: Path
     parts: int = 68
-    epoch: int = 0
+    epoch: int = -1  # no epoch trained: its figures go to metrics at epoch 0
     snapshot_hash: str = ""
 
     @property

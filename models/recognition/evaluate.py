@@ -214,7 +214,7 @@ class RecognitionEval:
     """What :func:`evaluate_recognizer` measured, also written to ``metrics``."""
 
     run_id: str
-    epoch: int
+    epoch: int  # the checkpoint's epoch as training printed it (1 the first; 0 pretrained)
     metrics: dict[str, dict[str, float]]  # split -> name -> value
     embedded: Embedded = field(repr=False)
     plots: list[Path] = field(default_factory=list)
@@ -358,7 +358,7 @@ def evaluate_recognizer(
             progress=progress,
         )
         metrics, drawn = distributed.on_main(lambda: _measure(embedded, db, recognizer, by, plots))
-    return RecognitionEval(recognizer.run_id, recognizer.epoch, metrics, embedded, drawn)
+    return RecognitionEval(recognizer.run_id, recognizer.epoch + 1, metrics, embedded, drawn)
 
 
 def _measure(
@@ -377,7 +377,7 @@ def _measure(
     for split, values in metrics.items():
         values = {k: v for k, v in values.items() if not math.isnan(v)}
         if values:
-            results.log_metrics(db, recognizer.run_id, recognizer.epoch, split, values)
+            results.log_metrics(db, recognizer.run_id, recognizer.epoch + 1, split, values)
     if plots is None:
         return metrics, []
     from models.recognition.plots import draw_all
