@@ -11,7 +11,9 @@ the figures that need the models side.
   was found where they are (IoU >= 0.5), what it was named and whether that is right.
 - :func:`write_report`: the page, from runs (default: the newest landmark and
   recognition runs) and whatever sections a caller adds (the demo adds its identify
-  result and step timings).
+  result and step timings): the selection, the landmark run (figures, NME by
+  attribute, training curves, CED, worst faces), the recognizer (figures, figures by
+  attribute group, training curves, ROC...) and its failures (pairs of faces).
 """
 
 from __future__ import annotations
@@ -333,8 +335,9 @@ def write_report(
 ) -> tuple[Path, list[str]]:
     """Write ``out/index.html``: the snapshot's statistics (default: the runs'
     snapshot), the landmark run's figures, CED and worst faces, the recognition run's
-    figures beside the reference's and its plots, then ``sections``. Returns (the
-    page, notes on what was left out and why)."""
+    figures beside the reference's and its plots, its failures (false non-matches,
+    false matches, confused identities: :func:`catalog.html_report.failures_section`),
+    then ``sections``. Returns (the page, notes on what was left out and why)."""
     landmark_run, recognition_run = resolve_runs(db, runs)
     notes: list[str] = []
     if snapshot is None:
@@ -364,6 +367,8 @@ def write_report(
         section = H.recognizer_section(db, recognition_run, figures)
         section.paragraphs.extend(plot_notes)
         page.append(section)
+        own = results.get_run(db, recognition_run).snapshot  # none: a pretrained model
+        page.append(H.failures_section(db, recognition_run, snapshot=None if own else snapshot))
     else:
         notes.append("no recognition run")
     page.extend(sections)
