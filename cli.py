@@ -2800,6 +2800,38 @@ def snapshot_drop(name: str, db: DbOption = None) -> None:
     _console().print(f"dropped snapshot {name}")
 
 
+@app.command()
+def serve(
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Address to listen on; 127.0.0.1 keeps it on this machine (any other "
+            "address lets other machines see the catalog's faces)."
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.", min=1, max=65535)] = 8765,
+    db: DbOption = None,
+) -> None:
+    """Browse the catalog's faces in a web browser: a local, read-only app.
+
+    A grid of faces for a snapshot or the whole catalog with filters (split,
+    identity, any attribute, problems) and sorting by a run's figures; a face with
+    its box, true and predicted landmarks, its person's other faces and its nearest
+    neighbours; a recognizer's failures; a read-only SQL box. It never writes the
+    catalog nor holds it open between requests, so training and celebcat sql keep
+    working beside it. Thumbnails are cached beside the catalog (<catalog>.thumbs/).
+
+    Needs the serve extra: pip install -e '.\\[serve]'.
+
+    Example: celebcat serve --db celeba.duckdb
+    """
+    _needs("starlette")
+    _needs("uvicorn")
+    from catalog.serve import serve as run
+
+    run(db, host=host, port=port)
+
+
 # ---------------------------------------------------------------------------
 # celebcat gallery
 # ---------------------------------------------------------------------------

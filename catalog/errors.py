@@ -43,6 +43,8 @@ class MissingExtraError(CatalogError, ImportError):
 EXTRAS: dict[str, tuple[str, str]] = {
     "torch": ("torch", "training, alignment and the torch Datasets"),
     "matplotlib": ("plots", "charts (stats --plots, report landmarks --ced)"),
+    "starlette": ("serve", "celebcat serve"),
+    "uvicorn": ("serve", "celebcat serve"),
 }
 
 
