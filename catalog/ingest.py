@@ -640,7 +640,15 @@ def _load_images(con: duckdb.DuckDBPyConnection, scans: dict[str, pd.DataFrame])
     for key, frame in scans.items():
         table = "images_aligned" if key == "aligned" else "images"
         con.register("_scan_frame", frame)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _scan_{key} AS SELECT * FROM _scan_frame")
+        # typed here: a text column that is all None (no image has a problem) would
+        # otherwise be read as INTEGER by duckdb 1.x, and `problem = 'image_truncated'`
+        # in the checks would fail to convert
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _scan_{key} AS SELECT image_id::VARCHAR AS image_id, "
+            "path::VARCHAR AS path, file_size::BIGINT AS file_size, width::INTEGER AS width, "
+            "height::INTEGER AS height, error::VARCHAR AS error, problem::VARCHAR AS problem "
+            "FROM _scan_frame"
+        )
         con.unregister("_scan_frame")
         rows[table] = con.execute(
             f"INSERT INTO {table} SELECT image_id, path, file_size, width, height, error "
