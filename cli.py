@@ -15,8 +15,15 @@ import sys
 
 def _interrupted_while_starting(signum: int, frame: Any) -> None:
     """Ctrl-C before the commands exist (the imports below take a few tenths of a
-    second): one word and exit 130, not a traceback from inside an import."""
+    second) or after one ended (the interpreter shutting down): one word and exit 130,
+    not a traceback from inside an import; what was printed is flushed first."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a closed or broken stream: nothing more to save
+            pass
     sys.stderr.write("Interrupted.\n")
+    sys.stderr.flush()
     os._exit(130)
 
 
@@ -3109,8 +3116,38 @@ def _explain(exc: BaseException) -> str:
 
 def main() -> None:
     """Console-script entry point."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: KeyboardInterrupt
+    # Ctrl-C: KeyboardInterrupt while the command runs
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        _run_app()
+    finally:
+        # the command is over: a Ctrl-C while the interpreter shuts down gets the
+        # start-up handler's one word (after the output), not a traceback from threading
+        if before is not None:
+            signal.signal(signal.SIGINT, before)
+
+
+def _import_the_engine_whole() -> None:
+    """duckdb's compiled module aborts the process ("Critical nanobind error", a
+    traceback) when a Ctrl-C lands while it is imported: import it with Ctrl-C held
+    until it is done, then act on it. Not for --help and the like, which need no
+    catalog and stay fast."""
+    args = sys.argv[1:]
+    if not args or {"-h", "--help", "--version"} & set(args) or "duckdb" in sys.modules:
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        import duckdb  # noqa: F401
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        raise KeyboardInterrupt
+
+
+def _run_app() -> None:
+    try:
+        _import_the_engine_whole()
         app()
     except (_Interrupted, KeyboardInterrupt) as exc:  # the latter: outside any command
         _console(stderr=True).print(str(exc) or "Interrupted.", style="red")

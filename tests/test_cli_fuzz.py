@@ -7,7 +7,8 @@ the catalog as it was.
 ``CELEBCAT_FUZZ_EXAMPLES`` sets how many command lines hypothesis tries (default 60 in
 the suite, the same ones every run); ``CELEBCAT_FUZZ_RANDOM=1`` draws new ones.
 Commands that train or make data at length (``train``, ``demo``, ``synth``,
-``ingest``) are left out: their options are checked by their own tests.
+``ingest``), and ``serve``, which runs until stopped, are left out: their options are
+checked by their own tests.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from hypothesis import strategies as st
 import cli
 
 EXAMPLES = int(os.environ.get("CELEBCAT_FUZZ_EXAMPLES", "60"))
-SKIP = {"train", "demo", "synth", "ingest"}
+#: serve runs until it is stopped (tests/test_serve.py starts and stops it).
+SKIP = {"train", "demo", "synth", "ingest", "serve"}
 
 HOSTILE_TEXT = [
     "",
