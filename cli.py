@@ -8,8 +8,8 @@ that need no torch never import it.
 
 from __future__ import annotations
 
+import _signal  # built in: its import runs no Python code a Ctrl-C could land in
 import os
-import signal
 import sys
 
 
@@ -27,11 +27,12 @@ def _interrupted_while_starting(signum: int, frame: Any) -> None:
     os._exit(130)
 
 
-signal.signal(signal.SIGINT, _interrupted_while_starting)
+_signal.signal(_signal.SIGINT, _interrupted_while_starting)
 
 import csv  # noqa: E402
 import functools  # noqa: E402
 import json  # noqa: E402
+import signal  # noqa: E402  (its enums take a moment to build: after the handler)
 from collections.abc import Callable, Iterator, Sequence  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from enum import Enum  # noqa: E402
