@@ -2,10 +2,13 @@
 
 Two paths, one set of rules:
 
-* The fast path runs in DuckDB. Each file is read as whole lines (DuckDB's CSV
-  reader cannot split CelebA's runs of spaces, docs/decisions.md, "Ingest"), every line is
-  checked against one regular expression for its layout, then split and cast in
-  bulk. This is what makes full-size CelebA load in a fraction of a second.
+* The fast path runs in DuckDB. Each file is read once, as whole lines (DuckDB's CSV
+  reader cannot split CelebA's runs of spaces, docs/decisions.md, "Ingest"), and split
+  and cast in bulk by one ``CREATE TABLE ... AS``; the same statement checks every line
+  (against one regular expression for its layout, or for files of closed value sets,
+  by the values themselves) and leaves a NULL image_id where a line is bad, which one
+  query over the new table counts. This is what makes full-size CelebA load in a
+  fraction of a second.
 * When the fast path finds anything wrong, :func:`find_problem` re-reads the file
   line by line in plain Python with the same rules and raises
   :class:`AnnotationError` for the first bad line, so the user learns the file, the
@@ -17,6 +20,7 @@ The tables and their columns are documented in :data:`TABLE_DOCS` (shown by
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 from collections.abc import Iterator
@@ -62,11 +66,12 @@ _BLANK = " \t"  # what a blank line holds, and what surrounds the fields of a tx
 MAX_LINE_BYTES = 1 << 20
 _VALUE_PATTERNS = {"attr": r"-?1", "int": _INT, "partition": r"[012]"}
 _VALUE_SQL_TYPES = {"attr": "BOOLEAN", "int": "INTEGER", "partition": "TINYINT"}
-# Kinds whose values are a closed set: an exact CASE maps anything else to NULL, so
-# the loaded table itself shows bad lines and the file needs no separate regex pass
-# (the attribute file is the largest: this saves a full scan of it). Integers keep
-# the regex: DuckDB's cast also takes '1.5', '1e3' and '1_000'.
-_CHECKED_IN_TABLE = ("attr", "partition")
+# Kinds whose values are a closed set: an exact CASE maps anything else to NULL, and
+# the field count and the image_id are checked on the split line, so these files need
+# no regex over the whole line (the attribute file is the largest: the regex would
+# cost a sixth of its load). Integers are checked by the line's regex: DuckDB's cast
+# also takes '1.5', '1e3' and '1_000'.
+_CHECKED_BY_VALUES = ("attr", "partition")
 
 
 class AnnotationError(CatalogError, ValueError):
@@ -227,12 +232,18 @@ def read_preamble(spec: FileSpec, path: Path) -> Preamble:
 # ---------------------------------------------------------------------------
 
 
-def line_pattern(spec: FileSpec) -> str:
-    """The regular expression (RE2) one data line must match in full."""
+def line_pattern(spec: FileSpec, tabs: bool = True) -> str:
+    """The regular expression (RE2) one data line must match in full.
+
+    With ``tabs`` False, the same with spaces as the only blanks of a txt line: a
+    subset of the grammar, which the fast path tries first (a space-only line splits
+    on spaces alone, the cheapest split) before it retries with tabs.
+    """
     value = _VALUE_PATTERNS[spec.kind]
     if spec.layout == "csv":
         return rf"{_ID}(?:,{value}){{{len(spec.columns)}}}[ \t]*"
-    return rf"[ \t]*{_ID}(?:[ \t]+{value}){{{len(spec.columns)}}}[ \t]*"
+    blank = r"[ \t]" if tabs else " "
+    return rf"{blank}*{_ID}(?:{blank}+{value}){{{len(spec.columns)}}}{blank}*"
 
 
 def table_ddl(table: str) -> str:
@@ -246,35 +257,47 @@ def table_ddl(table: str) -> str:
 
 
 def _select_sql(spec: FileSpec, columns: tuple[str, ...], lines: str, tabs: bool) -> str:
-    """SQL turning validated lines into typed rows, columns in table order and named."""
-    if spec.layout == "csv":
+    """SQL turning lines into typed rows, columns in table order and named.
+
+    A line that breaks the grammar gets a NULL image_id (a NULL value too, where one
+    is not in its closed set), which :func:`_load_fast` counts; a line of one space
+    gets the image_id ''. With ``tabs`` False a txt line is split at spaces alone, and
+    a line holding a tab counts as bad: the caller then tries again with tabs.
+    """
+    csv = spec.layout == "csv"
+    if csv:
         # trailing spaces and tabs off (a regex: rtrim with a character list is slower)
         fields = "string_split(regexp_replace(line, '[ \\t]+$', ''), ',')"
     else:
         # Splitting on single spaces and dropping the empty strings between runs of
         # spaces is the fastest split DuckDB offers here (docs/decisions.md, "Ingest");
-        # tabs are rare, so they cost an extra pass only in files that have them.
+        # tabs are rare, so they cost a second try only in files that have them.
         text = "replace(line, chr(9), ' ')" if tabs else "line"
         fields = f"list_filter(string_split({text}, ' '), lambda t: t <> '')"
+    if spec.kind in _CHECKED_BY_VALUES:
+        # a bad value shows as a NULL; the field count and the image_id are checked here
+        ok = f"len(f) = {len(columns) + 1} AND regexp_full_match(f[1], '{_ID}')"
+    else:  # the whole line against the grammar (tab-free lines only on the first try)
+        ok = f"regexp_full_match(line, '{line_pattern(spec, tabs)}')"
     pos = {name: i + 2 for i, name in enumerate(columns)}  # f[1] is image_id
-    exprs = ["f[1] AS image_id"]
+    # '' (which no image_id can be) marks a line of one space: see _line_end_slipped
+    exprs = [f"CASE WHEN line = ' ' THEN '' WHEN {ok} THEN f[1] END AS image_id"]
     for name in ANNOTATION_TABLES[spec.table]:
         f = f"f[{pos[name]}]"
-        if spec.kind == "attr":  # anything but -1/1 becomes NULL, which the caller checks
+        if spec.kind == "attr":  # anything but -1/1 becomes NULL, which the caller counts
             exprs.append(f"CASE {f} WHEN '1' THEN true WHEN '-1' THEN false END AS \"{name}\"")
         elif spec.kind == "partition":
             exprs.append(
                 f"CASE {f} WHEN '0' THEN 0 WHEN '1' THEN 1 WHEN '2' THEN 2 END::TINYINT "
                 f'AS "{name}"'
             )
-        else:  # validated by line_pattern first, so the cast cannot fail
-            exprs.append(f'CAST({f} AS {_VALUE_SQL_TYPES[spec.kind]}) AS "{name}"')
+        else:  # TRY_: a bad line must not stop the statement; where the line's regex
+            # matched, the value is 1 to 9 ASCII digits and the cast cannot fail
+            exprs.append(f'TRY_CAST({f} AS {_VALUE_SQL_TYPES[spec.kind]}) AS "{name}"')
     if spec.table == "partitions":
         case = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in PARTITION_NAMES.items())
         exprs.append(f"CASE f[2] {case} END AS partition_name")
-    if spec.kind in _CHECKED_IN_TABLE:
-        exprs.append("len(f) AS _fields")
-    return f"SELECT {', '.join(exprs)} FROM (SELECT {fields} AS f FROM {lines})"
+    return f"SELECT {', '.join(exprs)} FROM (SELECT line, {fields} AS f FROM {lines})"
 
 
 def load_annotation(
@@ -293,7 +316,7 @@ def load_annotation(
     table = table or spec.table
     preamble = read_preamble(spec, path)
     try:
-        rows = _load_fast(con, spec, table, path, preamble)
+        rows, dupes = _load_fast(con, spec, table, path, preamble)
     except duckdb.Error as exc:
         # DuckDB's line reader refuses some damage outright (bytes that are not UTF-8,
         # control characters, mixed line ends, a line over MAX_LINE_BYTES): the slow
@@ -310,62 +333,122 @@ def load_annotation(
         raise AnnotationError(
             path, 1, f"line 1 declares {preamble.declared_rows} rows, the file has {rows}"
         )
-    # image_id is unique, checked here where the file can be named. No PRIMARY KEY:
-    # its index cost a fifth of ingest's time and made the catalog file 3.8x larger,
-    # for point lookups that zone maps over the ordered ids answer in ~2 ms anyway
-    # (docs/decisions.md, "Primary keys").
-    dupes = con.execute(f"SELECT count(*) - count(DISTINCT image_id) FROM {table}").fetchone()[0]
+    # image_id is unique, checked here where the file can be named (counted by the
+    # fast path's check of the new table). No PRIMARY KEY: its index cost a fifth of
+    # ingest's time and made the catalog file 3.8x larger, for point lookups that zone
+    # maps over the ordered ids answer in ~2 ms anyway (docs/decisions.md, "Primary keys").
     if dupes:
         find_problem(spec, path)
         raise AnnotationError(path, None, f"{dupes} duplicate image ids")
-    return int(rows)
+    return rows
 
 
 def _load_fast(
     con: duckdb.DuckDBPyConnection, spec: FileSpec, table: str, path: Path, preamble: Preamble
-) -> int:
-    """The fast path of :func:`load_annotation`: create ``table``, return its rows."""
-    # Integer files are read twice (regex check, then load) rather than staged in a
-    # temp table: a second read costs about as much as scanning a staged copy, and
-    # the copy would double the memory an ingest needs. chr(1) as the delimiter: a
-    # control character, which no line may hold, so each line is one field. A line
-    # holding it in the middle makes the reader raise (the slow path then names it);
-    # at its end the reader would drop it silently, so a second column catches what
-    # follows it ('' then, NULL without it: nullstr is a newline, which no field holds)
-    # and the line is put back together.
+) -> tuple[int, int]:
+    """The fast path of :func:`load_annotation`: create ``table``; return its rows and
+    how many of its image ids are repeats.
+
+    Each file is read once: one ``CREATE TABLE ... AS`` reads, checks, splits and
+    casts (:func:`_select_sql`), and one query over the new table counts its rows, its
+    bad lines (NULL image_id or value) and its repeated ids. (The integer files used
+    to be read twice, a regex pass and then the load, and every table scanned again
+    for duplicates: this takes 10-15% off the integer files' load, ``python
+    bench/ingest.py``.) Tabs are rare, so the first try of a txt file splits at spaces
+    alone and takes no line with a tab; a failed check is retried once with tabs
+    turned into spaces before the slow path explains it.
+    """
+    # chr(1) as the delimiter: a control character, which no line may hold, so each
+    # line is one field. A line holding it in the middle makes the reader raise (the
+    # slow path then names it); at its end the reader would drop it silently, so a
+    # second column catches what follows it ('' then, NULL without it: nullstr is a
+    # newline, which no field holds) and the line is put back together.
     # The line end is the first line's, given to the reader: it then refuses any other
-    # (its own detection let a stray LF through in a file of CRs). Lines ending in a CR
-    # alone are not read at all: the slow path refuses them.
+    # (its own detection let a stray LF through in a file of CRs), but for the few it
+    # lets slip, looked for by _preamble_end_differs and _line_end_slipped. Lines
+    # ending in a CR alone are not read at all: the slow path refuses them.
     new_line = _line_end(path)
     if new_line is None:
         find_problem(spec, path)
         raise AnnotationError(
             path, 1, "lines end with a CR alone: save the file with LF or CR LF line ends"
         )
+    if spec.first_data_line > 1 and _preamble_end_differs(path, spec.first_data_line - 1):
+        find_problem(spec, path)  # raises with the line
     lines = (
         "(SELECT line FROM (SELECT CASE WHEN rest IS NULL THEN line "
         "ELSE concat(line, chr(1), rest) END AS line "
         "FROM read_csv(?, columns={'line': 'VARCHAR', 'rest': 'VARCHAR'}, delim=chr(1), "
         "header=false, skip=?, quote='', escape='', auto_detect=false, null_padding=true, "
         f"nullstr=chr(10), new_line='{new_line}', max_line_size={MAX_LINE_BYTES})) "
-        # blank: spaces and tabs only (a regex: trim with a character list is 3x slower)
-        "WHERE line IS NOT NULL AND NOT regexp_full_match(line, '[ \\t]*'))"
+        # blank: spaces and tabs only (a regex: trim with a character list is 3x slower);
+        # a line of one space is kept, to be counted (below)
+        "WHERE line IS NOT NULL AND (line = ' ' OR NOT regexp_full_match(line, '[ \\t]*')))"
     )
     source = [str(path), spec.first_data_line - 1]
-    if spec.kind in _CHECKED_IN_TABLE:
-        rows = _load_checked_in_table(con, spec, table, path, preamble, lines, source)
-    else:
-        rows, bad, tabs = con.execute(
-            "SELECT count(*), count(*) FILTER (WHERE NOT regexp_full_match(line, ?)), "
-            f"count(*) FILTER (WHERE contains(line, chr(9))) FROM {lines}",
-            [line_pattern(spec), *source],
-        ).fetchone()
-        if bad:
-            find_problem(spec, path)  # raises with the line
-            raise AnnotationError(path, None, f"{bad} lines do not match the {spec.name} layout")
-        select = _select_sql(spec, preamble.columns, lines, tabs > 0)
+    nulls = ["image_id IS NULL"]
+    if spec.kind in _CHECKED_BY_VALUES:
+        nulls += [f'"{c}" IS NULL' for c in ANNOTATION_TABLES[spec.table]]
+    check = (
+        f"SELECT count(*), count(*) FILTER (WHERE {' OR '.join(nulls)}), "
+        f"count(image_id) - count(DISTINCT image_id), count(*) FILTER (WHERE image_id = '') "
+        f"FROM {table}"
+    )
+    searched = False
+    for tabs in (False, True) if spec.layout == "txt" else (True,):
+        select = _select_sql(spec, preamble.columns, lines, tabs)
         con.execute(f"CREATE TABLE {table} AS {select}", source)
-    return int(rows)
+        rows, bad, dupes, spaces = con.execute(check).fetchone()
+        if not searched:
+            searched = True
+            if _line_end_slipped(path, new_line, spaces > 0):
+                find_problem(spec, path)  # raises with the line
+        if spaces:  # lines of one space with the file's line end: blank lines, they go
+            con.execute(f"DELETE FROM {table} WHERE image_id = ''")
+            rows, bad, dupes, spaces = con.execute(check).fetchone()
+        if not bad:
+            return int(rows), int(dupes)
+        con.execute(f"DROP TABLE {table}")
+    find_problem(spec, path)  # raises with the line
+    what = f"the {spec.name} layout" if spec.kind == "int" else spec.name
+    raise AnnotationError(path, None, f"{bad} lines do not match {what}")
+
+
+def _preamble_end_differs(path: Path, skip: int) -> bool:
+    """Whether one of the first ``skip`` + 1 lines ends otherwise than the first line.
+
+    DuckDB's reader, skipping the preamble (``skip``), takes any line end there and
+    swallows a CR just after it, where it refuses a mixed line end anywhere else; so
+    the preamble lines and the first data line are checked here (a few lines read)."""
+    first = None
+    for number, _line, end in _lines(path):
+        if number > skip + 1:
+            break
+        if end:
+            first = first or end
+            if end != first:
+                return True
+    return False
+
+
+def _line_end_slipped(path: Path, new_line: str, spaces: bool) -> bool:
+    """Whether a line end unlike the file's (``new_line`` as :func:`_line_end` spells
+    it) got past DuckDB's reader, which refuses every other: in a file of LFs, a CR
+    after a line of one space; in a file of CR LFs, a CR followed by a space (the
+    reader ends the line there and drops the space) or an LF alone after a line of one
+    space. ``spaces``: whether the file has lines of one space (the fast path counts
+    them); files of LFs without any are not read here, the others by a byte search."""
+    if new_line == "\\n":
+        odd = [b"\n \r"] if spaces else []
+    else:
+        odd = [b"\r ", b"\n \n"] if spaces else [b"\r "]
+    if not odd:
+        return False
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return False
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return any(data.find(needle) >= 0 for needle in odd)
 
 
 def _line_end(path: Path) -> str | None:
@@ -381,40 +464,6 @@ def _line_end(path: Path) -> str | None:
             after = chunk[cut.start() + 1 : cut.start() + 2] or f.read(1)
             return "\\r\\n" if after == b"\n" else None
     return "\\n"
-
-
-def _load_checked_in_table(
-    con: duckdb.DuckDBPyConnection,
-    spec: FileSpec,
-    table: str,
-    path: Path,
-    preamble: Preamble,
-    lines: str,
-    source: list,
-) -> int:
-    """Load a closed-set file and check it in the loaded table; return the row count.
-
-    A bad line shows as a wrong field count or a NULL value. Tabs are rare, so the
-    first try splits on spaces only and a failed check is retried once with tabs
-    turned into spaces before the slow path explains it.
-    """
-    values = [f'"{c}" IS NULL' for c in ANNOTATION_TABLES[spec.table]]
-    check = (
-        f"SELECT count(*), count(*) FILTER (WHERE _fields <> {len(spec.columns) + 1} "
-        f"OR NOT regexp_full_match(image_id, '{_ID}') OR {' OR '.join(values)}) FROM {table}"
-    )
-    for tabs in (False, True):
-        con.execute(
-            f"CREATE TABLE {table} AS {_select_sql(spec, preamble.columns, lines, tabs)}",
-            source,
-        )
-        rows, bad = con.execute(check).fetchone()
-        if not bad:
-            con.execute(f"ALTER TABLE {table} DROP COLUMN _fields")
-            return int(rows)
-        con.execute(f"DROP TABLE {table}")
-    find_problem(spec, path)
-    raise AnnotationError(path, None, f"{bad} lines do not match {spec.name}")
 
 
 # ---------------------------------------------------------------------------

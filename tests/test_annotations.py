@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -9,8 +10,15 @@ import duckdb
 import pytest
 from conftest import attr_row, attr_txt, bbox_txt, pairs_txt, write
 
-from catalog.annotations import AnnotationError, find_annotation_files, find_problem
-from catalog.formats import ATTRIBUTES, TXT_FILES
+from catalog.annotations import (
+    AnnotationError,
+    AnnotationFile,
+    find_annotation_files,
+    find_problem,
+    line_pattern,
+    load_annotation,
+)
+from catalog.formats import ALL_FILES, ATTRIBUTES, TXT_FILES, FileSpec
 from catalog.ingest import ingest
 
 ATTR_SPEC = TXT_FILES[0]
@@ -251,3 +259,172 @@ def test_reference_reader_accepts_good_files(small_celeba: Path) -> None:
     (small_celeba / "list_bbox_celeba.txt").write_text(text + "000004.jpg 1 2 3\n")
     with pytest.raises(AnnotationError, match="line 6"):
         find_problem(TXT_FILES[1], small_celeba / "list_bbox_celeba.txt")
+
+
+# --- the fast path: one read, tabs, one-space lines ----------------------------------------
+
+BBOX_SPEC = TXT_FILES[1]
+SPECS = {spec.name: spec for spec in ALL_FILES}
+
+
+def _load_rows(path: Path, spec: FileSpec) -> list[tuple]:
+    """Load ``path`` with the fast path into an in-memory table; its rows, sorted."""
+    con = duckdb.connect()
+    try:
+        load_annotation(con, AnnotationFile(spec, path), "t")
+        cols = ", ".join(f'"{c}"' for c in spec.columns)
+        return con.execute(f"SELECT image_id, {cols} FROM t ORDER BY 1").fetchall()
+    finally:
+        con.close()
+
+
+class _Counting:
+    """A connection that counts the statements reading the file."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con, self.reads = con, 0
+
+    def execute(self, sql: str, *args: object) -> duckdb.DuckDBPyConnection:
+        self.reads += "read_csv" in sql
+        return self.con.execute(sql, *args)
+
+
+@pytest.mark.parametrize("name", ["list_attr_celeba.txt", "list_bbox_celeba.txt"])
+def test_a_good_file_is_read_once(small_celeba: Path, name: str) -> None:
+    con = _Counting(duckdb.connect())
+    assert load_annotation(con, AnnotationFile(SPECS[name], small_celeba / name), "t") == 3
+    assert con.reads == 1
+
+
+def test_tabs_in_integer_files_load_like_spaces(tmp_path: Path) -> None:
+    text = "2\nimage_id x_1 y_1 width height\n\ta.jpg\t10 \t20  30\t40\t\nb.jpg 1 2 3 4\n"
+    path = tmp_path / "list_bbox_celeba.txt"
+    path.write_text(text)
+    find_problem(BBOX_SPEC, path)  # the reference reader takes it too
+    assert _load_rows(path, BBOX_SPEC) == [("a.jpg", 10, 20, 30, 40), ("b.jpg", 1, 2, 3, 4)]
+    pairs = tmp_path / "identity_CelebA.txt"
+    pairs.write_text("a.jpg\t7\nb.jpg 8\n")
+    assert _load_rows(pairs, SPECS["identity_CelebA.txt"]) == [("a.jpg", 7), ("b.jpg", 8)]
+
+
+def test_a_bad_line_in_a_file_with_tabs_is_named(tmp_path: Path) -> None:
+    text = bbox_txt({"a.jpg": (1, 2, 3, 4)}).replace(" ", "\t") + "b.jpg 1 2 1.5 4\n"
+    err = _error(tmp_path, "list_bbox_celeba.txt", text.replace("1\nimage_id", "2\nimage_id"))
+    assert err.line == 4
+    assert "width of b.jpg is '1.5', expected an integer" in err.problem
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "line"),
+    [
+        ("list_attr_celeba.txt", attr_txt([attr_row("a.jpg"), attr_row("a.jpg")]), 4),
+        ("list_eval_partition.txt", "a.jpg 0\nb.jpg 1\nb.jpg 2\n", 3),
+        ("list_eval_partition.txt", "a.jpg\t0\nb.jpg 1\na.jpg 2\n", 3),  # after the retry
+    ],
+)
+def test_duplicate_ids_in_closed_set_files_are_named(
+    tmp_path: Path, name: str, text: str, line: int
+) -> None:
+    err = _error(tmp_path, name, text)
+    assert err.line == line
+    assert "duplicate image_id" in err.problem
+
+
+# DuckDB's line reader ends a line of one space at any line end (and only such a line):
+# the fast path must refuse what the reference reader refuses.
+ONE_SPACE_ODD_ENDS = [
+    ("\n", " \r\n", "mixed line ends"),
+    ("\n", " \r", "CR alone"),
+    ("\r\n", " \n", "mixed line ends"),
+]
+
+
+@pytest.mark.parametrize("name", ["list_attr_celeba.txt", "list_bbox_celeba.txt"])
+@pytest.mark.parametrize(("eol", "blank", "problem"), ONE_SPACE_ODD_ENDS)
+def test_a_one_space_line_with_another_line_end_is_refused(
+    tmp_path: Path, name: str, eol: str, blank: str, problem: str
+) -> None:
+    rows = [attr_row("a.jpg"), attr_row("b.jpg")]
+    text = (
+        attr_txt(rows, eol=eol)
+        if name.startswith("list_attr")
+        else bbox_txt({"a.jpg": (1, 2, 3, 4), "b.jpg": (5, 6, 7, 8)}, eol=eol)
+    )
+    lines = text.split(eol)
+    text = eol.join(lines[:3]) + eol + blank + eol.join(lines[3:])  # after the first row
+    err = _error(tmp_path, name, text)
+    assert err.line == 4
+    assert problem in err.problem
+    with pytest.raises(AnnotationError, match="line 4"):
+        find_problem(SPECS[name], err.path)
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n"])
+def test_one_space_blank_lines_are_blank(tmp_path: Path, eol: str) -> None:
+    text = bbox_txt({"a.jpg": (1, 2, 3, 4), "b.jpg": (5, 6, 7, 8)}, eol=eol)
+    text = text.replace(f"{eol}b.jpg", f"{eol} {eol} {eol}b.jpg") + f" {eol}"
+    path = tmp_path / "list_bbox_celeba.txt"
+    path.write_bytes(text.encode())
+    find_problem(BBOX_SPEC, path)
+    assert _load_rows(path, BBOX_SPEC) == [("a.jpg", 1, 2, 3, 4), ("b.jpg", 5, 6, 7, 8)]
+    attrs = tmp_path / "list_attr_celeba.txt"
+    attrs.write_bytes((attr_txt([attr_row("a.jpg", {"Male"})], eol=eol) + f" {eol}").encode())
+    assert [r[0] for r in _load_rows(attrs, ATTR_SPEC)] == ["a.jpg"]
+    pairs = tmp_path / "list_eval_partition.txt"
+    pairs.write_bytes(f" {eol}a.jpg 2{eol} {eol}".encode())
+    assert _load_rows(pairs, SPECS["list_eval_partition.txt"]) == [("a.jpg", 2)]
+
+
+@pytest.mark.parametrize("spec", ALL_FILES, ids=lambda s: s.name)
+def test_the_space_only_pattern_is_part_of_the_grammar(spec: FileSpec) -> None:
+    full, spaces = line_pattern(spec), line_pattern(spec, tabs=False)
+    sep = "," if spec.layout == "csv" else "  "
+    line = "a.jpg" + "".join(sep + ("1" if spec.kind != "int" else "-12") for _ in spec.columns)
+    for candidate in (line, " " + line + " ", line.replace("  ", "\t", 1)):
+        if re.fullmatch(spaces, candidate):
+            assert re.fullmatch(full, candidate)
+            assert "\t" not in candidate or spec.layout == "csv"
+    assert re.fullmatch(spaces, line) and re.fullmatch(full, line)
+
+
+# DuckDB's reader takes any line end in the lines it skips (the count and header lines),
+# and swallows a CR just after them: the fast path must refuse these as the reference does.
+BBOX_HEADER = "image_id x_1 y_1 width height"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "line", "problem"),
+    [
+        ("list_bbox_celeba.txt", f"1\r\n{BBOX_HEADER}\r a.jpg 1 2 3 4\r\n", 2, "CR"),
+        ("list_bbox_celeba.txt", f"1\n{BBOX_HEADER}\n\ra.jpg 1 2 3 4\n", 3, "CR"),
+        ("list_bbox_celeba.txt", f"1\r\n{BBOX_HEADER}\r\ra.jpg 1 2 3 4\r\n", 2, "CR"),
+        ("list_eval_partition.csv", "image_id,partition\n\ra.jpg,0\nb.jpg,1\n", 2, "CR"),
+        ("list_eval_partition.csv", "image_id,partition\r\na.jpg,0\nb.jpg,1\n", 2, "mixed"),
+        ("list_eval_partition.csv", "image_id,partition\na.jpg,0\r\nb.jpg,1\n", 2, "mixed"),
+    ],
+)
+def test_odd_line_ends_around_the_header_are_refused(
+    tmp_path: Path, name: str, text: str, line: int, problem: str
+) -> None:
+    err = _error(tmp_path, name, text)
+    assert err.line == line
+    assert problem in err.problem
+    with pytest.raises(AnnotationError, match=f"line {line}:"):
+        find_problem(SPECS[name], err.path)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "line"),
+    [
+        ("list_bbox_celeba.txt", f"2\r\n{BBOX_HEADER}\r\na.jpg 1 2 3 4\r b.jpg 5 6 7 8\r\n", 3),
+        ("identity_CelebA.txt", "c.jpg 3\r\na.jpg 1\r b.jpg 2\r\n", 2),
+    ],
+)
+def test_a_cr_before_a_space_in_a_crlf_file_is_refused(
+    tmp_path: Path, name: str, text: str, line: int
+) -> None:
+    # In a file of CR LFs DuckDB's reader ends a line at a CR followed by a space (and
+    # drops the space): one line would make two good rows.
+    err = _error(tmp_path, name, text)
+    assert err.line == line
+    assert "CR alone" in err.problem

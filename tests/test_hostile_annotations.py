@@ -216,10 +216,10 @@ def reference_rows(spec: FileSpec, path: Path) -> list[tuple]:
             if number < spec.first_data_line:
                 continue
             line = raw.rstrip("\r\n")
+            if number == 1 and line.startswith("\ufeff"):
+                line = line[1:]  # before the blank test: a first line of only a BOM is blank
             if not line.strip():
                 continue
-            if number == 1 and line.startswith("\ufeff"):
-                line = line[1:]
             # the grammar: csv fields split at commas (blanks after the last one go),
             # txt fields at runs of spaces and tabs, nothing else
             tokens = (
