@@ -15,7 +15,10 @@ Run:  python bench/ingest.py [--scan-files 202599] [--repeat 3]
    The contenders take turns, round after round, each keeping its best time, so that
    load from other processes on the machine falls on all alike.
    Targets: ours under 1 s on 2 cores, at most 1.5x pandas (issue 2), at or below
-   pandas' time (issue 20), at least 10x faster than torchvision.
+   pandas' time (issue 20), at least 10x faster than torchvision. Last measured
+   (--repeat 5 --skip-scan, 2 cores under another job's load, old and new code in
+   turns): first ingest 1.99-2.03x pandas (2.47-2.64x before the fixed-width try),
+   re-ingest 2.14-2.15x (2.74-2.79x); docs/decisions.md, "Ingest".
 2. Image scan: N small JPEGs (default 202,599, cached); our header-only parallel scan
    with 1 and 2 workers vs opening each file with PIL in one loop.
 """

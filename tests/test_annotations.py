@@ -10,6 +10,7 @@ import duckdb
 import pytest
 from conftest import attr_row, attr_txt, bbox_txt, pairs_txt, write
 
+import catalog.annotations as parser  # `annotations` is the __future__ import
 from catalog.annotations import (
     AnnotationError,
     AnnotationFile,
@@ -18,7 +19,7 @@ from catalog.annotations import (
     line_pattern,
     load_annotation,
 )
-from catalog.formats import ALL_FILES, ATTRIBUTES, TXT_FILES, FileSpec
+from catalog.formats import ALL_FILES, ANNOTATION_TABLES, ATTRIBUTES, TXT_FILES, FileSpec
 from catalog.ingest import ingest
 
 ATTR_SPEC = TXT_FILES[0]
@@ -288,6 +289,13 @@ class _Counting:
         self.reads += "read_csv" in sql
         return self.con.execute(sql, *args)
 
+    def sql(self, sql: str, **kwargs: object) -> duckdb.DuckDBPyRelation:
+        self.reads += "read_csv" in sql
+        return self.con.sql(sql, **kwargs)
+
+    def from_arrow(self, data: object) -> duckdb.DuckDBPyRelation:
+        return self.con.from_arrow(data)
+
 
 @pytest.mark.parametrize("name", ["list_attr_celeba.txt", "list_bbox_celeba.txt"])
 def test_a_good_file_is_read_once(small_celeba: Path, name: str) -> None:
@@ -428,3 +436,230 @@ def test_a_cr_before_a_space_in_a_crlf_file_is_refused(
     err = _error(tmp_path, name, text)
     assert err.line == line
     assert "CR alone" in err.problem
+
+
+# --- the fixed-width try: the same files accepted, the same tables, the same errors -------
+
+LANDMARKS_SPEC = SPECS["list_landmarks_celeba.txt"]
+
+
+def _fixed_width_text(spec: FileSpec, n: int = 4) -> str:
+    """A clean file of ``spec`` in the official fixed-width layout (``n`` rows)."""
+    ids = [f"{k + 1:06d}.jpg" for k in range(n)]
+    if spec.kind == "attr":
+        return attr_txt([attr_row(i, set(ATTRIBUTES[k % 7 :: 3])) for k, i in enumerate(ids)])
+    if spec.kind == "partition":
+        return pairs_txt({i: k % 3 for k, i in enumerate(ids)})
+    if spec.table == "identities":
+        return pairs_txt({i: 2880 + 37 * k for k, i in enumerate(ids)})
+    rows = [
+        f"{i}"
+        + "".join(f"{(-1) ** (k + j) * (3 * k + 11 * j + 5):>5d}" for j in range(len(spec.columns)))
+        for k, i in enumerate(ids)
+    ]
+    return "\n".join([str(n), " ".join(["image_id", *spec.columns]), *rows]) + "\n"
+
+
+def _outcome(
+    monkeypatch: pytest.MonkeyPatch, path: Path, spec: FileSpec, fixed: bool
+) -> tuple[object, ...]:
+    """Load ``path`` with the fixed-width try forced on (whatever the file's size says)
+    or off (the split alone, as before it). ("rows", rows, whether the fixed try made
+    the table) or ("error", line, problem)."""
+    made: list[bool] = []
+    create = parser._create_fixed
+
+    def spy(*args: object) -> bool:
+        made.append(create(*args))
+        return made[-1]
+
+    monkeypatch.setattr(parser, "_looks_fixed", lambda *_: fixed)
+    monkeypatch.setattr(parser, "_create_fixed", spy)
+    con = duckdb.connect()
+    try:
+        load_annotation(con, AnnotationFile(spec, path), "t")
+    except AnnotationError as err:
+        return ("error", err.line, err.problem)
+    finally:
+        monkeypatch.undo()
+    try:
+        cols = ", ".join(f'"{c}"' for c in ANNOTATION_TABLES[spec.table])
+        extra = ", partition_name" if spec.table == "partitions" else ""
+        rows = con.execute(f"SELECT image_id, {cols}{extra} FROM t").fetchall()  # file order
+        return ("rows", rows, any(made), con.execute("DESCRIBE t").fetchall())
+    finally:
+        con.close()
+
+
+def _both_ways(monkeypatch: pytest.MonkeyPatch, path: Path, spec: FileSpec) -> tuple[object, ...]:
+    """The outcome with the fixed-width try, asserted equal to the split's alone."""
+    fixed, split = (_outcome(monkeypatch, path, spec, f) for f in (True, False))
+    assert fixed[0] == split[0]
+    if fixed[0] == "error":
+        assert fixed == split
+        with pytest.raises(AnnotationError) as info:  # the reference reader, the same
+            find_problem(spec, path)
+        assert (info.value.line, info.value.problem) == fixed[1:]
+    else:
+        assert fixed[1] == split[1] and fixed[3] == split[3]  # rows (in order), types
+        assert not split[2]
+        find_problem(spec, path)
+    return fixed
+
+
+def _respaced(line: str, k: int) -> str:
+    """``line`` spaced irregularly: blanks around it, each run of spaces 1-3 spaces
+    (``k`` even) or a space, a tab and a space (``k`` odd)."""
+    sep = " \t " if k % 2 else " " * (k % 3 + 1)
+    return "  " + re.sub(" +", sep, line) + " "
+
+
+@pytest.mark.parametrize("spec", TXT_FILES, ids=lambda s: s.name)
+def test_clean_fixed_width_files_take_the_fixed_try_with_the_splits_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec: FileSpec
+) -> None:
+    path = write(tmp_path / "fixed", {spec.name: _fixed_width_text(spec)}) / spec.name
+    assert parser._looks_fixed(spec, path)
+    fixed = _both_ways(monkeypatch, path, spec)
+    assert fixed[2]  # the table came from the fixed-width try
+    # the same content spaced irregularly (runs of spaces and tabs): the split's, equal
+    lines = path.read_text().splitlines()
+    first = spec.first_data_line - 1
+    lines[first:] = [_respaced(line, k) for k, line in enumerate(lines[first:])]
+    other = write(tmp_path / "irregular", {spec.name: "\n".join(lines) + "\n"}) / spec.name
+    irregular = _both_ways(monkeypatch, other, spec)
+    assert not irregular[2]  # the fixed try gave way to the split
+    assert irregular[1] == fixed[1] and irregular[3] == fixed[3]
+
+
+def _damage(spec: FileSpec, line: int, old: str, new: str, count: int = 1) -> str:
+    """A clean fixed-width file with ``old`` replaced by ``new`` in its ``line``."""
+    lines = _fixed_width_text(spec).split("\n")
+    assert old in lines[line - 1], (lines[line - 1], old)
+    lines[line - 1] = lines[line - 1].replace(old, new, count)
+    return "\n".join(lines)
+
+
+# (spec, line, old, new): damage to one line of a clean fixed-width file. Some keep the
+# line's length (the fixed try must refuse the line itself), some change it; some make
+# a line the split refuses, some one it takes (then the file loads by the split).
+FIXED_WIDTH_DAMAGE = [
+    (ATTR_SPEC, 4, "  1", "  2"),
+    (ATTR_SPEC, 4, "  1", " +1"),
+    (ATTR_SPEC, 4, " -1", " 01"),
+    (ATTR_SPEC, 4, " -1", " 1-"),
+    (ATTR_SPEC, 4, " -1 -1", "-1  -1"),  # shifted one column left, same length
+    (ATTR_SPEC, 4, " -1 -1", " -1-1 "),  # shifted one column right
+    (ATTR_SPEC, 4, "  1", "1  "),
+    (ATTR_SPEC, 4, "  1", "   1"),  # one char longer, still good
+    (ATTR_SPEC, 4, "  1", " 1"),  # one char shorter, still good
+    (ATTR_SPEC, 4, " -1", "-1"),  # one char shorter: glued to the value before
+    (ATTR_SPEC, 4, " -1", "\t-1"),  # a tab inside, same length: good
+    (ATTR_SPEC, 4, " -1", " -\t"),
+    (ATTR_SPEC, 4, "000002.jpg", "000002.jp\x01"),
+    (ATTR_SPEC, 4, "000002.jpg", "00000,.jpg"),
+    (ATTR_SPEC, 4, "000002.jpg", "000001.jpg"),  # a duplicate id, same length
+    (ATTR_SPEC, 4, "000002.jpg", "00000é.jpg"),  # non-ASCII: longer in bytes, good
+    (ATTR_SPEC, 5, "000003.jpg", " 00003.jpg"),
+    (BBOX_SPEC, 3, "   5", "  +5"),  # good
+    (BBOX_SPEC, 3, "   5", "  -5"),  # good
+    (BBOX_SPEC, 3, "   5", "  05"),  # good
+    (BBOX_SPEC, 3, "   5", "  -0"),  # good
+    (BBOX_SPEC, 3, "   5", " +-5"),
+    (BBOX_SPEC, 3, "   5", "  5-"),
+    (BBOX_SPEC, 3, "   5", "  - 5"),
+    (BBOX_SPEC, 3, "   5", " 1.5"),
+    (BBOX_SPEC, 3, "   5", " 1e3"),
+    (BBOX_SPEC, 3, "   5", "0x10"),
+    (BBOX_SPEC, 3, "   5", " 1_0"),
+    (BBOX_SPEC, 3, "   5", "  \u0663"),
+    (BBOX_SPEC, 3, "   5", "5   "),  # left-aligned: good for the split
+    (BBOX_SPEC, 3, "   5", "  5 "),
+    (BBOX_SPEC, 3, "   5", "   5 "),  # a trailing space: good
+    (BBOX_SPEC, 3, "   5", "  5"),  # one char shorter: good
+    (BBOX_SPEC, 3, "000001.jpg", "00001.jpg "),  # id shifted, same length
+    (BBOX_SPEC, 4, "  -8", "9999999999"),  # 10 digits: over the grammar
+    (BBOX_SPEC, 4, "  -8", " 123456789"),  # 9 digits: good
+    (LANDMARKS_SPEC, 3, "   5", "   \t"),
+    (LANDMARKS_SPEC, 3, "   5", "   3"),  # a good value changed: the new value
+    (SPECS["list_eval_partition.txt"], 2, " 1", " 3"),
+    (SPECS["list_eval_partition.txt"], 2, " 1", "-1"),
+    (SPECS["list_eval_partition.txt"], 2, " 1", "+1"),
+    (SPECS["list_eval_partition.txt"], 2, " 1", "  1"),  # good
+    (SPECS["identity_CelebA.txt"], 3, " 2954", "+2954"),
+    (SPECS["identity_CelebA.txt"], 3, " 2954", "  954"),  # good
+]
+
+
+@pytest.mark.parametrize(
+    ("spec", "line", "old", "new"),
+    FIXED_WIDTH_DAMAGE,
+    ids=[f"{s.table}-{line}-{old!r}-{new!r}" for s, line, old, new in FIXED_WIDTH_DAMAGE],
+)
+def test_a_damaged_line_in_a_fixed_width_file_is_taken_or_named_as_by_the_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec: FileSpec, line: int, old: str, new: str
+) -> None:
+    path = write(tmp_path, {spec.name: _damage(spec, line, old, new)}) / spec.name
+    _both_ways(monkeypatch, path, spec)
+
+
+@pytest.mark.parametrize(
+    ("spec", "old", "new"),
+    [
+        (BBOX_SPEC, "    5", "   +5"),
+        (BBOX_SPEC, "    5", "   05"),
+        (BBOX_SPEC, "    5", "   -0"),
+        (BBOX_SPEC, "   27", "  -27"),
+        (BBOX_SPEC, "   27", "  +27"),
+        (LANDMARKS_SPEC, "    5", "    3"),
+        (SPECS["identity_CelebA.txt"], "2880", "0007"),
+    ],
+)
+def test_good_values_that_keep_the_layout_take_the_fixed_try(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec: FileSpec, old: str, new: str
+) -> None:
+    # values in the grammar but not as the writer spells them: their value, as split
+    text = _damage(spec, spec.first_data_line, old, new)
+    path = write(tmp_path, {spec.name: text}) / spec.name
+    outcome = _both_ways(monkeypatch, path, spec)
+    assert outcome[0] == "rows" and outcome[2]
+    assert outcome[1][0][1:].count(int(new)) >= 1
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n"])
+@pytest.mark.parametrize("bad", ["", " ", "\t", "  \r", "\r ", "\n \n"])
+def test_blank_and_odd_lines_in_fixed_width_files_as_by_the_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, eol: str, bad: str
+) -> None:
+    # blank lines, lines of one space, CRs where they do not belong; LF and CR LF
+    text = _fixed_width_text(BBOX_SPEC).replace("\n", eol)
+    lines = text.split(eol)
+    lines.insert(4, bad)
+    path = write(tmp_path, {BBOX_SPEC.name: eol.join(lines)}) / BBOX_SPEC.name
+    _both_ways(monkeypatch, path, BBOX_SPEC)
+
+
+def test_a_cr_before_a_space_in_a_fixed_width_crlf_file_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DuckDB's reader makes two lines of equal length of 'a\r b': the fixed try would
+    # take both; the line-end check after it refuses the file as after the split
+    text = f"2\r\n{BBOX_HEADER}\r\na.jpg 1 2 3 4\r b.jpg 5 6 7 8\r\n"
+    path = write(tmp_path, {BBOX_SPEC.name: text}) / BBOX_SPEC.name
+    assert _both_ways(monkeypatch, path, BBOX_SPEC)[:2] == ("error", 3)
+
+
+def test_a_fixed_width_file_over_several_arrow_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DuckDB hands 131,072 lines to a batch: the layout of the first holds for all
+    spec = SPECS["list_eval_partition.txt"]
+    n = 140_000
+    text = "".join(f"{k:07d}.jpg {k % 3}\n" for k in range(n))
+    path = write(tmp_path / "good", {spec.name: text}) / spec.name
+    rows = _both_ways(monkeypatch, path, spec)
+    assert rows[2] and len(rows[1]) == n
+    assert rows[1][-1] == (f"{n - 1:07d}.jpg", (n - 1) % 3, "valid")
+    line = f"0139990.jpg {139_990 % 3}\n"
+    bad = write(tmp_path / "bad", {spec.name: text.replace(line, line[:-2] + "5\n")})
+    assert _both_ways(monkeypatch, bad / spec.name, spec)[:2] == ("error", 139_991)
