@@ -1616,8 +1616,9 @@ def runs_import(
     source: Annotated[
         str,
         typer.Argument(
-            help="dlib (its detector, landmark and recognition models), or one ONNX "
-            "file: onnx:FILE[?options] with --kind."
+            help="dlib (its detector, landmark and recognition models), synthetic (the "
+            "recognizer celebcat ships, trained on synthetic faces), or one ONNX file: "
+            "onnx:FILE[?options] with --kind."
         ),
     ],
     kind: Annotated[PretrainedKind | None, typer.Option(help="What an ONNX file is.")] = None,
@@ -1626,8 +1627,10 @@ def runs_import(
 ) -> None:
     """Record pretrained models as runs of the catalog.
 
-    dlib: one run per stage (detector, landmarks, recognition). onnx:FILE: one run,
-    a recognizer in insightface's layout or a face detector. Each run's config holds
+    dlib: one run per stage (detector, landmarks, recognition). synthetic: the
+    recognizer shipped inside celebcat, trained on drawn faces (the demo identifies
+    with it; on real photographs it names no one). onnx:FILE: one run, a recognizer
+    in insightface's layout or a face detector. Each run's config holds
     the file's hash, the versions and the licence; every command that takes a run
     then takes it. Nothing is downloaded (docs/pretrained.md).
 

@@ -99,12 +99,20 @@ def test_demo_runs_every_step_and_twice_into_one_folder(
         "SELECT kind, count(*), count(*) FILTER (status = 'finished') FROM runs "
         "GROUP BY kind ORDER BY kind",
     )
-    assert kinds == [("detector", 2, 2), ("landmarks", 2, 2), ("recognition", 2, 2)]
-    newest = query(db, "SELECT kind, max(run_id) FROM runs GROUP BY kind ORDER BY kind")
+    # two of each trained, and the shipped recognizer, imported once
+    assert kinds == [("detector", 2, 2), ("landmarks", 2, 2), ("recognition", 3, 3)]
+    assert query(db, "SELECT count(*) FROM runs WHERE run_id = ?", [demo.SHIPPED]) == [(1,)]
+    newest = query(
+        db,
+        "SELECT max(run_id) FROM runs WHERE kind = 'landmarks' OR (kind = 'recognition' "
+        "AND config->>'pretrained' IS NULL) GROUP BY kind ORDER BY kind",
+    )
+    assert [r[0] in result.output for r in newest] == [True, True]
+    used = re.search(r"identify uses (recognition-[\w-]+)", result.output)
+    assert used and used[1] in (newest[1][0], demo.SHIPPED)
     html = pages[1]
-    for _, run_id in newest:
-        if not run_id.startswith("detector"):
-            assert run_id in html  # the page shows this demo's runs, not the first one's
+    for run_id in (newest[0][0], used[1]):
+        assert run_id in html  # the page shows this demo's runs, not the first one's
     for anchor in ("selection", "landmarks", "recognizer", "identify", "timings"):
         assert f'id="{anchor}"' in html, anchor
     assert "reference: ArcFace" in html and html.count("<img ") >= 10
@@ -196,3 +204,21 @@ def test_demo_help_says_what_was_measured() -> None:
     )
     assert "--full" in text and "--no-train" in text and "report/index.html" in text
     assert "idle 2-core machine" in text and "CPU" in text
+
+
+def test_identify_uses_the_recognizer_with_the_higher_measured_tpir() -> None:
+    from types import SimpleNamespace
+
+    def ev(run_id: str, tpir: float | None) -> SimpleNamespace:
+        figures = {} if tpir is None else {"tpir@fpir=0.01": tpir}
+        return SimpleNamespace(run_id=run_id, metrics={"open_set": figures})
+
+    own, shipped = ev("recognition-own", 0.4), ev(demo.SHIPPED, 0.8)
+    run, why = demo.choose_recognizer(own, shipped)
+    assert run == demo.SHIPPED and "0.800" in why and "0.400" in why
+    run, why = demo.choose_recognizer(ev("recognition-own", 0.9), shipped)
+    assert run == "recognition-own" and "0.900" in why and "0.800" in why
+    assert demo.choose_recognizer(ev("recognition-own", 0.8), shipped)[0] == "recognition-own"
+    assert demo.choose_recognizer(own, None)[0] == "recognition-own"  # none shipped
+    assert demo.choose_recognizer(ev("recognition-own", None), shipped)[0] == demo.SHIPPED
+    assert demo.choose_recognizer(own, ev(demo.SHIPPED, None))[0] == "recognition-own"

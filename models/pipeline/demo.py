@@ -29,7 +29,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from catalog.metric_names import at_fpr
+from catalog.metric_names import MetricName, at_fpr
+from models.pretrained import PretrainedError
 
 if TYPE_CHECKING:
     from catalog.info import QueryResult
@@ -398,18 +399,88 @@ def evaluate(
     return evaluate_recognizer(run_id, folder.db, progress=progress)
 
 
-def open_set_table(folder: DemoFolder, run_id: str) -> QueryResult:
-    """The run's figures beside the reference's, one row a figure (as
-    ``celebcat report compare --run RUN --reference`` prints them)."""
+#: The recognizer this package ships (:mod:`models.pretrained.synthetic`): trained
+#: beforehand on synthetic people of the demo's style whom no demo draws.
+SHIPPED = "recognition-synthetic-easy"
+#: What chooses the recognizer identify uses: its open-set identification rate (TPIR)
+#: at this rate of strangers named (FPIR) on the demo snapshot's held-out people, the
+#: search identify makes.
+CHOOSE_FPIR = 0.01
+
+
+def evaluate_shipped(
+    folder: DemoFolder, *, progress: Callable[[str, int, int], None] | None = None
+) -> Any:
+    """Step 8, second half: the recognizer this package ships, imported as a run of the
+    demo's catalog (``celebcat runs import synthetic``) and measured on the demo
+    snapshot as the one trained here is, on crops aligned as it was trained (the true
+    landmarks: ``celebcat align --source truth``); its RecognitionEval. PretrainedError
+    where its file is missing or not the one this version ships."""
+    from catalog.crop_source import CropSource
+    from models.alignment.snapshot import align_snapshot
+    from models.pretrained import import_source
+    from models.recognition.evaluate import evaluate_recognizer
+
+    ((model, config),) = import_source(folder.db, "synthetic")
+    source = CropSource.parse(str(config["source"]))
+    assert source.template is not None
+    align_snapshot(
+        None,
+        SNAPSHOT,
+        folder.db,
+        size=int(config["size"]),
+        template=source.template,
+        source="truth",
+        progress=progress,
+    )
+    return evaluate_recognizer(model.run_id, folder.db, snapshot=SNAPSHOT, progress=progress)
+
+
+def choose_recognizer(own: Any, shipped: Any | None) -> tuple[str, str]:
+    """The run identify uses and why, measured: of the recognizer trained here
+    (``own``, its RecognitionEval) and the shipped one (None where it could not be
+    loaded), the one with the higher open-set TPIR at FPIR :data:`CHOOSE_FPIR` on the
+    demo snapshot (the trained one on a tie)."""
+    key = str(MetricName("tpir", "fpir", CHOOSE_FPIR))
+
+    def tpir(e: Any) -> float:
+        return float(e.metrics.get("open_set", {}).get(key, float("nan")))
+
+    mine = tpir(own)
+    what = f"open-set TPIR at FPIR {CHOOSE_FPIR} on this snapshot"
+    if shipped is None or not tpir(shipped) > (mine if mine == mine else -1.0):
+        other = "" if shipped is None else f", the shipped one's {tpir(shipped):.3f}"
+        return own.run_id, f"identify uses {own.run_id}, trained here ({what} {mine:.3f}{other})"
+    return shipped.run_id, (
+        f"identify uses {shipped.run_id}, the recognizer shipped with celebcat (trained "
+        f"beforehand on synthetic people no demo draws): {what} {tpir(shipped):.3f}, "
+        f"against {mine:.3f} for the one trained here in the demo's seconds"
+    )
+
+
+def open_set_table(folder: DemoFolder, run_id: str, shipped: str | None = None) -> QueryResult:
+    """The run's figures (and the shipped recognizer's, where given) beside the
+    reference's, one row a figure (as ``celebcat report compare --run RUN --reference``
+    prints them)."""
     from catalog.info import QueryResult
     from catalog.reports import compare_runs
 
-    table = compare_runs(folder.db, [run_id], reference=True)
-    names = ["ours" if r[0] == run_id else r[0].removeprefix("reference: ") for r in table.rows]
+    runs = [run_id] + ([shipped] if shipped else [])
+    table = compare_runs(folder.db, runs, reference=True)
+    own = {run_id: "ours", shipped: "shipped"}
+    names = [own.get(r[0]) or r[0].removeprefix("reference: ") for r in table.rows]
     rows = [(c, *(r[i] for r in table.rows)) for i, c in enumerate(table.columns) if i >= 4]
-    keep = [k for k, name in enumerate(names) if name in ("ours", "softmax CE", "ArcFace")]
+    keep = [
+        k for k, name in enumerate(names) if name in ("ours", "shipped", "softmax CE", "ArcFace")
+    ]
     return QueryResult(
-        ["figure", *(f"reference {names[k]}" if names[k] != "ours" else "ours" for k in keep)],
+        [
+            "figure",
+            *(
+                names[k] if names[k] in ("ours", "shipped") else f"reference {names[k]}"
+                for k in keep
+            ),
+        ],
         [
             (r[0], *(r[k + 1] for k in keep))
             for r in rows
@@ -444,12 +515,20 @@ def train_detector(
     return DetectorOutcome(run.run_id, run.epochs_done, test.metrics)
 
 
-def build_gallery(folder: DemoFolder, recognizer_run: str, plan: Plan, *, seed: int = 0) -> Any:
+def build_gallery(
+    folder: DemoFolder,
+    recognizer_run: str,
+    plan: Plan,
+    *,
+    seed: int = 0,
+    landmark_run: str | None = None,
+) -> Any:
     """Step 10: gallery :data:`GALLERY` from the snapshot's query split
     (the held-out people, never trained on), replacing an earlier demo's; faces from
-    the catalog's boxes, aligned with the landmark run the recognizer's crops used.
-    Calibrated on the snapshot's other held-out people except those the group photo
-    shows, so the photo's strangers are people the calibration never saw."""
+    the catalog's boxes, aligned with ``landmark_run`` (default: the landmark run the
+    recognizer's crops used), as the photo's faces will be. Calibrated on the
+    snapshot's other held-out people except those the group photo shows, so the
+    photo's strangers are people the calibration never saw."""
     from models.pipeline.identify import add_gallery
 
     _, strangers = photo_people(folder, plan, seed=seed)
@@ -461,6 +540,7 @@ def build_gallery(folder: DemoFolder, recognizer_run: str, plan: Plan, *, seed: 
         split="query",
         replace=True,
         unseen=[str(i) for i in strangers],
+        landmark_run=landmark_run,
     )
 
 
@@ -474,11 +554,18 @@ class DemoIdentify:
 
 
 def identify_photo(
-    folder: DemoFolder, plan: Plan, recognizer_run: str, detector_run: str, *, seed: int = 0
+    folder: DemoFolder,
+    plan: Plan,
+    recognizer_run: str,
+    detector_run: str,
+    *,
+    seed: int = 0,
+    landmark_run: str | None = None,
 ) -> DemoIdentify:
     """Step 11: the group photo (:func:`group_photo`), its faces found by the
-    trained detector, named against the gallery at its calibrated threshold for
-    ``plan.fpir``, drawn to ``folder.identified`` and checked against the truth."""
+    trained detector, aligned with ``landmark_run`` (as :func:`build_gallery`'s), named
+    against the gallery at its calibrated threshold for ``plan.fpir``, drawn to
+    ``folder.identified`` and checked against the truth."""
     from models.pipeline.identify import draw_faces, identify
     from models.pipeline.report import identify_rows
 
@@ -489,6 +576,7 @@ def identify_photo(
         folder.db,
         run=recognizer_run,
         detector=f"run:{detector_run}",
+        landmark_run=landmark_run,
         fpir=plan.fpir,
     )
     draw_faces(result.images[0], result.faces, folder.identified)
@@ -691,12 +779,20 @@ def _train(screen: Screen, folder: DemoFolder, plan: Plan, clock: StepClock, see
     screen.rule("8. evaluate: test and open-set figures")
     with clock.step("evaluate recognizer"), screen.stages() as stages:
         evaluated = evaluate(folder, rec.run_id, progress=stages)
-    figures = open_set_table(folder, rec.run_id)
+        shipped = None
+        try:
+            shipped = evaluate_shipped(folder, progress=stages)
+        except PretrainedError as err:
+            screen.note(f"the shipped recognizer is left out: {err}")
+    figures = open_set_table(folder, rec.run_id, shipped.run_id if shipped else None)
     screen.table(
         figures.columns,
         figures.rows,
-        title="ours (synthetic data, CPU backbone) beside the reference's (real CelebA, ResNet-50)",
+        title="ours (trained here), the shipped recognizer (trained beforehand on synthetic "
+        "people), the reference's (real CelebA, ResNet-50)",
     )
+    identify_run, why = choose_recognizer(evaluated, shipped)
+    screen.line(why)
     screen.rule("9. train the face detector (CenterNet, the catalog's boxes)")
     with clock.step("train detector"), screen.bars() as bar:
         det = train_detector(
@@ -715,7 +811,7 @@ def _train(screen: Screen, folder: DemoFolder, plan: Plan, clock: StepClock, see
     )
     screen.rule("10. gallery: the held-out query people")
     with clock.step("gallery"):
-        built = build_gallery(folder, rec.run_id, plan, seed=seed)
+        built = build_gallery(folder, identify_run, plan, seed=seed, landmark_run=landmarks.run_id)
     g = built.gallery
     screen.line(
         f"gallery {g.name}: {g.n_identities} people, {g.n_images} images "
@@ -723,7 +819,9 @@ def _train(screen: Screen, folder: DemoFolder, plan: Plan, clock: StepClock, see
     )
     screen.rule("11. identify the faces of a group photo")
     with clock.step("identify"):
-        found = identify_photo(folder, plan, rec.run_id, det.run_id, seed=seed)
+        found = identify_photo(
+            folder, plan, identify_run, det.run_id, seed=seed, landmark_run=landmarks.run_id
+        )
     screen.line(
         f"photo {folder.photo}: {len(found.photo.faces)} people; {found.result.threshold.explain()}"
     )
@@ -745,30 +843,49 @@ def _train(screen: Screen, folder: DemoFolder, plan: Plan, clock: StepClock, see
     screen.rule("12. report")
     with clock.step("report"):
         page, notes = write_report(
-            folder, plan, landmarks.run_id, rec.run_id, found, clock.table(), det
+            folder, plan, landmarks.run_id, identify_run, found, clock.table(), det
         )
     for note in notes:
         screen.note(note)
     timings = clock.table()  # now with the report's own step
     screen.table(timings.columns, timings.rows, title="time per step")
-    screen.line(f"\n{summary(aligned, evaluated, found)}")
+    used = shipped if identify_run != rec.run_id else None
+    screen.line(f"\n{summary(aligned, evaluated, found, used)}")
     screen.line(f"Report: {page.resolve()} (one file: open it in a browser)")
 
 
-def summary(aligned: Any, evaluated: Any, found: DemoIdentify) -> str:
+def summary(aligned: Any, evaluated: Any, found: DemoIdentify, used: Any | None = None) -> str:
     """The demo's last word: the landmarks' test NME, the recognizer's test top-1 and
     open-set TPRs (``aligned``: step 6's AlignResult, ``evaluated``: step 8's
-    RecognitionEval) and how the group photo's faces (step 11) were answered."""
+    RecognitionEval), the shipped recognizer's open-set TPRs where identify used it
+    (``used``: its RecognitionEval) and how the group photo's faces (step 11) were
+    answered."""
     right = sum(r.right for r in found.rows)
-    known = [r for r in found.rows if r.role == "gallery" and r.named is not None]
-    closest = sum(r.closest == str(r.identity) for r in known)
+    known = [r for r in found.rows if r.role == "gallery"]
+    strangers = [r for r in found.rows if r.role != "gallery"]
+    named = sum(r.right for r in known)
+    unknown = sum(r.right for r in strangers)
+    found_known = [r for r in known if r.named is not None]
+    closest = sum(r.closest == str(r.identity) for r in found_known)
     test, open_set = evaluated.metrics.get("test", {}), evaluated.metrics.get("open_set", {})
+
+    def tprs(figures: dict[str, float]) -> str:
+        return (
+            f"open-set TPR {figures.get(at_fpr('tpr', 0.1), float('nan')):.3f} at FPR 0.1 and "
+            f"{figures.get(at_fpr('tpr', 0.01), float('nan')):.3f} at FPR 0.01"
+        )
+
+    shipped = (
+        ""
+        if used is None
+        else f"; the shipped recognizer identify used: {tprs(used.metrics.get('open_set', {}))}"
+    )
     return (
         f"Summary: landmarks test NME {aligned.test_metrics.get('nme', float('nan')):.4f}; "
-        f"recognizer test top-1 {test.get('top1', float('nan')):.3f}, open-set TPR "
-        f"{open_set.get(at_fpr('tpr', 0.1), float('nan')):.3f} at FPR 0.1 and "
-        f"{open_set.get(at_fpr('tpr', 0.01), float('nan')):.3f} at FPR 0.01; the photo: "
+        f"recognizer trained here: test top-1 {test.get('top1', float('nan')):.3f}, "
+        f"{tprs(open_set)}{shipped}; the photo: "
         f"{sum(r.named is not None for r in found.rows)} of {len(found.rows)} faces found, "
-        f"{right} answered right; the closest gallery person of {closest} of the "
-        f"{len(known)} gallery people found was themselves."
+        f"{right} answered right: {named} of the {len(known)} gallery people named, "
+        f"{unknown} of the {len(strangers)} strangers called unknown; the closest gallery "
+        f"person of {closest} of the {len(found_known)} gallery people found was themselves."
     )

@@ -1,5 +1,6 @@
-"""Pretrained models as runs of the catalog: models trained elsewhere, on real faces,
-whose weights ship inside a package from the registry (nothing is ever downloaded).
+"""Pretrained models as runs of the catalog: models trained elsewhere, whose weights ship
+inside a package from the registry (nothing is ever downloaded): dlib's, trained on
+real faces, and our own recognizer trained on synthetic faces, shipped in this package.
 
 ``celebcat runs import dlib`` (:func:`import_source`) records each model of a source
 as a finished run of its kind, with a fixed id (``recognition-dlib-resnet``, ...) and
@@ -11,8 +12,10 @@ takes a run takes it, because :mod:`models.store` loads a pretrained run through
 ``recipe`` for recognizers).
 
 Sources: :data:`SOURCES` (``dlib``: :mod:`models.pretrained.dlib`, the optional extra
-``[dlib]``). Nothing here imports a source's runtime until a model is loaded, so a
-catalog without the extra lists and refuses pretrained runs with one line.
+``[dlib]``; ``onnx``: one ONNX file of the user's; ``synthetic``:
+:mod:`models.pretrained.synthetic`, inside this package, needs torch). Nothing here
+imports a source's runtime until a model is loaded, so a catalog without the extra lists
+and refuses pretrained runs with one line.
 """
 
 from __future__ import annotations
@@ -86,6 +89,8 @@ class Source:
     folder: str  # the weights' folder inside that package
     extra: str
     licence: str
+    #: the distribution that ships ``package``, where its name differs
+    package_dist: str | None = None
 
     def code(self) -> Any:
         return importlib.import_module(f"models.pretrained.{self.module}")
@@ -118,6 +123,17 @@ SOURCES: dict[str, Source] = {
         folder="",
         extra="onnx",
         licence="the file's own (its authors say)",
+    ),
+    "synthetic": Source(
+        "synthetic",
+        module="synthetic",
+        runtime="torch",
+        runtime_dist="torch",
+        package="models.pretrained",
+        folder="weights",
+        extra="torch",
+        licence="MIT (celeba-catalog's own weights)",
+        package_dist="celeba-catalog",
     ),
 }
 
@@ -207,7 +223,8 @@ def run_config(model: PretrainedModel, path: Path | None) -> dict[str, Any]:
             "sha256": None if path is None else sha256(path),
             "package": None
             if source.package is None
-            else f"{source.package} {_version(source.package) or '?'}",
+            else f"{source.package_dist or source.package} "
+            f"{_version(source.package_dist or source.package) or '?'}",
             "runtime": f"{source.runtime_dist} {_version(source.runtime_dist) or '?'}",
             "licence": model.licence,
         },
