@@ -16,9 +16,12 @@ Run:  python bench/ingest.py [--scan-files 202599] [--repeat 3]
    load from other processes on the machine falls on all alike.
    Targets: ours under 1 s on 2 cores, at most 1.5x pandas (issue 2), at or below
    pandas' time (issue 20), at least 10x faster than torchvision. Last measured
-   (--repeat 5 --skip-scan, 2 cores under another job's load, old and new code in
-   turns): first ingest 1.99-2.03x pandas (2.47-2.64x before the fixed-width try),
-   re-ingest 2.14-2.15x (2.74-2.79x); docs/decisions.md, "Ingest".
+   (--repeat 5 --skip-scan, 2 cores, idle): first ingest 0.81x pandas, re-ingest
+   1.10x (1.15-1.17x and 1.51-1.55x before numpy read the files itself and the
+   BOOLEAN columns were stored roaring; 0.72-0.75x and 0.89-0.95x with the image ids
+   also stored ZSTD, left out: a 10 % larger file, slower lookups); under another
+   job's load, where pandas keeps a whole core, 1.01-1.17x (1.76-1.98x) and
+   1.25-1.29x (2.11-2.16x) with ZSTD ids; docs/decisions.md, "Ingest".
 2. Image scan: N small JPEGs (default 202,599, cached); our header-only parallel scan
    with 1 and 2 workers vs opening each file with PIL in one loop.
 """

@@ -4,15 +4,16 @@ Two paths, one set of rules:
 
 * The fast path runs in DuckDB. Each file is read once, as whole lines (DuckDB's CSV
   reader cannot split CelebA's runs of spaces, docs/decisions.md, "Ingest"), and split
-  and cast in bulk by one ``CREATE TABLE ... AS``; the same statement checks every line
+  and cast in bulk by one ``INSERT ... SELECT``; the same statement checks every line
   (against one regular expression for its layout, or for files of closed value sets,
   by the values themselves) and leaves a NULL image_id where a line is bad, which one
   query over the new table counts. This is what makes full-size CelebA load in a
   fraction of a second. Files whose lines all have the layout of their first line
-  (the official txt files, but for identity_CelebA.txt) are tried first without the
-  split: DuckDB reads the lines as before and numpy cuts the fields at fixed byte
-  offsets (:func:`_create_fixed`); any line that does not fit makes that try give way
-  to the split, so it decides exactly what the split would.
+  (the official txt files; identity_CelebA.txt with its value right-aligned) are
+  tried first without DuckDB's reader or the split: numpy reads the lines from the
+  file and cuts the fields at fixed byte offsets (:func:`_create_fixed`); any line
+  that does not fit makes that try give way to the split, so it decides exactly what
+  the split would.
 * When the fast path finds anything wrong, :func:`find_problem` re-reads the file
   line by line in plain Python with the same rules and raises
   :class:`AnnotationError` for the first bad line, so the user learns the file, the
@@ -27,6 +28,7 @@ from __future__ import annotations
 import mmap
 import os
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +45,6 @@ from catalog.formats import (
 if TYPE_CHECKING:
     import duckdb
     import numpy as np
-    import pyarrow as pa
 
 #: What each annotation table holds, for ``celebcat schema`` and the README.
 TABLE_DOCS: dict[str, str] = {
@@ -252,14 +253,71 @@ def line_pattern(spec: FileSpec, tabs: bool = True) -> str:
     return rf"{blank}*{_ID}(?:{blank}+{value}){{{len(spec.columns)}}}{blank}*"
 
 
-def table_ddl(table: str) -> str:
-    """``CREATE TABLE`` for one annotation table (``image_id`` unique by ingest's check)."""
+#: How the columns of the annotation tables are compressed in the catalog file, where
+#: the database offers it (DuckDB's storage of 1.2 and later; elsewhere DuckDB chooses).
+#: Left to choose, DuckDB tries every method on every column at commit and keeps the
+#: smallest: for the BOOLEAN attribute columns mostly bit packing, where roaring alone
+#: takes half the commit time in a smaller file. The image ids keep DuckDB's choice
+#: (DICT_FSST): ZSTD would save 0.02 s a table once, at ingest, for a file 10 % larger
+#: and point lookups by image_id 1.6x slower every time (docs/decisions.md, "Ingest").
+#: Keyed by column name or by type.
+_COMPRESSION: dict[str, str] = {"BOOLEAN": "roaring"}
+
+
+def table_ddl(
+    table: str, name: str | None = None, *, nullable: bool = False, compression: bool = False
+) -> str:
+    """``CREATE TABLE`` for one annotation table (``image_id`` unique by ingest's check),
+    named ``name`` (default ``table``). ``nullable``: without NOT NULL, for a load whose
+    bad lines show as NULLs until they are counted; ``compression``: with
+    :data:`_COMPRESSION`, which older storage versions refuse (:func:`create_table`)."""
     kind = {"attributes": "attr", "partitions": "partition"}.get(table, "int")
     sql_type = _VALUE_SQL_TYPES[kind]
-    cols = [f'"{c}" {sql_type} NOT NULL' for c in ANNOTATION_TABLES[table]]
+    null = "" if nullable else " NOT NULL"
+
+    def using(key: str) -> str:
+        method = _COMPRESSION.get(key) if compression else None
+        return f" USING COMPRESSION {method}" if method else ""
+
+    cols = [f"image_id VARCHAR{null}{using('image_id')}"]
+    cols += [f'"{c}" {sql_type}{null}{using(sql_type)}' for c in ANNOTATION_TABLES[table]]
     if table == "partitions":
-        cols.append("partition_name VARCHAR NOT NULL")
-    return f"CREATE TABLE {table} (image_id VARCHAR NOT NULL, {', '.join(cols)})"
+        cols.append(f"partition_name VARCHAR{null}")
+    return f"CREATE TABLE {name or table} ({', '.join(cols)})"
+
+
+def create_table(
+    con: duckdb.DuckDBPyConnection, table: str, name: str | None = None, *, nullable: bool = False
+) -> None:
+    """Create the annotation table ``table`` as ``name`` (:func:`table_ddl`), with
+    :data:`_COMPRESSION` where the database takes it, else with DuckDB's own choice."""
+    con.execute(
+        table_ddl(table, name, nullable=nullable, compression=_takes_compression(con, table, name))
+    )
+
+
+def _takes_compression(con: duckdb.DuckDBPyConnection, table: str, name: str | None) -> bool:
+    """Whether the database of ``name`` takes :data:`_COMPRESSION` (a catalog of an
+    older storage version refuses roaring). Asked with a table created and
+    rolled back on a cursor of its own: a refused CREATE aborts the transaction it
+    runs in, which must not be the caller's. (About 0.3 ms.)"""
+    import duckdb
+
+    database = (name or table).rpartition(".")[0]
+    probe = f"_celebcat_probe_{uuid.uuid4().hex}"  # of its own: loads probe side by side
+    probe = f"{database}.{probe}" if database else probe
+    cursor = con.cursor()
+    try:
+        cursor.execute("BEGIN TRANSACTION")
+        try:
+            cursor.execute(table_ddl(table, probe, compression=True))
+        except duckdb.BinderException:  # "Can't compress ... using ...": DuckDB chooses
+            return False
+        finally:
+            cursor.execute("ROLLBACK")
+    finally:
+        cursor.close()
+    return True
 
 
 def _select_sql(spec: FileSpec, columns: tuple[str, ...], lines: str, tabs: bool) -> str:
@@ -355,8 +413,8 @@ def _load_fast(
     """The fast path of :func:`load_annotation`: create ``table``; return its rows and
     how many of its image ids are repeats.
 
-    Each file is read once: one ``CREATE TABLE ... AS`` reads, checks, splits and
-    casts (:func:`_select_sql`), and one query over the new table counts its rows, its
+    Each file is read once: one ``INSERT ... SELECT`` reads, checks, splits and casts
+    (:func:`_select_sql`), and one query over the new table counts its rows, its
     bad lines (NULL image_id or value) and its repeated ids. (The integer files used
     to be read twice, a regex pass and then the load, and every table scanned again
     for duplicates: this takes 10-15% off the integer files' load, ``python
@@ -366,7 +424,8 @@ def _load_fast(
     fixed-width (:func:`_looks_fixed`) is tried before both without any split
     (:func:`_create_fixed`), which leaves the split to decide on any line that does
     not fit; what follows the table's creation (the check query, the line-end checks)
-    is the same for every try.
+    is the same for every try, but that the check query is not needed where every
+    line fit and the ids are in ascending order (no bad line, no repeated id).
     """
     # chr(1) as the delimiter: a control character, which no line may hold, so each
     # line is one field. A line holding it in the middle makes the reader raise (the
@@ -410,12 +469,18 @@ def _load_fast(
         tries = ["fixed", "spaces", "tabs"] if _looks_fixed(spec, path) else ["spaces", "tabs"]
     for how in tries:
         if how == "fixed":
-            if not _create_fixed(con, spec, table, preamble.columns, lines, source):
+            made = _create_fixed(con, spec, table, path, preamble.columns)
+            if made is None:
                 continue  # a line does not fit the first line's layout: the split decides
+            # every line fit: none is bad or blank, and ids in ascending order are unique
+            rows, ascending = made
+            counts = (rows, 0, 0, 0) if ascending else con.execute(check).fetchone()
         else:
             select = _select_sql(spec, preamble.columns, lines, tabs=how == "tabs")
-            con.execute(f"CREATE TABLE {table} AS {select}", source)
-        rows, bad, dupes, spaces = con.execute(check).fetchone()
+            create_table(con, spec.table, table, nullable=True)
+            con.execute(f"INSERT INTO {table} {select}", source)
+            counts = con.execute(check).fetchone()
+        rows, bad, dupes, spaces = counts
         if not searched:
             searched = True
             if _line_end_slipped(path, new_line, spaces > 0):
@@ -432,37 +497,45 @@ def _load_fast(
 
 
 # ---------------------------------------------------------------------------
-# Fast path, fixed-width txt files (numpy over DuckDB's lines)
+# Fast path, fixed-width txt files (numpy over the file's bytes)
 # ---------------------------------------------------------------------------
 #
 # The official txt files (and the synthetic writer's) are fixed-width: every data line
 # is as long as the first and has its fields at the same byte offsets ("000001.jpg -1
 # 1 ..." with each attribute in 3 characters, boxes and landmarks right-aligned in 5).
-# Such lines need no split: DuckDB reads them exactly as for the split (the same
-# ``lines`` query, with every quirk of the line reader handled there), hands them to
-# numpy as one Arrow buffer, and numpy checks and cuts all of them at the first line's
-# field offsets at once. The attribute file loads in under half the split's CPU
+# Such lines need no split: numpy reads the data lines straight from the file as rows
+# of bytes, checks them all at the first line's field offsets at once and cuts the
+# values there. The attribute file loads in under half the split's CPU
 # (docs/decisions.md, "Ingest"). Cutting with DuckDB's substr() instead was slower
 # than the split (0.73 s against 0.48 s): substr() walks the UTF-8 from the line's
-# start on every call.
+# start on every call; reading the lines with DuckDB's reader for numpy, as this try
+# first did, cost more than numpy's own read (0.039-0.057 s against 0.007-0.019 s for
+# the attribute file).
 #
-# A line fits when it is as long as the first (in bytes), its image id is printable
-# ASCII without spaces or commas (a subset of _ID), and each value field is spaces
-# then one value in the grammar of _VALUE_PATTERNS (right-aligned, at least one space
-# before it). Such a line matches line_pattern(); its fields are the split's tokens
-# and its values theirs. Any line that does not fit (blank-ish, tabs, non-ASCII,
-# shifted, another length, a value out of the grammar) makes the whole try give way
-# to the split, which loads or refuses the file as it always did.
+# A line fits when it is as long as the first (in bytes) and ends as it does, its
+# image id is printable ASCII without spaces or commas (a subset of _ID), and each
+# value field is spaces then one value in the grammar of _VALUE_PATTERNS (right-
+# aligned, at least one space before it). Such a line is ASCII without control
+# characters, which DuckDB's line reader reads as it is; it matches line_pattern(),
+# and its fields are the split's tokens and its values theirs. Files of one value per
+# line whose lines differ in length (identity_CelebA.txt: the identity has 1 to 5
+# digits) fit the same way with the value right-aligned in the rest of the line
+# (:func:`_ragged_columns`). Any line that does not fit (blank-ish, tabs, non-ASCII,
+# shifted, another length, another line end, a value out of the grammar) makes the
+# whole try give way to the split, which loads or refuses the file as it always did.
 
 _SPACE, _PLUS, _MINUS, _ZERO = (ord(c) for c in " +-0")
 
 
 def _looks_fixed(spec: FileSpec, path: Path) -> bool:
-    """Whether ``path`` may be fixed-width: its size after the preamble is a whole
-    number of lines as long as its first data line (the last one may lack its line
-    end). A guess from one line, so that files of lines of varying length
-    (identity_CelebA.txt) are not read twice; :func:`_create_fixed` checks every line.
+    """Whether ``path`` may be fixed-width: it has one value per line (then its lines
+    may differ in length, :func:`_ragged_columns`), or its size after the preamble is
+    a whole number of lines as long as its first data line (the last one may lack its
+    line end). A guess from one line, so that other files of lines of varying length
+    are not read twice; :func:`_create_fixed` checks every line.
     """
+    if len(spec.columns) == 1:
+        return True
     with open(path, "rb") as f:
         start, raw = 0, b""
         for _ in range(spec.first_data_line):
@@ -514,64 +587,87 @@ def _fixed_values(kind: str, block: np.ndarray, width: int) -> np.ndarray | None
         if not (digit[:, last] < 3).all():
             return None
         return digit[:, last].astype(np.int8)
-    # kind "int": ' +[+-]?[0-9]{1,9}', which is: a space first, a digit last, nothing
-    # but spaces, signs and digits, and a space before every space or sign but a
-    # field's first
-    is_minus = block == _MINUS
-    is_sign = is_minus | (block == _PLUS)
-    after_space = (np.arange(1, block.shape[1]) % width != 0) & ~is_space[:, :-1]
-    if not (
-        is_space[:, ::width].all()
-        and is_digit[:, last].all()
-        and (is_space | is_sign | is_digit).all()
-        and not ((is_space | is_sign)[:, 1:] & after_space).any()
-    ):
+    # kind "int": ' +[+-]?[0-9]{1,9}', which is: a space first, a digit last, and (below)
+    if not (is_space[:, ::width].all() and is_digit[:, last].all()):
         return None
+    is_minus = None
+    if (is_space | is_digit).all():
+        # no signs (the official files have none): spaces then digits, which is a digit
+        # followed by a space nowhere but where a field ends and the next begins (a
+        # third of the checks below, for a landmark file 18 ms against 51)
+        if np.count_nonzero(is_digit[:, :-1] & is_space[:, 1:]) != len(block) * (fields - 1):
+            return None
+    else:
+        # nothing but spaces, signs and digits, and a space before every space or sign
+        # but a field's first
+        is_minus = block == _MINUS
+        is_sign = is_minus | (block == _PLUS)
+        after_space = (np.arange(1, block.shape[1]) % width != 0) & ~is_space[:, :-1]
+        if not (
+            (is_space | is_sign | is_digit).all()
+            and not ((is_space | is_sign)[:, 1:] & after_space).any()
+        ):
+            return None
     if width > 10 and (is_digit.reshape(-1, width).sum(axis=1) > 9).any():
         return None  # more than 9 digits (narrower fields cannot hold them)
     digit *= is_digit  # spaces and the sign count as 0 (np.where is 20x slower here)
     values = np.zeros((block.shape[0], fields), np.int32)  # 9 digits fit
-    negative = np.zeros(values.shape, bool)
     for k in range(width):
         values *= 10
         values += digit[:, k::width]
-        negative |= is_minus[:, k::width]
-    np.negative(values, out=values, where=negative)
+    if is_minus is not None:
+        negative = np.zeros(values.shape, bool)
+        for k in range(width):
+            negative |= is_minus[:, k::width]
+        np.negative(values, out=values, where=negative)
     return values
 
 
-def _fixed_batch(
-    kind: str, fields: list[tuple[int, int]], lines: pa.Array
-) -> pa.RecordBatch | None:
-    """``lines`` (an Arrow string array) cut at ``fields``: a batch of ``image_id`` and
-    ``v0``, ``v1``, ... (the values in file order); None unless every line fits."""
+def _fixed_lines(spec: FileSpec, path: Path) -> np.ndarray | None:
+    """The data lines of ``path`` as rows of bytes, ``lines[line, byte]``, their line
+    ends off; None unless every line is as long as the first data line and ends as it
+    does (the last one may lack its line end). Read straight from the file: the
+    preamble before them was checked by :func:`read_preamble` and
+    :func:`_preamble_end_differs`, so they start where DuckDB's reader, skipping it,
+    would start, and lines of ASCII that end alike are lines that reader reads as they
+    are."""
     import numpy as np
-    import pyarrow as pa
 
-    if pa.types.is_string(lines.type):
-        offset_type: type[np.integer] = np.int32
-    elif pa.types.is_large_string(lines.type):
-        offset_type = np.int64
-    else:  # another string layout of another pyarrow or DuckDB: the split does it
+    with open(path, "rb") as f:
+        start, raw = 0, b""
+        for _ in range(spec.first_data_line):
+            start = f.tell()
+            raw = f.readline(MAX_LINE_BYTES)
+        if not raw.endswith(b"\n"):  # no data line, one without a line end, or too long
+            return None
+        end = b"\r\n" if raw.endswith(b"\r\n") else b"\n"
+        width, length = len(raw), len(raw) - len(end)
+        n, rest = divmod(os.fstat(f.fileno()).st_size - start, width)
+        if not length or rest not in (0, length):
+            return None
+        data = bytearray((n + (rest > 0)) * width)
+        f.seek(start)
+        if f.readinto(data) != n * width + rest:
+            return None  # the file changed meanwhile
+    if rest:
+        data[-len(end) :] = end  # the last line's missing end, so that all rows are alike
+    lines = np.frombuffer(data, np.uint8).reshape(-1, width)
+    if not (lines[:, length:] == np.frombuffer(end, np.uint8)).all():
         return None
-    n, length = len(lines), fields[-1][1]
-    if lines.null_count:
+    return lines[:, :length]
+
+
+def _fixed_columns(
+    kind: str, fields: list[tuple[int, int]], lines: np.ndarray
+) -> tuple[np.ndarray, list[np.ndarray]] | None:
+    """``lines`` (:func:`_fixed_lines`) cut at ``fields``: the image ids (one row of
+    bytes each, a copy) and the values in file order; None unless every line fits."""
+    import numpy as np
+
+    ids = np.ascontiguousarray(lines[:, : fields[0][1]])  # checked whole: faster
+    if not _printable_ids(ids):
         return None
-    _, offsets_buffer, data_buffer = lines.buffers()
-    offsets = np.frombuffer(
-        offsets_buffer, offset_type, n + 1, lines.offset * np.dtype(offset_type).itemsize
-    )
-    if not (np.diff(offsets) == length).all():
-        return None
-    data = np.frombuffer(data_buffer, np.uint8, n * length, int(offsets[0])).reshape(n, length)
-    id_end = fields[0][1]
-    ids = data[:, :id_end]
-    if not ((ids > _SPACE) & (ids < 0x7F) & (ids != ord(","))).all():
-        return None
-    # the ids as one Arrow array over a copy of their bytes (64-bit offsets: any size)
-    id_offsets = np.arange(n + 1, dtype=np.int64) * id_end
-    id_buffers = [None, pa.py_buffer(id_offsets), pa.py_buffer(ids.copy())]
-    columns = [pa.Array.from_buffers(pa.large_string(), n, id_buffers)]
+    values: list[np.ndarray] = []
     # value fields in runs of one width, each run checked and cut in one block
     k = 1
     while k < len(fields):
@@ -579,54 +675,112 @@ def _fixed_batch(
         run = 1
         while k + run < len(fields) and fields[k + run][1] - fields[k + run][0] == end - start:
             run += 1
-        values = _fixed_values(kind, data[:, start : start + run * (end - start)], end - start)
-        if values is None:
+        block = _fixed_values(kind, lines[:, start : start + run * (end - start)], end - start)
+        if block is None:
             return None
-        columns += [pa.array(values[:, j]) for j in range(run)]
+        values += [block[:, j] for j in range(run)]
         k += run
-    return pa.RecordBatch.from_arrays(
-        columns, ["image_id", *(f"v{j}" for j in range(len(fields) - 1))]
-    )
+    return ids, values
+
+
+def _printable_ids(ids: np.ndarray) -> bool:
+    """Whether the image ids (rows of bytes) are printable ASCII without spaces or
+    commas (a subset of _ID)."""
+    return bool(((ids > _SPACE) & (ids < 0x7F) & (ids != ord(","))).all())
+
+
+#: The widest value field :func:`_ragged_columns` takes (spaces included); a file with
+#: a longer line is left to the split, rather than cut into a block that large.
+_MAX_RAGGED = 32
+
+
+def _ragged_columns(spec: FileSpec, path: Path) -> tuple[np.ndarray, list[np.ndarray]] | None:
+    """A file of one value per line whose lines differ in length, as
+    :func:`_fixed_columns` gives a fixed-width one: every line is an image id as long
+    as the first line's, then the value with the spaces before it, right-aligned at the
+    line's end (the rest of each line is taken as one value field as wide as the
+    longest, with spaces before its start). None unless every line fits: it ends as the
+    first line does, its id is printable, a space follows it, the field is spaces
+    then a value of ``spec.kind``, and no field is over :data:`_MAX_RAGGED` bytes.
+    The preamble is skipped as :func:`_fixed_lines` skips it."""
+    import numpy as np
+
+    with open(path, "rb") as f:
+        for _ in range(spec.first_data_line - 1):
+            f.readline(MAX_LINE_BYTES)
+        data = np.frombuffer(f.read(), np.uint8)
+    if not len(data):
+        return None
+    breaks = np.flatnonzero(data == ord("\n"))
+    starts = np.append(0, breaks + 1)
+    ends = np.append(breaks, len(data))  # the last line may lack its line end
+    if data[-1] == ord("\n"):
+        starts, ends = starts[:-1], ends[:-1]
+    if breaks.size and breaks[0] and data[breaks[0] - 1] == ord("\r"):  # CR LF files
+        if not (data[breaks - 1] == ord("\r")).all():
+            return None
+        ends[: len(breaks)] -= 1  # a CR anywhere else is in a line: not printable
+    fields = _fixed_fields(data[starts[0] : ends[0]].tobytes(), 1)
+    if fields is None:
+        return None
+    id_end = fields[0][1]
+    width = int((ends - starts).max()) - id_end
+    if (ends - starts <= id_end).any() or width > _MAX_RAGGED:
+        return None  # a line too short for an id and a value (a blank one), or too long
+    ids = data[starts[:, None] + np.arange(id_end)]
+    if not (_printable_ids(ids) and (data[starts + id_end] == _SPACE).all()):
+        return None
+    at = ends[:, None] + np.arange(-width, 0)
+    block = data[np.maximum(at, 0)]
+    block[at < (starts + id_end)[:, None]] = _SPACE  # before the value's line: spaces
+    values = _fixed_values(spec.kind, block, width)
+    return None if values is None else (ids, [values[:, 0]])
+
+
+def _ascending(ids: np.ndarray) -> bool:
+    """Whether the image ids (rows of bytes, all of one length) are in strictly
+    ascending order, as in every official file: then no id is repeated."""
+    import numpy as np
+
+    keys = ids.view(f"S{ids.shape[1]}").ravel()  # no NUL bytes in them: compared whole
+    return bool(np.all(keys[1:] > keys[:-1]))
 
 
 def _create_fixed(
     con: duckdb.DuckDBPyConnection,
     spec: FileSpec,
     table: str,
+    path: Path,
     columns: tuple[str, ...],
-    lines: str,
-    source: list[object],
-) -> bool:
+) -> tuple[int, bool] | None:
     """Create ``table`` from a fixed-width txt file, as :func:`_select_sql` would, but
     with the fields cut at the first line's byte offsets in numpy rather than split in
-    DuckDB; False, having created nothing, where any line does not fit (see above).
-
-    ``lines`` and ``source``: the fast path's query of the data lines and its
-    parameters, the same as the split reads.
-    """
-    import duckdb
+    DuckDB; None, having created nothing, where any line does not fit (see above).
+    Else its rows, and whether its ids are in ascending order (so none is repeated,
+    and no query needs to count them)."""
+    import numpy as np
     import pyarrow as pa
 
-    from catalog.db import is_interrupt
-
-    try:
-        read = con.sql(f"SELECT line FROM {lines}", params=source).to_arrow_table()
-    except duckdb.Error as exc:  # the split reads the same and reports it
-        if is_interrupt(exc):
-            raise
-        return False
-    chunks = [c for c in read.column(0).chunks if len(c)]
-    if not chunks:
-        return False
-    fields = _fixed_fields(chunks[0][0].as_py().encode(), len(columns))
-    if fields is None:
-        return False
-    batches = []
-    for chunk in chunks:
-        batch = _fixed_batch(spec.kind, fields, chunk)
-        if batch is None:
-            return False
-        batches.append(batch)
+    lines = _fixed_lines(spec, path)
+    cut = None
+    if lines is not None:
+        fields = _fixed_fields(lines[0].tobytes(), len(columns))
+        cut = None if fields is None else _fixed_columns(spec.kind, fields, lines)
+    elif len(columns) == 1:
+        cut = _ragged_columns(spec, path)
+    if cut is None:
+        return None
+    ids, values = cut
+    n, id_end = ids.shape
+    # the ids as one Arrow array over their bytes (64-bit offsets: any size)
+    id_offsets = np.arange(n + 1, dtype=np.int64) * id_end
+    id_array = pa.Array.from_buffers(
+        pa.large_string(), n, [None, pa.py_buffer(id_offsets), pa.py_buffer(ids)]
+    )
+    arrow = pa.Table.from_arrays(
+        [id_array, *(pa.array(v) for v in values)],
+        ["image_id", *(f"v{j}" for j in range(len(values)))],
+    )
     sql_type = _VALUE_SQL_TYPES[spec.kind]
     exprs = ["image_id"]
     exprs += [
@@ -635,10 +789,11 @@ def _create_fixed(
     if spec.table == "partitions":
         case = " ".join(f"WHEN {k} THEN '{v}'" for k, v in PARTITION_NAMES.items())
         exprs.append(f"CASE v0 {case} END AS partition_name")
+    create_table(con, spec.table, table, nullable=True)
     # a relation over the Arrow data, not a registered view: a view would have to be
     # dropped again, which an interrupted (aborted) transaction refuses
-    con.from_arrow(pa.Table.from_batches(batches)).project(", ".join(exprs)).create(table)
-    return True
+    con.from_arrow(arrow).project(", ".join(exprs)).insert_into(table)
+    return n, _ascending(ids)
 
 
 def _preamble_end_differs(path: Path, skip: int) -> bool:

@@ -296,12 +296,20 @@ class _Counting:
     def from_arrow(self, data: object) -> duckdb.DuckDBPyRelation:
         return self.con.from_arrow(data)
 
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        return self.con.cursor()
 
+
+@pytest.mark.parametrize("fixed", [True, False], ids=["fixed-width", "split"])
 @pytest.mark.parametrize("name", ["list_attr_celeba.txt", "list_bbox_celeba.txt"])
-def test_a_good_file_is_read_once(small_celeba: Path, name: str) -> None:
+def test_a_good_file_is_read_once(
+    small_celeba: Path, monkeypatch: pytest.MonkeyPatch, name: str, fixed: bool
+) -> None:
+    # by one DuckDB statement (the split), or by numpy alone (a fixed-width file)
+    monkeypatch.setattr(parser, "_looks_fixed", lambda *_: fixed)
     con = _Counting(duckdb.connect())
     assert load_annotation(con, AnnotationFile(SPECS[name], small_celeba / name), "t") == 3
-    assert con.reads == 1
+    assert con.reads == (0 if fixed else 1)
 
 
 def test_tabs_in_integer_files_load_like_spaces(tmp_path: Path) -> None:
@@ -663,3 +671,138 @@ def test_a_fixed_width_file_over_several_arrow_batches(
     line = f"0139990.jpg {139_990 % 3}\n"
     bad = write(tmp_path / "bad", {spec.name: text.replace(line, line[:-2] + "5\n")})
     assert _both_ways(monkeypatch, bad / spec.name, spec)[:2] == ("error", 139_991)
+
+
+@pytest.mark.parametrize("spec", [ATTR_SPEC, BBOX_SPEC], ids=lambda s: s.name)
+def test_ids_out_of_order_in_a_fixed_width_file_are_counted_by_a_query(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec: FileSpec
+) -> None:
+    # ids in ascending order need no query for repeats; others are counted as before
+    lines = _fixed_width_text(spec).split("\n")
+    first = spec.first_data_line - 1
+    lines[first], lines[first + 2] = lines[first + 2], lines[first]  # unique, unordered
+    path = write(tmp_path / "unique", {spec.name: "\n".join(lines)}) / spec.name
+    outcome = _both_ways(monkeypatch, path, spec)
+    assert outcome[2] and outcome[1][0][0] == "000003.jpg"  # taken, in file order
+    lines[first + 1] = lines[first + 1].replace("000002.jpg", "000003.jpg")  # a repeat
+    path = write(tmp_path / "repeated", {spec.name: "\n".join(lines)}) / spec.name
+    assert _both_ways(monkeypatch, path, spec)[0] == "error"
+
+
+def _line_ends(text: str, how: str) -> str:
+    """A clean fixed-width file with its line ends changed."""
+    crlf = text.replace("\n", "\r\n")
+    at = text.rindex(".jpg ") + 4  # the space after the last line's id
+
+    def instead_of_the_space(ch: str) -> str:
+        return text[:at] + ch + text[at + 1 :]
+
+    return {
+        "crlf": crlf,
+        "crlf, none at the end": crlf[:-2],
+        "crlf, cut after the last CR": crlf[:-1],
+        "lf, none at the end": text[:-1],
+        "lf, a blank line at the end": text + "\n",
+        "lf, a CR LF at the end": text[:-1] + "\r\n",
+        "lf, a NUL for a space": instead_of_the_space("\x00"),
+        "lf, a CR for a space": instead_of_the_space("\r"),
+        "lf, a line end for a space": instead_of_the_space("\n"),
+    }[how]
+
+
+@pytest.mark.parametrize(
+    ("how", "taken"),
+    [
+        ("crlf", True),
+        ("crlf, none at the end", True),
+        ("crlf, cut after the last CR", False),
+        ("lf, none at the end", True),
+        ("lf, a blank line at the end", False),
+        ("lf, a CR LF at the end", False),
+        ("lf, a NUL for a space", False),
+        ("lf, a CR for a space", False),
+        ("lf, a line end for a space", False),
+    ],
+)
+def test_a_fixed_width_file_read_by_numpy_ends_its_lines_as_duckdbs_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str, taken: bool
+) -> None:
+    # numpy reads the lines straight from the file (not through DuckDB's reader): it
+    # takes only files whose lines all end alike, and otherwise leaves them to the split
+    for spec in (BBOX_SPEC, SPECS["list_eval_partition.txt"]):  # with a preamble, without
+        text = _line_ends(_fixed_width_text(spec), how)
+        path = write(tmp_path / spec.table, {spec.name: text}) / spec.name
+        outcome = _both_ways(monkeypatch, path, spec)
+        assert (outcome[0] == "rows" and outcome[2]) is taken, (spec.name, outcome)
+
+
+# --- one value per line, lines of differing length (identity_CelebA.txt) ---------------
+
+IDENTITY_SPEC = SPECS["identity_CelebA.txt"]
+#: identity_CelebA.txt as the official file spells it: one space, 1 to 5 digits.
+RAGGED = "000001.jpg 2880\n000002.jpg 7\n000003.jpg 10177\n000004.jpg 45\n"
+
+
+def test_identities_of_differing_widths_take_the_numpy_try_with_the_splits_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, {IDENTITY_SPEC.name: RAGGED}) / IDENTITY_SPEC.name
+    assert parser._looks_fixed(IDENTITY_SPEC, path)
+    outcome = _both_ways(monkeypatch, path, IDENTITY_SPEC)
+    assert outcome[2]  # the table came from the numpy try
+    assert [r[1] for r in outcome[1]] == [2880, 7, 10177, 45]  # file order
+    partitions = SPECS["list_eval_partition.txt"]  # the other file of one value a line
+    text = "000001.jpg 0\n000002.jpg  1\n000003.jpg   2\n"
+    path = write(tmp_path / "p", {partitions.name: text}) / partitions.name
+    outcome = _both_ways(monkeypatch, path, partitions)
+    assert outcome[2] and [r[1:] for r in outcome[1]] == [(0, "train"), (1, "valid"), (2, "test")]
+
+
+# (taken, old, new, ...): damage to RAGGED, and whether the numpy try takes the file;
+# it must take exactly what the split takes (then the same table), or give way (then
+# the split loads or refuses the file: its error)
+RAGGED_DAMAGE = [
+    (True, "\n", "\r\n"),  # CR LF throughout: good
+    (False, "000002.jpg 7\n", "000002.jpg 7\r\n"),  # one CR LF among LFs
+    (False, "000002.jpg 7\n", "000002.jpg 7\r"),  # a CR alone
+    (True, "000002.jpg 7", "000002.jpg    7"),  # more spaces: good
+    (False, "000002.jpg 7", "000002.jpg\t7"),  # a tab: good for the split
+    (False, "000002.jpg 7", "000002.jpg7"),  # glued to the id
+    (False, "000002.jpg 7", "00002.jpg 7"),  # a shorter id: good for the split
+    (False, "000002.jpg 7", "0000002.jpg 7"),  # a longer id: good for the split
+    (False, "000002.jpg 7", " 000002.jpg 7"),  # a space before the id: good for the split
+    (False, "000002.jpg 7", "000002.jpg 7 "),  # a space after the value: good for the split
+    (True, "000002.jpg 7", "000002.jpg -7"),  # signed: good
+    (True, "000002.jpg 7", "000002.jpg +7"),  # good
+    (False, "000002.jpg 7", "000002.jpg 7 8"),  # a field too many
+    (False, "000002.jpg 7", "000002.jpg"),  # a field too few
+    (False, "000002.jpg 7", "000002.jpg 1.5"),
+    (True, "000002.jpg 7", "000002.jpg " + "7" * 9),  # 9 digits: good
+    (False, "000002.jpg 7", "000002.jpg " + "7" * 10),  # 10: over the grammar
+    (False, "000002.jpg 7", "000002.jpg " + "7" * 40),  # over the numpy try's widest
+    (False, "000002.jpg 7", "000002.jpg 7\n"),  # a blank line
+    (False, "000002.jpg 7", "000002.jpg 7\n "),  # a line of one space
+    (False, "000002.jpg 7", "000001.jpg 7"),  # a duplicate id (taken, then refused)
+    (False, "000002.jpg 7", "000002.jpé 7"),  # non-ASCII in the id: good for the split
+    (False, "000002.jpg 7", "000002.jpg \u0663"),  # a non-ASCII digit
+    (True, "000004.jpg 45\n", "000004.jpg 45"),  # no line end at the end: good
+    (False, "000004.jpg 45\n", "000004.jpg 45\r"),  # a CR alone at the end
+    (True, "\n", "\r\n", "000004.jpg 45\r\n", "000004.jpg 45"),  # CR LF, none at the end
+    (False, "\n", "\r\n", "000004.jpg 45\r\n", "000004.jpg 45\r"),  # cut after the CR
+    (False, "000001.jpg", "\ufeff000001.jpg"),  # a byte order mark: good for the split
+]
+
+
+@pytest.mark.parametrize("damage", RAGGED_DAMAGE, ids=[repr(d[1:]) for d in RAGGED_DAMAGE])
+def test_a_damaged_identity_file_is_taken_or_named_as_by_the_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: tuple[object, ...]
+) -> None:
+    taken, *edits = damage
+    text = RAGGED
+    for old, new in zip(edits[::2], edits[1::2], strict=True):
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / IDENTITY_SPEC.name
+    path.write_bytes(text.encode())
+    outcome = _both_ways(monkeypatch, path, IDENTITY_SPEC)
+    assert (outcome[0] == "rows" and outcome[2]) is taken

@@ -433,3 +433,117 @@ def test_a_first_ingest_killed_leaves_no_catalog_and_the_next_one_cleans_up(
     ingest(small_celeba, db, workers=1)
     assert sorted(p.name for p in db.parent.iterdir()) == ["c.duckdb"]
     assert len(_dump(db)["images"]) == 3
+
+
+# --- loads in parallel, compression, fsync ------------------------------------------------
+
+
+def test_of_two_bad_files_loading_in_parallel_the_first_in_file_order_is_named(
+    small_celeba: Path, tmp_path: Path
+) -> None:
+    # the partition file is among the smallest: it fails first in time, but the box
+    # file comes first in file order, and its error is the one reported, as loading
+    # one by one would; nothing is published
+    boxes = small_celeba / "list_bbox_celeba.txt"
+    boxes.write_text(boxes.read_text().replace("226", "2x6"))
+    part = small_celeba / "list_eval_partition.txt"
+    part.write_text(part.read_text() + "000009.jpg 7\n")
+    for workers in (1, 2, 2, 2):
+        folder = tmp_path / f"cat{workers}"
+        with pytest.raises(AnnotationError) as raised:
+            ingest(small_celeba, folder / "c.duckdb", scan_images=False, workers=workers)
+        assert raised.value.path == boxes and raised.value.line == 3, raised.value
+        assert not folder.exists() or list(folder.iterdir()) == []
+
+
+def test_files_loaded_in_parallel_make_the_catalog_one_by_one_loads_make(
+    small_celeba: Path, tmp_path: Path
+) -> None:
+    one = ingest(small_celeba, tmp_path / "one.duckdb", scan_images=False, workers=1)
+    two = ingest(small_celeba, tmp_path / "two.duckdb", scan_images=False, workers=2)
+    a, b = _dump(one.db), _dump(two.db)
+    a.pop("catalog_info"), b.pop("catalog_info")  # the run's token and time
+    assert a == b and one.rows == two.rows
+
+
+def _compression(db: Path) -> dict[tuple[str, str], set[str]]:
+    """(table, column) -> the compression of its segments, for the annotation tables."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        out: dict[tuple[str, str], set[str]] = {}
+        for table in ("attributes", "bboxes", "identities"):
+            for column, method in con.execute(
+                "SELECT column_name, compression FROM pragma_storage_info(?) "
+                "WHERE segment_type <> 'VALIDITY'",
+                [table],
+            ).fetchall():
+                out.setdefault((table, column), set()).add(method)
+        return out
+    finally:
+        con.close()
+
+
+def test_attributes_are_stored_roaring_on_both_paths(small_celeba: Path, tmp_path: Path) -> None:
+    import catalog.annotations as parser
+
+    con = duckdb.connect(str(tmp_path / "probe.duckdb"))
+    try:
+        if not parser._takes_compression(con, "attributes", None):  # before DuckDB 1.2's
+            pytest.skip("this DuckDB's storage has no roaring")  # storage
+    finally:
+        con.close()
+    db = tmp_path / "c.duckdb"
+    for _ in ("first ingest", "re-ingest"):
+        ingest(small_celeba, db, scan_images=False)
+        found = _compression(db)
+        assert found[("attributes", "Male")] == {"Roaring"}
+        assert "ZSTD" not in found[("attributes", "image_id")]  # DuckDB's choice
+        assert found[("bboxes", "width")] != {"Roaring"}  # integers: DuckDB's choice
+
+
+def test_a_compression_the_database_refuses_leaves_the_choice_to_duckdb(
+    small_celeba: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # as a catalog of an older storage version refuses roaring: the same tables,
+    # compressed as DuckDB chooses
+    import catalog.annotations as parser
+
+    monkeypatch.setattr(parser, "_COMPRESSION", {"BOOLEAN": "zstd"})  # no such for BOOLEAN
+    db = tmp_path / "c.duckdb"
+    for _ in ("first ingest", "re-ingest"):
+        ingest(small_celeba, db, scan_images=False)
+        assert "Roaring" not in _compression(db)[("attributes", "Male")]
+        assert _dump(db)["attributes"][0][0] == "000001.jpg"
+
+
+def test_a_first_ingest_syncs_only_its_final_transaction(
+    small_celeba: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    probe = duckdb.connect()
+    try:
+        if not ingest_module._without_fsync(probe):
+            pytest.skip("this DuckDB has no fsync_mode: it syncs every COMMIT")
+    finally:
+        probe.close()
+    seen: dict[str, str] = {}
+    load, fill = ingest_module.load_annotation, ingest_module._fill
+
+    def setting(con: duckdb.DuckDBPyConnection) -> str:
+        return con.execute("SELECT current_setting('fsync_mode')").fetchone()[0]
+
+    def spy_load(con, found, table=None):
+        seen[found.spec.table] = setting(con)
+        return load(con, found, table)
+
+    def spy_fill(con, *args):
+        seen["final"] = setting(con)
+        return fill(con, *args)
+
+    monkeypatch.setattr(ingest_module, "load_annotation", spy_load)
+    monkeypatch.setattr(ingest_module, "_fill", spy_fill)
+    ingest(small_celeba, tmp_path / "c.duckdb", scan_images=False)
+    assert seen.pop("final") == "STANDARD"  # the COMMIT and CHECKPOINT sync the file
+    assert set(seen.values()) == {"NONE"} and len(seen) == 6
+    seen.clear()
+    ingest(small_celeba, tmp_path / "c.duckdb", scan_images=False)  # a re-ingest: as ever
+    assert set(seen.values()) == {"STANDARD"}

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from catalog.metric_names import MetricName, at_fpr
-from models.pretrained import PretrainedError
 
 if TYPE_CHECKING:
     from catalog.info import QueryResult
@@ -745,6 +744,7 @@ def _train(screen: Screen, folder: DemoFolder, plan: Plan, clock: StepClock, see
     """Steps 5 to 12, from landmarks to the report; then the time per step and the
     summary."""
     from models.detection.boxes import RECALL
+    from models.pretrained import PretrainedError
 
     screen.rule("5. train landmarks (briefly: celebcat train landmarks for a real run)")
     with clock.step("train landmarks"):
