@@ -89,7 +89,7 @@ class Plan:
 
 
 #: ``celebcat demo`` and ``celebcat demo --full``. The lengths were chosen by measuring
-#: each step's CPU time (README, "Two commands"): 134 s of wall time (226 CPU s) for
+#: each step's CPU time (README, "Two commands"): 124 s of wall time (209 CPU s) for
 #: the default on an idle 2-core machine, 613 s (1,068 CPU s) for --full.
 PLANS: dict[str, Plan] = {
     "default": Plan(
