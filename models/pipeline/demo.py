@@ -20,6 +20,7 @@ any run does).
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -447,7 +448,8 @@ def choose_recognizer(own: Any, shipped: Any | None) -> tuple[str, str]:
 
     mine = tpir(own)
     what = f"open-set TPIR at FPIR {CHOOSE_FPIR} on this snapshot"
-    if shipped is None or not tpir(shipped) > (mine if mine == mine else -1.0):
+    # a figure missing (NaN) loses: the shipped one's never wins, the trained one's always
+    if shipped is None or not tpir(shipped) > (-1.0 if math.isnan(mine) else mine):
         other = "" if shipped is None else f", the shipped one's {tpir(shipped):.3f}"
         return own.run_id, f"identify uses {own.run_id}, trained here ({what} {mine:.3f}{other})"
     return shipped.run_id, (
