@@ -173,7 +173,9 @@ def _sandbox(path: Path) -> duckdb.DuckDBPyConnection:
     quoted = '"' + alias.replace('"', '""') + '"'
     con = duckdb.connect(":memory:")
     try:
-        con.execute(f"ATTACH ? AS {quoted} (READ_ONLY)", [str(path)])
+        # the path as a literal: DuckDB 1.3 takes no parameter in ATTACH
+        literal = "'" + str(path).replace("'", "''") + "'"
+        con.execute(f"ATTACH {literal} AS {quoted} (READ_ONLY)")
         con.execute(f"USE {quoted}")
         for name, value in SANDBOX_SETTINGS.items():
             con.execute(f"SET {name} = {value}")

@@ -288,6 +288,14 @@ def test_sql_without_write_reads_the_catalog_and_nothing_else(
     assert code == 0 and made[0].exists(), out
 
 
+def test_the_sql_sandbox_opens_a_catalog_whose_path_has_a_quote(db: Path, tmp_path: Path) -> None:
+    # the sandbox attaches the file by a SQL literal (DuckDB 1.3 takes no parameter there)
+    odd = tmp_path / "it's here" / "c.duckdb"
+    odd.parent.mkdir()
+    shutil.copy(db, odd)
+    assert run_statements("SELECT count(*) FROM snapshot_images", odd)[0].rows[0][0] > 0
+
+
 def test_the_sql_sandbox_is_its_own_and_leaves_the_library_alone(db: Path) -> None:
     """DuckDB's settings belong to a database instance, one per file and process: the
     sandbox must neither collide with a library connection open at the same time nor
