@@ -23,6 +23,7 @@ from catalog.errors import CatalogError
 
 if TYPE_CHECKING:  # keep `import catalog.db` free of heavy imports
     import duckdb
+    import pandas as pd
     import sqlalchemy
 
 #: How every library function takes a catalog: a path, a ``duckdb:///`` URL, or None
@@ -253,6 +254,18 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
+
+
+def register_frame(con: duckdb.DuckDBPyConnection, name: str, frame: pd.DataFrame) -> None:
+    """``con.register(name, frame)``, where a DuckDB older than 1.5 gets pandas 3's
+    string columns (dtype ``str``) as Python objects: 1.3 and 1.4.0 do not know that
+    dtype ("Data type 'str' not recognized"; 1.4.5 does), and 1.3 is the lowest this
+    package supports."""
+    import duckdb
+
+    old = tuple(int(p) for p in re.findall(r"\d+", duckdb.__version__)[:2]) < (1, 5)
+    strings = [c for c in frame.columns if str(frame[c].dtype) == "str"] if old else []
+    con.register(name, frame.astype({c: object for c in strings}) if strings else frame)
 
 
 def has_table(con: duckdb.DuckDBPyConnection, *names: str, views: bool = False) -> bool:

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from catalog.db import connect, has_table, transaction
+from catalog.db import connect, has_table, register_frame, transaction
 from catalog.errors import CatalogError
 from catalog.names import BadNameError, check_name, suggest
 
@@ -225,7 +225,7 @@ def write_gallery(
                 f"INSERT INTO galleries ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [name, run_id, now, source, len(set(frame["identity_name"])), n, detector, crops],
             )
-            con.register("new_entries", frame)
+            register_frame(con, "new_entries", frame)
             con.execute(
                 "INSERT INTO gallery_entries SELECT gallery, identity_name, image_id_or_path, "
                 "embedding::FLOAT[] FROM new_entries"

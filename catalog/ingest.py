@@ -56,7 +56,15 @@ from catalog.annotations import (
     load_annotation,
     table_ddl,
 )
-from catalog.db import DbArg, connect, has_table, is_interrupt, resolve_db, transaction
+from catalog.db import (
+    DbArg,
+    connect,
+    has_table,
+    is_interrupt,
+    register_frame,
+    resolve_db,
+    transaction,
+)
 from catalog.errors import CatalogError
 from catalog.formats import ALL_FILES, ANNOTATION_TABLES
 from catalog.problems import PROBLEMS_DDL, run_checks
@@ -671,7 +679,7 @@ def _load_images(con: duckdb.DuckDBPyConnection, scans: dict[str, pd.DataFrame])
     rows = {"images": 0, "images_aligned": 0}
     for key, frame in scans.items():
         table = "images_aligned" if key == "aligned" else "images"
-        con.register("_scan_frame", frame)
+        register_frame(con, "_scan_frame", frame)
         # typed here: a text column that is all None (no image has a problem) would
         # otherwise be read as INTEGER by duckdb 1.x, and `problem = 'image_truncated'`
         # in the checks would fail to convert

@@ -28,6 +28,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from catalog.db import register_frame
 from catalog.errors import CatalogError
 from catalog.formats import ATTRIBUTES
 from catalog.names import suggest
@@ -256,7 +257,7 @@ def refresh(con: duckdb.DuckDBPyConnection) -> list[QuotaResult]:
         columns=["image_id", "pick_in_id"],
     )
     for table, frame in (("quota_identities", ids), ("quota_images", images)):
-        con.register("_quota_frame", frame)
+        register_frame(con, "_quota_frame", frame)
         con.execute(f"INSERT INTO {table} SELECT * FROM _quota_frame")
         con.unregister("_quota_frame")
     return results

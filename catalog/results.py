@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import catalog
 from catalog import snapshots
-from catalog.db import DbArg, connect, has_table, transaction
+from catalog.db import DbArg, connect, has_table, register_frame, transaction
 from catalog.errors import CatalogError
 from catalog.formats import LANDMARK_COLUMNS
 from catalog.names import check_run_id, suggest
@@ -371,7 +371,7 @@ def write_landmark_predictions(
     try:
         with transaction(con):
             ensure_tables(con)
-            con.register("new_predictions", frame)
+            register_frame(con, "new_predictions", frame)
             con.execute(
                 "INSERT OR REPLACE INTO landmark_predictions BY NAME SELECT * FROM new_predictions"
             )
@@ -423,7 +423,7 @@ def write_embeddings(
     try:
         with transaction(con):
             ensure_tables(con)
-            con.register("new_embeddings", frame)
+            register_frame(con, "new_embeddings", frame)
             con.execute(
                 "INSERT OR REPLACE INTO embeddings BY NAME "
                 "SELECT run_id, image_id, source, embedding::FLOAT[] AS embedding "

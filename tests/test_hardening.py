@@ -589,3 +589,26 @@ def test_removing_a_temporary_never_hides_the_error_that_called_for_it(
 
     monkeypatch.setattr(os, "unlink", refused)
     files.discard(tmp_path / "x.part")  # a read-only folder: nothing raised from here
+
+
+def test_frames_reach_an_older_duckdb_without_pandas_3_string_columns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # DuckDB 1.3 and 1.4.0 refuse pandas 3's `str` dtype ("Data type 'str' not recognized")
+    import pandas as pd
+
+    from catalog.db import register_frame
+
+    frame = pd.DataFrame({"image_id": ["000001.jpg"], "n": [1]})
+    seen: dict[str, object] = {}
+
+    class Con:
+        def register(self, name: str, registered: pd.DataFrame) -> None:
+            seen.update(registered.dtypes.astype(str).to_dict())
+
+    monkeypatch.setattr(duckdb, "__version__", "1.3.0")
+    register_frame(Con(), "f", frame)  # type: ignore[arg-type]
+    assert seen["image_id"] == "object" and seen["n"] == "int64"
+    monkeypatch.setattr(duckdb, "__version__", "2.0.1")
+    register_frame(Con(), "f", frame)  # type: ignore[arg-type]
+    assert seen["image_id"] == str(frame["image_id"].dtype)  # as it is

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from catalog.cache.reader import CacheError, CropCache
-from catalog.db import connect, has_table, transaction
+from catalog.db import connect, has_table, register_frame, transaction
 from catalog.snapshots import BadImage
 
 if TYPE_CHECKING:
@@ -424,7 +424,7 @@ def _record(
         with transaction(con):
             ensure_tables(con)
             _delete_index(con, hash_, source, size)
-            con.register("_crop_rows", frame)
+            register_frame(con, "_crop_rows", frame)
             con.execute("INSERT INTO crop_cache_rows BY NAME SELECT * FROM _crop_rows")
             con.unregister("_crop_rows")
             con.execute(
