@@ -48,6 +48,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--max-minutes", type=float, default=60.0)
     ap.add_argument("--out", type=Path, default=Path("models/pretrained/weights"))
+    ap.add_argument("--ids", type=int, default=IDS, help="identities synthesised")
+    ap.add_argument("--images", type=int, default=IMAGES, help="images synthesised")
+    ap.add_argument("--images-per-id", type=int, default=IMAGES_PER_ID)
+    ap.add_argument("--holdout", type=int, default=HOLDOUT)
+    ap.add_argument("--split", default=None, help="train/val/test images per identity")
+    ap.add_argument("--min-box", type=int, default=None, help="smallest face box side kept")
     a = ap.parse_args()
     work, db = a.workdir, a.workdir / "celeba.duckdb"
     work.mkdir(parents=True, exist_ok=True)
@@ -55,15 +61,16 @@ def main() -> None:
     celebcat(
         "synth",
         data,
-        *f"--ids {IDS} --images {IMAGES} --seed {SEED_SYNTH}".split(),
+        *f"--ids {a.ids} --images {a.images} --seed {SEED_SYNTH}".split(),
         "--style",
         STYLE,
         db=db,
     )
     celebcat("ingest", data, db=db)
-    celebcat(
-        "select", *f"--fit --images-per-id {IMAGES_PER_ID} --holdout-ids {HOLDOUT}".split(), db=db
-    )
+    select = f"--fit --images-per-id {a.images_per_id} --holdout-ids {a.holdout}"
+    select += f" --split {a.split}" if a.split else ""
+    select += f" --min-box {a.min_box} {a.min_box}" if a.min_box else ""
+    celebcat("select", *select.split(), db=db)
     celebcat("snapshot", "create", SNAPSHOT, db=db)
     celebcat(
         "align",
@@ -100,8 +107,8 @@ def main() -> None:
         dest,
         ck["model"],
         {k: config[k] for k in ("backbone", "size", "embedding_dim", "dropout")},
-        f"celebcat synth --ids {IDS} --images {IMAGES} --seed {SEED_SYNTH} --style {STYLE}; "
-        f"select --fit --images-per-id {IMAGES_PER_ID} --holdout-ids {HOLDOUT}; run "
+        f"celebcat synth --ids {a.ids} --images {a.images} --seed {SEED_SYNTH} --style {STYLE}; "
+        f"select {select}; run "
         f"{run.name}, epoch {ck['epoch']} of {a.epochs} (best val top-1); "
         "bench/train_shipped_recognizer.py",
     )
