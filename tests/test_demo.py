@@ -30,7 +30,8 @@ TINY = demo.Plan(
     "tiny",
     ids=30,
     images_per_id=10,
-    holdout_share=0.4,
+    query_share=0.2,
+    distractor_share=0.2,
     query_images=2,
     landmark_epochs=1,
     recognizer_epochs=2,
@@ -222,3 +223,14 @@ def test_identify_uses_the_recognizer_with_the_higher_measured_tpir() -> None:
     assert demo.choose_recognizer(own, None)[0] == "recognition-own"  # none shipped
     assert demo.choose_recognizer(ev("recognition-own", None), shipped)[0] == demo.SHIPPED
     assert demo.choose_recognizer(own, ev(demo.SHIPPED, None))[0] == "recognition-own"
+
+
+def test_most_held_out_people_are_strangers_to_calibrate_on() -> None:
+    plan = demo.PLANS["default"]
+    query, distractor = demo.held_out(126, plan)  # seed 0's eligible identities
+    assert (query, distractor) == (13, 75)
+    assert 126 - query - distractor >= 36  # as many people to train on as before
+    for eligible in (4, 5, 6, 10, 60, 300):
+        q, d = demo.held_out(eligible, TINY)
+        assert q >= 2 and d >= min(2, eligible - 4) and eligible - q - d >= 2
+    assert demo.held_out(3, TINY) == (1, 0)  # too few: training keeps two

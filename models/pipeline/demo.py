@@ -51,17 +51,21 @@ DEFAULT_OUT = Path("celebcat-demo")
 class Plan:
     """How big a demo is: its data, selection, training lengths and group photo.
 
-    ``holdout_share`` of the identities that have ``images_per_id`` clean images are
-    held out (half queries with ``query_images`` images each, the gallery; half
-    distractors), the rest split 70/15/15 (``celebcat select --fit``). The group
-    photo shows ``known`` query identities (photos the gallery does not hold) and
-    ``strangers`` distractor identities (in no gallery), as many as there are.
+    Of the identities that have ``images_per_id`` clean images, ``query_share`` are
+    held out as queries with ``query_images`` images each (the gallery's people) and
+    ``distractor_share`` as distractors (strangers, in no gallery), the rest split
+    70/15/15 (``celebcat select --fit``). The gallery's unknown-face threshold is
+    measured on the distractors, and a rate measured on few people is noisy (stranger
+    scores cluster by person), so there are many. The group photo shows ``known``
+    query identities (photos the gallery does not hold) and ``strangers`` distractor
+    identities (whom the threshold never saw), as many as there are.
     """
 
     name: str
     ids: int
     images_per_id: int
-    holdout_share: float
+    query_share: float
+    distractor_share: float
     query_images: int
     landmark_epochs: int
     recognizer_epochs: int
@@ -95,9 +99,10 @@ class Plan:
 PLANS: dict[str, Plan] = {
     "default": Plan(
         "default",
-        ids=120,
+        ids=240,
         images_per_id=12,
-        holdout_share=0.45,
+        query_share=0.11,
+        distractor_share=0.6,
         query_images=3,
         landmark_epochs=10,
         recognizer_epochs=40,
@@ -105,9 +110,10 @@ PLANS: dict[str, Plan] = {
     ),
     "full": Plan(
         "full",
-        ids=300,
+        ids=500,
         images_per_id=15,
-        holdout_share=0.4,
+        query_share=0.12,
+        distractor_share=0.5,
         query_images=4,
         landmark_epochs=15,
         recognizer_epochs=60,
@@ -235,14 +241,23 @@ def loaded(folder: DemoFolder) -> tuple[QueryResult, QueryResult]:
     return list_tables(folder.db, counts=True), problem_summary(folder.db)
 
 
+def held_out(eligible: int, plan: Plan) -> tuple[int, int]:
+    """(query, distractor) identities of ``eligible`` ones: the plan's shares, at least
+    2 each, and at least 2 identities left to train on (distractors give way first)."""
+    query = max(2, int(eligible * plan.query_share))
+    distractor = max(2, int(eligible * plan.distractor_share))
+    distractor = max(min(distractor, eligible - 2 - query), 0)
+    return max(min(query, eligible - 2 - distractor), 0), distractor
+
+
 def select_and_freeze(
     folder: DemoFolder, *, images_per_id: int = IMAGES_PER_ID, plan: Plan | None = None
 ) -> tuple[SelectionSummary, Snapshot]:
     """Step 4: select with the parameters that fit the data (``celebcat select --fit``)
     and freeze the selection as snapshot :data:`SNAPSHOT`, replacing an earlier one.
 
-    With a ``plan``: its ``images_per_id``, and its share of held-out identities (at
-    least 2 queries and 2 distractors) with ``query_images`` each."""
+    With a ``plan``: its ``images_per_id``, and its queries and distractors
+    (:func:`held_out`) with ``query_images`` and ``distractor_images`` each."""
     from catalog.selection import fitted_params, select
     from catalog.snapshots import SnapshotError, create, drop
 
@@ -250,9 +265,11 @@ def select_and_freeze(
     if plan is not None:
         images_per_id = plan.images_per_id
         eligible = fitted_params(folder.db, images_per_id=images_per_id)["n_ids"]
-        holdout = max(4, int(eligible * plan.holdout_share) // 2 * 2)
+        query, distractor = held_out(eligible, plan)
         extra = {
-            "holdout_ids": min(holdout, max(eligible - 2, 0) // 2 * 2),
+            "holdout_ids": query + distractor,
+            "query_ids": query,
+            "distractor_ids": distractor,
             "query_images": min(plan.query_images, images_per_id),
             "distractor_images": min(plan.distractor_images or images_per_id, images_per_id),
         }
