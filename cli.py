@@ -881,9 +881,12 @@ def demo(
     model, aligns the snapshot with it (64 px crops), trains an ArcFace
     recognizer on the CPU backbone, evaluates it and the recognizer shipped
     with celebcat (test and open-set figures, beside the reference's), trains
-    a small face detector, builds a gallery of the held-out query people and
+    a small face detector and measures it and the one shipped with celebcat on
+    group photos of the test people, builds a gallery of the held-out query
+    people (its threshold measured on the other held-out people) and
     identifies the faces of a synthetic group photo (some people in the
-    gallery, some not) with the recognizer that measured better. Prints each step's
+    gallery, some not) with the recognizer and the detector that measured
+    better. Prints each step's
     figures and times, and writes one self-contained HTML page:
     OUT/report/index.html.
 
@@ -1618,7 +1621,8 @@ def runs_import(
         str,
         typer.Argument(
             help="dlib (its detector, landmark and recognition models), synthetic (the "
-            "recognizer celebcat ships, trained on synthetic faces), or one ONNX file: "
+            "recognizer and detector celebcat ships, trained on synthetic faces), or one "
+            "ONNX file: "
             "onnx:FILE[?options] with --kind."
         ),
     ],
@@ -1629,8 +1633,9 @@ def runs_import(
     """Record pretrained models as runs of the catalog.
 
     dlib: one run per stage (detector, landmarks, recognition). synthetic: the
-    recognizer shipped inside celebcat, trained on drawn faces (the demo identifies
-    with it; on real photographs it names no one). onnx:FILE: one run, a recognizer
+    recognizer and the face detector shipped inside celebcat, trained on drawn faces
+    (the demo uses them; on real photographs they name and find no one). onnx:FILE:
+    one run, a recognizer
     in insightface's layout or a face detector. Each run's config holds
     the file's hash, the versions and the licence; every command that takes a run
     then takes it. Nothing is downloaded (docs/pretrained.md).

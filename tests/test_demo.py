@@ -100,9 +100,10 @@ def test_demo_runs_every_step_and_twice_into_one_folder(
         "SELECT kind, count(*), count(*) FILTER (status = 'finished') FROM runs "
         "GROUP BY kind ORDER BY kind",
     )
-    # two of each trained, and the shipped recognizer, imported once
-    assert kinds == [("detector", 2, 2), ("landmarks", 2, 2), ("recognition", 3, 3)]
-    assert query(db, "SELECT count(*) FROM runs WHERE run_id = ?", [demo.SHIPPED]) == [(1,)]
+    # two of each trained, and the shipped recognizer and detector, imported once
+    assert kinds == [("detector", 3, 3), ("landmarks", 2, 2), ("recognition", 3, 3)]
+    for shipped in (demo.SHIPPED, demo.SHIPPED_DETECTOR):
+        assert query(db, "SELECT count(*) FROM runs WHERE run_id = ?", [shipped]) == [(1,)]
     newest = query(
         db,
         "SELECT max(run_id) FROM runs WHERE kind = 'landmarks' OR (kind = 'recognition' "
@@ -111,8 +112,12 @@ def test_demo_runs_every_step_and_twice_into_one_folder(
     assert [r[0] in result.output for r in newest] == [True, True]
     used = re.search(r"identify uses (recognition-[\w-]+)", result.output)
     assert used and used[1] in (newest[1][0], demo.SHIPPED)
+    # which detector found the faces, measured on group photos of the test people
+    detector = re.search(r"identify uses (?:detector )?(detector-[\w-]+)", result.output)
+    said = " ".join(result.output.split())
+    assert detector and "group photos of the snapshot's test people" in said
     html = pages[1]
-    for run_id in (newest[0][0], used[1]):
+    for run_id in (newest[0][0], used[1], detector[1]):
         assert run_id in html  # the page shows this demo's runs, not the first one's
     for anchor in ("selection", "landmarks", "recognizer", "identify", "timings"):
         assert f'id="{anchor}"' in html, anchor
@@ -234,3 +239,17 @@ def test_most_held_out_people_are_strangers_to_calibrate_on() -> None:
         q, d = demo.held_out(eligible, TINY)
         assert q >= 2 and d >= min(2, eligible - 4) and eligible - q - d >= 2
     assert demo.held_out(3, TINY) == (1, 0)  # too few: training keeps two
+
+
+def test_identify_uses_the_detector_that_found_more_faces() -> None:
+    def check(run_id: str, found: int, extra: int = 0) -> demo.DetectorCheck:
+        return demo.DetectorCheck(run_id, found, 24, extra, 4)
+
+    own, shipped = check("detector-own", 18), check(demo.SHIPPED_DETECTOR, 24)
+    run, why = demo.choose_detector(own, shipped)
+    assert run == demo.SHIPPED_DETECTOR and "24 of 24" in why and "18 of 24" in why
+    assert demo.choose_detector(check("detector-own", 24), shipped)[0] == "detector-own"  # tie
+    # as many found: fewer boxes on no face wins
+    assert demo.choose_detector(check("detector-own", 24, 2), shipped)[0] == shipped.run_id
+    run, why = demo.choose_detector(own, None)  # none shipped
+    assert run == own.run_id and "trained here" in why

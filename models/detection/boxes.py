@@ -17,7 +17,7 @@ import numpy as np
 
 from catalog.metric_names import at_iou
 
-__all__ = ["MATCH_IOU", "NMS_IOU", "RECALL", "iou", "nms"]
+__all__ = ["MATCH_IOU", "NMS_IOU", "RECALL", "iou", "match", "nms"]
 
 #: Overlapping detections above this IoU are one face (NMS).
 NMS_IOU = 0.4
@@ -39,6 +39,30 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
     union = area_a[:, None] + area_b[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def match(
+    truth: np.ndarray, boxes: np.ndarray, min_iou: float = MATCH_IOU
+) -> dict[int, tuple[int, float]]:
+    """Each truth box (N, 4) matched to the box of ``boxes`` (M, 4+) that overlaps it
+    most, best overlaps first, each box used once, IoU at least ``min_iou``:
+    {truth index: (box index, IoU)}."""
+    truth = np.asarray(truth, np.float64).reshape(-1, 4)
+    boxes = np.asarray(boxes, np.float64)
+    boxes = boxes.reshape(-1, boxes.shape[-1] if boxes.size else 4)[:, :4]
+    overlaps = iou(truth, boxes)
+    pairs = sorted(
+        ((float(overlaps[i, j]), i, j) for i in range(len(truth)) for j in range(len(boxes))),
+        reverse=True,
+    )
+    taken: dict[int, tuple[int, float]] = {}
+    used: set[int] = set()
+    for overlap, i, j in pairs:
+        if overlap < min_iou or i in taken or j in used:
+            continue
+        taken[i] = (j, overlap)
+        used.add(j)
+    return taken
 
 
 def nms(dets: np.ndarray, threshold: float = NMS_IOU) -> np.ndarray:

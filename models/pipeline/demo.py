@@ -332,19 +332,22 @@ def group_photo(folder: DemoFolder, plan: Plan, *, seed: int = 0) -> GroupPhoto:
     people = [(i, "gallery") for i in known] + [(i, "stranger") for i in strangers]
     order = np.random.default_rng(seed).permutation(len(people))
     people = [people[k] for k in order]
-    columns = 3 if len(people) > 4 else 2
     photo = compose(
         folder.db,
         [i for i, _ in people],
         roles=[r for _, r in people],
         exclude=used,
         seed=seed,
-        columns=columns,
-        tile=200,
-        face_share=0.8,
+        **photo_layout(len(people)),
     )
     photo.save(folder.photo)
     return photo
+
+
+def photo_layout(people: int) -> dict[str, Any]:
+    """How the demo's group photos lay out ``people`` faces: 200 px portraits, the face
+    box 0.8 of each, in rows of 3 (of 2 for four or fewer)."""
+    return {"columns": 3 if people > 4 else 2, "tile": 200, "face_share": 0.8}
 
 
 # --- the training half: steps 5 to 12 ----------------------------------------------
@@ -419,6 +422,8 @@ def evaluate(
 #: The recognizer this package ships (:mod:`models.pretrained.synthetic`): trained
 #: beforehand on synthetic people of the demo's style whom no demo draws.
 SHIPPED = "recognition-synthetic-easy"
+#: And the face detector it ships, trained on that population's pictures.
+SHIPPED_DETECTOR = "detector-synthetic-easy"
 #: What chooses the recognizer identify uses: its open-set identification rate (TPIR)
 #: at this rate of strangers named (FPIR) on the demo snapshot's held-out people, the
 #: search identify makes.
@@ -438,7 +443,9 @@ def evaluate_shipped(
     from models.pretrained import import_source
     from models.recognition.evaluate import evaluate_recognizer
 
-    ((model, config),) = import_source(folder.db, "synthetic")
+    model, config = next(
+        (m, c) for m, c in import_source(folder.db, "synthetic") if m.kind == "recognition"
+    )
     source = CropSource.parse(str(config["source"]))
     assert source.template is not None
     align_snapshot(
@@ -533,6 +540,88 @@ def train_detector(
     return DetectorOutcome(run.run_id, run.epochs_done, test.metrics)
 
 
+#: Group photos of the snapshot's test people the demo's detectors are measured on.
+CHECK_PHOTOS = 4
+
+
+@dataclass
+class DetectorCheck:
+    """How many of the faces of group photos a detector found (IoU >= 0.5 with the
+    truth) and how many of its boxes covered no face."""
+
+    run_id: str
+    found: int
+    faces: int
+    extra: int
+    photos: int
+
+
+def check_detector(
+    folder: DemoFolder, plan: Plan, detector_run: str, *, seed: int = 0
+) -> DetectorCheck:
+    """Step 9, second half: ``detector_run`` on :data:`CHECK_PHOTOS` group photos laid
+    out as the demo's (:func:`photo_layout`), each of ``plan.known + plan.strangers``
+    of the snapshot's test people from their test images: people and pictures that the
+    photo to identify does not show, faces no detector here trained on."""
+    import numpy as np
+
+    from catalog.db import connect
+    from catalog.synth.group import group_photo as compose
+    from models.detection.boxes import match
+    from models.store import load_detector
+
+    con = connect(folder.db, read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT t.identity, list(i.image_id) FILTER (WHERE i.image_id NOT IN "
+            "(SELECT image_id FROM snapshot_images WHERE snapshot = ? AND split = 'test')) "
+            "FROM (SELECT DISTINCT identity FROM snapshot_images "
+            "WHERE snapshot = ? AND split = 'test') t JOIN identities i USING (identity) "
+            "GROUP BY t.identity ORDER BY md5(? || ':' || t.identity)",
+            [SNAPSHOT, SNAPSHOT, str(seed)],
+        ).fetchall()
+    finally:
+        con.close()
+    detector = load_detector(f"run:{detector_run}", folder.db)
+    size = plan.known + plan.strangers
+    found = faces = extra = 0
+    photos = min(CHECK_PHOTOS, len(rows) // max(size, 1))
+    for k in range(photos):
+        people = rows[k * size : (k + 1) * size]
+        photo = compose(
+            folder.db,
+            [int(i) for i, _ in people],
+            exclude=[image for _, others in people for image in others or []],
+            seed=seed * 100 + k,
+            **photo_layout(size),
+        )
+        boxes = detector.detect([np.asarray(photo.image)])[0]
+        matched = match(np.array([f.box for f in photo.faces]), boxes)
+        found, faces, extra = found + len(matched), faces + size, extra + len(boxes) - len(matched)
+    return DetectorCheck(detector_run, found, faces, extra, photos)
+
+
+def choose_detector(own: DetectorCheck, shipped: DetectorCheck | None) -> tuple[str, str]:
+    """The detector identify uses and why, measured (:func:`check_detector`): the one
+    that found more faces, then the one with fewer boxes on no face; the one trained
+    here on a tie or where none is shipped."""
+
+    def said(c: DetectorCheck) -> str:
+        return f"{c.found} of {c.faces} faces found, {c.extra} boxes on no face"
+
+    what = f"on {own.photos} group photos of the snapshot's test people"
+    if shipped is None or (shipped.found, -shipped.extra) <= (own.found, -own.extra):
+        other = "" if shipped is None else f"; the shipped one: {said(shipped)}"
+        return own.run_id, (
+            f"identify uses detector {own.run_id}, trained here ({what}: {said(own)}{other})"
+        )
+    return shipped.run_id, (
+        f"identify uses {shipped.run_id}, the detector shipped with celebcat (trained "
+        f"beforehand on synthetic pictures no demo draws; {what}: {said(shipped)}; the one "
+        f"trained here: {said(own)})"
+    )
+
+
 def build_gallery(
     folder: DemoFolder,
     recognizer_run: str,
@@ -610,10 +699,11 @@ def write_report(
     identified: DemoIdentify,
     timings: QueryResult | None = None,
     detector: DetectorOutcome | None = None,
+    detector_choice: str | None = None,
 ) -> tuple[Path, list[str]]:
     """Step 12: ``folder.report/index.html`` (:func:`models.pipeline.report.write_report`)
-    with the identify result and, where given, the detector's figures and the steps'
-    timings."""
+    with the identify result and, where given, the trained detector's figures, which
+    detector identify used and why, and the steps' timings."""
     from catalog import html_report as H
     from models.detection.boxes import RECALL
     from models.pipeline.report import identify_section, write_report
@@ -625,10 +715,12 @@ def write_report(
     ]
     if detector is not None:
         sections[0].paragraphs.append(
-            f"Faces found by detector run {detector.run_id} ({detector.epochs} epochs; test "
+            f"The detector trained here: run {detector.run_id} ({detector.epochs} epochs; test "
             f"split IoU {detector.test.get('iou', float('nan')):.3f}, recall at IoU 0.5 "
             f"{detector.test.get(RECALL, float('nan')):.3f})."
         )
+    if detector_choice is not None:
+        sections[0].paragraphs.append(detector_choice[0].upper() + detector_choice[1:] + ".")
     if timings is not None:
         sections.append(
             H.Section(
@@ -802,7 +894,7 @@ def _train(screen: Screen, folder: DemoFolder, plan: Plan, clock: StepClock, see
         try:
             shipped = evaluate_shipped(folder, progress=stages)
         except PretrainedError as err:
-            screen.note(f"the shipped recognizer is left out: {err}")
+            screen.note(f"the shipped recognizer and detector are left out: {err}")
     figures = open_set_table(folder, rec.run_id, shipped.run_id if shipped else None)
     screen.table(
         figures.columns,
@@ -828,6 +920,13 @@ def _train(screen: Screen, folder: DemoFolder, plan: Plan, clock: StepClock, see
         f"run {det.run_id}: test IoU {det.test['iou']:.3f}, recall at IoU 0.5 "
         f"{det.test[RECALL]:.3f}"
     )
+    with clock.step("check detectors"):
+        own_check = check_detector(folder, plan, det.run_id, seed=seed)
+        shipped_check = None
+        if shipped is not None:
+            shipped_check = check_detector(folder, plan, SHIPPED_DETECTOR, seed=seed)
+    detector_run, why = choose_detector(own_check, shipped_check)
+    screen.line(why)
     screen.rule("10. gallery: the held-out query people")
     with clock.step("gallery"):
         built = build_gallery(folder, identify_run, plan, seed=seed, landmark_run=landmarks.run_id)
@@ -839,7 +938,7 @@ def _train(screen: Screen, folder: DemoFolder, plan: Plan, clock: StepClock, see
     screen.rule("11. identify the faces of a group photo")
     with clock.step("identify"):
         found = identify_photo(
-            folder, plan, identify_run, det.run_id, seed=seed, landmark_run=landmarks.run_id
+            folder, plan, identify_run, detector_run, seed=seed, landmark_run=landmarks.run_id
         )
     screen.line(
         f"photo {folder.photo}: {len(found.photo.faces)} people; {found.result.threshold.explain()}"
@@ -862,7 +961,7 @@ def _train(screen: Screen, folder: DemoFolder, plan: Plan, clock: StepClock, see
     screen.rule("12. report")
     with clock.step("report"):
         page, notes = write_report(
-            folder, plan, landmarks.run_id, identify_run, found, clock.table(), det
+            folder, plan, landmarks.run_id, identify_run, found, clock.table(), det, why
         )
     for note in notes:
         screen.note(note)

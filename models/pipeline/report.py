@@ -32,7 +32,7 @@ from catalog import html_report as H
 from catalog import results, snapshots
 from catalog.errors import CatalogError
 from catalog.info import QueryResult
-from models.detection.boxes import iou
+from models.detection.boxes import match
 
 if TYPE_CHECKING:
     from catalog.synth.group import GroupPhoto
@@ -149,21 +149,10 @@ def identify_rows(result: Any, truth: GroupPhoto, image: int = 0) -> tuple[list[
     from models.pipeline.identify import UNKNOWN
 
     faces = result.faces_of(image)
-    pairs = sorted(
-        (
-            (float(iou(f.box, p.box)[0, 0]), i, j)
-            for i, p in enumerate(truth.faces)
-            for j, f in enumerate(faces)
-        ),
-        reverse=True,
+    taken_p = match(
+        np.array([p.box for p in truth.faces], np.float64),
+        np.array([f.box for f in faces], np.float64),
     )
-    taken_p: dict[int, tuple[int, float]] = {}
-    taken_f: set[int] = set()
-    for overlap, i, j in pairs:
-        if overlap < MATCH_IOU or i in taken_p or j in taken_f:
-            continue
-        taken_p[i] = (j, overlap)
-        taken_f.add(j)
     rows = []
     for i, person in enumerate(truth.faces):
         if i not in taken_p:
@@ -186,7 +175,7 @@ def identify_rows(result: Any, truth: GroupPhoto, image: int = 0) -> tuple[list[
                 face.matches[0].identity,
             )
         )
-    return rows, len(faces) - len(taken_f)
+    return rows, len(faces) - len(taken_p)
 
 
 def identify_section(

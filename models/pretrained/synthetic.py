@@ -1,5 +1,6 @@
-"""Our own recognizer, trained beforehand on synthetic faces and shipped inside the
-package (``models/pretrained/weights/``): the run ``recognition-synthetic-easy``.
+"""Our own recognizer and face detector, trained beforehand on synthetic faces and
+shipped inside the package (``models/pretrained/weights/``): the runs
+``recognition-synthetic-easy`` and ``detector-synthetic-easy``.
 
 What it is: ArcFace on the ``face_cpu`` backbone, 128-d embeddings of 64 x 64 crops
 aligned on the ``arcface`` template, trained on the people of a synthetic population
@@ -17,6 +18,11 @@ Its crops are aligned with the catalog's true landmarks in training, so a photo'
 need a landmark run (``--landmarks RUN``), as any run trained on true landmarks does.
 The file holds the backbone's weights in half precision (half the size; embeddings
 differ from full precision by under 1e-3 in cosine) and the settings to build it.
+
+The detector is the small CenterNet of ``celebcat train detector`` trained on tens
+of thousands of that population's pictures, most of them 2 x 2 mosaics (several
+small faces, as a group photo has), where the demo's own trains on a few hundred for
+seconds; ``python bench/train_shipped_detector.py`` makes its file.
 """
 
 from __future__ import annotations
@@ -34,6 +40,10 @@ RECOGNIZER_RUN = "recognition-synthetic-easy"
 FILE = "recognizer-synthetic-easy.pt"
 #: The file as this version ships it (bench/train_shipped_recognizer.py prints it).
 SHA256 = "0c9838b5003d592e1934ffe8f3e0fe31cad6ab24481cfd04a16e08234f0c58cc"
+DETECTOR_RUN = "detector-synthetic-easy"
+DETECTOR_FILE = "detector-synthetic-easy.pt"
+#: bench/train_shipped_detector.py prints it.
+DETECTOR_SHA256 = "47e780da2b524fb44d74c8e3016d0eb326e8e0355ac70a510b2bf93da8b747e8"
 
 MODELS = (
     PretrainedModel(
@@ -47,6 +57,17 @@ MODELS = (
         file=FILE,
         sha256=SHA256,
         settings={"source": "aligned/arcface/truth", "size": 64, "embedding_dim": 128},
+    ),
+    PretrainedModel(
+        DETECTOR_RUN,
+        "detector",
+        SOURCE,
+        "detector-synthetic-easy",
+        "CenterNet (centernet_small, 128 px input) trained on synthetic pictures (style "
+        "easy), most of them mosaics of several faces: drawn faces only",
+        "MIT (celeba-catalog's own weights)",
+        file=DETECTOR_FILE,
+        sha256=DETECTOR_SHA256,
     ),
 )
 
@@ -82,9 +103,10 @@ class SyntheticRecognizer(PretrainedRecognizer):
 def save(
     path: str | Path, state: dict[str, Any], settings: dict[str, Any], provenance: str
 ) -> None:
-    """Write the shipped file: the backbone's ``state`` in half precision, the
-    ``settings`` that build it (backbone, size, embedding_dim, dropout) and where it
-    comes from."""
+    """Write a shipped file: the network's ``state`` in half precision, the
+    ``settings`` that build it (the recognizer's backbone, size, embedding_dim,
+    dropout; the detector's model, input_size, score_threshold) and where it comes
+    from."""
     import torch
 
     half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
@@ -100,6 +122,8 @@ def load(model: PretrainedModel, path: Path | None, config: dict[str, Any], devi
     assert path is not None
     saved = torch.load(path, map_location="cpu", weights_only=True)
     built = saved["settings"]
+    if model.kind == "detector":
+        return _detector(model, path, saved, device)
     net = create_model(
         built["backbone"],
         input_size=int(built["size"]),
@@ -115,3 +139,26 @@ def load(model: PretrainedModel, path: Path | None, config: dict[str, Any], devi
         backbone="face_cpu",
     )
     return SyntheticRecognizer(model.run_id, settings, path, net=net, device=device)
+
+
+def _detector(model: PretrainedModel, path: Path, saved: dict[str, Any], device: Any) -> Any:
+    """The shipped CenterNet as the detectors' interface (``detect``), thresholded at
+    the score it was saved with."""
+    from models.detection.centernet import create_detector_model
+    from models.detection.config import DetectorTrainConfig
+    from models.detection.detectors import LoadedDetector, TrainedDetector
+
+    built = saved["settings"]
+    config = DetectorTrainConfig(
+        snapshot="",
+        model=str(built["model"]),
+        input_size=int(built["input_size"]),
+        score_threshold=float(built["score_threshold"]),
+    )
+    net = create_detector_model(config.model, input_size=config.input_size)
+    net.load_state_dict({k: v.float() for k, v in saved["model"].items()})
+    net.to(device).eval()
+    loaded = LoadedDetector(model.run_id, config, net, 0, path, "")
+    detector = TrainedDetector(loaded)
+    detector.spec = f"run:{model.run_id}"
+    return detector
