@@ -242,14 +242,17 @@ def test_most_held_out_people_are_strangers_to_calibrate_on() -> None:
 
 
 def test_identify_uses_the_detector_that_found_more_faces() -> None:
-    def check(run_id: str, found: int, extra: int = 0) -> demo.DetectorCheck:
-        return demo.DetectorCheck(run_id, found, 24, extra, 4)
+    def check(run_id: str, found: int, extra: int = 0, iou: float = 0.8) -> demo.DetectorCheck:
+        return demo.DetectorCheck(run_id, found, 24, extra, 4, iou)
 
     own, shipped = check("detector-own", 18), check(demo.SHIPPED_DETECTOR, 24)
     run, why = demo.choose_detector(own, shipped)
     assert run == demo.SHIPPED_DETECTOR and "24 of 24" in why and "18 of 24" in why
     assert demo.choose_detector(check("detector-own", 24), shipped)[0] == "detector-own"  # tie
-    # as many found: fewer boxes on no face wins
+    # as many found: fewer boxes on no face wins, then the boxes that fit better
     assert demo.choose_detector(check("detector-own", 24, 2), shipped)[0] == shipped.run_id
+    run, why = demo.choose_detector(check("detector-own", 24, 0, 0.75), shipped)
+    assert run == shipped.run_id and "mean IoU 0.800" in why and "mean IoU 0.750" in why
+    assert demo.choose_detector(check("detector-own", 23, 0, 0.9), shipped)[0] == shipped.run_id
     run, why = demo.choose_detector(own, None)  # none shipped
     assert run == own.run_id and "trained here" in why
