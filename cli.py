@@ -890,7 +890,7 @@ def demo(
     figures and times, and writes one self-contained HTML page:
     OUT/report/index.html.
 
-    Measured: about 2 minutes on an idle 2-core machine (124 s wall, 209 CPU
+    Measured: under 2.5 minutes on an idle 2-core machine (142 s wall, 242 CPU
     seconds; the step timings are printed at the end); --full about 10 (613 s). The
     demo draws the easy synthetic population, which small models learn in
     minutes.

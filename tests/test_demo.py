@@ -180,6 +180,39 @@ def test_the_photo_holds_gallery_people_from_images_the_snapshot_does_not_use(
         )
 
 
+def test_the_photo_shows_only_people_with_an_image_left(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from catalog.db import connect
+    from catalog.synth.group import pick_images
+
+    folder = demo.DemoFolder(tmp_path)
+    demo.synthesize_data(folder, ids=TINY.ids)
+    demo.ingest_data(folder)
+    demo.select_and_freeze(folder, plan=TINY)
+    con = connect(folder.db)
+    try:
+        held_out = dict(
+            con.execute(
+                "SELECT split, list(DISTINCT identity ORDER BY identity) FROM snapshot_images "
+                "WHERE split IN ('query', 'distractor') GROUP BY split"
+            ).fetchall()
+        )
+        gone = held_out["distractor"][0]  # every image the snapshot does not use: blurry
+        con.execute(
+            'UPDATE attributes SET "Blurry" = true WHERE image_id IN (SELECT image_id FROM '
+            "identities WHERE identity = ?) AND image_id NOT IN (SELECT image_id FROM "
+            "snapshot_images WHERE split IS NOT NULL)",
+            [gone],
+        )
+    finally:
+        con.close()
+    known, strangers = demo.photo_people(folder, replace(TINY, known=100, strangers=100))
+    assert sorted(known) == held_out["query"]
+    assert sorted(strangers) == [i for i in held_out["distractor"] if i != gone]
+    pick_images(folder.db, known + strangers, exclude=demo.used_images(folder))
+
+
 def test_no_train_and_no_torch_stop_at_the_snapshot(tmp_path: Path) -> None:
     for _ in range(2):  # again into the same folder
         result = runner.invoke(

@@ -94,7 +94,7 @@ class Plan:
 
 
 #: ``celebcat demo`` and ``celebcat demo --full``. The lengths were chosen by measuring
-#: each step's CPU time (README, "Two commands"): 124 s of wall time (209 CPU s) for
+#: each step's CPU time (README, "Two commands"): 142 s of wall time (242 CPU s) for
 #: the default on an idle 2-core machine, 613 s (1,068 CPU s) for --full.
 PLANS: dict[str, Plan] = {
     "default": Plan(
@@ -284,20 +284,26 @@ def select_and_freeze(
 def photo_people(folder: DemoFolder, plan: Plan, *, seed: int = 0) -> tuple[list[int], list[int]]:
     """Who the group photo shows: ``plan.known`` query identities (the gallery's
     people) and ``plan.strangers`` distractor identities, each chosen by a hash of
-    (seed, identity)."""
+    (seed, identity) among those with a clean image the snapshot does not use."""
     from catalog.db import connect
 
     con = connect(folder.db, read_only=True)
     try:
 
         def ids(split: str) -> list[int]:
+            # only people with a clean image the snapshot does not use: one whose
+            # images are all in the gallery or the calibration cannot be in the photo
             return [
                 r[0]
                 for r in con.execute(
-                    "SELECT DISTINCT identity FROM snapshot_images "
-                    "WHERE snapshot = ? AND split = ? "
-                    "ORDER BY md5(? || ':' || identity)",
-                    [SNAPSHOT, split, str(seed)],
+                    "SELECT DISTINCT s.identity FROM snapshot_images s "
+                    "WHERE s.snapshot = ? AND s.split = ? AND EXISTS (SELECT 1 FROM "
+                    "clean_images c JOIN images i USING (image_id) "
+                    "WHERE c.identity = s.identity AND i.error IS NULL "
+                    "AND c.image_id NOT IN (SELECT image_id FROM snapshot_images "
+                    "WHERE snapshot = ? AND split IS NOT NULL)) "
+                    "ORDER BY md5(? || ':' || s.identity)",
+                    [SNAPSHOT, split, SNAPSHOT, str(seed)],
                 ).fetchall()
             ]
 
@@ -314,13 +320,32 @@ def group_photo(folder: DemoFolder, plan: Plan, *, seed: int = 0) -> GroupPhoto:
     Roles: ``gallery`` or ``stranger``."""
     import numpy as np
 
-    from catalog.db import connect
     from catalog.synth.group import group_photo as compose
 
     known, strangers = photo_people(folder, plan, seed=seed)
+    people = [(i, "gallery") for i in known] + [(i, "stranger") for i in strangers]
+    order = np.random.default_rng(seed).permutation(len(people))
+    people = [people[k] for k in order]
+    photo = compose(
+        folder.db,
+        [i for i, _ in people],
+        roles=[r for _, r in people],
+        exclude=used_images(folder),
+        seed=seed,
+        **photo_layout(len(people)),
+    )
+    photo.save(folder.photo)
+    return photo
+
+
+def used_images(folder: DemoFolder) -> list[str]:
+    """The images the demo snapshot uses (trained on, evaluated on, in the gallery or
+    its calibration): none of them is in the group photo."""
+    from catalog.db import connect
+
     con = connect(folder.db, read_only=True)
     try:
-        used = [
+        return [
             r[0]
             for r in con.execute(
                 "SELECT image_id FROM snapshot_images WHERE snapshot = ? AND split IS NOT NULL",
@@ -329,19 +354,6 @@ def group_photo(folder: DemoFolder, plan: Plan, *, seed: int = 0) -> GroupPhoto:
         ]
     finally:
         con.close()
-    people = [(i, "gallery") for i in known] + [(i, "stranger") for i in strangers]
-    order = np.random.default_rng(seed).permutation(len(people))
-    people = [people[k] for k in order]
-    photo = compose(
-        folder.db,
-        [i for i, _ in people],
-        roles=[r for _, r in people],
-        exclude=used,
-        seed=seed,
-        **photo_layout(len(people)),
-    )
-    photo.save(folder.photo)
-    return photo
 
 
 def photo_layout(people: int) -> dict[str, Any]:
