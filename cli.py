@@ -891,7 +891,7 @@ def demo(
     OUT/report/index.html.
 
     Measured: under 2.5 minutes on an idle 2-core machine (142 s wall, 242 CPU
-    seconds; the step timings are printed at the end); --full about 10 (613 s). The
+    seconds; the step timings are printed at the end); --full about 11 (645 s). The
     demo draws the easy synthetic population, which small models learn in
     minutes.
 

@@ -95,7 +95,7 @@ class Plan:
 
 #: ``celebcat demo`` and ``celebcat demo --full``. The lengths were chosen by measuring
 #: each step's CPU time (README, "Two commands"): 142 s of wall time (242 CPU s) for
-#: the default on an idle 2-core machine, 613 s (1,068 CPU s) for --full.
+#: the default on an idle 2-core machine, 645 s (1,132 CPU s) for --full.
 PLANS: dict[str, Plan] = {
     "default": Plan(
         "default",
