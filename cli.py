@@ -1633,12 +1633,12 @@ def runs_import(
     """Record pretrained models as runs of the catalog.
 
     dlib: one run per stage (detector, landmarks, recognition). synthetic: the
-    recognizer and the face detector shipped inside celebcat, trained on drawn faces
-    (the demo uses them; on real photographs they name and find no one). onnx:FILE:
-    one run, a recognizer
-    in insightface's layout or a face detector. Each run's config holds
-    the file's hash, the versions and the licence; every command that takes a run
-    then takes it. Nothing is downloaded (docs/pretrained.md).
+    recognizer and the face detector shipped inside celebcat, trained on drawn
+    faces (the demo uses them; on real photographs they find and name no one).
+    onnx:FILE: one run, a recognizer in insightface's layout or a face detector.
+    Each run's config holds the file's hash, the versions and the licence; every
+    command that takes a run then takes it. Nothing is downloaded
+    (docs/pretrained.md).
 
     Example: celebcat runs import dlib
     Example: celebcat runs import onnx:w600k_r50.onnx --kind recognition
