@@ -281,6 +281,11 @@ def select_and_freeze(
     return summary, create(SNAPSHOT, folder.db)
 
 
+#: The images of snapshot ``?`` that it uses (a split: trained on, evaluated on, in a
+#: gallery or its calibration).
+_USED = "SELECT image_id FROM snapshot_images WHERE snapshot = ? AND split IS NOT NULL"
+
+
 def photo_people(folder: DemoFolder, plan: Plan, *, seed: int = 0) -> tuple[list[int], list[int]]:
     """Who the group photo shows: ``plan.known`` query identities (the gallery's
     people) and ``plan.strangers`` distractor identities, each chosen by a hash of
@@ -300,8 +305,7 @@ def photo_people(folder: DemoFolder, plan: Plan, *, seed: int = 0) -> tuple[list
                     "WHERE s.snapshot = ? AND s.split = ? AND EXISTS (SELECT 1 FROM "
                     "clean_images c JOIN images i USING (image_id) "
                     "WHERE c.identity = s.identity AND i.error IS NULL "
-                    "AND c.image_id NOT IN (SELECT image_id FROM snapshot_images "
-                    "WHERE snapshot = ? AND split IS NOT NULL)) "
+                    f"AND c.image_id NOT IN ({_USED})) "
                     "ORDER BY md5(? || ':' || s.identity)",
                     [SNAPSHOT, split, SNAPSHOT, str(seed)],
                 ).fetchall()
@@ -345,13 +349,7 @@ def used_images(folder: DemoFolder) -> list[str]:
 
     con = connect(folder.db, read_only=True)
     try:
-        return [
-            r[0]
-            for r in con.execute(
-                "SELECT image_id FROM snapshot_images WHERE snapshot = ? AND split IS NOT NULL",
-                [SNAPSHOT],
-            ).fetchall()
-        ]
+        return [r[0] for r in con.execute(_USED, [SNAPSHOT]).fetchall()]
     finally:
         con.close()
 

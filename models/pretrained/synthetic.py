@@ -27,6 +27,7 @@ seconds; ``python bench/train_shipped_detector.py`` makes its file.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,17 +101,21 @@ class SyntheticRecognizer(PretrainedRecognizer):
             return (one + mirror).cpu().numpy()
 
 
-def save(
-    path: str | Path, state: dict[str, Any], settings: dict[str, Any], provenance: str
-) -> None:
+def save(path: str | Path, state: dict[str, Any], settings: dict[str, Any], provenance: str) -> str:
     """Write a shipped file: the network's ``state`` in half precision, the
     ``settings`` that build it (the recognizer's backbone, size, embedding_dim,
     dropout; the detector's model, input_size, score_threshold) and where it comes
-    from."""
+    from. Returns the file's SHA-256, the hash :data:`MODELS` pins."""
     import torch
 
     half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     torch.save({"model": half, "settings": dict(settings), "provenance": provenance}, path)
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _full_precision(saved: dict[str, Any]) -> dict[str, Any]:
+    """The saved network's weights back in float32, for ``load_state_dict``."""
+    return {k: v.float() for k, v in saved["model"].items()}
 
 
 def load(model: PretrainedModel, path: Path | None, config: dict[str, Any], device: Any) -> Any:
@@ -121,16 +126,16 @@ def load(model: PretrainedModel, path: Path | None, config: dict[str, Any], devi
 
     assert path is not None
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    built = saved["settings"]
     if model.kind == "detector":
         return _detector(model, path, saved, device)
+    built = saved["settings"]
     net = create_model(
         built["backbone"],
         input_size=int(built["size"]),
         embedding_dim=int(built["embedding_dim"]),
         dropout=float(built.get("dropout", 0.0)),
     )
-    net.load_state_dict({k: v.float() for k, v in saved["model"].items()})
+    net.load_state_dict(_full_precision(saved))
     net.to(device).eval()
     settings = RecognizerSettings(
         str(config["source"]),
@@ -156,9 +161,6 @@ def _detector(model: PretrainedModel, path: Path, saved: dict[str, Any], device:
         score_threshold=float(built["score_threshold"]),
     )
     net = create_detector_model(config.model, input_size=config.input_size)
-    net.load_state_dict({k: v.float() for k, v in saved["model"].items()})
+    net.load_state_dict(_full_precision(saved))
     net.to(device).eval()
-    loaded = LoadedDetector(model.run_id, config, net, 0, path, "")
-    detector = TrainedDetector(loaded)
-    detector.spec = f"run:{model.run_id}"
-    return detector
+    return TrainedDetector(LoadedDetector(model.run_id, config, net, 0, path, ""))
